@@ -1,0 +1,38 @@
+# One command each: the targets create .venv when it is missing and install into it.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export VARIANTCTL_DB ?= $(CURDIR)/.variantctl/registry.db
+
+.PHONY: run test lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/variantctl db upgrade
+	$(BIN)/variantctl models list
+	$(BIN)/variantctl endpoints list
+	$(BIN)/variantctl history --limit 20
+	$(BIN)/variantctl audit verify
+
+test: lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check manager trainers migrations tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy manager trainers
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/history_query.py
+
+clean:
+	rm -rf $(VENV) .variantctl .pytest_cache .mypy_cache .ruff_cache *.egg-info

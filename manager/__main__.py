@@ -1,0 +1,3 @@
+from manager.cli.main import main
+
+main()

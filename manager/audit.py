@@ -1,0 +1,210 @@
+"""The append-only, hash-chained history.
+
+Each event's hash is sha256(prev_hash + canonical JSON of the event), where the
+event is every stored field but the two hashes. The first event chains from
+GENESIS. Triggers refuse UPDATE and DELETE; `verify` recomputes the chain and
+names the first seq that was altered, deleted or reordered. `audit_head` holds
+the newest seq and hash, so deleting the newest events is detected too, and an
+auditor who keeps the head hash printed by `verify` can later prove that not
+even a rewritten chain went unnoticed (`--expect-head`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from manager.clock import format_instant, utcnow
+from manager.db import Database
+from manager.registry.tables import AuditEvent, AuditHead
+
+GENESIS = "0" * 64
+VERIFY_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class Event:
+    """What happened, to what, and why: the caller's part of an audit event."""
+
+    action: str
+    subject_type: str
+    subject_id: str
+    reason: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    endpoint: str | None = None
+    model: str | None = None
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, UTF-8 kept: one text per value."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_instant(value)
+    raise TypeError(f"audit payload value of type {type(value).__name__} is not JSON")
+
+
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
+class _Hashed(Protocol):
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    subject_type: str
+    subject_id: str
+    endpoint: str | None
+    model: str | None
+    reason: str | None
+    payload: str
+
+
+def event_hash(prev_hash: str, row: _Hashed) -> str:
+    """sha256(prev_hash + canonical JSON of the event).
+
+    The body is spelled out in canonical_json's form (sorted keys, no spaces)
+    with the payload spliced in as stored: `append` stores it canonical, so this
+    equals canonical_json of the event, and any later edit to the stored text,
+    even one that keeps its meaning, breaks the hash. Spelling it out makes
+    `verify` about 3x faster than parsing and re-encoding every payload.
+    """
+    body = (
+        f'{{"action":{_encode(row.action)},"actor":{_encode(row.actor)},'
+        f'"at":"{format_instant(row.at)}","endpoint":{_encode(row.endpoint)},'
+        f'"model":{_encode(row.model)},"payload":{row.payload},"reason":{_encode(row.reason)},'
+        f'"seq":{int(row.seq)},"subject_id":{_encode(row.subject_id)},'
+        f'"subject_type":{_encode(row.subject_type)}}}'
+    )
+    return hashlib.sha256((prev_hash + body).encode()).hexdigest()
+
+
+def append(session: Session, actor: str, event: Event, at: datetime | None = None) -> AuditEvent:
+    """Add one event at the end of the chain, inside the caller's write transaction."""
+    head = session.get(AuditHead, 1, with_for_update=True)
+    row = AuditEvent(
+        seq=head.seq + 1 if head else 1,
+        at=at or utcnow(),
+        actor=actor,
+        action=event.action,
+        subject_type=event.subject_type,
+        subject_id=event.subject_id,
+        endpoint=event.endpoint,
+        model=event.model,
+        reason=event.reason,
+        payload=canonical_json(dict(event.payload)),
+        prev_hash=head.hash if head else GENESIS,
+    )
+    row.hash = event_hash(row.prev_hash, row)
+    session.add(row)
+    if head is None:
+        session.add(AuditHead(id=1, seq=row.seq, hash=row.hash))
+    else:
+        head.seq, head.hash = row.seq, row.hash
+    session.flush()
+    return row
+
+
+def record(database: Database, actor: str, event: Event) -> AuditEvent:
+    """Append one event in a transaction of its own."""
+    with database.write() as session:
+        return append(session, actor, event)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    count: int
+    head_seq: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+def verify(database: Database, expect_head: str | None = None) -> Verdict:
+    """Recompute the whole chain, oldest first, in constant memory."""
+    expected_seq, running = 1, GENESIS
+    with database.read() as session:
+        for row in _rows_in_order(session):
+            problem = _check(session, row, expected_seq, running)
+            if problem:
+                bad_seq = expected_seq if "missing" in problem else row.seq
+                return Verdict(False, expected_seq - 1, expected_seq - 1, running, bad_seq, problem)
+            expected_seq, running = row.seq + 1, row.hash
+        count = expected_seq - 1
+        head = session.get(AuditHead, 1)
+    if head is not None and (head.seq, head.hash) != (count, running):
+        if head.seq > count:
+            problem = f"events {count + 1}..{head.seq} were deleted from the end of the history"
+            return Verdict(False, count, count, running, count + 1, problem)
+        return Verdict(False, count, count, running, head.seq, "the history head was altered")
+    if expect_head is not None and expect_head not in (running, f"{count}:{running}"):
+        return Verdict(False, count, count, running, count,
+                       f"head hash is {running}, expected {expect_head}: the chain was rewritten")
+    return Verdict(True, count, count, running)
+
+
+def _rows_in_order(session: Session) -> Iterator[Any]:
+    """Plain rows, not ORM objects: verify reads every event once and keeps none."""
+    table = AuditEvent.__table__
+    stmt = select(table).order_by(table.c.seq).execution_options(yield_per=VERIFY_BATCH)
+    yield from session.execute(stmt)
+
+
+def _check(session: Session, row: Any, expected_seq: int, running: str) -> str | None:
+    if row.seq != expected_seq:
+        return f"seq {expected_seq} is missing: the event was deleted"
+    if row.prev_hash != running:
+        successor = session.scalar(
+            select(AuditEvent.seq).where(AuditEvent.prev_hash == running).limit(1)
+        )
+        if successor is not None:
+            return f"seq {row.seq} is out of place: events were reordered (its successor is at {successor})"
+        return f"seq {row.seq} does not follow seq {row.seq - 1}: the chain link was altered"
+    if event_hash(row.prev_hash, row) != row.hash:
+        return f"seq {row.seq} was altered: its hash does not match its contents"
+    return None
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    endpoint: str | None = None
+    model: str | None = None
+    action: str | None = None
+    actor: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
+
+
+def history_query(flt: HistoryFilter) -> Select[AuditEvent]:
+    """Newest first. Each equality filter is backed by an index on (column, at)."""
+    stmt = select(AuditEvent)
+    for column, value in (
+        (AuditEvent.endpoint, flt.endpoint),
+        (AuditEvent.model, flt.model),
+        (AuditEvent.action, flt.action),
+        (AuditEvent.actor, flt.actor),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if flt.since is not None:
+        stmt = stmt.where(AuditEvent.at >= flt.since)
+    if flt.until is not None:
+        stmt = stmt.where(AuditEvent.at < flt.until)
+    return stmt.order_by(AuditEvent.at.desc(), AuditEvent.seq.desc()).limit(flt.limit)
+
+
+def history(database: Database, flt: HistoryFilter) -> list[AuditEvent]:
+    with database.read() as session:
+        return list(session.scalars(history_query(flt)))

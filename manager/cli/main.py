@@ -1,0 +1,87 @@
+"""`variantctl`: the root command, global options, and the one place errors become exit codes.
+
+Exit codes: 0 ok, 1 failure, 2 bad usage or input. A user's mistake is one line
+on stderr, never a traceback; set VARIANTCTL_DEBUG=1 to see one for a bug.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from manager import __version__
+from manager.cli.context import AppContext
+from manager.cli.endpoints import endpoints_group
+from manager.cli.history import audit_group, history
+from manager.cli.models import models_group
+from manager.cli.schema import db_group
+from manager.errors import UserError
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class Root(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            code, message = classify(exc)
+            if os.environ.get("VARIANTCTL_DEBUG"):
+                raise
+            click.echo(f"error: {message}", err=True)
+            ctx.exit(code)
+
+
+def classify(exc: BaseException) -> tuple[int, str]:
+    """The exit code and the one line a user sees for an exception."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    if isinstance(exc, UserError):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, IntegrityError):
+        from manager.registry.errors import explain
+
+        return EXIT_USAGE, explain(exc)
+    if isinstance(exc, OperationalError):
+        detail = str(exc.orig).strip()
+        if "unable to open" in detail or "readonly" in detail or "read-only" in detail:
+            return EXIT_USAGE, f"cannot use the registry database: {detail}"
+        return EXIT_FAILURE, f"database error: {detail}"
+    if isinstance(exc, OSError):
+        return EXIT_USAGE, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
+    return EXIT_FAILURE, f"internal error: {type(exc).__name__}: {exc} (set VARIANTCTL_DEBUG=1 for details)"
+
+
+@click.group(cls=Root, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", metavar="PATH|URL", help="registry database [env: VARIANTCTL_DB; "
+              "default: ~/.local/share/variantctl/registry.db]")
+@click.option("--actor", metavar="NAME", help="who is acting, for the history "
+              "[env: VARIANTCTL_ACTOR; default: the OS user]")
+@click.version_option(__version__, prog_name="variantctl")
+@click.pass_context
+def cli(ctx: click.Context, db: str | None, actor: str | None) -> None:
+    """Endpoint update and A/B traffic manager for SageMaker models."""
+    ctx.obj = AppContext.create(db, actor)
+    ctx.call_on_close(ctx.obj.close)
+
+
+cli.add_command(db_group)
+cli.add_command(models_group)
+cli.add_command(endpoints_group)
+cli.add_command(history)
+cli.add_command(audit_group)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="variantctl")
+    except BrokenPipeError:
+        # A closed pipe (`variantctl history | head`) is not an error.
+        sys.stderr.close()
+        sys.exit(0)

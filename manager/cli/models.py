@@ -1,0 +1,134 @@
+"""`variantctl models register|list|show`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from manager.cli.context import AppContext, pass_app
+from manager.cli.render import emit, emit_record, output_option
+from manager.errors import UserError
+from manager.registry.vocabulary import MODEL_STATUSES
+
+if TYPE_CHECKING:
+    from manager.registry.tables import ModelVersion
+
+LIST_COLUMNS = ("model", "status", "framework", "artifact_uri", "metrics", "created_at")
+
+
+def model_row(row: ModelVersion) -> dict[str, Any]:
+    return {
+        "model": row.ref,
+        "name": row.name,
+        "version": row.version,
+        "status": row.status,
+        "framework": row.framework,
+        "framework_version": row.framework_version,
+        "artifact_uri": row.artifact_uri,
+        "image_uri": row.image_uri,
+        "metrics": row.metrics,
+        "dataset_fingerprint": row.dataset_fingerprint,
+        "training_run_id": row.training_run_id,
+        "description": row.description,
+        "created_at": row.created_at,
+    }
+
+
+def parse_metrics(pairs: tuple[str, ...], metrics_file: Path | None) -> dict[str, Any]:
+    """`--metric auc=0.93` pairs over an optional JSON file of metrics."""
+    metrics: dict[str, Any] = {}
+    if metrics_file is not None:
+        try:
+            loaded = json.loads(metrics_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read metrics from {metrics_file}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"{metrics_file} must hold a JSON object of metric names to values")
+        metrics.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"invalid --metric {pair!r}: use NAME=NUMBER, e.g. auc=0.93")
+        try:
+            metrics[key] = float(value)
+        except ValueError:
+            raise UserError(f"invalid --metric {pair!r}: {value!r} is not a number") from None
+    return metrics
+
+
+@click.group("models")
+def models_group() -> None:
+    """Model versions in the registry."""
+
+
+@models_group.command("register")
+@click.argument("name")
+@click.option("--artifact", "artifact_uri", required=True,
+              help="s3://bucket/key/model.tar.gz, file:///path, or a local path")
+@click.option("--framework", required=True, help="e.g. sklearn, xgboost")
+@click.option("--framework-version", help="e.g. 1.9.1")
+@click.option("--image-uri", help="serving container image")
+@click.option("--metric", "metric_pairs", multiple=True, metavar="NAME=NUMBER",
+              help="an offline metric; repeatable")
+@click.option("--metrics-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="JSON object of offline metrics")
+@click.option("--fingerprint", "dataset_fingerprint", help="sha256 of the training data")
+@click.option("--description")
+@click.option("--status", default="candidate", show_default=True,
+              type=click.Choice(MODEL_STATUSES))
+@click.option("--version", type=click.IntRange(min=1), help="default: the next version of NAME")
+@output_option
+@pass_app
+def register(app: AppContext, name: str, artifact_uri: str, framework: str,
+             framework_version: str | None, image_uri: str | None, metric_pairs: tuple[str, ...],
+             metrics_file: Path | None, dataset_fingerprint: str | None, description: str | None,
+             status: str, version: int | None, output: str) -> None:
+    """Register an existing model artifact as a new version of NAME."""
+    from manager.registry import models
+
+    spec = models.ModelSpec(
+        name=name, artifact_uri=artifact_uri, framework=framework,
+        framework_version=framework_version, image_uri=image_uri,
+        metrics=parse_metrics(metric_pairs, metrics_file),
+        dataset_fingerprint=dataset_fingerprint, description=description,
+        status=status, version=version,
+    )
+    database = app.database()
+    with database.write() as session:
+        row = models.register(session, spec, app.actor)
+        record = model_row(row)
+    if output == "table":
+        click.echo(f"registered {record['model']} ({record['status']}) from {record['artifact_uri']}")
+    else:
+        emit_record(record, output)
+
+
+@models_group.command("list")
+@click.option("--name", help="only versions of this model")
+@click.option("--status", type=click.Choice(MODEL_STATUSES))
+@output_option
+@pass_app
+def list_models(app: AppContext, name: str | None, status: str | None, output: str) -> None:
+    """List model versions, newest version first."""
+    from manager.registry import models
+
+    with app.database().read() as session:
+        rows = [model_row(r) for r in models.list_versions(session, name, status)]
+    columns = LIST_COLUMNS if output == "table" else tuple(rows[0]) if rows else LIST_COLUMNS
+    emit(rows, columns, output, title="models", empty="no models registered")
+
+
+@models_group.command("show")
+@click.argument("ref", metavar="NAME[:VERSION]")
+@output_option
+@pass_app
+def show(app: AppContext, ref: str, output: str) -> None:
+    """Show one model version (the newest when VERSION is omitted)."""
+    from manager.registry import models
+
+    with app.database().read() as session:
+        record = model_row(models.get(session, ref))
+    emit_record(record, output, title=record["model"])

@@ -1,0 +1,99 @@
+"""Output: a rich table for people, JSON or CSV (through pandas) for programs."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import click
+
+from manager.clock import format_instant
+
+OUTPUTS = ("table", "json", "csv")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def output_option(func: F) -> F:
+    return click.option(
+        "--output", "-o", type=click.Choice(OUTPUTS), default="table", show_default=True,
+        help="table for people; json or csv for programs",
+    )(func)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_instant(value)
+    return value
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def emit(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], output: str,
+         title: str | None = None, empty: str = "nothing to show") -> None:
+    """Write `rows` (restricted to `columns`) to stdout in the chosen format."""
+    if output == "table":
+        _table(rows, columns, title, empty)
+        return
+    import json
+
+    import pandas as pd
+
+    frame = pd.DataFrame([{c: _plain(row.get(c)) for c in columns} for row in rows], columns=list(columns))
+    if output == "json":
+        sys.stdout.write(frame.to_json(orient="records", indent=2, force_ascii=False) or "[]")
+        sys.stdout.write("\n")
+    else:
+        for column in columns:
+            frame[column] = frame[column].map(
+                lambda v: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
+            )
+        sys.stdout.write(frame.to_csv(index=False))
+
+
+def emit_record(record: Mapping[str, Any], output: str, title: str | None = None) -> None:
+    """One object: a two-column table for people, a single JSON object or CSV row for programs."""
+    if output == "json":
+        import pandas as pd
+
+        series = pd.Series({k: _plain(v) for k, v in record.items()}, dtype=object)
+        sys.stdout.write((series.to_json(indent=2, force_ascii=False) or "{}") + "\n")
+        return
+    if output == "csv":
+        emit([record], list(record), output)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in record.items():
+        table.add_row(key, _cell(value))
+    Console().print(table)
+
+
+def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title: str | None,
+           empty: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not rows:
+        console.print(f"[dim]{title + ': ' if title else ''}{empty}[/dim]")
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    console.print(table)

@@ -1,0 +1,52 @@
+"""UTC instants and durations as users write them (`10m`, `2h`, ISO 8601)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from manager.errors import UserError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `10m`, `2h`, `7d`, `1w` -> timedelta."""
+    match = _DURATION.match(text)
+    if not match:
+        raise UserError(f"invalid duration {text!r}: use a number and a unit, e.g. 30s, 10m, 2h, 7d")
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def format_instant(value: datetime) -> str:
+    """The one textual form of an instant: ISO 8601, UTC, microseconds."""
+    return as_utc(value).isoformat(timespec="microseconds")
+
+
+def as_utc(value: datetime) -> datetime:
+    """A naive value is taken to be UTC already; an aware one is converted."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def parse_instant(text: str, now: datetime | None = None) -> datetime:
+    """An ISO 8601 date or datetime (naive means UTC), `now`, or a duration meaning that long ago."""
+    stripped = text.strip()
+    if stripped == "now":
+        return now or utcnow()
+    if _DURATION.match(stripped):
+        return (now or utcnow()) - parse_duration(stripped)
+    try:
+        parsed = datetime.fromisoformat(stripped)
+    except ValueError:
+        raise UserError(
+            f"invalid time {text!r}: use ISO 8601 (2026-11-01 or 2026-11-01T12:00:00Z) "
+            "or a duration ago (30m, 7d)"
+        ) from None
+    return as_utc(parsed)

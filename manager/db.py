@@ -1,0 +1,130 @@
+"""Engines and sessions for the registry.
+
+Two engines share one database: a writer whose transactions start with
+`BEGIN IMMEDIATE` (so SQLite takes the write lock up front and a busy writer
+waits instead of failing half-way), and a read-only engine for queries.
+On SQLite every connection gets WAL, a busy timeout, foreign keys and
+synchronous=NORMAL. Other databases (PostgreSQL) get none of this.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from manager.errors import UserError
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def sqlite_path(url: str | URL) -> Path | None:
+    """The file behind a SQLite URL, or None for other databases and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(str(parsed.database))
+
+
+def _on_sqlite_connect(read_only: bool) -> Any:
+    def configure(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        # Take transaction control away from the driver: the "begin" hook decides.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if read_only:
+            cursor.execute("PRAGMA query_only = ON")
+        else:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    return configure
+
+
+def _make_engine(url: str, read_only: bool) -> Engine:
+    parsed = make_url(url)
+    path = sqlite_path(parsed)
+    if parsed.get_backend_name() != "sqlite":
+        options = {"postgresql_readonly": True} if read_only else {}
+        return create_engine(parsed, execution_options=options)
+    if path is not None and read_only:
+        parsed = parsed.set(database=f"file:{path}", query={"mode": "ro", "uri": "true"})
+    engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    event.listen(engine, "connect", _on_sqlite_connect(read_only))
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+@dataclass
+class Database:
+    """The registry database: a writer engine and a read-only engine."""
+
+    url: str
+    writer: Engine = field(init=False)
+    reader: Engine = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.writer = _make_engine(self.url, read_only=False)
+        in_memory = make_url(self.url).get_backend_name() == "sqlite" and self.path is None
+        # An in-memory database exists only inside its one engine.
+        self.reader = self.writer if in_memory else _make_engine(self.url, read_only=True)
+        self._write_sessions = sessionmaker(self.writer, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self.reader, expire_on_commit=False)
+
+    @property
+    def path(self) -> Path | None:
+        return sqlite_path(self.url)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction (BEGIN IMMEDIATE on SQLite), committed on success."""
+        with self._write_sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._read_sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.writer.dispose()
+        self.reader.dispose()
+
+
+def describe_location(url: str) -> str:
+    """What to show a person: the file path for SQLite, the URL without password otherwise."""
+    path = sqlite_path(url)
+    return str(path) if path else make_url(url).render_as_string(hide_password=True)
+
+
+def ensure_parent_writable(url: str) -> None:
+    """Create the directory of a SQLite file, or fail with one clear line."""
+    path = sqlite_path(url)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create registry directory {path.parent}: {exc.strerror}") from None
+    if path.exists() and not _writable(path):
+        raise UserError(f"registry {path} is not writable")
+    if not path.exists() and not _writable(path.parent):
+        raise UserError(f"cannot create registry in {path.parent}: directory is not writable")
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK)

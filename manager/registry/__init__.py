@@ -1,0 +1,1 @@
+"""The registry: typed tables, the queries on them, and their migrations."""

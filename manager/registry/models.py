@@ -1,0 +1,123 @@
+"""Model versions: register, find, list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from manager import audit
+from manager.errors import NotFound, UserError
+from manager.names import check_name
+from manager.registry.tables import ModelVersion
+from manager.registry.vocabulary import MODEL_STATUSES
+
+ARTIFACT_SCHEMES = ("s3", "file")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    artifact_uri: str
+    framework: str
+    framework_version: str | None = None
+    image_uri: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    dataset_fingerprint: str | None = None
+    training_run_id: int | None = None
+    description: str | None = None
+    status: str = "candidate"
+    version: int | None = None
+
+
+def normalize_artifact_uri(uri: str) -> str:
+    """`s3://bucket/key` as given; a local path or `file://` URI, absolute and existing."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc or not parsed.path.strip("/"):
+            raise UserError(f"artifact URI {uri!r} needs a bucket and a key: s3://bucket/key")
+        return uri
+    if parsed.scheme not in ("", "file"):
+        raise UserError(f"artifact URI {uri!r}: scheme must be one of {', '.join(ARTIFACT_SCHEMES)}")
+    path = Path(parsed.path if parsed.scheme == "file" else uri).expanduser().absolute()
+    if not path.exists():
+        raise UserError(f"artifact {path} does not exist")
+    return path.as_uri()
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """`name` (newest version) or `name:version`."""
+    name, sep, version = ref.partition(":")
+    if not sep:
+        return name, None
+    if not version.isdigit() or int(version) < 1:
+        raise UserError(f"invalid model reference {ref!r}: use NAME or NAME:VERSION")
+    return name, int(version)
+
+
+def register(session: Session, spec: ModelSpec, actor: str) -> ModelVersion:
+    """Add a model version (the next version number unless one is given) and record it."""
+    check_name("model", spec.name)
+    if spec.status not in MODEL_STATUSES:
+        raise UserError(f"status {spec.status!r} is not one of {', '.join(MODEL_STATUSES)}")
+    newest = session.scalar(
+        select(func.max(ModelVersion.version)).where(ModelVersion.name == spec.name)
+    )
+    row = ModelVersion(
+        name=spec.name,
+        version=spec.version or (newest or 0) + 1,
+        framework=spec.framework,
+        framework_version=spec.framework_version,
+        artifact_uri=normalize_artifact_uri(spec.artifact_uri),
+        image_uri=spec.image_uri,
+        metrics=spec.metrics,
+        dataset_fingerprint=spec.dataset_fingerprint,
+        training_run_id=spec.training_run_id,
+        description=spec.description,
+        status=spec.status,
+    )
+    session.add(row)
+    session.flush()
+    audit.append(session, actor, audit.Event(
+        action="model.register",
+        subject_type="model_version",
+        subject_id=row.ref,
+        model=row.name,
+        payload={
+            "artifact_uri": row.artifact_uri,
+            "framework": row.framework,
+            "framework_version": row.framework_version,
+            "image_uri": row.image_uri,
+            "metrics": row.metrics,
+            "dataset_fingerprint": row.dataset_fingerprint,
+            "status": row.status,
+        },
+    ))
+    return row
+
+
+def get(session: Session, ref: str) -> ModelVersion:
+    name, version = parse_ref(ref)
+    stmt = select(ModelVersion).where(ModelVersion.name == name)
+    if version is None:
+        stmt = stmt.order_by(ModelVersion.version.desc()).limit(1)
+    else:
+        stmt = stmt.where(ModelVersion.version == version)
+    row = session.scalar(stmt)
+    if row is None:
+        raise NotFound(f"no model {ref!r} in the registry")
+    return row
+
+
+def list_versions(session: Session, name: str | None = None,
+                  status: str | None = None) -> list[ModelVersion]:
+    stmt = select(ModelVersion).order_by(ModelVersion.name, ModelVersion.version.desc())
+    if name is not None:
+        stmt = stmt.where(ModelVersion.name == name)
+    if status is not None:
+        stmt = stmt.where(ModelVersion.status == status)
+    return list(session.scalars(stmt))

@@ -1,0 +1,1 @@
+"""Alembic environment and versions, shipped in the package for `variantctl db upgrade`."""

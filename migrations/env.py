@@ -1,0 +1,54 @@
+"""Alembic environment: the registry's metadata, batch mode for SQLite, and the writer engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic import context
+
+from manager.config import db_url
+from manager.db import Database
+from manager.registry.tables import Base
+
+# APScheduler keeps its jobs in the same database; autogenerate must not try to drop them.
+FOREIGN_TABLES = frozenset({"apscheduler_jobs"})
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    if type_ == "table" and name in FOREIGN_TABLES:
+        return False
+    table = getattr(obj, "table", None)
+    return not (table is not None and table.name in FOREIGN_TABLES)
+
+
+def run_migrations(connection: Any) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=True,
+        include_object=include_object,
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def main() -> None:
+    config = context.config
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        run_migrations(connection)
+        return
+    url = config.attributes.get("url") or context.get_x_argument(as_dictionary=True).get("db")
+    database = Database(url or db_url())
+    try:
+        with database.writer.connect() as conn:
+            run_migrations(conn)
+            conn.commit()
+    finally:
+        database.dispose()
+
+
+main()

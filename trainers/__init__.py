@@ -1,0 +1,1 @@
+"""Candidate training: local scikit-learn, SageMaker jobs, tuning."""
