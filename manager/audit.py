@@ -76,8 +76,8 @@ def event_hash(prev_hash: str, row: _Hashed) -> str:
     The body is spelled out in canonical_json's form (sorted keys, no spaces)
     with the payload spliced in as stored: `append` stores it canonical, so this
     equals canonical_json of the event, and any later edit to the stored text,
-    even one that keeps its meaning, breaks the hash. Spelling it out makes
-    `verify` about 3x faster than parsing and re-encoding every payload.
+    even one that keeps its meaning, breaks the hash. Spelling it out also spares
+    `verify` parsing and re-encoding every payload.
     """
     body = (
         f'{{"action":{_encode(row.action)},"actor":{_encode(row.actor)},'
