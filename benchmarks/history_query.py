@@ -97,7 +97,7 @@ def insert(database: Database, rows: Iterable[Row], batch: int = 50_000) -> tupl
     cur.execute("BEGIN IMMEDIATE")
     cur.executemany(sql, buf)
     assert last is not None
-    cur.execute("INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)", (last.seq, last.hash))
+    cur.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (last.seq, last.hash))
     cur.execute("COMMIT")
     raw.close()
     return last.seq, last.hash

@@ -91,9 +91,12 @@ def event_hash(prev_hash: str, row: _Hashed) -> str:
 
 def append(session: Session, actor: str, event: Event, at: datetime | None = None) -> AuditEvent:
     """Add one event at the end of the chain, inside the caller's write transaction."""
+    # Locks the one head row on PostgreSQL; on SQLite the writer's BEGIN IMMEDIATE already serialises.
     head = session.get(AuditHead, 1, with_for_update=True)
+    if head is None:
+        raise RuntimeError("audit_head row is missing: the registry was not created by its migrations")
     row = AuditEvent(
-        seq=head.seq + 1 if head else 1,
+        seq=head.seq + 1,
         at=at or utcnow(),
         actor=actor,
         action=event.action,
@@ -103,14 +106,11 @@ def append(session: Session, actor: str, event: Event, at: datetime | None = Non
         model=event.model,
         reason=event.reason,
         payload=canonical_json(dict(event.payload)),
-        prev_hash=head.hash if head else GENESIS,
+        prev_hash=head.hash,
     )
     row.hash = event_hash(row.prev_hash, row)
     session.add(row)
-    if head is None:
-        session.add(AuditHead(id=1, seq=row.seq, hash=row.hash))
-    else:
-        head.seq, head.hash = row.seq, row.hash
+    head.seq, head.hash = row.seq, row.hash
     session.flush()
     return row
 
@@ -143,7 +143,9 @@ def verify(database: Database, expect_head: str | None = None) -> Verdict:
             expected_seq, running = row.seq + 1, row.hash
         count = expected_seq - 1
         head = session.get(AuditHead, 1)
-    if head is not None and (head.seq, head.hash) != (count, running):
+    if head is None:
+        return Verdict(False, count, count, running, count + 1, "the history head row was deleted")
+    if (head.seq, head.hash) != (count, running):
         if head.seq > count:
             problem = f"events {count + 1}..{head.seq} were deleted from the end of the history"
             return Verdict(False, count, count, running, count + 1, problem)

@@ -116,7 +116,8 @@ def test_rewritten_chain_is_caught_by_the_head_an_auditor_kept(database: Databas
     _fill(database, 3)
     kept = audit.verify(database).head_hash
     # The attacker rewrites the whole history, recomputing every hash and the head.
-    _tamper(db_path, "DELETE FROM audit_events", "DELETE FROM audit_head")
+    _tamper(db_path, "DELETE FROM audit_events",
+            f"UPDATE audit_head SET seq = 0, hash = '{audit.GENESIS}'")
     _reinstall_triggers(db_path)
     _fill(database, 3)
     assert audit.verify(database).ok  # self-consistent...
@@ -194,3 +195,10 @@ def test_reformatted_payload_with_the_same_meaning_is_still_tampering(
     _fill(database, 2)
     _tamper(db_path, """UPDATE audit_events SET payload = '{"i": 1, "note": "héllo"}' WHERE seq = 2""")
     assert audit.verify(database).first_bad_seq == 2
+
+
+def test_deleted_head_row_is_reported(database: Database, db_path: Path) -> None:
+    _fill(database, 2)
+    _tamper(db_path, "DELETE FROM audit_head")
+    verdict = audit.verify(database)
+    assert not verdict.ok and "head row was deleted" in (verdict.problem or "")

@@ -12,6 +12,8 @@ from alembic import op
 
 import manager.registry.types
 
+GENESIS = "0" * 64
+
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -44,7 +46,7 @@ def upgrade() -> None:
         batch_op.create_index("ix_audit_events_endpoint_at", ["endpoint", "at"], unique=False)
         batch_op.create_index("ix_audit_events_model_at", ["model", "at"], unique=False)
 
-    op.create_table(
+    audit_head = op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("seq", sa.Integer(), nullable=False),
@@ -52,6 +54,8 @@ def upgrade() -> None:
         sa.CheckConstraint("id = 1", name=op.f("ck_audit_head_single_row")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_head")),
     )
+    # The head row always exists, so every appender can lock it (SELECT ... FOR UPDATE).
+    op.bulk_insert(audit_head, [{"id": 1, "seq": 0, "hash": GENESIS}])
     op.create_table(
         "endpoint_configs",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -288,7 +292,8 @@ def create_append_only_triggers() -> None:
     elif dialect == "postgresql":
         op.execute(
             "CREATE FUNCTION audit_events_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ "
-            "BEGIN RAISE EXCEPTION 'audit_events is append-only: % refused', TG_OP; END $$"
+            "BEGIN RAISE EXCEPTION 'audit_events is append-only: % refused', TG_OP "
+            "USING ERRCODE = 'integrity_constraint_violation'; END $$"
         )
         op.execute(
             "CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events "
