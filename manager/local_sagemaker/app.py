@@ -1,0 +1,214 @@
+"""The HTTP surface: one starlette app for the control plane, the runtime and CloudWatch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from manager.local_sagemaker import metrics, protocol
+from manager.local_sagemaker.capture import CaptureWriter
+from manager.local_sagemaker.control import ControlPlane
+from manager.local_sagemaker.control import Route as VariantRoute
+from manager.local_sagemaker.protocol import AwsError
+from manager.local_sagemaker.runtime import (
+    MAX_PAYLOAD_BYTES,
+    LoadedModel,
+    PayloadError,
+    format_predictions,
+    parse_rows,
+)
+
+log = logging.getLogger("local_sagemaker")
+SAGEMAKER_PREFIX = "SageMaker."
+CLOUDWATCH_PREFIX = "GraniteServiceVersion20100801."
+INFERENCE_ID_MAX = 64
+
+
+class Host:
+    """The host's parts, shared by the route handlers."""
+
+    def __init__(self, control: ControlPlane, store: metrics.MetricStore, alarms: metrics.AlarmBook,
+                 capture: CaptureWriter) -> None:
+        self.control = control
+        self.store = store
+        self.alarms = alarms
+        self.capture = capture
+
+    def cloudwatch(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+        if operation == "GetMetricData":
+            return metrics.get_metric_data(self.store, request)
+        handlers = {"PutMetricAlarm": self.alarms.put, "SetAlarmState": self.alarms.set_state,
+                    "DescribeAlarms": self.alarms.describe, "DeleteAlarms": self.alarms.delete}
+        if operation not in handlers:
+            raise AwsError("UnknownOperationException",
+                           f"The local SageMaker's CloudWatch does not implement {operation}")
+        return handlers[operation](request)
+
+    # ---- AWS JSON 1.1 (SageMaker) and 1.0 (CloudWatch) on POST / -----------------------------
+
+    async def json_rpc(self, request: Request) -> Response:
+        target = request.headers.get("x-amz-target", "")
+        content_type = protocol.JSON_10 if target.startswith(CLOUDWATCH_PREFIX) else protocol.JSON_11
+        try:
+            body = protocol.parse_json(await request.body())
+            if target.startswith(SAGEMAKER_PREFIX):
+                result = self.control.handle(target[len(SAGEMAKER_PREFIX):], body)
+            elif target.startswith(CLOUDWATCH_PREFIX):
+                result = self.cloudwatch(target[len(CLOUDWATCH_PREFIX):], body)
+            else:
+                raise AwsError("UnknownOperationException", f"unknown X-Amz-Target {target!r}")
+        except AwsError as error:
+            return protocol.json_error(error, content_type)
+        except Exception as exc:  # a bug in the host: AWS's shape, and a log line, never a dead server
+            log.exception("%s failed", target)
+            return protocol.json_error(AwsError("InternalFailure", f"{type(exc).__name__}: {exc}", 500),
+                                       content_type)
+        return protocol.json_response(result, content_type)
+
+    # ---- Smithy RPC v2 CBOR (CloudWatch, as newer botocore sends it) --------------------------
+
+    async def cbor_rpc(self, request: Request) -> Response:
+        try:
+            service = request.path_params["service"]
+            if service != CLOUDWATCH_PREFIX.rstrip("."):
+                raise AwsError("UnknownOperationException", f"unknown service {service!r}")
+            body = protocol.parse_cbor(await request.body())
+            result = self.cloudwatch(request.path_params["operation"], body)
+        except AwsError as error:
+            return protocol.cbor_error(error)
+        except Exception as exc:  # a bug in the host: AWS's shape, and a log line, never a dead server
+            log.exception("CBOR %s failed", request.url.path)
+            return protocol.cbor_error(AwsError("InternalFailure", f"{type(exc).__name__}: {exc}", 500))
+        return protocol.cbor_response(result)
+
+    # ---- runtime: POST /endpoints/{name}/invocations -----------------------------------------
+
+    async def invoke(self, request: Request) -> Response:
+        started = time.perf_counter()
+        name = request.path_params["name"]
+        headers = request.headers
+        try:
+            route = self.control.route(name, headers.get("x-amzn-sagemaker-target-variant"))
+            inference_id = headers.get("x-amzn-sagemaker-inference-id")
+            if inference_id is not None and not 1 <= len(inference_id) <= INFERENCE_ID_MAX:
+                raise AwsError("ValidationError", f"InferenceId must be 1-{INFERENCE_ID_MAX} characters")
+            body = await self._body(request)
+        except AwsError as error:
+            return self._runtime_error(error)
+        content_type = headers.get("content-type", "text/csv")
+        accept = headers.get("accept")
+        status, payload, out_type, model_us = await self._score(route.model, body, content_type, accept)
+        response = self._answer(route, status, payload, out_type)
+        self.store.record_invocation(route.endpoint, route.variant, status, model_us,
+                                     (time.perf_counter() - started) * 1e6 - (model_us or 0))
+        if (route.capture and route.capture.sampled(self.capture.rng)) or route.shadows:
+            response.background = BackgroundTask(self._after, route, body, content_type, accept, payload,
+                                                 out_type, inference_id, status)
+        return response
+
+    async def _body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_PAYLOAD_BYTES:
+            raise AwsError("ValidationError", f"Request payload exceeds {MAX_PAYLOAD_BYTES} bytes.",
+                           status=413)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_PAYLOAD_BYTES:
+                raise AwsError("ValidationError", f"Request payload exceeds {MAX_PAYLOAD_BYTES} bytes.",
+                               status=413)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _score(self, model: LoadedModel, body: bytes, content_type: str,
+                     accept: str | None) -> tuple[int, bytes, str, float | None]:
+        """Run the model as its container would: (status, body, content type, model latency µs)."""
+        t0 = time.perf_counter()
+        fault = model.fault
+        if fault.extra_latency_ms:
+            await asyncio.sleep(fault.extra_latency_ms / 1000)
+        if fault.rate_5xx and self.control.rng.random() < fault.rate_5xx:
+            elapsed_us = (time.perf_counter() - t0) * 1e6
+            return 500, b"injected fault: internal server error", "text/plain", elapsed_us
+        try:
+            predictions = model.predict(parse_rows(body, content_type))
+        except PayloadError as exc:
+            return 400, str(exc).encode(), "text/plain", (time.perf_counter() - t0) * 1e6
+        except Exception as exc:  # the model itself failed: a 5xx from the container
+            message = f"model raised {type(exc).__name__}: {exc}".encode()
+            return 500, message, "text/plain", (time.perf_counter() - t0) * 1e6
+        payload, out_type = format_predictions(predictions, accept, content_type)
+        return 200, payload, out_type, (time.perf_counter() - t0) * 1e6
+
+    @staticmethod
+    def _answer(route: VariantRoute, status: int, payload: bytes, out_type: str) -> Response:
+        variant_header = {"x-Amzn-Invoked-Production-Variant": route.variant}
+        if status == 200:
+            return Response(payload, media_type=out_type, headers=variant_header)
+        kind = "client" if status < 500 else "server"
+        original = payload.decode(errors="replace")
+        error = AwsError(
+            "ModelError",
+            f"Received {kind} error ({status}) from primary with message \"{original}\". See "
+            f"/aws/sagemaker/Endpoints/{route.endpoint} in account 123456789012 for more information.",
+            status=424, OriginalStatusCode=status, OriginalMessage=original,
+            LogStreamArn=f"arn:aws:logs:local:123456789012:log-group:/aws/sagemaker/Endpoints/{route.endpoint}",
+        )
+        response = Host._runtime_error(error)
+        response.headers.update(variant_header)
+        return response
+
+    @staticmethod
+    def _runtime_error(error: AwsError) -> Response:
+        body = {"ErrorCode": error.code, "Message": error.message, "message": error.message, **error.fields}
+        return JSONResponse(body, status_code=error.status, headers={"x-amzn-errortype": error.code})
+
+    async def _after(self, route: VariantRoute, body: bytes, content_type: str, accept: str | None,
+                     payload: bytes, out_type: str, inference_id: str | None, status: int) -> None:
+        """After the caller has its answer: capture it, and feed the shadow variants a copy."""
+        at = datetime.now(UTC)
+        if route.capture and status == 200:
+            self.capture.write(route.capture, route.endpoint, route.variant, at, inference_id, body,
+                               content_type, payload, out_type)
+        for shadow_name, shadow_model in route.shadows:
+            started = time.perf_counter()
+            scored = await self._score(shadow_model, body, content_type, accept)
+            s_status, s_payload, s_type, model_us = scored
+            self.store.record_invocation(route.endpoint, shadow_name, s_status, model_us,
+                                         (time.perf_counter() - started) * 1e6 - (model_us or 0))
+            if route.capture and s_status == 200:
+                self.capture.write(route.capture, route.endpoint, shadow_name, at, inference_id, body,
+                                   content_type, s_payload, s_type)
+
+    async def health(self, request: Request) -> Response:
+        self.control.advance()
+        return JSONResponse({
+            "status": "ok",
+            "endpoints": {n: e.status for n, e in self.control.endpoints.items()},
+            "models_loaded": sorted({m.name for m in self.control.loaded.values()}),
+        })
+
+    async def fallback(self, request: Request) -> Response:
+        error = AwsError("UnknownOperationException", f"no such route: {request.method} {request.url.path}",
+                         status=404)
+        return protocol.json_error(error)
+
+
+def build_app(host: Host) -> Starlette:
+    return Starlette(routes=[
+        Route("/endpoints/{name}/invocations", host.invoke, methods=["POST"]),
+        Route("/", host.json_rpc, methods=["POST"]),
+        Route("/service/{service}/operation/{operation}", host.cbor_rpc, methods=["POST"]),
+        Route("/_local/health", host.health, methods=["GET"]),
+        Route("/{path:path}", host.fallback, methods=["GET", "POST", "PUT", "DELETE"]),
+    ])
+

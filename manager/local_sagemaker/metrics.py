@@ -1,0 +1,273 @@
+"""Per-variant endpoint metrics in the AWS/SageMaker namespace, and CloudWatch's GetMetricData.
+
+Each invocation records, as AWS does: Invocations (1), Invocation4XXErrors and
+Invocation5XXErrors (1 for such a response, else 0), and ModelLatency and
+OverheadLatency in microseconds. Values are kept in buckets (60 s by default)
+with count, sum, min, max and a bounded sample for percentiles.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import re
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from manager.local_sagemaker.protocol import AwsError, as_datetime
+
+NAMESPACE = "AWS/SageMaker"
+UNITS = {
+    "Invocations": "None",
+    "Invocation4XXErrors": "None",
+    "Invocation5XXErrors": "None",
+    "InvocationsPerInstance": "None",
+    "ModelLatency": "Microseconds",
+    "OverheadLatency": "Microseconds",
+}
+SAMPLE_CAP = 10_000
+MAX_DATAPOINTS = 100_800
+_PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d{1,10})?|100)$")
+_BASIC = ("SampleCount", "Sum", "Average", "Minimum", "Maximum")
+
+Key = tuple[str, str, str]  # endpoint, variant, metric
+
+
+def invalid(message: str) -> AwsError:
+    return AwsError("InvalidParameterValue", message)
+
+
+@dataclass
+class Bucket:
+    count: int = 0
+    total: float = 0.0
+    low: float = float("inf")
+    high: float = float("-inf")
+    sample: list[float] = field(default_factory=list)
+
+    def add(self, value: float, rng: random.Random) -> None:
+        self.count += 1
+        self.total += value
+        self.low = min(self.low, value)
+        self.high = max(self.high, value)
+        if len(self.sample) < SAMPLE_CAP:
+            self.sample.append(value)
+        else:  # reservoir sampling keeps percentiles unbiased past the cap
+            slot = rng.randrange(self.count)
+            if slot < SAMPLE_CAP:
+                self.sample[slot] = value
+
+    def merge(self, other: Bucket) -> None:
+        self.count += other.count
+        self.total += other.total
+        self.low = min(self.low, other.low)
+        self.high = max(self.high, other.high)
+        self.sample.extend(other.sample)
+
+    def stat(self, name: str) -> float:
+        if name == "SampleCount":
+            return float(self.count)
+        if name == "Sum":
+            return self.total
+        if name == "Average":
+            return self.total / self.count
+        if name == "Minimum":
+            return self.low
+        if name == "Maximum":
+            return self.high
+        return float(np.percentile(self.sample, float(name[1:])))
+
+
+class MetricStore:
+    def __init__(self, bucket_seconds: int = 60, retention_seconds: int = 3 * 3600,
+                 clock: Any = time.time) -> None:
+        self.bucket_seconds = bucket_seconds
+        self.retention_seconds = retention_seconds
+        self.clock = clock
+        self._series: dict[Key, dict[int, Bucket]] = defaultdict(dict)
+        self._lock = threading.Lock()
+        self._rng = random.Random()
+
+    def record_invocation(self, endpoint: str, variant: str, status: int,
+                          model_us: float | None, overhead_us: float) -> None:
+        now = self.clock()
+        with self._lock:
+            self._add(endpoint, variant, "Invocations", 1.0, now)
+            self._add(endpoint, variant, "Invocation4XXErrors", float(400 <= status < 500), now)
+            self._add(endpoint, variant, "Invocation5XXErrors", float(status >= 500), now)
+            if model_us is not None:
+                self._add(endpoint, variant, "ModelLatency", model_us, now)
+            self._add(endpoint, variant, "OverheadLatency", overhead_us, now)
+
+    def _add(self, endpoint: str, variant: str, metric: str, value: float, now: float) -> None:
+        start = int(now // self.bucket_seconds * self.bucket_seconds)
+        series = self._series[(endpoint, variant, metric)]
+        bucket = series.get(start)
+        if bucket is None:
+            bucket = series[start] = Bucket()
+            self._expire(series, now)
+        bucket.add(value, self._rng)
+
+    def _expire(self, series: dict[int, Bucket], now: float) -> None:
+        horizon = now - self.retention_seconds
+        for start in [s for s in series if s < horizon]:
+            del series[start]
+
+    def datapoints(self, key: Key, start: datetime, end: datetime, period: int,
+                   stat: str) -> list[tuple[int, float]]:
+        """(period start, value) for each period in [start, end) that has data, oldest first."""
+        lo, hi = start.timestamp(), end.timestamp()
+        periods: dict[int, Bucket] = {}
+        with self._lock:
+            for bucket_start, bucket in self._series.get(key, {}).items():
+                if lo <= bucket_start < hi and bucket.count:
+                    slot = bucket_start // period * period
+                    periods.setdefault(slot, Bucket()).merge(bucket)
+        return [(slot, periods[slot].stat(stat)) for slot in sorted(periods)]
+
+
+def check_stat(stat: str) -> str:
+    if stat in _BASIC or _PERCENTILE.match(stat):
+        return stat
+    raise invalid(f"The value {stat} for parameter Stat is not supported by the local SageMaker; "
+                  f"use {', '.join(_BASIC)} or pNN")
+
+
+def get_metric_data(store: MetricStore, request: dict[str, Any]) -> dict[str, Any]:
+    """GetMetricData for MetricStat queries on AWS/SageMaker (no metric math)."""
+    queries = request.get("MetricDataQueries") or []
+    if not 1 <= len(queries) <= 500:
+        raise invalid("MetricDataQueries must hold between 1 and 500 queries")
+    start = as_datetime(request.get("StartTime"), "StartTime")
+    end = as_datetime(request.get("EndTime"), "EndTime")
+    if start >= end:
+        raise invalid("The parameter StartTime must be less than the parameter EndTime.")
+    newest_first = request.get("ScanBy", "TimestampDescending") == "TimestampDescending"
+    limit = int(request.get("MaxDatapoints") or MAX_DATAPOINTS)
+    offset = _decode_token(request.get("NextToken"))
+
+    series = [_run_query(store, q, start, end, newest_first) for q in queries]
+    results, budget, position, cut = [], limit, 0, False
+    for query, (label, points) in zip(queries, series, strict=True):
+        if query.get("ReturnData") is False:
+            continue
+        skip = max(0, min(len(points), offset - position))
+        position += len(points)
+        remaining = points[skip:]
+        taken = remaining[:budget]
+        budget -= len(taken)
+        partial = len(taken) < len(remaining)
+        cut = cut or partial
+        results.append({
+            "Id": query["Id"],
+            "Label": query.get("Label") or label,
+            "Timestamps": [datetime.fromtimestamp(ts, UTC) for ts, _ in taken],
+            "Values": [value for _, value in taken],
+            "StatusCode": "PartialData" if partial else "Complete",
+        })
+    response: dict[str, Any] = {"MetricDataResults": results, "Messages": []}
+    if cut:
+        response["NextToken"] = _encode_token(offset + limit)
+    return response
+
+
+def _run_query(store: MetricStore, query: dict[str, Any], start: datetime, end: datetime,
+               newest_first: bool) -> tuple[str, list[tuple[int, float]]]:
+    query_id = query.get("Id")
+    if not isinstance(query_id, str) or not re.match(r"^[a-z][a-zA-Z0-9_]*$", query_id):
+        raise invalid(f"Invalid Id {query_id!r}: it must start with a lowercase letter and hold "
+                      "only letters, digits and underscores")
+    if "Expression" in query:
+        raise invalid("metric math expressions are not supported by the local SageMaker")
+    stat_spec = query.get("MetricStat")
+    if not stat_spec:
+        raise invalid(f"query {query_id} needs a MetricStat")
+    metric = stat_spec.get("Metric") or {}
+    stat = check_stat(str(stat_spec.get("Stat", "")))
+    period = int(stat_spec.get("Period") or 0)
+    if period < 1 or (period >= 60 and period % 60):
+        raise invalid("Period must be 1, 5, 10, 20, 30 or a multiple of 60 seconds")
+    name = metric.get("MetricName", "")
+    dims = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
+    label = name
+    wanted_unit = stat_spec.get("Unit")
+    if (metric.get("Namespace") != NAMESPACE or set(dims) != {"EndpointName", "VariantName"}
+            or (wanted_unit and wanted_unit != UNITS.get(name))):
+        return label, []
+    points = store.datapoints((dims["EndpointName"], dims["VariantName"], name), start, end,
+                              period, stat)
+    return label, points[::-1] if newest_first else points
+
+
+def _encode_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def _decode_token(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        return int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
+    except (ValueError, KeyError, TypeError):
+        raise invalid("NextToken is not one this host issued") from None
+
+
+@dataclass
+class Alarm:
+    name: str
+    state: str = "INSUFFICIENT_DATA"
+    reason: str = "created"
+    definition: dict[str, Any] = field(default_factory=dict)
+    updated: float = field(default_factory=time.time)
+
+
+class AlarmBook:
+    """Alarms exist to be named by blue/green deployments; their state is set, never evaluated."""
+
+    def __init__(self) -> None:
+        self.alarms: dict[str, Alarm] = {}
+
+    def put(self, request: dict[str, Any]) -> dict[str, Any]:
+        name = request.get("AlarmName")
+        if not name:
+            raise invalid("AlarmName is required")
+        self.alarms[name] = Alarm(name, definition=request)
+        return {}
+
+    def set_state(self, request: dict[str, Any]) -> dict[str, Any]:
+        name = request.get("AlarmName", "")
+        state = request.get("StateValue")
+        if name not in self.alarms:
+            raise AwsError("ResourceNotFound", f"Alarm {name} not found", status=404)
+        if state not in ("OK", "ALARM", "INSUFFICIENT_DATA"):
+            raise invalid("StateValue must be OK, ALARM or INSUFFICIENT_DATA")
+        alarm = self.alarms[name]
+        alarm.state, alarm.reason, alarm.updated = state, request.get("StateReason", ""), time.time()
+        return {}
+
+    def describe(self, request: dict[str, Any]) -> dict[str, Any]:
+        names = request.get("AlarmNames")
+        chosen = [a for a in self.alarms.values() if not names or a.name in names]
+        return {"MetricAlarms": [
+            {"AlarmName": a.name, "StateValue": a.state, "StateReason": a.reason,
+             "StateUpdatedTimestamp": datetime.fromtimestamp(a.updated, UTC),
+             **{k: v for k, v in a.definition.items() if k in ("MetricName", "Namespace", "Statistic",
+                                                                "Period", "Threshold",
+                                                                "ComparisonOperator")}}
+            for a in chosen
+        ], "CompositeAlarms": []}
+
+    def delete(self, request: dict[str, Any]) -> dict[str, Any]:
+        for name in request.get("AlarmNames", []):
+            self.alarms.pop(name, None)
+        return {}
+
+    def firing(self, names: list[str]) -> list[str]:
+        return [n for n in names if n in self.alarms and self.alarms[n].state == "ALARM"]

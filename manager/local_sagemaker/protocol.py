@@ -1,0 +1,95 @@
+"""The AWS wire formats the host speaks: JSON 1.0/1.1 and Smithy RPC v2 CBOR, and their errors."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import cbor2
+from starlette.responses import Response
+
+JSON_11 = "application/x-amz-json-1.1"
+JSON_10 = "application/x-amz-json-1.0"
+CBOR = "application/cbor"
+
+
+class AwsError(Exception):
+    """An error in AWS's shape: botocore raises ClientError with `code` and `message`."""
+
+    def __init__(self, code: str, message: str, status: int = 400, **fields: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.fields = fields
+
+
+def validation(message: str) -> AwsError:
+    return AwsError("ValidationException", message)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def json_response(payload: dict[str, Any], content_type: str = JSON_11) -> Response:
+    body = json.dumps(payload, default=_json_default, separators=(",", ":"))
+    return Response(body, media_type=content_type)
+
+
+def json_error(error: AwsError, content_type: str = JSON_11) -> Response:
+    body = {"__type": error.code, "message": error.message, **error.fields}
+    return Response(json.dumps(body), status_code=error.status, media_type=content_type,
+                    headers={"x-amzn-errortype": error.code})
+
+
+def cbor_response(payload: dict[str, Any]) -> Response:
+    body = cbor2.dumps(payload, datetime_as_timestamp=True, timezone=UTC)
+    return Response(body, media_type=CBOR, headers={"smithy-protocol": "rpc-v2-cbor"})
+
+
+def cbor_error(error: AwsError) -> Response:
+    body = cbor2.dumps({"__type": error.code, "message": error.message, **error.fields})
+    return Response(body, status_code=error.status, media_type=CBOR,
+                    headers={"smithy-protocol": "rpc-v2-cbor"})
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    if not body:
+        return {}
+    try:
+        value = json.loads(body)
+    except ValueError:
+        raise AwsError("SerializationException", "request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise AwsError("SerializationException", "request body must be a JSON object")
+    return value
+
+
+def parse_cbor(body: bytes) -> dict[str, Any]:
+    if not body:
+        return {}
+    try:
+        value = cbor2.loads(body)
+    except (cbor2.CBORDecodeError, ValueError):
+        raise AwsError("SerializationException", "request body is not valid CBOR") from None
+    if not isinstance(value, dict):
+        raise AwsError("SerializationException", "request body must be a CBOR map")
+    return value
+
+
+def as_datetime(value: Any, field: str) -> datetime:
+    """A timestamp as botocore sends it: epoch seconds in JSON, a tagged datetime in CBOR."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    raise validation(f"{field} is not a timestamp")

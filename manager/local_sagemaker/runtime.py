@@ -1,0 +1,176 @@
+"""Serving: load a scikit-learn artifact, parse a payload, predict, format the answer.
+
+Artifacts are joblib files (or a model.tar.gz holding one), found through
+`file://` paths or `s3://bucket/key` URIs mapped onto a local directory. For
+binary classification the answer is the positive-class probability, as the
+built-in XGBoost container gives it; regression returns the value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+FAULT_5XX_RATE = "LOCAL_SAGEMAKER_FAULT_5XX_RATE"
+EXTRA_LATENCY_MS = "LOCAL_SAGEMAKER_EXTRA_LATENCY_MS"
+
+
+class ArtifactError(Exception):
+    """The model artifact cannot be found or loaded."""
+
+
+class PayloadError(Exception):
+    """The request body is not something the model can score (a 4xx from the container)."""
+
+
+def resolve_uri(uri: str, s3_root: Path) -> Path:
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "s3":
+        return s3_root / parsed.netloc / unquote(parsed.path).lstrip("/")
+    if parsed.scheme == "":
+        return Path(uri)
+    raise ArtifactError(f"unsupported URI scheme in {uri!r}: use s3:// or file://")
+
+
+def _from_tarball(path: Path, cache: Path) -> Path:
+    digest = hashlib.sha256(f"{path}:{path.stat().st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache / digest
+    if not target.exists():
+        staging = cache / f".{digest}.partial"
+        staging.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(path) as archive:
+            archive.extractall(staging, filter="data")
+        staging.rename(target)
+    found = sorted(target.rglob("*.joblib")) + sorted(target.rglob("*.pkl"))
+    if not found:
+        raise ArtifactError(f"{path.name} holds no .joblib or .pkl model")
+    return found[0]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Failure injected through the model's Environment, to rehearse a bad deploy."""
+
+    rate_5xx: float = 0.0
+    extra_latency_ms: float = 0.0
+
+    @classmethod
+    def from_environment(cls, env: dict[str, str]) -> Fault:
+        try:
+            rate = float(env.get(FAULT_5XX_RATE, 0))
+            latency = float(env.get(EXTRA_LATENCY_MS, 0))
+        except ValueError as exc:
+            raise ArtifactError(f"bad fault setting in Environment: {exc}") from None
+        if not 0 <= rate <= 1 or latency < 0:
+            raise ArtifactError(f"{FAULT_5XX_RATE} must be in [0, 1] and {EXTRA_LATENCY_MS} >= 0")
+        return cls(rate, latency)
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    estimator: Any
+    n_features: int | None
+    binary: bool
+    classifier: bool
+    sklearn_version: str | None
+    fault: Fault
+
+    def predict(self, rows: np.ndarray) -> list[Any]:
+        if self.n_features is not None and rows.shape[1] != self.n_features:
+            raise PayloadError(f"expected {self.n_features} features per row, got {rows.shape[1]}")
+        if self.classifier:
+            proba = self.estimator.predict_proba(rows)
+            if self.binary:
+                return [float(p) for p in proba[:, 1]]
+            return [[float(p) for p in row] for row in proba]
+        return [float(v) for v in np.ravel(self.estimator.predict(rows))]
+
+
+def load_model(name: str, model_data_url: str, environment: dict[str, str], s3_root: Path,
+               cache: Path) -> LoadedModel:
+    import joblib
+
+    path = resolve_uri(model_data_url, s3_root)
+    if not path.is_file():
+        raise ArtifactError(f"model artifact {model_data_url} not found (looked at {path})")
+    if path.name.endswith((".tar.gz", ".tgz")):
+        path = _from_tarball(path, cache)
+    fault = Fault.from_environment(environment)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            estimator = joblib.load(path)
+        except Exception as exc:  # any unpickling failure is a failed load, reported to the caller
+            raise ArtifactError(f"cannot load {path.name}: {type(exc).__name__}: {exc}") from None
+    if not hasattr(estimator, "predict"):
+        raise ArtifactError(f"{path.name} holds a {type(estimator).__name__}, not an estimator")
+    classes = getattr(estimator, "classes_", None)
+    classifier = classes is not None and hasattr(estimator, "predict_proba")
+    saved_version = next((str(w.message.original_sklearn_version)  # type: ignore[union-attr]
+                          for w in caught if type(w.message).__name__ == "InconsistentVersionWarning"),
+                         None)
+    import sklearn
+
+    return LoadedModel(
+        name=name,
+        estimator=estimator,
+        n_features=getattr(estimator, "n_features_in_", None),
+        binary=classifier and classes is not None and len(classes) == 2,
+        classifier=classifier,
+        sklearn_version=saved_version or sklearn.__version__,
+        fault=fault,
+    )
+
+
+def parse_rows(body: bytes, content_type: str) -> np.ndarray:
+    """CSV (one row per line, no header) or JSON (`{"instances": [[...]]}`, `[[...]]` or `[...]`)."""
+    if not body.strip():
+        raise PayloadError("empty request body")
+    kind = content_type.split(";", 1)[0].strip().lower()
+    try:
+        if kind in ("text/csv", "text/plain", ""):
+            text = body.decode()
+            rows = np.array([[float(v) for v in line.split(",")]
+                             for line in text.splitlines() if line.strip()], dtype=np.float64)
+        elif kind == "application/json":
+            data = json.loads(body)
+            if isinstance(data, dict):
+                data = data.get("instances", data.get("inputs"))
+            if isinstance(data, list) and data and not isinstance(data[0], list):
+                data = [data]
+            rows = np.array(data, dtype=np.float64)
+        else:
+            raise PayloadError(f"unsupported content type {content_type!r}: use text/csv or application/json")
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"cannot parse {kind or 'text/csv'} payload: {exc}") from None
+    if rows.ndim != 2 or rows.shape[0] == 0:
+        raise PayloadError("payload must hold one or more rows of numbers of equal length")
+    if not np.isfinite(rows).all():
+        raise PayloadError("payload holds NaN or infinite values")
+    return rows
+
+
+def format_predictions(predictions: list[Any], accept: str | None, content_type: str) -> tuple[bytes, str]:
+    wanted = (accept or content_type or "text/csv").split(",")[0].split(";")[0].strip().lower()
+    if wanted == "application/json":
+        return json.dumps({"predictions": [{"score": p} for p in predictions]}).encode(), "application/json"
+    out = io.StringIO()
+    for p in predictions:
+        out.write(",".join(repr(v) for v in p) if isinstance(p, list) else repr(p))
+        out.write("\n")
+    return out.getvalue().encode(), "text/csv; charset=utf-8"
+
+
