@@ -11,10 +11,14 @@ ENV_DB = "VARIANTCTL_DB"
 ENV_ACTOR = "VARIANTCTL_ACTOR"
 
 
-def default_db_path() -> Path:
-    """`$XDG_DATA_HOME/variantctl/registry.db`, or `~/.local/share/variantctl/registry.db`."""
+def data_dir() -> Path:
+    """`$XDG_DATA_HOME/variantctl`, or `~/.local/share/variantctl`."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "variantctl" / "registry.db"
+    return Path(base) / "variantctl"
+
+
+def default_db_path() -> Path:
+    return data_dir() / "registry.db"
 
 
 def db_url(flag: str | None = None) -> str:

@@ -16,6 +16,7 @@ from manager import __version__
 from manager.cli.context import AppContext
 from manager.cli.endpoints import endpoints_group
 from manager.cli.history import audit_group, history
+from manager.cli.local import local_group
 from manager.cli.models import models_group
 from manager.cli.schema import db_group
 from manager.errors import UserError
@@ -76,6 +77,7 @@ cli.add_command(models_group)
 cli.add_command(endpoints_group)
 cli.add_command(history)
 cli.add_command(audit_group)
+cli.add_command(local_group)
 
 
 def main() -> None:

@@ -1,0 +1,74 @@
+"""Shared pieces for tests that drive the local SageMaker through real boto3 clients."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.dummy import DummyClassifier
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+INSTANCE = "ml.m5.large"
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+
+
+def train_artifacts(folder: Path) -> dict[str, Path]:
+    """Two distinguishable binary classifiers and a regressor, saved with joblib."""
+    folder.mkdir(parents=True, exist_ok=True)
+    x, y = load_breast_cancer(return_X_y=True)
+    xr, yr = load_diabetes(return_X_y=True)
+    models = {
+        "logistic": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x, y),
+        "prior": DummyClassifier(strategy="prior").fit(x, y),
+        "ridge": make_pipeline(StandardScaler(), Ridge()).fit(xr, yr),
+    }
+    paths = {}
+    for name, model in models.items():
+        paths[name] = folder / f"{name}.joblib"
+        joblib.dump(model, paths[name])
+    return paths
+
+
+def first_row() -> str:
+    x, _ = load_breast_cancer(return_X_y=True)
+    return ",".join(repr(float(v)) for v in x[0])
+
+
+def expected_scores(paths: dict[str, Path]) -> dict[str, float]:
+    x, _ = load_breast_cancer(return_X_y=True)
+    return {name: float(joblib.load(paths[name]).predict_proba(x[:1])[0, 1]) for name in ("logistic", "prior")}
+
+
+def create_model(sm: Any, name: str, artifact: Path, environment: dict[str, str] | None = None) -> None:
+    container: dict[str, Any] = {"Image": "local/sklearn:1.9", "ModelDataUrl": artifact.as_uri()}
+    if environment:
+        container["Environment"] = environment
+    sm.create_model(ModelName=name, PrimaryContainer=container, ExecutionRoleArn=ROLE)
+
+
+def variant(name: str, model: str, weight: float = 1.0, count: int = 1) -> dict[str, Any]:
+    return {"VariantName": name, "ModelName": model, "InstanceType": INSTANCE,
+            "InitialInstanceCount": count, "InitialVariantWeight": weight}
+
+
+def wait_status(sm: Any, endpoint: str, wanted: str = "InService", timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        described: dict[str, Any] = sm.describe_endpoint(EndpointName=endpoint)
+        if described["EndpointStatus"] == wanted:
+            return described
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{endpoint} stayed {described['EndpointStatus']}, wanted {wanted}")
+        time.sleep(0.05)
+
+
+def binomial_bounds(n: int, p: float, z: float = 3.29) -> tuple[float, float]:
+    """A 99.9% normal-approximation interval for the share of n draws with probability p."""
+    half = z * float(np.sqrt(p * (1 - p) / n))
+    return p - half, p + half
