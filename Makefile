@@ -24,6 +24,7 @@ test: lint typecheck unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check manager trainers migrations tests benchmarks
+	$(BIN)/ruff format --check manager trainers migrations tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy manager trainers

@@ -33,11 +33,24 @@ from manager.db import Database
 from manager.registry import migrate
 from manager.registry.tables import AuditEvent
 
-ACTIONS = ("rollout.start", "rollout.set_weights", "rollout.decision", "rollout.promote",
-           "rollout.rollback", "model.register", "operator.pause", "operator.resume")
+ACTIONS = (
+    "rollout.start",
+    "rollout.set_weights",
+    "rollout.decision",
+    "rollout.promote",
+    "rollout.rollback",
+    "model.register",
+    "operator.pause",
+    "operator.resume",
+)
 START = datetime(2025, 1, 1, tzinfo=UTC)
-SECONDARY_INDEXES = ("ix_audit_events_endpoint_at", "ix_audit_events_model_at",
-                     "ix_audit_events_action_at", "ix_audit_events_actor_at", "ix_audit_events_at")
+SECONDARY_INDEXES = (
+    "ix_audit_events_endpoint_at",
+    "ix_audit_events_model_at",
+    "ix_audit_events_action_at",
+    "ix_audit_events_actor_at",
+    "ix_audit_events_at",
+)
 
 
 @dataclass
@@ -65,11 +78,18 @@ def generate(n: int, endpoints: int, span: timedelta, seed: int) -> Iterator[Row
     for seq in range(1, n + 1):
         e = rng.randrange(endpoints)
         row = Row(
-            seq=seq, at=START + step * seq, actor=rng.choice(("daemon", "alice", "bob", "scheduler:retrain")),
-            action=rng.choice(ACTIONS), subject_type="rollout", subject_id=str(rng.randrange(10_000)),
-            endpoint=f"endpoint-{e:03d}", model=f"model-{e % 17:02d}", reason="reconcile tick",
-            payload=audit.canonical_json({"weights": {"baseline": 95, "candidate": 5},
-                                          "n": rng.randrange(100_000)}),
+            seq=seq,
+            at=START + step * seq,
+            actor=rng.choice(("daemon", "alice", "bob", "scheduler:retrain")),
+            action=rng.choice(ACTIONS),
+            subject_type="rollout",
+            subject_id=str(rng.randrange(10_000)),
+            endpoint=f"endpoint-{e:03d}",
+            model=f"model-{e % 17:02d}",
+            reason="reconcile tick",
+            payload=audit.canonical_json(
+                {"weights": {"baseline": 95, "candidate": 5}, "n": rng.randrange(100_000)}
+            ),
             prev_hash=prev,
         )
         row.hash = audit.event_hash(prev, row)
@@ -78,16 +98,31 @@ def generate(n: int, endpoints: int, span: timedelta, seed: int) -> Iterator[Row
 
 
 def insert(database: Database, rows: Iterable[Row], batch: int = 50_000) -> tuple[int, str]:
-    sql = ("INSERT INTO audit_events (seq, at, actor, action, subject_type, subject_id, endpoint, "
-           "model, reason, payload, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+    sql = (
+        "INSERT INTO audit_events (seq, at, actor, action, subject_type, subject_id, endpoint, "
+        "model, reason, payload, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    )
     raw = database.writer.raw_connection()
     cur = raw.cursor()
     buf: list[tuple[object, ...]] = []
     last = None
     for row in rows:
-        buf.append((row.seq, row.at.replace(tzinfo=None).isoformat(sep=" "), row.actor, row.action,
-                    row.subject_type, row.subject_id, row.endpoint, row.model, row.reason, row.payload,
-                    row.prev_hash, row.hash))
+        buf.append(
+            (
+                row.seq,
+                row.at.replace(tzinfo=None).isoformat(sep=" "),
+                row.actor,
+                row.action,
+                row.subject_type,
+                row.subject_id,
+                row.endpoint,
+                row.model,
+                row.reason,
+                row.payload,
+                row.prev_hash,
+                row.hash,
+            )
+        )
         last = row
         if len(buf) >= batch:
             cur.execute("BEGIN IMMEDIATE")
@@ -117,8 +152,9 @@ def plan(database: Database, flt: audit.HistoryFilter) -> str:
     compiled = stmt.compile(database.reader, compile_kwargs={"literal_binds": False})
     with database.reader.connect() as conn:
         params = compiled.construct_params()
-        rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled),
-                                    tuple(params[k] for k in compiled.positiontup or ())).fetchall()
+        rows = conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN " + str(compiled), tuple(params[k] for k in compiled.positiontup or ())
+        ).fetchall()
     return "; ".join(str(r[-1]) for r in rows)
 
 
@@ -141,28 +177,38 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         database = Database(f"sqlite:///{Path(tmp) / 'bench.db'}")
         migrate.upgrade(database)
-        print(f"python {platform.python_version()} on {platform.machine()}, "
-              f"{args.events:,} events over {args.days} days, {args.endpoints} endpoints")
+        print(
+            f"python {platform.python_version()} on {platform.machine()}, "
+            f"{args.events:,} events over {args.days} days, {args.endpoints} endpoints"
+        )
 
         t0 = time.perf_counter()
-        head_seq, head_hash = insert(database, generate(args.events, args.endpoints,
-                                                        timedelta(days=args.days), args.seed))
+        head_seq, head_hash = insert(
+            database, generate(args.events, args.endpoints, timedelta(days=args.days), args.seed)
+        )
         took = time.perf_counter() - t0
         size = (Path(tmp) / "bench.db").stat().st_size
-        print(f"insert (hash chain + indexes): {took:.1f} s, {args.events / took:,.0f} events/s, "
-              f"db {size / 2**20:.0f} MiB")
+        print(
+            f"insert (hash chain + indexes): {took:.1f} s, {args.events / took:,.0f} events/s, "
+            f"db {size / 2**20:.0f} MiB"
+        )
         with database.writer.connect() as conn:
             conn.exec_driver_sql("ANALYZE")
 
         month = START + timedelta(days=args.days // 2)
-        flt = audit.HistoryFilter(endpoint="endpoint-007", since=month, until=month + timedelta(days=30),
-                                  limit=100)
-        print(f"\nquery: history --endpoint endpoint-007 --since {format_instant(month)[:10]} "
-              f"--until +30d --limit 100")
+        flt = audit.HistoryFilter(
+            endpoint="endpoint-007", since=month, until=month + timedelta(days=30), limit=100
+        )
+        print(
+            f"\nquery: history --endpoint endpoint-007 --since {format_instant(month)[:10]} "
+            f"--until +30d --limit 100"
+        )
         print(f"  plan: {plan(database, flt)}")
         indexed, count = time_query(database, flt, args.repeat)
-        print(f"  indexed   median {ms(statistics.median(indexed))}  p90 "
-              f"{ms(statistics.quantiles(indexed, n=10)[-1])}  ({count} rows, {args.repeat} runs)")
+        print(
+            f"  indexed   median {ms(statistics.median(indexed))}  p90 "
+            f"{ms(statistics.quantiles(indexed, n=10)[-1])}  ({count} rows, {args.repeat} runs)"
+        )
 
         verify_times, scan_times = [], []
         for _ in range(args.verify_repeat):
@@ -182,17 +228,22 @@ def main() -> None:
         database.reader.dispose()  # pooled connections keep prepared plans that name the old indexes
         unindexed, count_b = time_query(database, flt, max(3, args.repeat // 6))
         assert count_b == count
-        print(f"  baseline  median {ms(statistics.median(unindexed))}  (same query, secondary "
-              f"indexes dropped: {plan(database, flt)})")
+        print(
+            f"  baseline  median {ms(statistics.median(unindexed))}  (same query, secondary "
+            f"indexes dropped: {plan(database, flt)})"
+        )
         speedup = statistics.median(unindexed) / statistics.median(indexed)
         verdict_line = "PASS" if statistics.median(indexed) < 0.1 else "FAIL"
         print(f"  speed-up {speedup:,.0f}x; target < 100 ms: {verdict_line}")
 
         v, s = statistics.median(verify_times), statistics.median(scan_times)
-        print(f"\naudit verify: median {v:.2f} s over {args.verify_repeat} runs, "
-              f"{head_seq / v:,.0f} events/s")
-        print(f"  baseline: plain ordered scan of the same rows, no hashing: median {s:.2f} s "
-              f"(verify = {v / s:.1f}x the scan)")
+        print(
+            f"\naudit verify: median {v:.2f} s over {args.verify_repeat} runs, {head_seq / v:,.0f} events/s"
+        )
+        print(
+            f"  baseline: plain ordered scan of the same rows, no hashing: median {s:.2f} s "
+            f"(verify = {v / s:.1f}x the scan)"
+        )
         database.dispose()
 
 

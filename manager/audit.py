@@ -44,8 +44,14 @@ class Event:
 
 def canonical_json(value: Any) -> str:
     """Sorted keys, no whitespace, UTF-8 kept: one text per value."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False, default=_json_default)
+    return json.dumps(
+        value,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+        default=_json_default,
+    )
 
 
 def _json_default(value: Any) -> Any:
@@ -151,8 +157,14 @@ def verify(database: Database, expect_head: str | None = None) -> Verdict:
             return Verdict(False, count, count, running, count + 1, problem)
         return Verdict(False, count, count, running, head.seq, "the history head was altered")
     if expect_head is not None and expect_head not in (running, f"{count}:{running}"):
-        return Verdict(False, count, count, running, count,
-                       f"head hash is {running}, expected {expect_head}: the chain was rewritten")
+        return Verdict(
+            False,
+            count,
+            count,
+            running,
+            count,
+            f"head hash is {running}, expected {expect_head}: the chain was rewritten",
+        )
     return Verdict(True, count, count, running)
 
 
@@ -167,9 +179,7 @@ def _check(session: Session, row: Any, expected_seq: int, running: str) -> str |
     if row.seq != expected_seq:
         return f"seq {expected_seq} is missing: the event was deleted"
     if row.prev_hash != running:
-        successor = session.scalar(
-            select(AuditEvent.seq).where(AuditEvent.prev_hash == running).limit(1)
-        )
+        successor = session.scalar(select(AuditEvent.seq).where(AuditEvent.prev_hash == running).limit(1))
         if successor is not None:
             return f"seq {row.seq} is out of place: events were reordered (its successor is at {successor})"
         return f"seq {row.seq} does not follow seq {row.seq - 1}: the chain link was altered"

@@ -14,9 +14,7 @@ from manager.registry.tables import Base
 FOREIGN_TABLES = frozenset({"apscheduler_jobs"})
 
 
-def include_object(
-    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-) -> bool:
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
     if type_ == "table" and name in FOREIGN_TABLES:
         return False
     table = getattr(obj, "table", None)

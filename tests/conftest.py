@@ -49,8 +49,9 @@ class Cli:
         self.runner = CliRunner()
 
     def __call__(self, *args: str, actor: str = "tester") -> Result:
-        return self.runner.invoke(cli, ["--db", str(self.db_path), "--actor", actor, *args],
-                                  catch_exceptions=False)
+        return self.runner.invoke(
+            cli, ["--db", str(self.db_path), "--actor", actor, *args], catch_exceptions=False
+        )
 
 
 @pytest.fixture

@@ -42,7 +42,9 @@ def first_row() -> str:
 
 def expected_scores(paths: dict[str, Path]) -> dict[str, float]:
     x, _ = load_breast_cancer(return_X_y=True)
-    return {name: float(joblib.load(paths[name]).predict_proba(x[:1])[0, 1]) for name in ("logistic", "prior")}
+    return {
+        name: float(joblib.load(paths[name]).predict_proba(x[:1])[0, 1]) for name in ("logistic", "prior")
+    }
 
 
 def create_model(sm: Any, name: str, artifact: Path, environment: dict[str, str] | None = None) -> None:
@@ -53,8 +55,13 @@ def create_model(sm: Any, name: str, artifact: Path, environment: dict[str, str]
 
 
 def variant(name: str, model: str, weight: float = 1.0, count: int = 1) -> dict[str, Any]:
-    return {"VariantName": name, "ModelName": model, "InstanceType": INSTANCE,
-            "InitialInstanceCount": count, "InitialVariantWeight": weight}
+    return {
+        "VariantName": name,
+        "ModelName": model,
+        "InstanceType": INSTANCE,
+        "InitialInstanceCount": count,
+        "InitialVariantWeight": weight,
+    }
 
 
 def wait_status(sm: Any, endpoint: str, wanted: str = "InService", timeout: float = 30) -> dict[str, Any]:

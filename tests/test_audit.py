@@ -17,10 +17,18 @@ from manager.db import Database
 
 def _fill(database: Database, count: int = 6) -> None:
     for i in range(count):
-        audit.record(database, "alice", audit.Event(
-            action="model.register", subject_type="model_version", subject_id=f"m:{i + 1}",
-            model="m", reason=f"event {i + 1}", payload={"i": i, "note": "héllo"},
-        ))
+        audit.record(
+            database,
+            "alice",
+            audit.Event(
+                action="model.register",
+                subject_type="model_version",
+                subject_id=f"m:{i + 1}",
+                model="m",
+                reason=f"event {i + 1}",
+                payload={"i": i, "note": "héllo"},
+            ),
+        )
 
 
 def _tamper(db_path: Path, *statements: str) -> None:
@@ -56,10 +64,13 @@ def test_empty_history_verifies(database: Database) -> None:
     assert verdict.ok and verdict.count == 0 and verdict.head_hash == audit.GENESIS
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE audit_events SET reason = 'nothing to see' WHERE seq = 2",
-    "DELETE FROM audit_events WHERE seq = 2",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_events SET reason = 'nothing to see' WHERE seq = 2",
+        "DELETE FROM audit_events WHERE seq = 2",
+    ],
+)
 def test_triggers_refuse_update_and_delete(database: Database, statement: str) -> None:
     _fill(database, 3)
     with pytest.raises(IntegrityError, match="append-only"), database.write() as session:
@@ -116,8 +127,7 @@ def test_rewritten_chain_is_caught_by_the_head_an_auditor_kept(database: Databas
     _fill(database, 3)
     kept = audit.verify(database).head_hash
     # The attacker rewrites the whole history, recomputing every hash and the head.
-    _tamper(db_path, "DELETE FROM audit_events",
-            f"UPDATE audit_head SET seq = 0, hash = '{audit.GENESIS}'")
+    _tamper(db_path, "DELETE FROM audit_events", f"UPDATE audit_head SET seq = 0, hash = '{audit.GENESIS}'")
     _reinstall_triggers(db_path)
     _fill(database, 3)
     assert audit.verify(database).ok  # self-consistent...
@@ -129,8 +139,10 @@ def test_rewritten_chain_is_caught_by_the_head_an_auditor_kept(database: Databas
 def _reinstall_triggers(db_path: Path) -> None:
     conn = sqlite3.connect(db_path)
     for verb in ("UPDATE", "DELETE"):
-        conn.execute(f"CREATE TRIGGER audit_events_no_{verb.lower()} BEFORE {verb} ON audit_events "
-                     "BEGIN SELECT RAISE(ABORT, 'append-only'); END")
+        conn.execute(
+            f"CREATE TRIGGER audit_events_no_{verb.lower()} BEFORE {verb} ON audit_events "
+            "BEGIN SELECT RAISE(ABORT, 'append-only'); END"
+        )
     conn.commit()
     conn.close()
 
@@ -177,14 +189,30 @@ def test_hash_is_over_the_canonical_json_of_the_event(database: Database) -> Non
     """The fast spelled-out body in event_hash is exactly canonical_json of the event."""
     import hashlib
 
-    row = audit.record(database, "zoë", audit.Event(
-        action="rollout.decision", subject_type="rollout", subject_id='7 "quoted"',
-        reason="line\nbreak ✓", payload={"b": [1, 2.5, None], "a": {"z": True}}, endpoint="ep",
-    ))
-    body = {"seq": row.seq, "at": row.at.isoformat(timespec="microseconds"), "actor": "zoë",
-            "action": "rollout.decision", "subject_type": "rollout", "subject_id": '7 "quoted"',
-            "endpoint": "ep", "model": None, "reason": "line\nbreak ✓",
-            "payload": {"b": [1, 2.5, None], "a": {"z": True}}}
+    row = audit.record(
+        database,
+        "zoë",
+        audit.Event(
+            action="rollout.decision",
+            subject_type="rollout",
+            subject_id='7 "quoted"',
+            reason="line\nbreak ✓",
+            payload={"b": [1, 2.5, None], "a": {"z": True}},
+            endpoint="ep",
+        ),
+    )
+    body = {
+        "seq": row.seq,
+        "at": row.at.isoformat(timespec="microseconds"),
+        "actor": "zoë",
+        "action": "rollout.decision",
+        "subject_type": "rollout",
+        "subject_id": '7 "quoted"',
+        "endpoint": "ep",
+        "model": None,
+        "reason": "line\nbreak ✓",
+        "payload": {"b": [1, 2.5, None], "a": {"z": True}},
+    }
     expected = hashlib.sha256((audit.GENESIS + audit.canonical_json(body)).encode()).hexdigest()
     assert row.hash == expected
 

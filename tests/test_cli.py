@@ -34,8 +34,21 @@ def _one_line_error(result: Result, code: int = 2) -> str:
 
 
 def test_register_list_show(ready: Cli, artifact: Path) -> None:
-    out = ready("models", "register", "churn", "--artifact", str(artifact), "--framework", "sklearn",
-                "--framework-version", "1.9.1", "--metric", "auc=0.91", "--metric", "f1=0.8")
+    out = ready(
+        "models",
+        "register",
+        "churn",
+        "--artifact",
+        str(artifact),
+        "--framework",
+        "sklearn",
+        "--framework-version",
+        "1.9.1",
+        "--metric",
+        "auc=0.91",
+        "--metric",
+        "f1=0.8",
+    )
     assert out.exit_code == 0 and "registered churn:1 (candidate)" in out.stdout
     ready("models", "register", "churn", "--artifact", artifact.as_uri(), "--framework", "sklearn")
 
@@ -52,17 +65,34 @@ def test_register_list_show(ready: Cli, artifact: Path) -> None:
 def test_register_reads_a_metrics_file(ready: Cli, artifact: Path, tmp_path: Path) -> None:
     metrics = tmp_path / "metrics.json"
     metrics.write_text('{"rmse": 52.1}')
-    out = ready("models", "register", "diab", "--artifact", str(artifact), "--framework", "sklearn",
-                "--metrics-file", str(metrics), "--metric", "r2=0.4", "-o", "json")
+    out = ready(
+        "models",
+        "register",
+        "diab",
+        "--artifact",
+        str(artifact),
+        "--framework",
+        "sklearn",
+        "--metrics-file",
+        str(metrics),
+        "--metric",
+        "r2=0.4",
+        "-o",
+        "json",
+    )
     assert json.loads(out.stdout)["metrics"] == {"rmse": 52.1, "r2": 0.4}
 
 
 def test_history_filters_and_formats(ready: Cli, artifact: Path, database: Database) -> None:
     for name, who in (("churn", "alice"), ("fraud", "bob"), ("churn", "bob")):
-        ready("models", "register", name, "--artifact", str(artifact), "--framework", "sklearn",
-              actor=who)
-    audit.record(database, "daemon", audit.Event("rollout.start", "rollout", "1", endpoint="ep-a",
-                                                  model="churn", reason="policy canary.yaml"))
+        ready("models", "register", name, "--artifact", str(artifact), "--framework", "sklearn", actor=who)
+    audit.record(
+        database,
+        "daemon",
+        audit.Event(
+            "rollout.start", "rollout", "1", endpoint="ep-a", model="churn", reason="policy canary.yaml"
+        ),
+    )
 
     def seqs(*args: str) -> list[int]:
         return [e["seq"] for e in json.loads(ready("history", *args, "-o", "json").stdout)]
@@ -104,18 +134,23 @@ def test_audit_verify_exit_codes(ready: Cli, artifact: Path, db_path: Path) -> N
     assert bad.stderr.startswith("TAMPERED at seq 2:")
 
 
-@pytest.mark.parametrize("args,message", [
-    (("models", "show", "nope"), "no model 'nope' in the registry"),
-    (("models", "show", "churn:x"), "use NAME or NAME:VERSION"),
-    (("history", "--since", "last tuesday"), "invalid time 'last tuesday'"),
-    (("history", "--since", "2026-02-30"), "invalid time '2026-02-30'"),
-    (("history", "--since", "1h", "--until", "2h"), "must be before --until"),
-    (("endpoints", "show", "nope"), "no endpoint 'nope' in the registry"),
-    (("models", "register", "bad_name", "--artifact", "s3://b/k", "--framework", "x"), "is invalid"),
-    (("models", "register", "m", "--artifact", "s3://b/k", "--framework", "x", "--metric", "auc"),
-     "use NAME=NUMBER"),
-    (("models", "register", "m", "--artifact", "/no/such/file", "--framework", "x"), "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("models", "show", "nope"), "no model 'nope' in the registry"),
+        (("models", "show", "churn:x"), "use NAME or NAME:VERSION"),
+        (("history", "--since", "last tuesday"), "invalid time 'last tuesday'"),
+        (("history", "--since", "2026-02-30"), "invalid time '2026-02-30'"),
+        (("history", "--since", "1h", "--until", "2h"), "must be before --until"),
+        (("endpoints", "show", "nope"), "no endpoint 'nope' in the registry"),
+        (("models", "register", "bad_name", "--artifact", "s3://b/k", "--framework", "x"), "is invalid"),
+        (
+            ("models", "register", "m", "--artifact", "s3://b/k", "--framework", "x", "--metric", "auc"),
+            "use NAME=NUMBER",
+        ),
+        (("models", "register", "m", "--artifact", "/no/such/file", "--framework", "x"), "does not exist"),
+    ],
+)
 def test_user_errors_are_one_line_and_exit_2(ready: Cli, args: tuple[str, ...], message: str) -> None:
     assert message in _one_line_error(ready(*args))
 
@@ -148,9 +183,11 @@ def test_bad_usage_exits_2(ready: Cli) -> None:
 
 def test_help_imports_nothing_heavy() -> None:
     """`variantctl --help` must stay fast: no pandas, scikit-learn, boto3 or SQLAlchemy at start-up."""
-    probe = ("import sys; from manager.cli.main import cli; "
-             "heavy = {'pandas', 'sklearn', 'boto3', 'sqlalchemy', 'alembic', 'numpy'}; "
-             "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
+    probe = (
+        "import sys; from manager.cli.main import cli; "
+        "heavy = {'pandas', 'sklearn', 'boto3', 'sqlalchemy', 'alembic', 'numpy'}; "
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -164,8 +201,9 @@ def test_real_subprocess_end_to_end(tmp_path: Path, artifact: Path) -> None:
         return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
 
     assert call("db", "upgrade").returncode == 0
-    reg = call("models", "register", "churn", "--artifact", str(artifact), "--framework", "sklearn",
-               via_module=True)
+    reg = call(
+        "models", "register", "churn", "--artifact", str(artifact), "--framework", "sklearn", via_module=True
+    )
     assert reg.returncode == 0, reg.stderr
     history = call("history", "--output", "json")
     assert history.returncode == 0

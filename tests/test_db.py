@@ -14,10 +14,16 @@ from manager.db import BUSY_TIMEOUT_MS, Database
 
 def test_writer_connections_carry_the_pragmas(database: Database) -> None:
     with database.writer.connect() as conn:
-        pragmas = {name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
-                   for name in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout")}
-    assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "synchronous": 1,
-                       "busy_timeout": BUSY_TIMEOUT_MS}
+        pragmas = {
+            name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+            for name in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout")
+        }
+    assert pragmas == {
+        "journal_mode": "wal",
+        "foreign_keys": 1,
+        "synchronous": 1,
+        "busy_timeout": BUSY_TIMEOUT_MS,
+    }
 
 
 def test_write_transactions_take_the_lock_up_front(database: Database) -> None:
@@ -41,8 +47,12 @@ def test_read_engine_refuses_writes(database: Database) -> None:
 
 def test_read_engine_sees_committed_writes(database: Database) -> None:
     with database.write() as session:
-        session.execute(text("INSERT INTO training_runs (trainer, hyperparameters, inputs, "
-                             "started_at, outcome) VALUES ('t', '{}', '{}', '2026-01-01', 'running')"))
+        session.execute(
+            text(
+                "INSERT INTO training_runs (trainer, hyperparameters, inputs, "
+                "started_at, outcome) VALUES ('t', '{}', '{}', '2026-01-01', 'running')"
+            )
+        )
     with database.read() as session:
         assert session.execute(text("SELECT count(*) FROM training_runs")).scalar() == 1
 

@@ -60,13 +60,20 @@ def cw(host: LocalSageMaker) -> Any:
     return host.client("cloudwatch")
 
 
-def _deploy(sm: Any, artifacts: dict[str, Path], endpoint: str = "ep",
-            variants: list[dict[str, Any]] | None = None, **config: Any) -> None:
+def _deploy(
+    sm: Any,
+    artifacts: dict[str, Path],
+    endpoint: str = "ep",
+    variants: list[dict[str, Any]] | None = None,
+    **config: Any,
+) -> None:
     for name in ("logistic", "prior"):
         create_model(sm, name, artifacts[name])
-    sm.create_endpoint_config(EndpointConfigName=f"{endpoint}-c1",
-                              ProductionVariants=variants or [variant("A", "logistic"), variant("B", "prior")],
-                              **config)
+    sm.create_endpoint_config(
+        EndpointConfigName=f"{endpoint}-c1",
+        ProductionVariants=variants or [variant("A", "logistic"), variant("B", "prior")],
+        **config,
+    )
     sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=f"{endpoint}-c1")
     wait_status(sm, endpoint)
 
@@ -90,12 +97,26 @@ def _code(info: pytest.ExceptionInfo[ClientError]) -> str:
 def _metric_sum(cw: Any, endpoint: str, variant_name: str, metric: str, stat: str = "Sum") -> float:
     now = datetime.now(UTC)
     result = cw.get_metric_data(
-        MetricDataQueries=[{"Id": "q", "MetricStat": {"Metric": {
-            "Namespace": "AWS/SageMaker", "MetricName": metric,
-            "Dimensions": [{"Name": "EndpointName", "Value": endpoint},
-                           {"Name": "VariantName", "Value": variant_name}]},
-            "Period": 60, "Stat": stat}}],
-        StartTime=now - timedelta(minutes=30), EndTime=now + timedelta(minutes=1))
+        MetricDataQueries=[
+            {
+                "Id": "q",
+                "MetricStat": {
+                    "Metric": {
+                        "Namespace": "AWS/SageMaker",
+                        "MetricName": metric,
+                        "Dimensions": [
+                            {"Name": "EndpointName", "Value": endpoint},
+                            {"Name": "VariantName", "Value": variant_name},
+                        ],
+                    },
+                    "Period": 60,
+                    "Stat": stat,
+                },
+            }
+        ],
+        StartTime=now - timedelta(minutes=30),
+        EndTime=now + timedelta(minutes=1),
+    )
     return float(sum(result["MetricDataResults"][0]["Values"]))
 
 
@@ -104,7 +125,9 @@ def test_public_ab_flow(sm: Any, rt: Any, cw: Any, artifacts: dict[str, Path]) -
     _deploy(sm, artifacts)
     described = sm.describe_endpoint(EndpointName="ep")
     assert [(v["VariantName"], v["CurrentWeight"]) for v in described["ProductionVariants"]] == [
-        ("A", 1.0), ("B", 1.0)]
+        ("A", 1.0),
+        ("B", 1.0),
+    ]
 
     # 2. 4,000 invocations split by weight
     counts = _invoke_many(rt, 4000)
@@ -115,8 +138,13 @@ def test_public_ab_flow(sm: Any, rt: Any, cw: Any, artifacts: dict[str, Path]) -
     assert _invoke_many(rt, 50, TargetVariant="B") == Counter({"B": 50})
 
     # 4. weights to 25/75: Updating, then InService with the new CurrentWeight, and routed so
-    sm.update_endpoint_weights_and_capacities(EndpointName="ep", DesiredWeightsAndCapacities=[
-        {"VariantName": "A", "DesiredWeight": 1}, {"VariantName": "B", "DesiredWeight": 3}])
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="ep",
+        DesiredWeightsAndCapacities=[
+            {"VariantName": "A", "DesiredWeight": 1},
+            {"VariantName": "B", "DesiredWeight": 3},
+        ],
+    )
     updating = sm.describe_endpoint(EndpointName="ep")
     assert updating["EndpointStatus"] == "Updating"
     assert updating["ProductionVariants"][1]["DesiredWeight"] == 3.0
@@ -129,8 +157,13 @@ def test_public_ab_flow(sm: Any, rt: Any, cw: Any, artifacts: dict[str, Path]) -
     assert low <= shifted["A"] / 4000 <= high
 
     # 5. weights to 0/1: everything goes to B
-    sm.update_endpoint_weights_and_capacities(EndpointName="ep", DesiredWeightsAndCapacities=[
-        {"VariantName": "A", "DesiredWeight": 0}, {"VariantName": "B", "DesiredWeight": 1}])
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="ep",
+        DesiredWeightsAndCapacities=[
+            {"VariantName": "A", "DesiredWeight": 0},
+            {"VariantName": "B", "DesiredWeight": 1},
+        ],
+    )
     wait_status(sm, "ep")
     assert _invoke_many(rt, 200) == Counter({"B": 200})
 
@@ -165,8 +198,9 @@ def test_public_ab_flow(sm: Any, rt: Any, cw: Any, artifacts: dict[str, Path]) -
     assert sm.list_models()["Models"] == []
 
 
-def test_update_endpoint_under_load_drops_no_request(sm: Any, host: LocalSageMaker,
-                                                     artifacts: dict[str, Path]) -> None:
+def test_update_endpoint_under_load_drops_no_request(
+    sm: Any, host: LocalSageMaker, artifacts: dict[str, Path]
+) -> None:
     scores = expected_scores(artifacts)
     _deploy(sm, artifacts, variants=[variant("AllTraffic", "logistic")])
     sm.create_endpoint_config(EndpointConfigName="ep-c2", ProductionVariants=[variant("AllTraffic", "prior")])
@@ -215,23 +249,56 @@ def test_validation_rules_give_aws_error_codes(sm_raw: Any, artifacts: dict[str,
     create_model(sm, "logistic", artifacts["logistic"])
     v = variant("A", "logistic")
     cases = [
-        (sm.create_model, {"ModelName": "x" * 64, "PrimaryContainer": {"Image": "i"}}, "length less than or equal to 63"),
-        (sm.create_model, {"ModelName": "bad_name", "PrimaryContainer": {"Image": "i"}}, "regular expression"),
-        (sm.create_endpoint_config, {"EndpointConfigName": "c0", "ProductionVariants": []}, "between 1 and 10"),
-        (sm.create_endpoint_config, {"EndpointConfigName": "c11",
-                                     "ProductionVariants": [variant(f"v{i}", "logistic") for i in range(11)]},
-         "between 1 and 10"),
-        (sm.create_endpoint_config, {"EndpointConfigName": "cdup", "ProductionVariants": [v, v]}, "not unique"),
-        (sm.create_endpoint_config, {"EndpointConfigName": "cneg",
-                                     "ProductionVariants": [variant("A", "logistic", weight=-1)]}, ">= 0"),
-        (sm.create_endpoint_config, {"EndpointConfigName": "cmiss",
-                                     "ProductionVariants": [variant("A", "ghost")]}, "Could not find model"),
-        (sm.create_endpoint, {"EndpointName": "e1", "EndpointConfigName": "nope"},
-         "Could not find endpoint configuration"),
+        (
+            sm.create_model,
+            {"ModelName": "x" * 64, "PrimaryContainer": {"Image": "i"}},
+            "length less than or equal to 63",
+        ),
+        (
+            sm.create_model,
+            {"ModelName": "bad_name", "PrimaryContainer": {"Image": "i"}},
+            "regular expression",
+        ),
+        (
+            sm.create_endpoint_config,
+            {"EndpointConfigName": "c0", "ProductionVariants": []},
+            "between 1 and 10",
+        ),
+        (
+            sm.create_endpoint_config,
+            {
+                "EndpointConfigName": "c11",
+                "ProductionVariants": [variant(f"v{i}", "logistic") for i in range(11)],
+            },
+            "between 1 and 10",
+        ),
+        (
+            sm.create_endpoint_config,
+            {"EndpointConfigName": "cdup", "ProductionVariants": [v, v]},
+            "not unique",
+        ),
+        (
+            sm.create_endpoint_config,
+            {"EndpointConfigName": "cneg", "ProductionVariants": [variant("A", "logistic", weight=-1)]},
+            ">= 0",
+        ),
+        (
+            sm.create_endpoint_config,
+            {"EndpointConfigName": "cmiss", "ProductionVariants": [variant("A", "ghost")]},
+            "Could not find model",
+        ),
+        (
+            sm.create_endpoint,
+            {"EndpointName": "e1", "EndpointConfigName": "nope"},
+            "Could not find endpoint configuration",
+        ),
         (sm.describe_endpoint, {"EndpointName": "nope"}, "Could not find endpoint"),
         (sm.describe_model, {"ModelName": "nope"}, "Could not find model"),
-        (sm.create_model, {"ModelName": "logistic", "PrimaryContainer": {"Image": "i"}},
-         "Cannot create already existing model"),
+        (
+            sm.create_model,
+            {"ModelName": "logistic", "PrimaryContainer": {"Image": "i"}},
+            "Cannot create already existing model",
+        ),
     ]
     for call, kwargs, fragment in cases:
         code, message = _error(call, **kwargs)
@@ -246,28 +313,37 @@ def test_endpoint_lifecycle_rules(sm_raw: Any, artifacts: dict[str, Path]) -> No
     sm.create_endpoint(EndpointName="ep", EndpointConfigName="c1")
     assert _error(sm.create_endpoint, EndpointName="ep", EndpointConfigName="c1") == (
         "ValidationException",
-        'Cannot create already existing endpoint "arn:aws:sagemaker:us-east-1:123456789012:endpoint/ep".')
+        'Cannot create already existing endpoint "arn:aws:sagemaker:us-east-1:123456789012:endpoint/ep".',
+    )
     code, message = _error(sm.update_endpoint, EndpointName="ep", EndpointConfigName="c1")
     assert (code, message.startswith("Cannot update in-progress endpoint")) == ("ValidationException", True)
     wait_status(sm, "ep")
-    sm.update_endpoint_weights_and_capacities(EndpointName="ep", DesiredWeightsAndCapacities=[
-        {"VariantName": "A", "DesiredWeight": 2}])
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="ep", DesiredWeightsAndCapacities=[{"VariantName": "A", "DesiredWeight": 2}]
+    )
     code, message = _error(sm.update_endpoint, EndpointName="ep", EndpointConfigName="c1")
     assert code == "ValidationException" and "in-progress" in message
     wait_status(sm, "ep")
-    code, message = _error(sm.update_endpoint_weights_and_capacities, EndpointName="ep",
-                           DesiredWeightsAndCapacities=[{"VariantName": "Z", "DesiredWeight": 1}])
+    code, message = _error(
+        sm.update_endpoint_weights_and_capacities,
+        EndpointName="ep",
+        DesiredWeightsAndCapacities=[{"VariantName": "Z", "DesiredWeight": 1}],
+    )
     assert code == "ValidationException" and "not present" in message
-    code, _ = _error(sm.update_endpoint_weights_and_capacities, EndpointName="ep",
-                     DesiredWeightsAndCapacities=[{"VariantName": "A", "DesiredWeight": -1}])
+    code, _ = _error(
+        sm.update_endpoint_weights_and_capacities,
+        EndpointName="ep",
+        DesiredWeightsAndCapacities=[{"VariantName": "A", "DesiredWeight": -1}],
+    )
     assert code == "ValidationException"
     # Like AWS, an in-use config can be deleted; the endpoint keeps serving.
     sm.delete_endpoint_config(EndpointConfigName="c1")
     assert sm.describe_endpoint(EndpointName="ep")["EndpointStatus"] == "InService"
 
 
-def test_bad_payloads_get_4xx_and_the_host_survives(sm: Any, rt: Any, host: LocalSageMaker,
-                                                      artifacts: dict[str, Path]) -> None:
+def test_bad_payloads_get_4xx_and_the_host_survives(
+    sm: Any, rt: Any, host: LocalSageMaker, artifacts: dict[str, Path]
+) -> None:
     _deploy(sm, artifacts, variants=[variant("A", "logistic")])
     payloads = [b"garbage,1,2", b"", b"1,2,3", b"\xff\xfe\x00", b"nan," * 29 + b"nan"]
     for body in payloads:
@@ -286,8 +362,9 @@ def test_bad_payloads_get_4xx_and_the_host_survives(sm: Any, rt: Any, host: Loca
     with pytest.raises(ClientError) as info:
         rt.invoke_endpoint(EndpointName="ghost", ContentType="text/csv", Body=first_row())
     assert _code(info) == "ValidationError" and "ghost" in str(info.value)
-    ok = rt.invoke_endpoint(EndpointName="ep", ContentType="application/json",
-                            Body='{"instances": [[' + first_row() + "]]}")
+    ok = rt.invoke_endpoint(
+        EndpointName="ep", ContentType="application/json", Body='{"instances": [[' + first_row() + "]]}"
+    )
     assert ok["ContentType"] == "application/json"
     assert 0 <= __import__("json").loads(ok["Body"].read())["predictions"][0]["score"] <= 1
     cw = host.client("cloudwatch")

@@ -59,8 +59,11 @@ def test_negative_variant_weight_is_rejected(database: Database, artifact: Path)
     with database.write() as session:
         model_id = _model(session, artifact).id
     config = EndpointConfig(name="cfg-1", endpoint_name="ep")
-    config.variants.append(ConfigVariant(variant_name="a", model_version_id=model_id,
-                                         instance_type="ml.m5.large", initial_weight=-0.5))
+    config.variants.append(
+        ConfigVariant(
+            variant_name="a", model_version_id=model_id, instance_type="ml.m5.large", initial_weight=-0.5
+        )
+    )
     assert _violation(database, [config]) == "variant weights must be 0 or more"
 
 
@@ -68,8 +71,11 @@ def test_zero_instances_is_rejected(database: Database, artifact: Path) -> None:
     with database.write() as session:
         model_id = _model(session, artifact).id
     config = EndpointConfig(name="cfg-1", endpoint_name="ep")
-    config.variants.append(ConfigVariant(variant_name="a", model_version_id=model_id,
-                                         instance_type="ml.m5.large", instance_count=0))
+    config.variants.append(
+        ConfigVariant(
+            variant_name="a", model_version_id=model_id, instance_type="ml.m5.large", instance_count=0
+        )
+    )
     assert _violation(database, [config]) == "a variant needs at least 1 instance"
 
 
@@ -78,15 +84,15 @@ def test_duplicate_variant_names_in_one_config_are_rejected(database: Database, 
         model_id = _model(session, artifact).id
     config = EndpointConfig(name="cfg-1", endpoint_name="ep")
     for _ in range(2):
-        config.variants.append(ConfigVariant(variant_name="a", model_version_id=model_id,
-                                             instance_type="ml.m5.large"))
+        config.variants.append(
+            ConfigVariant(variant_name="a", model_version_id=model_id, instance_type="ml.m5.large")
+        )
     assert _violation(database, [config]) == "variant names must be unique within a config"
 
 
 def test_variant_of_a_missing_model_is_rejected_by_the_foreign_key(database: Database) -> None:
     config = EndpointConfig(name="cfg-1", endpoint_name="ep")
-    config.variants.append(ConfigVariant(variant_name="a", model_version_id=999,
-                                         instance_type="ml.m5.large"))
+    config.variants.append(ConfigVariant(variant_name="a", model_version_id=999, instance_type="ml.m5.large"))
     assert _violation(database, [config]).startswith("it refers to a registry row that does not exist")
 
 
@@ -94,8 +100,9 @@ def test_model_in_use_cannot_be_deleted(database: Database, artifact: Path) -> N
     with database.write() as session:
         model = _model(session, artifact)
         config = EndpointConfig(name="cfg-1", endpoint_name="ep")
-        config.variants.append(ConfigVariant(variant_name="a", model_version_id=model.id,
-                                             instance_type="ml.m5.large"))
+        config.variants.append(
+            ConfigVariant(variant_name="a", model_version_id=model.id, instance_type="ml.m5.large")
+        )
         session.add(config)
     with pytest.raises(IntegrityError, match="FOREIGN KEY"), database.write() as session:
         session.execute(text("DELETE FROM model_versions WHERE id = :id"), {"id": model.id})
@@ -114,8 +121,14 @@ def test_at_most_one_active_rollout_per_endpoint(database: Database, artifact: P
     endpoint_id, a, b = _endpoint_with_two_models(database, artifact)
 
     def rollout(state: str) -> Rollout:
-        return Rollout(endpoint_id=endpoint_id, baseline_version_id=a, candidate_version_id=b,
-                       policy_yaml="{}", policy_hash="0" * 64, state=state)
+        return Rollout(
+            endpoint_id=endpoint_id,
+            baseline_version_id=a,
+            candidate_version_id=b,
+            policy_yaml="{}",
+            policy_hash="0" * 64,
+            state=state,
+        )
 
     with database.write() as session:
         session.add_all([rollout("promoted"), rollout("rolled_back"), rollout("running")])
@@ -124,28 +137,57 @@ def test_at_most_one_active_rollout_per_endpoint(database: Database, artifact: P
 
 def test_rollout_needs_two_distinct_versions_and_a_known_state(database: Database, artifact: Path) -> None:
     endpoint_id, a, b = _endpoint_with_two_models(database, artifact)
-    same = Rollout(endpoint_id=endpoint_id, baseline_version_id=a, candidate_version_id=a,
-                   policy_yaml="{}", policy_hash="0" * 64)
+    same = Rollout(
+        endpoint_id=endpoint_id,
+        baseline_version_id=a,
+        candidate_version_id=a,
+        policy_yaml="{}",
+        policy_hash="0" * 64,
+    )
     assert _violation(database, [same]) == "baseline and candidate must be different model versions"
-    odd = Rollout(endpoint_id=endpoint_id, baseline_version_id=a, candidate_version_id=b,
-                  policy_yaml="{}", policy_hash="0" * 64, state="exploded")
+    odd = Rollout(
+        endpoint_id=endpoint_id,
+        baseline_version_id=a,
+        candidate_version_id=b,
+        policy_yaml="{}",
+        policy_hash="0" * 64,
+        state="exploded",
+    )
     assert _violation(database, [odd]) == "unknown rollout state"
-    bad_intent = Rollout(endpoint_id=endpoint_id, baseline_version_id=a, candidate_version_id=b,
-                         policy_yaml="{}", policy_hash="0" * 64, intent="yolo")
+    bad_intent = Rollout(
+        endpoint_id=endpoint_id,
+        baseline_version_id=a,
+        candidate_version_id=b,
+        policy_yaml="{}",
+        policy_hash="0" * 64,
+        intent="yolo",
+    )
     assert _violation(database, [bad_intent]).startswith("rollout intent must be")
 
 
 def test_observation_counts_cannot_be_negative(database: Database, artifact: Path) -> None:
     endpoint_id, a, b = _endpoint_with_two_models(database, artifact)
     with database.write() as session:
-        r = Rollout(endpoint_id=endpoint_id, baseline_version_id=a, candidate_version_id=b,
-                    policy_yaml="{}", policy_hash="0" * 64)
+        r = Rollout(
+            endpoint_id=endpoint_id,
+            baseline_version_id=a,
+            candidate_version_id=b,
+            policy_yaml="{}",
+            policy_hash="0" * 64,
+        )
         session.add(r)
         session.flush()
         rollout_id = r.id
     now = datetime.now(UTC)
-    obs = Observation(rollout_id=rollout_id, phase=0, variant_name="a", metric="accuracy",
-                      window_start=now, window_end=now + timedelta(minutes=1), n=-1)
+    obs = Observation(
+        rollout_id=rollout_id,
+        phase=0,
+        variant_name="a",
+        metric="accuracy",
+        window_start=now,
+        window_end=now + timedelta(minutes=1),
+        n=-1,
+    )
     assert _violation(database, [obs]) == "observation counts must be 0 or more"
 
 
@@ -174,11 +216,14 @@ def test_model_names_follow_sagemaker_rules(database: Database, artifact: Path, 
         _model(session, artifact, name=name)
 
 
-@pytest.mark.parametrize("uri,message", [
-    ("s3://bucket-only", "needs a bucket and a key"),
-    ("gs://bucket/key", "scheme must be one of s3, file"),
-    ("/nonexistent/model.joblib", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "uri,message",
+    [
+        ("s3://bucket-only", "needs a bucket and a key"),
+        ("gs://bucket/key", "scheme must be one of s3, file"),
+        ("/nonexistent/model.joblib", "does not exist"),
+    ],
+)
 def test_bad_artifact_uris_are_refused(database: Database, uri: str, message: str) -> None:
     with pytest.raises(UserError, match=message), database.write() as session:
         _model(session, uri)

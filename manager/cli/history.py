@@ -15,8 +15,20 @@ if TYPE_CHECKING:
     from manager.registry.tables import AuditEvent
 
 TABLE_COLUMNS = ("seq", "at", "actor", "action", "subject", "reason")
-RECORD_COLUMNS = ("seq", "at", "actor", "action", "subject_type", "subject_id", "endpoint",
-                  "model", "reason", "payload", "prev_hash", "hash")
+RECORD_COLUMNS = (
+    "seq",
+    "at",
+    "actor",
+    "action",
+    "subject_type",
+    "subject_id",
+    "endpoint",
+    "model",
+    "reason",
+    "payload",
+    "prev_hash",
+    "hash",
+)
 
 
 def event_row(row: AuditEvent) -> dict[str, Any]:
@@ -47,8 +59,17 @@ def event_row(row: AuditEvent) -> dict[str, Any]:
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @output_option
 @pass_app
-def history(app: AppContext, endpoint: str | None, model: str | None, action: str | None,
-            by: str | None, since: str | None, until: str | None, limit: int, output: str) -> None:
+def history(
+    app: AppContext,
+    endpoint: str | None,
+    model: str | None,
+    action: str | None,
+    by: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    output: str,
+) -> None:
     """The deployment history, newest first."""
     from manager import audit
     from manager.clock import parse_instant, utcnow
@@ -56,7 +77,10 @@ def history(app: AppContext, endpoint: str | None, model: str | None, action: st
 
     now = utcnow()
     flt = audit.HistoryFilter(
-        endpoint=endpoint, model=model, action=action, actor=by,
+        endpoint=endpoint,
+        model=model,
+        action=action,
+        actor=by,
         since=parse_instant(since, now) if since else None,
         until=parse_instant(until, now) if until else None,
         limit=limit,
@@ -74,8 +98,11 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify")
-@click.option("--expect-head", metavar="HASH",
-              help="the head hash an earlier verify printed; proves the chain was not rewritten")
+@click.option(
+    "--expect-head",
+    metavar="HASH",
+    help="the head hash an earlier verify printed; proves the chain was not rewritten",
+)
 @pass_app
 def verify(app: AppContext, expect_head: str | None) -> None:
     """Recompute the hash chain. Exit 0 if intact, 1 naming the first bad seq."""
@@ -83,9 +110,13 @@ def verify(app: AppContext, expect_head: str | None) -> None:
 
     verdict = audit.verify(app.database(), expect_head)
     if verdict.ok:
-        click.echo(f"ok: {verdict.count} events, chain intact; head seq {verdict.head_seq} "
-                   f"hash {verdict.head_hash}")
+        click.echo(
+            f"ok: {verdict.count} events, chain intact; head seq {verdict.head_seq} hash {verdict.head_hash}"
+        )
         return
-    click.echo(f"TAMPERED at seq {verdict.first_bad_seq}: {verdict.problem} "
-               f"({verdict.count} events verified before it)", err=True)
+    click.echo(
+        f"TAMPERED at seq {verdict.first_bad_seq}: {verdict.problem} "
+        f"({verdict.count} events verified before it)",
+        err=True,
+    )
     sys.exit(1)

@@ -14,16 +14,26 @@ def local_group() -> None:
 
 @local_group.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
-              help="0 picks a free port")
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="where endpoints, configs and captured data live "
-                   "[default: ~/.local/share/variantctl/local-sagemaker]")
-@click.option("--provision-delay", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="seconds an endpoint stays Creating/Updating")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0 picks a free port"
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="where endpoints, configs and captured data live "
+    "[default: ~/.local/share/variantctl/local-sagemaker]",
+)
+@click.option(
+    "--provision-delay",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="seconds an endpoint stays Creating/Updating",
+)
 @click.option("--metric-bucket-seconds", type=click.IntRange(min=1), default=60, show_default=True)
-def serve(host: str, port: int, state_dir: Path | None, provision_delay: float,
-          metric_bucket_seconds: int) -> None:
+def serve(
+    host: str, port: int, state_dir: Path | None, provision_delay: float, metric_bucket_seconds: int
+) -> None:
     """Serve until interrupted; prints the URL to give boto3 as endpoint_url."""
     from manager.config import data_dir
     from manager.errors import UserError
@@ -40,7 +50,9 @@ def serve(host: str, port: int, state_dir: Path | None, provision_delay: float,
         click.echo("point boto3 at it:")
         for service in ("SAGEMAKER", "SAGEMAKER_RUNTIME", "CLOUDWATCH"):
             click.echo(f"  export AWS_ENDPOINT_URL_{service}={url}")
-        click.echo("  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1")
+        click.echo(
+            "  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1"
+        )
 
     try:
         run(directory, host, port, provision_delay, metric_bucket_seconds, ready)

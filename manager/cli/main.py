@@ -60,10 +60,16 @@ def classify(exc: BaseException) -> tuple[int, str]:
 
 
 @click.group(cls=Root, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", metavar="PATH|URL", help="registry database [env: VARIANTCTL_DB; "
-              "default: ~/.local/share/variantctl/registry.db]")
-@click.option("--actor", metavar="NAME", help="who is acting, for the history "
-              "[env: VARIANTCTL_ACTOR; default: the OS user]")
+@click.option(
+    "--db",
+    metavar="PATH|URL",
+    help="registry database [env: VARIANTCTL_DB; default: ~/.local/share/variantctl/registry.db]",
+)
+@click.option(
+    "--actor",
+    metavar="NAME",
+    help="who is acting, for the history [env: VARIANTCTL_ACTOR; default: the OS user]",
+)
 @click.version_option(__version__, prog_name="variantctl")
 @click.pass_context
 def cli(ctx: click.Context, db: str | None, actor: str | None) -> None:

@@ -66,35 +66,56 @@ def models_group() -> None:
 
 @models_group.command("register")
 @click.argument("name")
-@click.option("--artifact", "artifact_uri", required=True,
-              help="s3://bucket/key/model.tar.gz, file:///path, or a local path")
+@click.option(
+    "--artifact",
+    "artifact_uri",
+    required=True,
+    help="s3://bucket/key/model.tar.gz, file:///path, or a local path",
+)
 @click.option("--framework", required=True, help="e.g. sklearn, xgboost")
 @click.option("--framework-version", help="e.g. 1.9.1")
 @click.option("--image-uri", help="serving container image")
-@click.option("--metric", "metric_pairs", multiple=True, metavar="NAME=NUMBER",
-              help="an offline metric; repeatable")
-@click.option("--metrics-file", type=click.Path(path_type=Path, dir_okay=False),
-              help="JSON object of offline metrics")
+@click.option(
+    "--metric", "metric_pairs", multiple=True, metavar="NAME=NUMBER", help="an offline metric; repeatable"
+)
+@click.option(
+    "--metrics-file", type=click.Path(path_type=Path, dir_okay=False), help="JSON object of offline metrics"
+)
 @click.option("--fingerprint", "dataset_fingerprint", help="sha256 of the training data")
 @click.option("--description")
-@click.option("--status", default="candidate", show_default=True,
-              type=click.Choice(MODEL_STATUSES))
+@click.option("--status", default="candidate", show_default=True, type=click.Choice(MODEL_STATUSES))
 @click.option("--version", type=click.IntRange(min=1), help="default: the next version of NAME")
 @output_option
 @pass_app
-def register(app: AppContext, name: str, artifact_uri: str, framework: str,
-             framework_version: str | None, image_uri: str | None, metric_pairs: tuple[str, ...],
-             metrics_file: Path | None, dataset_fingerprint: str | None, description: str | None,
-             status: str, version: int | None, output: str) -> None:
+def register(
+    app: AppContext,
+    name: str,
+    artifact_uri: str,
+    framework: str,
+    framework_version: str | None,
+    image_uri: str | None,
+    metric_pairs: tuple[str, ...],
+    metrics_file: Path | None,
+    dataset_fingerprint: str | None,
+    description: str | None,
+    status: str,
+    version: int | None,
+    output: str,
+) -> None:
     """Register an existing model artifact as a new version of NAME."""
     from manager.registry import models
 
     spec = models.ModelSpec(
-        name=name, artifact_uri=artifact_uri, framework=framework,
-        framework_version=framework_version, image_uri=image_uri,
+        name=name,
+        artifact_uri=artifact_uri,
+        framework=framework,
+        framework_version=framework_version,
+        image_uri=image_uri,
         metrics=parse_metrics(metric_pairs, metrics_file),
-        dataset_fingerprint=dataset_fingerprint, description=description,
-        status=status, version=version,
+        dataset_fingerprint=dataset_fingerprint,
+        description=description,
+        status=status,
+        version=version,
     )
     database = app.database()
     with database.write() as session:

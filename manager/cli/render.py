@@ -17,7 +17,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def output_option(func: F) -> F:
     return click.option(
-        "--output", "-o", type=click.Choice(OUTPUTS), default="table", show_default=True,
+        "--output",
+        "-o",
+        type=click.Choice(OUTPUTS),
+        default="table",
+        show_default=True,
         help="table for people; json or csv for programs",
     )(func)
 
@@ -38,8 +42,13 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def emit(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], output: str,
-         title: str | None = None, empty: str = "nothing to show") -> None:
+def emit(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    output: str,
+    title: str | None = None,
+    empty: str = "nothing to show",
+) -> None:
     """Write `rows` (restricted to `columns`) to stdout in the chosen format."""
     if output == "table":
         _table(rows, columns, title, empty)
@@ -82,8 +91,7 @@ def emit_record(record: Mapping[str, Any], output: str, title: str | None = None
     Console().print(table)
 
 
-def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title: str | None,
-           empty: str) -> None:
+def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title: str | None, empty: str) -> None:
     from rich.console import Console
     from rich.table import Table
 

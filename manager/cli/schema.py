@@ -29,10 +29,16 @@ def upgrade(app: AppContext, revision: str) -> None:
         click.echo(f"registry at {where} is up to date (schema {after})")
         return
     if after == migrate.head_revision(database):
-        audit.record(database, app.actor, audit.Event(
-            action="db.upgrade", subject_type="registry", subject_id=where,
-            payload={"from": before, "to": after},
-        ))
+        audit.record(
+            database,
+            app.actor,
+            audit.Event(
+                action="db.upgrade",
+                subject_type="registry",
+                subject_id=where,
+                payload={"from": before, "to": after},
+            ),
+        )
     click.echo(f"registry at {where}: schema {before or 'none'} -> {after}")
 
 

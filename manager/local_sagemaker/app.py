@@ -36,8 +36,13 @@ INFERENCE_ID_MAX = 64
 class Host:
     """The host's parts, shared by the route handlers."""
 
-    def __init__(self, control: ControlPlane, store: metrics.MetricStore, alarms: metrics.AlarmBook,
-                 capture: CaptureWriter) -> None:
+    def __init__(
+        self,
+        control: ControlPlane,
+        store: metrics.MetricStore,
+        alarms: metrics.AlarmBook,
+        capture: CaptureWriter,
+    ) -> None:
         self.control = control
         self.store = store
         self.alarms = alarms
@@ -46,11 +51,17 @@ class Host:
     def cloudwatch(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
         if operation == "GetMetricData":
             return metrics.get_metric_data(self.store, request)
-        handlers = {"PutMetricAlarm": self.alarms.put, "SetAlarmState": self.alarms.set_state,
-                    "DescribeAlarms": self.alarms.describe, "DeleteAlarms": self.alarms.delete}
+        handlers = {
+            "PutMetricAlarm": self.alarms.put,
+            "SetAlarmState": self.alarms.set_state,
+            "DescribeAlarms": self.alarms.describe,
+            "DeleteAlarms": self.alarms.delete,
+        }
         if operation not in handlers:
-            raise AwsError("UnknownOperationException",
-                           f"The local SageMaker's CloudWatch does not implement {operation}")
+            raise AwsError(
+                "UnknownOperationException",
+                f"The local SageMaker's CloudWatch does not implement {operation}",
+            )
         return handlers[operation](request)
 
     # ---- AWS JSON 1.1 (SageMaker) and 1.0 (CloudWatch) on POST / -----------------------------
@@ -61,17 +72,18 @@ class Host:
         try:
             body = protocol.parse_json(await request.body())
             if target.startswith(SAGEMAKER_PREFIX):
-                result = self.control.handle(target[len(SAGEMAKER_PREFIX):], body)
+                result = self.control.handle(target[len(SAGEMAKER_PREFIX) :], body)
             elif target.startswith(CLOUDWATCH_PREFIX):
-                result = self.cloudwatch(target[len(CLOUDWATCH_PREFIX):], body)
+                result = self.cloudwatch(target[len(CLOUDWATCH_PREFIX) :], body)
             else:
                 raise AwsError("UnknownOperationException", f"unknown X-Amz-Target {target!r}")
         except AwsError as error:
             return protocol.json_error(error, content_type)
         except Exception as exc:  # a bug in the host: AWS's shape, and a log line, never a dead server
             log.exception("%s failed", target)
-            return protocol.json_error(AwsError("InternalFailure", f"{type(exc).__name__}: {exc}", 500),
-                                       content_type)
+            return protocol.json_error(
+                AwsError("InternalFailure", f"{type(exc).__name__}: {exc}", 500), content_type
+            )
         return protocol.json_response(result, content_type)
 
     # ---- Smithy RPC v2 CBOR (CloudWatch, as newer botocore sends it) --------------------------
@@ -108,29 +120,38 @@ class Host:
         accept = headers.get("accept")
         status, payload, out_type, model_us = await self._score(route.model, body, content_type, accept)
         response = self._answer(route, status, payload, out_type)
-        self.store.record_invocation(route.endpoint, route.variant, status, model_us,
-                                     (time.perf_counter() - started) * 1e6 - (model_us or 0))
+        self.store.record_invocation(
+            route.endpoint,
+            route.variant,
+            status,
+            model_us,
+            (time.perf_counter() - started) * 1e6 - (model_us or 0),
+        )
         if (route.capture and route.capture.sampled(self.capture.rng)) or route.shadows:
-            response.background = BackgroundTask(self._after, route, body, content_type, accept, payload,
-                                                 out_type, inference_id, status)
+            response.background = BackgroundTask(
+                self._after, route, body, content_type, accept, payload, out_type, inference_id, status
+            )
         return response
 
     async def _body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_PAYLOAD_BYTES:
-            raise AwsError("ValidationError", f"Request payload exceeds {MAX_PAYLOAD_BYTES} bytes.",
-                           status=413)
+            raise AwsError(
+                "ValidationError", f"Request payload exceeds {MAX_PAYLOAD_BYTES} bytes.", status=413
+            )
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > MAX_PAYLOAD_BYTES:
-                raise AwsError("ValidationError", f"Request payload exceeds {MAX_PAYLOAD_BYTES} bytes.",
-                               status=413)
+                raise AwsError(
+                    "ValidationError", f"Request payload exceeds {MAX_PAYLOAD_BYTES} bytes.", status=413
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _score(self, model: LoadedModel, body: bytes, content_type: str,
-                     accept: str | None) -> tuple[int, bytes, str, float | None]:
+    async def _score(
+        self, model: LoadedModel, body: bytes, content_type: str, accept: str | None
+    ) -> tuple[int, bytes, str, float | None]:
         """Run the model as its container would: (status, body, content type, model latency µs)."""
         t0 = time.perf_counter()
         fault = model.fault
@@ -158,9 +179,11 @@ class Host:
         original = payload.decode(errors="replace")
         error = AwsError(
             "ModelError",
-            f"Received {kind} error ({status}) from primary with message \"{original}\". See "
+            f'Received {kind} error ({status}) from primary with message "{original}". See '
             f"/aws/sagemaker/Endpoints/{route.endpoint} in account 123456789012 for more information.",
-            status=424, OriginalStatusCode=status, OriginalMessage=original,
+            status=424,
+            OriginalStatusCode=status,
+            OriginalMessage=original,
             LogStreamArn=f"arn:aws:logs:local:123456789012:log-group:/aws/sagemaker/Endpoints/{route.endpoint}",
         )
         response = Host._runtime_error(error)
@@ -172,43 +195,79 @@ class Host:
         body = {"ErrorCode": error.code, "Message": error.message, "message": error.message, **error.fields}
         return JSONResponse(body, status_code=error.status, headers={"x-amzn-errortype": error.code})
 
-    async def _after(self, route: VariantRoute, body: bytes, content_type: str, accept: str | None,
-                     payload: bytes, out_type: str, inference_id: str | None, status: int) -> None:
+    async def _after(
+        self,
+        route: VariantRoute,
+        body: bytes,
+        content_type: str,
+        accept: str | None,
+        payload: bytes,
+        out_type: str,
+        inference_id: str | None,
+        status: int,
+    ) -> None:
         """After the caller has its answer: capture it, and feed the shadow variants a copy."""
         at = datetime.now(UTC)
         if route.capture and status == 200:
-            self.capture.write(route.capture, route.endpoint, route.variant, at, inference_id, body,
-                               content_type, payload, out_type)
+            self.capture.write(
+                route.capture,
+                route.endpoint,
+                route.variant,
+                at,
+                inference_id,
+                body,
+                content_type,
+                payload,
+                out_type,
+            )
         for shadow_name, shadow_model in route.shadows:
             started = time.perf_counter()
             scored = await self._score(shadow_model, body, content_type, accept)
             s_status, s_payload, s_type, model_us = scored
-            self.store.record_invocation(route.endpoint, shadow_name, s_status, model_us,
-                                         (time.perf_counter() - started) * 1e6 - (model_us or 0))
+            self.store.record_invocation(
+                route.endpoint,
+                shadow_name,
+                s_status,
+                model_us,
+                (time.perf_counter() - started) * 1e6 - (model_us or 0),
+            )
             if route.capture and s_status == 200:
-                self.capture.write(route.capture, route.endpoint, shadow_name, at, inference_id, body,
-                                   content_type, s_payload, s_type)
+                self.capture.write(
+                    route.capture,
+                    route.endpoint,
+                    shadow_name,
+                    at,
+                    inference_id,
+                    body,
+                    content_type,
+                    s_payload,
+                    s_type,
+                )
 
     async def health(self, request: Request) -> Response:
         self.control.advance()
-        return JSONResponse({
-            "status": "ok",
-            "endpoints": {n: e.status for n, e in self.control.endpoints.items()},
-            "models_loaded": sorted({m.name for m in self.control.loaded.values()}),
-        })
+        return JSONResponse(
+            {
+                "status": "ok",
+                "endpoints": {n: e.status for n, e in self.control.endpoints.items()},
+                "models_loaded": sorted({m.name for m in self.control.loaded.values()}),
+            }
+        )
 
     async def fallback(self, request: Request) -> Response:
-        error = AwsError("UnknownOperationException", f"no such route: {request.method} {request.url.path}",
-                         status=404)
+        error = AwsError(
+            "UnknownOperationException", f"no such route: {request.method} {request.url.path}", status=404
+        )
         return protocol.json_error(error)
 
 
 def build_app(host: Host) -> Starlette:
-    return Starlette(routes=[
-        Route("/endpoints/{name}/invocations", host.invoke, methods=["POST"]),
-        Route("/", host.json_rpc, methods=["POST"]),
-        Route("/service/{service}/operation/{operation}", host.cbor_rpc, methods=["POST"]),
-        Route("/_local/health", host.health, methods=["GET"]),
-        Route("/{path:path}", host.fallback, methods=["GET", "POST", "PUT", "DELETE"]),
-    ])
-
+    return Starlette(
+        routes=[
+            Route("/endpoints/{name}/invocations", host.invoke, methods=["POST"]),
+            Route("/", host.json_rpc, methods=["POST"]),
+            Route("/service/{service}/operation/{operation}", host.cbor_rpc, methods=["POST"]),
+            Route("/_local/health", host.health, methods=["GET"]),
+            Route("/{path:path}", host.fallback, methods=["GET", "POST", "PUT", "DELETE"]),
+        ]
+    )

@@ -71,24 +71,47 @@ class CaptureWriter:
         self._files: dict[tuple[str, str, str], tuple[str, IO[str]]] = {}
         self._lock = threading.Lock()
 
-    def write(self, policy: CapturePolicy, endpoint: str, variant: str, at: datetime,
-              inference_id: str | None, request: bytes, request_type: str, response: bytes,
-              response_type: str) -> None:
+    def write(
+        self,
+        policy: CapturePolicy,
+        endpoint: str,
+        variant: str,
+        at: datetime,
+        inference_id: str | None,
+        request: bytes,
+        request_type: str,
+        response: bytes,
+        response_type: str,
+    ) -> None:
         data: dict[str, Any] = {}
         if policy.capture_input:
             encoding, text = policy.encode(request, request_type)
-            data["endpointInput"] = {"observedContentType": request_type, "mode": "INPUT",
-                                     "data": text, "encoding": encoding}
+            data["endpointInput"] = {
+                "observedContentType": request_type,
+                "mode": "INPUT",
+                "data": text,
+                "encoding": encoding,
+            }
         if policy.capture_output:
             encoding, text = policy.encode(response, response_type)
-            data["endpointOutput"] = {"observedContentType": response_type, "mode": "OUTPUT",
-                                      "data": text, "encoding": encoding}
-        metadata = {"eventId": str(uuid.uuid4()),
-                    "inferenceTime": at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"}
+            data["endpointOutput"] = {
+                "observedContentType": response_type,
+                "mode": "OUTPUT",
+                "data": text,
+                "encoding": encoding,
+            }
+        metadata = {
+            "eventId": str(uuid.uuid4()),
+            "inferenceTime": at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z",
+        }
         if inference_id:
             metadata["inferenceId"] = inference_id
-        line = json.dumps({"captureData": data, "eventMetadata": metadata, "eventVersion": "0"},
-                          separators=(",", ":")) + "\n"
+        line = (
+            json.dumps(
+                {"captureData": data, "eventMetadata": metadata, "eventVersion": "0"}, separators=(",", ":")
+            )
+            + "\n"
+        )
         with self._lock:
             handle = self._handle(policy.destination, endpoint, variant, at)
             handle.write(line)

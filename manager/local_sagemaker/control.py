@@ -34,15 +34,21 @@ BUSY_STATES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deletin
 
 def check_name(field_name: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise validation(f"1 validation error detected: Value at '{field_name}' failed to satisfy "
-                         "constraint: Member must not be null")
+        raise validation(
+            f"1 validation error detected: Value at '{field_name}' failed to satisfy "
+            "constraint: Member must not be null"
+        )
     if len(value) > 63:
-        raise validation(f"1 validation error detected: Value '{value}' at '{field_name}' failed to "
-                         "satisfy constraint: Member must have length less than or equal to 63")
+        raise validation(
+            f"1 validation error detected: Value '{value}' at '{field_name}' failed to "
+            "satisfy constraint: Member must have length less than or equal to 63"
+        )
     if not NAME.match(value):
-        raise validation(f"1 validation error detected: Value '{value}' at '{field_name}' failed to "
-                         "satisfy constraint: Member must satisfy regular expression pattern: "
-                         "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+        raise validation(
+            f"1 validation error detected: Value '{value}' at '{field_name}' failed to "
+            "satisfy constraint: Member must satisfy regular expression pattern: "
+            "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
+        )
     return value
 
 
@@ -146,8 +152,15 @@ class Route:
 
 
 class ControlPlane:
-    def __init__(self, region: str, state_dir: Path, s3_root: Path, provision_delay: float,
-                 alarms: AlarmBook, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        region: str,
+        state_dir: Path,
+        s3_root: Path,
+        provision_delay: float,
+        alarms: AlarmBook,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.region = region
         self.state_dir = state_dir
         self.s3_root = s3_root
@@ -168,8 +181,7 @@ class ControlPlane:
     def handle(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
         handler = getattr(self, f"op_{operation}", None)
         if handler is None:
-            raise AwsError("UnknownOperationException",
-                           f"The local SageMaker does not implement {operation}")
+            raise AwsError("UnknownOperationException", f"The local SageMaker does not implement {operation}")
         self.advance()
         result: dict[str, Any] = handler(request)
         return result
@@ -190,8 +202,11 @@ class ControlPlane:
         if url is not None and not re.match(r"^(s3|file)://", url):
             raise validation(f"ModelDataUrl {url!r} must be an s3:// or file:// URI")
         self.models[name] = {
-            "ModelName": name, "ModelArn": self.arn("model", name), "PrimaryContainer": container,
-            "ExecutionRoleArn": req.get("ExecutionRoleArn"), "CreationTime": self.clock(),
+            "ModelName": name,
+            "ModelArn": self.arn("model", name),
+            "PrimaryContainer": container,
+            "ExecutionRoleArn": req.get("ExecutionRoleArn"),
+            "CreationTime": self.clock(),
             "Tags": req.get("Tags", []),
         }
         self._save()
@@ -216,8 +231,10 @@ class ControlPlane:
         return {}
 
     def op_ListModels(self, req: dict[str, Any]) -> dict[str, Any]:
-        rows = [{"ModelName": m["ModelName"], "ModelArn": m["ModelArn"],
-                 "CreationTime": m["CreationTime"]} for m in self.models.values()]
+        rows = [
+            {"ModelName": m["ModelName"], "ModelArn": m["ModelArn"], "CreationTime": m["CreationTime"]}
+            for m in self.models.values()
+        ]
         return self._page(req, rows, "Models")
 
     # ---- endpoint configs -------------------------------------------------------------------
@@ -225,13 +242,17 @@ class ControlPlane:
     def op_CreateEndpointConfig(self, req: dict[str, Any]) -> dict[str, Any]:
         name = check_name("endpointConfigName", req.get("EndpointConfigName"))
         if name in self.configs:
-            raise validation("Cannot create already existing endpoint configuration "
-                             f'"{self.arn("endpoint-config", name)}".')
+            raise validation(
+                "Cannot create already existing endpoint configuration "
+                f'"{self.arn("endpoint-config", name)}".'
+            )
         production = req.get("ProductionVariants") or []
         shadows = req.get("ShadowProductionVariants") or []
         if not 1 <= len(production) <= MAX_VARIANTS:
-            raise validation("1 validation error detected: Value at 'productionVariants' failed to "
-                             f"satisfy constraint: Member must have length between 1 and {MAX_VARIANTS}")
+            raise validation(
+                "1 validation error detected: Value at 'productionVariants' failed to "
+                f"satisfy constraint: Member must have length between 1 and {MAX_VARIANTS}"
+            )
         if len(shadows) > 1:
             raise validation("An endpoint config can hold at most 1 shadow production variant")
         seen: set[str] = set()
@@ -255,9 +276,12 @@ class ControlPlane:
         if capture:
             self._check_capture(capture)
         self.configs[name] = {
-            "EndpointConfigName": name, "EndpointConfigArn": self.arn("endpoint-config", name),
-            "ProductionVariants": production, "ShadowProductionVariants": shadows,
-            "DataCaptureConfig": capture, "CreationTime": self.clock(),
+            "EndpointConfigName": name,
+            "EndpointConfigArn": self.arn("endpoint-config", name),
+            "ProductionVariants": production,
+            "ShadowProductionVariants": shadows,
+            "DataCaptureConfig": capture,
+            "CreationTime": self.clock(),
         }
         self._save()
         return {"EndpointConfigArn": self.arn("endpoint-config", name)}
@@ -270,10 +294,12 @@ class ControlPlane:
         if not re.match(r"^(s3|file)://", str(capture.get("DestinationS3Uri", ""))):
             raise validation("DataCaptureConfig.DestinationS3Uri must be an s3:// URI")
         options = capture.get("CaptureOptions") or []
-        if not 1 <= len(options) <= 2 or any(o.get("CaptureMode") not in ("Input", "Output", "InputAndOutput")
-                                            for o in options):
-            raise validation("DataCaptureConfig.CaptureOptions must list 1-2 of Input, Output, "
-                             "InputAndOutput")
+        if not 1 <= len(options) <= 2 or any(
+            o.get("CaptureMode") not in ("Input", "Output", "InputAndOutput") for o in options
+        ):
+            raise validation(
+                "DataCaptureConfig.CaptureOptions must list 1-2 of Input, Output, InputAndOutput"
+            )
 
     def _config(self, name: str) -> dict[str, Any]:
         if name not in self.configs:
@@ -294,8 +320,14 @@ class ControlPlane:
         return {}
 
     def op_ListEndpointConfigs(self, req: dict[str, Any]) -> dict[str, Any]:
-        rows = [{"EndpointConfigName": c["EndpointConfigName"], "EndpointConfigArn": c["EndpointConfigArn"],
-                 "CreationTime": c["CreationTime"]} for c in self.configs.values()]
+        rows = [
+            {
+                "EndpointConfigName": c["EndpointConfigName"],
+                "EndpointConfigArn": c["EndpointConfigArn"],
+                "CreationTime": c["CreationTime"],
+            }
+            for c in self.configs.values()
+        ]
         return self._page(req, rows, "EndpointConfigs")
 
     # ---- endpoints --------------------------------------------------------------------------
@@ -304,11 +336,21 @@ class ControlPlane:
         def build(spec: dict[str, Any], shadow: bool) -> Variant:
             weight = float(spec.get("InitialVariantWeight", 1.0))
             count = int(spec.get("InitialInstanceCount", 1))
-            return Variant(spec["VariantName"], spec["ModelName"], spec.get("InstanceType"),
-                           weight, weight, count, count, shadow)
+            return Variant(
+                spec["VariantName"],
+                spec["ModelName"],
+                spec.get("InstanceType"),
+                weight,
+                weight,
+                count,
+                count,
+                shadow,
+            )
 
-        return ([build(s, False) for s in config["ProductionVariants"]],
-                [build(s, True) for s in config.get("ShadowProductionVariants") or []])
+        return (
+            [build(s, False) for s in config["ProductionVariants"]],
+            [build(s, True) for s in config.get("ShadowProductionVariants") or []],
+        )
 
     def _start_loading(self, variants: list[Variant]) -> Future[dict[str, LoadedModel]]:
         specs = {}
@@ -331,8 +373,9 @@ class ControlPlane:
                 container = model["PrimaryContainer"]
                 if not container.get("ModelDataUrl"):
                     raise ArtifactError(f"model {name} has no ModelDataUrl")
-                out[name] = load_model(name, container["ModelDataUrl"], container.get("Environment") or {},
-                                       self.s3_root, cache)
+                out[name] = load_model(
+                    name, container["ModelDataUrl"], container.get("Environment") or {}, self.s3_root, cache
+                )
             return out
 
         return self._executor.submit(load_all)
@@ -345,11 +388,25 @@ class ControlPlane:
         config = self._config(config_name)
         now = self.clock()
         variants, shadows = self._variants(config)
-        endpoint = Endpoint(name, self.arn("endpoint", name), config_name, "Creating", now, now,
-                            capture=config.get("DataCaptureConfig"))
-        endpoint.pending = Pending("create", now, now + self.delay, config_name, variants, shadows,
-                                   config.get("DataCaptureConfig"),
-                                   load=self._start_loading(variants + shadows))
+        endpoint = Endpoint(
+            name,
+            self.arn("endpoint", name),
+            config_name,
+            "Creating",
+            now,
+            now,
+            capture=config.get("DataCaptureConfig"),
+        )
+        endpoint.pending = Pending(
+            "create",
+            now,
+            now + self.delay,
+            config_name,
+            variants,
+            shadows,
+            config.get("DataCaptureConfig"),
+            load=self._start_loading(variants + shadows),
+        )
         self.endpoints[name] = endpoint
         self._save()
         return {"EndpointArn": endpoint.arn}
@@ -366,9 +423,16 @@ class ControlPlane:
         return {}
 
     def op_ListEndpoints(self, req: dict[str, Any]) -> dict[str, Any]:
-        rows = [{"EndpointName": e.name, "EndpointArn": e.arn, "CreationTime": e.created,
-                 "LastModifiedTime": e.modified, "EndpointStatus": e.status}
-                for e in self.endpoints.values()]
+        rows = [
+            {
+                "EndpointName": e.name,
+                "EndpointArn": e.arn,
+                "CreationTime": e.created,
+                "LastModifiedTime": e.modified,
+                "EndpointStatus": e.status,
+            }
+            for e in self.endpoints.values()
+        ]
         status = req.get("StatusEquals")
         return self._page(req, [r for r in rows if not status or r["EndpointStatus"] == status], "Endpoints")
 
@@ -402,22 +466,35 @@ class ControlPlane:
             deployment = endpoint.last_deployment_config
         steps, bake, alarms = self._traffic_plan(deployment, variants)
         now = self.clock()
-        endpoint.pending = Pending("update", now, now + self.delay, config_name, variants, shadows, capture,
-                                   steps, bake, alarms, deployment,
-                                   load=self._start_loading(variants + shadows))
+        endpoint.pending = Pending(
+            "update",
+            now,
+            now + self.delay,
+            config_name,
+            variants,
+            shadows,
+            capture,
+            steps,
+            bake,
+            alarms,
+            deployment,
+            load=self._start_loading(variants + shadows),
+        )
         endpoint.status, endpoint.modified = "Updating", now
         self._save()
         return {"EndpointArn": endpoint.arn}
 
     @staticmethod
-    def _traffic_plan(deployment: dict[str, Any] | None,
-                      variants: list[Variant]) -> tuple[list[Step], float, list[str]]:
+    def _traffic_plan(
+        deployment: dict[str, Any] | None, variants: list[Variant]
+    ) -> tuple[list[Step], float, list[str]]:
         """Blue/green steps: when each share of traffic moves to the new fleet, and the bake after."""
         if not deployment:
             return [Step(0, 1.0)], 0.0, []
         if "RollingUpdatePolicy" in deployment:
-            raise validation("RollingUpdatePolicy is not supported by the local SageMaker; "
-                             "use BlueGreenUpdatePolicy")
+            raise validation(
+                "RollingUpdatePolicy is not supported by the local SageMaker; use BlueGreenUpdatePolicy"
+            )
         policy = deployment.get("BlueGreenUpdatePolicy") or {}
         routing = policy.get("TrafficRoutingConfiguration") or {}
         kind = routing.get("Type", "ALL_AT_ONCE")
@@ -462,8 +539,9 @@ class ControlPlane:
         by_name = {v.name: v for v in endpoint.variants}
         missing = [d.get("VariantName") for d in desired if d.get("VariantName") not in by_name]
         if missing:
-            raise validation(f"The variant(s) \"{missing}\" is/are not present in the endpoint "
-                             f'"{endpoint.arn}".')
+            raise validation(
+                f'The variant(s) "{missing}" is/are not present in the endpoint "{endpoint.arn}".'
+            )
         weights = {v.name: v.weight for v in endpoint.variants}
         for d in desired:
             weight, count = d.get("DesiredWeight"), d.get("DesiredInstanceCount")
@@ -496,8 +574,12 @@ class ControlPlane:
         if p and p.kind == "weights":
             blue_status = "Updating"
         out: dict[str, Any] = {
-            "EndpointName": e.name, "EndpointArn": e.arn, "EndpointConfigName": e.config_name,
-            "EndpointStatus": e.status, "CreationTime": _iso(e.created), "LastModifiedTime": _iso(e.modified),
+            "EndpointName": e.name,
+            "EndpointArn": e.arn,
+            "EndpointConfigName": e.config_name,
+            "EndpointStatus": e.status,
+            "CreationTime": _iso(e.created),
+            "LastModifiedTime": _iso(e.modified),
         }
         if e.status != "Creating" and e.variants:
             out["ProductionVariants"] = [v.summary(blue_status, p.started if p else None) for v in e.variants]
@@ -505,7 +587,8 @@ class ControlPlane:
             out["ShadowProductionVariants"] = [v.summary() for v in e.shadows]
         if e.capture:
             out["DataCaptureConfig"] = {
-                "EnableCapture": e.capture.get("EnableCapture", True), "CaptureStatus": "Started",
+                "EnableCapture": e.capture.get("EnableCapture", True),
+                "CaptureStatus": "Started",
                 "CurrentSamplingPercentage": e.capture.get("InitialSamplingPercentage", 100),
                 "DestinationS3Uri": e.capture["DestinationS3Uri"],
             }
@@ -518,14 +601,20 @@ class ControlPlane:
             status = self._green_status(p, now)
             pending_variants = []
             for v in p.variants:
-                row = {"VariantName": v.name, "CurrentWeight": v.weight if status != "Creating" else 0.0,
-                       "DesiredWeight": v.desired_weight, "CurrentInstanceCount": 0 if status == "Creating"
-                       else v.count, "DesiredInstanceCount": v.desired_count, "InstanceType": v.instance_type,
-                       "VariantStatus": [{"Status": status, "StartTime": _iso(p.started)}]}
+                row = {
+                    "VariantName": v.name,
+                    "CurrentWeight": v.weight if status != "Creating" else 0.0,
+                    "DesiredWeight": v.desired_weight,
+                    "CurrentInstanceCount": 0 if status == "Creating" else v.count,
+                    "DesiredInstanceCount": v.desired_count,
+                    "InstanceType": v.instance_type,
+                    "VariantStatus": [{"Status": status, "StartTime": _iso(p.started)}],
+                }
                 pending_variants.append(row)
             if p.kind == "update":
                 out["PendingDeploymentSummary"] = {
-                    "EndpointConfigName": p.config_name, "ProductionVariants": pending_variants,
+                    "EndpointConfigName": p.config_name,
+                    "ProductionVariants": pending_variants,
                     "StartTime": _iso(p.started),
                 }
         return out
@@ -572,8 +661,12 @@ class ControlPlane:
             firing = self.alarms.firing(p.alarms)
             if firing:
                 e.status, e.modified = "RollingBack", now
-                e.pending = Pending("rollback", now, now + self.delay,
-                                    failure=f"Deployment rolled back: alarm(s) {', '.join(firing)} in ALARM")
+                e.pending = Pending(
+                    "rollback",
+                    now,
+                    now + self.delay,
+                    failure=f"Deployment rolled back: alarm(s) {', '.join(firing)} in ALARM",
+                )
                 return True
             if now < p.ready_at + p.bake_until:
                 return False
@@ -602,19 +695,34 @@ class ControlPlane:
             raise AwsError("ValidationError", f"Endpoint {name} of account {ACCOUNT} {state}.")
         variants, capture, shadows = e.variants, e.capture, e.shadows
         p = e.pending
-        if p is not None and p.kind == "update" and p.load is not None and p.load.done() \
-                and p.load.exception() is None and self.rng.random() < p.fraction(self.clock()):
+        if (
+            p is not None
+            and p.kind == "update"
+            and p.load is not None
+            and p.load.done()
+            and p.load.exception() is None
+            and self.rng.random() < p.fraction(self.clock())
+        ):
             variants, capture, shadows = p.variants, p.capture, p.shadows
         if target_variant is not None:
             chosen = next((v for v in variants if v.name == target_variant), None)
             if chosen is None:
-                raise AwsError("ValidationError", f"Target variant {target_variant} is not present in "
-                               f"endpoint {name}.")
+                raise AwsError(
+                    "ValidationError", f"Target variant {target_variant} is not present in endpoint {name}."
+                )
         else:
             chosen = self._by_weight(variants)
-        return Route(e.name, chosen.name, self._loaded(chosen.model_name), self._capture(capture),
-                     tuple((s.name, self._loaded(s.model_name)) for s in shadows
-                           if self.rng.random() < self._shadow_share(s, variants)))
+        return Route(
+            e.name,
+            chosen.name,
+            self._loaded(chosen.model_name),
+            self._capture(capture),
+            tuple(
+                (s.name, self._loaded(s.model_name))
+                for s in shadows
+                if self.rng.random() < self._shadow_share(s, variants)
+            ),
+        )
 
     def _by_weight(self, variants: list[Variant]) -> Variant:
         total = sum(v.weight for v in variants)
@@ -661,7 +769,7 @@ class ControlPlane:
         rows.sort(key=lambda r: r[name_key] if by_name else r["CreationTime"], reverse=reverse)
         start = int(req.get("NextToken") or 0)
         limit = int(req.get("MaxResults") or 100)
-        page = rows[start:start + limit]
+        page = rows[start : start + limit]
         for r in page:
             for t in ("CreationTime", "LastModifiedTime"):
                 if t in r:
@@ -682,8 +790,10 @@ class ControlPlane:
             "models": self.models,
             "configs": self.configs,
             "endpoints": [
-                {**{f.name: _plain(getattr(e, f.name)) for f in fields(e) if f.name != "pending"},
-                 "pending": e.pending.to_json() if e.pending else None}
+                {
+                    **{f.name: _plain(getattr(e, f.name)) for f in fields(e) if f.name != "pending"},
+                    "pending": e.pending.to_json() if e.pending else None,
+                }
                 for e in self.endpoints.values()
             ],
         }
@@ -700,8 +810,13 @@ class ControlPlane:
         now = self.clock()
         for raw in state["endpoints"]:
             pending_raw = raw.pop("pending")
-            e = Endpoint(**{**raw, "variants": [Variant(**v) for v in raw["variants"]],
-                            "shadows": [Variant(**v) for v in raw["shadows"]]})
+            e = Endpoint(
+                **{
+                    **raw,
+                    "variants": [Variant(**v) for v in raw["variants"]],
+                    "shadows": [Variant(**v) for v in raw["shadows"]],
+                }
+            )
             if e.variants or e.shadows:
                 loaded = self._start_loading(e.variants + e.shadows)
                 try:
@@ -710,10 +825,14 @@ class ControlPlane:
                 except (ArtifactError, KeyError) as exc:
                     e.status, e.failure_reason = "Failed", f"Failed to reload model artifacts: {exc}"
             if pending_raw:
-                p = Pending(**{**pending_raw,
-                               "variants": [Variant(**v) for v in pending_raw["variants"]],
-                               "shadows": [Variant(**v) for v in pending_raw["shadows"]],
-                               "steps": [Step(**s) for s in pending_raw["steps"]]})
+                p = Pending(
+                    **{
+                        **pending_raw,
+                        "variants": [Variant(**v) for v in pending_raw["variants"]],
+                        "shadows": [Variant(**v) for v in pending_raw["shadows"]],
+                        "steps": [Step(**s) for s in pending_raw["steps"]],
+                    }
+                )
                 # Time restarts for work that was in flight when the host stopped.
                 p.started, p.ready_at = now, now + self.delay
                 if p.kind in ("create", "update"):

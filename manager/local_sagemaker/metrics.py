@@ -86,8 +86,9 @@ class Bucket:
 
 
 class MetricStore:
-    def __init__(self, bucket_seconds: int = 60, retention_seconds: int = 3 * 3600,
-                 clock: Any = time.time) -> None:
+    def __init__(
+        self, bucket_seconds: int = 60, retention_seconds: int = 3 * 3600, clock: Any = time.time
+    ) -> None:
         self.bucket_seconds = bucket_seconds
         self.retention_seconds = retention_seconds
         self.clock = clock
@@ -95,8 +96,9 @@ class MetricStore:
         self._lock = threading.Lock()
         self._rng = random.Random()
 
-    def record_invocation(self, endpoint: str, variant: str, status: int,
-                          model_us: float | None, overhead_us: float) -> None:
+    def record_invocation(
+        self, endpoint: str, variant: str, status: int, model_us: float | None, overhead_us: float
+    ) -> None:
         now = self.clock()
         with self._lock:
             self._add(endpoint, variant, "Invocations", 1.0, now)
@@ -120,8 +122,9 @@ class MetricStore:
         for start in [s for s in series if s < horizon]:
             del series[start]
 
-    def datapoints(self, key: Key, start: datetime, end: datetime, period: int,
-                   stat: str) -> list[tuple[int, float]]:
+    def datapoints(
+        self, key: Key, start: datetime, end: datetime, period: int, stat: str
+    ) -> list[tuple[int, float]]:
         """(period start, value) for each period in [start, end) that has data, oldest first."""
         lo, hi = start.timestamp(), end.timestamp()
         periods: dict[int, Bucket] = {}
@@ -136,8 +139,10 @@ class MetricStore:
 def check_stat(stat: str) -> str:
     if stat in _BASIC or _PERCENTILE.match(stat):
         return stat
-    raise invalid(f"The value {stat} for parameter Stat is not supported by the local SageMaker; "
-                  f"use {', '.join(_BASIC)} or pNN")
+    raise invalid(
+        f"The value {stat} for parameter Stat is not supported by the local SageMaker; "
+        f"use {', '.join(_BASIC)} or pNN"
+    )
 
 
 def get_metric_data(store: MetricStore, request: dict[str, Any]) -> dict[str, Any]:
@@ -165,25 +170,30 @@ def get_metric_data(store: MetricStore, request: dict[str, Any]) -> dict[str, An
         budget -= len(taken)
         partial = len(taken) < len(remaining)
         cut = cut or partial
-        results.append({
-            "Id": query["Id"],
-            "Label": query.get("Label") or label,
-            "Timestamps": [datetime.fromtimestamp(ts, UTC) for ts, _ in taken],
-            "Values": [value for _, value in taken],
-            "StatusCode": "PartialData" if partial else "Complete",
-        })
+        results.append(
+            {
+                "Id": query["Id"],
+                "Label": query.get("Label") or label,
+                "Timestamps": [datetime.fromtimestamp(ts, UTC) for ts, _ in taken],
+                "Values": [value for _, value in taken],
+                "StatusCode": "PartialData" if partial else "Complete",
+            }
+        )
     response: dict[str, Any] = {"MetricDataResults": results, "Messages": []}
     if cut:
         response["NextToken"] = _encode_token(offset + limit)
     return response
 
 
-def _run_query(store: MetricStore, query: dict[str, Any], start: datetime, end: datetime,
-               newest_first: bool) -> tuple[str, list[tuple[int, float]]]:
+def _run_query(
+    store: MetricStore, query: dict[str, Any], start: datetime, end: datetime, newest_first: bool
+) -> tuple[str, list[tuple[int, float]]]:
     query_id = query.get("Id")
     if not isinstance(query_id, str) or not re.match(r"^[a-z][a-zA-Z0-9_]*$", query_id):
-        raise invalid(f"Invalid Id {query_id!r}: it must start with a lowercase letter and hold "
-                      "only letters, digits and underscores")
+        raise invalid(
+            f"Invalid Id {query_id!r}: it must start with a lowercase letter and hold "
+            "only letters, digits and underscores"
+        )
     if "Expression" in query:
         raise invalid("metric math expressions are not supported by the local SageMaker")
     stat_spec = query.get("MetricStat")
@@ -198,11 +208,13 @@ def _run_query(store: MetricStore, query: dict[str, Any], start: datetime, end: 
     dims = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
     label = name
     wanted_unit = stat_spec.get("Unit")
-    if (metric.get("Namespace") != NAMESPACE or set(dims) != {"EndpointName", "VariantName"}
-            or (wanted_unit and wanted_unit != UNITS.get(name))):
+    if (
+        metric.get("Namespace") != NAMESPACE
+        or set(dims) != {"EndpointName", "VariantName"}
+        or (wanted_unit and wanted_unit != UNITS.get(name))
+    ):
         return label, []
-    points = store.datapoints((dims["EndpointName"], dims["VariantName"], name), start, end,
-                              period, stat)
+    points = store.datapoints((dims["EndpointName"], dims["VariantName"], name), start, end, period, stat)
     return label, points[::-1] if newest_first else points
 
 
@@ -255,14 +267,31 @@ class AlarmBook:
     def describe(self, request: dict[str, Any]) -> dict[str, Any]:
         names = request.get("AlarmNames")
         chosen = [a for a in self.alarms.values() if not names or a.name in names]
-        return {"MetricAlarms": [
-            {"AlarmName": a.name, "StateValue": a.state, "StateReason": a.reason,
-             "StateUpdatedTimestamp": datetime.fromtimestamp(a.updated, UTC),
-             **{k: v for k, v in a.definition.items() if k in ("MetricName", "Namespace", "Statistic",
-                                                                "Period", "Threshold",
-                                                                "ComparisonOperator")}}
-            for a in chosen
-        ], "CompositeAlarms": []}
+        return {
+            "MetricAlarms": [
+                {
+                    "AlarmName": a.name,
+                    "StateValue": a.state,
+                    "StateReason": a.reason,
+                    "StateUpdatedTimestamp": datetime.fromtimestamp(a.updated, UTC),
+                    **{
+                        k: v
+                        for k, v in a.definition.items()
+                        if k
+                        in (
+                            "MetricName",
+                            "Namespace",
+                            "Statistic",
+                            "Period",
+                            "Threshold",
+                            "ComparisonOperator",
+                        )
+                    },
+                }
+                for a in chosen
+            ],
+            "CompositeAlarms": [],
+        }
 
     def delete(self, request: dict[str, Any]) -> dict[str, Any]:
         for name in request.get("AlarmNames", []):

@@ -42,8 +42,12 @@ def json_response(payload: dict[str, Any], content_type: str = JSON_11) -> Respo
 
 def json_error(error: AwsError, content_type: str = JSON_11) -> Response:
     body = {"__type": error.code, "message": error.message, **error.fields}
-    return Response(json.dumps(body), status_code=error.status, media_type=content_type,
-                    headers={"x-amzn-errortype": error.code})
+    return Response(
+        json.dumps(body),
+        status_code=error.status,
+        media_type=content_type,
+        headers={"x-amzn-errortype": error.code},
+    )
 
 
 def cbor_response(payload: dict[str, Any]) -> Response:
@@ -53,8 +57,9 @@ def cbor_response(payload: dict[str, Any]) -> Response:
 
 def cbor_error(error: AwsError) -> Response:
     body = cbor2.dumps({"__type": error.code, "message": error.message, **error.fields})
-    return Response(body, status_code=error.status, media_type=CBOR,
-                    headers={"smithy-protocol": "rpc-v2-cbor"})
+    return Response(
+        body, status_code=error.status, media_type=CBOR, headers={"smithy-protocol": "rpc-v2-cbor"}
+    )
 
 
 def parse_json(body: bytes) -> dict[str, Any]:

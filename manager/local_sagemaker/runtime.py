@@ -99,8 +99,9 @@ class LoadedModel:
         return [float(v) for v in np.ravel(self.estimator.predict(rows))]
 
 
-def load_model(name: str, model_data_url: str, environment: dict[str, str], s3_root: Path,
-               cache: Path) -> LoadedModel:
+def load_model(
+    name: str, model_data_url: str, environment: dict[str, str], s3_root: Path, cache: Path
+) -> LoadedModel:
     import joblib
 
     path = resolve_uri(model_data_url, s3_root)
@@ -119,9 +120,14 @@ def load_model(name: str, model_data_url: str, environment: dict[str, str], s3_r
         raise ArtifactError(f"{path.name} holds a {type(estimator).__name__}, not an estimator")
     classes = getattr(estimator, "classes_", None)
     classifier = classes is not None and hasattr(estimator, "predict_proba")
-    saved_version = next((str(w.message.original_sklearn_version)  # type: ignore[union-attr]
-                          for w in caught if type(w.message).__name__ == "InconsistentVersionWarning"),
-                         None)
+    saved_version = next(
+        (
+            str(w.message.original_sklearn_version)  # type: ignore[union-attr]
+            for w in caught
+            if type(w.message).__name__ == "InconsistentVersionWarning"
+        ),
+        None,
+    )
     import sklearn
 
     return LoadedModel(
@@ -143,8 +149,10 @@ def parse_rows(body: bytes, content_type: str) -> np.ndarray:
     try:
         if kind in ("text/csv", "text/plain", ""):
             text = body.decode()
-            rows = np.array([[float(v) for v in line.split(",")]
-                             for line in text.splitlines() if line.strip()], dtype=np.float64)
+            rows = np.array(
+                [[float(v) for v in line.split(",")] for line in text.splitlines() if line.strip()],
+                dtype=np.float64,
+            )
         elif kind == "application/json":
             data = json.loads(body)
             if isinstance(data, dict):
@@ -172,5 +180,3 @@ def format_predictions(predictions: list[Any], accept: str | None, content_type:
         out.write(",".join(repr(v) for v in p) if isinstance(p, list) else repr(p))
         out.write("\n")
     return out.getvalue().encode(), "text/csv; charset=utf-8"
-
-

@@ -29,10 +29,18 @@ class LocalSageMaker:
     restart; `s3://bucket/key` URIs map to `<s3_root>/bucket/key`.
     """
 
-    def __init__(self, state_dir: Path | str | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 s3_root: Path | str | None = None, provision_delay: float = 1.0,
-                 metric_bucket_seconds: int = 60, region: str = DEFAULT_REGION,
-                 log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        state_dir: Path | str | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        s3_root: Path | str | None = None,
+        provision_delay: float = 1.0,
+        metric_bucket_seconds: int = 60,
+        region: str = DEFAULT_REGION,
+        log_level: str = "warning",
+    ) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="local-sagemaker-") if state_dir is None else None
         self.state_dir = Path(state_dir if state_dir is not None else self._tmp.name)  # type: ignore[union-attr]
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -58,8 +66,15 @@ class LocalSageMaker:
         return sock
 
     def _config(self) -> uvicorn.Config:
-        return uvicorn.Config(self.app, log_level=self.log_level, access_log=False, lifespan="off",
-                              loop="auto", http="auto", timeout_keep_alive=75)
+        return uvicorn.Config(
+            self.app,
+            log_level=self.log_level,
+            access_log=False,
+            lifespan="off",
+            loop="auto",
+            http="auto",
+            timeout_keep_alive=75,
+        )
 
     def start(self) -> str:
         sock = self._socket()
@@ -67,8 +82,9 @@ class LocalSageMaker:
         self.url = f"http://{host}:{port}"
         self._server = uvicorn.Server(self._config())
         # uvicorn installs signal handlers only on the main thread: signals stay the embedder's.
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name="local-sagemaker", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="local-sagemaker", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not self._server.started:
@@ -90,8 +106,9 @@ class LocalSageMaker:
         self.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def client(self, service: str, **kwargs: Any) -> Any:
@@ -100,18 +117,28 @@ class LocalSageMaker:
         from botocore.config import Config
 
         return boto3.client(
-            service, endpoint_url=self.url, region_name=self.region, aws_access_key_id="local",
+            service,
+            endpoint_url=self.url,
+            region_name=self.region,
+            aws_access_key_id="local",
             aws_secret_access_key="local",
             config=kwargs.pop("config", Config(retries={"mode": "standard", "max_attempts": 3})),
             **kwargs,
         )
 
 
-def serve(state_dir: Path, host: str, port: int, provision_delay: float, metric_bucket_seconds: int,
-          on_ready: Any) -> None:
+def serve(
+    state_dir: Path, host: str, port: int, provision_delay: float, metric_bucket_seconds: int, on_ready: Any
+) -> None:
     """Serve in the foreground until SIGINT or SIGTERM."""
-    local = LocalSageMaker(state_dir, host=host, port=port, provision_delay=provision_delay,
-                           metric_bucket_seconds=metric_bucket_seconds, log_level="info")
+    local = LocalSageMaker(
+        state_dir,
+        host=host,
+        port=port,
+        provision_delay=provision_delay,
+        metric_bucket_seconds=metric_bucket_seconds,
+        log_level="info",
+    )
     sock = local._socket()
     bound_host, bound_port = sock.getsockname()[:2]
     local.url = f"http://{bound_host}:{bound_port}"

@@ -8,8 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 MESSAGES = {
     "uq_model_versions_name_version": "that model name and version are already registered",
-    "ck_model_versions_status": "model status must be one of candidate, approved, serving, "
-                                "retired, rejected",
+    "ck_model_versions_status": "model status must be one of candidate, approved, serving, retired, rejected",
     "ck_model_versions_version_positive": "model version must be 1 or more",
     "ck_training_runs_outcome": "training run outcome must be running, succeeded or failed",
     "uq_endpoint_configs_name": "an endpoint config with that name already exists",
@@ -33,8 +32,7 @@ MESSAGES = {
 _SQLITE_UNIQUE = {
     "model_versions.name, model_versions.version": "uq_model_versions_name_version",
     "endpoint_configs.name": "uq_endpoint_configs_name",
-    "config_variants.config_id, config_variants.variant_name":
-        "uq_config_variants_config_id_variant_name",
+    "config_variants.config_id, config_variants.variant_name": "uq_config_variants_config_id_variant_name",
     "endpoints.name": "uq_endpoints_name",
     "rollouts.endpoint_id": "uq_rollouts_active_endpoint",
     "audit_events.hash": "uq_audit_events_hash",

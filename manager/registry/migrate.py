@@ -72,8 +72,7 @@ def require_current(database: Database) -> None:
             raise UserError(f"{where} is not a variantctl registry (it has no schema version)")
         raise SchemaBehind(f"registry at {where} is empty; {UPGRADE_HINT}")
     _refuse_unknown(database, current)
-    raise SchemaBehind(f"registry schema at {where} is {current}, this release needs {head}; "
-                       f"{UPGRADE_HINT}")
+    raise SchemaBehind(f"registry schema at {where} is {current}, this release needs {head}; {UPGRADE_HINT}")
 
 
 def _refuse_unknown(database: Database, revision: str | None) -> None:
@@ -81,6 +80,4 @@ def _refuse_unknown(database: Database, revision: str | None) -> None:
         return
     script = ScriptDirectory.from_config(alembic_config(database))
     if revision not in {rev.revision for rev in script.walk_revisions()}:
-        raise UserError(
-            f"registry schema {revision} is newer than this variantctl knows; upgrade variantctl"
-        )
+        raise UserError(f"registry schema {revision} is newer than this variantctl knows; upgrade variantctl")

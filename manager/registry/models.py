@@ -64,9 +64,7 @@ def register(session: Session, spec: ModelSpec, actor: str) -> ModelVersion:
     check_name("model", spec.name)
     if spec.status not in MODEL_STATUSES:
         raise UserError(f"status {spec.status!r} is not one of {', '.join(MODEL_STATUSES)}")
-    newest = session.scalar(
-        select(func.max(ModelVersion.version)).where(ModelVersion.name == spec.name)
-    )
+    newest = session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.name == spec.name))
     row = ModelVersion(
         name=spec.name,
         version=spec.version or (newest or 0) + 1,
@@ -82,21 +80,25 @@ def register(session: Session, spec: ModelSpec, actor: str) -> ModelVersion:
     )
     session.add(row)
     session.flush()
-    audit.append(session, actor, audit.Event(
-        action="model.register",
-        subject_type="model_version",
-        subject_id=row.ref,
-        model=row.name,
-        payload={
-            "artifact_uri": row.artifact_uri,
-            "framework": row.framework,
-            "framework_version": row.framework_version,
-            "image_uri": row.image_uri,
-            "metrics": row.metrics,
-            "dataset_fingerprint": row.dataset_fingerprint,
-            "status": row.status,
-        },
-    ))
+    audit.append(
+        session,
+        actor,
+        audit.Event(
+            action="model.register",
+            subject_type="model_version",
+            subject_id=row.ref,
+            model=row.name,
+            payload={
+                "artifact_uri": row.artifact_uri,
+                "framework": row.framework,
+                "framework_version": row.framework_version,
+                "image_uri": row.image_uri,
+                "metrics": row.metrics,
+                "dataset_fingerprint": row.dataset_fingerprint,
+                "status": row.status,
+            },
+        ),
+    )
     return row
 
 
@@ -113,8 +115,7 @@ def get(session: Session, ref: str) -> ModelVersion:
     return row
 
 
-def list_versions(session: Session, name: str | None = None,
-                  status: str | None = None) -> list[ModelVersion]:
+def list_versions(session: Session, name: str | None = None, status: str | None = None) -> list[ModelVersion]:
     stmt = select(ModelVersion).order_by(ModelVersion.name, ModelVersion.version.desc())
     if name is not None:
         stmt = stmt.where(ModelVersion.name == name)

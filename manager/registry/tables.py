@@ -90,9 +90,7 @@ class ModelVersion(Base):
     image_uri: Mapped[str | None] = mapped_column(String(1024))
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     dataset_fingerprint: Mapped[str | None] = mapped_column(String(64))
-    training_run_id: Mapped[int | None] = mapped_column(
-        ForeignKey("training_runs.id", ondelete="RESTRICT")
-    )
+    training_run_id: Mapped[int | None] = mapped_column(ForeignKey("training_runs.id", ondelete="RESTRICT"))
     status: Mapped[str] = mapped_column(String(16), default="candidate")
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -129,9 +127,7 @@ class ConfigVariant(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     config_id: Mapped[int] = mapped_column(ForeignKey("endpoint_configs.id", ondelete="CASCADE"))
     variant_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
-    model_version_id: Mapped[int] = mapped_column(
-        ForeignKey("model_versions.id", ondelete="RESTRICT")
-    )
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"))
     instance_type: Mapped[str] = mapped_column(String(64))
     instance_count: Mapped[int] = mapped_column(default=1)
     initial_weight: Mapped[float] = mapped_column(Float, default=1.0)
@@ -178,12 +174,8 @@ class Rollout(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="RESTRICT"))
-    baseline_version_id: Mapped[int] = mapped_column(
-        ForeignKey("model_versions.id", ondelete="RESTRICT")
-    )
-    candidate_version_id: Mapped[int] = mapped_column(
-        ForeignKey("model_versions.id", ondelete="RESTRICT")
-    )
+    baseline_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"))
+    candidate_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"))
     policy_yaml: Mapped[str] = mapped_column(Text)
     policy_hash: Mapped[str] = mapped_column(String(64))
     phase: Mapped[int] = mapped_column(default=0)

@@ -94,9 +94,7 @@ def upgrade() -> None:
         sa.Column("region", sa.String(length=32), nullable=True),
         sa.Column("current_config_id", sa.Integer(), nullable=True),
         sa.Column("last_status", sa.String(length=32), nullable=True),
-        sa.Column(
-            "last_observed_at", manager.registry.types.UTCDateTime(timezone=True), nullable=True
-        ),
+        sa.Column("last_observed_at", manager.registry.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", manager.registry.types.UTCDateTime(timezone=True), nullable=False),
         sa.CheckConstraint("platform IN ('sagemaker')", name=op.f("ck_endpoints_platform")),
         sa.ForeignKeyConstraint(
@@ -147,12 +145,8 @@ def upgrade() -> None:
         sa.Column("instance_count", sa.Integer(), nullable=False),
         sa.Column("initial_weight", sa.Float(), nullable=False),
         sa.Column("is_shadow", sa.Boolean(), nullable=False),
-        sa.CheckConstraint(
-            "initial_weight >= 0", name=op.f("ck_config_variants_weight_nonnegative")
-        ),
-        sa.CheckConstraint(
-            "instance_count >= 1", name=op.f("ck_config_variants_instance_count_positive")
-        ),
+        sa.CheckConstraint("initial_weight >= 0", name=op.f("ck_config_variants_weight_nonnegative")),
+        sa.CheckConstraint("instance_count >= 1", name=op.f("ck_config_variants_instance_count_positive")),
         sa.ForeignKeyConstraint(
             ["config_id"],
             ["endpoint_configs.id"],
@@ -183,14 +177,10 @@ def upgrade() -> None:
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("intent", sa.String(length=16), nullable=True),
         sa.Column("lease_owner", sa.String(length=128), nullable=True),
-        sa.Column(
-            "lease_expires_at", manager.registry.types.UTCDateTime(timezone=True), nullable=True
-        ),
+        sa.Column("lease_expires_at", manager.registry.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", manager.registry.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", manager.registry.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column(
-            "phase_started_at", manager.registry.types.UTCDateTime(timezone=True), nullable=True
-        ),
+        sa.Column("phase_started_at", manager.registry.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("finished_at", manager.registry.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("outcome", sa.String(length=16), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
@@ -206,9 +196,7 @@ def upgrade() -> None:
             "baseline_version_id <> candidate_version_id",
             name=op.f("ck_rollouts_distinct_versions"),
         ),
-        sa.CheckConstraint(
-            "phase >= 0 AND step >= 0", name=op.f("ck_rollouts_position_nonnegative")
-        ),
+        sa.CheckConstraint("phase >= 0 AND step >= 0", name=op.f("ck_rollouts_position_nonnegative")),
         sa.ForeignKeyConstraint(
             ["baseline_version_id"],
             ["model_versions.id"],
@@ -234,9 +222,7 @@ def upgrade() -> None:
             "uq_rollouts_active_endpoint",
             ["endpoint_id"],
             unique=True,
-            sqlite_where=sa.text(
-                "state IN ('pending', 'running', 'paused', 'promoting', 'rolling_back')"
-            ),
+            sqlite_where=sa.text("state IN ('pending', 'running', 'paused', 'promoting', 'rolling_back')"),
             postgresql_where=sa.text(
                 "state IN ('pending', 'running', 'paused', 'promoting', 'rolling_back')"
             ),
@@ -249,17 +235,13 @@ def upgrade() -> None:
         sa.Column("phase", sa.Integer(), nullable=False),
         sa.Column("variant_name", sa.String(length=63), nullable=False),
         sa.Column("metric", sa.String(length=64), nullable=False),
-        sa.Column(
-            "window_start", manager.registry.types.UTCDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("window_start", manager.registry.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("window_end", manager.registry.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("n", sa.Integer(), nullable=False),
         sa.Column("total", sa.Float(), nullable=False),
         sa.Column("total_sq", sa.Float(), nullable=False),
         sa.CheckConstraint("n >= 0", name=op.f("ck_observations_n_nonnegative")),
-        sa.CheckConstraint(
-            "window_end >= window_start", name=op.f("ck_observations_window_ordered")
-        ),
+        sa.CheckConstraint("window_end >= window_start", name=op.f("ck_observations_window_ordered")),
         sa.ForeignKeyConstraint(
             ["rollout_id"],
             ["rollouts.id"],
@@ -318,9 +300,7 @@ def downgrade() -> None:
     with op.batch_alter_table("rollouts", schema=None) as batch_op:
         batch_op.drop_index(
             "uq_rollouts_active_endpoint",
-            sqlite_where=sa.text(
-                "state IN ('pending', 'running', 'paused', 'promoting', 'rolling_back')"
-            ),
+            sqlite_where=sa.text("state IN ('pending', 'running', 'paused', 'promoting', 'rolling_back')"),
             postgresql_where=sa.text(
                 "state IN ('pending', 'running', 'paused', 'promoting', 'rolling_back')"
             ),
