@@ -202,7 +202,7 @@ def _run_query(
     metric = stat_spec.get("Metric") or {}
     stat = check_stat(str(stat_spec.get("Stat", "")))
     period = int(stat_spec.get("Period") or 0)
-    if period < 1 or (period >= 60 and period % 60):
+    if period not in (1, 5, 10, 20, 30) and (period <= 0 or period % 60):
         raise invalid("Period must be 1, 5, 10, 20, 30 or a multiple of 60 seconds")
     name = metric.get("MetricName", "")
     dims = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}

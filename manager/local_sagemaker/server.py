@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import tempfile
 import threading
@@ -148,6 +149,10 @@ def serve(
         on_ready(local.url)
         await server.serve(sockets=[sock])
 
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler it
+    # found: make that a no-op so the process ends normally, closing capture files, with status 0.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
     try:
         asyncio.run(run())
     finally:
