@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import socket
 import tempfile
@@ -145,16 +144,13 @@ def serve(
     local.url = f"http://{bound_host}:{bound_port}"
     server = uvicorn.Server(local._config())
 
-    async def run() -> None:
-        on_ready(local.url)
-        await server.serve(sockets=[sock])
-
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler it
     # found: make that a no-op so the process ends normally, closing capture files, with status 0.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: None)
+    on_ready(local.url)  # the socket is already listening: clients may connect from here on
     try:
-        asyncio.run(run())
+        server.run(sockets=[sock])  # on uvloop, as configured; a bare asyncio.run would skip that
     finally:
         local.capture.close()
         local.control.close()
