@@ -34,6 +34,7 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/history_query.py
+	$(BIN)/python benchmarks/local_sagemaker_throughput.py
 
 clean:
 	rm -rf $(VENV) .variantctl .pytest_cache .mypy_cache .ruff_cache *.egg-info
