@@ -119,7 +119,9 @@ def boto3_load(url: str, body: bytes, seconds: float, threads: int) -> tuple[flo
     return _run(client, threads, seconds, latencies)
 
 
-def _run(client: Any, threads: int, seconds: float, latencies: list[list[float]]) -> tuple[float, list[float]]:
+def _run(
+    client: Any, threads: int, seconds: float, latencies: list[list[float]]
+) -> tuple[float, list[float]]:
     workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
     t0 = time.perf_counter()
     for w in workers:
@@ -136,13 +138,22 @@ def deploy(url: str, artifact: Path) -> None:
     import boto3
 
     sm = boto3.client(
-        "sagemaker", endpoint_url=url, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+        "sagemaker",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
     )
     sm.create_model(ModelName="m", PrimaryContainer={"Image": "local", "ModelDataUrl": artifact.as_uri()})
     sm.create_endpoint_config(
         EndpointConfigName="c",
         ProductionVariants=[
-            {"VariantName": "AllTraffic", "ModelName": "m", "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "m",
+                "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": 1,
+            }
         ],
     )
     sm.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName="c")
@@ -155,7 +166,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=4)
@@ -193,8 +206,10 @@ def main() -> None:
                 process.terminate()
                 process.wait(timeout=10)
 
-    print(f"{os.cpu_count()} cores, {args.threads} client threads, {args.rounds} rounds x {args.seconds:g} s, "
-          "30-feature LogisticRegression pipeline, keep-alive on loopback")
+    print(
+        f"{os.cpu_count()} cores, {args.threads} client threads, {args.rounds} rounds x {args.seconds:g} s, "
+        "30-feature LogisticRegression pipeline, keep-alive on loopback"
+    )
     print(f"{'path':44} {'inv/s (median)':>15} {'p50 ms':>8} {'p99 ms':>8}")
     rows = {
         "local SageMaker, raw HTTP": "host",
@@ -208,9 +223,11 @@ def main() -> None:
         medians[key] = statistics.median(rates)
         print(f"{label:44} {medians[key]:15,.0f} {pct(lat, 50):8.2f} {pct(lat, 99):8.2f}")
     overhead = 1 - medians["host"] / medians["bare"]
-    print(f"\noverhead against the bare handler: {overhead:.1%} (target <= 25%: "
-          f"{'PASS' if overhead <= 0.25 else 'FAIL'}); raw HTTP >= 1,500 inv/s: "
-          f"{'PASS' if medians['host'] >= 1500 else 'FAIL'}")
+    print(
+        f"\noverhead against the bare handler: {overhead:.1%} (target <= 25%: "
+        f"{'PASS' if overhead <= 0.25 else 'FAIL'}); raw HTTP >= 1,500 inv/s: "
+        f"{'PASS' if medians['host'] >= 1500 else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ from click.testing import CliRunner, Result
 
 from manager.cli.main import cli
 from manager.db import Database
+from manager.local_sagemaker import LocalSageMaker
 from manager.registry import migrate
+
+from .local_sagemaker_support import train_artifacts
 
 
 @pytest.fixture(autouse=True)
@@ -57,3 +60,16 @@ class Cli:
 @pytest.fixture
 def run(db_path: Path) -> Cli:
     return Cli(db_path)
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Trained scikit-learn models saved with joblib: `logistic`, `prior` (binary) and `ridge`."""
+    return train_artifacts(tmp_path_factory.mktemp("artifacts"))
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[LocalSageMaker]:
+    """A local SageMaker on a free port of 127.0.0.1, with a short provisioning delay."""
+    with LocalSageMaker(tmp_path / "state", provision_delay=0.2) as running:
+        yield running

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,21 +21,9 @@ from .local_sagemaker_support import (
     create_model,
     expected_scores,
     first_row,
-    train_artifacts,
     variant,
     wait_status,
 )
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return train_artifacts(tmp_path_factory.mktemp("artifacts"))
-
-
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[LocalSageMaker]:
-    with LocalSageMaker(tmp_path / "state", provision_delay=0.2) as running:
-        yield running
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ from .local_sagemaker_support import (
     binomial_bounds,
     create_model,
     first_row,
-    train_artifacts,
     variant,
     wait_status,
 )
@@ -35,13 +34,9 @@ from .local_sagemaker_support import (
 CAPTURE_PATH = re.compile(r"capture/ep/A/\d{4}/\d{2}/\d{2}/\d{2}/\d{2}-\d{2}-\d{3}-[0-9a-f-]{36}\.jsonl$")
 
 
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return train_artifacts(tmp_path_factory.mktemp("artifacts"))
-
-
 @pytest.fixture
 def host(tmp_path: Path) -> Iterator[LocalSageMaker]:
+    """Overrides the shared host: 1-second metric buckets, which the tests below read."""
     with LocalSageMaker(tmp_path / "state", provision_delay=0.05, metric_bucket_seconds=1) as running:
         yield running
 

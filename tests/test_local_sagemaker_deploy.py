@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +17,9 @@ from .local_sagemaker_support import (
     create_model,
     expected_scores,
     first_row,
-    train_artifacts,
     variant,
     wait_status,
 )
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return train_artifacts(tmp_path_factory.mktemp("artifacts"))
-
-
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[LocalSageMaker]:
-    with LocalSageMaker(tmp_path / "state", provision_delay=0.2) as running:
-        yield running
 
 
 def _setup(host: LocalSageMaker, artifacts: dict[str, Path]) -> tuple[Any, Any]:

@@ -52,6 +52,11 @@ class CapturePolicy:
     def sampled(self, rng: random.Random) -> bool:
         return rng.random() * 100 < self.sampling_percentage
 
+    def record(self, mode: str, data: bytes, content_type: str) -> dict[str, str]:
+        """One side of an invocation as Model Monitor writes it."""
+        encoding, text = self.encode(data, content_type)
+        return {"observedContentType": content_type, "mode": mode, "data": text, "encoding": encoding}
+
     def encode(self, data: bytes, content_type: str) -> tuple[str, str]:
         kind = content_type.split(";", 1)[0].strip().lower()
         try:
@@ -85,21 +90,9 @@ class CaptureWriter:
     ) -> None:
         data: dict[str, Any] = {}
         if policy.capture_input:
-            encoding, text = policy.encode(request, request_type)
-            data["endpointInput"] = {
-                "observedContentType": request_type,
-                "mode": "INPUT",
-                "data": text,
-                "encoding": encoding,
-            }
+            data["endpointInput"] = policy.record("INPUT", request, request_type)
         if policy.capture_output:
-            encoding, text = policy.encode(response, response_type)
-            data["endpointOutput"] = {
-                "observedContentType": response_type,
-                "mode": "OUTPUT",
-                "data": text,
-                "encoding": encoding,
-            }
+            data["endpointOutput"] = policy.record("OUTPUT", response, response_type)
         metadata = {
             "eventId": str(uuid.uuid4()),
             "inferenceTime": at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z",
