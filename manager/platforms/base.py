@@ -1,0 +1,161 @@
+"""What the rollout engine may ask of an endpoint platform, and the values it gets back.
+
+One implementation exists (sagemaker.py, on boto3: AWS, moto or the local
+SageMaker). Every operation is safe to repeat: the engine is level-triggered
+and may call again after a crash between any two lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+from manager.errors import UserError
+
+TrafficRouting = Literal["ALL_AT_ONCE", "CANARY", "LINEAR"]
+BUSY_STATUSES = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
+BROKEN_STATUSES = frozenset({"Failed", "UpdateRollbackFailed"})
+
+
+class PlatformError(Exception):
+    """The platform refused or failed an operation; the message says why in one line."""
+
+
+class InvalidSpec(PlatformError, UserError):
+    """A name, count, weight or setting SageMaker would refuse; caught before any call."""
+
+
+class NotNow(PlatformError):
+    """The endpoint is busy (Creating, Updating, ...): nothing was done; try on the next tick."""
+
+
+class SpecConflict(PlatformError):
+    """A resource with this name exists with a different spec; reusing it would deploy the wrong thing."""
+
+
+class EndpointBroken(PlatformError):
+    """The endpoint is Failed or UpdateRollbackFailed; a person must look at it."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A SageMaker Model: a serving image and an artifact."""
+
+    name: str
+    image_uri: str
+    artifact_uri: str
+    role_arn: str | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    name: str
+    model_name: str
+    instance_type: str
+    instance_count: int = 1
+    weight: float = 1.0
+    shadow: bool = False
+
+
+@dataclass(frozen=True)
+class CaptureSpec:
+    """Data capture: where, how much, and which sides of each invocation."""
+
+    destination: str
+    sampling_percentage: int = 100
+    capture_input: bool = True
+    capture_output: bool = True
+
+
+@dataclass(frozen=True)
+class ConfigSpec:
+    name: str
+    variants: tuple[VariantSpec, ...]
+    capture: CaptureSpec | None = None
+
+    @property
+    def production(self) -> tuple[VariantSpec, ...]:
+        return tuple(v for v in self.variants if not v.shadow)
+
+
+@dataclass(frozen=True)
+class BlueGreen:
+    """SageMaker's deployment guardrails for UpdateEndpoint: how traffic moves, and what stops it."""
+
+    routing: TrafficRouting = "ALL_AT_ONCE"
+    size_percent: int | None = None  # the canary, or each linear step, as a share of the new fleet
+    wait_seconds: int = 0
+    alarms: tuple[str, ...] = ()
+    termination_wait_seconds: int = 0
+    max_execution_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class VariantState:
+    name: str
+    current_weight: float
+    desired_weight: float
+    current_instances: int
+    desired_instances: int
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    name: str
+    status: str
+    config_name: str
+    variants: tuple[VariantState, ...]
+    pending_config: str | None = None
+    failure_reason: str | None = None
+    last_modified: datetime | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.status in BUSY_STATUSES
+
+    @property
+    def broken(self) -> bool:
+        return self.status in BROKEN_STATUSES
+
+    def variant(self, name: str) -> VariantState | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+    def shares(self) -> dict[str, float]:
+        """Each variant's share of traffic: its weight over the sum of all weights."""
+        total = sum(v.current_weight for v in self.variants)
+        return {v.name: (v.current_weight / total if total else 0.0) for v in self.variants}
+
+    def update_outcome(self, target_config: str) -> Literal["done", "pending", "failed"]:
+        """Where an update to `target_config` stands. An update that ends InService on the old
+        config with a FailureReason has failed (that is how SageMaker reports it)."""
+        if self.broken:
+            raise EndpointBroken(
+                f"endpoint {self.name} is {self.status}: {self.failure_reason or 'no reason'}"
+            )
+        if self.busy:
+            return "pending"
+        if self.config_name == target_config:
+            return "done"
+        return "failed" if self.failure_reason else "pending"
+
+
+class EndpointPlatform(Protocol):
+    """Idempotent operations on endpoints. Mutations raise NotNow when the endpoint is busy."""
+
+    def ensure_model(self, spec: ModelSpec) -> None: ...
+
+    def ensure_endpoint_config(self, spec: ConfigSpec) -> None: ...
+
+    def create_endpoint(self, name: str, config_name: str) -> None: ...
+
+    def update_endpoint(self, name: str, config_name: str, blue_green: BlueGreen | None = None) -> None: ...
+
+    def set_weights(self, name: str, weights: Mapping[str, float]) -> None: ...
+
+    def describe(self, name: str) -> EndpointState | None: ...
+
+    def delete_config(self, name: str) -> bool: ...

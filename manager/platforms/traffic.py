@@ -1,0 +1,83 @@
+"""Traffic operations built on the protocol, one step per call, so that a level-triggered caller
+converges by calling again: shift weights, promote a winner, roll a candidate back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+from manager.platforms.base import BlueGreen, ConfigSpec, EndpointPlatform, EndpointState, PlatformError
+
+Step = Literal["done", "waiting", "weights-zeroed", "updating"]
+
+
+def _state(platform: EndpointPlatform, endpoint: str) -> EndpointState:
+    state = platform.describe(endpoint)
+    if state is None:
+        raise PlatformError(f"endpoint {endpoint} does not exist")
+    return state
+
+
+def shift(platform: EndpointPlatform, endpoint: str, weights: Mapping[str, float]) -> Step:
+    """Move traffic with UpdateEndpointWeightsAndCapacities (seconds, no new instances)."""
+    state = _state(platform, endpoint)
+    if all(abs(v.current_weight - weights.get(v.name, v.current_weight)) < 1e-9 for v in state.variants):
+        return "waiting" if state.busy else "done"
+    if state.busy:
+        return "waiting"
+    platform.set_weights(endpoint, weights)
+    return "updating"
+
+
+def promote(
+    platform: EndpointPlatform, endpoint: str, winner: ConfigSpec, blue_green: BlueGreen | None = None
+) -> Step:
+    """UpdateEndpoint to a config holding the winner alone, with SageMaker's guardrails if asked."""
+    state = _state(platform, endpoint)
+    if state.config_name == winner.name and not state.busy:
+        return "done"
+    if state.busy:
+        return "waiting"
+    platform.ensure_endpoint_config(winner)
+    platform.update_endpoint(endpoint, winner.name, blue_green)
+    return "updating"
+
+
+def rollback(platform: EndpointPlatform, endpoint: str, candidate_variant: str, baseline: ConfigSpec) -> Step:
+    """Fast first, tidy second: the candidate's weight to 0, then UpdateEndpoint to the baseline alone."""
+    state = _state(platform, endpoint)
+    if state.config_name == baseline.name and not state.busy:
+        return "done"
+    if state.busy:
+        return "waiting"
+    candidate = state.variant(candidate_variant)
+    if candidate is not None and candidate.current_weight > 0:
+        platform.set_weights(endpoint, {candidate_variant: 0.0})
+        return "weights-zeroed"
+    platform.ensure_endpoint_config(baseline)
+    platform.update_endpoint(endpoint, baseline.name)
+    return "updating"
+
+
+def wait_for(
+    platform: EndpointPlatform,
+    endpoint: str,
+    done: Callable[[EndpointState], bool],
+    timeout: float,
+    poll: float = 2.0,
+    on_poll: Callable[[EndpointState], None] | None = None,
+) -> EndpointState:
+    """For the CLI only (the daemon never waits): describe until `done`, or raise on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = _state(platform, endpoint)
+        if on_poll is not None:
+            on_poll(state)
+        if done(state):
+            return state
+        if state.broken:
+            raise PlatformError(f"endpoint {endpoint} is {state.status}: {state.failure_reason}")
+        if time.monotonic() >= deadline:
+            raise PlatformError(f"endpoint {endpoint} is still {state.status} after {timeout:g} s")
+        time.sleep(poll)
