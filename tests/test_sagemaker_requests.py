@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -146,7 +147,7 @@ def _inject(client: Any, faults: list[tuple[int, str]]) -> list[int]:
             return None
         status, code = faults.pop(0)
         served.append(status)
-        body = ('{"__type": "%s", "message": "injected %s"}' % (code, code)).encode()
+        body = json.dumps({"__type": code, "message": f"injected {code}"}).encode()
         return AWSResponse(request.url, status, {"x-amzn-errortype": code}, _Body(body))
 
     client.meta.events.register("before-send.sagemaker.*", before_send)
@@ -158,9 +159,8 @@ def live(tmp_path: Any) -> Iterator[tuple[SageMakerPlatform, Any]]:
     from manager.local_sagemaker import LocalSageMaker
 
     with LocalSageMaker(tmp_path / "state", provision_delay=0) as host:
-        client = host.client(
-            "sagemaker", config=RETRIES.merge(Config(retries={"mode": "standard", "max_attempts": 3}))
-        )
+        three_attempts = Config(retries={"mode": "standard", "total_max_attempts": 3})
+        client = host.client("sagemaker", config=RETRIES.merge(three_attempts))
         client.meta.events.register("before-sleep", lambda **_: None)
         yield SageMakerPlatform(client), client
 
