@@ -107,3 +107,16 @@ def test_upgrade_is_recorded_in_the_history(run: Cli) -> None:
     assert len(rows) == 1
     assert rows[0]["payload"]["from"] is None
     assert rows[0]["actor"] == "tester"
+
+
+def test_a_registry_one_migration_behind_is_refused_then_upgraded(db_path: Path, run: Cli) -> None:
+    db = Database(f"sqlite:///{db_path}")
+    migrate.upgrade(db, "0001")
+    head = migrate.head_revision(db)
+    assert head != "0001"
+    result = run("history")
+    assert result.exit_code == 2
+    assert f"is 0001, this release needs {head}; run `variantctl db upgrade`" in result.stderr
+    assert run("db", "upgrade").exit_code == 0
+    assert run("history").exit_code == 0
+    db.dispose()

@@ -25,6 +25,7 @@ MESSAGES = {
     "ck_observations_n_nonnegative": "observation counts must be 0 or more",
     "ck_observations_window_ordered": "an observation window must end after it starts",
     "uq_audit_events_hash": "an audit event with that hash already exists",
+    "ck_ingest_cursors_counts_nonnegative": "ingestion counts must be 0 or more",
     "ck_audit_head_single_row": "the audit head has a single row",
 }
 

@@ -253,3 +253,67 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     seq: Mapped[int]
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class RolloutPhase(Base):
+    """When each phase of a rollout began and ended, and its weights: maps an inference's time to a phase."""
+
+    __tablename__ = "rollout_phases"
+
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True)
+    phase: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    weights: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class IngestCursor(Base):
+    """How far ingestion has read one prefix, and what it could not read there."""
+
+    __tablename__ = "ingest_cursors"
+    __table_args__ = (CheckConstraint("malformed >= 0 AND records >= 0", name="counts_nonnegative"),)
+
+    prefix: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(NAME_LENGTH), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # capture | ground_truth
+    position: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    records: Mapped[int] = mapped_column(default=0)
+    malformed: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class PendingPrediction(Base):
+    """A captured prediction waiting for its label (labels may come hours later)."""
+
+    __tablename__ = "pending_predictions"
+
+    endpoint: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    inference_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
+    phase: Mapped[int]
+    inference_at: Mapped[datetime]
+    outputs: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class PendingLabel(Base):
+    """A label whose prediction has not been read yet."""
+
+    __tablename__ = "pending_labels"
+
+    endpoint: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    inference_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    labels: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class JoinedInference(Base):
+    """Inference ids already joined, kept for the label time-to-live so that duplicates are dropped."""
+
+    __tablename__ = "joined_inferences"
+
+    endpoint: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    inference_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -1,0 +1,1 @@
+"""Metric sources: what each variant did, as counts and sums the statistics can weigh."""

@@ -1,0 +1,160 @@
+"""Per-variant endpoint metrics from CloudWatch (namespace AWS/SageMaker) through GetMetricData.
+
+One call covers every variant and metric of an endpoint (following NextToken). The newest
+buckets are dropped: CloudWatch data arrives minutes late, so only windows that end `lag`
+before now are complete. ModelLatency and OverheadLatency arrive in microseconds and leave in
+milliseconds. Error metrics come back as counts (errors out of invocations), latency as one
+observation per minute (that minute's mean) plus the minute's percentiles.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from manager.metrics.base import MetricsUnavailable, VariantWindow
+
+NAMESPACE = "AWS/SageMaker"
+COUNTS = {
+    "Invocations": "invocations",
+    "Invocation4XXErrors": "errors_4xx",
+    "Invocation5XXErrors": "errors_5xx",
+}
+LATENCIES = {"ModelLatency": "model_latency_ms", "OverheadLatency": "overhead_latency_ms"}
+MICROSECONDS_PER_MS = 1000.0
+MAX_QUERIES = 500
+
+
+def align(instant: datetime, period: int) -> datetime:
+    seconds = int(instant.timestamp()) // period * period
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+@dataclass(frozen=True)
+class _Query:
+    id: str
+    variant: str
+    metric: str
+    stat: str
+
+
+class CloudWatchSource:
+    def __init__(
+        self,
+        client: Any,
+        lag: timedelta = timedelta(minutes=3),
+        period: int = 60,
+        percentiles: Sequence[str] = ("p50", "p90", "p99"),
+    ) -> None:
+        self.client = client
+        self.lag = lag
+        self.period = period
+        self.percentiles = tuple(percentiles)
+
+    def _queries(self, variants: Sequence[str]) -> list[_Query]:
+        queries = []
+        for v_index, variant in enumerate(variants):
+            for metric in COUNTS:
+                queries.append(_Query(f"v{v_index}_{metric.lower()}", variant, metric, "Sum"))
+            for metric in LATENCIES:
+                for stat in ("Average", "SampleCount", *self.percentiles):
+                    queries.append(
+                        _Query(
+                            f"v{v_index}_{metric.lower()}_{stat.lower().replace('.', '_')}",
+                            variant,
+                            metric,
+                            stat,
+                        )
+                    )
+        if len(queries) > MAX_QUERIES:
+            raise ValueError(f"{len(variants)} variants need {len(queries)} queries; GetMetricData takes 500")
+        return queries
+
+    def _fetch(
+        self, endpoint: str, queries: list[_Query], start: datetime, end: datetime
+    ) -> dict[str, dict[datetime, float]]:
+        request = {
+            "MetricDataQueries": [
+                {
+                    "Id": q.id,
+                    "MetricStat": {
+                        "Metric": {
+                            "Namespace": NAMESPACE,
+                            "MetricName": q.metric,
+                            "Dimensions": [
+                                {"Name": "EndpointName", "Value": endpoint},
+                                {"Name": "VariantName", "Value": q.variant},
+                            ],
+                        },
+                        "Period": self.period,
+                        "Stat": q.stat,
+                    },
+                    "ReturnData": True,
+                }
+                for q in queries
+            ],
+            "StartTime": start,
+            "EndTime": end,
+            "ScanBy": "TimestampAscending",
+        }
+        series: dict[str, dict[datetime, float]] = defaultdict(dict)
+        token = None
+        while True:
+            try:
+                page = self.client.get_metric_data(**request, **({"NextToken": token} if token else {}))
+            except (ClientError, BotoCoreError) as exc:
+                raise MetricsUnavailable(f"GetMetricData for {endpoint} failed: {exc}") from None
+            for result in page.get("MetricDataResults", []):
+                if result.get("StatusCode") in ("InternalError", "Forbidden"):
+                    messages = "; ".join(m.get("Value", "") for m in result.get("Messages", []))
+                    raise MetricsUnavailable(
+                        f"GetMetricData {result['Id']}: {result['StatusCode']} {messages}"
+                    )
+                # PartialData means more pages follow (NextToken); the pages are merged here.
+                for stamp, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=True):
+                    series[result["Id"]][stamp.astimezone(UTC)] = float(value)
+            token = page.get("NextToken")
+            if not token:
+                return series
+
+    def windows(
+        self, endpoint: str, variants: Sequence[str], since: datetime, now: datetime
+    ) -> list[VariantWindow]:
+        start, end = align(since, self.period), align(now - self.lag, self.period)
+        if end <= start or not variants:
+            return []
+        queries = self._queries(variants)
+        series = self._fetch(endpoint, queries, start, end)
+        by_key = {(q.variant, q.metric, q.stat): series.get(q.id, {}) for q in queries}
+        step = timedelta(seconds=self.period)
+        out: list[VariantWindow] = []
+        for variant in variants:
+            invocations = by_key[(variant, "Invocations", "Sum")]
+            for stamp, count in sorted(invocations.items()):
+                n = round(count)
+                for metric in ("Invocation4XXErrors", "Invocation5XXErrors"):
+                    errors = by_key[(variant, metric, "Sum")].get(stamp, 0.0)
+                    out.append(VariantWindow(variant, COUNTS[metric], stamp, stamp + step, n, errors, errors))
+                out.append(VariantWindow(variant, "invocations", stamp, stamp + step, n, float(n), float(n)))
+            for metric, name in LATENCIES.items():
+                averages = by_key[(variant, metric, "Average")]
+                for stamp, average_us in sorted(averages.items()):
+                    if not by_key[(variant, metric, "SampleCount")].get(stamp):
+                        continue
+                    mean_ms = average_us / MICROSECONDS_PER_MS
+                    quantiles = {
+                        p: by_key[(variant, metric, p)][stamp] / MICROSECONDS_PER_MS
+                        for p in self.percentiles
+                        if stamp in by_key[(variant, metric, p)]
+                    }
+                    out.append(
+                        VariantWindow(
+                            variant, name, stamp, stamp + step, 1, mean_ms, mean_ms * mean_ms, quantiles
+                        )
+                    )
+        return sorted(out, key=lambda w: (w.start, w.variant, w.metric))
