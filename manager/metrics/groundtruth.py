@@ -1,0 +1,634 @@
+"""Model quality per variant: captured predictions joined to ground-truth labels.
+
+Both sides are JSON Lines in SageMaker Model Monitor's formats:
+- capture, under `<capture>/<endpoint>/<variant>/yyyy/mm/dd/hh/`: `captureData.endpointOutput`
+  and `eventMetadata.inferenceId` (or `eventId` when the caller gave no InferenceId);
+- ground truth, under `<ground truth>/yyyy/mm/dd/hh/`: `groundTruthData` and
+  `eventMetadata.eventId`, which names the inference it labels.
+
+Reading is incremental, with a cursor per prefix stored in the registry in the same transaction
+as what was read, so nothing is read or counted twice, even across a crash. Predictions wait for
+labels (which may come hours later) and expire after `label_ttl`; labels may also come first and
+wait. Duplicates are dropped by inference id. Each joined pair becomes an outcome (correct or not
+for classification; absolute and squared error for regression) added to `observations` for the
+rollout phase that was live when the prediction was made. A malformed line is counted and skipped;
+a file that cannot be read is reported and retried later; neither stops the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from manager.clock import utcnow
+from manager.db import Database
+from manager.metrics.stores import ObjectInfo, ObjectStore, open_store
+from manager.registry.tables import (
+    Endpoint,
+    IngestCursor,
+    JoinedInference,
+    Observation,
+    PendingLabel,
+    PendingPrediction,
+    Rollout,
+    RolloutPhase,
+)
+
+Kind = Literal["classification", "regression"]
+PhaseResolver = Callable[[str, datetime], tuple[int, int] | None]
+IN_CHUNK = 500  # ids per IN (...) clause: well inside every database's parameter limit
+
+
+class Malformed(ValueError):
+    """A line that is not a Model Monitor record of the expected kind."""
+
+
+@dataclass(frozen=True)
+class QualitySpec:
+    endpoint: str
+    capture_uri: str  # the DataCaptureConfig destination: s3://bucket/prefix or file:///dir
+    ground_truth_uri: str
+    kind: Kind = "classification"
+    threshold: float = 0.5
+    label_ttl: timedelta = timedelta(hours=24)
+
+
+@dataclass
+class IngestReport:
+    predictions: int = 0
+    labels: int = 0
+    joined: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+    outside_rollout: int = 0
+    expired_predictions: int = 0
+    expired_labels: int = 0
+    file_errors: list[str] = field(default_factory=list)
+
+
+# ---- parsing ------------------------------------------------------------------------------------
+
+
+def _decode(part: dict[str, Any]) -> tuple[str, str]:
+    data, encoding = part["data"], part.get("encoding", "CSV").upper()
+    if encoding == "BASE64":
+        return base64.b64decode(data).decode(), part.get("observedContentType", "text/csv")
+    return data, "application/json" if encoding == "JSON" else "text/csv"
+
+
+def _numbers(text: str, content_type: str) -> list[list[float]]:
+    """Rows of numbers from a CSV body (a row per line) or a JSON one."""
+    if content_type.split(";")[0].strip() == "application/json":
+        value = json.loads(text)
+        if isinstance(value, dict):
+            value = value.get("predictions", value.get("labels", value))
+        rows = [_json_row(v) for v in value] if isinstance(value, list) else [_json_row(value)]
+    else:
+        rows = [[float(x) for x in line.split(",")] for line in text.splitlines() if line.strip()]
+    if not rows or any(not r or not all(math.isfinite(x) for x in r) for r in rows):
+        raise Malformed("no finite numbers")
+    return rows
+
+
+def _json_row(value: Any) -> list[float]:
+    if isinstance(value, dict):
+        value = value.get("score", value.get("label", value.get("predicted_label")))
+    if isinstance(value, list):
+        return [float(v) for v in value]
+    return [float(value)]
+
+
+def parse_capture(line: bytes) -> tuple[str, datetime, list[list[float]]]:
+    """(inference id, inference time, output rows) from one capture record."""
+    try:
+        record = json.loads(line)
+        meta = record["eventMetadata"]
+        inference_id = meta.get("inferenceId") or meta["eventId"]
+        at = datetime.fromisoformat(meta["inferenceTime"]).astimezone(UTC)
+        outputs = _numbers(*_decode(record["captureData"]["endpointOutput"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise Malformed(f"capture record: {type(exc).__name__}: {exc}") from None
+    if not isinstance(inference_id, str) or not 0 < len(inference_id) <= 256:
+        raise Malformed("capture record: inference id must be a string of 1-256 characters")
+    return inference_id, at, outputs
+
+
+def parse_label(line: bytes) -> tuple[str, list[list[float]]]:
+    """(inference id, label rows) from one ground-truth record."""
+    try:
+        record = json.loads(line)
+        event_id = record["eventMetadata"]["eventId"]
+        labels = _numbers(*_decode(record["groundTruthData"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise Malformed(f"ground-truth record: {type(exc).__name__}: {exc}") from None
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= 256:
+        raise Malformed("ground-truth record: eventId must be a string of 1-256 characters")
+    return event_id, labels
+
+
+def outcomes(
+    kind: Kind, threshold: float, outputs: Sequence[Sequence[float]], labels: Sequence[Sequence[float]]
+) -> list[tuple[str, float]]:
+    """(metric, value) for each labelled row: accuracy for classification, errors for regression."""
+    if len(outputs) != len(labels):
+        raise Malformed(f"{len(outputs)} predictions but {len(labels)} labels")
+    result = []
+    for out, label_row in zip(outputs, labels, strict=True):
+        label = label_row[0]
+        if kind == "regression":
+            error = out[0] - label
+            result += [("abs_error", abs(error)), ("squared_error", error * error)]
+        else:
+            predicted = (
+                (1.0 if out[0] >= threshold else 0.0)
+                if len(out) == 1
+                else float(max(range(len(out)), key=out.__getitem__))
+            )
+            result.append(("accuracy", 1.0 if predicted == round(label) else 0.0))
+    return result
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cursor:
+    """Keys up to `after` are read and closed; `open` holds byte offsets of files still growing."""
+
+    after: str = ""
+    open: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"after": self.after, "open": dict(self.open)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Cursor:
+        return cls(data.get("after", ""), dict(data.get("open", {})))
+
+
+@dataclass
+class Chunk:
+    """Complete lines read from one object, and where the cursor stands after them."""
+
+    key: str
+    lines: list[bytes]
+    cursor: Cursor
+
+
+def read_new(
+    store: ObjectStore,
+    prefix: str,
+    cursor: Cursor,
+    now: datetime,
+    settle: timedelta,
+    errors: list[str],
+    max_bytes: int = 4 << 20,
+) -> Iterator[Chunk]:
+    """Lines added under `prefix` since `cursor`, a chunk at a time, each with the cursor after it."""
+    closed_run = True  # every key so far is finished: `after` may move past it
+    for info in store.list(prefix, cursor.after):
+        offset = cursor.open.get(info.key, 0)
+        try:
+            while offset < info.size:
+                data = store.read(info.key, offset)[:max_bytes]
+                end = data.rfind(b"\n") + 1
+                if end == 0:
+                    if len(data) >= max_bytes:
+                        raise ValueError(f"a line longer than {max_bytes} bytes")
+                    break  # half a line: the writer is still writing it
+                offset += end
+                cursor.open[info.key] = offset
+                if _finished(info, offset, now, settle) and closed_run:
+                    _close(cursor, info.key)
+                yield Chunk(info.key, data[:end].splitlines(), cursor)
+        except (OSError, ValueError) as exc:
+            errors.append(f"{info.key}: {exc}")
+            closed_run = False
+            continue
+        finished = _finished(info, offset, now, settle)
+        if finished and closed_run:
+            _close(cursor, info.key)
+        closed_run = closed_run and finished
+
+
+def _finished(info: ObjectInfo, offset: int, now: datetime, settle: timedelta) -> bool:
+    """Read to the end, and unchanged for `settle`: no writer will add to it, and no object that
+    sorts before it is still expected to appear."""
+    return offset >= info.size and info.modified < now - settle
+
+
+def _close(cursor: Cursor, key: str) -> None:
+    cursor.open.pop(key, None)
+    cursor.after = max(cursor.after, key)
+
+
+# ---- phases -------------------------------------------------------------------------------------
+
+
+class RegistryPhases:
+    """Which rollout phase was live on an endpoint at an instant, from `rollout_phases`."""
+
+    def __init__(self, session: Session, endpoint: str) -> None:
+        rows = session.execute(
+            select(
+                RolloutPhase.started_at, RolloutPhase.ended_at, RolloutPhase.rollout_id, RolloutPhase.phase
+            )
+            .join(Rollout, Rollout.id == RolloutPhase.rollout_id)
+            .join(Endpoint, Endpoint.id == Rollout.endpoint_id)
+            .where(Endpoint.name == endpoint)
+            .order_by(RolloutPhase.started_at)
+        ).all()
+        self.starts = [r[0] for r in rows]
+        self.rows = rows
+
+    def __call__(self, variant: str, at: datetime) -> tuple[int, int] | None:
+        i = bisect.bisect_right(self.starts, at) - 1
+        if i < 0:
+            return None
+        _started, ended, rollout_id, phase = self.rows[i]
+        if ended is not None and at >= ended:
+            return None
+        return rollout_id, phase
+
+
+# ---- writing ------------------------------------------------------------------------------------
+
+
+def _insert(session: Session) -> Any:
+    """INSERT with ON CONFLICT for this database (SQLite or PostgreSQL; same construct for both)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), IN_CHUNK):
+        yield items[i : i + IN_CHUNK]
+
+
+def _minute(at: datetime) -> datetime:
+    return at.replace(second=0, microsecond=0)
+
+
+class GroundTruthIngestor:
+    def __init__(
+        self,
+        database: Database,
+        s3_client: Any = None,
+        clock: Callable[[], datetime] = utcnow,
+        batch: int = 5000,
+        settle: timedelta = timedelta(hours=2),
+        phases: Callable[[Session, str], PhaseResolver] = RegistryPhases,
+        stores: Callable[[str, Any], tuple[ObjectStore, str]] = open_store,
+    ) -> None:
+        self.database = database
+        self.s3_client = s3_client
+        self.clock = clock
+        self.batch = batch
+        self.settle = settle
+        self.phases = phases
+        self.stores = stores
+
+    def run(self, spec: QualitySpec) -> IngestReport:
+        now = self.clock()
+        report = IngestReport()
+        self._expire(spec.endpoint, now, report)
+        with self.database.read() as session:
+            resolve = self.phases(session, spec.endpoint)
+        capture_store, capture_root = self.stores(spec.capture_uri, self.s3_client)
+        endpoint_prefix = f"{capture_root}{spec.endpoint}/"
+        for variant in capture_store.children(endpoint_prefix):
+
+            def captures(session: Session, lines: list[bytes], variant: str = variant) -> int:
+                return self._captures(session, spec, variant, lines, resolve, now, report)
+
+            self._consume(
+                spec, "capture", capture_store, f"{endpoint_prefix}{variant}/", now, report, captures
+            )
+        label_store, label_root = self.stores(spec.ground_truth_uri, self.s3_client)
+        self._consume(
+            spec,
+            "ground_truth",
+            label_store,
+            label_root,
+            now,
+            report,
+            lambda s, lines: self._labels(s, spec, lines, now, report),
+        )
+        return report
+
+    def _consume(
+        self,
+        spec: QualitySpec,
+        kind: str,
+        store: ObjectStore,
+        prefix: str,
+        now: datetime,
+        report: IngestReport,
+        handle: Callable[[Session, list[bytes]], int],
+    ) -> None:
+        """Feed new lines to `handle` in batches; each batch commits with the cursor that follows it."""
+        cursor_id = f"{spec.capture_uri if kind == 'capture' else spec.ground_truth_uri}#{prefix}"
+        with self.database.read() as session:
+            row = session.get(IngestCursor, cursor_id)
+            cursor = Cursor.from_json(row.position) if row else Cursor()
+        errors: list[str] = []
+        pending: list[bytes] = []
+        for chunk in read_new(store, prefix, cursor, now, self.settle, errors):
+            pending += chunk.lines
+            if len(pending) >= self.batch:
+                self._flush(spec, kind, cursor_id, chunk.cursor, pending, handle, None)
+                pending = []
+        last_error = f"{len(errors)} unreadable: {errors[0]}" if errors else None
+        self._flush(spec, kind, cursor_id, cursor, pending, handle, last_error)
+        report.file_errors += errors
+
+    def _flush(
+        self,
+        spec: QualitySpec,
+        kind: str,
+        cursor_id: str,
+        cursor: Cursor,
+        lines: list[bytes],
+        handle: Callable[[Session, list[bytes]], int],
+        last_error: str | None,
+    ) -> None:
+        with self.database.write() as session:
+            malformed = handle(session, lines) if lines else 0
+            row = session.get(IngestCursor, cursor_id)
+            if row is None:
+                row = IngestCursor(
+                    prefix=cursor_id, endpoint=spec.endpoint, kind=kind, records=0, malformed=0
+                )
+                session.add(row)
+            row.position = cursor.as_json()
+            row.records += len(lines) - malformed
+            row.malformed += malformed
+            if last_error is not None or lines:
+                row.last_error = last_error
+
+    # -- captures --
+
+    def _captures(
+        self,
+        session: Session,
+        spec: QualitySpec,
+        variant: str,
+        lines: list[bytes],
+        resolve: PhaseResolver,
+        now: datetime,
+        report: IngestReport,
+    ) -> int:
+        rows: dict[str, dict[str, Any]] = {}
+        malformed = 0
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                inference_id, at, outputs = parse_capture(line)
+            except Malformed:
+                malformed += 1
+                continue
+            phase = resolve(variant, at)
+            if phase is None:
+                report.outside_rollout += 1
+                continue
+            if inference_id in rows:
+                report.duplicates += 1
+                continue
+            rows[inference_id] = {
+                "endpoint": spec.endpoint,
+                "inference_id": inference_id,
+                "variant": variant,
+                "rollout_id": phase[0],
+                "phase": phase[1],
+                "inference_at": at,
+                "outputs": json.dumps(outputs, separators=(",", ":")),
+                "expires_at": at + spec.label_ttl,
+            }
+        report.malformed += malformed
+        fresh = self._drop_known(session, spec.endpoint, rows, report)
+        report.predictions += len(fresh)
+        if fresh:
+            insert = _insert(session)
+            session.execute(insert(PendingPrediction).on_conflict_do_nothing(), list(fresh.values()))
+            waiting = self._labels_waiting(session, spec.endpoint, list(fresh))
+            if waiting:
+                malformed += self._join(session, spec, waiting, now, report)
+        return malformed
+
+    def _drop_known(
+        self, session: Session, endpoint: str, rows: dict[str, dict[str, Any]], report: IngestReport
+    ) -> dict[str, dict[str, Any]]:
+        """Leave out predictions already waiting or already joined: the same inference, again."""
+        known: set[str] = set()
+        for ids in _chunks(list(rows)):
+            for table in (PendingPrediction, JoinedInference):
+                known.update(
+                    session.scalars(
+                        select(table.inference_id).where(
+                            table.endpoint == endpoint, table.inference_id.in_(ids)
+                        )
+                    )
+                )
+        report.duplicates += len(known)
+        return {k: v for k, v in rows.items() if k not in known}
+
+    def _labels_waiting(
+        self, session: Session, endpoint: str, ids: list[str]
+    ) -> dict[str, list[list[float]]]:
+        found: dict[str, list[list[float]]] = {}
+        for chunk in _chunks(ids):
+            for inference_id, labels in session.execute(
+                select(PendingLabel.inference_id, PendingLabel.labels).where(
+                    PendingLabel.endpoint == endpoint, PendingLabel.inference_id.in_(chunk)
+                )
+            ):
+                found[inference_id] = json.loads(labels)
+        if found:
+            for chunk in _chunks(list(found)):
+                session.execute(
+                    delete(PendingLabel).where(
+                        PendingLabel.endpoint == endpoint, PendingLabel.inference_id.in_(chunk)
+                    )
+                )
+        return found
+
+    # -- labels --
+
+    def _labels(
+        self, session: Session, spec: QualitySpec, lines: list[bytes], now: datetime, report: IngestReport
+    ) -> int:
+        labels: dict[str, list[list[float]]] = {}
+        malformed = 0
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                inference_id, rows = parse_label(line)
+            except Malformed:
+                malformed += 1
+                continue
+            if inference_id in labels:
+                report.duplicates += 1
+                continue
+            labels[inference_id] = rows
+        report.malformed += malformed
+        report.labels += len(labels)
+        joined_before: set[str] = set()
+        for ids in _chunks(list(labels)):
+            joined_before.update(
+                session.scalars(
+                    select(JoinedInference.inference_id).where(
+                        JoinedInference.endpoint == spec.endpoint, JoinedInference.inference_id.in_(ids)
+                    )
+                )
+            )
+        report.duplicates += len(joined_before)
+        for inference_id in joined_before:
+            del labels[inference_id]
+        if labels:
+            malformed += self._join(session, spec, labels, now, report)
+        return malformed
+
+    def _join(
+        self,
+        session: Session,
+        spec: QualitySpec,
+        labels: dict[str, list[list[float]]],
+        now: datetime,
+        report: IngestReport,
+    ) -> int:
+        """Pair labels with waiting predictions; keep the rest of the labels waiting."""
+        deltas: dict[tuple[int, int, str, str, datetime], list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+        matched: list[str] = []
+        malformed = 0
+        for chunk in _chunks(list(labels)):
+            predictions = session.execute(
+                select(
+                    PendingPrediction.inference_id,
+                    PendingPrediction.variant,
+                    PendingPrediction.rollout_id,
+                    PendingPrediction.phase,
+                    PendingPrediction.inference_at,
+                    PendingPrediction.outputs,
+                ).where(
+                    PendingPrediction.endpoint == spec.endpoint, PendingPrediction.inference_id.in_(chunk)
+                )
+            ).all()
+            for inference_id, variant, rollout_id, phase, at, outputs in predictions:
+                matched.append(inference_id)
+                try:
+                    pairs = outcomes(spec.kind, spec.threshold, json.loads(outputs), labels[inference_id])
+                except Malformed:
+                    malformed += 1
+                    continue
+                for metric, value in pairs:
+                    delta = deltas[(rollout_id, phase, variant, metric, _minute(at))]
+                    delta[0] += 1
+                    delta[1] += value
+                    delta[2] += value * value
+        report.joined += len(matched)
+        report.malformed += malformed
+        insert = _insert(session)
+        if deltas:
+            stmt = insert(Observation)
+            session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["rollout_id", "phase", "variant_name", "metric", "window_start"],
+                    set_={
+                        "n": Observation.n + stmt.excluded.n,
+                        "total": Observation.total + stmt.excluded.total,
+                        "total_sq": Observation.total_sq + stmt.excluded.total_sq,
+                    },
+                ),
+                [
+                    {
+                        "rollout_id": r,
+                        "phase": p,
+                        "variant_name": v,
+                        "metric": m,
+                        "window_start": w,
+                        "window_end": w + timedelta(minutes=1),
+                        "n": int(d[0]),
+                        "total": d[1],
+                        "total_sq": d[2],
+                    }
+                    for (r, p, v, m, w), d in deltas.items()
+                ],
+            )
+        if matched:
+            for chunk in _chunks(matched):
+                session.execute(
+                    delete(PendingPrediction).where(
+                        PendingPrediction.endpoint == spec.endpoint, PendingPrediction.inference_id.in_(chunk)
+                    )
+                )
+            session.execute(
+                insert(JoinedInference).on_conflict_do_nothing(),
+                [
+                    {"endpoint": spec.endpoint, "inference_id": i, "expires_at": now + spec.label_ttl}
+                    for i in matched
+                ],
+            )
+        unmatched = [i for i in labels if i not in set(matched)]
+        if unmatched:
+            session.execute(
+                insert(PendingLabel).on_conflict_do_nothing(),
+                [
+                    {
+                        "endpoint": spec.endpoint,
+                        "inference_id": i,
+                        "expires_at": now + spec.label_ttl,
+                        "labels": json.dumps(labels[i], separators=(",", ":")),
+                    }
+                    for i in unmatched
+                ],
+            )
+        return malformed
+
+    def _expire(self, endpoint: str, now: datetime, report: IngestReport) -> None:
+        with self.database.write() as session:
+            for table, attr in (
+                (PendingPrediction, "expired_predictions"),
+                (PendingLabel, "expired_labels"),
+                (JoinedInference, None),
+            ):
+                result = session.execute(
+                    delete(table).where(table.endpoint == endpoint, table.expires_at < now)
+                )
+                if attr:
+                    setattr(report, attr, getattr(report, attr) + (result.rowcount or 0))  # type: ignore[attr-defined]
+
+
+def ingest_status(session: Session, endpoint: str) -> dict[str, Any]:
+    """What `variantctl endpoints show` reports about ingestion for one endpoint."""
+    from sqlalchemy import func
+
+    cursors = list(session.scalars(select(IngestCursor).where(IngestCursor.endpoint == endpoint)))
+    waiting = (
+        session.scalar(
+            select(func.count()).select_from(PendingPrediction).where(PendingPrediction.endpoint == endpoint)
+        )
+        or 0
+    )
+    return {
+        "records_read": sum(c.records for c in cursors),
+        "malformed_skipped": sum(c.malformed for c in cursors),
+        "predictions_waiting_for_labels": waiting,
+        "read_errors": [f"{c.prefix}: {c.last_error}" for c in cursors if c.last_error],
+    }
