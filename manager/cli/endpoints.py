@@ -64,10 +64,18 @@ def list_endpoints(app: AppContext, output: str) -> None:
 @pass_app
 def show(app: AppContext, name: str, output: str) -> None:
     """Show one endpoint."""
+    from manager.metrics.groundtruth import ingest_status
     from manager.registry import endpoints
 
     with app.database().read() as session:
         record = endpoint_row(endpoints.get(session, name))
+        ingest = ingest_status(session, name)
     if output == "table":
         record.pop("variant_details")
+        record["ingested records"] = ingest["records_read"]
+        record["malformed skipped"] = ingest["malformed_skipped"]
+        record["waiting for labels"] = ingest["predictions_waiting_for_labels"]
+        record["read errors"] = "; ".join(ingest["read_errors"]) or None
+    else:
+        record["ingestion"] = ingest
     emit_record(record, output, title=name)

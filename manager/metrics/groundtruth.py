@@ -192,25 +192,31 @@ def read_new(
     now: datetime,
     settle: timedelta,
     errors: list[str],
+    max_lines: int = 5000,
     max_bytes: int = 4 << 20,
 ) -> Iterator[Chunk]:
-    """Lines added under `prefix` since `cursor`, a chunk at a time, each with the cursor after it."""
+    """Complete lines added under `prefix` since `cursor`, at most `max_lines` a chunk, each chunk
+    with the cursor standing just after its last line. A file that cannot be read is reported in
+    `errors` and the cursor does not move past it, so it is tried again next time."""
     closed_run = True  # every key so far is finished: `after` may move past it
     for info in store.list(prefix, cursor.after):
         offset = cursor.open.get(info.key, 0)
         try:
             while offset < info.size:
-                data = store.read(info.key, offset)[:max_bytes]
+                data = store.read(info.key, offset, max_bytes)
                 end = data.rfind(b"\n") + 1
                 if end == 0:
                     if len(data) >= max_bytes:
-                        raise ValueError(f"a line longer than {max_bytes} bytes")
+                        raise ValueError(f"a line longer than {max_bytes} bytes at byte {offset}")
                     break  # half a line: the writer is still writing it
-                offset += end
-                cursor.open[info.key] = offset
-                if _finished(info, offset, now, settle) and closed_run:
-                    _close(cursor, info.key)
-                yield Chunk(info.key, data[:end].splitlines(), cursor)
+                lines = data[:end].splitlines(keepends=True)
+                for i in range(0, len(lines), max_lines):
+                    part = lines[i : i + max_lines]
+                    offset += sum(len(line) for line in part)
+                    cursor.open[info.key] = offset
+                    if closed_run and _finished(info, offset, now, settle):
+                        _close(cursor, info.key)
+                    yield Chunk(info.key, part, cursor)
         except (OSError, ValueError) as exc:
             errors.append(f"{info.key}: {exc}")
             closed_run = False
@@ -348,7 +354,7 @@ class GroundTruthIngestor:
             cursor = Cursor.from_json(row.position) if row else Cursor()
         errors: list[str] = []
         pending: list[bytes] = []
-        for chunk in read_new(store, prefix, cursor, now, self.settle, errors):
+        for chunk in read_new(store, prefix, cursor, now, self.settle, errors, max_lines=self.batch):
             pending += chunk.lines
             if len(pending) >= self.batch:
                 self._flush(spec, kind, cursor_id, chunk.cursor, pending, handle, None)

@@ -29,7 +29,9 @@ class ObjectStore(Protocol):
         """Every object under `prefix` whose key sorts after `after`, in key order."""
         ...
 
-    def read(self, key: str, start: int) -> bytes: ...
+    def read(self, key: str, start: int, length: int) -> bytes:
+        """Up to `length` bytes of `key` from byte `start`."""
+        ...
 
 
 class LocalStore:
@@ -65,10 +67,10 @@ class LocalStore:
                     continue
                 yield ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
 
-    def read(self, key: str, start: int) -> bytes:
+    def read(self, key: str, start: int, length: int) -> bytes:
         with open(self.root / key, "rb") as handle:
             handle.seek(start)
-            return handle.read()
+            return handle.read(length)
 
 
 class S3Store:
@@ -91,9 +93,11 @@ class S3Store:
             for item in page.get("Contents", []):
                 yield ObjectInfo(item["Key"], item["Size"], item["LastModified"])
 
-    def read(self, key: str, start: int) -> bytes:
-        kwargs = {"Range": f"bytes={start}-"} if start else {}
-        body: bytes = self.client.get_object(Bucket=self.bucket, Key=key, **kwargs)["Body"].read()
+    def read(self, key: str, start: int, length: int) -> bytes:
+        response = self.client.get_object(
+            Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
+        )
+        body: bytes = response["Body"].read()
         return body
 
 
