@@ -27,7 +27,7 @@ LINES_PER_FILE = 5000
 
 def write_data(root: Path, n: int, start: datetime) -> None:
     out = '{"captureData":{"endpointInput":{"observedContentType":"text/csv","mode":"INPUT","data":"%s","encoding":"CSV"},"endpointOutput":{"observedContentType":"text/csv; charset=utf-8","mode":"OUTPUT","data":"%.6f\\n","encoding":"CSV"}},"eventMetadata":{"eventId":"e%d","inferenceId":"i%d","inferenceTime":"%s"},"eventVersion":"0"}\n'  # noqa: E501
-    label = '{"groundTruthData":{"data":"%d","encoding":"CSV"},"eventMetadata":{"eventId":"i%d"},"eventVersion":"0"}\n'
+    label = '{"groundTruthData":{"data":"%d","encoding":"CSV"},"eventMetadata":{"eventId":"i%d"},"eventVersion":"0"}\n'  # noqa: E501
     features = ",".join(f"{0.1 * k:.3f}" for k in range(30))
     for f in range(0, n, LINES_PER_FILE):
         at = start + timedelta(seconds=f // 50)
@@ -146,7 +146,8 @@ def main() -> None:
     rate = 2 * big["records"] / big["seconds"]
     print(
         f"\npeak RSS at {big['records']:,} / at {small['records']:,}: "
-        f"{big['rss_peak_kib'] / small['rss_peak_kib']:.2f}x for {big['records'] / small['records']:.0f}x the records"
+        f"{big['rss_peak_kib'] / small['rss_peak_kib']:.2f}x "
+        f"for {big['records'] / small['records']:.0f}x the records"
     )
     print(
         f"ingest = {rate / (big['parse_lines'] / big['parse_seconds']):.2f}x the parse-only rate; "
