@@ -87,7 +87,7 @@ def test_moto_published_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
     with mock_aws():
-        cw = record_operations(boto3.client("cloudwatch", region_name="us-east-1"))
+        cw = boto3.client("cloudwatch", region_name="us-east-1")
         dims = [{"Name": "EndpointName", "Value": "ep"}, {"Name": "VariantName", "Value": "A"}]
         cw.put_metric_data(
             Namespace="AWS/SageMaker",
@@ -104,7 +104,7 @@ def test_moto_published_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
                 },
             ],
         )
-        source = CloudWatchSource(cw, percentiles=())
+        source = CloudWatchSource(record_operations(cw), percentiles=())
         windows = source.windows("ep", ["A"], minute - timedelta(minutes=5), datetime.now(UTC))
     assert [(w.metric, w.n, w.total) for w in windows if w.start == minute] == [
         ("errors_4xx", 120, 0.0),

@@ -27,19 +27,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, String, Table, delete, select, type_coerce
+from sqlalchemy import Connection, String, Table, delete, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from manager.clock import utcnow
 from manager.db import Database
 from manager.metrics.stores import ObjectInfo, ObjectStore, open_store
 from manager.registry.tables import (
+    CapturedInference,
     Endpoint,
     IngestCursor,
-    JoinedInference,
     Observation,
     PendingLabel,
-    PendingPrediction,
     Rollout,
     RolloutPhase,
 )
@@ -429,24 +428,23 @@ class GroundTruthIngestor:
             }
         report.malformed += malformed
         conn = session.connection()
-        # The same inference again: already waiting, or already joined.
-        known = {r[0] for r in _matching(conn, _PENDING, spec.endpoint, list(rows), _PENDING.c.inference_id)}
-        known |= {r[0] for r in _matching(conn, _JOINED, spec.endpoint, list(rows), _JOINED.c.inference_id)}
-        report.duplicates += len(known)
-        fresh = [row for key, row in rows.items() if key not in known]
-        report.predictions += len(fresh)
-        if not fresh:
-            return malformed
-        conn.execute(_insert(session)(_PENDING).on_conflict_do_nothing(), fresh)
+        # The same inference again (waiting or already joined) conflicts with its row and is skipped.
+        inserted = (
+            list(
+                conn.scalars(
+                    _insert(session)(_CAPTURED).on_conflict_do_nothing().returning(_CAPTURED.c.inference_id),
+                    list(rows.values()),
+                )
+            )
+            if rows
+            else []
+        )
+        report.duplicates += len(rows) - len(inserted)
+        report.predictions += len(inserted)
         waiting = {
             inference_id: json.loads(labels)
             for inference_id, labels in _matching(
-                conn,
-                _LABELS,
-                spec.endpoint,
-                [r["inference_id"] for r in fresh],
-                _LABELS.c.inference_id,
-                _LABELS.c.labels,
+                conn, _LABELS, spec.endpoint, inserted, _LABELS.c.inference_id, _LABELS.c.labels
             )
         }
         if waiting:
@@ -475,10 +473,6 @@ class GroundTruthIngestor:
             labels[inference_id] = rows
         report.malformed += malformed
         report.labels += len(labels)
-        conn = session.connection()
-        for (inference_id,) in _matching(conn, _JOINED, spec.endpoint, list(labels), _JOINED.c.inference_id):
-            report.duplicates += 1
-            del labels[inference_id]
         if labels:
             malformed += self._join(session, spec, labels, now, report)
         return malformed
@@ -491,36 +485,42 @@ class GroundTruthIngestor:
         now: datetime,
         report: IngestReport,
     ) -> int:
-        """Pair labels with waiting predictions, add the outcomes to `observations`, and keep the rest of
-        the labels waiting."""
+        """Pair labels with their captured predictions and add the outcomes to `observations`. A label
+        for an inference already joined is a duplicate; one whose prediction is not read yet waits."""
         conn = session.connection()
         deltas: dict[tuple[int, int, str, str, datetime], list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
         matched: list[str] = []
+        seen: set[str] = set()
         malformed = 0
         # The stored time as text: only its minute is needed, and parsing each row's datetime costs more
         # than the rest of the join (one parse per distinct minute instead).
-        columns = (
-            _PENDING.c.inference_id,
-            _PENDING.c.variant,
-            _PENDING.c.rollout_id,
-            _PENDING.c.phase,
-            type_coerce(_PENDING.c.inference_at, String),
-            _PENDING.c.outputs,
-        )
         minutes: dict[str, datetime] = {}
-        for inference_id, variant, rollout_id, phase, at, outputs in _matching(
-            conn, _PENDING, spec.endpoint, list(labels), *columns
+        columns = (
+            _CAPTURED.c.inference_id,
+            _CAPTURED.c.joined,
+            _CAPTURED.c.variant,
+            _CAPTURED.c.rollout_id,
+            _CAPTURED.c.phase,
+            type_coerce(_CAPTURED.c.inference_at, String),
+            _CAPTURED.c.outputs,
+        )
+        for inference_id, joined, variant, rollout_id, phase, at, outputs in _matching(
+            conn, _CAPTURED, spec.endpoint, list(labels), *columns
         ):
+            seen.add(inference_id)
+            if joined:
+                report.duplicates += 1
+                continue
             matched.append(inference_id)
             try:
                 pairs = outcomes(spec.kind, spec.threshold, json.loads(outputs), labels[inference_id])
             except Malformed:
                 malformed += 1
                 continue
+            minute = minutes.get(at[:16])
+            if minute is None:
+                minute = minutes[at[:16]] = _minute_of(at)
             for metric, value in pairs:
-                minute = minutes.get(at[:16])
-                if minute is None:
-                    minute = minutes[at[:16]] = _minute_of(at)
                 delta = deltas[(rollout_id, phase, variant, metric, minute)]
                 delta[0] += 1
                 delta[1] += value
@@ -555,15 +555,13 @@ class GroundTruthIngestor:
                     for (r, p, v, m, w), d in deltas.items()
                 ],
             )
-        if matched:
-            _delete(conn, _PENDING, spec.endpoint, matched)
-            expires = now + spec.label_ttl
+        for chunk in _chunks(matched):
             conn.execute(
-                insert(_JOINED).on_conflict_do_nothing(),
-                [{"endpoint": spec.endpoint, "inference_id": i, "expires_at": expires} for i in matched],
+                update(_CAPTURED)
+                .where(_CAPTURED.c.endpoint == spec.endpoint, _CAPTURED.c.inference_id.in_(chunk))
+                .values(joined=True, outputs=None)
             )
-        joined = set(matched)
-        unmatched = [i for i in labels if i not in joined]
+        unmatched = [i for i in labels if i not in seen]
         if unmatched:
             conn.execute(
                 insert(_LABELS).on_conflict_do_nothing(),
@@ -582,22 +580,18 @@ class GroundTruthIngestor:
     def _expire(self, endpoint: str, now: datetime, report: IngestReport) -> None:
         with self.database.write() as session:
             conn = session.connection()
-            expired = {
-                table.name: int(
-                    conn.execute(
-                        delete(table).where(table.c.endpoint == endpoint, table.c.expires_at < now)
-                    ).rowcount
-                    or 0
-                )
-                for table in (_PENDING, _LABELS, _JOINED)
-            }
-        report.expired_predictions += expired[_PENDING.name]
-        report.expired_labels += expired[_LABELS.name]
+
+            def expire(table: Table, *where: Any) -> int:
+                stmt = delete(table).where(table.c.endpoint == endpoint, table.c.expires_at < now, *where)
+                return int(conn.execute(stmt).rowcount or 0)
+
+            report.expired_predictions += expire(_CAPTURED, _CAPTURED.c.joined.is_(False))
+            expire(_CAPTURED)  # joined long enough ago that no replay is expected any more
+            report.expired_labels += expire(_LABELS)
 
 
-_PENDING: Table = PendingPrediction.__table__  # type: ignore[assignment]
+_CAPTURED: Table = CapturedInference.__table__  # type: ignore[assignment]
 _LABELS: Table = PendingLabel.__table__  # type: ignore[assignment]
-_JOINED: Table = JoinedInference.__table__  # type: ignore[assignment]
 
 
 def _matching(
@@ -623,7 +617,9 @@ def ingest_status(session: Session, endpoint: str) -> dict[str, Any]:
     cursors = list(session.scalars(select(IngestCursor).where(IngestCursor.endpoint == endpoint)))
     waiting = (
         session.scalar(
-            select(func.count()).select_from(PendingPrediction).where(PendingPrediction.endpoint == endpoint)
+            select(func.count())
+            .select_from(CapturedInference)
+            .where(CapturedInference.endpoint == endpoint, CapturedInference.joined.is_(False))
         )
         or 0
     )

@@ -283,10 +283,11 @@ class IngestCursor(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-class PendingPrediction(Base):
-    """A captured prediction waiting for its label (labels may come hours later)."""
+class CapturedInference(Base):
+    """A captured prediction: waiting for its label, then kept (joined, outputs dropped) until it expires,
+    so that the same inference read again is recognised and never counted twice."""
 
-    __tablename__ = "pending_predictions"
+    __tablename__ = "captured_inferences"
 
     endpoint: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
     inference_id: Mapped[str] = mapped_column(String(256), primary_key=True)
@@ -294,7 +295,8 @@ class PendingPrediction(Base):
     rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
     phase: Mapped[int]
     inference_at: Mapped[datetime]
-    outputs: Mapped[str] = mapped_column(Text)
+    outputs: Mapped[str | None] = mapped_column(Text)
+    joined: Mapped[bool] = mapped_column(Boolean, default=False)
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
@@ -306,14 +308,4 @@ class PendingLabel(Base):
     endpoint: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
     inference_id: Mapped[str] = mapped_column(String(256), primary_key=True)
     labels: Mapped[str] = mapped_column(Text)
-    expires_at: Mapped[datetime] = mapped_column(index=True)
-
-
-class JoinedInference(Base):
-    """Inference ids already joined, kept for the label time-to-live so that duplicates are dropped."""
-
-    __tablename__ = "joined_inferences"
-
-    endpoint: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
-    inference_id: Mapped[str] = mapped_column(String(256), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(index=True)
