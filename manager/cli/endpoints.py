@@ -79,3 +79,58 @@ def show(app: AppContext, name: str, output: str) -> None:
     else:
         record["ingestion"] = ingest
     emit_record(record, output, title=name)
+
+
+@endpoints_group.command("status")
+@click.argument("name")
+@click.option("--wait", is_flag=True, help="wait until the endpoint is no longer Creating or Updating")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0), default=1800, show_default=True, help="seconds to wait"
+)
+@click.option(
+    "--poll", type=click.FloatRange(min=0.05), default=5.0, show_default=True, help="seconds between looks"
+)
+@output_option
+def live_status(name: str, wait: bool, timeout: float, poll: float, output: str) -> None:
+    """The endpoint as SageMaker reports it now (AWS, or AWS_ENDPOINT_URL such as the local SageMaker)."""
+    import sys
+
+    from rich.console import Console
+
+    from manager.platforms.base import EndpointState, PlatformError
+    from manager.platforms.sagemaker import SageMakerPlatform
+    from manager.platforms.traffic import wait_for
+
+    platform = SageMakerPlatform.connect()
+    state = platform.describe(name)
+    if state is None:
+        raise click.ClickException(f"SageMaker has no endpoint {name!r}")
+    if wait and state.busy:
+        console = Console(stderr=True)
+        with console.status(f"{name}: {state.status}") as spinner:
+
+            def show(current: EndpointState) -> None:
+                spinner.update(
+                    f"{name}: {current.status}"
+                    + (f" -> {current.pending_config}" if current.pending_config else "")
+                )
+
+            try:
+                state = wait_for(platform, name, lambda s: not s.busy, timeout, poll, show)
+            except PlatformError as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(1)
+    record = {
+        "endpoint": state.name,
+        "status": state.status,
+        "config": state.config_name,
+        "pending_config": state.pending_config,
+        "failure_reason": state.failure_reason,
+        "variants": {
+            v.name: f"weight {v.current_weight:g} ({share:.1%})"
+            for v, share in zip(state.variants, state.shares().values(), strict=True)
+        },
+    }
+    emit_record(record, output, title=name)
+    if state.broken:
+        sys.exit(1)

@@ -54,6 +54,15 @@ def classify(exc: BaseException) -> tuple[int, str]:
         if "unable to open" in detail or "readonly" in detail or "read-only" in detail:
             return EXIT_USAGE, f"cannot use the registry database: {detail}"
         return EXIT_FAILURE, f"database error: {detail}"
+    from manager.platforms.base import PlatformError
+
+    if isinstance(exc, PlatformError):
+        return EXIT_FAILURE, str(exc)
+    if type(exc).__module__ == "botocore.exceptions" and type(exc).__name__ in (
+        "NoRegionError", "NoCredentialsError", "PartialCredentialsError", "ProfileNotFound",
+        "EndpointConnectionError",
+    ):
+        return EXIT_USAGE, f"AWS: {exc} (see README: Pointing it at AWS)"
     if isinstance(exc, OSError):
         return EXIT_USAGE, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
     return EXIT_FAILURE, f"internal error: {type(exc).__name__}: {exc} (set VARIANTCTL_DEBUG=1 for details)"
