@@ -59,7 +59,10 @@ def classify(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, PlatformError):
         return EXIT_FAILURE, str(exc)
     if type(exc).__module__ == "botocore.exceptions" and type(exc).__name__ in (
-        "NoRegionError", "NoCredentialsError", "PartialCredentialsError", "ProfileNotFound",
+        "NoRegionError",
+        "NoCredentialsError",
+        "PartialCredentialsError",
+        "ProfileNotFound",
         "EndpointConnectionError",
     ):
         return EXIT_USAGE, f"AWS: {exc} (see README: Pointing it at AWS)"
