@@ -22,15 +22,33 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
 
 
 def run_migrations(connection: Any) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=Base.metadata,
-        render_as_batch=True,
-        include_object=include_object,
-        compare_type=True,
-    )
-    with context.begin_transaction():
-        context.run_migrations()
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch mode rebuilds a table by copy, drop and rename; with foreign keys on, SQLite refuses to
+        # drop a table that other rows refer to. The pragma works only outside a transaction, so it is
+        # sent on the driver connection before Alembic begins one; integrity is checked before commit.
+        connection.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
+    try:
+        context.configure(
+            connection=connection,
+            target_metadata=Base.metadata,
+            render_as_batch=True,
+            include_object=include_object,
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+            if sqlite:
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"migration left {len(broken)} broken foreign keys, e.g. {broken[0]}")
+        if sqlite and connection.in_transaction():
+            connection.commit()  # the pragma below is ignored inside a transaction
+    finally:
+        if sqlite:
+            if connection.in_transaction():
+                connection.rollback()
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys = ON")
 
 
 def main() -> None:

@@ -120,3 +120,43 @@ def test_a_registry_one_migration_behind_is_refused_then_upgraded(db_path: Path,
     assert run("db", "upgrade").exit_code == 0
     assert run("history").exit_code == 0
     db.dispose()
+
+
+def test_a_table_rebuild_keeps_rows_that_other_tables_refer_to(db_path: Path) -> None:
+    """0003 rebuilds model_versions (SQLite batch mode) while config variants refer to its rows."""
+    from sqlalchemy.exc import IntegrityError
+
+    db = Database(f"sqlite:///{db_path}")
+    migrate.upgrade(db, "0002")
+    with db.writer.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO model_versions (id, name, version, framework, artifact_uri, metrics, "
+                "status, created_at) VALUES (7, 'm', 1, 'sklearn', 's3://b/k', '{}', 'serving', "
+                "'2026-01-01 00:00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO endpoint_configs (id, name, endpoint_name, created_at) "
+                "VALUES (1, 'c', 'ep', '2026-01-01 00:00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO config_variants (config_id, variant_name, model_version_id, "
+                "instance_type, instance_count, initial_weight, is_shadow) "
+                "VALUES (1, 'a', 7, 'ml.m5.large', 1, 1.0, 0)"
+            )
+        )
+    migrate.upgrade(db)
+    with db.writer.connect() as conn:
+        assert conn.execute(text("SELECT name, replaces_id FROM model_versions WHERE id = 7")).one() == (
+            "m",
+            None,
+        )
+        assert conn.execute(text("SELECT model_version_id FROM config_variants")).scalar() == 7
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    with pytest.raises(IntegrityError), db.writer.begin() as conn:
+        conn.execute(text("UPDATE model_versions SET replaces_id = 999 WHERE id = 7"))
+    db.dispose()

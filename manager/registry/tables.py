@@ -94,8 +94,11 @@ class ModelVersion(Base):
     status: Mapped[str] = mapped_column(String(16), default="candidate")
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Lineage: the serving version this one was trained to replace.
+    replaces_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"))
 
     training_run: Mapped[TrainingRun | None] = relationship()
+    replaces: Mapped[ModelVersion | None] = relationship(remote_side=[id])
 
     @property
     def ref(self) -> str:

@@ -1,0 +1,167 @@
+"""Offline metrics, the offline gate, and paired-bootstrap comparisons of two models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from manager.errors import UserError
+from trainers.datasets import Task
+
+MAXIMIZE = {
+    "accuracy": True,
+    "roc_auc": True,
+    "f1": True,
+    "r2": True,
+    "log_loss": False,
+    "rmse": False,
+    "mae": False,
+}
+CLASSIFICATION_METRICS = ("accuracy", "roc_auc", "log_loss", "f1")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+
+
+def metrics_for(task: Task) -> tuple[str, ...]:
+    return REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
+
+
+def check_metric(task: Task, metric: str) -> None:
+    if metric not in metrics_for(task):
+        raise UserError(
+            f"metric {metric!r} does not apply to {task} models; use one of {', '.join(metrics_for(task))}"
+        )
+
+
+def predict(model: Any, x: np.ndarray, task: Task) -> np.ndarray:
+    """Scores as the endpoint serves them: P(positive) for binary, class probabilities for
+    multiclass, values for regression."""
+    if task == "regression":
+        return np.asarray(model.predict(x), dtype=np.float64)
+    proba = np.asarray(model.predict_proba(x), dtype=np.float64)
+    return proba[:, 1] if task == "binary" else proba
+
+
+def score(task: Task, metric: str, y: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn import metrics as m
+
+    if task == "regression":
+        if metric == "rmse":
+            return float(np.sqrt(m.mean_squared_error(y, scores)))
+        if metric == "mae":
+            return float(m.mean_absolute_error(y, scores))
+        return float(m.r2_score(y, scores))
+    predicted = (scores >= 0.5).astype(np.float64) if task == "binary" else np.argmax(scores, axis=1)
+    if metric == "accuracy":
+        return float(m.accuracy_score(y, predicted))
+    if metric == "f1":
+        return float(m.f1_score(y, predicted, average="binary" if task == "binary" else "macro"))
+    if metric == "log_loss":
+        probabilities = np.column_stack([1 - scores, scores]) if task == "binary" else scores
+        return float(m.log_loss(y, probabilities, labels=list(range(probabilities.shape[1]))))
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    if task == "binary":
+        return float(m.roc_auc_score(y, scores))
+    return float(m.roc_auc_score(y, scores, multi_class="ovr"))
+
+
+def all_metrics(task: Task, y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    return {metric: score(task, metric, y, scores) for metric in metrics_for(task)}
+
+
+def better(metric: str, a: float, b: float) -> bool:
+    return a > b if MAXIMIZE[metric] else a < b
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    metric: str
+    candidate: float
+    baseline: float
+    margin: float
+    rows: int
+
+    @property
+    def difference(self) -> float:
+        """Candidate minus baseline, signed so that positive is better."""
+        raw = self.candidate - self.baseline
+        return raw if MAXIMIZE[self.metric] else -raw
+
+    def as_evidence(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "candidate": self.candidate,
+            "baseline": self.baseline,
+            "improvement": self.difference,
+            "margin": self.margin,
+            "rows": self.rows,
+            "passed": self.passed,
+        }
+
+    def sentence(self) -> str:
+        verdict = "passed" if self.passed else "failed"
+        return (
+            f"offline gate {verdict}: {self.metric} candidate {self.candidate:.4f} vs baseline "
+            f"{self.baseline:.4f} (improvement {self.difference:+.4f}, allowed margin {self.margin:g}, "
+            f"{self.rows} held-out rows)"
+        )
+
+
+def gate(
+    task: Task,
+    metric: str,
+    margin: float,
+    y: np.ndarray,
+    candidate_scores: np.ndarray,
+    baseline_scores: np.ndarray,
+) -> GateResult:
+    """Candidate at least as good as the baseline within `margin`, both scored on the same rows."""
+    check_metric(task, metric)
+    c, b = score(task, metric, y, candidate_scores), score(task, metric, y, baseline_scores)
+    improvement = (c - b) if MAXIMIZE[metric] else (b - c)
+    return GateResult(improvement >= -margin, metric, c, b, margin, len(y))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    metric: str
+    a: float
+    b: float
+    difference: float  # b - a
+    low: float
+    high: float
+
+
+def compare(
+    task: Task,
+    y: np.ndarray,
+    scores_a: np.ndarray,
+    scores_b: np.ndarray,
+    rounds: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    progress: Callable[[int], None] | None = None,
+) -> list[Comparison]:
+    """Every metric for A and B, with a paired-bootstrap interval on B - A (same resampled rows)."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    draws = {metric: [] for metric in metrics_for(task)}  # type: dict[str, list[float]]
+    for i in range(rounds):
+        rows = rng.integers(0, n, n)
+        for metric in draws:
+            diff = score(task, metric, y[rows], scores_b[rows]) - score(task, metric, y[rows], scores_a[rows])
+            if np.isfinite(diff):
+                draws[metric].append(diff)
+        if progress is not None:
+            progress(i + 1)
+    tail = (1 - confidence) / 2 * 100
+    out = []
+    for metric, diffs in draws.items():
+        a, b = score(task, metric, y, scores_a), score(task, metric, y, scores_b)
+        low, high = np.percentile(diffs, [tail, 100 - tail]) if diffs else (float("nan"), float("nan"))
+        out.append(Comparison(metric, a, b, b - a, float(low), float(high)))
+    return out
