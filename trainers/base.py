@@ -1,0 +1,124 @@
+"""The Trainer protocol, what a training produces, and its registration with lineage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from manager import audit
+from manager.registry import models
+from manager.registry.tables import ModelVersion, TrainingRun
+from trainers.config import TrainConfig
+from trainers.datasets import Dataset, Task
+
+# (evaluations done, evaluations planned, this evaluation's score, best score so far)
+Progress = Callable[[int, int, float, float], None]
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    trainer: str
+    model_name: str
+    artifact_uri: str
+    framework: str
+    framework_version: str
+    task: Task
+    hyperparameters: dict[str, Any]
+    dataset_source: str
+    dataset_fingerprint: str
+    dataset_rows: int
+    shift: str | None
+    metrics: dict[str, dict[str, float]]  # {"validation": {...}, "test": {...}}
+    objective: str
+    started_at: datetime
+    finished_at: datetime
+    image_uri: str | None = None
+    search: dict[str, Any] = field(default_factory=dict)  # strategy, jobs, best score, job names
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+class Trainer(Protocol):
+    name: str
+
+    def train(
+        self, config: TrainConfig, data: Dataset, progress: Progress | None = None
+    ) -> TrainingResult: ...
+
+
+def register(
+    session: Session, result: TrainingResult, actor: str, replaces: ModelVersion | None = None
+) -> ModelVersion:
+    """The training run and a `candidate` model version with its lineage, in one transaction."""
+    run = TrainingRun(
+        trainer=result.trainer,
+        hyperparameters=result.hyperparameters,
+        inputs={
+            "dataset": result.dataset_source,
+            "fingerprint": result.dataset_fingerprint,
+            "rows": result.dataset_rows,
+            "shift": result.shift,
+            "task": result.task,
+            "objective": result.objective,
+            "search": result.search,
+        },
+        started_at=result.started_at,
+        finished_at=result.finished_at,
+        outcome="succeeded",
+    )
+    session.add(run)
+    session.flush()
+    version = models.register(
+        session,
+        models.ModelSpec(
+            name=result.model_name,
+            artifact_uri=result.artifact_uri,
+            framework=result.framework,
+            framework_version=result.framework_version,
+            image_uri=result.image_uri,
+            metrics=result.metrics,
+            dataset_fingerprint=result.dataset_fingerprint,
+            training_run_id=run.id,
+            description=f"trained by {result.trainer} on {result.dataset_source}"
+            + (f" shifted {result.shift}" if result.shift else ""),
+        ),
+        actor,
+    )
+    version.replaces_id = replaces.id if replaces else None
+    session.flush()
+    audit.append(
+        session,
+        actor,
+        audit.Event(
+            action="model.train",
+            subject_type="model_version",
+            subject_id=version.ref,
+            model=version.name,
+            reason=f"{result.trainer} training on {result.dataset_source}",
+            payload={
+                "training_run": run.id,
+                "replaces": replaces.ref if replaces else None,
+                "fingerprint": result.dataset_fingerprint,
+                "objective": result.objective,
+                "metrics": result.metrics,
+                "hyperparameters": result.hyperparameters,
+                "seconds": result.seconds,
+            },
+        ),
+    )
+    return version
+
+
+def current_baseline(session: Session, name: str) -> ModelVersion | None:
+    """What a new candidate of `name` is meant to replace: the serving version, else the newest approved."""
+    for status in ("serving", "approved"):
+        versions = models.list_versions(session, name, status)
+        if versions:
+            return versions[0]
+    return None
