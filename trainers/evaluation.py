@@ -165,3 +165,22 @@ def compare(
         low, high = np.percentile(diffs, [tail, 100 - tail]) if diffs else (float("nan"), float("nan"))
         out.append(Comparison(metric, a, b, b - a, float(low), float(high)))
     return out
+
+
+def load_local(uri: str) -> Any:
+    """A joblib model from a `file://` URI or a path; S3 artifacts are evaluated by batch transform."""
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    import joblib
+
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        raise UserError(f"{uri} is not a local artifact: evaluate it with a SageMaker batch transform")
+    path = Path(unquote(parsed.path) if parsed.scheme else uri)
+    try:
+        return joblib.load(path)
+    except FileNotFoundError:
+        raise UserError(f"model artifact {path} does not exist") from None
+    except Exception as exc:  # unpickling can fail in many ways; each is the same problem to the user
+        raise UserError(f"cannot load model artifact {path}: {type(exc).__name__}: {exc}") from None

@@ -19,6 +19,7 @@ from manager.cli.history import audit_group, history
 from manager.cli.local import local_group
 from manager.cli.models import models_group
 from manager.cli.schema import db_group
+from manager.cli.train import train
 from manager.errors import UserError
 
 EXIT_FAILURE = 1
@@ -96,6 +97,7 @@ cli.add_command(endpoints_group)
 cli.add_command(history)
 cli.add_command(audit_group)
 cli.add_command(local_group)
+cli.add_command(train)
 
 
 def main() -> None:

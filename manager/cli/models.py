@@ -16,7 +16,7 @@ from manager.registry.vocabulary import MODEL_STATUSES
 if TYPE_CHECKING:
     from manager.registry.tables import ModelVersion
 
-LIST_COLUMNS = ("model", "status", "framework", "artifact_uri", "metrics", "created_at")
+LIST_COLUMNS: tuple[str, ...] = ("model", "status", "framework", "artifact_uri", "metrics", "created_at")
 
 
 def model_row(row: ModelVersion) -> dict[str, Any]:
@@ -32,9 +32,20 @@ def model_row(row: ModelVersion) -> dict[str, Any]:
         "metrics": row.metrics,
         "dataset_fingerprint": row.dataset_fingerprint,
         "training_run_id": row.training_run_id,
+        "replaces": row.replaces.ref if row.replaces else None,
         "description": row.description,
         "created_at": row.created_at,
     }
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    """The test metrics when training recorded splits, else the flat metrics, to 3 decimals."""
+    chosen = metrics.get("test") or metrics.get("validation") or metrics
+    return ", ".join(
+        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in chosen.items()
+        if not isinstance(v, dict)
+    )
 
 
 def parse_metrics(pairs: tuple[str, ...], metrics_file: Path | None) -> dict[str, Any]:
@@ -138,7 +149,12 @@ def list_models(app: AppContext, name: str | None, status: str | None, output: s
 
     with app.database().read() as session:
         rows = [model_row(r) for r in models.list_versions(session, name, status)]
-    columns = LIST_COLUMNS if output == "table" else tuple(rows[0]) if rows else LIST_COLUMNS
+    if output == "table":
+        for row in rows:
+            row["metrics"] = headline(row["metrics"])
+        columns = LIST_COLUMNS
+    else:
+        columns = tuple(rows[0]) if rows else LIST_COLUMNS
     emit(rows, columns, output, title="models", empty="no models registered")
 
 
@@ -153,3 +169,73 @@ def show(app: AppContext, ref: str, output: str) -> None:
     with app.database().read() as session:
         record = model_row(models.get(session, ref))
     emit_record(record, output, title=record["model"])
+
+
+@models_group.command("compare")
+@click.argument("a", metavar="A")
+@click.argument("b", metavar="B")
+@click.option("--data", "source", required=True, metavar="CSV|sklearn:NAME", help="data to hold out from")
+@click.option("--test", "test_fraction", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
+@click.option("--split-seed", type=int, default=42, show_default=True, help="the split seed used in training")
+@click.option(
+    "--rounds", type=click.IntRange(100, 100_000), default=2000, show_default=True, help="bootstrap resamples"
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@output_option
+@pass_app
+def compare(
+    app: AppContext,
+    a: str,
+    b: str,
+    source: str,
+    test_fraction: float,
+    split_seed: int,
+    rounds: int,
+    seed: int,
+    output: str,
+) -> None:
+    """Offline metrics of A and B on the same held-out rows, with a 95% paired-bootstrap interval on B - A."""
+    from rich.progress import Progress
+
+    from manager.registry import models
+    from trainers.datasets import load, split
+    from trainers.evaluation import compare as paired
+    from trainers.evaluation import load_local, predict
+
+    with app.database().read() as session:
+        first, second = models.get(session, a), models.get(session, b)
+        refs, uris = (first.ref, second.ref), (first.artifact_uri, second.artifact_uri)
+    data = load(source)
+    held_out = split(data, 0.2, test_fraction, split_seed)
+    scores = [predict(load_local(uri), held_out.x_test, data.task) for uri in uris]
+    with Progress(transient=True, disable=output != "table") as bar:
+        task = bar.add_task("bootstrap", total=rounds)
+        results = paired(
+            data.task,
+            held_out.y_test,
+            scores[0],
+            scores[1],
+            rounds,
+            seed,
+            progress=lambda done: bar.update(task, completed=done),
+        )
+    rows = [
+        {
+            "metric": r.metric,
+            refs[0]: round(r.a, 4),
+            refs[1]: round(r.b, 4),
+            "B - A": round(r.difference, 4),
+            "95% CI": f"[{r.low:+.4f}, {r.high:+.4f}]",
+            "ci_low": r.low,
+            "ci_high": r.high,
+        }
+        for r in results
+    ]
+    columns = (
+        ("metric", refs[0], refs[1], "B - A", "95% CI")
+        if output == "table"
+        else ("metric", refs[0], refs[1], "B - A", "ci_low", "ci_high")
+    )
+    emit(
+        rows, columns, output, title=f"{refs[0]} (A) vs {refs[1]} (B) on {len(held_out.y_test)} held-out rows"
+    )
