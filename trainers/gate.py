@@ -103,9 +103,9 @@ def record_gate(
             model=candidate.name,
             reason=reason,
             payload={
-                "baseline": baseline.ref if baseline else None,
+                "baseline_version": baseline.ref if baseline else None,
                 "status": candidate.status,
-                **(result.as_evidence() if result is not None else {}),
+                "evidence": result.as_evidence() if result is not None else None,
             },
         ),
     )
