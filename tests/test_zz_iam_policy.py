@@ -43,5 +43,11 @@ def test_policy_allows_every_operation_called() -> None:
 def test_policy_is_least_privilege() -> None:
     actions = allowed_actions()
     assert not [a for a in actions if a.endswith(":*") or a == "*"], "no service-wide wildcards"
-    forbidden = {"sagemaker:DeleteEndpoint", "sagemaker:DeleteModel", "s3:PutObject", "s3:DeleteObject"}
+    forbidden = {"sagemaker:DeleteEndpoint", "sagemaker:DeleteModel", "s3:DeleteObject"}
     assert forbidden.isdisjoint(actions)
+    for statement in json.loads(POLICY.read_text())["Statement"]:
+        writes = [
+            a for a in statement["Action"] if a.startswith(("s3:Put", "sagemaker:Create", "sagemaker:Update"))
+        ]
+        if writes:
+            assert statement["Resource"] != "*", f"{writes} must name their resources"

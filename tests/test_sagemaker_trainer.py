@@ -1,0 +1,222 @@
+"""The SageMaker trainer's flow under moto: upload, training job, tuning job, best job, batch
+transform for the gate, and registration with the S3 artifact; plus the exact CreateTrainingJob shape."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+from botocore.stub import ANY, Stubber
+from moto import mock_aws
+from sklearn.dummy import DummyClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from manager.db import Database
+from manager.registry import models
+from manager.yamlconfig import parse
+from trainers.base import register
+from trainers.config import TrainConfig
+from trainers.datasets import load
+from trainers.gate import offline_gate, sagemaker_scorer
+from trainers.sagemaker_job import SageMakerTrainer, xgboost_image
+
+from .aws_support import record_operations
+
+ROLE = "arn:aws:iam::123456789012:role/SageMakerExecutionRole"
+CONFIG = f"""
+model: churn
+objective: {{metric: roc_auc}}
+sagemaker:
+  role_arn: {ROLE}
+  bucket: s3://ml-bucket/training
+  xgboost_version: "1.7-1"
+  region: us-east-1
+  hyperparameters: {{num_round: 50}}
+  tuning:
+    max_jobs: 4
+    max_parallel_jobs: 2
+    objective: validation:auc
+    ranges:
+      eta: {{type: continuous, min: 0.05, max: 0.5, scale: log}}
+      max_depth: {{type: integer, min: 3, max: 8}}
+gate: {{metric: roc_auc, margin: 0.01}}
+"""
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        sm = boto3.client("sagemaker", region_name="us-east-1")
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="ml-bucket")
+        yield sm, s3
+
+
+def _moto_gaps(product_sm: Any, s3: Any, good: Any, bad: Any) -> None:
+    """moto runs no containers. Two gaps are filled here, openly:
+    - its tuning jobs launch no training jobs and always name `FakeTrainingJobName` as the best one,
+      so that training job is created here for the trainer to describe;
+    - its transform jobs write no output, so this hook writes what the XGBoost container would have
+      written for the job's input: one probability per line, from a real scikit-learn model (the
+      baseline, `churn-v1`, answers like a constant model; any other model answers well)."""
+    boto3.client("sagemaker", region_name="us-east-1").create_training_job(
+        TrainingJobName="FakeTrainingJobName",
+        AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "File"},
+        RoleArn=ROLE,
+        OutputDataConfig={"S3OutputPath": "s3://ml-bucket/training/tuned"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+        StoppingCondition={"MaxRuntimeInSeconds": 3600},
+    )
+
+    def write_output(params: dict[str, Any], **_: Any) -> None:
+        source = params["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
+        bucket, key = source[5:].split("/", 1)
+        x = np.loadtxt(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()), delimiter=",")
+        model = bad if params["ModelName"] == "churn-v1" else good
+        scores = model.predict_proba(x)[:, 1]
+        out_bucket, out_key = params["TransformOutput"]["S3OutputPath"][5:].split("/", 1)
+        s3.put_object(
+            Bucket=out_bucket, Key=f"{out_key}/test.csv.out", Body="".join(f"{p:.8f}\n" for p in scores)
+        )
+
+    product_sm.meta.events.register("provide-client-params.sagemaker.CreateTransformJob", write_output)
+
+
+def test_tuning_flow_registers_the_best_job_and_gates_it(aws: tuple[Any, Any], database: Database) -> None:
+    sm, s3 = aws
+    data = load("sklearn:breast_cancer")
+    good = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(data.x, data.y)
+    bad = DummyClassifier(strategy="prior").fit(data.x, data.y)
+    # The product's own clients: every call they make is recorded for the IAM policy test. The
+    # test's checks below use the fixture's clients, on the same moto backend.
+    product_sm = record_operations(boto3.client("sagemaker", region_name="us-east-1"))
+    product_s3 = record_operations(boto3.client("s3", region_name="us-east-1"))
+    _moto_gaps(product_sm, s3, good, bad)
+    config = parse(CONFIG, TrainConfig)
+    trainer = SageMakerTrainer(product_sm, product_s3, "us-east-1", poll_seconds=0)
+
+    result = trainer.train(config, data)
+
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="ml-bucket", Prefix="training/churn/")["Contents"]]
+    assert any(k.endswith("/train/train.csv") for k in keys) and any(
+        k.endswith("/validation/validation.csv") for k in keys
+    )
+    train_key = next(k for k in keys if k.endswith("train.csv"))
+    first = (
+        s3.get_object(Bucket="ml-bucket", Key=train_key)["Body"].read().decode().splitlines()[0].split(",")
+    )
+    assert first[0] in ("0", "1") and len(first) == 31  # target first, then the 30 features, no header
+    tuning = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=result.search["tuning_job"])
+    assert tuning["HyperParameterTuningJobConfig"]["Strategy"] == "Bayesian"
+    assert tuning["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"] == {
+        "Type": "Maximize",
+        "MetricName": "validation:auc",
+    }
+    assert result.search["training_job"] == "FakeTrainingJobName"
+    assert result.artifact_uri == "s3://ml-bucket/training/tuned/FakeTrainingJobName/output/model.tar.gz"
+    assert result.image_uri == xgboost_image("us-east-1", "1.7-1")
+    assert (
+        result.hyperparameters["objective"] == "binary:logistic"
+        and result.hyperparameters["num_round"] == "50"
+    )
+
+    with database.write() as session:
+        baseline = models.register(
+            session,
+            models.ModelSpec(
+                "churn",
+                "s3://ml-bucket/old/model.tar.gz",
+                "xgboost",
+                image_uri=result.image_uri,
+                status="serving",
+            ),
+            "t",
+        )
+        candidate = register(session, result, "scheduler:retrain-churn", baseline)
+        verdict = offline_gate(
+            session,
+            config,
+            data,
+            candidate,
+            baseline,
+            sagemaker_scorer(trainer, config),
+            "scheduler:retrain-churn",
+        )
+        assert verdict is not None and verdict.passed and candidate.status == "approved"
+        assert verdict.baseline == pytest.approx(0.5) and verdict.candidate > 0.95
+        assert candidate.artifact_uri == result.artifact_uri and candidate.replaces_id == baseline.id
+        assert candidate.metrics["test"]["roc_auc"] == pytest.approx(verdict.candidate)
+    jobs = sm.list_transform_jobs()["TransformJobSummaries"]
+    assert len(jobs) == 2
+    described = sm.describe_transform_job(TransformJobName=jobs[0]["TransformJobName"])
+    assert described["TransformInput"]["SplitType"] == "Line"
+    assert described["TransformInput"]["ContentType"] == "text/csv"
+    assert {m["ModelName"] for m in sm.list_models()["Models"]} == {"churn-v1", "churn-v2"}
+
+
+def test_create_training_job_request_shape() -> None:
+    client = boto3.client(
+        "sagemaker", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    config = parse(CONFIG, TrainConfig)
+    assert config.sagemaker is not None
+    trainer = SageMakerTrainer(client, None, "us-east-1")
+    image = xgboost_image("us-east-1", "1.7-1")
+    channels = {"train": "s3://ml-bucket/t/train/", "validation": "s3://ml-bucket/t/validation/"}
+    with Stubber(client) as stubber:
+        stubber.add_response(
+            "create_training_job",
+            {"TrainingJobArn": "arn:x"},
+            {
+                "TrainingJobName": "churn-job",
+                "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
+                "RoleArn": ROLE,
+                "InputDataConfig": [
+                    {
+                        "ChannelName": name,
+                        "ContentType": "text/csv",
+                        "CompressionType": "None",
+                        "DataSource": {
+                            "S3DataSource": {
+                                "S3DataType": "S3Prefix",
+                                "S3Uri": uri,
+                                "S3DataDistributionType": "FullyReplicated",
+                            }
+                        },
+                    }
+                    for name, uri in channels.items()
+                ],
+                "OutputDataConfig": {"S3OutputPath": "s3://ml-bucket/t/output"},
+                "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+                "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+                "HyperParameters": {
+                    "objective": "binary:logistic",
+                    "num_round": "100",
+                    "max_depth": "5",
+                    "eta": ANY,
+                    "gamma": "4",
+                    "min_child_weight": "6",
+                    "subsample": "0.8",
+                    "eval_metric": "auc",
+                },
+            },
+        )
+        from trainers.sagemaker_job import default_hyperparameters
+
+        trainer.start_training(
+            "churn-job",
+            config.sagemaker,
+            image,
+            channels,
+            "s3://ml-bucket/t/output",
+            default_hyperparameters("binary", 2),
+        )
+        stubber.assert_no_pending_responses()
