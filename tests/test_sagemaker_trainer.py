@@ -220,3 +220,22 @@ def test_create_training_job_request_shape() -> None:
             default_hyperparameters("binary", 2),
         )
         stubber.assert_no_pending_responses()
+
+
+def test_a_single_training_job_without_tuning(aws: tuple[Any, Any]) -> None:
+    sm, s3 = aws
+    config = parse(CONFIG.split("  tuning:")[0] + "gate: {metric: roc_auc}\n", TrainConfig)
+    trainer = SageMakerTrainer(
+        record_operations(boto3.client("sagemaker", region_name="us-east-1")),
+        record_operations(boto3.client("s3", region_name="us-east-1")),
+        "us-east-1",
+        poll_seconds=0,
+    )
+    result = trainer.train(config, load("sklearn:breast_cancer"))
+    job = sm.describe_training_job(TrainingJobName=result.search["training_job"])
+    assert job["TrainingJobStatus"] == "Completed" and result.search["strategy"] == "none"
+    assert job["HyperParameters"]["num_round"] == "50"
+    assert result.artifact_uri == job["ModelArtifacts"]["S3ModelArtifacts"]
+    assert (
+        result.artifact_uri.startswith("s3://ml-bucket/training/churn/") and len(job["TrainingJobName"]) <= 63
+    )
