@@ -223,7 +223,7 @@ def test_create_training_job_request_shape() -> None:
 
 
 def test_a_single_training_job_without_tuning(aws: tuple[Any, Any]) -> None:
-    sm, s3 = aws
+    sm, _ = aws
     config = parse(CONFIG.split("  tuning:")[0] + "gate: {metric: roc_auc}\n", TrainConfig)
     trainer = SageMakerTrainer(
         record_operations(boto3.client("sagemaker", region_name="us-east-1")),
