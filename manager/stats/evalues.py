@@ -1,0 +1,63 @@
+"""An exact conditional-binomial e-value for "the candidate causes more errors".
+
+Given the errors seen in a window, each one falls on the candidate with probability
+pi = n_c / (n_b + n_c) (its share of the requests) when both arms err at the same rate. If the
+candidate's rate is r times the baseline's, that probability is p(r) = pi r / (pi r + 1 - pi).
+The e-value is the likelihood ratio of r against r = 1, mixed over a prior on r in [1, r_max]:
+a product over windows for each r, so windows of different shares (phases) combine, and it is a
+test martingale under H0 (r <= 1). Reject when it reaches 1/alpha. With no errors it is 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+# A log-uniform prior on the rate ratio r in [1, 50], on a grid fine enough for a smooth integral.
+_R = np.exp(np.linspace(0.0, math.log(50.0), 400))
+_WEIGHTS = np.full(_R.size, 1.0 / _R.size)
+
+
+@dataclass(frozen=True)
+class ErrorWindow:
+    baseline_requests: float
+    baseline_errors: float
+    candidate_requests: float
+    candidate_errors: float
+
+
+class HarmEvidence:
+    """The e-value, accumulated one window at a time (the same number as `harm_evalue`)."""
+
+    def __init__(self) -> None:
+        self.log_lr = np.zeros(_R.size)
+        self.informative = False
+
+    def add(self, w: ErrorWindow) -> None:
+        requests = w.baseline_requests + w.candidate_requests
+        errors = w.baseline_errors + w.candidate_errors
+        if requests <= 0 or errors <= 0 or w.candidate_requests <= 0 or w.baseline_requests <= 0:
+            return
+        pi = w.candidate_requests / requests
+        p = pi * _R / (pi * _R + 1 - pi)
+        k, m = w.candidate_errors, errors
+        self.informative = True
+        self.log_lr += k * (np.log(p) - math.log(pi)) + (m - k) * (np.log1p(-p) - math.log1p(-pi))
+
+    @property
+    def value(self) -> float:
+        if not self.informative:
+            return 1.0
+        peak = float(self.log_lr.max())
+        return float(math.exp(peak) * np.dot(_WEIGHTS, np.exp(self.log_lr - peak)))
+
+
+def harm_evalue(windows: Iterable[ErrorWindow]) -> float:
+    """E-value against "the candidate's error rate is no higher than the baseline's"."""
+    evidence = HarmEvidence()
+    for w in windows:
+        evidence.add(w)
+    return evidence.value
