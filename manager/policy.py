@@ -1,0 +1,265 @@
+"""The RolloutPolicy: what to roll out where, in which steps, judged by which metrics, and what to do
+about the verdict. YAML, validated by pydantic; every error comes back with its line number."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from manager import yamlconfig
+from manager.clock import parse_duration
+from manager.names import RESOURCE_NAME
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+Duration = Annotated[str, Field(pattern=r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d|w)\s*$")]
+
+
+class Candidate(Spec):
+    model: str
+    version: int | None = Field(None, ge=1)
+    newest_approved: bool = Field(False, alias="newestApproved")
+
+    @model_validator(mode="after")
+    def _one(self) -> Candidate:
+        if (self.version is None) == (not self.newest_approved):
+            raise ValueError("give the candidate's `version`, or `newestApproved: true`, not both")
+        return self
+
+
+class Target(Spec):
+    endpoint: str
+    baseline_variant: str = Field("baseline", alias="baselineVariant")
+    candidate_variant: str = Field("candidate", alias="candidateVariant")
+    candidate: Candidate
+    instance_type: str = Field("ml.m5.large", alias="instanceType", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    instance_count: int = Field(1, alias="instanceCount", ge=1, le=100)
+    capture_destination: str | None = Field(None, alias="captureDestination")
+    ground_truth: str | None = Field(None, alias="groundTruth")
+
+    @field_validator("endpoint", "baseline_variant", "candidate_variant")
+    @classmethod
+    def _sagemaker_name(cls, value: str) -> str:
+        if not RESOURCE_NAME.match(value):
+            raise ValueError("must be 1-63 letters, digits and hyphens, starting and ending alphanumeric")
+        return value
+
+
+class SetWeight(Spec):
+    percent: float = Field(gt=0, le=100)
+
+
+class Wait(Spec):
+    duration: Duration
+
+
+class Pause(Spec):
+    duration: Duration | None = None  # none: a manual gate, released by `variantctl rollout resume`
+
+
+class Shadow(Spec):
+    percent: float = Field(gt=0, le=100)
+    duration: Duration
+
+
+class Analysis(Spec):
+    """Judge the metrics at the current weight; with `final: false`, only the harm tests may act."""
+
+    final: bool = True
+
+
+class Step(Spec):
+    set_weight: SetWeight | None = Field(None, alias="setWeight")
+    bake: Wait | None = None
+    pause: Pause | None = None
+    shadow: Shadow | None = None
+    analysis: Analysis | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Step:
+        given = [
+            k for k in ("set_weight", "bake", "pause", "shadow", "analysis") if getattr(self, k) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError("each step is exactly one of setWeight, bake, pause, shadow, analysis")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(
+            k for k in ("set_weight", "bake", "pause", "shadow", "analysis") if getattr(self, k) is not None
+        )
+
+
+class Test(Spec):
+    type: Literal["sequential", "threshold", "relative"] = "sequential"
+    margin: float = Field(0.0, ge=0)  # non-inferiority margin, in the metric's units
+    maximum: float | None = Field(None, alias="max")  # threshold: the candidate's value must stay below
+    minimum: float | None = Field(None, alias="min")
+    max_increase: float | None = Field(None, alias="maxIncrease", ge=0)  # relative: candidate/baseline - 1
+
+
+class Metric(Spec):
+    name: str
+    source: Literal["quality", "cloudwatch"]
+    measure: (
+        str  # quality: accuracy | abs_error | squared_error; cloudwatch: errors_5xx | model_latency_ms | ...
+    )
+    kind: Literal["proportion", "mean", "errors"]
+    higher_is_better: bool = Field(alias="higherIsBetter")
+    role: Literal["primary", "guardrail"] = "guardrail"
+    test: Test = Field(default_factory=Test)
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    on_no_data: Literal["pass", "inconclusive", "fail"] = Field("inconclusive", alias="onNoData")
+    min_samples: int = Field(100, alias="minSamples", ge=0)
+    dry_run: bool = Field(False, alias="dryRun")
+
+
+class BlueGreenPromotion(Spec):
+    routing: Literal["ALL_AT_ONCE", "CANARY", "LINEAR"] = "ALL_AT_ONCE"
+    size_percent: int | None = Field(None, alias="sizePercent", ge=1, le=100)
+    wait_seconds: int = Field(0, alias="waitSeconds", ge=0, le=3600)
+    alarms: list[str] = Field(default_factory=list)
+
+
+class Promotion(Spec):
+    mode: Literal["update", "blueGreen"] = "update"
+    blue_green: BlueGreenPromotion | None = Field(None, alias="blueGreen")
+
+
+class Decisions(Spec):
+    on_failure: Literal["rollback"] = Field("rollback", alias="onFailure")
+    on_inconclusive: Literal["pause", "rollback", "extend"] = Field("rollback", alias="onInconclusive")
+    progress_deadline: Duration = Field("30m", alias="progressDeadline")
+    max_samples: int = Field(20_000, alias="maxSamples", ge=1)
+    max_duration: Duration = Field("6h", alias="maxDuration")
+    min_duration: Duration = Field("0s", alias="minDuration")
+    planned_samples: int = Field(5_000, alias="plannedSamples", ge=10)
+    superiority: bool = False
+    promotion: Promotion = Field(default_factory=Promotion)
+
+
+class Retrain(Spec):
+    data: str
+    config: str
+    shift: str | None = None
+
+
+class Trigger(Spec):
+    type: Literal["manual", "newApprovedCandidate", "cron"] = "manual"
+    cron: str | None = None
+    retrain: Retrain | None = None
+    windows: list[str] = Field(default_factory=list)  # e.g. "Mon-Fri 09:00-17:00", UTC
+
+    @model_validator(mode="after")
+    def _cron(self) -> Trigger:
+        if self.type == "cron" and (not self.cron or self.retrain is None):
+            raise ValueError("a cron trigger needs `cron` and `retrain`")
+        return self
+
+
+class RolloutPolicy(Spec):
+    name: str
+    target: Target
+    steps: list[Step] = Field(default_factory=list)
+    step_weights: list[float] = Field(default_factory=list, alias="stepWeights")
+    metrics: list[Metric]
+    decisions: Decisions = Field(default_factory=Decisions)
+    trigger: Trigger = Field(default_factory=Trigger)
+
+    @model_validator(mode="after")
+    def _steps(self) -> RolloutPolicy:
+        if self.steps and self.step_weights:
+            raise ValueError("give `steps` or the `stepWeights` shorthand, not both")
+        if not self.steps and not self.step_weights:
+            raise ValueError("give the rollout `steps` (or `stepWeights: [5, 25, 50]`)")
+        if sum(1 for m in self.metrics if m.role == "primary") > 1:
+            raise ValueError("at most one metric may be primary")
+        for values in (self.step_weights,):
+            if any(not 0 < w <= 100 for w in values):
+                raise ValueError("step weights are percents in (0, 100]")
+        return self
+
+    @property
+    def plan(self) -> list[Step]:
+        """The steps, with the shorthand expanded: each weight is set, then analysed."""
+        if self.steps:
+            return list(self.steps)
+        out: list[Step] = []
+        for i, weight in enumerate(self.step_weights):
+            out.append(Step.model_validate({"setWeight": {"percent": weight}}))
+            final = i == len(self.step_weights) - 1
+            out.append(Step.model_validate({"analysis": {"final": final}}))
+        return out
+
+    @property
+    def primary(self) -> Metric | None:
+        return next((m for m in self.metrics if m.role == "primary"), None)
+
+    def seconds(self, field: str) -> float:
+        return parse_duration(getattr(self.decisions, field)).total_seconds()
+
+
+def load(path: Path) -> tuple[RolloutPolicy, str]:
+    """The policy and its text (kept with the rollout, with its hash)."""
+    policy = yamlconfig.load(path, RolloutPolicy)
+    return policy, path.read_text()
+
+
+def parse(text: str, name: str = "<policy>") -> RolloutPolicy:
+    return yamlconfig.parse(text, RolloutPolicy, name)
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def longest_duration(policy: RolloutPolicy) -> timedelta:
+    """The longest the rollout can run: every timed step, or the max duration, whichever is longer."""
+    timed = sum(
+        (
+            parse_duration(s.bake.duration)
+            if s.bake
+            else parse_duration(s.shadow.duration)
+            if s.shadow
+            else parse_duration(s.pause.duration)
+            if s.pause and s.pause.duration
+            else timedelta(0)
+            for s in policy.plan
+        ),
+        timedelta(0),
+    )
+    return max(timed, parse_duration(policy.decisions.max_duration))
+
+
+def describe_plan(policy: RolloutPolicy) -> list[dict[str, Any]]:
+    """One row per step: what happens, the weight in force, and what ends the step."""
+    rows, weight = [], 0.0
+    for index, step in enumerate(policy.plan):
+        if step.set_weight:
+            weight = step.set_weight.percent
+            what, ends = f"set candidate weight to {weight:g}%", "the endpoint reports the weights"
+        elif step.analysis:
+            checks = "harm tests only" if not step.analysis.final else "all metrics"
+            what = f"analyse at {weight:g}% ({checks})"
+            limits = f"{policy.decisions.max_samples} samples per arm or {policy.decisions.max_duration}"
+            ends = (
+                f"a decision, or {limits}" if step.analysis.final else "guardrails' minimum samples, no harm"
+            )
+        elif step.bake:
+            what, ends = f"bake at {weight:g}%", step.bake.duration
+        elif step.pause:
+            what = f"pause at {weight:g}%"
+            ends = step.pause.duration or "`variantctl rollout resume`"
+        else:
+            assert step.shadow is not None
+            what, ends = f"shadow {step.shadow.percent:g}% of requests", step.shadow.duration
+        rows.append({"step": index, "what": what, "until": ends})
+    return rows

@@ -1,0 +1,327 @@
+"""decide(state, policy, observations, now) -> Decision. Pure: no I/O, no clock, no randomness.
+
+Rules, in order:
+1. a decision already made is final;
+2. operator intents: abort (roll back now), promote (skip the analysis), pause, resume;
+3. a paused rollout waits (a timed pause ends by itself); a busy endpoint waits;
+4. any guardrail's harm test rejecting rolls back, at every step with traffic;
+5. the current step: set the weight, bake, pause, or analyse; at the end of the plan, promote.
+An analysis promotes when the primary's lower bound clears -margin (0 under superiority), every
+metric has its minimum sample and the minimum duration has passed; it rolls back when the primary's
+upper bound is below -margin; at the maximum samples or duration it applies `onInconclusive`.
+Statistics restart with each phase (weights are fixed within one), except the error-count e-value,
+which multiplies across phases validly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from manager.clock import parse_duration
+from manager.policy import Metric, RolloutPolicy
+from manager.stats.evalues import ErrorWindow, HarmEvidence
+from manager.stats.sequences import Arm, difference_sequence
+
+Action = Literal["wait", "set_weight", "advance", "pause", "resume", "promote", "rollback"]
+FINAL_STATES = frozenset({"promoted", "rolled_back", "aborted", "failed"})
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    state: str  # running | paused | promoting | rolling_back | promoted | rolled_back | aborted | failed
+    step: int
+    phase: int
+    weight: float  # the candidate's percent of traffic in force now
+    started_at: datetime
+    step_started_at: datetime
+    phase_started_at: datetime
+    endpoint_ready: bool = True  # InService, with the weights the rollout set
+    intent: str | None = None
+    intent_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class PhaseData:
+    """One metric in one phase: the two arms, and per-window error counts for error metrics."""
+
+    phase: int
+    baseline: Arm
+    candidate: Arm
+    windows: tuple[ErrorWindow, ...] = ()
+
+
+Observations = Mapping[str, Sequence[PhaseData]]  # by metric name
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    weight: float | None = None  # for set_weight
+    next_step: int | None = None  # for advance and resume
+
+    @property
+    def final(self) -> bool:
+        return self.action in ("promote", "rollback")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    metric: str
+    status: Literal["pass", "fail", "inconclusive", "no_data"]
+    evidence: dict[str, Any]
+    dry_run: bool
+    samples_met: bool
+
+
+def _improvement(metric: Metric, interval_low: float, interval_high: float) -> tuple[float, float]:
+    """The interval on "how much better the candidate is", whichever way the metric points."""
+    return (interval_low, interval_high) if metric.higher_is_better else (-interval_high, -interval_low)
+
+
+def judge(
+    metric: Metric, phases: Sequence[PhaseData], phase: int, policy: RolloutPolicy, harm_only: bool
+) -> Verdict:
+    """One metric's verdict at this look."""
+    current = next((p for p in phases if p.phase == phase), None)
+    evidence: dict[str, Any] = {"metric": metric.name, "role": metric.role, "phase": phase}
+    if metric.kind == "errors":
+        evidence_value = HarmEvidence()
+        windows = 0
+        for data in phases:
+            for w in data.windows:
+                evidence_value.add(w)
+                windows += 1
+        n_c = sum(p.candidate.n for p in phases)
+        e = evidence_value.value
+        evidence.update(
+            {
+                "e_value": e,
+                "threshold": 1 / metric.alpha,
+                "windows": windows,
+                "candidate_requests": n_c,
+                "baseline_requests": sum(p.baseline.n for p in phases),
+                "candidate_errors": sum(p.candidate.total for p in phases),
+                "baseline_errors": sum(p.baseline.total for p in phases),
+            }
+        )
+        if n_c == 0:
+            return Verdict(metric.name, "no_data", evidence, metric.dry_run, metric.min_samples == 0)
+        status: Literal["pass", "fail", "inconclusive", "no_data"] = (
+            "fail" if e >= 1 / metric.alpha else "pass"
+        )
+        return Verdict(metric.name, status, evidence, metric.dry_run, n_c >= metric.min_samples)
+    if current is None or current.candidate.n == 0 or current.baseline.n == 0:
+        return Verdict(metric.name, "no_data", evidence, metric.dry_run, metric.min_samples == 0)
+    base, cand = current.baseline, current.candidate
+    samples_met = min(base.n, cand.n) >= metric.min_samples
+    evidence.update(
+        {"baseline_n": base.n, "candidate_n": cand.n, "baseline_mean": base.mean, "candidate_mean": cand.mean}
+    )
+    test = metric.test
+    if test.type == "threshold":
+        too_high = test.maximum is not None and cand.mean > test.maximum
+        too_low = test.minimum is not None and cand.mean < test.minimum
+        evidence.update({"max": test.maximum, "min": test.minimum})
+        bad = (too_high or too_low) and samples_met
+        return Verdict(
+            metric.name,
+            "fail" if bad else "pass" if samples_met else "inconclusive",
+            evidence,
+            metric.dry_run,
+            samples_met,
+        )
+    if test.type == "relative":
+        change = cand.mean / base.mean - 1 if base.mean else math.inf
+        worse = change if not metric.higher_is_better else -change
+        evidence.update({"relative_change": change, "max_increase": test.max_increase})
+        bad = test.max_increase is not None and worse > test.max_increase and samples_met
+        return Verdict(
+            metric.name,
+            "fail" if bad else "pass" if samples_met else "inconclusive",
+            evidence,
+            metric.dry_run,
+            samples_met,
+        )
+    interval = difference_sequence(
+        base, cand, metric.alpha, policy.decisions.planned_samples, metric.kind == "proportion"
+    )
+    low, high = _improvement(metric, interval.low, interval.high)
+    margin = test.margin
+    evidence.update(
+        {
+            "improvement_low": low,
+            "improvement_high": high,
+            "margin": margin,
+            "estimate": interval.estimate,
+            "alpha": metric.alpha,
+        }
+    )
+    if high < -margin:
+        return Verdict(metric.name, "fail", evidence, metric.dry_run, samples_met)
+    if harm_only or metric.role == "guardrail":
+        return Verdict(
+            metric.name, "pass" if samples_met else "inconclusive", evidence, metric.dry_run, samples_met
+        )
+    floor = 0.0 if policy.decisions.superiority else -margin
+    status = "pass" if low > floor and samples_met else "inconclusive"
+    return Verdict(metric.name, status, evidence, metric.dry_run, samples_met)
+
+
+def decide(state: RolloutState, policy: RolloutPolicy, observations: Observations, now: datetime) -> Decision:
+    if state.state in FINAL_STATES:
+        return Decision("wait", f"the rollout is {state.state}; that decision is final")
+    if state.intent == "abort":
+        return Decision(
+            "rollback",
+            f"aborted by the operator: {state.intent_reason or 'no reason given'}",
+            {"intent": "abort"},
+        )
+    if state.intent == "promote":
+        return Decision(
+            "promote",
+            f"promoted by the operator, skipping the analysis: {state.intent_reason or 'no reason given'}",
+            {"intent": "promote", "forced": True},
+        )
+    plan = policy.plan
+    step = plan[state.step] if state.step < len(plan) else None
+    if state.state == "paused":
+        # Resuming from a pause step moves past it; resuming an operator's pause continues the same step.
+        after = state.step + 1 if step is not None and step.pause is not None else state.step
+        if state.intent == "resume":
+            return Decision("resume", "resumed by the operator", next_step=after)
+        timed = step.pause.duration if step is not None and step.pause is not None else None
+        if timed and now - state.step_started_at >= parse_duration(timed):
+            return Decision("resume", f"timed pause of {timed} is over", next_step=after)
+        return Decision("wait", "paused")
+    if state.intent == "pause":
+        return Decision("pause", f"paused by the operator: {state.intent_reason or 'no reason given'}")
+    if not state.endpoint_ready:
+        return Decision("wait", "the endpoint is updating")
+
+    harm_only = not (step is not None and step.analysis is not None and step.analysis.final)
+    verdicts = [
+        judge(m, observations.get(m.name, ()), state.phase, policy, harm_only) for m in policy.metrics
+    ]
+    evidence = {
+        "step": state.step,
+        "phase": state.phase,
+        "weight": state.weight,
+        "metrics": {v.metric: {**v.evidence, "status": v.status, "dry_run": v.dry_run} for v in verdicts},
+    }
+    live = [v for v in verdicts if not v.dry_run]
+    by_name = {m.name: m for m in policy.metrics}
+    if state.weight > 0:
+        harmful = [v.metric for v in live if v.status == "fail" and by_name[v.metric].role == "guardrail"]
+        harmful += [
+            v.metric
+            for v in live
+            if v.status == "no_data" and by_name[v.metric].on_no_data == "fail" and v.samples_met
+        ]
+        if harmful:
+            return Decision("rollback", f"guardrail {', '.join(harmful)} shows harm", evidence)
+    elapsed = now - state.started_at
+    if elapsed >= parse_duration(policy.decisions.max_duration) and step is not None:
+        return _inconclusive(
+            policy, f"the maximum duration {policy.decisions.max_duration} passed", evidence, state
+        )
+
+    if step is None:
+        return Decision("promote", "every step passed", evidence)
+    if step.set_weight is not None:
+        if abs(state.weight - step.set_weight.percent) > 1e-9:
+            return Decision(
+                "set_weight",
+                f"step {state.step}: candidate to {step.set_weight.percent:g}%",
+                evidence,
+                weight=step.set_weight.percent,
+            )
+        return Decision("advance", f"candidate at {state.weight:g}%", evidence, next_step=state.step + 1)
+    for timed, label in ((step.bake, "bake"), (step.shadow, "shadow")):
+        if timed is not None:
+            if now - state.step_started_at >= parse_duration(timed.duration):
+                return Decision(
+                    "advance", f"{label} of {timed.duration} done", evidence, next_step=state.step + 1
+                )
+            return Decision("wait", f"{label} until {timed.duration} have passed", evidence)
+    if step.pause is not None:
+        return Decision(
+            "pause",
+            "manual gate: waiting for `variantctl rollout resume`"
+            if not step.pause.duration
+            else f"pause for {step.pause.duration}",
+            evidence,
+        )
+    assert step.analysis is not None
+    return _analysis(policy, state, verdicts, evidence, now, final=step.analysis.final)
+
+
+def _analysis(
+    policy: RolloutPolicy,
+    state: RolloutState,
+    verdicts: list[Verdict],
+    evidence: dict[str, Any],
+    now: datetime,
+    final: bool,
+) -> Decision:
+    by_name = {m.name: m for m in policy.metrics}
+    live = [v for v in verdicts if not v.dry_run]
+    primary = policy.primary
+    if final and primary is not None:
+        verdict = next(v for v in verdicts if v.metric == primary.name)
+        if verdict.status == "fail" and not verdict.dry_run:
+            return Decision(
+                "rollback",
+                f"{primary.name}: the candidate is worse than the baseline by more "
+                f"than the margin {primary.test.margin:g}",
+                evidence,
+            )
+    for v in live:
+        if v.status == "no_data" and by_name[v.metric].on_no_data == "fail":
+            return Decision("rollback", f"{v.metric}: no data, and the policy says that fails", evidence)
+    ready = all(
+        v.samples_met or (v.status == "no_data" and by_name[v.metric].on_no_data == "pass") for v in live
+    )
+    if not final:
+        if ready:
+            return Decision(
+                "advance", "no harm seen with the minimum samples", evidence, next_step=state.step + 1
+            )
+        return _limits_or_wait(policy, state, evidence, "collecting the guardrails' minimum samples")
+    settled = all(
+        v.status == "pass" or (v.status == "no_data" and by_name[v.metric].on_no_data == "pass") for v in live
+    )
+    min_duration = parse_duration(policy.decisions.min_duration)
+    if settled and ready and now - state.phase_started_at >= min_duration:
+        return Decision(
+            "promote",
+            "non-inferiority shown" if not policy.decisions.superiority else "superiority shown",
+            evidence,
+            next_step=state.step + 1,
+        )
+    return _limits_or_wait(policy, state, evidence, "not decided yet")
+
+
+def _limits_or_wait(
+    policy: RolloutPolicy, state: RolloutState, evidence: dict[str, Any], why: str
+) -> Decision:
+    samples = max((m.get("candidate_n", 0) for m in evidence["metrics"].values()), default=0)
+    if samples >= policy.decisions.max_samples:
+        return _inconclusive(
+            policy, f"{policy.decisions.max_samples} samples per arm and no decision", evidence, state
+        )
+    return Decision("wait", why, evidence)
+
+
+def _inconclusive(policy: RolloutPolicy, why: str, evidence: dict[str, Any], state: RolloutState) -> Decision:
+    action = policy.decisions.on_inconclusive
+    if action == "rollback":
+        return Decision("rollback", f"inconclusive: {why}", evidence)
+    if action == "pause":
+        return Decision("pause", f"inconclusive: {why}; waiting for an operator", evidence)
+    return Decision("wait", f"inconclusive: {why}; extending", evidence)
