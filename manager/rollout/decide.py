@@ -242,13 +242,12 @@ def decide(state: RolloutState, policy: RolloutPolicy, observations: Observation
                 weight=step.set_weight.percent,
             )
         return Decision("advance", f"candidate at {state.weight:g}%", evidence, next_step=state.step + 1)
-    for timed, label in ((step.bake, "bake"), (step.shadow, "shadow")):
-        if timed is not None:
-            if now - state.step_started_at >= parse_duration(timed.duration):
-                return Decision(
-                    "advance", f"{label} of {timed.duration} done", evidence, next_step=state.step + 1
-                )
-            return Decision("wait", f"{label} until {timed.duration} have passed", evidence)
+    hold = step.bake.duration if step.bake else step.shadow.duration if step.shadow else None
+    if hold is not None:
+        label = "bake" if step.bake else "shadow"
+        if now - state.step_started_at >= parse_duration(hold):
+            return Decision("advance", f"{label} of {hold} done", evidence, next_step=state.step + 1)
+        return Decision("wait", f"{label} until {hold} have passed", evidence)
     if step.pause is not None:
         return Decision(
             "pause",
