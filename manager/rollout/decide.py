@@ -287,7 +287,11 @@ def _analysis(
         v.samples_met or (v.status == "no_data" and by_name[v.metric].on_no_data == "pass") for v in live
     )
     if not final:
-        if ready:
+        guards = [v for v in live if by_name[v.metric].role == "guardrail"]
+        if all(
+            v.samples_met or (v.status == "no_data" and by_name[v.metric].on_no_data == "pass")
+            for v in guards
+        ):
             return Decision(
                 "advance", "no harm seen with the minimum samples", evidence, next_step=state.step + 1
             )
