@@ -193,6 +193,13 @@ class Rollout(Base):
     finished_at: Mapped[datetime | None]
     outcome: Mapped[str | None] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
+    # What the reconciler needs to pick up after a crash: the step's start, the candidate's share in
+    # force, the platform change it meant to make (written before the call), and how far metrics were read.
+    step_started_at: Mapped[datetime | None]
+    weight: Mapped[float] = mapped_column(Float, default=0.0)
+    pending: Mapped[dict[str, Any] | None]
+    intent_reason: Mapped[str | None] = mapped_column(Text)
+    metrics_cursor: Mapped[datetime | None]
 
     endpoint: Mapped[Endpoint] = relationship()
     baseline: Mapped[ModelVersion] = relationship(foreign_keys=[baseline_version_id])
@@ -312,3 +319,13 @@ class PendingLabel(Base):
     inference_id: Mapped[str] = mapped_column(String(256), primary_key=True)
     labels: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class EndpointLease(Base):
+    """Which daemon may act on an endpoint, until when: two daemons never act on the same rollout."""
+
+    __tablename__ = "endpoint_leases"
+
+    endpoint: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime]
