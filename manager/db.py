@@ -128,3 +128,14 @@ def ensure_parent_writable(url: str) -> None:
 
 def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK)
+
+
+def insert_for(session: Session) -> Any:
+    """INSERT with ON CONFLICT for this session's database: SQLite's or PostgreSQL's (the same API)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert

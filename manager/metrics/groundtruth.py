@@ -31,7 +31,7 @@ from sqlalchemy import Connection, String, Table, delete, select, type_coerce, u
 from sqlalchemy.orm import Session
 
 from manager.clock import utcnow
-from manager.db import Database
+from manager.db import Database, insert_for
 from manager.metrics.stores import ObjectInfo, ObjectStore, open_store
 from manager.registry.tables import (
     CapturedInference,
@@ -269,17 +269,6 @@ class RegistryPhases:
 # ---- writing ------------------------------------------------------------------------------------
 
 
-def _insert(session: Session) -> Any:
-    """INSERT with ON CONFLICT for this database (SQLite or PostgreSQL; same construct for both)."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert
-
-
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), IN_CHUNK):
         yield items[i : i + IN_CHUNK]
@@ -432,7 +421,9 @@ class GroundTruthIngestor:
         inserted = (
             list(
                 conn.scalars(
-                    _insert(session)(_CAPTURED).on_conflict_do_nothing().returning(_CAPTURED.c.inference_id),
+                    insert_for(session)(_CAPTURED)
+                    .on_conflict_do_nothing()
+                    .returning(_CAPTURED.c.inference_id),
                     list(rows.values()),
                 )
             )
@@ -527,7 +518,7 @@ class GroundTruthIngestor:
                 delta[2] += value * value
         report.joined += len(matched)
         report.malformed += malformed
-        insert = _insert(session)
+        insert = insert_for(session)
         if deltas:
             table = Observation.__table__
             stmt = insert(table)

@@ -1,0 +1,592 @@
+"""observe -> decide -> apply -> record, level-triggered and idempotent.
+
+Each tick, for each active rollout whose endpoint lease this reconciler holds:
+1. observe: the endpoint as the platform reports it, and new metric windows;
+2. finish what a previous tick (or a crashed process) started: the change it meant to make is
+   written in `rollouts.pending` before the platform call, so after a crash it is looked for on the
+   endpoint and made again if it never happened (every platform operation is safe to repeat);
+3. decide, purely, from the registry's observations;
+4. apply: write the intent and its audit event in one transaction, then call the platform.
+A crash between any two statements leaves either the old state (the next tick decides again) or the
+intent (the next tick finishes it): never a double promotion, a lost rollout or a broken history.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from manager import audit
+from manager import policy as policies
+from manager.clock import utcnow
+from manager.db import Database
+from manager.metrics.base import MetricSource, MetricsUnavailable
+from manager.platforms import traffic
+from manager.platforms.base import (
+    BlueGreen,
+    CaptureSpec,
+    ConfigSpec,
+    EndpointPlatform,
+    EndpointState,
+    ModelSpec,
+    NotNow,
+    PlatformError,
+    VariantSpec,
+)
+from manager.platforms.sagemaker import readable_name
+from manager.registry import rollouts as registry
+from manager.registry.tables import (
+    ConfigVariant,
+    EndpointConfig,
+    EndpointLease,
+    ModelVersion,
+    Observation,
+    Rollout,
+    RolloutPhase,
+)
+from manager.registry.vocabulary import ACTIVE_ROLLOUT_STATES
+from manager.rollout.decide import Decision, RolloutState, decide
+
+log = logging.getLogger("variantctl.reconcile")
+CRASH_ENV = "VARIANTCTL_CRASH_AT"
+DEFAULT_IMAGE = "local/sklearn:1.9"
+
+
+def crash_point(name: str) -> None:
+    """For crash tests: die here, as `kill -9` would, when VARIANTCTL_CRASH_AT names this point."""
+    if os.environ.get(CRASH_ENV) == name:
+        os._exit(137)
+
+
+def sagemaker_model_name(version: ModelVersion) -> str:
+    return f"{version.name[:55].rstrip('-')}-v{version.version}"
+
+
+@dataclass
+class Outcome:
+    rollout_id: int
+    endpoint: str
+    did: str
+    detail: str = ""
+
+
+@dataclass
+class Reconciler:
+    database: Database
+    platform: EndpointPlatform
+    metrics: MetricSource | None = None
+    owner: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+    clock: Callable[[], datetime] = utcnow
+    lease_ttl: timedelta = timedelta(seconds=60)
+    image_uri: str = DEFAULT_IMAGE
+    role_arn: str | None = None
+    actor: str = "daemon"
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def tick(self) -> list[Outcome]:
+        with self.database.read() as session:
+            ids = list(
+                session.scalars(
+                    select(Rollout.id).where(Rollout.state.in_(ACTIVE_ROLLOUT_STATES)).order_by(Rollout.id)
+                )
+            )
+        outcomes = []
+        for rollout_id in ids:
+            try:
+                outcomes.append(self.reconcile(rollout_id))
+            except NotNow as exc:
+                outcomes.append(Outcome(rollout_id, "", "wait", str(exc)))
+            except (PlatformError, MetricsUnavailable) as exc:
+                log.warning("rollout %s: %s", rollout_id, exc)
+                outcomes.append(Outcome(rollout_id, "", "error", str(exc)))
+        return outcomes
+
+    def reconcile(self, rollout_id: int) -> Outcome:
+        now = self.clock()
+        with self.database.write() as session:
+            rollout = session.get(Rollout, rollout_id)
+            if rollout is None or rollout.state not in ACTIVE_ROLLOUT_STATES:
+                return Outcome(rollout_id, "", "skip", "not active")
+            endpoint = rollout.endpoint.name
+            if not self._lease(session, endpoint, now):
+                return Outcome(rollout_id, endpoint, "skip", "another daemon holds the lease")
+            policy = policies.parse(rollout.policy_yaml, f"rollout {rollout_id} policy")
+        state = self.platform.describe(endpoint)
+        if state is None:
+            raise PlatformError(f"endpoint {endpoint} does not exist on the platform")
+        with self.database.read() as session:
+            rollout = session.get(Rollout, rollout_id)
+            assert rollout is not None
+            pending, current = rollout.pending, rollout.state
+        if current == "pending":
+            return self._deploy(rollout_id, policy, state, now)
+        if current in ("promoting", "rolling_back"):
+            return self._finish(rollout_id, policy, state, now)
+        if pending and pending.get("op") == "set_weight":
+            settled = self._settle_weight(rollout_id, policy, state, pending, now)
+            if settled is not None:
+                return settled
+        self._read_metrics(rollout_id, policy, now)
+        return self._decide_and_apply(rollout_id, policy, state, now)
+
+    def _lease(self, session: Session, endpoint: str, now: datetime) -> bool:
+        lease = session.get(EndpointLease, endpoint)
+        if lease is None:
+            session.add(EndpointLease(endpoint=endpoint, owner=self.owner, expires_at=now + self.lease_ttl))
+            return True
+        if lease.owner != self.owner and lease.expires_at > now:
+            return False
+        lease.owner, lease.expires_at = self.owner, now + self.lease_ttl
+        return True
+
+    # ---- records ----------------------------------------------------------------------------
+
+    def _event(
+        self,
+        session: Session,
+        rollout: Rollout,
+        action: str,
+        reason: str,
+        payload: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        audit.append(
+            session,
+            self.actor,
+            audit.Event(
+                action=action,
+                subject_type="rollout",
+                subject_id=str(rollout.id),
+                endpoint=rollout.endpoint.name,
+                model=rollout.candidate.name,
+                reason=reason,
+                payload=payload,
+            ),
+            at=now,
+        )
+
+    # ---- configs ----------------------------------------------------------------------------
+
+    def _model(self, version: ModelVersion) -> ModelSpec:
+        return ModelSpec(
+            sagemaker_model_name(version),
+            version.image_uri or self.image_uri,
+            version.artifact_uri,
+            self.role_arn,
+        )
+
+    def _config(
+        self,
+        policy: policies.RolloutPolicy,
+        variants: list[tuple[str, ModelVersion, float]],
+        label: str,
+        now: datetime,
+    ) -> ConfigSpec:
+        target = policy.target
+        capture = CaptureSpec(target.capture_destination) if target.capture_destination else None
+        specs = tuple(
+            VariantSpec(name, sagemaker_model_name(v), target.instance_type, target.instance_count, w)
+            for name, v, w in variants
+        )
+        draft = ConfigSpec("draft", specs, capture)
+        return ConfigSpec(readable_name(f"{target.endpoint}-{label}", draft, now), specs, capture)
+
+    def _record_config(
+        self,
+        session: Session,
+        rollout: Rollout,
+        spec: ConfigSpec,
+        versions: dict[str, ModelVersion],
+        make_current: bool,
+    ) -> None:
+        row = session.scalar(select(EndpointConfig).where(EndpointConfig.name == spec.name))
+        if row is None:
+            row = EndpointConfig(
+                name=spec.name,
+                endpoint_name=rollout.endpoint.name,
+                data_capture={"destination": spec.capture.destination} if spec.capture else None,
+            )
+            for v in spec.variants:
+                row.variants.append(
+                    ConfigVariant(
+                        variant_name=v.name,
+                        model_version_id=versions[v.name].id,
+                        instance_type=v.instance_type,
+                        instance_count=v.instance_count,
+                        initial_weight=v.weight,
+                    )
+                )
+            session.add(row)
+            session.flush()
+        if make_current:
+            rollout.endpoint.current_config_id = row.id
+
+    def _ensure(self, spec: ConfigSpec, versions: list[ModelVersion]) -> None:
+        for version in versions:
+            self.platform.ensure_model(self._model(version))
+        self.platform.ensure_endpoint_config(spec)
+
+    # ---- deploying the candidate beside the baseline -------------------------------------------
+
+    def _deploy(
+        self, rollout_id: int, policy: policies.RolloutPolicy, state: EndpointState, now: datetime
+    ) -> Outcome:
+        target = policy.target
+        with self.database.write() as session:
+            rollout = session.get(Rollout, rollout_id)
+            assert rollout is not None
+            if rollout.intent == "abort":
+                rollout.state, rollout.outcome, rollout.finished_at = "aborted", "aborted", now
+                rollout.reason = f"aborted before deployment: {rollout.intent_reason or 'no reason given'}"
+                self._event(session, rollout, "rollout.aborted", rollout.reason, {}, now)
+                return Outcome(rollout_id, target.endpoint, "aborted")
+            pending = rollout.pending
+            if pending is None:
+                spec = self._config(
+                    policy,
+                    [
+                        (target.baseline_variant, rollout.baseline, 100.0),
+                        (target.candidate_variant, rollout.candidate, 0.0),
+                    ],
+                    "ab",
+                    now,
+                )
+                rollout.pending = {"op": "deploy", "config": spec.name}
+                self._record_config(
+                    session,
+                    rollout,
+                    spec,
+                    {target.baseline_variant: rollout.baseline, target.candidate_variant: rollout.candidate},
+                    False,
+                )
+                self._event(
+                    session,
+                    rollout,
+                    "rollout.deploy",
+                    f"deploying {rollout.candidate.ref} beside {rollout.baseline.ref} at weight 0",
+                    {"config": spec.name},
+                    now,
+                )
+                pending = rollout.pending
+            baseline, candidate = rollout.baseline, rollout.candidate
+        crash_point("deploy-intent")
+        spec = self._config(
+            policy,
+            [(target.baseline_variant, baseline, 100.0), (target.candidate_variant, candidate, 0.0)],
+            "ab",
+            now,
+        )
+        spec = ConfigSpec(pending["config"], spec.variants, spec.capture)
+        if state.config_name == spec.name and not state.busy:
+            with self.database.write() as session:
+                rollout = session.get(Rollout, rollout_id)
+                assert rollout is not None
+                self._record_config(
+                    session,
+                    rollout,
+                    spec,
+                    {target.baseline_variant: baseline, target.candidate_variant: candidate},
+                    True,
+                )
+                rollout.state, rollout.pending, rollout.step, rollout.phase, rollout.weight = (
+                    "running",
+                    None,
+                    0,
+                    0,
+                    0.0,
+                )
+                rollout.step_started_at = rollout.phase_started_at = now
+                session.add(
+                    RolloutPhase(
+                        rollout_id=rollout.id,
+                        phase=0,
+                        started_at=now,
+                        weights={target.baseline_variant: 100.0, target.candidate_variant: 0.0},
+                    )
+                )
+                self._event(
+                    session,
+                    rollout,
+                    "rollout.deployed",
+                    "both variants serve; the candidate at 0%",
+                    {"config": spec.name},
+                    now,
+                )
+            crash_point("deployed")
+            return Outcome(rollout_id, target.endpoint, "deployed")
+        if state.busy:
+            return Outcome(rollout_id, target.endpoint, "wait", f"endpoint {state.status}")
+        if state.failure_reason and state.pending_config is None and state.config_name != spec.name:
+            # An update to the two-variant config ended on the old config: report, and retry next tick.
+            log.warning("deploy of rollout %s failed: %s", rollout_id, state.failure_reason)
+        self._ensure(spec, [baseline, candidate])
+        self.platform.update_endpoint(target.endpoint, spec.name)
+        crash_point("deploy-call")
+        return Outcome(rollout_id, target.endpoint, "deploying", spec.name)
+
+    # ---- weights ----------------------------------------------------------------------------
+
+    def _settle_weight(
+        self,
+        rollout_id: int,
+        policy: policies.RolloutPolicy,
+        state: EndpointState,
+        pending: dict[str, Any],
+        now: datetime,
+    ) -> Outcome | None:
+        """Finish a weight change: once the endpoint reports it, a new phase begins."""
+        target = policy.target
+        wanted = float(pending["weight"])
+        shares = state.shares()
+        arrived = abs(shares.get(target.candidate_variant, 0.0) * 100 - wanted) < 1e-6
+        if state.busy:
+            return Outcome(rollout_id, target.endpoint, "wait", "weights are changing")
+        if not arrived:
+            self.platform.set_weights(
+                target.endpoint, {target.baseline_variant: 100.0 - wanted, target.candidate_variant: wanted}
+            )
+            crash_point("weight-call")
+            return Outcome(rollout_id, target.endpoint, "set_weight", f"{wanted:g}% (again)")
+        with self.database.write() as session:
+            rollout = session.get(Rollout, rollout_id)
+            assert rollout is not None
+            previous = session.get(RolloutPhase, (rollout.id, rollout.phase))
+            if previous is not None and previous.ended_at is None:
+                previous.ended_at = now
+            rollout.phase += 1
+            rollout.weight, rollout.pending, rollout.phase_started_at = wanted, None, now
+            session.add(
+                RolloutPhase(
+                    rollout_id=rollout.id,
+                    phase=rollout.phase,
+                    started_at=now,
+                    weights={target.baseline_variant: 100.0 - wanted, target.candidate_variant: wanted},
+                )
+            )
+            self._event(
+                session,
+                rollout,
+                "rollout.phase",
+                f"phase {rollout.phase}: candidate at {wanted:g}%",
+                {"phase": rollout.phase, "weight": wanted},
+                now,
+            )
+        crash_point("phase")
+        return None
+
+    # ---- metrics ----------------------------------------------------------------------------
+
+    def _read_metrics(self, rollout_id: int, policy: policies.RolloutPolicy, now: datetime) -> None:
+        if self.metrics is None or not any(m.source == "cloudwatch" for m in policy.metrics):
+            return
+        with self.database.read() as session:
+            rollout = session.get(Rollout, rollout_id)
+            assert rollout is not None
+            phases = [
+                (p.phase, p.started_at, p.ended_at) for p in registry.current_phases(session, rollout_id)
+            ]
+            since = rollout.metrics_cursor or (phases[0][1] if phases else now)
+        target = policy.target
+        windows = self.metrics.windows(
+            target.endpoint, [target.baseline_variant, target.candidate_variant], since, now
+        )
+        if not windows:
+            return
+        rows = []
+        for w in windows:
+            # A window counts for a phase only if it lies wholly inside it: weights were fixed throughout.
+            phase = next(
+                (p for p, start, end in phases if w.start >= start and (end is None or w.end <= end)), None
+            )
+            if phase is None:
+                continue
+            rows.append(
+                {
+                    "rollout_id": rollout_id,
+                    "phase": phase,
+                    "variant_name": w.variant,
+                    "metric": w.metric,
+                    "window_start": w.start,
+                    "window_end": w.end,
+                    "n": int(w.n),
+                    "total": w.total,
+                    "total_sq": w.total_sq,
+                }
+            )
+        with self.database.write() as session:
+            if rows:
+                from manager.metrics.groundtruth import _insert
+
+                session.connection().execute(
+                    _insert(session)(Observation.__table__).on_conflict_do_nothing(), rows
+                )
+            rollout = session.get(Rollout, rollout_id)
+            assert rollout is not None
+            rollout.metrics_cursor = max(w.end for w in windows)
+
+    # ---- deciding ---------------------------------------------------------------------------
+
+    def _decide_and_apply(
+        self, rollout_id: int, policy: policies.RolloutPolicy, state: EndpointState, now: datetime
+    ) -> Outcome:
+        target = policy.target
+        with self.database.read() as session:
+            rollout = session.get(Rollout, rollout_id)
+            assert rollout is not None
+            observations = registry.phase_data(
+                session,
+                rollout_id,
+                [m.measure for m in policy.metrics],
+                target.baseline_variant,
+                target.candidate_variant,
+            )
+            current = RolloutState(
+                state=rollout.state,
+                step=rollout.step,
+                phase=rollout.phase,
+                weight=rollout.weight,
+                started_at=rollout.created_at,
+                step_started_at=rollout.step_started_at or rollout.created_at,
+                phase_started_at=rollout.phase_started_at or rollout.created_at,
+                endpoint_ready=not state.busy and rollout.pending is None,
+                intent=rollout.intent,
+                intent_reason=rollout.intent_reason,
+            )
+        by_measure = {m.name: observations.get(m.measure, []) for m in policy.metrics}
+        decision = decide(current, policy, by_measure, now)
+        return self._apply(rollout_id, policy, decision, now)
+
+    def _apply(
+        self, rollout_id: int, policy: policies.RolloutPolicy, decision: Decision, now: datetime
+    ) -> Outcome:
+        target = policy.target
+        if decision.action == "wait":
+            return Outcome(rollout_id, target.endpoint, "wait", decision.reason)
+        with self.database.write() as session:
+            rollout = session.get(Rollout, rollout_id)
+            assert rollout is not None
+            payload = {"decision": decision.action, **decision.evidence}
+            if decision.action == "set_weight":
+                assert decision.weight is not None
+                rollout.pending = {"op": "set_weight", "weight": decision.weight}
+                self._event(session, rollout, "rollout.set_weight", decision.reason, payload, now)
+            elif decision.action == "advance":
+                rollout.step = decision.next_step if decision.next_step is not None else rollout.step + 1
+                rollout.step_started_at = now
+                self._event(session, rollout, "rollout.advance", decision.reason, payload, now)
+            elif decision.action == "pause":
+                rollout.state, rollout.intent = "paused", None
+                self._event(session, rollout, "rollout.pause", decision.reason, payload, now)
+            elif decision.action == "resume":
+                rollout.state, rollout.intent = "running", None
+                rollout.step = decision.next_step if decision.next_step is not None else rollout.step
+                rollout.step_started_at = now
+                self._event(session, rollout, "rollout.resume", decision.reason, payload, now)
+            elif decision.action == "promote":
+                spec = self._config(
+                    policy, [(target.candidate_variant, rollout.candidate, 1.0)], "promoted", now
+                )
+                self._record_config(
+                    session, rollout, spec, {target.candidate_variant: rollout.candidate}, False
+                )
+                rollout.state, rollout.reason = "promoting", decision.reason
+                rollout.pending = {"op": "promote", "config": spec.name}
+                self._event(session, rollout, "rollout.promote", decision.reason, payload, now)
+            else:
+                spec = self._config(
+                    policy, [(target.baseline_variant, rollout.baseline, 1.0)], "rolledback", now
+                )
+                self._record_config(
+                    session, rollout, spec, {target.baseline_variant: rollout.baseline}, False
+                )
+                aborted = rollout.intent == "abort"
+                rollout.state, rollout.reason = "rolling_back", decision.reason
+                rollout.pending = {"op": "rollback", "config": spec.name, "aborted": aborted}
+                self._event(session, rollout, "rollout.rollback", decision.reason, payload, now)
+        crash_point(f"{decision.action}-intent")
+        if decision.action == "set_weight":
+            assert decision.weight is not None
+            self.platform.set_weights(
+                target.endpoint,
+                {target.baseline_variant: 100.0 - decision.weight, target.candidate_variant: decision.weight},
+            )
+            crash_point("weight-call")
+        elif decision.action in ("promote", "rollback"):
+            state = self.platform.describe(target.endpoint)
+            assert state is not None
+            return self._finish(rollout_id, policy, state, now)
+        return Outcome(rollout_id, target.endpoint, decision.action, decision.reason)
+
+    # ---- promotion and rollback ----------------------------------------------------------------
+
+    def _finish(
+        self, rollout_id: int, policy: policies.RolloutPolicy, state: EndpointState, now: datetime
+    ) -> Outcome:
+        target = policy.target
+        with self.database.read() as session:
+            rollout = session.get(Rollout, rollout_id)
+            assert rollout is not None and rollout.pending is not None
+            pending = dict(rollout.pending)
+            baseline, candidate = rollout.baseline, rollout.candidate
+        promoting = pending["op"] == "promote"
+        keep = (target.candidate_variant, candidate) if promoting else (target.baseline_variant, baseline)
+        spec = self._config(policy, [(keep[0], keep[1], 1.0)], "x", now)
+        spec = ConfigSpec(pending["config"], spec.variants, spec.capture)
+        self.platform.ensure_model(self._model(keep[1]))
+        if promoting:
+            bg = (
+                policy.decisions.promotion.blue_green
+                if policy.decisions.promotion.mode == "blueGreen"
+                else None
+            )
+            blue_green = (
+                BlueGreen(bg.routing, bg.size_percent, bg.wait_seconds, tuple(bg.alarms)) if bg else None
+            )
+            step = traffic.promote(self.platform, target.endpoint, spec, blue_green)
+        else:
+            step = traffic.rollback(self.platform, target.endpoint, target.candidate_variant, spec)
+        crash_point(f"{pending['op']}-{step}")
+        if step != "done":
+            return Outcome(rollout_id, target.endpoint, pending["op"], step)
+        with self.database.write() as session:
+            rollout = session.get(Rollout, rollout_id)
+            assert rollout is not None
+            if rollout.state not in ("promoting", "rolling_back"):
+                return Outcome(rollout_id, target.endpoint, "skip", "already finished")
+            self._record_config(session, rollout, spec, {keep[0]: keep[1]}, True)
+            phase = session.get(RolloutPhase, (rollout.id, rollout.phase))
+            if phase is not None and phase.ended_at is None:
+                phase.ended_at = now
+            rollout.pending, rollout.finished_at = None, now
+            if promoting:
+                rollout.state = rollout.outcome = "promoted"
+                rollout.candidate.status, rollout.baseline.status = "serving", "retired"
+                self._event(
+                    session,
+                    rollout,
+                    "rollout.promoted",
+                    f"{candidate.ref} serves all traffic",
+                    {"config": spec.name},
+                    now,
+                )
+            else:
+                rollout.state = rollout.outcome = "aborted" if pending.get("aborted") else "rolled_back"
+                rollout.candidate.status = "rejected"
+                self._event(
+                    session,
+                    rollout,
+                    f"rollout.{rollout.state}",
+                    f"{baseline.ref} serves all traffic",
+                    {"config": spec.name},
+                    now,
+                )
+        crash_point(f"{pending['op']}-recorded")
+        return Outcome(rollout_id, target.endpoint, "promoted" if promoting else "rolled_back")
