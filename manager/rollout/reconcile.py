@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from manager import audit
 from manager import policy as policies
 from manager.clock import utcnow
-from manager.db import Database
+from manager.db import Database, insert_for
 from manager.metrics.base import MetricSource, MetricsUnavailable
 from manager.platforms import traffic
 from manager.platforms.base import (
@@ -423,11 +423,8 @@ class Reconciler:
             )
         with self.database.write() as session:
             if rows:
-                from manager.metrics.groundtruth import _insert
-
-                session.connection().execute(
-                    _insert(session)(Observation.__table__).on_conflict_do_nothing(), rows
-                )
+                statement = insert_for(session)(Observation.__table__).on_conflict_do_nothing()
+                session.connection().execute(statement, rows)
             rollout = session.get(Rollout, rollout_id)
             assert rollout is not None
             rollout.metrics_cursor = max(w.end for w in windows)
