@@ -1,0 +1,261 @@
+"""`variantctl demo`: the whole product in one process, with no AWS.
+
+The local SageMaker serves the endpoint; two scikit-learn models are trained and registered; the
+baseline serves with data capture on; a rollout of the candidate runs under
+examples/policies/demo.yaml while synthetic traffic flows through boto3's sagemaker-runtime client
+and ground truth arrives a little later; the same reconciler and ingestion the daemon runs decide.
+Scenarios: `promote` (a candidate as good), `regression` (a worse candidate), `error-spike`
+(a candidate that fails some requests with a 5xx).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCENARIOS = ("promote", "regression", "error-spike")
+POLICY = Path(__file__).resolve().parent.parent / "examples" / "policies" / "demo.yaml"
+ENDPOINT = "churn-demo"
+
+
+class FlakyModel:
+    """A model that fails a share of its calls: the error-spike scenario's candidate."""
+
+    def __init__(self, inner: Any, failure_rate: float, seed: int = 0) -> None:
+        self.inner = inner
+        self.failure_rate = failure_rate
+        self.rng = random.Random(seed)
+        self.classes_ = inner.classes_
+        self.n_features_in_ = inner.n_features_in_
+
+    def predict(self, x: Any) -> Any:
+        return self.inner.predict(x)
+
+    def predict_proba(self, x: Any) -> Any:
+        if self.rng.random() < self.failure_rate:
+            raise RuntimeError("injected failure: out of memory")
+        return self.inner.predict_proba(x)
+
+
+@dataclass
+class Traffic:
+    """Requests through boto3, and the labels that come back `label_delay` seconds later."""
+
+    runtime: Any
+    rows: np.ndarray
+    labels: np.ndarray
+    ground_truth: Path
+    label_delay: float = 1.0
+    threads: int = 2
+    sent: int = 0
+    failed: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+    _waiting: list[tuple[float, str, float]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> list[threading.Thread]:
+        workers = [threading.Thread(target=self._send, args=(i,), daemon=True) for i in range(self.threads)]
+        workers.append(threading.Thread(target=self._label, daemon=True))
+        for w in workers:
+            w.start()
+        return workers
+
+    def _send(self, seed: int) -> None:
+        from botocore.exceptions import ClientError
+
+        rng = random.Random(seed)
+        while not self.stop.is_set():
+            i = rng.randrange(len(self.rows))
+            inference_id = uuid.uuid4().hex
+            body = ",".join(f"{v:.6g}" for v in self.rows[i])
+            try:
+                self.runtime.invoke_endpoint(
+                    EndpointName=ENDPOINT, ContentType="text/csv", Body=body, InferenceId=inference_id
+                )["Body"].read()
+                with self._lock:
+                    self.sent += 1
+                    self._waiting.append((time.monotonic(), inference_id, float(self.labels[i])))
+            except ClientError:
+                with self._lock:
+                    self.failed += 1
+
+    def _label(self) -> None:
+        while not self.stop.is_set():
+            time.sleep(0.5)
+            cutoff = time.monotonic() - self.label_delay
+            with self._lock:
+                due = [w for w in self._waiting if w[0] <= cutoff]
+                self._waiting = [w for w in self._waiting if w[0] > cutoff]
+            if not due:
+                continue
+            now = datetime.now(UTC)
+            folder = self.ground_truth / now.strftime("%Y/%m/%d/%H")
+            folder.mkdir(parents=True, exist_ok=True)
+            lines = "".join(
+                json.dumps(
+                    {
+                        "groundTruthData": {"data": f"{label:g}", "encoding": "CSV"},
+                        "eventMetadata": {"eventId": inference_id},
+                        "eventVersion": "0",
+                    }
+                )
+                + "\n"
+                for _, inference_id, label in due
+            )
+            with open(folder / f"labels-{uuid.uuid4().hex}.jsonl", "w") as handle:
+                handle.write(lines)
+
+
+def _train(workdir: Path, scenario: str) -> tuple[Any, Any, Any]:
+    """(baseline result, candidate result, held-out split) for the scenario."""
+    from manager import yamlconfig
+    from trainers.config import TrainConfig
+    from trainers.datasets import load, split
+    from trainers.sklearn_local import SklearnTrainer
+
+    text = f"""
+model: churn
+estimator: logistic_regression
+objective: {{metric: roc_auc}}
+output: {workdir / "artifacts"}
+"""
+    config = yamlconfig.parse(text, TrainConfig, "demo training")
+    trainer = SklearnTrainer()
+    data = load("sklearn:breast_cancer")
+    baseline = trainer.train(config, data)
+    shift = {"promote": "noise:0.05", "regression": "noise:4", "error-spike": None}[scenario]
+    candidate = trainer.train(config, load("sklearn:breast_cancer", shift, seed=1))
+    if scenario == "error-spike":
+        import joblib
+
+        path = Path(candidate.artifact_uri[len("file://") :])
+        joblib.dump(FlakyModel(joblib.load(path), failure_rate=0.05), path)
+    return baseline, candidate, split(data)
+
+
+def run(
+    workdir: Path,
+    scenario: str,
+    on_tick: Callable[[dict[str, Any]], None] | None = None,
+    timeout: float = 150.0,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run one scenario in `workdir`; returns the rollout's outcome, reason and evidence."""
+    from manager import audit
+    from manager import policy as policies
+    from manager.db import Database
+    from manager.local_sagemaker import LocalSageMaker
+    from manager.metrics.cloudwatch import CloudWatchSource
+    from manager.metrics.groundtruth import GroundTruthIngestor, QualitySpec
+    from manager.platforms.sagemaker import SageMakerPlatform
+    from manager.registry import migrate, rollouts
+    from manager.registry.tables import Rollout
+    from manager.rollout import endpoints
+    from manager.rollout.reconcile import Reconciler
+    from trainers.base import register
+
+    if scenario not in SCENARIOS:
+        from manager.errors import UserError
+
+        raise UserError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    capture, ground_truth = workdir / "capture", workdir / "ground-truth"
+    database = Database(f"sqlite:///{workdir / 'registry.db'}")
+    migrate.upgrade(database)
+    say(f"[1/6] training a baseline and a {scenario} candidate on breast_cancer")
+    baseline, candidate, held_out = _train(workdir, scenario)
+    with database.write() as session:
+        first = register(session, baseline, "demo")
+        first.status = "approved"
+        second = register(session, candidate, "demo", replaces=first)
+        second.status = "approved"
+        refs = (first.ref, second.ref)
+    with LocalSageMaker(workdir / "sagemaker", provision_delay=0.5, metric_bucket_seconds=1) as host:
+        say(f"[2/6] local SageMaker on {host.url}; deploying {refs[0]} with data capture on")
+        platform = SageMakerPlatform(host.client("sagemaker"))
+        endpoints.create(database, platform, ENDPOINT, refs[0], "demo", capture=capture.as_uri())
+        while (platform.describe(ENDPOINT) or None) is None or platform.describe(ENDPOINT).busy:  # type: ignore[union-attr]
+            time.sleep(0.1)
+        text = (
+            POLICY.read_text()
+            .replace("CAPTURE_URI", capture.as_uri())
+            .replace("GROUND_TRUTH_URI", ground_truth.as_uri())
+        )
+        policy = policies.parse(text, str(POLICY))
+        with database.write() as session:
+            rollout_id = rollouts.start(session, policy, text, "demo", datetime.now(UTC)).id
+        say(f"[3/6] rollout {rollout_id}: {refs[1]} beside {refs[0]} under {POLICY.name}")
+        traffic = Traffic(host.client("sagemaker-runtime"), held_out.x_test, held_out.y_test, ground_truth)
+        reconciler = Reconciler(
+            database,
+            platform,
+            CloudWatchSource(host.client("cloudwatch"), lag=timedelta(seconds=2), period=1),
+            owner="demo",
+            actor="daemon",
+        )
+        # Capture files grow while the host writes them: close one only after 5 s without a write.
+        ingestor = GroundTruthIngestor(database, settle=timedelta(seconds=5))
+        quality = QualitySpec(ENDPOINT, capture.as_uri(), ground_truth.as_uri(), label_ttl=timedelta(hours=1))
+        say("[4/6] traffic through boto3, labels a second later, a reconcile tick every second")
+        workers = traffic.start()
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                ingestor.run(quality)
+                outcomes = reconciler.tick()
+                with database.read() as session:
+                    row = session.get(Rollout, rollout_id)
+                    assert row is not None
+                    snapshot = {
+                        "state": row.state,
+                        "step": row.step,
+                        "phase": row.phase,
+                        "weight": row.weight,
+                        "sent": traffic.sent,
+                        "failed": traffic.failed,
+                        "did": outcomes[0].did if outcomes else "-",
+                        "detail": outcomes[0].detail if outcomes else "",
+                        "reason": row.reason,
+                    }
+                if on_tick:
+                    on_tick(snapshot)
+                if snapshot["state"] in ("promoted", "rolled_back", "aborted", "failed"):
+                    break
+                time.sleep(1.0)
+        finally:
+            traffic.stop.set()
+            for w in workers:
+                w.join(timeout=5)
+    with database.read() as session:
+        row = session.get(Rollout, rollout_id)
+        assert row is not None
+        result = {
+            "rollout": rollout_id,
+            "outcome": row.state,
+            "reason": row.reason,
+            "baseline": refs[0],
+            "candidate": refs[1],
+            "requests": traffic.sent,
+            "failed_requests": traffic.failed,
+        }
+    decision = next(
+        (
+            e
+            for e in audit.history(database, audit.HistoryFilter(endpoint=ENDPOINT, limit=200))
+            if e.action in ("rollout.promote", "rollout.rollback")
+        ),
+        None,
+    )
+    result["evidence"] = json.loads(decision.payload) if decision else {}
+    database.dispose()
+    return result

@@ -1,0 +1,89 @@
+"""Bringing an endpoint under management: create it on the platform serving one registered version."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from manager import audit
+from manager.clock import utcnow
+from manager.db import Database
+from manager.errors import UserError
+from manager.platforms.base import CaptureSpec, ConfigSpec, EndpointPlatform, VariantSpec
+from manager.platforms.sagemaker import readable_name
+from manager.registry import models
+from manager.registry.tables import ConfigVariant, Endpoint, EndpointConfig
+from manager.rollout.reconcile import DEFAULT_IMAGE, sagemaker_model_name
+
+
+def create(
+    database: Database,
+    platform: EndpointPlatform,
+    name: str,
+    model_ref: str,
+    actor: str,
+    variant: str = "baseline",
+    instance_type: str = "ml.m5.large",
+    instance_count: int = 1,
+    capture: str | None = None,
+    image_uri: str = DEFAULT_IMAGE,
+    role_arn: str | None = None,
+) -> str:
+    """Create `name` serving `model_ref` alone; returns the config name. Safe to repeat."""
+    from manager.platforms.base import ModelSpec
+
+    with database.read() as session:
+        version = models.get(session, model_ref)
+        existing = session.scalar(select(Endpoint).where(Endpoint.name == name))
+        if existing is not None and existing.current_config is not None:
+            raise UserError(f"endpoint {name} is already managed (config {existing.current_config.name})")
+        model = ModelSpec(
+            sagemaker_model_name(version), version.image_uri or image_uri, version.artifact_uri, role_arn
+        )
+    spec = ConfigSpec(
+        "draft",
+        (VariantSpec(variant, model.name, instance_type, instance_count, 1.0),),
+        CaptureSpec(capture) if capture else None,
+    )
+    spec = ConfigSpec(readable_name(f"{name}-base", spec, utcnow()), spec.variants, spec.capture)
+    platform.ensure_model(model)
+    platform.ensure_endpoint_config(spec)
+    platform.create_endpoint(name, spec.name)
+    with database.write() as session:
+        version = models.get(session, model_ref)
+        config = EndpointConfig(
+            name=spec.name, endpoint_name=name, data_capture={"destination": capture} if capture else None
+        )
+        config.variants.append(
+            ConfigVariant(
+                variant_name=variant,
+                model_version_id=version.id,
+                instance_type=instance_type,
+                instance_count=instance_count,
+                initial_weight=1.0,
+            )
+        )
+        session.add(config)
+        session.flush()
+        endpoint = session.scalar(select(Endpoint).where(Endpoint.name == name)) or Endpoint(name=name)
+        endpoint.current_config_id = config.id
+        session.add(endpoint)
+        version.status = "serving"
+        audit.append(
+            session,
+            actor,
+            audit.Event(
+                action="endpoint.create",
+                subject_type="endpoint",
+                subject_id=name,
+                endpoint=name,
+                model=version.name,
+                reason=f"serving {version.ref}",
+                payload={
+                    "config": spec.name,
+                    "variant": variant,
+                    "instance_type": instance_type,
+                    "capture": capture,
+                },
+            ),
+        )
+    return spec.name
