@@ -13,12 +13,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+DEMO := .variantctl/demo
+
 run: $(STAMP)
-	$(BIN)/variantctl db upgrade
-	$(BIN)/variantctl models list
-	$(BIN)/variantctl endpoints list
-	$(BIN)/variantctl history --limit 20
-	$(BIN)/variantctl audit verify
+	$(BIN)/variantctl demo --workdir $(DEMO)
+	$(BIN)/variantctl --db $(DEMO)/registry.db history --endpoint churn-demo --limit 15
+	$(BIN)/variantctl --db $(DEMO)/registry.db audit verify
 
 test: lint typecheck unit
 

@@ -134,3 +134,39 @@ def live_status(name: str, wait: bool, timeout: float, poll: float, output: str)
     emit_record(record, output, title=name)
     if state.broken:
         sys.exit(1)
+
+
+@endpoints_group.command("create")
+@click.argument("name")
+@click.option("--model", "model_ref", required=True, metavar="NAME[:VERSION]", help="the version to serve")
+@click.option("--variant", default="baseline", show_default=True)
+@click.option("--instance-type", default="ml.m5.large", show_default=True)
+@click.option("--instance-count", type=click.IntRange(1, 100), default=1, show_default=True)
+@click.option("--capture", metavar="S3_URI", help="turn data capture on, to this destination")
+@click.option("--wait/--no-wait", default=True, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0), default=1800, show_default=True)
+@pass_app
+def create(
+    app: AppContext,
+    name: str,
+    model_ref: str,
+    variant: str,
+    instance_type: str,
+    instance_count: int,
+    capture: str | None,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Create an endpoint serving one registered version, and manage it from now on."""
+    from manager.platforms.sagemaker import SageMakerPlatform
+    from manager.platforms.traffic import wait_for
+    from manager.rollout import endpoints
+
+    platform = SageMakerPlatform.connect()
+    config = endpoints.create(
+        app.database(), platform, name, model_ref, app.actor, variant, instance_type, instance_count, capture
+    )
+    click.echo(f"endpoint {name} is being created with config {config}")
+    if wait:
+        state = wait_for(platform, name, lambda s: not s.busy, timeout, poll=2.0)
+        click.echo(f"endpoint {name}: {state.status}")

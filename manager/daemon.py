@@ -1,0 +1,265 @@
+"""`variantctl daemon`: APScheduler 3 runs the reconcile tick, ground-truth ingestion and the cron
+retrains that policies ask for, with one scheduler per registry (an flock beside the database).
+
+Jobs live in the registry's database (SQLAlchemyJobStore) with fixed ids and `replace_existing`,
+so restarts never duplicate them. SIGTERM lets the current job finish, then exits.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from manager.db import Database
+from manager.errors import UserError
+
+log = logging.getLogger("variantctl.daemon")
+
+
+class JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": record.getMessage(),
+                **getattr(record, "fields", {}),
+            }
+        )
+
+
+def configure_logging(fmt: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonLines() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+@contextmanager
+def scheduler_lock(path: Path) -> Iterator[TextIO]:
+    """One scheduler per registry: two sharing a job store would run every job twice."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115 - held for the daemon's lifetime
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise UserError(f"another daemon ({holder}) holds the scheduler lock {path}; exiting") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+    handle.flush()
+    try:
+        yield handle
+    finally:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        handle.close()
+
+
+@dataclass
+class Runtime:
+    """What jobs need, built once per process (jobs are stored by reference, without it)."""
+
+    database: Database
+    reconciler: Any
+    ingestor: Any
+
+
+_RUNTIMES: dict[str, Runtime] = {}
+
+
+def build_runtime(url: str, owner: str) -> Runtime:
+    import boto3
+
+    from manager.metrics.cloudwatch import CloudWatchSource
+    from manager.metrics.groundtruth import GroundTruthIngestor
+    from manager.platforms.sagemaker import RETRIES, SageMakerPlatform
+    from manager.rollout.reconcile import Reconciler
+
+    database = Database(url)
+    platform = SageMakerPlatform.connect()
+    lag = timedelta(seconds=float(os.environ.get("VARIANTCTL_METRICS_LAG_SECONDS", "180")))
+    period = int(os.environ.get("VARIANTCTL_METRICS_PERIOD_SECONDS", "60"))
+    metrics = CloudWatchSource(boto3.client("cloudwatch", config=RETRIES), lag=lag, period=period)
+    settle = timedelta(seconds=float(os.environ.get("VARIANTCTL_CAPTURE_SETTLE_SECONDS", "7200")))
+    return Runtime(
+        database,
+        Reconciler(database, platform, metrics, owner=owner, actor="daemon"),
+        GroundTruthIngestor(database, s3_client=boto3.client("s3", config=RETRIES), settle=settle),
+    )
+
+
+def reconcile_job(url: str) -> None:
+    for outcome in _RUNTIMES[url].reconciler.tick():
+        if outcome.did not in ("wait", "skip"):
+            log.info(
+                "rollout %s on %s: %s %s",
+                outcome.rollout_id,
+                outcome.endpoint,
+                outcome.did,
+                outcome.detail,
+                extra={
+                    "fields": {
+                        "rollout": outcome.rollout_id,
+                        "endpoint": outcome.endpoint,
+                        "action": outcome.did,
+                        "detail": outcome.detail,
+                    }
+                },
+            )
+
+
+def ingest_job(url: str) -> None:
+    from sqlalchemy import select
+
+    from manager import policy as policies
+    from manager.metrics.groundtruth import QualitySpec
+    from manager.registry.tables import Rollout
+    from manager.registry.vocabulary import ACTIVE_ROLLOUT_STATES
+
+    runtime = _RUNTIMES[url]
+    with runtime.database.read() as session:
+        texts = list(
+            session.scalars(select(Rollout.policy_yaml).where(Rollout.state.in_(ACTIVE_ROLLOUT_STATES)))
+        )
+    for text in texts:
+        policy = policies.parse(text)
+        target = policy.target
+        if (
+            target.capture_destination
+            and target.ground_truth
+            and any(m.source == "quality" for m in policy.metrics)
+        ):
+            report = runtime.ingestor.run(
+                QualitySpec(target.endpoint, target.capture_destination, target.ground_truth)
+            )
+            if report.joined or report.malformed or report.file_errors:
+                log.info(
+                    "ingested %s: %s joined, %s malformed", target.endpoint, report.joined, report.malformed
+                )
+
+
+def retrain_job(url: str, policy_path: str, job_id: str) -> None:
+    """A cron trigger: retrain, gate offline, then start the rollout, with no human in the loop."""
+    from manager import policy as policies
+    from manager import yamlconfig
+    from manager.clock import utcnow
+    from manager.registry import rollouts
+    from trainers.base import current_baseline, register
+    from trainers.config import TrainConfig
+    from trainers.datasets import load
+    from trainers.gate import local_scorer, offline_gate
+    from trainers.sklearn_local import SklearnTrainer
+
+    actor = f"scheduler:{job_id}"
+    policy, text = policies.load(Path(policy_path))
+    retrain = policy.trigger.retrain
+    assert retrain is not None
+    if not within_windows(policy.trigger.windows, utcnow()):
+        log.info("%s: outside the allowed windows; not retraining", job_id)
+        return
+    config = yamlconfig.load(Path(retrain.config), TrainConfig)
+    data = load(retrain.data, retrain.shift)
+    result = SklearnTrainer().train(config, data)
+    database = _RUNTIMES[url].database
+    with database.write() as session:
+        baseline = current_baseline(session, config.model)
+        version = register(session, result, actor, baseline)
+        if config.gate is None:
+            version.status = "approved"
+        else:
+            offline_gate(session, config, data, version, baseline, local_scorer(data.task), actor)
+        passed = version.status == "approved"
+    if passed:
+        with database.write() as session:
+            rollouts.start(session, policy, text, actor, utcnow())
+        log.info("%s: started a rollout of the new candidate", job_id)
+
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def within_windows(windows: list[str], now: datetime) -> bool:
+    """`Mon-Fri 09:00-17:00` (UTC) style windows; none means always."""
+    if not windows:
+        return True
+    for window in windows:
+        days, _, hours = window.strip().partition(" ")
+        first, _, last = days.lower().partition("-")
+        start, _, end = hours.partition("-")
+        lo, hi = DAYS.index(first[:3]), DAYS.index((last or first)[:3])
+        day_ok = lo <= now.weekday() <= hi if lo <= hi else now.weekday() >= lo or now.weekday() <= hi
+        clock = now.strftime("%H:%M")
+        if day_ok and start <= clock < end:
+            return True
+    return False
+
+
+def run(url: str, tick: float, ingest_every: float, policies_dir: Path | None, once: bool) -> None:
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.cron import CronTrigger
+
+    from manager import policy as policies
+    from manager.db import sqlite_path
+
+    lock_path = (
+        Path(f"{sqlite_path(url)}.daemon.lock")
+        if sqlite_path(url)
+        else Path.home() / ".variantctl-daemon.lock"
+    )
+    with scheduler_lock(lock_path):
+        owner = f"{socket.gethostname()}:{os.getpid()}"
+        _RUNTIMES[url] = build_runtime(url, owner)
+        if once:
+            ingest_job(url)
+            reconcile_job(url)
+            return
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        scheduler = BackgroundScheduler(
+            timezone=UTC,
+            jobstores={"default": SQLAlchemyJobStore(engine=_RUNTIMES[url].database.writer)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+        )
+        scheduler.add_job(
+            reconcile_job, "interval", seconds=tick, id="reconcile", replace_existing=True, args=[url]
+        )
+        scheduler.add_job(
+            ingest_job, "interval", seconds=ingest_every, id="ingest", replace_existing=True, args=[url]
+        )
+        for path in sorted(policies_dir.glob("*.yaml")) if policies_dir else []:
+            policy, _ = policies.load(path)
+            if policy.trigger.type == "cron" and policy.trigger.cron:
+                job_id = f"retrain:{policy.name}"
+                scheduler.add_job(
+                    retrain_job,
+                    CronTrigger.from_crontab(policy.trigger.cron, timezone=UTC),
+                    id=job_id,
+                    replace_existing=True,
+                    args=[url, str(path), job_id],
+                )
+        scheduler.start()
+        log.info("daemon %s: reconcile every %gs, ingest every %gs", owner, tick, ingest_every)
+        stop.wait()
+        log.info("stopping: letting the current job finish")
+        scheduler.shutdown(wait=True)
