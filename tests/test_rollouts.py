@@ -1,0 +1,111 @@
+"""Full rollouts against the local SageMaker: promote, regression, error spike, manual gate,
+pause and abort, a forced promotion, and two reconcilers racing for one endpoint."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from manager import audit, demo
+from manager.registry import rollouts
+from manager.registry.tables import ModelVersion
+
+from .rollout_support import CANARY, ENDPOINT, GATED, make_world, platform_matches_registry, policy_text
+
+
+@pytest.mark.parametrize(
+    "scenario,outcome,reason",
+    [
+        ("promote", "promoted", "non-inferiority shown"),
+        ("regression", "rolled_back", "accuracy: the candidate is worse"),
+        ("error-spike", "rolled_back", "guardrail 5xx shows harm"),
+    ],
+)
+def test_demo_scenarios(tmp_path: Path, scenario: str, outcome: str, reason: str) -> None:
+    result = demo.run(tmp_path, scenario, timeout=110, say=lambda _: None)
+    assert result["outcome"] == outcome and reason in result["reason"]
+    assert result["evidence"]["metrics"], "the decision carries its evidence"
+
+
+def test_manual_gate_waits_for_resume(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    with make_world(tmp_path, artifacts) as world:
+        rollout_id = world.start(policy_text(GATED))
+        paused = world.tick_until(rollout_id, ("paused",))
+        assert (paused.step, paused.weight) == (1, 20.0)
+        reconciler = world.reconciler()
+        for _ in range(3):
+            reconciler.tick()
+        assert world.rollout(rollout_id).state == "paused"
+        with world.database.write() as session:
+            rollouts.set_intent(session, rollout_id, "resume", "looked fine", "alice")
+        done = world.tick_until(rollout_id, ("promoted",))
+        assert done.weight == 50.0
+        assert platform_matches_registry(world) == {"candidate": "churn:2"}
+        actions = [
+            e.action for e in audit.history(world.database, audit.HistoryFilter(endpoint=ENDPOINT, limit=50))
+        ]
+        assert "operator.resume" in actions and "rollout.resume" in actions
+        assert audit.verify(world.database).ok
+
+
+def test_operator_pause_then_abort_rolls_back(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    with make_world(tmp_path, artifacts) as world:
+        rollout_id = world.start(policy_text(CANARY, min_samples=10_000))
+        world.tick_until(rollout_id, ("running",))
+        with world.database.write() as session:
+            rollouts.set_intent(session, rollout_id, "pause", "investigating", "bob")
+        world.tick_until(rollout_id, ("paused",))
+        with world.database.write() as session:
+            rollouts.set_intent(session, rollout_id, "abort", "pager went off", "bob")
+        done = world.tick_until(rollout_id, ("aborted",))
+        assert "pager went off" in (done.reason or "")
+        assert platform_matches_registry(world) == {"baseline": "churn:1"}
+        with world.database.read() as session:
+            statuses = {v.ref: v.status for v in session.scalars(select(ModelVersion))}
+        assert statuses == {"churn:1": "serving", "churn:2": "rejected"}
+
+
+def test_forced_promotion_is_recorded_loudly(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    with make_world(tmp_path, artifacts) as world:
+        rollout_id = world.start(policy_text(CANARY, min_samples=10_000))
+        world.tick_until(rollout_id, ("running",))
+        with world.database.write() as session:
+            rollouts.set_intent(session, rollout_id, "promote", "hotfix for incident 42", "carol")
+        world.tick_until(rollout_id, ("promoted",))
+        [event] = audit.history(world.database, audit.HistoryFilter(action="rollout.promote"))
+        assert "skipping the analysis: hotfix for incident 42" in (event.reason or "")
+        assert json.loads(event.payload)["forced"] is True
+
+
+def test_two_reconcilers_never_act_on_the_same_rollout(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    with make_world(tmp_path, artifacts) as world:
+        rollout_id = world.start(policy_text(CANARY))
+        first, second = world.reconciler("daemon-a"), world.reconciler("daemon-b")
+        skipped: list[str] = []
+
+        def race(reconciler: object) -> None:
+            for _ in range(200):
+                for outcome in reconciler.tick():  # type: ignore[attr-defined]
+                    if outcome.did == "skip":
+                        skipped.append(outcome.detail)
+                if world.rollout(rollout_id).state == "promoted":
+                    return
+
+        threads = [threading.Thread(target=race, args=(r,)) for r in (first, second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert world.rollout(rollout_id).state == "promoted"
+        assert skipped and all("another daemon holds the lease" in s for s in skipped)
+        actions = [
+            e.action for e in audit.history(world.database, audit.HistoryFilter(endpoint=ENDPOINT, limit=100))
+        ]
+        assert actions.count("rollout.promote") == 1 and actions.count("rollout.promoted") == 1
+        assert actions.count("rollout.deploy") == 1
+        assert platform_matches_registry(world) == {"candidate": "churn:2"}
+        assert audit.verify(world.database).ok
