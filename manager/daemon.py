@@ -227,7 +227,9 @@ def run(url: str, tick: float, ingest_every: float, policies_dir: Path | None, o
         else Path.home() / ".variantctl-daemon.lock"
     )
     with scheduler_lock(lock_path):
-        owner = f"{socket.gethostname()}:{os.getpid()}"
+        # Stable across restarts on this host (the lock admits one daemon at a time), so a daemon that
+        # restarts after a crash takes its own leases back at once; daemons elsewhere still wait.
+        owner = f"{socket.gethostname()}:{lock_path}"
         _RUNTIMES[url] = build_runtime(url, owner)
         if once:
             ingest_job(url)

@@ -283,15 +283,10 @@ def _analysis(
     for v in live:
         if v.status == "no_data" and by_name[v.metric].on_no_data == "fail":
             return Decision("rollback", f"{v.metric}: no data, and the policy says that fails", evidence)
-    ready = all(
-        v.samples_met or (v.status == "no_data" and by_name[v.metric].on_no_data == "pass") for v in live
-    )
+    # `onNoData` says what missing data means for a verdict; it never stands in for the minimum sample.
+    ready = all(v.samples_met for v in live)
     if not final:
-        guards = [v for v in live if by_name[v.metric].role == "guardrail"]
-        if all(
-            v.samples_met or (v.status == "no_data" and by_name[v.metric].on_no_data == "pass")
-            for v in guards
-        ):
+        if all(v.samples_met for v in live if by_name[v.metric].role == "guardrail"):
             return Decision(
                 "advance", "no harm seen with the minimum samples", evidence, next_step=state.step + 1
             )

@@ -1,0 +1,121 @@
+"""kill -9 the daemon at distinct points of a rollout; after a restart the rollout ends the same way,
+the endpoint matches the registry, and the history verifies.
+
+The daemon runs as a real subprocess (`variantctl daemon`), against the local SageMaker in this
+process, and dies as by `kill -9` (os._exit) right after the point VARIANTCTL_CRASH_AT names."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import joblib
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from manager import audit
+from manager.demo import FlakyModel
+from manager.registry.tables import Rollout
+
+from .rollout_support import World, make_world, platform_matches_registry, policy_text
+
+PROMOTE_POINTS = [
+    "deploy-intent",
+    "deploy-call",
+    "deployed",
+    "set_weight-intent",
+    "weight-call",
+    "phase",
+    "promote-intent",
+    "promote-updating",
+    "promote-done",
+    "promote-recorded",
+]
+ROLLBACK_POINTS = ["rollback-intent", "rollback-weights-zeroed", "rollback-updating", "rollback-recorded"]
+
+
+def _daemon(world: World, crash_at: str | None = None) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": world.host.url,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "VARIANTCTL_DB": str(world.db_path),
+        "VARIANTCTL_METRICS_LAG_SECONDS": "1",
+        "VARIANTCTL_METRICS_PERIOD_SECONDS": "1",
+    }
+    env.pop("VARIANTCTL_CRASH_AT", None)
+    if crash_at:
+        env["VARIANTCTL_CRASH_AT"] = crash_at
+    return subprocess.Popen(
+        [sys.executable, "-m", "manager", "daemon", "--tick", "0.2", "--ingest-every", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _state(world: World, rollout_id: int) -> str:
+    with world.database.read() as session:
+        row = session.get(Rollout, rollout_id)
+        assert row is not None
+        return row.state
+
+
+def _crash_and_recover(world: World, rollout_id: int, point: str, outcome: str) -> None:
+    with world.traffic():
+        dying = _daemon(world, point)
+        try:
+            code = dying.wait(timeout=90)
+        finally:
+            if dying.poll() is None:
+                dying.kill()
+        assert code == 137, f"the daemon did not die at {point}: exit {code}, {dying.stderr.read()!r}"  # type: ignore[union-attr]
+        survivor = _daemon(world)
+        try:
+            deadline = time.monotonic() + 90
+            while _state(world, rollout_id) != outcome and time.monotonic() < deadline:
+                assert survivor.poll() is None, survivor.stderr.read()  # type: ignore[union-attr]
+                time.sleep(0.2)
+        finally:
+            survivor.send_signal(signal.SIGTERM)
+            assert survivor.wait(timeout=30) == 0, "SIGTERM lets the tick finish, then exits cleanly"
+    assert _state(world, rollout_id) == outcome
+
+
+@pytest.mark.parametrize("point", PROMOTE_POINTS)
+def test_crash_during_a_promotion(tmp_path: Path, artifacts: dict[str, Path], point: str) -> None:
+    with make_world(tmp_path, artifacts) as world:
+        rollout_id = world.start(policy_text(min_samples=20))
+        _crash_and_recover(world, rollout_id, point, "promoted")
+        assert platform_matches_registry(world) == {"candidate": "churn:2"}
+        state = world.platform.describe("churn-prod")
+        assert state is not None and state.shares() == {"candidate": 1.0}
+        assert audit.verify(world.database).ok
+        actions = [e.action for e in audit.history(world.database, audit.HistoryFilter(limit=200))]
+        assert actions.count("rollout.promote") == 1 and actions.count("rollout.promoted") == 1
+
+
+@pytest.fixture
+def flaky(artifacts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A candidate that fails a third of its requests with a 5xx."""
+    _x, _ = load_breast_cancer(return_X_y=True)
+    path = tmp_path_factory.mktemp("flaky") / "flaky.joblib"
+    joblib.dump(FlakyModel(joblib.load(artifacts["logistic"]), failure_rate=0.35), path)
+    return {**artifacts, "flaky": path}
+
+
+@pytest.mark.parametrize("point", ROLLBACK_POINTS)
+def test_crash_during_a_rollback(tmp_path: Path, flaky: dict[str, Path], point: str) -> None:
+    with make_world(tmp_path, flaky, candidate="flaky") as world:
+        rollout_id = world.start(policy_text(min_samples=20))
+        _crash_and_recover(world, rollout_id, point, "rolled_back")
+        assert platform_matches_registry(world) == {"baseline": "churn:1"}
+        assert audit.verify(world.database).ok
+        actions = [e.action for e in audit.history(world.database, audit.HistoryFilter(limit=200))]
+        assert actions.count("rollout.rollback") == 1 and actions.count("rollout.rolled_back") == 1
