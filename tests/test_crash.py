@@ -67,6 +67,15 @@ def _state(world: World, rollout_id: int) -> str:
         return row.state
 
 
+def _wait_ready(process: subprocess.Popen[bytes]) -> None:
+    """Until the daemon says it is scheduling (its signal handlers are in place by then)."""
+    assert process.stderr is not None
+    for line in iter(process.stderr.readline, b""):
+        if b"reconcile every" in line:
+            return
+    raise AssertionError(f"the daemon exited before it started: {process.wait()}")
+
+
 def _crash_and_recover(world: World, rollout_id: int, point: str, outcome: str) -> None:
     with world.traffic():
         dying = _daemon(world, point)
@@ -77,6 +86,7 @@ def _crash_and_recover(world: World, rollout_id: int, point: str, outcome: str) 
                 dying.kill()
         assert code == 137, f"the daemon did not die at {point}: exit {code}, {dying.stderr.read()!r}"  # type: ignore[union-attr]
         survivor = _daemon(world)
+        _wait_ready(survivor)
         try:
             deadline = time.monotonic() + 90
             while _state(world, rollout_id) != outcome and time.monotonic() < deadline:
