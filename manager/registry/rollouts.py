@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from manager import audit
@@ -141,48 +142,88 @@ def set_intent(session: Session, rollout_id: int, intent: str, reason: str | Non
     return rollout
 
 
-def phase_data(
-    session: Session, rollout_id: int, measures: Sequence[str], baseline_variant: str, candidate_variant: str
-) -> dict[str, list[PhaseData]]:
-    """Observations summed per measure, phase and arm, with per-window error counts kept apart."""
-    rows = session.execute(
+@dataclass(frozen=True)
+class Wanted:
+    """Which measures a rollout's policy reads, which of them keep per-window counts, and its variants."""
+
+    measures: tuple[str, ...]
+    windowed: tuple[str, ...]
+    baseline: str
+    candidate: str
+
+
+def phase_data_many(session: Session, wanted: dict[int, Wanted]) -> dict[int, dict[str, list[PhaseData]]]:
+    """Observations for many rollouts at once: sums per measure, phase and arm (aggregated in SQL), and
+    per-window counts for the measures that need them (error counts). Two queries in all."""
+    if not wanted:
+        return {}
+    ids = list(wanted)
+    sums: dict[tuple[int, str, int, str], tuple[float, float, float]] = {}
+    for rid, metric, phase, variant, n, total, total_sq in session.execute(
         select(
+            Observation.rollout_id,
             Observation.metric,
             Observation.phase,
             Observation.variant_name,
-            Observation.window_start,
-            Observation.n,
-            Observation.total,
-            Observation.total_sq,
-        ).where(Observation.rollout_id == rollout_id, Observation.metric.in_(measures))
-    ).all()
-    sums: dict[tuple[str, int, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-    windows: dict[tuple[str, int, datetime], dict[str, tuple[float, float]]] = defaultdict(dict)
-    for metric, phase, variant, start, n, total, total_sq in rows:
-        acc = sums[(metric, phase, variant)]
-        acc[0] += n
-        acc[1] += total
-        acc[2] += total_sq
-        windows[(metric, phase, start)][variant] = (n, total)
-    out: dict[str, list[PhaseData]] = {}
-    for metric in measures:
-        phases = sorted({p for (m, p, _) in sums if m == metric})
-        data = []
-        for phase in phases:
-            b, c = sums.get((metric, phase, baseline_variant)), sums.get((metric, phase, candidate_variant))
-            paired = tuple(
-                ErrorWindow(
-                    w[baseline_variant][0],
-                    w[baseline_variant][1],
-                    w[candidate_variant][0],
-                    w[candidate_variant][1],
-                )
-                for (m, p, _), w in sorted(windows.items(), key=lambda kv: kv[0][2])
-                if m == metric and p == phase and baseline_variant in w and candidate_variant in w
+            func.sum(Observation.n),
+            func.sum(Observation.total),
+            func.sum(Observation.total_sq),
+        )
+        .where(Observation.rollout_id.in_(ids))
+        .group_by(Observation.rollout_id, Observation.metric, Observation.phase, Observation.variant_name)
+    ):
+        sums[(rid, metric, phase, variant)] = (float(n or 0), float(total or 0), float(total_sq or 0))
+    windowed = sorted({m for w in wanted.values() for m in w.windowed})
+    windows: dict[tuple[int, str, int, datetime], dict[str, tuple[float, float]]] = defaultdict(dict)
+    if windowed:
+        for rid, metric, phase, variant, start, n, total in session.execute(
+            select(
+                Observation.rollout_id,
+                Observation.metric,
+                Observation.phase,
+                Observation.variant_name,
+                Observation.window_start,
+                Observation.n,
+                Observation.total,
+            ).where(Observation.rollout_id.in_(ids), Observation.metric.in_(windowed))
+        ):
+            windows[(rid, metric, phase, start)][variant] = (n, total)
+    out: dict[int, dict[str, list[PhaseData]]] = {rid: {} for rid in ids}
+    by_rollout: dict[tuple[int, str, int], list[tuple[datetime, dict[str, tuple[float, float]]]]] = (
+        defaultdict(list)
+    )
+    for (rid, metric, phase, start), arms in windows.items():
+        by_rollout[(rid, metric, phase)].append((start, arms))
+    for rid, metric, phase, _variant in sorted(sums):
+        spec = wanted[rid]
+        if metric not in spec.measures or any(p.phase == phase for p in out[rid].get(metric, [])):
+            continue
+        b = sums.get((rid, metric, phase, spec.baseline), (0.0, 0.0, 0.0))
+        c = sums.get((rid, metric, phase, spec.candidate), (0.0, 0.0, 0.0))
+        paired = tuple(
+            ErrorWindow(
+                arms[spec.baseline][0],
+                arms[spec.baseline][1],
+                arms[spec.candidate][0],
+                arms[spec.candidate][1],
             )
-            data.append(PhaseData(phase, Arm(*(b or (0, 0, 0))), Arm(*(c or (0, 0, 0))), paired))
-        out[metric] = data
+            for _, arms in sorted(by_rollout.get((rid, metric, phase), []), key=lambda item: item[0])
+            if spec.baseline in arms and spec.candidate in arms
+        )
+        out[rid].setdefault(metric, []).append(PhaseData(phase, Arm(*b), Arm(*c), paired))
     return out
+
+
+def phase_data(
+    session: Session,
+    rollout_id: int,
+    measures: Sequence[str],
+    baseline_variant: str,
+    candidate_variant: str,
+    windowed: Sequence[str] = (),
+) -> dict[str, list[PhaseData]]:
+    wanted = Wanted(tuple(measures), tuple(windowed or measures), baseline_variant, candidate_variant)
+    return phase_data_many(session, {rollout_id: wanted})[rollout_id]
 
 
 def current_phases(session: Session, rollout_id: int) -> list[RolloutPhase]:

@@ -27,6 +27,7 @@ from manager import audit
 from manager import policy as policies
 from manager.clock import utcnow
 from manager.db import Database, insert_for
+from manager.errors import UserError
 from manager.metrics.base import MetricSource, MetricsUnavailable
 from manager.platforms import traffic
 from manager.platforms.base import (
@@ -44,6 +45,7 @@ from manager.platforms.sagemaker import readable_name
 from manager.registry import rollouts as registry
 from manager.registry.tables import (
     ConfigVariant,
+    Endpoint,
     EndpointConfig,
     EndpointLease,
     ModelVersion,
@@ -69,6 +71,30 @@ def sagemaker_model_name(version: ModelVersion) -> str:
     return f"{version.name[:55].rstrip('-')}-v{version.version}"
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A rollout as the registry had it when the tick began."""
+
+    id: int
+    endpoint: str
+    state: str
+    step: int
+    phase: int
+    weight: float
+    created_at: datetime
+    step_started_at: datetime
+    phase_started_at: datetime
+    pending: dict[str, Any] | None
+    intent: str | None
+    intent_reason: str | None
+    policy_yaml: str
+    policy_hash: str
+    metrics_cursor: datetime | None
+    lease_owner: str | None
+    lease_expires: datetime | None
+    phases: tuple[tuple[int, datetime, datetime | None], ...]
+
+
 @dataclass
 class Outcome:
     rollout_id: int
@@ -88,54 +114,135 @@ class Reconciler:
     image_uri: str = DEFAULT_IMAGE
     role_arn: str | None = None
     actor: str = "daemon"
+    _policies: dict[str, policies.RolloutPolicy] = field(default_factory=dict, repr=False)
 
     # ---- the loop ---------------------------------------------------------------------------
 
     def tick(self) -> list[Outcome]:
+        """Every active rollout, from one snapshot of the registry (a few queries, not a few per rollout)."""
         with self.database.read() as session:
-            ids = list(
-                session.scalars(
-                    select(Rollout.id).where(Rollout.state.in_(ACTIVE_ROLLOUT_STATES)).order_by(Rollout.id)
-                )
-            )
+            snapshots = self._snapshots(session, None)
+            wanted = {
+                snap.id: self._wanted(snap) for snap in snapshots if snap.state in ("running", "paused")
+            }
+            data = registry.phase_data_many(session, {k: v for k, v in wanted.items() if v is not None})
         outcomes = []
-        for rollout_id in ids:
+        for snap in snapshots:
             try:
-                outcomes.append(self.reconcile(rollout_id))
+                outcomes.append(self._reconcile(snap, data.get(snap.id)))
             except NotNow as exc:
-                outcomes.append(Outcome(rollout_id, "", "wait", str(exc)))
+                outcomes.append(Outcome(snap.id, snap.endpoint, "wait", str(exc)))
             except (PlatformError, MetricsUnavailable) as exc:
-                log.warning("rollout %s: %s", rollout_id, exc)
-                outcomes.append(Outcome(rollout_id, "", "error", str(exc)))
+                log.warning("rollout %s: %s", snap.id, exc)
+                outcomes.append(Outcome(snap.id, snap.endpoint, "error", str(exc)))
         return outcomes
 
     def reconcile(self, rollout_id: int) -> Outcome:
-        now = self.clock()
-        with self.database.write() as session:
-            rollout = session.get(Rollout, rollout_id)
-            if rollout is None or rollout.state not in ACTIVE_ROLLOUT_STATES:
-                return Outcome(rollout_id, "", "skip", "not active")
-            endpoint = rollout.endpoint.name
-            if not self._lease(session, endpoint, now):
-                return Outcome(rollout_id, endpoint, "skip", "another daemon holds the lease")
-            policy = policies.parse(rollout.policy_yaml, f"rollout {rollout_id} policy")
-        state = self.platform.describe(endpoint)
-        if state is None:
-            raise PlatformError(f"endpoint {endpoint} does not exist on the platform")
         with self.database.read() as session:
-            rollout = session.get(Rollout, rollout_id)
-            assert rollout is not None
-            pending, current = rollout.pending, rollout.state
-        if current == "pending":
-            return self._deploy(rollout_id, policy, state, now)
-        if current in ("promoting", "rolling_back"):
-            return self._finish(rollout_id, policy, state, now)
-        if pending and pending.get("op") == "set_weight":
-            settled = self._settle_weight(rollout_id, policy, state, pending, now)
+            snapshots = self._snapshots(session, rollout_id)
+        if not snapshots:
+            return Outcome(rollout_id, "", "skip", "not active")
+        return self._reconcile(snapshots[0], None)
+
+    def _policy(self, snap: Snapshot) -> policies.RolloutPolicy:
+        policy = self._policies.get(snap.policy_hash)
+        if policy is None:
+            policy = self._policies[snap.policy_hash] = policies.parse(
+                snap.policy_yaml, f"rollout {snap.id} policy"
+            )
+        return policy
+
+    def _wanted(self, snap: Snapshot) -> registry.Wanted | None:
+        try:
+            policy = self._policy(snap)
+        except UserError:
+            return None
+        return registry.Wanted(
+            tuple(m.measure for m in policy.metrics),
+            tuple(m.measure for m in policy.metrics if m.kind == "errors"),
+            policy.target.baseline_variant,
+            policy.target.candidate_variant,
+        )
+
+    def _snapshots(self, session: Session, rollout_id: int | None) -> list[Snapshot]:
+        stmt = (
+            select(Rollout, Endpoint.name, EndpointLease.owner, EndpointLease.expires_at)
+            .join(Endpoint, Endpoint.id == Rollout.endpoint_id)
+            .outerjoin(EndpointLease, EndpointLease.endpoint == Endpoint.name)
+            .where(Rollout.state.in_(ACTIVE_ROLLOUT_STATES))
+            .order_by(Rollout.id)
+        )
+        if rollout_id is not None:
+            stmt = stmt.where(Rollout.id == rollout_id)
+        rows = session.execute(stmt).all()
+        phases: dict[int, list[tuple[int, datetime, datetime | None]]] = {}
+        ids = [r[0].id for r in rows]
+        if ids:
+            for p in session.scalars(
+                select(RolloutPhase).where(RolloutPhase.rollout_id.in_(ids)).order_by(RolloutPhase.phase)
+            ):
+                phases.setdefault(p.rollout_id, []).append((p.phase, p.started_at, p.ended_at))
+        return [
+            Snapshot(
+                r.id,
+                name,
+                r.state,
+                r.step,
+                r.phase,
+                r.weight,
+                r.created_at,
+                r.step_started_at or r.created_at,
+                r.phase_started_at or r.created_at,
+                dict(r.pending) if r.pending else None,
+                r.intent,
+                r.intent_reason,
+                r.policy_yaml,
+                r.policy_hash,
+                r.metrics_cursor,
+                owner,
+                expires,
+                tuple(phases.get(r.id, [])),
+            )
+            for r, name, owner, expires in rows
+        ]
+
+    def _reconcile(self, snap: Snapshot, data: dict[str, list[Any]] | None) -> Outcome:
+        now = self.clock()
+        # Renew the lease only when half of it is gone: most ticks then write nothing to keep it.
+        fresh = (
+            snap.lease_owner == self.owner
+            and snap.lease_expires is not None
+            and snap.lease_expires - now > self.lease_ttl / 2
+        )
+        if not fresh:
+            with self.database.write() as session:
+                if not self._lease(session, snap.endpoint, now):
+                    return Outcome(snap.id, snap.endpoint, "skip", "another daemon holds the lease")
+        policy = self._policy(snap)
+        state = self.platform.describe(snap.endpoint)
+        if state is None:
+            raise PlatformError(f"endpoint {snap.endpoint} does not exist on the platform")
+        if snap.state == "pending":
+            return self._deploy(snap.id, policy, state, now)
+        if snap.state in ("promoting", "rolling_back"):
+            return self._finish(snap.id, policy, state, now)
+        if snap.pending and snap.pending.get("op") == "set_weight":
+            settled = self._settle_weight(snap.id, policy, state, snap.pending, now)
             if settled is not None:
                 return settled
-        self._read_metrics(rollout_id, policy, now)
-        return self._decide_and_apply(rollout_id, policy, state, now)
+            snap, data = self._refresh(snap.id)
+        if self._read_metrics(snap, policy, now):
+            snap, data = self._refresh(snap.id)
+        if data is None:
+            snap, data = self._refresh(snap.id)
+        return self._decide_and_apply(snap, policy, state, now, data)
+
+    def _refresh(self, rollout_id: int) -> tuple[Snapshot, dict[str, list[Any]]]:
+        with self.database.read() as session:
+            [snap] = self._snapshots(session, rollout_id)
+            wanted = self._wanted(snap)
+            data = registry.phase_data_many(session, {rollout_id: wanted})[rollout_id] if wanted else {}
+        return snap, data
 
     def _lease(self, session: Session, endpoint: str, now: datetime) -> bool:
         lease = session.get(EndpointLease, endpoint)
@@ -384,33 +491,29 @@ class Reconciler:
 
     # ---- metrics ----------------------------------------------------------------------------
 
-    def _read_metrics(self, rollout_id: int, policy: policies.RolloutPolicy, now: datetime) -> None:
+    def _read_metrics(self, snap: Snapshot, policy: policies.RolloutPolicy, now: datetime) -> bool:
+        """New CloudWatch windows into `observations`; True when any were stored."""
         if self.metrics is None or not any(m.source == "cloudwatch" for m in policy.metrics):
-            return
-        with self.database.read() as session:
-            rollout = session.get(Rollout, rollout_id)
-            assert rollout is not None
-            phases = [
-                (p.phase, p.started_at, p.ended_at) for p in registry.current_phases(session, rollout_id)
-            ]
-            since = rollout.metrics_cursor or (phases[0][1] if phases else now)
+            return False
+        since = snap.metrics_cursor or (snap.phases[0][1] if snap.phases else now)
         target = policy.target
         windows = self.metrics.windows(
             target.endpoint, [target.baseline_variant, target.candidate_variant], since, now
         )
         if not windows:
-            return
+            return False
         rows = []
         for w in windows:
             # A window counts for a phase only if it lies wholly inside it: weights were fixed throughout.
             phase = next(
-                (p for p, start, end in phases if w.start >= start and (end is None or w.end <= end)), None
+                (p for p, start, end in snap.phases if w.start >= start and (end is None or w.end <= end)),
+                None,
             )
             if phase is None:
                 continue
             rows.append(
                 {
-                    "rollout_id": rollout_id,
+                    "rollout_id": snap.id,
                     "phase": phase,
                     "variant_name": w.variant,
                     "metric": w.metric,
@@ -425,41 +528,35 @@ class Reconciler:
             if rows:
                 statement = insert_for(session)(Observation.__table__).on_conflict_do_nothing()
                 session.connection().execute(statement, rows)
-            rollout = session.get(Rollout, rollout_id)
+            rollout = session.get(Rollout, snap.id)
             assert rollout is not None
             rollout.metrics_cursor = max(w.end for w in windows)
+        return bool(rows)
 
     # ---- deciding ---------------------------------------------------------------------------
 
     def _decide_and_apply(
-        self, rollout_id: int, policy: policies.RolloutPolicy, state: EndpointState, now: datetime
+        self,
+        snap: Snapshot,
+        policy: policies.RolloutPolicy,
+        state: EndpointState,
+        now: datetime,
+        data: dict[str, list[Any]],
     ) -> Outcome:
-        target = policy.target
-        with self.database.read() as session:
-            rollout = session.get(Rollout, rollout_id)
-            assert rollout is not None
-            observations = registry.phase_data(
-                session,
-                rollout_id,
-                [m.measure for m in policy.metrics],
-                target.baseline_variant,
-                target.candidate_variant,
-            )
-            current = RolloutState(
-                state=rollout.state,
-                step=rollout.step,
-                phase=rollout.phase,
-                weight=rollout.weight,
-                started_at=rollout.created_at,
-                step_started_at=rollout.step_started_at or rollout.created_at,
-                phase_started_at=rollout.phase_started_at or rollout.created_at,
-                endpoint_ready=not state.busy and rollout.pending is None,
-                intent=rollout.intent,
-                intent_reason=rollout.intent_reason,
-            )
-        by_measure = {m.name: observations.get(m.measure, []) for m in policy.metrics}
-        decision = decide(current, policy, by_measure, now)
-        return self._apply(rollout_id, policy, decision, now)
+        current = RolloutState(
+            state=snap.state,
+            step=snap.step,
+            phase=snap.phase,
+            weight=snap.weight,
+            started_at=snap.created_at,
+            step_started_at=snap.step_started_at,
+            phase_started_at=snap.phase_started_at,
+            endpoint_ready=not state.busy and snap.pending is None,
+            intent=snap.intent,
+            intent_reason=snap.intent_reason,
+        )
+        by_name = {m.name: data.get(m.measure, []) for m in policy.metrics}
+        return self._apply(snap.id, policy, decide(current, policy, by_name, now), now)
 
     def _apply(
         self, rollout_id: int, policy: policies.RolloutPolicy, decision: Decision, now: datetime
