@@ -191,8 +191,8 @@ def main() -> None:
     print(f"  {args.rollouts:>5} rollouts: {m_big * 1000:8.1f} ms  ({per:.0f} us per rollout)")
     linear = m_small * 10
     print(
-        f"  {args.rollouts // 10:>5} rollouts: {m_small * 1000:8.1f} ms  (baseline: x10 = {linear * 1000:.1f} ms; "
-        f"measured/linear = {m_big / linear:.2f})"
+        f"  {args.rollouts // 10:>5} rollouts: {m_small * 1000:8.1f} ms  "
+        f"(baseline: x10 = {linear * 1000:.1f} ms; measured/linear = {m_big / linear:.2f})"
     )
     print(f"  registry read alone for {args.rollouts}: {read * 1000:.1f} ms")
     print(f"target < 1 s: {'PASS' if m_big < 1.0 else 'FAIL'}")
