@@ -194,6 +194,43 @@ def retrain_job(url: str, policy_path: str, job_id: str) -> None:
         log.info("%s: started a rollout of the new candidate", job_id)
 
 
+def trigger_job(url: str, policies_dir: str) -> None:
+    """`trigger: newApprovedCandidate`: roll out the newest approved version of the policy's model when it is
+    neither serving nor already tried, and the endpoint has no rollout under way."""
+    from sqlalchemy import select
+
+    from manager import policy as policies
+    from manager.clock import utcnow
+    from manager.errors import UserError as Refused
+    from manager.registry import rollouts
+    from manager.registry.tables import Rollout
+
+    database = _RUNTIMES[url].database
+    for path in sorted(Path(policies_dir).glob("*.yaml")):
+        policy, text = policies.load(path)
+        if policy.trigger.type != "newApprovedCandidate" or not within_windows(
+            policy.trigger.windows, utcnow()
+        ):
+            continue
+        job_id = f"trigger:{policy.name}"
+        with database.write() as session:
+            try:
+                candidate = rollouts.resolve_candidate(session, policy.target.candidate)
+            except Refused:
+                continue
+            tried = session.scalar(
+                select(Rollout.id).where(Rollout.candidate_version_id == candidate.id).limit(1)
+            )
+            if tried is not None:
+                continue
+            try:
+                rollout = rollouts.start(session, policy, text, f"scheduler:{job_id}", utcnow())
+            except Refused as exc:
+                log.info("%s: not starting: %s", job_id, exc)
+                continue
+            log.info("%s: started rollout %s of %s", job_id, rollout.id, candidate.ref)
+
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -249,6 +286,15 @@ def run(url: str, tick: float, ingest_every: float, policies_dir: Path | None, o
         scheduler.add_job(
             ingest_job, "interval", seconds=ingest_every, id="ingest", replace_existing=True, args=[url]
         )
+        if policies_dir is not None:
+            scheduler.add_job(
+                trigger_job,
+                "interval",
+                seconds=max(tick, 30.0),
+                id="triggers",
+                replace_existing=True,
+                args=[url, str(policies_dir)],
+            )
         for path in sorted(policies_dir.glob("*.yaml")) if policies_dir else []:
             policy, _ = policies.load(path)
             if policy.trigger.type == "cron" and policy.trigger.cron:

@@ -169,7 +169,9 @@ class RolloutPolicy(Spec):
     name: str
     target: Target
     steps: list[Step] = Field(default_factory=list)
-    step_weights: list[float] = Field(default_factory=list, alias="stepWeights")
+    step_weights: list[Annotated[float, Field(gt=0, le=100)]] = Field(
+        default_factory=list, alias="stepWeights"
+    )
     metrics: list[Metric]
     decisions: Decisions = Field(default_factory=Decisions)
     trigger: Trigger = Field(default_factory=Trigger)
@@ -182,9 +184,6 @@ class RolloutPolicy(Spec):
             raise ValueError("give the rollout `steps` (or `stepWeights: [5, 25, 50]`)")
         if sum(1 for m in self.metrics if m.role == "primary") > 1:
             raise ValueError("at most one metric may be primary")
-        for values in (self.step_weights,):
-            if any(not 0 < w <= 100 for w in values):
-                raise ValueError("step weights are percents in (0, 100]")
         return self
 
     @property
