@@ -35,6 +35,8 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/history_query.py
 	$(BIN)/python benchmarks/local_sagemaker_throughput.py
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/reconcile_scale.py
 
 clean:
 	rm -rf $(VENV) .variantctl .pytest_cache .mypy_cache .ruff_cache *.egg-info
