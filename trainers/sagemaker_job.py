@@ -36,6 +36,18 @@ OBJECTIVE_DIRECTION = {
 }
 
 
+# kind: (its Describe* operation, the name field, the status field)
+JOBS = {
+    "training": ("describe_training_job", "TrainingJobName", "TrainingJobStatus"),
+    "tuning": (
+        "describe_hyper_parameter_tuning_job",
+        "HyperParameterTuningJobName",
+        "HyperParameterTuningJobStatus",
+    ),
+    "transform": ("describe_transform_job", "TransformJobName", "TransformJobStatus"),
+}
+
+
 class JobFailed(UserError):
     """A SageMaker job ended Failed or Stopped; the message carries its FailureReason."""
 
@@ -119,22 +131,14 @@ class SageMakerTrainer:
 
     def status(self, kind: str, name: str) -> dict[str, Any]:
         """One Describe* of a training, tuning or transform job."""
-        describe = {
-            "training": ("describe_training_job", "TrainingJobName"),
-            "tuning": ("describe_hyper_parameter_tuning_job", "HyperParameterTuningJobName"),
-            "transform": ("describe_transform_job", "TransformJobName"),
-        }[kind]
-        result: dict[str, Any] = getattr(self.sagemaker, describe[0])(**{describe[1]: name})
+        operation, name_field, _ = JOBS[kind]
+        result: dict[str, Any] = getattr(self.sagemaker, operation)(**{name_field: name})
         return result
 
     def wait(
         self, kind: str, name: str, on_poll: Callable[[dict[str, Any]], None] | None = None
     ) -> dict[str, Any]:
-        key = {
-            "training": "TrainingJobStatus",
-            "tuning": "HyperParameterTuningJobStatus",
-            "transform": "TransformJobStatus",
-        }[kind]
+        key = JOBS[kind][2]
         deadline = time.monotonic() + self.timeout_seconds
         while True:
             described = self.status(kind, name)

@@ -258,31 +258,22 @@ def _intent(app: AppContext, rollout_id: int, intent: str, reason: str | None) -
     click.echo(f"rollout {rollout_id}: {intent} requested; the daemon acts within one tick")
 
 
-@rollout_group.command("pause")
-@click.argument("rollout_id", type=int)
-@click.option("--reason")
-@pass_app
-def pause(app: AppContext, rollout_id: int, reason: str | None) -> None:
-    """Hold the rollout where it is."""
-    _intent(app, rollout_id, "pause", reason)
+def _intent_command(intent: str, summary: str) -> None:
+    """`rollout pause|resume|abort ID [--reason]`: each writes one intent, nothing more."""
+
+    @click.argument("rollout_id", type=int)
+    @click.option("--reason", help="recorded in the history")
+    @pass_app
+    def command(app: AppContext, rollout_id: int, reason: str | None) -> None:
+        _intent(app, rollout_id, intent, reason)
+
+    command.__doc__ = summary
+    rollout_group.command(intent)(command)
 
 
-@rollout_group.command("resume")
-@click.argument("rollout_id", type=int)
-@click.option("--reason")
-@pass_app
-def resume(app: AppContext, rollout_id: int, reason: str | None) -> None:
-    """Continue a paused rollout (or release a manual gate)."""
-    _intent(app, rollout_id, "resume", reason)
-
-
-@rollout_group.command("abort")
-@click.argument("rollout_id", type=int)
-@click.option("--reason")
-@pass_app
-def abort(app: AppContext, rollout_id: int, reason: str | None) -> None:
-    """Roll back now."""
-    _intent(app, rollout_id, "abort", reason)
+_intent_command("pause", "Hold the rollout where it is.")
+_intent_command("resume", "Continue a paused rollout (or release a manual gate).")
+_intent_command("abort", "Roll back now.")
 
 
 @rollout_group.command("promote")
