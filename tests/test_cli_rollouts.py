@@ -168,3 +168,32 @@ def test_a_new_approved_candidate_triggers_a_rollout(tmp_path: Path, artifacts: 
 )
 def test_allowed_time_windows(windows: list[str], when: datetime, inside: bool) -> None:
     assert daemon.within_windows(windows, when) is inside
+
+
+def test_a_cron_retrain_trains_gates_and_starts_a_rollout(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    with make_world(tmp_path, artifacts) as world:
+        train = tmp_path / "train.yaml"
+        train.write_text(
+            f"model: churn\nestimator: logistic_regression\nobjective: {{metric: roc_auc}}\n"
+            f"output: {tmp_path / 'artifacts'}\ngate: {{metric: roc_auc, margin: 0.05}}\n"
+        )
+        text = policy_text(CANARY).replace(
+            "{model: churn, version: 2}", "{model: churn, newestApproved: true}"
+        )
+        policy = tmp_path / "nightly.yaml"
+        policy.write_text(
+            text + f"trigger:\n  type: cron\n  cron: '0 3 * * *'\n"
+            f"  retrain: {{data: 'sklearn:breast_cancer', config: '{train}', shift: 'noise:0.05'}}\n"
+        )
+        daemon._RUNTIMES[world.database.url] = daemon.Runtime(world.database, world.reconciler(), None)
+        try:
+            daemon.retrain_job(world.database.url, str(policy), "retrain:test-policy")
+        finally:
+            del daemon._RUNTIMES[world.database.url]
+        history = audit.history(world.database, audit.HistoryFilter(limit=20))
+        by_action = {e.action: e for e in history}
+        assert by_action["model.train"].actor == "scheduler:retrain:test-policy"
+        assert json.loads(by_action["model.gate"].payload)["status"] == "approved"
+        started = by_action["rollout.start"]
+        assert started.actor == "scheduler:retrain:test-policy"
+        assert json.loads(started.payload)["candidate"] == "churn:3"

@@ -109,3 +109,21 @@ def test_two_reconcilers_never_act_on_the_same_rollout(tmp_path: Path, artifacts
         assert actions.count("rollout.deploy") == 1
         assert platform_matches_registry(world) == {"candidate": "churn:2"}
         assert audit.verify(world.database).ok
+
+
+def test_promotion_with_sagemaker_blue_green_guardrails(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    text = policy_text(CANARY) + (
+        "  promotion: {mode: blueGreen, blueGreen: {routing: CANARY, sizePercent: 10, waitSeconds: 1}}\n"
+    )
+    text = text.replace("decisions: {maxDuration: 5m}\n", "decisions:\n  maxDuration: 5m\n")
+    with make_world(tmp_path, artifacts) as world:
+        rollout_id = world.start(text)
+        world.tick_until(rollout_id, ("promoted",))
+        described = world.host.client("sagemaker").describe_endpoint(EndpointName=ENDPOINT)
+        routing = described["LastDeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+        assert routing == {
+            "Type": "CANARY",
+            "WaitIntervalInSeconds": 1,
+            "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10},
+        }
+        assert platform_matches_registry(world) == {"candidate": "churn:2"}

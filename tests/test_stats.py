@@ -45,7 +45,7 @@ def _aa_false_rates(runs: int, draw: str, seed: int) -> tuple[float, float]:
 
 @pytest.mark.parametrize("draw", ["bernoulli", "lognormal"])
 def test_aa_false_decisions_stay_within_alpha_and_naive_z_does_not(draw: str) -> None:
-    runs = 1000
+    runs = 2000
     sequence, naive = _aa_false_rates(runs, draw, seed=11)
     se = math.sqrt(ALPHA * (1 - ALPHA) / runs)
     assert sequence <= ALPHA + 3 * se, f"confidence sequence: {sequence:.3f} false decisions in A/A"
