@@ -82,16 +82,6 @@ class Step(Spec):
     shadow: Shadow | None = None
     analysis: Analysis | None = None
 
-    @field_validator("shadow")
-    @classmethod
-    def _not_yet(cls, shadow: Shadow | None) -> Shadow | None:
-        if shadow is not None:
-            raise ValueError(
-                "shadow steps are not carried out yet (the reconciler cannot deploy a shadow "
-                "variant); remove the step, or use setWeight with a small percent"
-            )
-        return shadow
-
     @model_validator(mode="after")
     def _exactly_one(self) -> Step:
         given = [

@@ -197,11 +197,3 @@ def test_a_cron_retrain_trains_gates_and_starts_a_rollout(tmp_path: Path, artifa
         started = by_action["rollout.start"]
         assert started.actor == "scheduler:retrain:test-policy"
         assert json.loads(started.payload)["candidate"] == "churn:3"
-
-
-def test_a_shadow_step_is_refused_rather_than_pretended(tmp_path: Path) -> None:
-    text = policy_text("[{shadow: {percent: 10, duration: 10m}}, {setWeight: {percent: 50}}]")
-    path = tmp_path / "shadow.yaml"
-    path.write_text(text)
-    result = CliRunner().invoke(cli, ["policy", "validate", str(path)])
-    assert result.exit_code == 2 and "shadow steps are not carried out yet" in result.stderr

@@ -129,3 +129,18 @@ def test_crash_during_a_rollback(tmp_path: Path, flaky: dict[str, Path], point: 
         assert audit.verify(world.database).ok
         actions = [e.action for e in audit.history(world.database, audit.HistoryFilter(limit=200))]
         assert actions.count("rollout.rollback") == 1 and actions.count("rollout.rolled_back") == 1
+
+
+SHADOW_POINTS = ["shadow-intent", "shadow-call", "shadow-done", "unshadow-intent", "unshadow-done"]
+SHADOW_STEPS = "[{shadow: {percent: 50, duration: 1s}}, {setWeight: {percent: 50}}, {analysis: {}}]"
+
+
+@pytest.mark.parametrize("point", SHADOW_POINTS)
+def test_crash_during_a_shadow_step(tmp_path: Path, artifacts: dict[str, Path], point: str) -> None:
+    with make_world(tmp_path, artifacts) as world:
+        rollout_id = world.start(policy_text(SHADOW_STEPS, min_samples=20))
+        _crash_and_recover(world, rollout_id, point, "promoted")
+        assert platform_matches_registry(world) == {"candidate": "churn:2"}
+        assert audit.verify(world.database).ok
+        actions = [e.action for e in audit.history(world.database, audit.HistoryFilter(limit=200))]
+        assert actions.count("rollout.shadowing") == 1 and actions.count("rollout.shadow_ended") == 1

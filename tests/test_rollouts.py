@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -126,4 +127,44 @@ def test_promotion_with_sagemaker_blue_green_guardrails(tmp_path: Path, artifact
             "WaitIntervalInSeconds": 1,
             "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10},
         }
+        assert platform_matches_registry(world) == {"candidate": "churn:2"}
+
+
+def test_a_shadow_step_copies_traffic_to_the_candidate_then_continues(
+    tmp_path: Path, artifacts: dict[str, Path]
+) -> None:
+    steps = "[{shadow: {percent: 50, duration: 2s}}, {setWeight: {percent: 50}}, {analysis: {}}]"
+    with make_world(tmp_path, artifacts) as world:
+        rollout_id = world.start(policy_text(steps))
+        shadowing = world.tick_until(rollout_id, ("running",))
+        reconciler = world.reconciler()
+        seen_shadow = False
+        with world.traffic():
+            for _ in range(200):
+                reconciler.tick()
+                described = world.host.client("sagemaker").describe_endpoint(EndpointName=ENDPOINT)
+                if described.get("ShadowProductionVariants"):
+                    seen_shadow = True
+                    shares = {v["VariantName"]: v["CurrentWeight"] for v in described["ProductionVariants"]}
+                    assert shares == {"baseline": 100.0, "candidate": 0.0}
+                if world.rollout(rollout_id).state == "promoted":
+                    break
+        assert shadowing is not None and seen_shadow
+        points = world.host.metrics.datapoints(
+            (ENDPOINT, "candidate-shadow", "Invocations"),
+            datetime.fromtimestamp(0, UTC),
+            datetime.now(UTC),
+            60,
+            "Sum",
+        )
+        assert sum(v for _, v in points) > 0, "the shadow variant answered copies of the requests"
+        assert world.rollout(rollout_id).state == "promoted"
+        actions = [
+            e.action for e in audit.history(world.database, audit.HistoryFilter(endpoint=ENDPOINT, limit=60))
+        ]
+        assert (
+            actions.index("rollout.shadow_ended")
+            < actions.index("rollout.shadowing")
+            < actions.index("rollout.shadow")
+        )  # newest first
         assert platform_matches_registry(world) == {"candidate": "churn:2"}

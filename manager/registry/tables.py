@@ -200,6 +200,8 @@ class Rollout(Base):
     pending: Mapped[dict[str, Any] | None]
     intent_reason: Mapped[str | None] = mapped_column(Text)
     metrics_cursor: Mapped[datetime | None]
+    # The endpoint config that copies traffic to the candidate as a shadow variant, while a shadow step runs.
+    shadow_config: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
 
     endpoint: Mapped[Endpoint] = relationship()
     baseline: Mapped[ModelVersion] = relationship(foreign_keys=[baseline_version_id])

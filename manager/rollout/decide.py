@@ -26,7 +26,9 @@ from manager.policy import Metric, RolloutPolicy
 from manager.stats.evalues import ErrorWindow, HarmEvidence
 from manager.stats.sequences import Arm, difference_sequence
 
-Action = Literal["wait", "set_weight", "advance", "pause", "resume", "promote", "rollback"]
+Action = Literal[
+    "wait", "set_weight", "shadow", "unshadow", "advance", "pause", "resume", "promote", "rollback"
+]
 FINAL_STATES = frozenset({"promoted", "rolled_back", "aborted", "failed"})
 
 
@@ -42,6 +44,7 @@ class RolloutState:
     endpoint_ready: bool = True  # InService, with the weights the rollout set
     intent: str | None = None
     intent_reason: str | None = None
+    shadowing: bool = False  # a shadow variant receives copies of the traffic
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class Decision:
     action: Action
     reason: str
     evidence: dict[str, Any] = field(default_factory=dict)
-    weight: float | None = None  # for set_weight
+    weight: float | None = None  # for set_weight, and the shadow's percent for shadow
     next_step: int | None = None  # for advance and resume
 
     @property
@@ -242,12 +245,25 @@ def decide(state: RolloutState, policy: RolloutPolicy, observations: Observation
                 weight=step.set_weight.percent,
             )
         return Decision("advance", f"candidate at {state.weight:g}%", evidence, next_step=state.step + 1)
-    hold = step.bake.duration if step.bake else step.shadow.duration if step.shadow else None
-    if hold is not None:
-        label = "bake" if step.bake else "shadow"
-        if now - state.step_started_at >= parse_duration(hold):
-            return Decision("advance", f"{label} of {hold} done", evidence, next_step=state.step + 1)
-        return Decision("wait", f"{label} until {hold} have passed", evidence)
+    if step.shadow is not None:
+        if not state.shadowing:
+            return Decision(
+                "shadow",
+                f"step {state.step}: copy {step.shadow.percent:g}% of requests to the candidate as a shadow",
+                evidence,
+                weight=step.shadow.percent,
+            )
+        if now - state.step_started_at >= parse_duration(step.shadow.duration):
+            return Decision(
+                "unshadow", f"shadow of {step.shadow.duration} done", evidence, next_step=state.step + 1
+            )
+        return Decision("wait", f"shadowing until {step.shadow.duration} have passed", evidence)
+    if step.bake is not None:
+        if now - state.step_started_at >= parse_duration(step.bake.duration):
+            return Decision(
+                "advance", f"bake of {step.bake.duration} done", evidence, next_step=state.step + 1
+            )
+        return Decision("wait", f"bake until {step.bake.duration} have passed", evidence)
     if step.pause is not None:
         return Decision(
             "pause",

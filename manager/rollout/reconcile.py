@@ -93,6 +93,7 @@ class Snapshot:
     lease_owner: str | None
     lease_expires: datetime | None
     phases: tuple[tuple[int, datetime, datetime | None], ...]
+    shadow_config: str | None = None
 
 
 @dataclass
@@ -202,6 +203,7 @@ class Reconciler:
                 owner,
                 expires,
                 tuple(phases.get(r.id, [])),
+                r.shadow_config,
             )
             for r, name, owner, expires in rows
         ]
@@ -226,6 +228,11 @@ class Reconciler:
             return self._deploy(snap.id, policy, state, now)
         if snap.state in ("promoting", "rolling_back"):
             return self._finish(snap.id, policy, state, now)
+        if snap.pending and snap.pending.get("op") in ("shadow", "unshadow"):
+            moved = self._settle_shadow(snap, policy, state, snap.pending, now)
+            if moved is not None:
+                return moved
+            snap, data = self._refresh(snap.id)
         if snap.pending and snap.pending.get("op") == "set_weight":
             settled = self._settle_weight(snap.id, policy, state, snap.pending, now)
             if settled is not None:
@@ -296,12 +303,18 @@ class Reconciler:
         variants: list[tuple[str, ModelVersion, float]],
         label: str,
         now: datetime,
+        shadows: list[tuple[str, ModelVersion, float]] | None = None,
     ) -> ConfigSpec:
         target = policy.target
         capture = CaptureSpec(target.capture_destination) if target.capture_destination else None
         specs = tuple(
             VariantSpec(name, sagemaker_model_name(v), target.instance_type, target.instance_count, w)
             for name, v, w in variants
+        ) + tuple(
+            VariantSpec(
+                name, sagemaker_model_name(v), target.instance_type, target.instance_count, w, shadow=True
+            )
+            for name, v, w in shadows or []
         )
         draft = ConfigSpec("draft", specs, capture)
         return ConfigSpec(readable_name(f"{target.endpoint}-{label}", draft, now), specs, capture)
@@ -329,6 +342,7 @@ class Reconciler:
                         instance_type=v.instance_type,
                         instance_count=v.instance_count,
                         initial_weight=v.weight,
+                        is_shadow=v.shadow,
                     )
                 )
             session.add(row)
@@ -554,6 +568,7 @@ class Reconciler:
             endpoint_ready=not state.busy and snap.pending is None,
             intent=snap.intent,
             intent_reason=snap.intent_reason,
+            shadowing=snap.shadow_config is not None,
         )
         by_name = {m.name: data.get(m.measure, []) for m in policy.metrics}
         return self._apply(snap.id, policy, decide(current, policy, by_name, now), now)
@@ -572,6 +587,11 @@ class Reconciler:
                 assert decision.weight is not None
                 rollout.pending = {"op": "set_weight", "weight": decision.weight}
                 self._event(session, rollout, "rollout.set_weight", decision.reason, payload, now)
+            elif decision.action in ("shadow", "unshadow"):
+                spec, versions = self._shadow_spec(policy, rollout, decision, now)
+                self._record_config(session, rollout, spec, versions, False)
+                rollout.pending = {"op": decision.action, "config": spec.name, "weight": decision.weight}
+                self._event(session, rollout, f"rollout.{decision.action}", decision.reason, payload, now)
             elif decision.action == "advance":
                 rollout.step = decision.next_step if decision.next_step is not None else rollout.step + 1
                 rollout.step_started_at = now
@@ -606,6 +626,15 @@ class Reconciler:
                 rollout.pending = {"op": "rollback", "config": spec.name, "aborted": aborted}
                 self._event(session, rollout, "rollout.rollback", decision.reason, payload, now)
         crash_point(f"{decision.action}-intent")
+        if decision.action in ("shadow", "unshadow"):
+            state = self.platform.describe(target.endpoint)
+            assert state is not None
+            with self.database.read() as session:
+                [snap] = self._snapshots(session, rollout_id)
+            assert snap.pending is not None
+            return self._settle_shadow(snap, policy, state, snap.pending, now) or Outcome(
+                rollout_id, target.endpoint, decision.action, decision.reason
+            )
         if decision.action == "set_weight":
             assert decision.weight is not None
             self.platform.set_weights(
@@ -618,6 +647,72 @@ class Reconciler:
             assert state is not None
             return self._finish(rollout_id, policy, state, now)
         return Outcome(rollout_id, target.endpoint, decision.action, decision.reason)
+
+    # ---- shadow steps ------------------------------------------------------------------------
+
+    def _shadow_spec(
+        self, policy: policies.RolloutPolicy, rollout: Rollout, decision: Decision, now: datetime
+    ) -> tuple[ConfigSpec, dict[str, ModelVersion]]:
+        """The config for a shadow step (the candidate also as a shadow variant), or back without it."""
+        target = policy.target
+        production = [
+            (target.baseline_variant, rollout.baseline, 100.0 - rollout.weight),
+            (target.candidate_variant, rollout.candidate, rollout.weight),
+        ]
+        versions = {target.baseline_variant: rollout.baseline, target.candidate_variant: rollout.candidate}
+        if decision.action == "unshadow":
+            return self._config(policy, production, "ab", now), versions
+        shadow = f"{target.candidate_variant}-shadow"[:63]
+        versions[shadow] = rollout.candidate
+        # SageMaker copies (shadow weight / production weight) of the requests to a shadow variant.
+        return self._config(
+            policy, production, "shadow", now, [(shadow, rollout.candidate, float(decision.weight or 0))]
+        ), versions
+
+    def _settle_shadow(
+        self,
+        snap: Snapshot,
+        policy: policies.RolloutPolicy,
+        state: EndpointState,
+        pending: dict[str, Any],
+        now: datetime,
+    ) -> Outcome | None:
+        """Finish moving into or out of a shadow config; None once the endpoint serves it."""
+        target = policy.target
+        if state.busy:
+            return Outcome(snap.id, target.endpoint, "wait", f"endpoint {state.status}")
+        if state.config_name != pending["config"]:
+            with self.database.read() as session:
+                rollout = session.get(Rollout, snap.id)
+                assert rollout is not None
+                decision = Decision(pending["op"], "", weight=pending.get("weight"))
+                spec, versions = self._shadow_spec(policy, rollout, decision, now)
+            spec = ConfigSpec(pending["config"], spec.variants, spec.capture)
+            self._ensure(spec, list({v.id: v for v in versions.values()}.values()))
+            self.platform.update_endpoint(target.endpoint, spec.name)
+            crash_point(f"{pending['op']}-call")
+            return Outcome(snap.id, target.endpoint, pending["op"], spec.name)
+        with self.database.write() as session:
+            rollout = session.get(Rollout, snap.id)
+            assert rollout is not None
+            on = pending["op"] == "shadow"
+            config = session.scalar(select(EndpointConfig).where(EndpointConfig.name == pending["config"]))
+            if config is not None:
+                rollout.endpoint.current_config_id = config.id
+            rollout.shadow_config = pending["config"] if on else None
+            rollout.pending, rollout.step_started_at = None, now
+            if not on:
+                rollout.step += 1
+            self._event(
+                session,
+                rollout,
+                "rollout.shadowing" if on else "rollout.shadow_ended",
+                f"the candidate {'receives copies of' if on else 'no longer shadows'} the traffic",
+                {"config": pending["config"], "percent": pending.get("weight")},
+                now,
+            )
+        crash_point(f"{pending['op']}-done")
+        return None
 
     # ---- promotion and rollback ----------------------------------------------------------------
 
