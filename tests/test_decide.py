@@ -101,6 +101,12 @@ GOOD = {"accuracy": accuracy(0.85, 0.86, 20_000), "5xx": errors(0.005, 0.005, 20
         ),
         (state(step=4), GOOD, "promote", "every step passed"),
         (state(endpoint_ready=False), GOOD, "wait", "endpoint is updating"),
+        (
+            state(endpoint_ready=False, step_started_at=NOW - timedelta(minutes=31)),
+            GOOD,
+            "rollback",
+            "no progress for 30m",
+        ),
         (state(intent="abort", intent_reason="pager"), GOOD, "rollback", "aborted by the operator: pager"),
         (state(intent="promote", intent_reason="hotfix"), {}, "promote", "skipping the analysis: hotfix"),
         (state(intent="pause"), GOOD, "pause", "paused by the operator"),

@@ -205,6 +205,13 @@ def decide(state: RolloutState, policy: RolloutPolicy, observations: Observation
     if state.intent == "pause":
         return Decision("pause", f"paused by the operator: {state.intent_reason or 'no reason given'}")
     if not state.endpoint_ready:
+        deadline = parse_duration(policy.decisions.progress_deadline)
+        if now - state.step_started_at > deadline:
+            return Decision(
+                "rollback",
+                f"no progress for {policy.decisions.progress_deadline}: the endpoint did not settle",
+                {"step": state.step, "phase": state.phase},
+            )
         return Decision("wait", "the endpoint is updating")
 
     harm_only = not (step is not None and step.analysis is not None and step.analysis.final)
