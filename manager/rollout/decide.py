@@ -235,6 +235,18 @@ def decide(state: RolloutState, policy: RolloutPolicy, observations: Observation
         ]
         if harmful:
             return Decision("rollback", f"guardrail {', '.join(harmful)} shows harm", evidence)
+        # The primary's harm test acts at every step with traffic, the small canary's included.
+        primary = policy.primary
+        worse = next(
+            (v for v in live if primary is not None and v.metric == primary.name and v.status == "fail"), None
+        )
+        if worse is not None and primary is not None:
+            return Decision(
+                "rollback",
+                f"{primary.name}: the candidate is worse than the baseline by more "
+                f"than the margin {primary.test.margin:g}",
+                evidence,
+            )
     elapsed = now - state.started_at
     if elapsed >= parse_duration(policy.decisions.max_duration) and step is not None:
         return _inconclusive(
@@ -309,11 +321,13 @@ def _analysis(
     # `onNoData` says what missing data means for a verdict; it never stands in for the minimum sample.
     ready = all(v.samples_met for v in live)
     if not final:
-        if all(v.samples_met for v in live if by_name[v.metric].role == "guardrail"):
+        # A harm-only step (a small canary) lasts until every metric has its minimum sample, so that
+        # the harm tests, the primary's included, get their chance before more traffic moves.
+        if ready:
             return Decision(
                 "advance", "no harm seen with the minimum samples", evidence, next_step=state.step + 1
             )
-        return _limits_or_wait(policy, state, evidence, "collecting the guardrails' minimum samples")
+        return _limits_or_wait(policy, state, evidence, "collecting the minimum samples")
     settled = all(
         v.status == "pass" or (v.status == "no_data" and by_name[v.metric].on_no_data == "pass") for v in live
     )
