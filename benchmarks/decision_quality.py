@@ -159,8 +159,9 @@ def main() -> None:
 
     plain_text = yaml.safe_dump(plain.model_dump(by_alias=True, exclude_none=True))
     worse = SCENARIOS["accuracy-5pp"]
-    c = simulate(canary_text, worse, streams, runs, seed=args.seed + 1)
-    p = simulate(plain_text, worse, streams, runs, seed=args.seed + 1)
+    roomy = Streams(traffic_per_minute=1000, check_every=100, max_per_arm=200_000)  # no run cut short
+    c = simulate(canary_text, worse, roomy, runs, seed=args.seed + 1)
+    p = simulate(plain_text, worse, roomy, runs, seed=args.seed + 1)
     print(
         f"\nharm exposure at -5pp (requests served by the worse model, mean): canary.yaml {c.exposure:,.0f} "
         f"(rolled back {pct(c.rollback).strip()}%), plain 50/50 with the same test {p.exposure:,.0f} "

@@ -154,7 +154,7 @@ def run_once(policy: RolloutPolicy, scenario: Scenario, streams: Streams, seed: 
                 break
             continue
         # wait: more traffic, then look again
-        if max(served_b, served_c) >= streams.max_per_arm:
+        if served_b + served_c >= 2 * streams.max_per_arm:  # per arm at an even split
             break
         n_c = round(batch * weight / 100)
         n_b = batch - n_c

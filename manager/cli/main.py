@@ -18,7 +18,7 @@ from manager.cli.endpoints import endpoints_group
 from manager.cli.history import audit_group, history
 from manager.cli.local import local_group
 from manager.cli.models import models_group
-from manager.cli.rollout import daemon, demo, policy_group, rollout_group
+from manager.cli.rollout import daemon, demo, policy_group, rollout_group, simulate
 from manager.cli.schema import db_group
 from manager.cli.train import train
 from manager.errors import UserError
@@ -103,6 +103,7 @@ cli.add_command(policy_group)
 cli.add_command(rollout_group)
 cli.add_command(daemon)
 cli.add_command(demo)
+cli.add_command(simulate)
 
 
 def main() -> None:
