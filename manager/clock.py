@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from manager.errors import UserError
 
@@ -15,6 +16,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@lru_cache(maxsize=256)
 def parse_duration(text: str) -> timedelta:
     """`90s`, `10m`, `2h`, `7d`, `1w` -> timedelta."""
     match = _DURATION.match(text)

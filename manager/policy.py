@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -186,7 +187,7 @@ class RolloutPolicy(Spec):
             raise ValueError("at most one metric may be primary")
         return self
 
-    @property
+    @cached_property
     def plan(self) -> list[Step]:
         """The steps, with the shorthand expanded: each weight is set, then analysed."""
         if self.steps:

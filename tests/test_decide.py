@@ -83,7 +83,7 @@ GOOD = {"accuracy": accuracy(0.85, 0.86, 20_000), "5xx": errors(0.005, 0.005, 20
         (state(step=0, weight=5, phase=1), {}, "advance", "candidate at 5%"),
         (
             state(step=1, weight=5, phase=1),
-            {"5xx": errors(0.005, 0.005, 100, phase=1), "accuracy": accuracy(0.85, 0.85, 600, phase=1)},
+            {"5xx": errors(0.005, 0.005, 100, phase=1), "accuracy": accuracy(0.85, 0.85, 3500, phase=1)},
             "advance",
             "no harm seen",
         ),

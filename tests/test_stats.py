@@ -122,3 +122,15 @@ def test_group_sequential_bounds_match_gsdesign() -> None:
     )
     with pytest.raises(ValueError):
         bounds([0.5, 0.4, 1.0])
+
+
+def test_the_batch_evalue_equals_the_incremental_one() -> None:
+    rng = np.random.default_rng(1)
+    windows = [
+        ErrorWindow(float(b), float(rng.binomial(b, 0.01)), float(c), float(rng.binomial(c, 0.02)))
+        for b, c in zip(rng.integers(50, 500, 60), rng.integers(5, 500, 60), strict=True)
+    ]
+    incremental = HarmEvidence()
+    for w in windows:
+        incremental.add(w)
+    assert harm_evalue(windows) == pytest.approx(incremental.value, rel=1e-9)

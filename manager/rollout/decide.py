@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from manager.clock import parse_duration
 from manager.policy import Metric, RolloutPolicy
-from manager.stats.evalues import ErrorWindow, HarmEvidence
+from manager.stats.evalues import ErrorWindow, harm_evalue
 from manager.stats.sequences import Arm, difference_sequence
 
 Action = Literal[
@@ -94,14 +94,10 @@ def judge(
     current = next((p for p in phases if p.phase == phase), None)
     evidence: dict[str, Any] = {"metric": metric.name, "role": metric.role, "phase": phase}
     if metric.kind == "errors":
-        evidence_value = HarmEvidence()
-        windows = 0
-        for data in phases:
-            for w in data.windows:
-                evidence_value.add(w)
-                windows += 1
+        every = [w for data in phases for w in data.windows]
+        windows = len(every)
+        e = harm_evalue(every)
         n_c = sum(p.candidate.n for p in phases)
-        e = evidence_value.value
         evidence.update(
             {
                 "e_value": e,

@@ -56,8 +56,24 @@ class HarmEvidence:
 
 
 def harm_evalue(windows: Iterable[ErrorWindow]) -> float:
-    """E-value against "the candidate's error rate is no higher than the baseline's"."""
-    evidence = HarmEvidence()
-    for w in windows:
-        evidence.add(w)
-    return evidence.value
+    """E-value against "the candidate's error rate is no higher than the baseline's" (all windows at once)."""
+    rows = np.array(
+        [(w.baseline_requests, w.baseline_errors, w.candidate_requests, w.candidate_errors) for w in windows],
+        dtype=np.float64,
+    ).reshape(-1, 4)
+    bn, be, cn, ce = rows.T
+    m = be + ce
+    keep = (bn > 0) & (cn > 0) & (m > 0)
+    if not keep.any():
+        return 1.0
+    # Windows with the same share contribute alike: merge them, then one row per distinct share.
+    shares, inverse = np.unique(cn[keep] / (bn[keep] + cn[keep]), return_inverse=True)
+    k = np.bincount(inverse, weights=ce[keep])
+    total = np.bincount(inverse, weights=m[keep])
+    pi = shares[:, None]
+    p = pi * _R / (pi * _R + 1 - pi)
+    log_lr = (
+        k[:, None] * (np.log(p) - np.log(pi)) + (total - k)[:, None] * (np.log1p(-p) - np.log1p(-pi))
+    ).sum(axis=0)
+    peak = float(log_lr.max())
+    return float(math.exp(peak) * np.dot(_WEIGHTS, np.exp(log_lr - peak)))
