@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/local_sagemaker_throughput.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/reconcile_scale.py
+	$(BIN)/python benchmarks/decision_quality.py
 
 clean:
 	rm -rf $(VENV) .variantctl .pytest_cache .mypy_cache .ruff_cache *.egg-info
