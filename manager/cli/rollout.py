@@ -374,6 +374,7 @@ def demo(scenario: str, workdir: Path) -> None:
             live.refresh()
 
         result = runner.run(workdir.absolute(), scenario, on_tick, say=lambda m: console.print(m))
+    console.print()
     console.print(
         f"[5/6] [bold]{result['outcome']}[/bold]: {result['reason']} "
         f"({result['requests']} requests, {result['failed_requests']} failed)"
