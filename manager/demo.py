@@ -158,6 +158,7 @@ def run(
     from manager.metrics.cloudwatch import CloudWatchSource
     from manager.metrics.groundtruth import GroundTruthIngestor, QualitySpec
     from manager.platforms.sagemaker import SageMakerPlatform
+    from manager.platforms.traffic import wait_for
     from manager.registry import migrate, rollouts
     from manager.registry.tables import Rollout
     from manager.rollout import endpoints
@@ -184,8 +185,7 @@ def run(
         say(f"[2/6] local SageMaker on {host.url}; deploying {refs[0]} with data capture on")
         platform = SageMakerPlatform(host.client("sagemaker"))
         endpoints.create(database, platform, ENDPOINT, refs[0], "demo", capture=capture.as_uri())
-        while (platform.describe(ENDPOINT) or None) is None or platform.describe(ENDPOINT).busy:  # type: ignore[union-attr]
-            time.sleep(0.1)
+        wait_for(platform, ENDPOINT, lambda state: not state.busy, timeout=60, poll=0.1)
         text = (
             POLICY.read_text()
             .replace("CAPTURE_URI", capture.as_uri())

@@ -14,6 +14,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from manager import audit
+from manager.errors import UserError
 from manager.platforms.base import ModelSpec
 from manager.registry.tables import ModelVersion
 from trainers.config import TrainConfig
@@ -34,8 +35,6 @@ def sagemaker_scorer(trainer: Any, config: TrainConfig) -> Scorer:
 
     def scores(version: ModelVersion, x: np.ndarray) -> np.ndarray:
         if not version.image_uri:
-            from manager.errors import UserError
-
             raise UserError(f"{version.ref} has no serving image URI; register it with --image-uri")
         model = ModelSpec(
             f"{version.name}-v{version.version}", version.image_uri, version.artifact_uri, job.role_arn
