@@ -29,6 +29,20 @@ class ErrorWindow:
     candidate_errors: float
 
 
+def _log_lr(pi: np.ndarray, k: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """log likelihood ratio on the r grid, summed over rows of (share, candidate errors, all errors)."""
+    pi, k, m = pi[:, None], k[:, None], m[:, None]
+    p = pi * _R / (pi * _R + 1 - pi)
+    terms: np.ndarray = k * (np.log(p) - np.log(pi)) + (m - k) * (np.log1p(-p) - np.log1p(-pi))
+    return np.asarray(terms.sum(axis=0))
+
+
+def _mixed(log_lr: np.ndarray) -> float:
+    """The prior-weighted mean of exp(log_lr), computed without overflow."""
+    peak = float(log_lr.max())
+    return float(math.exp(peak) * np.dot(_WEIGHTS, np.exp(log_lr - peak)))
+
+
 class HarmEvidence:
     """The e-value, accumulated one window at a time (the same number as `harm_evalue`)."""
 
@@ -37,22 +51,16 @@ class HarmEvidence:
         self.informative = False
 
     def add(self, w: ErrorWindow) -> None:
-        requests = w.baseline_requests + w.candidate_requests
         errors = w.baseline_errors + w.candidate_errors
-        if requests <= 0 or errors <= 0 or w.candidate_requests <= 0 or w.baseline_requests <= 0:
+        if errors <= 0 or w.candidate_requests <= 0 or w.baseline_requests <= 0:
             return
-        pi = w.candidate_requests / requests
-        p = pi * _R / (pi * _R + 1 - pi)
-        k, m = w.candidate_errors, errors
+        pi = w.candidate_requests / (w.baseline_requests + w.candidate_requests)
         self.informative = True
-        self.log_lr += k * (np.log(p) - math.log(pi)) + (m - k) * (np.log1p(-p) - math.log1p(-pi))
+        self.log_lr += _log_lr(np.array([pi]), np.array([w.candidate_errors]), np.array([errors]))
 
     @property
     def value(self) -> float:
-        if not self.informative:
-            return 1.0
-        peak = float(self.log_lr.max())
-        return float(math.exp(peak) * np.dot(_WEIGHTS, np.exp(self.log_lr - peak)))
+        return _mixed(self.log_lr) if self.informative else 1.0
 
 
 def harm_evalue(windows: Iterable[ErrorWindow]) -> float:
@@ -68,12 +76,6 @@ def harm_evalue(windows: Iterable[ErrorWindow]) -> float:
         return 1.0
     # Windows with the same share contribute alike: merge them, then one row per distinct share.
     shares, inverse = np.unique(cn[keep] / (bn[keep] + cn[keep]), return_inverse=True)
-    k = np.bincount(inverse, weights=ce[keep])
-    total = np.bincount(inverse, weights=m[keep])
-    pi = shares[:, None]
-    p = pi * _R / (pi * _R + 1 - pi)
-    log_lr = (
-        k[:, None] * (np.log(p) - np.log(pi)) + (total - k)[:, None] * (np.log1p(-p) - np.log1p(-pi))
-    ).sum(axis=0)
-    peak = float(log_lr.max())
-    return float(math.exp(peak) * np.dot(_WEIGHTS, np.exp(log_lr - peak)))
+    return _mixed(
+        _log_lr(shares, np.bincount(inverse, weights=ce[keep]), np.bincount(inverse, weights=m[keep]))
+    )
