@@ -304,7 +304,9 @@ class Reconciler:
         label: str,
         now: datetime,
         shadows: list[tuple[str, ModelVersion, float]] | None = None,
+        name: str | None = None,
     ) -> ConfigSpec:
+        """The config for these variants, named `name` (as an intent recorded it) or freshly."""
         target = policy.target
         capture = CaptureSpec(target.capture_destination) if target.capture_destination else None
         specs = tuple(
@@ -316,8 +318,9 @@ class Reconciler:
             )
             for name, v, w in shadows or []
         )
-        draft = ConfigSpec("draft", specs, capture)
-        return ConfigSpec(readable_name(f"{target.endpoint}-{label}", draft, now), specs, capture)
+        if name is None:
+            name = readable_name(f"{target.endpoint}-{label}", ConfigSpec("draft", specs, capture), now)
+        return ConfigSpec(name, specs, capture)
 
     def _record_config(
         self,
@@ -404,8 +407,8 @@ class Reconciler:
             [(target.baseline_variant, baseline, 100.0), (target.candidate_variant, candidate, 0.0)],
             "ab",
             now,
+            name=pending["config"],
         )
-        spec = ConfigSpec(pending["config"], spec.variants, spec.capture)
         if state.config_name == spec.name and not state.busy:
             with self.database.write() as session:
                 rollout = session.get(Rollout, rollout_id)
@@ -651,7 +654,12 @@ class Reconciler:
     # ---- shadow steps ------------------------------------------------------------------------
 
     def _shadow_spec(
-        self, policy: policies.RolloutPolicy, rollout: Rollout, decision: Decision, now: datetime
+        self,
+        policy: policies.RolloutPolicy,
+        rollout: Rollout,
+        decision: Decision,
+        now: datetime,
+        name: str | None = None,
     ) -> tuple[ConfigSpec, dict[str, ModelVersion]]:
         """The config for a shadow step (the candidate also as a shadow variant), or back without it."""
         target = policy.target
@@ -661,13 +669,12 @@ class Reconciler:
         ]
         versions = {target.baseline_variant: rollout.baseline, target.candidate_variant: rollout.candidate}
         if decision.action == "unshadow":
-            return self._config(policy, production, "ab", now), versions
+            return self._config(policy, production, "ab", now, name=name), versions
         shadow = f"{target.candidate_variant}-shadow"[:63]
         versions[shadow] = rollout.candidate
         # SageMaker copies (shadow weight / production weight) of the requests to a shadow variant.
-        return self._config(
-            policy, production, "shadow", now, [(shadow, rollout.candidate, float(decision.weight or 0))]
-        ), versions
+        shadows = [(shadow, rollout.candidate, float(decision.weight or 0))]
+        return self._config(policy, production, "shadow", now, shadows, name=name), versions
 
     def _settle_shadow(
         self,
@@ -686,8 +693,7 @@ class Reconciler:
                 rollout = session.get(Rollout, snap.id)
                 assert rollout is not None
                 decision = Decision(pending["op"], "", weight=pending.get("weight"))
-                spec, versions = self._shadow_spec(policy, rollout, decision, now)
-            spec = ConfigSpec(pending["config"], spec.variants, spec.capture)
+                spec, versions = self._shadow_spec(policy, rollout, decision, now, name=pending["config"])
             self._ensure(spec, list({v.id: v for v in versions.values()}.values()))
             self.platform.update_endpoint(target.endpoint, spec.name)
             crash_point(f"{pending['op']}-call")
@@ -727,8 +733,7 @@ class Reconciler:
             baseline, candidate = rollout.baseline, rollout.candidate
         promoting = pending["op"] == "promote"
         keep = (target.candidate_variant, candidate) if promoting else (target.baseline_variant, baseline)
-        spec = self._config(policy, [(keep[0], keep[1], 1.0)], "x", now)
-        spec = ConfigSpec(pending["config"], spec.variants, spec.capture)
+        spec = self._config(policy, [(keep[0], keep[1], 1.0)], pending["op"], now, name=pending["config"])
         self.platform.ensure_model(self._model(keep[1]))
         if promoting:
             bg = (
