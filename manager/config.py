@@ -5,10 +5,15 @@ from __future__ import annotations
 import getpass
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+
+from manager.errors import UserError
 
 ENV_DB = "VARIANTCTL_DB"
 ENV_ACTOR = "VARIANTCTL_ACTOR"
+# The serving image of a version registered without one: the local SageMaker's scikit-learn server.
+DEFAULT_IMAGE = "local/sklearn:1.9"
 
 
 def data_dir() -> Path:
@@ -53,3 +58,39 @@ class Settings:
     @classmethod
     def resolve(cls, db: str | None = None, actor_flag: str | None = None) -> Settings:
         return cls(db_url=db_url(db), actor=actor(actor_flag))
+
+
+@dataclass(frozen=True)
+class DaemonTuning:
+    """The daemon's knobs, each with its VARIANTCTL_* variable.
+
+    - metrics_lag: how long CloudWatch windows are left to fill before they are read (its data arrives
+      2-5 minutes late);
+    - metrics_period: the CloudWatch window, in seconds;
+    - capture_settle: how long a capture or label file must go without a write before it is closed.
+    """
+
+    metrics_lag: timedelta = timedelta(seconds=180)
+    metrics_period: int = 60
+    capture_settle: timedelta = timedelta(seconds=7200)
+
+    @classmethod
+    def from_env(cls) -> DaemonTuning:
+        return cls(
+            metrics_lag=timedelta(seconds=_seconds("VARIANTCTL_METRICS_LAG_SECONDS", 180)),
+            metrics_period=int(_seconds("VARIANTCTL_METRICS_PERIOD_SECONDS", 60)),
+            capture_settle=timedelta(seconds=_seconds("VARIANTCTL_CAPTURE_SETTLE_SECONDS", 7200)),
+        )
+
+
+def _seconds(variable: str, default: float) -> float:
+    raw = os.environ.get(variable)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise UserError(f"{variable}={raw!r}: give a number of seconds above 0")
+    return value

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -89,21 +89,24 @@ _RUNTIMES: dict[str, Runtime] = {}
 def build_runtime(url: str, owner: str) -> Runtime:
     import boto3
 
+    from manager.config import DaemonTuning
     from manager.metrics.cloudwatch import CloudWatchSource
     from manager.metrics.groundtruth import GroundTruthIngestor
     from manager.platforms.sagemaker import RETRIES, SageMakerPlatform
     from manager.rollout.reconcile import Reconciler
 
+    tuning = DaemonTuning.from_env()
     database = Database(url)
     platform = SageMakerPlatform.connect()
-    lag = timedelta(seconds=float(os.environ.get("VARIANTCTL_METRICS_LAG_SECONDS", "180")))
-    period = int(os.environ.get("VARIANTCTL_METRICS_PERIOD_SECONDS", "60"))
-    metrics = CloudWatchSource(boto3.client("cloudwatch", config=RETRIES), lag=lag, period=period)
-    settle = timedelta(seconds=float(os.environ.get("VARIANTCTL_CAPTURE_SETTLE_SECONDS", "7200")))
+    metrics = CloudWatchSource(
+        boto3.client("cloudwatch", config=RETRIES), lag=tuning.metrics_lag, period=tuning.metrics_period
+    )
     return Runtime(
         database,
         Reconciler(database, platform, metrics, owner=owner, actor="daemon"),
-        GroundTruthIngestor(database, s3_client=boto3.client("s3", config=RETRIES), settle=settle),
+        GroundTruthIngestor(
+            database, s3_client=boto3.client("s3", config=RETRIES), settle=tuning.capture_settle
+        ),
     )
 
 
@@ -162,36 +165,31 @@ def retrain_job(url: str, policy_path: str, job_id: str) -> None:
     from manager import policy as policies
     from manager import yamlconfig
     from manager.clock import utcnow
-    from manager.registry import rollouts
-    from trainers.base import current_baseline, register
+    from manager.config import scheduler_actor
+    from manager.rollout import launch
     from trainers.config import TrainConfig
     from trainers.datasets import load
-    from trainers.gate import local_scorer, offline_gate
+    from trainers.gate import local_scorer
+    from trainers.pipeline import retrain
     from trainers.sklearn_local import SklearnTrainer
 
-    actor = f"scheduler:{job_id}"
+    actor = scheduler_actor(job_id)
     policy, text = policies.load(Path(policy_path))
-    retrain = policy.trigger.retrain
-    assert retrain is not None
+    spec = policy.trigger.retrain
+    assert spec is not None
     if not within_windows(policy.trigger.windows, utcnow()):
         log.info("%s: outside the allowed windows; not retraining", job_id)
         return
-    config = yamlconfig.load(Path(retrain.config), TrainConfig)
-    data = load(retrain.data, retrain.shift)
-    result = SklearnTrainer().train(config, data)
+    config = yamlconfig.load(Path(spec.config), TrainConfig)
+    data = load(spec.data, spec.shift)
     database = _RUNTIMES[url].database
-    with database.write() as session:
-        baseline = current_baseline(session, config.model)
-        version = register(session, result, actor, baseline)
-        if config.gate is None:
-            version.status = "approved"
-        else:
-            offline_gate(session, config, data, version, baseline, local_scorer(data.task), actor)
-        passed = version.status == "approved"
-    if passed:
+    done = retrain(database, SklearnTrainer(), local_scorer(data.task), config, data, actor)
+    if done.approved:
         with database.write() as session:
-            rollouts.start(session, policy, text, actor, utcnow())
-        log.info("%s: started a rollout of the new candidate", job_id)
+            launch.start(session, policy, text, actor, utcnow())
+        log.info("%s: started a rollout of the new candidate %s", job_id, done.ref)
+    else:
+        log.info("%s: %s %s: %s", job_id, done.ref, done.status, done.gate)
 
 
 def trigger_job(url: str, policies_dir: str) -> None:
@@ -201,9 +199,10 @@ def trigger_job(url: str, policies_dir: str) -> None:
 
     from manager import policy as policies
     from manager.clock import utcnow
+    from manager.config import scheduler_actor
     from manager.errors import UserError as Refused
-    from manager.registry import rollouts
     from manager.registry.tables import Rollout
+    from manager.rollout import launch
 
     database = _RUNTIMES[url].database
     for path in sorted(Path(policies_dir).glob("*.yaml")):
@@ -215,7 +214,7 @@ def trigger_job(url: str, policies_dir: str) -> None:
         job_id = f"trigger:{policy.name}"
         with database.write() as session:
             try:
-                candidate = rollouts.resolve_candidate(session, policy.target.candidate)
+                candidate = launch.candidate(session, policy)
             except Refused:
                 continue
             tried = session.scalar(
@@ -224,7 +223,7 @@ def trigger_job(url: str, policies_dir: str) -> None:
             if tried is not None:
                 continue
             try:
-                rollout = rollouts.start(session, policy, text, f"scheduler:{job_id}", utcnow())
+                rollout = launch.start(session, policy, text, scheduler_actor(job_id), utcnow())
             except Refused as exc:
                 log.info("%s: not starting: %s", job_id, exc)
                 continue

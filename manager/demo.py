@@ -1,9 +1,10 @@
 """`variantctl demo`: the whole product in one process, with no AWS.
 
 The local SageMaker serves the endpoint; two scikit-learn models are trained and registered; the
-baseline serves with data capture on; a rollout of the candidate runs under
-examples/policies/demo.yaml while synthetic traffic flows through boto3's sagemaker-runtime client
-and ground truth arrives a little later; the same reconciler and ingestion the daemon runs decide.
+baseline serves with data capture on; a rollout of the candidate runs under `demo_policy.yaml`
+(package data, so the demo runs from a wheel too) while synthetic traffic flows through boto3's
+sagemaker-runtime client and ground truth arrives a little later; the same reconciler and
+ingestion the daemon runs decide.
 Scenarios: `promote` (a candidate as good), `regression` (a worse candidate), `error-spike`
 (a candidate that fails some requests with a 5xx).
 """
@@ -19,12 +20,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from manager.registry.rollouts import RolloutView
+    from manager.rollout.reconcile import TickResult
+
 SCENARIOS = ("promote", "regression", "error-spike")
-POLICY = Path(__file__).resolve().parent.parent / "examples" / "policies" / "demo.yaml"
+APPROVED = "the demo rolls both versions out without an offline gate"
+POLICY = Path(__file__).resolve().parent / "demo_policy.yaml"  # package data: works from a wheel
 ENDPOINT = "churn-demo"
 
 
@@ -45,6 +51,16 @@ class FlakyModel:
         if self.rng.random() < self.failure_rate:
             raise RuntimeError("injected failure: out of memory")
         return self.inner.predict_proba(x)
+
+
+@dataclass(frozen=True)
+class DemoTick:
+    """What the demo shows after each tick: the rollout, the traffic so far, and what the tick did."""
+
+    rollout: RolloutView
+    sent: int
+    failed: int
+    last: TickResult | None
 
 
 @dataclass
@@ -146,7 +162,7 @@ output: {workdir / "artifacts"}
 def run(
     workdir: Path,
     scenario: str,
-    on_tick: Callable[[dict[str, Any]], None] | None = None,
+    on_tick: Callable[[DemoTick], None] | None = None,
     timeout: float = 150.0,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -159,9 +175,9 @@ def run(
     from manager.metrics.groundtruth import GroundTruthIngestor, QualitySpec
     from manager.platforms.sagemaker import SageMakerPlatform
     from manager.platforms.traffic import wait_for
-    from manager.registry import migrate, rollouts
-    from manager.registry.tables import Rollout
-    from manager.rollout import endpoints
+    from manager.registry import migrate, models, rollouts
+    from manager.registry.vocabulary import is_final
+    from manager.rollout import endpoints, launch
     from manager.rollout.reconcile import Reconciler
     from trainers.base import register
 
@@ -177,9 +193,9 @@ def run(
     baseline, candidate, held_out = _train(workdir, scenario)
     with database.write() as session:
         first = register(session, baseline, "demo")
-        first.status = "approved"
         second = register(session, candidate, "demo", replaces=first)
-        second.status = "approved"
+        for version in (first, second):
+            models.transition(session, version, "approved", "demo", reason=APPROVED)
         refs = (first.ref, second.ref)
     with LocalSageMaker(workdir / "sagemaker", provision_delay=0.5, metric_bucket_seconds=1) as host:
         say(f"[2/6] local SageMaker on {host.url}; deploying {refs[0]} with data capture on")
@@ -193,7 +209,7 @@ def run(
         )
         policy = policies.parse(text, str(POLICY))
         with database.write() as session:
-            rollout_id = rollouts.start(session, policy, text, "demo", datetime.now(UTC)).id
+            rollout_id = launch.start(session, policy, text, "demo", datetime.now(UTC)).id
         say(f"[3/6] rollout {rollout_id}: {refs[1]} beside {refs[0]} under {POLICY.name}")
         traffic = Traffic(host.client("sagemaker-runtime"), held_out.x_test, held_out.y_test, ground_truth)
         reconciler = Reconciler(
@@ -214,22 +230,10 @@ def run(
                 ingestor.run(quality)
                 outcomes = reconciler.tick()
                 with database.read() as session:
-                    row = session.get(Rollout, rollout_id)
-                    assert row is not None
-                    snapshot = {
-                        "state": row.state,
-                        "step": row.step,
-                        "phase": row.phase,
-                        "weight": row.weight,
-                        "sent": traffic.sent,
-                        "failed": traffic.failed,
-                        "did": outcomes[0].did if outcomes else "-",
-                        "detail": outcomes[0].detail if outcomes else "",
-                        "reason": row.reason,
-                    }
+                    view = rollouts.view(session, rollout_id)
                 if on_tick:
-                    on_tick(snapshot)
-                if snapshot["state"] in ("promoted", "rolled_back", "aborted", "failed"):
+                    on_tick(DemoTick(view, traffic.sent, traffic.failed, outcomes[0] if outcomes else None))
+                if is_final(view.state):
                     break
                 time.sleep(1.0)
         finally:
@@ -237,12 +241,11 @@ def run(
             for w in workers:
                 w.join(timeout=5)
     with database.read() as session:
-        row = session.get(Rollout, rollout_id)
-        assert row is not None
+        view = rollouts.view(session, rollout_id)
         result = {
             "rollout": rollout_id,
-            "outcome": row.state,
-            "reason": row.reason,
+            "outcome": view.state,
+            "reason": view.reason,
             "baseline": refs[0],
             "candidate": refs[1],
             "requests": traffic.sent,

@@ -18,9 +18,8 @@ from typing import Any, Literal
 import numpy as np
 
 from manager.policy import Metric, RolloutPolicy
-from manager.rollout.decide import PhaseData, RolloutState, decide
-from manager.stats.evalues import ErrorWindow
-from manager.stats.sequences import Arm
+from manager.rollout.decide import RolloutState, decide
+from manager.samples import Arm, ErrorWindow, PhaseData
 
 Truth = Literal["same", "better", "worse"]
 Outcome = Literal["promote", "rollback", "undecided"]

@@ -16,9 +16,9 @@ from manager.db import Database
 from manager.local_sagemaker import LocalSageMaker
 from manager.metrics.cloudwatch import CloudWatchSource
 from manager.platforms.sagemaker import SageMakerPlatform
-from manager.registry import migrate, models, rollouts
+from manager.registry import migrate, models
 from manager.registry.tables import Rollout
-from manager.rollout import endpoints
+from manager.rollout import endpoints, launch
 from manager.rollout.reconcile import Reconciler
 
 from .local_sagemaker_support import first_row
@@ -60,7 +60,7 @@ class World:
     def start(self, text: str) -> int:
         policy = policies.parse(text)
         with self.database.write() as session:
-            return rollouts.start(session, policy, text, "tester", datetime.now(UTC)).id
+            return launch.start(session, policy, text, "tester", datetime.now(UTC)).id
 
     def rollout(self, rollout_id: int) -> Rollout:
         with self.database.read() as session:
@@ -110,9 +110,9 @@ def make_world(tmp_path: Path, artifacts: dict[str, Path], candidate: str = "log
     database = Database(f"sqlite:///{db_path}")
     migrate.upgrade(database)
     with database.write() as session:
-        models.register(session, models.ModelSpec("churn", str(artifacts["logistic"]), "sklearn"), "t")
+        models.register(session, models.NewVersion("churn", str(artifacts["logistic"]), "sklearn"), "t")
         models.register(
-            session, models.ModelSpec("churn", str(artifacts[candidate]), "sklearn", status="approved"), "t"
+            session, models.NewVersion("churn", str(artifacts[candidate]), "sklearn", status="approved"), "t"
         )
     with LocalSageMaker(tmp_path / "sagemaker", provision_delay=0.1, metric_bucket_seconds=1) as host:
         platform = SageMakerPlatform(host.client("sagemaker"))

@@ -58,7 +58,7 @@ def test_history_chain_constraints_and_triggers(pg: Database, tmp_path: Path) ->
     artifact.write_bytes(b"x")
     with pg.write() as session:
         for _ in range(3):
-            models.register(session, models.ModelSpec("churn", str(artifact), "sklearn"), "alice")
+            models.register(session, models.NewVersion("churn", str(artifact), "sklearn"), "alice")
     audit.record(pg, "daemon", audit.Event("rollout.start", "rollout", "1", endpoint="ep"))
 
     verdict = audit.verify(pg)
@@ -67,7 +67,7 @@ def test_history_chain_constraints_and_triggers(pg: Database, tmp_path: Path) ->
     assert [e.subject_id for e in events] == ["churn:3", "churn:2"]
 
     with pytest.raises(IntegrityError) as info, pg.write() as session:
-        models.register(session, models.ModelSpec("churn", str(artifact), "sklearn", version=2), "a")
+        models.register(session, models.NewVersion("churn", str(artifact), "sklearn", version=2), "a")
     assert explain(info.value) == "that model name and version are already registered"
 
     with pytest.raises(IntegrityError, match="append-only"), pg.write() as session:

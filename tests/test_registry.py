@@ -25,7 +25,7 @@ from manager.registry.tables import (
 
 
 def _model(session: Session, artifact: Path | str, name: str = "churn", **kw: object) -> ModelVersion:
-    spec = models.ModelSpec(name=name, artifact_uri=str(artifact), framework="sklearn", **kw)  # type: ignore[arg-type]
+    spec = models.NewVersion(name=name, artifact_uri=str(artifact), framework="sklearn", **kw)  # type: ignore[arg-type]
     return models.register(session, spec, "tester")
 
 

@@ -25,7 +25,8 @@ from manager.platforms.base import (
     SpecConflict,
     VariantSpec,
 )
-from manager.platforms.sagemaker import SageMakerPlatform, readable_name
+from manager.names import readable_name
+from manager.platforms.sagemaker import SageMakerPlatform
 
 from .aws_support import moto_with_update_endpoint, record_operations
 

@@ -131,7 +131,7 @@ def test_tuning_flow_registers_the_best_job_and_gates_it(aws: tuple[Any, Any], d
     with database.write() as session:
         baseline = models.register(
             session,
-            models.ModelSpec(
+            models.NewVersion(
                 "churn",
                 "s3://ml-bucket/old/model.tar.gz",
                 "xgboost",

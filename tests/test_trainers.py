@@ -150,9 +150,9 @@ def test_the_gate_rejects_a_dummy_classifier(database: Database, config_file: Pa
     joblib.dump(DummyClassifier(strategy="prior").fit(data.x, data.y), dummy_path)
     with database.write() as session:
         baseline = models.register(
-            session, models.ModelSpec("churn", good.artifact_uri, "sklearn", status="serving"), "t"
+            session, models.NewVersion("churn", good.artifact_uri, "sklearn", status="serving"), "t"
         )
-        bad = models.register(session, models.ModelSpec("churn", str(dummy_path), "sklearn"), "t")
+        bad = models.register(session, models.NewVersion("churn", str(dummy_path), "sklearn"), "t")
         verdict = offline_gate(session, config, data, bad, baseline, local_scorer(data.task), "t")
         assert verdict is not None and not verdict.passed
         assert bad.status == "rejected"

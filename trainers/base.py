@@ -76,7 +76,7 @@ def register(
     session.flush()
     version = models.register(
         session,
-        models.ModelSpec(
+        models.NewVersion(
             name=result.model_name,
             artifact_uri=result.artifact_uri,
             framework=result.framework,

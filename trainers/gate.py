@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from manager import audit
 from manager.errors import UserError
+from manager.names import model_name
 from manager.platforms.base import ModelSpec
+from manager.registry import models
 from manager.registry.tables import ModelVersion
 from trainers.config import TrainConfig
 from trainers.datasets import Dataset, Task, split
@@ -37,7 +38,7 @@ def sagemaker_scorer(trainer: Any, config: TrainConfig) -> Scorer:
         if not version.image_uri:
             raise UserError(f"{version.ref} has no serving image URI; register it with --image-uri")
         model = ModelSpec(
-            f"{version.name}-v{version.version}", version.image_uri, version.artifact_uri, job.role_arn
+            model_name(version.name, version.version), version.image_uri, version.artifact_uri, job.role_arn
         )
         result: np.ndarray = trainer.batch_scores(model, x, job.bucket, job.instance_type)
         return result
@@ -86,26 +87,18 @@ def record_gate(
 ) -> bool:
     """Approve or reject the candidate on the gate's numbers, and put the evidence in the history."""
     passed = result is None or result.passed
-    candidate.status = "approved" if passed else "rejected"
-    reason = (
-        result.sentence()
-        if result is not None
-        else "offline gate passed: no approved or serving version to compare with"
-    )
-    audit.append(
+    models.transition(
         session,
+        candidate,
+        "approved" if passed else "rejected",
         actor,
-        audit.Event(
-            action="model.gate",
-            subject_type="model_version",
-            subject_id=candidate.ref,
-            model=candidate.name,
-            reason=reason,
-            payload={
-                "baseline_version": baseline.ref if baseline else None,
-                "status": candidate.status,
-                "evidence": result.as_evidence() if result is not None else None,
-            },
-        ),
+        action="model.gate",
+        reason=result.sentence()
+        if result is not None
+        else "offline gate passed: no approved or serving version to compare with",
+        payload={
+            "baseline_version": baseline.ref if baseline else None,
+            "evidence": result.as_evidence() if result is not None else None,
+        },
     )
     return passed

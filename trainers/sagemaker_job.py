@@ -19,8 +19,9 @@ import numpy as np
 
 from manager.clock import utcnow
 from manager.errors import UserError
+from manager.names import readable_name
 from manager.platforms.base import ModelSpec
-from manager.platforms.sagemaker import RETRIES, SageMakerPlatform, readable_name
+from manager.platforms.sagemaker import RETRIES, SageMakerPlatform
 from trainers.base import Progress, TrainingResult
 from trainers.config import Range, SageMakerJob, TrainConfig
 from trainers.datasets import Dataset, Task, split, to_csv_bytes

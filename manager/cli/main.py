@@ -14,12 +14,16 @@ import click
 
 from manager import __version__
 from manager.cli.context import AppContext
+from manager.cli.daemon import daemon
+from manager.cli.demo import demo
 from manager.cli.endpoints import endpoints_group
 from manager.cli.history import audit_group, history
 from manager.cli.local import local_group
 from manager.cli.models import models_group
-from manager.cli.rollout import daemon, demo, policy_group, rollout_group, simulate
+from manager.cli.policy import policy_group
+from manager.cli.rollout import rollout_group
 from manager.cli.schema import db_group
+from manager.cli.simulate import simulate
 from manager.cli.train import train
 from manager.errors import UserError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -115,8 +115,9 @@ def register(
 ) -> None:
     """Register an existing model artifact as a new version of NAME."""
     from manager.registry import models
+    from manager.registry.vocabulary import ModelStatus
 
-    spec = models.ModelSpec(
+    spec = models.NewVersion(
         name=name,
         artifact_uri=artifact_uri,
         framework=framework,
@@ -125,7 +126,7 @@ def register(
         metrics=parse_metrics(metric_pairs, metrics_file),
         dataset_fingerprint=dataset_fingerprint,
         description=description,
-        status=status,
+        status=cast("ModelStatus", status),  # click.Choice(MODEL_STATUSES) checked it
         version=version,
     )
     database = app.database()

@@ -105,3 +105,27 @@ def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title: str
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
     console.print(table)
+
+
+def metric_cells(v: dict[str, Any]) -> dict[str, str]:
+    """A metric's verdict as four short cells: status, each arm, and its interval or e-value."""
+    if "e_value" in v:
+        return {
+            "status": v["status"],
+            "baseline": f"{v['baseline_errors']:g}/{v['baseline_requests']:g}",
+            "candidate": f"{v['candidate_errors']:g}/{v['candidate_requests']:g}",
+            "interval": f"e-value {v['e_value']:.3g} (reject at {v['threshold']:g})",
+        }
+    if "baseline_mean" not in v:
+        return {"status": v["status"], "baseline": "-", "candidate": "-", "interval": "-"}
+    interval = (
+        f"[{v['improvement_low']:+.4f}, {v['improvement_high']:+.4f}] vs -{v['margin']:g}"
+        if "improvement_low" in v
+        else ""
+    )
+    return {
+        "status": v["status"],
+        "baseline": f"{v['baseline_mean']:.4g} (n={v['baseline_n']:g})",
+        "candidate": f"{v['candidate_mean']:.4g} (n={v['candidate_n']:g})",
+        "interval": interval,
+    }

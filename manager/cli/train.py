@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,46 +55,60 @@ def train(
     from manager import yamlconfig
     from trainers.config import TrainConfig
     from trainers.datasets import load
+    from trainers.pipeline import retrain
 
     config = yamlconfig.load(config_path, TrainConfig)
     database = app.database()  # refuse a missing or old registry before spending time on training
     data = load(source, shift, seed)
-    result, scorer = _run(trainer, config, data, quiet=output != "table")
-    version, outcome = _register_and_gate(app, database, config, data, result, scorer, replaces, no_gate)
+    runner, scorer = _trainer(trainer, config, data)
+    with _progress(config, quiet=output != "table") as on_step:
+        done = retrain(
+            database,
+            runner,
+            scorer,
+            config,
+            data,
+            app.actor,
+            replaces=replaces,
+            gate=not no_gate,
+            progress=on_step,
+        )
+    result = done.result
     record: dict[str, Any] = {
-        "model": version["ref"],
-        "status": version["status"],
+        "model": done.ref,
+        "status": done.status,
         "artifact_uri": result.artifact_uri,
-        "replaces": version["replaces"],
+        "replaces": done.replaces,
         "dataset": result.dataset_source,
         "fingerprint": result.dataset_fingerprint,
         "objective": f"{result.objective} = {result.search.get('best_score', float('nan')):.4f} (validation)",
         "test": result.metrics["test"],
         "hyperparameters": result.hyperparameters,
         "seconds": round(result.seconds, 2),
-        "gate": outcome,
+        "gate": done.gate,
     }
-    emit_record(record, output, title=f"trained {version['ref']}")
-    if version["status"] == "rejected":
-        click.echo(f"error: {version['ref']} rejected: {outcome}", err=True)
+    emit_record(record, output, title=f"trained {done.ref}")
+    if done.status == "rejected":
+        click.echo(f"error: {done.ref} rejected: {done.gate}", err=True)
         sys.exit(1)
 
 
-def _run(trainer: str, config: Any, data: Any, quiet: bool) -> tuple[Any, Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from trainers.gate import Scorer, local_scorer, sagemaker_scorer
+def _trainer(trainer: str, config: Any, data: Any) -> tuple[Any, Any]:
+    from trainers.gate import local_scorer, sagemaker_scorer
     from trainers.sklearn_local import SklearnTrainer
 
-    runner: Any
-    scorer: Scorer
     if trainer == "sklearn":
-        runner, scorer = SklearnTrainer(), local_scorer(data.task)
-    else:
-        from trainers.sagemaker_job import SageMakerTrainer
+        return SklearnTrainer(), local_scorer(data.task)
+    from trainers.sagemaker_job import SageMakerTrainer
 
-        runner = SageMakerTrainer.connect(config)
-        scorer = sagemaker_scorer(runner, config)
+    runner = SageMakerTrainer.connect(config)
+    return runner, sagemaker_scorer(runner, config)
+
+
+@contextmanager
+def _progress(config: Any, quiet: bool) -> Iterator[Callable[[int, int, float, float], None]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -106,33 +122,4 @@ def _run(trainer: str, config: Any, data: Any, quiet: bool) -> tuple[Any, Any]:
         def on_step(done: int, planned: int, value: float, best: float) -> None:
             bar.update(task, completed=done, total=planned, best=f"{config.objective.metric} {best:.4f}")
 
-        return runner.train(config, data, on_step), scorer
-
-
-def _register_and_gate(
-    app: AppContext,
-    database: Any,
-    config: Any,
-    data: Any,
-    result: Any,
-    scorer: Any,
-    replaces: str | None,
-    no_gate: bool,
-) -> tuple[dict[str, Any], str]:
-    from manager.registry import models
-    from trainers.base import current_baseline, register
-    from trainers.gate import offline_gate
-
-    with database.write() as session:
-        baseline = models.get(session, replaces) if replaces else current_baseline(session, config.model)
-        version = register(session, result, app.actor, baseline)
-        outcome = "not run (--no-gate)"
-        if not no_gate and config.gate is not None:
-            verdict = offline_gate(session, config, data, version, baseline, scorer, app.actor)
-            outcome = verdict.sentence() if verdict else "passed: nothing approved or serving to compare with"
-        return {
-            "ref": version.ref,
-            "status": version.status,
-            "replaces": baseline.ref if baseline else None,
-            "test": version.metrics.get("test", {}),
-        }, outcome
+        yield on_step

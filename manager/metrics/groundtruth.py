@@ -33,11 +33,12 @@ from sqlalchemy.orm import Session
 from manager.clock import utcnow
 from manager.db import Database, insert_for
 from manager.metrics.stores import ObjectInfo, ObjectStore, open_store
+from manager.registry import observations
+from manager.registry.observations import ObservedWindow
 from manager.registry.tables import (
     CapturedInference,
     Endpoint,
     IngestCursor,
-    Observation,
     PendingLabel,
     Rollout,
     RolloutPhase,
@@ -519,33 +520,14 @@ class GroundTruthIngestor:
         report.joined += len(matched)
         report.malformed += malformed
         insert = insert_for(session)
-        if deltas:
-            table = Observation.__table__
-            stmt = insert(table)
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["rollout_id", "phase", "variant_name", "metric", "window_start"],
-                    set_={
-                        "n": table.c.n + stmt.excluded.n,
-                        "total": table.c.total + stmt.excluded.total,
-                        "total_sq": table.c.total_sq + stmt.excluded.total_sq,
-                    },
-                ),
-                [
-                    {
-                        "rollout_id": r,
-                        "phase": p,
-                        "variant_name": v,
-                        "metric": m,
-                        "window_start": w,
-                        "window_end": w + timedelta(minutes=1),
-                        "n": int(d[0]),
-                        "total": d[1],
-                        "total_sq": d[2],
-                    }
-                    for (r, p, v, m, w), d in deltas.items()
-                ],
-            )
+        observations.record(
+            session,
+            [
+                ObservedWindow(r, p, v, m, w, w + timedelta(minutes=1), int(d[0]), d[1], d[2])
+                for (r, p, v, m, w), d in deltas.items()
+            ],
+            merge="add",
+        )
         for chunk in _chunks(matched):
             conn.execute(
                 update(_CAPTURED)

@@ -112,6 +112,7 @@ class EndpointState:
     pending_config: str | None = None
     failure_reason: str | None = None
     last_modified: datetime | None = None
+    region: str | None = None  # where the endpoint lives, when the platform knows
 
     @property
     def busy(self) -> bool:

@@ -8,21 +8,16 @@ endpoint is NotNow, never a failure. Nothing here sleeps or waits.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict
-from datetime import datetime
 from typing import Any
 
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from manager.clock import utcnow
 from manager.errors import UserError
-from manager.names import MAX_LENGTH, check_name
+from manager.names import check_name
 from manager.platforms.base import (
     BlueGreen,
     ConfigSpec,
@@ -44,7 +39,6 @@ MODEL_DATA_URL = re.compile(r"^(https|s3|file)://([^/]+)?/?(.*)$")
 CAPTURE_URI = re.compile(r"^(https|s3|file)://([^/]+)?/?(.*)$")
 ENV_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 ALARM_NAME = re.compile(r"^(?!\s*$).{1,255}$")
-STAMP = "%Y%m%d%H%M%S"
 
 
 def _invalid(message: str) -> InvalidSpec:
@@ -129,14 +123,6 @@ def validate_blue_green(bg: BlueGreen) -> None:
     for alarm in bg.alarms:
         if not ALARM_NAME.match(alarm):
             raise _invalid(f"alarm name {alarm!r} must be 1-255 characters")
-
-
-def readable_name(base: str, spec: Any, now: datetime | None = None) -> str:
-    """`<base>-<yyyymmddHHMMSS>-<6 hex of the spec>`, at most 63 characters, valid for SageMaker."""
-    digest = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True, default=str).encode()).hexdigest()[:6]
-    suffix = f"-{(now or utcnow()).strftime(STAMP)}-{digest}"
-    head = re.sub(r"[^a-zA-Z0-9-]", "-", base)[: MAX_LENGTH - len(suffix)].strip("-") or "x"
-    return _name("generated", head + suffix)
 
 
 def deployment_config(bg: BlueGreen) -> dict[str, Any]:
@@ -354,6 +340,7 @@ class SageMakerPlatform:
             pending_config=pending.get("EndpointConfigName"),
             failure_reason=raw.get("FailureReason") or None,
             last_modified=raw.get("LastModifiedTime"),
+            region=self.client.meta.region_name,
         )
 
     def _require(self, name: str) -> EndpointState:

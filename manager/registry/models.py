@@ -1,8 +1,10 @@
-"""Model versions: register, find, list."""
+"""Model versions: register, find, list, and move between statuses (always with a history event)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -14,13 +16,15 @@ from manager import audit
 from manager.errors import NotFound, UserError
 from manager.names import check_name
 from manager.registry.tables import ModelVersion
-from manager.registry.vocabulary import MODEL_STATUSES
+from manager.registry.vocabulary import MODEL_STATUSES, MODEL_TRANSITIONS, ModelStatus
 
 ARTIFACT_SCHEMES = ("s3", "file")
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class NewVersion:
+    """What registering a model version takes."""
+
     name: str
     artifact_uri: str
     framework: str
@@ -30,7 +34,7 @@ class ModelSpec:
     dataset_fingerprint: str | None = None
     training_run_id: int | None = None
     description: str | None = None
-    status: str = "candidate"
+    status: ModelStatus = "candidate"
     version: int | None = None
 
 
@@ -59,7 +63,7 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     return name, int(version)
 
 
-def register(session: Session, spec: ModelSpec, actor: str) -> ModelVersion:
+def register(session: Session, spec: NewVersion, actor: str) -> ModelVersion:
     """Add a model version (the next version number unless one is given) and record it."""
     check_name("model", spec.name)
     if spec.status not in MODEL_STATUSES:
@@ -122,3 +126,37 @@ def list_versions(session: Session, name: str | None = None, status: str | None 
     if status is not None:
         stmt = stmt.where(ModelVersion.status == status)
     return list(session.scalars(stmt))
+
+
+def transition(
+    session: Session,
+    version: ModelVersion,
+    to: ModelStatus,
+    actor: str,
+    *,
+    reason: str | None = None,
+    action: str = "model.status",
+    payload: Mapping[str, Any] | None = None,
+    endpoint: str | None = None,
+    at: datetime | None = None,
+) -> None:
+    """Move `version` to status `to` and append the event that says so, in the caller's transaction.
+    The one writer of a model's status: a move the lifecycle does not allow is a bug, and raises."""
+    before: ModelStatus = version.status  # type: ignore[assignment]
+    if to not in MODEL_TRANSITIONS.get(before, ()):
+        raise ValueError(f"{version.ref}: a model version cannot move from {before} to {to}")
+    version.status = to
+    audit.append(
+        session,
+        actor,
+        audit.Event(
+            action=action,
+            subject_type="model_version",
+            subject_id=version.ref,
+            endpoint=endpoint,
+            model=version.name,
+            reason=reason,
+            payload={"from": before, "status": to, **(payload or {})},
+        ),
+        at=at,
+    )

@@ -1,31 +1,21 @@
-"""Rollouts in the registry: starting one, operator intents, and what the reconciler reads."""
+"""Rollouts in the registry: starting one, operator intents, their history events, and the typed
+view every surface shows (the CLI's tables, `rollout status`, the demo)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from manager import audit
-from manager import policy as policies
 from manager.errors import NotFound, UserError
 from manager.registry import models
-from manager.registry.tables import (
-    ConfigVariant,
-    Endpoint,
-    ModelVersion,
-    Observation,
-    Rollout,
-    RolloutPhase,
-)
-from manager.registry.vocabulary import ACTIVE_ROLLOUT_STATES
-from manager.rollout.decide import PhaseData
-from manager.stats.evalues import ErrorWindow
-from manager.stats.sequences import Arm
+from manager.registry.tables import Endpoint, ModelVersion, Rollout
+from manager.registry.vocabulary import ACTIVE_ROLLOUT_STATES, RolloutIntent
 
 
 def serving_version(session: Session, endpoint: Endpoint, variant: str) -> ModelVersion:
@@ -42,21 +32,34 @@ def serving_version(session: Session, endpoint: Endpoint, variant: str) -> Model
     return found.model_version
 
 
-def resolve_candidate(session: Session, spec: policies.Candidate) -> ModelVersion:
-    if spec.version is not None:
-        return models.get(session, f"{spec.model}:{spec.version}")
-    approved = models.list_versions(session, spec.model, "approved")
+def resolve_candidate(session: Session, model: str, version: int | None) -> ModelVersion:
+    """`model:version`, or the newest approved version of `model` when no version is given."""
+    if version is not None:
+        return models.get(session, f"{model}:{version}")
+    approved = models.list_versions(session, model, "approved")
     if not approved:
-        raise NotFound(f"model {spec.model} has no approved candidate to roll out")
+        raise NotFound(f"model {model} has no approved candidate to roll out")
     return approved[0]
 
 
-def start(session: Session, policy: policies.RolloutPolicy, text: str, actor: str, now: datetime) -> Rollout:
-    endpoint = session.scalar(select(Endpoint).where(Endpoint.name == policy.target.endpoint))
+@dataclass(frozen=True)
+class StartRequest:
+    """What starting a rollout needs from its policy, as plain values."""
+
+    endpoint: str
+    baseline_variant: str
+    candidate_model: str
+    candidate_version: int | None  # None: the newest approved version
+    policy_name: str
+    policy_yaml: str
+    policy_hash: str
+
+
+def start(session: Session, request: StartRequest, actor: str, now: datetime) -> Rollout:
+    endpoint = session.scalar(select(Endpoint).where(Endpoint.name == request.endpoint))
     if endpoint is None:
         raise NotFound(
-            f"no endpoint {policy.target.endpoint!r} in the registry; create it with "
-            "`variantctl endpoints create`"
+            f"no endpoint {request.endpoint!r} in the registry; create it with `variantctl endpoints create`"
         )
     active = session.scalar(
         select(Rollout).where(Rollout.endpoint_id == endpoint.id, Rollout.state.in_(ACTIVE_ROLLOUT_STATES))
@@ -66,8 +69,8 @@ def start(session: Session, policy: policies.RolloutPolicy, text: str, actor: st
             f"endpoint {endpoint.name} already has rollout {active.id} ({active.state}); "
             "abort it or wait for it to end"
         )
-    baseline = serving_version(session, endpoint, policy.target.baseline_variant)
-    candidate = resolve_candidate(session, policy.target.candidate)
+    baseline = serving_version(session, endpoint, request.baseline_variant)
+    candidate = resolve_candidate(session, request.candidate_model, request.candidate_version)
     if candidate.id == baseline.id:
         raise UserError(f"{candidate.ref} is already serving on {endpoint.name}")
     if candidate.status == "rejected":
@@ -76,8 +79,8 @@ def start(session: Session, policy: policies.RolloutPolicy, text: str, actor: st
         endpoint_id=endpoint.id,
         baseline_version_id=baseline.id,
         candidate_version_id=candidate.id,
-        policy_yaml=text,
-        policy_hash=policies.digest(text),
+        policy_yaml=request.policy_yaml,
+        policy_hash=request.policy_hash,
         state="pending",
         created_at=now,
         updated_at=now,
@@ -85,29 +88,24 @@ def start(session: Session, policy: policies.RolloutPolicy, text: str, actor: st
     )
     session.add(rollout)
     session.flush()
-    audit.append(
+    record_event(
         session,
+        rollout,
         actor,
-        audit.Event(
-            action="rollout.start",
-            subject_type="rollout",
-            subject_id=str(rollout.id),
-            endpoint=endpoint.name,
-            model=candidate.name,
-            reason=f"policy {policy.name}",
-            payload={
-                "baseline": baseline.ref,
-                "candidate": candidate.ref,
-                "policy": policy.name,
-                "policy_hash": rollout.policy_hash,
-            },
-        ),
+        "rollout.start",
+        f"policy {request.policy_name}",
+        {
+            "baseline": baseline.ref,
+            "candidate": candidate.ref,
+            "policy": request.policy_name,
+            "policy_hash": rollout.policy_hash,
+        },
         at=now,
     )
     return rollout
 
 
-INTENTS = {
+INTENTS: dict[RolloutIntent, tuple[str, ...]] = {
     "pause": ("running",),
     "resume": ("paused",),
     "abort": ("pending", "running", "paused"),
@@ -115,7 +113,9 @@ INTENTS = {
 }
 
 
-def set_intent(session: Session, rollout_id: int, intent: str, reason: str | None, actor: str) -> Rollout:
+def set_intent(
+    session: Session, rollout_id: int, intent: RolloutIntent, reason: str | None, actor: str
+) -> Rollout:
     """Write what the operator wants; the daemon acts on it within a tick."""
     rollout = session.get(Rollout, rollout_id)
     if rollout is None:
@@ -126,114 +126,96 @@ def set_intent(session: Session, rollout_id: int, intent: str, reason: str | Non
             f"{' or '.join(INTENTS[intent])}"
         )
     rollout.intent, rollout.intent_reason = intent, reason
+    record_event(
+        session,
+        rollout,
+        actor,
+        f"operator.{intent}",
+        reason,
+        {"state": rollout.state, "step": rollout.step},
+    )
+    return rollout
+
+
+def record_event(
+    session: Session,
+    rollout: Rollout,
+    actor: str,
+    action: str,
+    reason: str | None,
+    payload: Mapping[str, Any],
+    at: datetime | None = None,
+) -> None:
+    """One history event about `rollout`, in the caller's transaction."""
     audit.append(
         session,
         actor,
         audit.Event(
-            action=f"operator.{intent}",
+            action=action,
             subject_type="rollout",
             subject_id=str(rollout.id),
             endpoint=rollout.endpoint.name,
             model=rollout.candidate.name,
             reason=reason,
-            payload={"state": rollout.state, "step": rollout.step},
+            payload=payload,
         ),
+        at=at,
     )
-    return rollout
 
 
 @dataclass(frozen=True)
-class Wanted:
-    """Which measures a rollout's policy reads, which of them keep per-window counts, and its variants."""
+class RolloutView:
+    """A rollout as every surface shows it."""
 
-    measures: tuple[str, ...]
-    windowed: tuple[str, ...]
+    rollout: int
+    endpoint: str
     baseline: str
     candidate: str
+    state: str
+    step: int
+    phase: int
+    weight: float
+    intent: str | None
+    reason: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    policy_hash: str
+    policy_yaml: str
 
-
-def phase_data_many(session: Session, wanted: dict[int, Wanted]) -> dict[int, dict[str, list[PhaseData]]]:
-    """Observations for many rollouts at once: sums per measure, phase and arm (aggregated in SQL), and
-    per-window counts for the measures that need them (error counts). Two queries in all."""
-    if not wanted:
-        return {}
-    ids = list(wanted)
-    sums: dict[tuple[int, str, int, str], tuple[float, float, float]] = {}
-    for rid, metric, phase, variant, n, total, total_sq in session.execute(
-        select(
-            Observation.rollout_id,
-            Observation.metric,
-            Observation.phase,
-            Observation.variant_name,
-            func.sum(Observation.n),
-            func.sum(Observation.total),
-            func.sum(Observation.total_sq),
+    @classmethod
+    def of(cls, row: Rollout) -> RolloutView:
+        return cls(
+            rollout=row.id,
+            endpoint=row.endpoint.name,
+            baseline=row.baseline.ref,
+            candidate=row.candidate.ref,
+            state=row.state,
+            step=row.step,
+            phase=row.phase,
+            weight=row.weight,
+            intent=row.intent,
+            reason=row.reason,
+            created_at=row.created_at,
+            finished_at=row.finished_at,
+            policy_hash=row.policy_hash,
+            policy_yaml=row.policy_yaml,
         )
-        .where(Observation.rollout_id.in_(ids))
-        .group_by(Observation.rollout_id, Observation.metric, Observation.phase, Observation.variant_name)
-    ):
-        sums[(rid, metric, phase, variant)] = (float(n or 0), float(total or 0), float(total_sq or 0))
-    windowed = sorted({m for w in wanted.values() for m in w.windowed})
-    windows: dict[tuple[int, str, int, datetime], dict[str, tuple[float, float]]] = defaultdict(dict)
-    if windowed:
-        for rid, metric, phase, variant, start, n, total in session.execute(
-            select(
-                Observation.rollout_id,
-                Observation.metric,
-                Observation.phase,
-                Observation.variant_name,
-                Observation.window_start,
-                Observation.n,
-                Observation.total,
-            ).where(Observation.rollout_id.in_(ids), Observation.metric.in_(windowed))
-        ):
-            windows[(rid, metric, phase, start)][variant] = (n, total)
-    out: dict[int, dict[str, list[PhaseData]]] = {rid: {} for rid in ids}
-    by_rollout: dict[tuple[int, str, int], list[tuple[datetime, dict[str, tuple[float, float]]]]] = (
-        defaultdict(list)
-    )
-    for (rid, metric, phase, start), arms in windows.items():
-        by_rollout[(rid, metric, phase)].append((start, arms))
-    for rid, metric, phase, _variant in sorted(sums):
-        spec = wanted[rid]
-        if metric not in spec.measures or any(p.phase == phase for p in out[rid].get(metric, [])):
-            continue
-        b = sums.get((rid, metric, phase, spec.baseline), (0.0, 0.0, 0.0))
-        c = sums.get((rid, metric, phase, spec.candidate), (0.0, 0.0, 0.0))
-        paired = tuple(
-            ErrorWindow(
-                arms[spec.baseline][0],
-                arms[spec.baseline][1],
-                arms[spec.candidate][0],
-                arms[spec.candidate][1],
-            )
-            for _, arms in sorted(by_rollout.get((rid, metric, phase), []), key=lambda item: item[0])
-            if spec.baseline in arms and spec.candidate in arms
-        )
-        out[rid].setdefault(metric, []).append(PhaseData(phase, Arm(*b), Arm(*c), paired))
-    return out
+
+    def record(self) -> dict[str, Any]:
+        """For output: every field but the policy's text (its hash names it)."""
+        return {k: v for k, v in vars(self).items() if k != "policy_yaml"}
 
 
-def phase_data(
-    session: Session,
-    rollout_id: int,
-    measures: Sequence[str],
-    baseline_variant: str,
-    candidate_variant: str,
-    windowed: Sequence[str] = (),
-) -> dict[str, list[PhaseData]]:
-    wanted = Wanted(tuple(measures), tuple(windowed or measures), baseline_variant, candidate_variant)
-    return phase_data_many(session, {rollout_id: wanted})[rollout_id]
+def view(session: Session, rollout_id: int) -> RolloutView:
+    row = session.get(Rollout, rollout_id)
+    if row is None:
+        raise NotFound(f"no rollout {rollout_id}")
+    return RolloutView.of(row)
 
 
-def current_phases(session: Session, rollout_id: int) -> list[RolloutPhase]:
-    return list(
-        session.scalars(
-            select(RolloutPhase).where(RolloutPhase.rollout_id == rollout_id).order_by(RolloutPhase.phase)
-        )
-    )
-
-
-def config_variant_models(session: Session, config_id: int) -> dict[str, ModelVersion]:
-    rows = session.scalars(select(ConfigVariant).where(ConfigVariant.config_id == config_id))
-    return {r.variant_name: r.model_version for r in rows}
+def views(session: Session, everything: bool = False) -> list[RolloutView]:
+    """Rollouts, newest first: the active ones, or all of them."""
+    stmt = select(Rollout).order_by(Rollout.id.desc())
+    if not everything:
+        stmt = stmt.where(Rollout.state.in_(ACTIVE_ROLLOUT_STATES))
+    return [RolloutView.of(r) for r in session.scalars(stmt)]

@@ -16,25 +16,26 @@ which multiplies across phases validly.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from manager.clock import parse_duration
 from manager.policy import Metric, RolloutPolicy
-from manager.stats.evalues import ErrorWindow, harm_evalue
-from manager.stats.sequences import Arm, difference_sequence
+from manager.registry.vocabulary import is_final
+from manager.samples import Observations, PhaseData
+from manager.stats.evalues import harm_evalue
+from manager.stats.sequences import difference_sequence
 
 Action = Literal[
     "wait", "set_weight", "shadow", "unshadow", "advance", "pause", "resume", "promote", "rollback"
 ]
-FINAL_STATES = frozenset({"promoted", "rolled_back", "aborted", "failed"})
 
 
 @dataclass(frozen=True)
 class RolloutState:
-    state: str  # running | paused | promoting | rolling_back | promoted | rolled_back | aborted | failed
+    state: str  # one of vocabulary.ROLLOUT_STATES
     step: int
     phase: int
     weight: float  # the candidate's percent of traffic in force now
@@ -45,19 +46,6 @@ class RolloutState:
     intent: str | None = None
     intent_reason: str | None = None
     shadowing: bool = False  # a shadow variant receives copies of the traffic
-
-
-@dataclass(frozen=True)
-class PhaseData:
-    """One metric in one phase: the two arms, and per-window error counts for error metrics."""
-
-    phase: int
-    baseline: Arm
-    candidate: Arm
-    windows: tuple[ErrorWindow, ...] = ()
-
-
-Observations = Mapping[str, Sequence[PhaseData]]  # by metric name
 
 
 @dataclass(frozen=True)
@@ -74,7 +62,9 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class MetricVerdict:
+    """One metric's status at one look, with its evidence."""
+
     metric: str
     status: Literal["pass", "fail", "inconclusive", "no_data"]
     evidence: dict[str, Any]
@@ -89,7 +79,7 @@ def _improvement(metric: Metric, interval_low: float, interval_high: float) -> t
 
 def judge(
     metric: Metric, phases: Sequence[PhaseData], phase: int, policy: RolloutPolicy, harm_only: bool
-) -> Verdict:
+) -> MetricVerdict:
     """One metric's verdict at this look."""
     current = next((p for p in phases if p.phase == phase), None)
     evidence: dict[str, Any] = {"metric": metric.name, "role": metric.role, "phase": phase}
@@ -110,13 +100,13 @@ def judge(
             }
         )
         if n_c == 0:
-            return Verdict(metric.name, "no_data", evidence, metric.dry_run, metric.min_samples == 0)
+            return MetricVerdict(metric.name, "no_data", evidence, metric.dry_run, metric.min_samples == 0)
         status: Literal["pass", "fail", "inconclusive", "no_data"] = (
             "fail" if e >= 1 / metric.alpha else "pass"
         )
-        return Verdict(metric.name, status, evidence, metric.dry_run, n_c >= metric.min_samples)
+        return MetricVerdict(metric.name, status, evidence, metric.dry_run, n_c >= metric.min_samples)
     if current is None or current.candidate.n == 0 or current.baseline.n == 0:
-        return Verdict(metric.name, "no_data", evidence, metric.dry_run, metric.min_samples == 0)
+        return MetricVerdict(metric.name, "no_data", evidence, metric.dry_run, metric.min_samples == 0)
     base, cand = current.baseline, current.candidate
     samples_met = min(base.n, cand.n) >= metric.min_samples
     evidence.update(
@@ -128,7 +118,7 @@ def judge(
         too_low = test.minimum is not None and cand.mean < test.minimum
         evidence.update({"max": test.maximum, "min": test.minimum})
         bad = (too_high or too_low) and samples_met
-        return Verdict(
+        return MetricVerdict(
             metric.name,
             "fail" if bad else "pass" if samples_met else "inconclusive",
             evidence,
@@ -140,7 +130,7 @@ def judge(
         worse = change if not metric.higher_is_better else -change
         evidence.update({"relative_change": change, "max_increase": test.max_increase})
         bad = test.max_increase is not None and worse > test.max_increase and samples_met
-        return Verdict(
+        return MetricVerdict(
             metric.name,
             "fail" if bad else "pass" if samples_met else "inconclusive",
             evidence,
@@ -162,18 +152,18 @@ def judge(
         }
     )
     if high < -margin:
-        return Verdict(metric.name, "fail", evidence, metric.dry_run, samples_met)
+        return MetricVerdict(metric.name, "fail", evidence, metric.dry_run, samples_met)
     if harm_only or metric.role == "guardrail":
-        return Verdict(
+        return MetricVerdict(
             metric.name, "pass" if samples_met else "inconclusive", evidence, metric.dry_run, samples_met
         )
     floor = 0.0 if policy.decisions.superiority else -margin
     status = "pass" if low > floor and samples_met else "inconclusive"
-    return Verdict(metric.name, status, evidence, metric.dry_run, samples_met)
+    return MetricVerdict(metric.name, status, evidence, metric.dry_run, samples_met)
 
 
 def decide(state: RolloutState, policy: RolloutPolicy, observations: Observations, now: datetime) -> Decision:
-    if state.state in FINAL_STATES:
+    if is_final(state.state):
         return Decision("wait", f"the rollout is {state.state}; that decision is final")
     if state.intent == "abort":
         return Decision(
@@ -294,7 +284,7 @@ def decide(state: RolloutState, policy: RolloutPolicy, observations: Observation
 def _analysis(
     policy: RolloutPolicy,
     state: RolloutState,
-    verdicts: list[Verdict],
+    verdicts: list[MetricVerdict],
     evidence: dict[str, Any],
     now: datetime,
     final: bool,

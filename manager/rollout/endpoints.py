@@ -8,11 +8,11 @@ from manager import audit
 from manager.clock import utcnow
 from manager.db import Database
 from manager.errors import UserError
+from manager.names import readable_name
 from manager.platforms.base import CaptureSpec, ConfigSpec, EndpointPlatform, VariantSpec
-from manager.platforms.sagemaker import readable_name
 from manager.registry import models
-from manager.registry.tables import ConfigVariant, Endpoint, EndpointConfig
-from manager.rollout.reconcile import DEFAULT_IMAGE, sagemaker_model_name
+from manager.registry.tables import Endpoint
+from manager.rollout import configs
 
 
 def create(
@@ -25,20 +25,15 @@ def create(
     instance_type: str = "ml.m5.large",
     instance_count: int = 1,
     capture: str | None = None,
-    image_uri: str = DEFAULT_IMAGE,
-    role_arn: str | None = None,
+    images: configs.Images = configs.Images(),  # noqa: B008 - frozen, so one shared default is safe
 ) -> str:
     """Create `name` serving `model_ref` alone; returns the config name. Safe to repeat."""
-    from manager.platforms.base import ModelSpec
-
     with database.read() as session:
         version = models.get(session, model_ref)
         existing = session.scalar(select(Endpoint).where(Endpoint.name == name))
         if existing is not None and existing.current_config is not None:
             raise UserError(f"endpoint {name} is already managed (config {existing.current_config.name})")
-        model = ModelSpec(
-            sagemaker_model_name(version), version.image_uri or image_uri, version.artifact_uri, role_arn
-        )
+        model = images.model(version)
     spec = ConfigSpec(
         "draft",
         (VariantSpec(variant, model.name, instance_type, instance_count, 1.0),),
@@ -50,24 +45,10 @@ def create(
     platform.create_endpoint(name, spec.name)
     with database.write() as session:
         version = models.get(session, model_ref)
-        config = EndpointConfig(
-            name=spec.name, endpoint_name=name, data_capture={"destination": capture} if capture else None
-        )
-        config.variants.append(
-            ConfigVariant(
-                variant_name=variant,
-                model_version_id=version.id,
-                instance_type=instance_type,
-                instance_count=instance_count,
-                initial_weight=1.0,
-            )
-        )
-        session.add(config)
-        session.flush()
         endpoint = session.scalar(select(Endpoint).where(Endpoint.name == name)) or Endpoint(name=name)
-        endpoint.current_config_id = config.id
         session.add(endpoint)
-        version.status = "serving"
+        session.flush()
+        configs.record(session, endpoint, spec, {variant: version}, True)
         audit.append(
             session,
             actor,
@@ -86,4 +67,5 @@ def create(
                 },
             ),
         )
+        models.transition(session, version, "serving", actor, reason=f"serves {name}", endpoint=name)
     return spec.name

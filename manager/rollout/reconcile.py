@@ -1,7 +1,8 @@
 """observe -> decide -> apply -> record, level-triggered and idempotent.
 
 Each tick, for each active rollout whose endpoint lease this reconciler holds:
-1. observe: the endpoint as the platform reports it, and new metric windows;
+1. observe: the endpoint as the platform reports it (its status is written back to the registry),
+   and new metric windows;
 2. finish what a previous tick (or a crashed process) started: the change it meant to make is
    written in `rollouts.pending` before the platform call, so after a crash it is looked for on the
    endpoint and made again if it never happened (every platform operation is safe to repeat);
@@ -9,6 +10,9 @@ Each tick, for each active rollout whose endpoint lease this reconciler holds:
 4. apply: write the intent and its audit event in one transaction, then call the platform.
 A crash between any two statements leaves either the old state (the next tick decides again) or the
 intent (the next tick finishes it): never a double promotion, a lost rollout or a broken history.
+
+What the loop reads is `snapshot`, what it builds is `configs`, what it intends is `pending`; this
+module holds the loop and the steps that call the platform.
 """
 
 from __future__ import annotations
@@ -18,47 +22,36 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from manager import audit
 from manager import policy as policies
 from manager.clock import utcnow
-from manager.db import Database, insert_for
+from manager.db import Database
 from manager.errors import UserError
 from manager.metrics.base import MetricSource, MetricsUnavailable
 from manager.platforms import traffic
 from manager.platforms.base import (
     BlueGreen,
-    CaptureSpec,
     ConfigSpec,
     EndpointPlatform,
     EndpointState,
-    ModelSpec,
     NotNow,
     PlatformError,
-    VariantSpec,
 )
-from manager.platforms.sagemaker import readable_name
-from manager.registry import rollouts as registry
-from manager.registry.tables import (
-    ConfigVariant,
-    Endpoint,
-    EndpointConfig,
-    EndpointLease,
-    ModelVersion,
-    Observation,
-    Rollout,
-    RolloutPhase,
-)
-from manager.registry.vocabulary import ACTIVE_ROLLOUT_STATES
-from manager.rollout.decide import Decision, RolloutState, decide
+from manager.registry import models, observations
+from manager.registry.rollouts import record_event
+from manager.registry.tables import Endpoint, EndpointLease, ModelVersion, Rollout, RolloutPhase
+from manager.rollout import configs, snapshot
+from manager.rollout.decide import Decision, decide
+from manager.rollout.pending import Op, PendingChange
+from manager.rollout.snapshot import Snapshot
+from manager.samples import PhaseData
 
 log = logging.getLogger("variantctl.reconcile")
 CRASH_ENV = "VARIANTCTL_CRASH_AT"
-DEFAULT_IMAGE = "local/sklearn:1.9"
+Data = dict[str, list[PhaseData]]
 
 
 def crash_point(name: str) -> None:
@@ -67,37 +60,10 @@ def crash_point(name: str) -> None:
         os._exit(137)
 
 
-def sagemaker_model_name(version: ModelVersion) -> str:
-    return f"{version.name[:55].rstrip('-')}-v{version.version}"
-
-
 @dataclass(frozen=True)
-class Snapshot:
-    """A rollout as the registry had it when the tick began."""
+class TickResult:
+    """What one tick did to one rollout."""
 
-    id: int
-    endpoint: str
-    state: str
-    step: int
-    phase: int
-    weight: float
-    created_at: datetime
-    step_started_at: datetime
-    phase_started_at: datetime
-    pending: dict[str, Any] | None
-    intent: str | None
-    intent_reason: str | None
-    policy_yaml: str
-    policy_hash: str
-    metrics_cursor: datetime | None
-    lease_owner: str | None
-    lease_expires: datetime | None
-    phases: tuple[tuple[int, datetime, datetime | None], ...]
-    shadow_config: str | None = None
-
-
-@dataclass
-class Outcome:
     rollout_id: int
     endpoint: str
     did: str
@@ -112,38 +78,33 @@ class Reconciler:
     owner: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
     clock: Callable[[], datetime] = utcnow
     lease_ttl: timedelta = timedelta(seconds=60)
-    image_uri: str = DEFAULT_IMAGE
-    role_arn: str | None = None
+    images: configs.Images = field(default_factory=configs.Images)
     actor: str = "daemon"
     _policies: dict[str, policies.RolloutPolicy] = field(default_factory=dict, repr=False)
 
-    # ---- the loop ---------------------------------------------------------------------------
-
-    def tick(self) -> list[Outcome]:
+    def tick(self) -> list[TickResult]:
         """Every active rollout, from one snapshot of the registry (a few queries, not a few per rollout)."""
         with self.database.read() as session:
-            snapshots = self._snapshots(session, None)
-            wanted = {
-                snap.id: self._wanted(snap) for snap in snapshots if snap.state in ("running", "paused")
-            }
-            data = registry.phase_data_many(session, {k: v for k, v in wanted.items() if v is not None})
-        outcomes = []
-        for snap in snapshots:
+            snaps = snapshot.read(session)
+            wanted = {s.id: self._wanted(s) for s in snaps if s.state in ("running", "paused")}
+            data = observations.phase_data_many(session, {k: v for k, v in wanted.items() if v is not None})
+        results = []
+        for snap in snaps:
             try:
-                outcomes.append(self._reconcile(snap, data.get(snap.id)))
+                results.append(self._reconcile(snap, data.get(snap.id)))
             except NotNow as exc:
-                outcomes.append(Outcome(snap.id, snap.endpoint, "wait", str(exc)))
+                results.append(TickResult(snap.id, snap.endpoint, "wait", str(exc)))
             except (PlatformError, MetricsUnavailable) as exc:
                 log.warning("rollout %s: %s", snap.id, exc)
-                outcomes.append(Outcome(snap.id, snap.endpoint, "error", str(exc)))
-        return outcomes
+                results.append(TickResult(snap.id, snap.endpoint, "error", str(exc)))
+        return results
 
-    def reconcile(self, rollout_id: int) -> Outcome:
+    def reconcile(self, rollout_id: int) -> TickResult:
         with self.database.read() as session:
-            snapshots = self._snapshots(session, rollout_id)
-        if not snapshots:
-            return Outcome(rollout_id, "", "skip", "not active")
-        return self._reconcile(snapshots[0], None)
+            snaps = snapshot.read(session, rollout_id)
+        if not snaps:
+            return TickResult(rollout_id, "", "skip", "not active")
+        return self._reconcile(snaps[0], None)
 
     def _policy(self, snap: Snapshot) -> policies.RolloutPolicy:
         policy = self._policies.get(snap.policy_hash)
@@ -153,102 +114,57 @@ class Reconciler:
             )
         return policy
 
-    def _wanted(self, snap: Snapshot) -> registry.Wanted | None:
+    def _wanted(self, snap: Snapshot) -> observations.Wanted | None:
         try:
             policy = self._policy(snap)
         except UserError:
             return None
-        return registry.Wanted(
+        return observations.Wanted(
             tuple(m.measure for m in policy.metrics),
             tuple(m.measure for m in policy.metrics if m.kind == "errors"),
             policy.target.baseline_variant,
             policy.target.candidate_variant,
         )
 
-    def _snapshots(self, session: Session, rollout_id: int | None) -> list[Snapshot]:
-        stmt = (
-            select(Rollout, Endpoint.name, EndpointLease.owner, EndpointLease.expires_at)
-            .join(Endpoint, Endpoint.id == Rollout.endpoint_id)
-            .outerjoin(EndpointLease, EndpointLease.endpoint == Endpoint.name)
-            .where(Rollout.state.in_(ACTIVE_ROLLOUT_STATES))
-            .order_by(Rollout.id)
-        )
-        if rollout_id is not None:
-            stmt = stmt.where(Rollout.id == rollout_id)
-        rows = session.execute(stmt).all()
-        phases: dict[int, list[tuple[int, datetime, datetime | None]]] = {}
-        ids = [r[0].id for r in rows]
-        if ids:
-            for p in session.scalars(
-                select(RolloutPhase).where(RolloutPhase.rollout_id.in_(ids)).order_by(RolloutPhase.phase)
-            ):
-                phases.setdefault(p.rollout_id, []).append((p.phase, p.started_at, p.ended_at))
-        return [
-            Snapshot(
-                r.id,
-                name,
-                r.state,
-                r.step,
-                r.phase,
-                r.weight,
-                r.created_at,
-                r.step_started_at or r.created_at,
-                r.phase_started_at or r.created_at,
-                dict(r.pending) if r.pending else None,
-                r.intent,
-                r.intent_reason,
-                r.policy_yaml,
-                r.policy_hash,
-                r.metrics_cursor,
-                owner,
-                expires,
-                tuple(phases.get(r.id, [])),
-                r.shadow_config,
-            )
-            for r, name, owner, expires in rows
-        ]
-
-    def _reconcile(self, snap: Snapshot, data: dict[str, list[Any]] | None) -> Outcome:
+    def _reconcile(self, snap: Snapshot, data: Data | None) -> TickResult:
         now = self.clock()
         # Renew the lease only when half of it is gone: most ticks then write nothing to keep it.
-        fresh = (
-            snap.lease_owner == self.owner
-            and snap.lease_expires is not None
-            and snap.lease_expires - now > self.lease_ttl / 2
-        )
-        if not fresh:
+        renewed = not snap.lease_fresh(self.owner, now, self.lease_ttl.total_seconds() / 2)
+        if renewed:
             with self.database.write() as session:
                 if not self._lease(session, snap.endpoint, now):
-                    return Outcome(snap.id, snap.endpoint, "skip", "another daemon holds the lease")
+                    return TickResult(snap.id, snap.endpoint, "skip", "another daemon holds the lease")
         policy = self._policy(snap)
         state = self.platform.describe(snap.endpoint)
         if state is None:
             raise PlatformError(f"endpoint {snap.endpoint} does not exist on the platform")
+        if renewed or state.status != snap.endpoint_status:
+            self._observed(state, now)
         if snap.state == "pending":
             return self._deploy(snap.id, policy, state, now)
-        if snap.state in ("promoting", "rolling_back"):
+        if snap.pending is not None and snap.pending.finishing:
             return self._finish(snap.id, policy, state, now)
-        if snap.pending and snap.pending.get("op") in ("shadow", "unshadow"):
-            moved = self._settle_shadow(snap, policy, state, snap.pending, now)
+        if snap.pending is not None and snap.pending.op in ("shadow", "unshadow"):
+            moved = self._settle_shadow(snap.id, policy, state, snap.pending, now)
             if moved is not None:
                 return moved
             snap, data = self._refresh(snap.id)
-        if snap.pending and snap.pending.get("op") == "set_weight":
+        if snap.pending is not None and snap.pending.op == "set_weight":
             settled = self._settle_weight(snap.id, policy, state, snap.pending, now)
             if settled is not None:
                 return settled
             snap, data = self._refresh(snap.id)
-        if self._read_metrics(snap, policy, now):
+        if self._read_metrics(snap, policy, now) or data is None:
             snap, data = self._refresh(snap.id)
-        if data is None:
-            snap, data = self._refresh(snap.id)
-        return self._decide_and_apply(snap, policy, state, now, data)
+        observed = {m.name: data.get(m.measure, []) for m in policy.metrics}
+        decision = decide(snap.decision_state(state.busy), policy, observed, now)
+        return self._apply(snap.id, policy, decision, now)
 
-    def _refresh(self, rollout_id: int) -> tuple[Snapshot, dict[str, list[Any]]]:
+    def _refresh(self, rollout_id: int) -> tuple[Snapshot, Data]:
         with self.database.read() as session:
-            [snap] = self._snapshots(session, rollout_id)
+            [snap] = snapshot.read(session, rollout_id)
             wanted = self._wanted(snap)
-            data = registry.phase_data_many(session, {rollout_id: wanted})[rollout_id] if wanted else {}
+            data = observations.phase_data_many(session, {rollout_id: wanted})[rollout_id] if wanted else {}
         return snap, data
 
     def _lease(self, session: Session, endpoint: str, now: datetime) -> bool:
@@ -261,227 +177,115 @@ class Reconciler:
         lease.owner, lease.expires_at = self.owner, now + self.lease_ttl
         return True
 
-    # ---- records ----------------------------------------------------------------------------
-
-    def _event(
-        self,
-        session: Session,
-        rollout: Rollout,
-        action: str,
-        reason: str,
-        payload: dict[str, Any],
-        now: datetime,
-    ) -> None:
-        audit.append(
-            session,
-            self.actor,
-            audit.Event(
-                action=action,
-                subject_type="rollout",
-                subject_id=str(rollout.id),
-                endpoint=rollout.endpoint.name,
-                model=rollout.candidate.name,
-                reason=reason,
-                payload=payload,
-            ),
-            at=now,
-        )
-
-    # ---- configs ----------------------------------------------------------------------------
-
-    def _model(self, version: ModelVersion) -> ModelSpec:
-        return ModelSpec(
-            sagemaker_model_name(version),
-            version.image_uri or self.image_uri,
-            version.artifact_uri,
-            self.role_arn,
-        )
-
-    def _config(
-        self,
-        policy: policies.RolloutPolicy,
-        variants: list[tuple[str, ModelVersion, float]],
-        label: str,
-        now: datetime,
-        shadows: list[tuple[str, ModelVersion, float]] | None = None,
-        name: str | None = None,
-    ) -> ConfigSpec:
-        """The config for these variants, named `name` (as an intent recorded it) or freshly."""
-        target = policy.target
-        capture = CaptureSpec(target.capture_destination) if target.capture_destination else None
-        specs = tuple(
-            VariantSpec(name, sagemaker_model_name(v), target.instance_type, target.instance_count, w)
-            for name, v, w in variants
-        ) + tuple(
-            VariantSpec(
-                name, sagemaker_model_name(v), target.instance_type, target.instance_count, w, shadow=True
-            )
-            for name, v, w in shadows or []
-        )
-        if name is None:
-            name = readable_name(f"{target.endpoint}-{label}", ConfigSpec("draft", specs, capture), now)
-        return ConfigSpec(name, specs, capture)
-
-    def _record_config(
-        self,
-        session: Session,
-        rollout: Rollout,
-        spec: ConfigSpec,
-        versions: dict[str, ModelVersion],
-        make_current: bool,
-    ) -> None:
-        row = session.scalar(select(EndpointConfig).where(EndpointConfig.name == spec.name))
-        if row is None:
-            row = EndpointConfig(
-                name=spec.name,
-                endpoint_name=rollout.endpoint.name,
-                data_capture={"destination": spec.capture.destination} if spec.capture else None,
-            )
-            for v in spec.variants:
-                row.variants.append(
-                    ConfigVariant(
-                        variant_name=v.name,
-                        model_version_id=versions[v.name].id,
-                        instance_type=v.instance_type,
-                        instance_count=v.instance_count,
-                        initial_weight=v.weight,
-                        is_shadow=v.shadow,
-                    )
-                )
-            session.add(row)
-            session.flush()
-        if make_current:
-            rollout.endpoint.current_config_id = row.id
+    def _observed(self, state: EndpointState, now: datetime) -> None:
+        """The endpoint's status as the platform last reported it, for `endpoints list` and `show`."""
+        with self.database.write() as session:
+            endpoint = session.scalar(select(Endpoint).where(Endpoint.name == state.name))
+            if endpoint is not None:
+                endpoint.last_status, endpoint.last_observed_at = state.status, now
+                endpoint.region = state.region or endpoint.region
 
     def _ensure(self, spec: ConfigSpec, versions: list[ModelVersion]) -> None:
         for version in versions:
-            self.platform.ensure_model(self._model(version))
+            self.platform.ensure_model(self.images.model(version))
         self.platform.ensure_endpoint_config(spec)
 
-    # ---- deploying the candidate beside the baseline -------------------------------------------
+    # The steps below each end in one platform call, or in recording that the endpoint got there.
 
     def _deploy(
         self, rollout_id: int, policy: policies.RolloutPolicy, state: EndpointState, now: datetime
-    ) -> Outcome:
+    ) -> TickResult:
         target = policy.target
         with self.database.write() as session:
-            rollout = session.get(Rollout, rollout_id)
-            assert rollout is not None
+            rollout = _row(session, rollout_id)
             if rollout.intent == "abort":
                 rollout.state, rollout.outcome, rollout.finished_at = "aborted", "aborted", now
                 rollout.reason = f"aborted before deployment: {rollout.intent_reason or 'no reason given'}"
-                self._event(session, rollout, "rollout.aborted", rollout.reason, {}, now)
-                return Outcome(rollout_id, target.endpoint, "aborted")
-            pending = rollout.pending
+                record_event(session, rollout, self.actor, "rollout.aborted", rollout.reason, {}, now)
+                return TickResult(rollout_id, target.endpoint, "aborted")
+            placements = configs.ab_placements(target, rollout, 0.0)
+            pending = PendingChange.from_json(rollout.pending)
+            spec = configs.config_spec(
+                target, placements, "ab", now, name=pending.config if pending else None
+            )
             if pending is None:
-                spec = self._config(
-                    policy,
-                    [
-                        (target.baseline_variant, rollout.baseline, 100.0),
-                        (target.candidate_variant, rollout.candidate, 0.0),
-                    ],
-                    "ab",
-                    now,
+                rollout.pending = PendingChange("deploy", spec.name).to_json()
+                configs.record(session, rollout.endpoint, spec, configs.versions_of(placements), False)
+                reason = f"deploying {rollout.candidate.ref} beside {rollout.baseline.ref} at weight 0"
+                record_event(
+                    session, rollout, self.actor, "rollout.deploy", reason, {"config": spec.name}, now
                 )
-                rollout.pending = {"op": "deploy", "config": spec.name}
-                self._record_config(
-                    session,
-                    rollout,
-                    spec,
-                    {target.baseline_variant: rollout.baseline, target.candidate_variant: rollout.candidate},
-                    False,
-                )
-                self._event(
-                    session,
-                    rollout,
-                    "rollout.deploy",
-                    f"deploying {rollout.candidate.ref} beside {rollout.baseline.ref} at weight 0",
-                    {"config": spec.name},
-                    now,
-                )
-                pending = rollout.pending
-            baseline, candidate = rollout.baseline, rollout.candidate
+            versions = [rollout.baseline, rollout.candidate]
         crash_point("deploy-intent")
-        spec = self._config(
-            policy,
-            [(target.baseline_variant, baseline, 100.0), (target.candidate_variant, candidate, 0.0)],
-            "ab",
-            now,
-            name=pending["config"],
-        )
         if state.config_name == spec.name and not state.busy:
-            with self.database.write() as session:
-                rollout = session.get(Rollout, rollout_id)
-                assert rollout is not None
-                self._record_config(
-                    session,
-                    rollout,
-                    spec,
-                    {target.baseline_variant: baseline, target.candidate_variant: candidate},
-                    True,
-                )
-                rollout.state, rollout.pending, rollout.step, rollout.phase, rollout.weight = (
-                    "running",
-                    None,
-                    0,
-                    0,
-                    0.0,
-                )
-                rollout.step_started_at = rollout.phase_started_at = now
-                session.add(
-                    RolloutPhase(
-                        rollout_id=rollout.id,
-                        phase=0,
-                        started_at=now,
-                        weights={target.baseline_variant: 100.0, target.candidate_variant: 0.0},
-                    )
-                )
-                self._event(
-                    session,
-                    rollout,
-                    "rollout.deployed",
-                    "both variants serve; the candidate at 0%",
-                    {"config": spec.name},
-                    now,
-                )
-            crash_point("deployed")
-            return Outcome(rollout_id, target.endpoint, "deployed")
+            return self._deployed(rollout_id, policy, now)
         if state.busy:
-            return Outcome(rollout_id, target.endpoint, "wait", f"endpoint {state.status}")
+            return TickResult(rollout_id, target.endpoint, "wait", f"endpoint {state.status}")
         if state.failure_reason and state.pending_config is None and state.config_name != spec.name:
             # An update to the two-variant config ended on the old config: report, and retry next tick.
             log.warning("deploy of rollout %s failed: %s", rollout_id, state.failure_reason)
-        self._ensure(spec, [baseline, candidate])
+        self._ensure(spec, versions)
         self.platform.update_endpoint(target.endpoint, spec.name)
         crash_point("deploy-call")
-        return Outcome(rollout_id, target.endpoint, "deploying", spec.name)
+        return TickResult(rollout_id, target.endpoint, "deploying", spec.name)
 
-    # ---- weights ----------------------------------------------------------------------------
+    def _deployed(self, rollout_id: int, policy: policies.RolloutPolicy, now: datetime) -> TickResult:
+        target = policy.target
+        with self.database.write() as session:
+            rollout = _row(session, rollout_id)
+            pending = PendingChange.from_json(rollout.pending)
+            assert pending is not None
+            placements = configs.ab_placements(target, rollout, 0.0)
+            spec = configs.config_spec(target, placements, "ab", now, name=pending.config)
+            configs.record(session, rollout.endpoint, spec, configs.versions_of(placements), True)
+            rollout.state, rollout.pending, rollout.step, rollout.phase, rollout.weight = (
+                "running",
+                None,
+                0,
+                0,
+                0.0,
+            )
+            rollout.step_started_at = rollout.phase_started_at = now
+            session.add(
+                RolloutPhase(
+                    rollout_id=rollout.id,
+                    phase=0,
+                    started_at=now,
+                    weights={target.baseline_variant: 100.0, target.candidate_variant: 0.0},
+                )
+            )
+            record_event(
+                session,
+                rollout,
+                self.actor,
+                "rollout.deployed",
+                "both variants serve; the candidate at 0%",
+                {"config": spec.name},
+                now,
+            )
+        crash_point("deployed")
+        return TickResult(rollout_id, target.endpoint, "deployed")
 
     def _settle_weight(
         self,
         rollout_id: int,
         policy: policies.RolloutPolicy,
         state: EndpointState,
-        pending: dict[str, Any],
+        pending: PendingChange,
         now: datetime,
-    ) -> Outcome | None:
+    ) -> TickResult | None:
         """Finish a weight change: once the endpoint reports it, a new phase begins."""
         target = policy.target
-        wanted = float(pending["weight"])
-        shares = state.shares()
-        arrived = abs(shares.get(target.candidate_variant, 0.0) * 100 - wanted) < 1e-6
+        assert pending.weight is not None
+        wanted = pending.weight
+        arrived = abs(state.shares().get(target.candidate_variant, 0.0) * 100 - wanted) < 1e-6
         if state.busy:
-            return Outcome(rollout_id, target.endpoint, "wait", "weights are changing")
+            return TickResult(rollout_id, target.endpoint, "wait", "weights are changing")
         if not arrived:
-            self.platform.set_weights(
-                target.endpoint, {target.baseline_variant: 100.0 - wanted, target.candidate_variant: wanted}
-            )
-            crash_point("weight-call")
-            return Outcome(rollout_id, target.endpoint, "set_weight", f"{wanted:g}% (again)")
+            self._set_weight(policy, wanted)
+            return TickResult(rollout_id, target.endpoint, "set_weight", f"{wanted:g}% (again)")
         with self.database.write() as session:
-            rollout = session.get(Rollout, rollout_id)
-            assert rollout is not None
+            rollout = _row(session, rollout_id)
             previous = session.get(RolloutPhase, (rollout.id, rollout.phase))
             if previous is not None and previous.ended_at is None:
                 previous.ended_at = now
@@ -495,18 +299,18 @@ class Reconciler:
                     weights={target.baseline_variant: 100.0 - wanted, target.candidate_variant: wanted},
                 )
             )
-            self._event(
-                session,
-                rollout,
-                "rollout.phase",
-                f"phase {rollout.phase}: candidate at {wanted:g}%",
-                {"phase": rollout.phase, "weight": wanted},
-                now,
-            )
+            reason = f"phase {rollout.phase}: candidate at {wanted:g}%"
+            payload = {"phase": rollout.phase, "weight": wanted}
+            record_event(session, rollout, self.actor, "rollout.phase", reason, payload, now)
         crash_point("phase")
         return None
 
-    # ---- metrics ----------------------------------------------------------------------------
+    def _set_weight(self, policy: policies.RolloutPolicy, weight: float) -> None:
+        target = policy.target
+        self.platform.set_weights(
+            target.endpoint, {target.baseline_variant: 100.0 - weight, target.candidate_variant: weight}
+        )
+        crash_point("weight-call")
 
     def _read_metrics(self, snap: Snapshot, policy: policies.RolloutPolicy, now: datetime) -> bool:
         """New CloudWatch windows into `observations`; True when any were stored."""
@@ -519,268 +323,248 @@ class Reconciler:
         )
         if not windows:
             return False
-        rows = []
-        for w in windows:
-            # A window counts for a phase only if it lies wholly inside it: weights were fixed throughout.
-            phase = next(
-                (p for p, start, end in snap.phases if w.start >= start and (end is None or w.end <= end)),
-                None,
+        rows = [
+            observations.ObservedWindow(
+                snap.id, phase, w.variant, w.metric, w.start, w.end, int(w.n), w.total, w.total_sq
             )
-            if phase is None:
-                continue
-            rows.append(
-                {
-                    "rollout_id": snap.id,
-                    "phase": phase,
-                    "variant_name": w.variant,
-                    "metric": w.metric,
-                    "window_start": w.start,
-                    "window_end": w.end,
-                    "n": int(w.n),
-                    "total": w.total,
-                    "total_sq": w.total_sq,
-                }
-            )
+            for w in windows
+            if (phase := snap.phase_of(w.start, w.end)) is not None
+        ]
         with self.database.write() as session:
-            if rows:
-                statement = insert_for(session)(Observation.__table__).on_conflict_do_nothing()
-                session.connection().execute(statement, rows)
-            rollout = session.get(Rollout, snap.id)
-            assert rollout is not None
-            rollout.metrics_cursor = max(w.end for w in windows)
+            observations.record(session, rows, merge="keep")
+            _row(session, snap.id).metrics_cursor = max(w.end for w in windows)
         return bool(rows)
-
-    # ---- deciding ---------------------------------------------------------------------------
-
-    def _decide_and_apply(
-        self,
-        snap: Snapshot,
-        policy: policies.RolloutPolicy,
-        state: EndpointState,
-        now: datetime,
-        data: dict[str, list[Any]],
-    ) -> Outcome:
-        current = RolloutState(
-            state=snap.state,
-            step=snap.step,
-            phase=snap.phase,
-            weight=snap.weight,
-            started_at=snap.created_at,
-            step_started_at=snap.step_started_at,
-            phase_started_at=snap.phase_started_at,
-            endpoint_ready=not state.busy and snap.pending is None,
-            intent=snap.intent,
-            intent_reason=snap.intent_reason,
-            shadowing=snap.shadow_config is not None,
-        )
-        by_name = {m.name: data.get(m.measure, []) for m in policy.metrics}
-        return self._apply(snap.id, policy, decide(current, policy, by_name, now), now)
 
     def _apply(
         self, rollout_id: int, policy: policies.RolloutPolicy, decision: Decision, now: datetime
-    ) -> Outcome:
+    ) -> TickResult:
         target = policy.target
         if decision.action == "wait":
-            return Outcome(rollout_id, target.endpoint, "wait", decision.reason)
+            return TickResult(rollout_id, target.endpoint, "wait", decision.reason)
         with self.database.write() as session:
-            rollout = session.get(Rollout, rollout_id)
-            assert rollout is not None
-            payload = {"decision": decision.action, **decision.evidence}
-            if decision.action == "set_weight":
-                assert decision.weight is not None
-                rollout.pending = {"op": "set_weight", "weight": decision.weight}
-                self._event(session, rollout, "rollout.set_weight", decision.reason, payload, now)
-            elif decision.action in ("shadow", "unshadow"):
-                spec, versions = self._shadow_spec(policy, rollout, decision, now)
-                self._record_config(session, rollout, spec, versions, False)
-                rollout.pending = {"op": decision.action, "config": spec.name, "weight": decision.weight}
-                self._event(session, rollout, f"rollout.{decision.action}", decision.reason, payload, now)
-            elif decision.action == "advance":
-                rollout.step = decision.next_step if decision.next_step is not None else rollout.step + 1
-                rollout.step_started_at = now
-                self._event(session, rollout, "rollout.advance", decision.reason, payload, now)
-            elif decision.action == "pause":
-                rollout.state, rollout.intent = "paused", None
-                self._event(session, rollout, "rollout.pause", decision.reason, payload, now)
-            elif decision.action == "resume":
-                rollout.state, rollout.intent = "running", None
-                rollout.step = decision.next_step if decision.next_step is not None else rollout.step
-                rollout.step_started_at = now
-                self._event(session, rollout, "rollout.resume", decision.reason, payload, now)
-            elif decision.action == "promote":
-                spec = self._config(
-                    policy, [(target.candidate_variant, rollout.candidate, 1.0)], "promoted", now
-                )
-                self._record_config(
-                    session, rollout, spec, {target.candidate_variant: rollout.candidate}, False
-                )
-                rollout.state, rollout.reason = "promoting", decision.reason
-                rollout.pending = {"op": "promote", "config": spec.name}
-                self._event(session, rollout, "rollout.promote", decision.reason, payload, now)
-            else:
-                spec = self._config(
-                    policy, [(target.baseline_variant, rollout.baseline, 1.0)], "rolledback", now
-                )
-                self._record_config(
-                    session, rollout, spec, {target.baseline_variant: rollout.baseline}, False
-                )
-                aborted = rollout.intent == "abort"
-                rollout.state, rollout.reason = "rolling_back", decision.reason
-                rollout.pending = {"op": "rollback", "config": spec.name, "aborted": aborted}
-                self._event(session, rollout, "rollout.rollback", decision.reason, payload, now)
+            rollout = _row(session, rollout_id)
+            pending = self._record_decision(session, rollout, policy, decision, now)
         crash_point(f"{decision.action}-intent")
-        if decision.action in ("shadow", "unshadow"):
+        if pending is not None and pending.op == "set_weight":
+            assert pending.weight is not None
+            self._set_weight(policy, pending.weight)
+        elif pending is not None:
             state = self.platform.describe(target.endpoint)
             assert state is not None
-            with self.database.read() as session:
-                [snap] = self._snapshots(session, rollout_id)
-            assert snap.pending is not None
-            return self._settle_shadow(snap, policy, state, snap.pending, now) or Outcome(
-                rollout_id, target.endpoint, decision.action, decision.reason
-            )
-        if decision.action == "set_weight":
-            assert decision.weight is not None
-            self.platform.set_weights(
-                target.endpoint,
-                {target.baseline_variant: 100.0 - decision.weight, target.candidate_variant: decision.weight},
-            )
-            crash_point("weight-call")
-        elif decision.action in ("promote", "rollback"):
-            state = self.platform.describe(target.endpoint)
-            assert state is not None
-            return self._finish(rollout_id, policy, state, now)
-        return Outcome(rollout_id, target.endpoint, decision.action, decision.reason)
+            if pending.finishing:
+                return self._finish(rollout_id, policy, state, now)
+            moved = self._settle_shadow(rollout_id, policy, state, pending, now)
+            if moved is not None:
+                return moved
+        return TickResult(rollout_id, target.endpoint, decision.action, decision.reason)
 
-    # ---- shadow steps ------------------------------------------------------------------------
-
-    def _shadow_spec(
+    def _record_decision(
         self,
-        policy: policies.RolloutPolicy,
+        session: Session,
         rollout: Rollout,
+        policy: policies.RolloutPolicy,
         decision: Decision,
         now: datetime,
-        name: str | None = None,
-    ) -> tuple[ConfigSpec, dict[str, ModelVersion]]:
-        """The config for a shadow step (the candidate also as a shadow variant), or back without it."""
+    ) -> PendingChange | None:
+        """The decision's effect on the row and its event; the platform change it intends, if any."""
         target = policy.target
-        production = [
-            (target.baseline_variant, rollout.baseline, 100.0 - rollout.weight),
-            (target.candidate_variant, rollout.candidate, rollout.weight),
-        ]
-        versions = {target.baseline_variant: rollout.baseline, target.candidate_variant: rollout.candidate}
-        if decision.action == "unshadow":
-            return self._config(policy, production, "ab", now, name=name), versions
-        shadow = f"{target.candidate_variant}-shadow"[:63]
-        versions[shadow] = rollout.candidate
-        # SageMaker copies (shadow weight / production weight) of the requests to a shadow variant.
-        shadows = [(shadow, rollout.candidate, float(decision.weight or 0))]
-        return self._config(policy, production, "shadow", now, shadows, name=name), versions
+        payload = {"decision": decision.action, **decision.evidence}
+        pending: PendingChange | None = None
+        if decision.action == "set_weight":
+            assert decision.weight is not None
+            pending = PendingChange("set_weight", weight=decision.weight)
+        elif decision.action in ("shadow", "unshadow"):
+            op: Op = "shadow" if decision.action == "shadow" else "unshadow"
+            spec, versions = _shadow_spec(target, rollout, op, decision.weight, now)
+            configs.record(session, rollout.endpoint, spec, versions, False)
+            pending = PendingChange(op, spec.name, decision.weight)
+        elif decision.action == "advance":
+            rollout.step = decision.next_step if decision.next_step is not None else rollout.step + 1
+            rollout.step_started_at = now
+        elif decision.action == "pause":
+            rollout.state, rollout.intent = "paused", None
+        elif decision.action == "resume":
+            rollout.state, rollout.intent = "running", None
+            rollout.step = decision.next_step if decision.next_step is not None else rollout.step
+            rollout.step_started_at = now
+        else:
+            promoting = decision.action == "promote"
+            keep = _survivor(target, rollout, promoting)
+            spec = configs.config_spec(target, [keep], "promoted" if promoting else "rolledback", now)
+            configs.record(session, rollout.endpoint, spec, configs.versions_of([keep]), False)
+            rollout.state, rollout.reason = ("promoting" if promoting else "rolling_back"), decision.reason
+            pending = PendingChange(
+                "promote" if promoting else "rollback",
+                spec.name,
+                aborted=not promoting and rollout.intent == "abort",
+            )
+        if pending is not None:
+            rollout.pending = pending.to_json()
+        record_event(
+            session, rollout, self.actor, f"rollout.{decision.action}", decision.reason, payload, now
+        )
+        return pending
 
     def _settle_shadow(
         self,
-        snap: Snapshot,
+        rollout_id: int,
         policy: policies.RolloutPolicy,
         state: EndpointState,
-        pending: dict[str, Any],
+        pending: PendingChange,
         now: datetime,
-    ) -> Outcome | None:
+    ) -> TickResult | None:
         """Finish moving into or out of a shadow config; None once the endpoint serves it."""
         target = policy.target
         if state.busy:
-            return Outcome(snap.id, target.endpoint, "wait", f"endpoint {state.status}")
-        if state.config_name != pending["config"]:
+            return TickResult(rollout_id, target.endpoint, "wait", f"endpoint {state.status}")
+        if state.config_name != pending.config:
             with self.database.read() as session:
-                rollout = session.get(Rollout, snap.id)
-                assert rollout is not None
-                decision = Decision(pending["op"], "", weight=pending.get("weight"))
-                spec, versions = self._shadow_spec(policy, rollout, decision, now, name=pending["config"])
-            self._ensure(spec, list({v.id: v for v in versions.values()}.values()))
+                rollout = _row(session, rollout_id)
+                spec, versions = _shadow_spec(
+                    target, rollout, pending.op, pending.weight, now, name=pending.config
+                )
+                self._ensure(spec, list({v.id: v for v in versions.values()}.values()))
             self.platform.update_endpoint(target.endpoint, spec.name)
-            crash_point(f"{pending['op']}-call")
-            return Outcome(snap.id, target.endpoint, pending["op"], spec.name)
+            crash_point(f"{pending.op}-call")
+            return TickResult(rollout_id, target.endpoint, pending.op, spec.name)
+        on = pending.op == "shadow"
         with self.database.write() as session:
-            rollout = session.get(Rollout, snap.id)
-            assert rollout is not None
-            on = pending["op"] == "shadow"
-            config = session.scalar(select(EndpointConfig).where(EndpointConfig.name == pending["config"]))
-            if config is not None:
-                rollout.endpoint.current_config_id = config.id
-            rollout.shadow_config = pending["config"] if on else None
+            rollout = _row(session, rollout_id)
+            configs.record_current(session, rollout.endpoint, pending.target_config)
+            rollout.shadow_config = pending.config if on else None
             rollout.pending, rollout.step_started_at = None, now
             if not on:
                 rollout.step += 1
-            self._event(
+            record_event(
                 session,
                 rollout,
+                self.actor,
                 "rollout.shadowing" if on else "rollout.shadow_ended",
                 f"the candidate {'receives copies of' if on else 'no longer shadows'} the traffic",
-                {"config": pending["config"], "percent": pending.get("weight")},
+                {"config": pending.config, "percent": pending.weight},
                 now,
             )
-        crash_point(f"{pending['op']}-done")
+        crash_point(f"{pending.op}-done")
         return None
-
-    # ---- promotion and rollback ----------------------------------------------------------------
 
     def _finish(
         self, rollout_id: int, policy: policies.RolloutPolicy, state: EndpointState, now: datetime
-    ) -> Outcome:
+    ) -> TickResult:
+        """Promotion or rollback, one platform step per tick; recorded once the endpoint serves the
+        survivor alone."""
         target = policy.target
         with self.database.read() as session:
-            rollout = session.get(Rollout, rollout_id)
-            assert rollout is not None and rollout.pending is not None
-            pending = dict(rollout.pending)
-            baseline, candidate = rollout.baseline, rollout.candidate
-        promoting = pending["op"] == "promote"
-        keep = (target.candidate_variant, candidate) if promoting else (target.baseline_variant, baseline)
-        spec = self._config(policy, [(keep[0], keep[1], 1.0)], pending["op"], now, name=pending["config"])
-        self.platform.ensure_model(self._model(keep[1]))
-        if promoting:
-            bg = (
-                policy.decisions.promotion.blue_green
-                if policy.decisions.promotion.mode == "blueGreen"
-                else None
-            )
-            blue_green = (
-                BlueGreen(bg.routing, bg.size_percent, bg.wait_seconds, tuple(bg.alarms)) if bg else None
-            )
-            step = traffic.promote(self.platform, target.endpoint, spec, blue_green)
+            rollout = _row(session, rollout_id)
+            pending = PendingChange.from_json(rollout.pending)
+            assert pending is not None and pending.finishing
+            keep = _survivor(target, rollout, pending.op == "promote")
+        spec = configs.config_spec(target, [keep], pending.op, now, name=pending.config)
+        self.platform.ensure_model(self.images.model(keep[1]))
+        if pending.op == "promote":
+            step = traffic.promote(self.platform, target.endpoint, spec, _blue_green(policy))
         else:
             step = traffic.rollback(self.platform, target.endpoint, target.candidate_variant, spec)
-        crash_point(f"{pending['op']}-{step}")
+        crash_point(f"{pending.op}-{step}")
         if step != "done":
-            return Outcome(rollout_id, target.endpoint, pending["op"], step)
+            return TickResult(rollout_id, target.endpoint, pending.op, step)
         with self.database.write() as session:
-            rollout = session.get(Rollout, rollout_id)
-            assert rollout is not None
+            rollout = _row(session, rollout_id)
             if rollout.state not in ("promoting", "rolling_back"):
-                return Outcome(rollout_id, target.endpoint, "skip", "already finished")
-            self._record_config(session, rollout, spec, {keep[0]: keep[1]}, True)
+                return TickResult(rollout_id, target.endpoint, "skip", "already finished")
+            configs.record(session, rollout.endpoint, spec, configs.versions_of([keep]), True)
             phase = session.get(RolloutPhase, (rollout.id, rollout.phase))
             if phase is not None and phase.ended_at is None:
                 phase.ended_at = now
             rollout.pending, rollout.finished_at = None, now
-            if promoting:
-                rollout.state = rollout.outcome = "promoted"
-                rollout.candidate.status, rollout.baseline.status = "serving", "retired"
-                self._event(
+            self._conclude(session, rollout, pending, spec.name, now)
+        crash_point(f"{pending.op}-recorded")
+        return TickResult(
+            rollout_id, target.endpoint, "promoted" if pending.op == "promote" else "rolled_back"
+        )
+
+    def _conclude(
+        self, session: Session, rollout: Rollout, pending: PendingChange, config: str, now: datetime
+    ) -> None:
+        """The final state, the versions' new statuses and the events that say so."""
+        endpoint = rollout.endpoint.name
+        why = f"rollout {rollout.id} on {endpoint}"
+        if pending.op == "promote":
+            rollout.state = rollout.outcome = "promoted"
+            served = rollout.candidate
+            models.transition(
+                session,
+                rollout.candidate,
+                "serving",
+                self.actor,
+                reason=f"promoted by {why}",
+                endpoint=endpoint,
+                at=now,
+            )
+            if rollout.baseline.status == "serving":
+                models.transition(
                     session,
-                    rollout,
-                    "rollout.promoted",
-                    f"{candidate.ref} serves all traffic",
-                    {"config": spec.name},
-                    now,
+                    rollout.baseline,
+                    "retired",
+                    self.actor,
+                    reason=f"replaced by {why}",
+                    endpoint=endpoint,
+                    at=now,
                 )
-            else:
-                rollout.state = rollout.outcome = "aborted" if pending.get("aborted") else "rolled_back"
-                rollout.candidate.status = "rejected"
-                self._event(
+        else:
+            rollout.state = rollout.outcome = "aborted" if pending.aborted else "rolled_back"
+            served = rollout.baseline
+            if rollout.candidate.status != "serving":  # one that serves elsewhere keeps doing so
+                models.transition(
                     session,
-                    rollout,
-                    f"rollout.{rollout.state}",
-                    f"{baseline.ref} serves all traffic",
-                    {"config": spec.name},
-                    now,
+                    rollout.candidate,
+                    "rejected",
+                    self.actor,
+                    reason=f"{rollout.state} by {why}",
+                    endpoint=endpoint,
+                    at=now,
                 )
-        crash_point(f"{pending['op']}-recorded")
-        return Outcome(rollout_id, target.endpoint, "promoted" if promoting else "rolled_back")
+        record_event(
+            session,
+            rollout,
+            self.actor,
+            f"rollout.{rollout.state}",
+            f"{served.ref} serves all traffic",
+            {"config": config},
+            now,
+        )
+
+
+def _row(session: Session, rollout_id: int) -> Rollout:
+    rollout = session.get(Rollout, rollout_id)
+    assert rollout is not None, f"rollout {rollout_id} vanished"
+    return rollout
+
+
+def _survivor(target: policies.Target, rollout: Rollout, promoting: bool) -> configs.Placement:
+    """The variant left serving alone: the candidate after a promotion, the baseline after a rollback."""
+    if promoting:
+        return (target.candidate_variant, rollout.candidate, 1.0)
+    return (target.baseline_variant, rollout.baseline, 1.0)
+
+
+def _shadow_spec(
+    target: policies.Target,
+    rollout: Rollout,
+    op: str,
+    percent: float | None,
+    now: datetime,
+    name: str | None = None,
+) -> tuple[ConfigSpec, dict[str, ModelVersion]]:
+    """The config for a shadow step (the candidate also as a shadow variant), or back without it."""
+    production = configs.ab_placements(target, rollout, rollout.weight)
+    if op == "unshadow":
+        return configs.config_spec(target, production, "ab", now, name=name), configs.versions_of(production)
+    shadows = configs.shadow_placements(target, rollout, float(percent or 0))
+    spec = configs.config_spec(target, production, "shadow", now, shadows, name=name)
+    return spec, configs.versions_of([*production, *shadows])
+
+
+def _blue_green(policy: policies.RolloutPolicy) -> BlueGreen | None:
+    promotion = policy.decisions.promotion
+    bg = promotion.blue_green if promotion.mode == "blueGreen" else None
+    return BlueGreen(bg.routing, bg.size_percent, bg.wait_seconds, tuple(bg.alarms)) if bg else None

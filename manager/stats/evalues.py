@@ -12,21 +12,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
+
+from manager.samples import ErrorWindow
 
 # A log-uniform prior on the rate ratio r in [1, 50], on a grid fine enough for a smooth integral.
 _R = np.exp(np.linspace(0.0, math.log(50.0), 400))
 _WEIGHTS = np.full(_R.size, 1.0 / _R.size)
-
-
-@dataclass(frozen=True)
-class ErrorWindow:
-    baseline_requests: float
-    baseline_errors: float
-    candidate_requests: float
-    candidate_errors: float
 
 
 def _log_lr(pi: np.ndarray, k: np.ndarray, m: np.ndarray) -> np.ndarray:

@@ -19,6 +19,8 @@ from functools import lru_cache
 
 from scipy.optimize import minimize_scalar
 
+from manager.samples import Arm
+
 
 @lru_cache(maxsize=64)
 def optimal_ratio(alpha: float) -> float:
@@ -29,27 +31,6 @@ def optimal_ratio(alpha: float) -> float:
         return (1 + r) / r * (math.log(1 / alpha) + 0.5 * math.log(1 + r))
 
     return math.exp(float(minimize_scalar(width_sq, bounds=(-10, 10), method="bounded").x))
-
-
-@dataclass(frozen=True)
-class Arm:
-    """What one variant's observations sum to: count, sum and sum of squares."""
-
-    n: float
-    total: float
-    total_sq: float
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.n if self.n else 0.0
-
-    def variance(self, proportion: bool) -> float:
-        if self.n < 2:
-            return 0.0
-        if proportion:
-            p = min(max(self.mean, 0.0), 1.0)
-            return p * (1 - p)
-        return max(0.0, (self.total_sq - self.total * self.total / self.n) / (self.n - 1))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,48 @@
+"""`variantctl policy validate`: a policy's errors with their lines, or the plan it implies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from manager.cli.render import emit, output_option
+
+
+@click.group("policy")
+def policy_group() -> None:
+    """Rollout policies."""
+
+
+@policy_group.command("validate")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+@output_option
+def validate(path: Path, output: str) -> None:
+    """Check a policy; print the plan it implies."""
+    from manager import policy as policies
+
+    policy, _ = policies.load(path)
+    rows = policies.describe_plan(policy)
+    if output != "table":
+        emit(rows, ("step", "what", "until"), output)
+        return
+    emit(rows, ("step", "what", "until"), output, title=f"{policy.name}: {policy.target.endpoint}")
+    metrics = [
+        {
+            "metric": m.name,
+            "role": m.role + (" (dry run)" if m.dry_run else ""),
+            "source": m.source,
+            "test": m.test.type,
+            "margin": m.test.margin,
+            "alpha": m.alpha,
+            "min samples": m.min_samples,
+            "no data": m.on_no_data,
+        }
+        for m in policy.metrics
+    ]
+    emit(metrics, tuple(metrics[0]), output, title="metrics")
+    d = policy.decisions
+    click.echo(
+        f"longest possible duration: {policies.longest_duration(policy)}; at most {d.max_samples} samples "
+        f"per arm; inconclusive -> {d.on_inconclusive}; promotion by {d.promotion.mode}"
+    )

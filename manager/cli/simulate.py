@@ -1,0 +1,138 @@
+"""`variantctl simulate`: a policy's decision quality on seeded synthetic streams."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from manager.cli.render import emit_record, output_option
+
+# The names of manager.simulate.SCENARIOS, kept here so that `--help` imports no numpy
+# (tests/test_cli.py keeps the two equal).
+SCENARIO_NAMES = (
+    "aa-accuracy",
+    "aa-latency",
+    "aa-5xx",
+    "accuracy+2pp",
+    "accuracy-2pp",
+    "accuracy-5pp",
+    "latency+5%",
+    "5xx-0.5%-to-1.5%",
+)
+
+
+@click.command("simulate")
+@click.option("--policy", "path", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--scenario",
+    type=click.Choice(SCENARIO_NAMES),
+    help="a named scenario (or describe one with --kind/--baseline/--effect)",
+)
+@click.option(
+    "--kind", type=click.Choice(["proportion", "mean", "errors"]), help="the stream: rates, values or errors"
+)
+@click.option("--baseline", type=float, help="the baseline's rate, or its median for lognormal values")
+@click.option(
+    "--effect",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="added to the rate; for values, the relative change of the mean",
+)
+@click.option("--sigma", type=float, default=0.5, show_default=True, help="lognormal shape, for values")
+@click.option("--higher-is-better/--lower-is-better", default=True, show_default=True)
+@click.option(
+    "--traffic", type=click.FloatRange(min=1), default=1000, show_default=True, help="requests per minute"
+)
+@click.option("--label-delay", type=click.FloatRange(min=0), default=0, show_default=True, help="minutes")
+@click.option(
+    "--check-every",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="requests per arm between looks, at an even split",
+)
+@click.option("--max-per-arm", type=click.IntRange(min=100), default=20_000, show_default=True)
+@click.option("--runs", type=click.IntRange(min=10), default=2000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--processes", type=click.IntRange(min=1), default=2, show_default=True)
+@output_option
+def simulate(
+    path: Path,
+    scenario: str | None,
+    kind: str | None,
+    baseline: float | None,
+    effect: float,
+    sigma: float,
+    higher_is_better: bool,
+    traffic: float,
+    label_delay: float,
+    check_every: int,
+    max_per_arm: int,
+    runs: int,
+    seed: int,
+    processes: int,
+    output: str,
+) -> None:
+    """How often a policy promotes, rolls back or stays undecided on synthetic streams (through `decide`)."""
+    from rich.progress import Progress
+
+    from manager import policy as policies
+    from manager.errors import UserError
+    from manager.simulate import SCENARIOS, Scenario, Streams, metric_for
+    from manager.simulate import simulate as monte_carlo
+
+    policy, text = policies.load(path)
+    if scenario:
+        chosen = SCENARIOS[scenario]
+    elif kind and baseline is not None:
+        chosen = Scenario("custom", kind, baseline, effect, sigma, higher_is_better)  # type: ignore[arg-type]
+    else:
+        raise UserError("give --scenario, or --kind and --baseline (with --effect)")
+    try:
+        metric_for(policy, chosen)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    streams = Streams(traffic, label_delay, check_every, max_per_arm)
+    with Progress(transient=True, disable=output != "table") as bar:
+        task = bar.add_task(f"{chosen.name}: {runs} runs", total=runs)
+        summary = monte_carlo(
+            text,
+            chosen,
+            streams,
+            runs,
+            seed,
+            processes,
+            progress=lambda done: bar.update(task, completed=done),
+        )
+    record = {
+        "scenario": summary.scenario,
+        "truth": summary.truth,
+        "runs": summary.runs,
+        "p_promote": summary.promote,
+        "p_rollback": summary.rollback,
+        "p_undecided": summary.undecided,
+        "se_promote": summary.se(summary.promote),
+        "se_rollback": summary.se(summary.rollback),
+        "se_undecided": summary.se(summary.undecided),
+        "median_samples_per_arm": summary.median_per_arm,
+        "p90_samples_per_arm": summary.p90_per_arm,
+        "median_minutes": summary.median_minutes,
+        "p90_minutes": summary.p90_minutes,
+        "harm_exposure": summary.exposure,
+    }
+    if output != "table":
+        emit_record(record, output)
+        return
+    shown = {
+        "scenario": f"{summary.scenario} (the candidate is {summary.truth})",
+        "P(promote)": f"{summary.promote:.4f} ± {record['se_promote']:.4f}",
+        "P(rollback)": f"{summary.rollback:.4f} ± {record['se_rollback']:.4f}",
+        "P(undecided)": f"{summary.undecided:.4f} ± {record['se_undecided']:.4f}",
+        "samples per arm to a decision": f"median {summary.median_per_arm:,.0f}, "
+        f"p90 {summary.p90_per_arm:,.0f}",
+        "minutes to a decision": f"median {summary.median_minutes:,.1f}, p90 {summary.p90_minutes:,.1f}",
+        "harm exposure": f"{summary.exposure:,.0f} requests served by the worse model (mean)",
+    }
+    emit_record(shown, "table", title=f"{policy.name}: {runs} seeded runs")

@@ -1,0 +1,121 @@
+"""What a rollout asks the platform for, built in one place: the SageMaker model of a registered
+version, the endpoint config of a set of variants (named freshly, or as an intent recorded it), and
+the registry's record of that config."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from manager.config import DEFAULT_IMAGE
+from manager.names import model_name, readable_name
+from manager.platforms.base import CaptureSpec, ConfigSpec, ModelSpec, VariantSpec
+from manager.policy import Target
+from manager.registry.tables import ConfigVariant, Endpoint, EndpointConfig, ModelVersion, Rollout
+
+# (variant name, the version it serves, its weight)
+Placement = tuple[str, ModelVersion, float]
+
+
+@dataclass(frozen=True)
+class Images:
+    """The serving image for versions registered without one, and the role SageMaker models run as."""
+
+    default_image: str = DEFAULT_IMAGE
+    role_arn: str | None = None
+
+    def model(self, version: ModelVersion) -> ModelSpec:
+        return ModelSpec(
+            model_name(version.name, version.version),
+            version.image_uri or self.default_image,
+            version.artifact_uri,
+            self.role_arn,
+        )
+
+
+def config_spec(
+    target: Target,
+    production: Sequence[Placement],
+    label: str,
+    now: datetime,
+    shadows: Sequence[Placement] = (),
+    name: str | None = None,
+) -> ConfigSpec:
+    """The config for these variants, named `name` (as an intent recorded it) or freshly."""
+    capture = CaptureSpec(target.capture_destination) if target.capture_destination else None
+    specs = tuple(
+        VariantSpec(
+            variant,
+            model_name(v.name, v.version),
+            target.instance_type,
+            target.instance_count,
+            weight,
+            shadow=shadow,
+        )
+        for (variant, v, weight), shadow in [*((p, False) for p in production), *((p, True) for p in shadows)]
+    )
+    if name is None:
+        name = readable_name(f"{target.endpoint}-{label}", ConfigSpec("draft", specs, capture), now)
+    return ConfigSpec(name, specs, capture)
+
+
+def versions_of(placements: Sequence[Placement]) -> dict[str, ModelVersion]:
+    return {variant: version for variant, version, _ in placements}
+
+
+def ab_placements(target: Target, rollout: Rollout, weight: float) -> list[Placement]:
+    """Baseline and candidate side by side, the candidate at `weight` percent."""
+    return [
+        (target.baseline_variant, rollout.baseline, 100.0 - weight),
+        (target.candidate_variant, rollout.candidate, weight),
+    ]
+
+
+def shadow_placements(target: Target, rollout: Rollout, percent: float) -> list[Placement]:
+    """The candidate also as a shadow variant: SageMaker copies (shadow weight / production weight) of
+    the requests to it."""
+    return [(f"{target.candidate_variant}-shadow"[:63], rollout.candidate, percent)]
+
+
+def record(
+    session: Session,
+    endpoint: Endpoint,
+    spec: ConfigSpec,
+    versions: dict[str, ModelVersion],
+    make_current: bool,
+) -> EndpointConfig:
+    """The registry's row for `spec` (added once), optionally made the endpoint's current config."""
+    row = session.scalar(select(EndpointConfig).where(EndpointConfig.name == spec.name))
+    if row is None:
+        row = EndpointConfig(
+            name=spec.name,
+            endpoint_name=endpoint.name,
+            data_capture={"destination": spec.capture.destination} if spec.capture else None,
+        )
+        for v in spec.variants:
+            row.variants.append(
+                ConfigVariant(
+                    variant_name=v.name,
+                    model_version_id=versions[v.name].id,
+                    instance_type=v.instance_type,
+                    instance_count=v.instance_count,
+                    initial_weight=v.weight,
+                    is_shadow=v.shadow,
+                )
+            )
+        session.add(row)
+        session.flush()
+    if make_current:
+        endpoint.current_config_id = row.id
+    return row
+
+
+def record_current(session: Session, endpoint: Endpoint, config_name: str) -> None:
+    """The endpoint serves `config_name` now (recorded earlier, with the intent that moved to it)."""
+    row = session.scalar(select(EndpointConfig).where(EndpointConfig.name == config_name))
+    if row is not None:
+        endpoint.current_config_id = row.id

@@ -1,0 +1,82 @@
+"""The one retrain pipeline, for `variantctl train` and the daemon's cron retrains alike:
+train -> register with lineage -> gate offline -> approved or rejected, every step in the history.
+
+With no offline gate (`--no-gate`, or a train.yaml without `gate:`), the version is approved with a
+`model.gate` event that says so: the rollout's online analysis is then its only gate. A scheduled
+retrain and an operator's `train` therefore leave the same status for the same inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from manager.db import Database
+from manager.registry import models
+from trainers.base import Progress, Trainer, TrainingResult, current_baseline, register
+from trainers.config import TrainConfig
+from trainers.datasets import Dataset
+from trainers.gate import Scorer, offline_gate
+
+NOTHING_TO_COMPARE = "nothing approved or serving to compare with"
+NO_GATE = "no offline gate: approved for a rollout, whose online analysis is its only gate"
+
+
+@dataclass(frozen=True)
+class Retrained:
+    """A trained, registered and gated version, as `train` reports it."""
+
+    ref: str
+    status: str
+    replaces: str | None
+    gate: str  # one sentence: the gate's verdict, or why there was none
+    result: TrainingResult
+
+    @property
+    def approved(self) -> bool:
+        return self.status == "approved"
+
+
+def retrain(
+    database: Database,
+    trainer: Trainer,
+    scorer: Scorer,
+    config: TrainConfig,
+    data: Dataset,
+    actor: str,
+    *,
+    replaces: str | None = None,
+    gate: bool = True,
+    progress: Progress | None = None,
+) -> Retrained:
+    """Train a candidate of `config.model` on `data`, register it, and gate it against what it replaces
+    (`replaces`, else the serving version, else the newest approved)."""
+    result = trainer.train(config, data, progress)
+    return register_and_gate(database, scorer, config, data, result, actor, replaces=replaces, gate=gate)
+
+
+def register_and_gate(
+    database: Database,
+    scorer: Scorer,
+    config: TrainConfig,
+    data: Dataset,
+    result: TrainingResult,
+    actor: str,
+    *,
+    replaces: str | None = None,
+    gate: bool = True,
+) -> Retrained:
+    with database.write() as session:
+        baseline = models.get(session, replaces) if replaces else current_baseline(session, config.model)
+        version = register(session, result, actor, baseline)
+        if gate and config.gate is not None:
+            verdict = offline_gate(session, config, data, version, baseline, scorer, actor)
+            sentence = verdict.sentence() if verdict else f"passed: {NOTHING_TO_COMPARE}"
+        else:
+            skipped = "--no-gate" if config.gate is not None else "no gate in train.yaml"
+            why: dict[str, Any] = {"reason": skipped}
+            models.transition(
+                session, version, "approved", actor, action="model.gate", reason=NO_GATE, payload=why
+            )
+            sentence = f"not run ({why['reason']}); approved for its rollout"
+        return Retrained(version.ref, version.status, baseline.ref if baseline else None, sentence, result)
