@@ -13,6 +13,7 @@ import pytest
 from moto import mock_aws
 
 from manager.local_sagemaker import LocalSageMaker
+from manager.names import readable_name
 from manager.platforms import traffic
 from manager.platforms.base import (
     BlueGreen,
@@ -25,7 +26,6 @@ from manager.platforms.base import (
     SpecConflict,
     VariantSpec,
 )
-from manager.names import readable_name
 from manager.platforms.sagemaker import SageMakerPlatform
 
 from .aws_support import moto_with_update_endpoint, record_operations

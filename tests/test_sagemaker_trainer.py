@@ -19,6 +19,7 @@ from sklearn.preprocessing import StandardScaler
 
 from manager.db import Database
 from manager.registry import models
+from manager.rollout.configs import Images
 from manager.yamlconfig import parse
 from trainers.base import register
 from trainers.config import TrainConfig
@@ -239,3 +240,40 @@ def test_a_single_training_job_without_tuning(aws: tuple[Any, Any]) -> None:
     assert (
         result.artifact_uri.startswith("s3://ml-bucket/training/churn/") and len(job["TrainingJobName"]) <= 63
     )
+
+
+def test_the_gate_scores_the_model_the_reconciler_deploys_even_with_a_long_name(
+    aws: tuple[Any, Any], database: Database
+) -> None:
+    """A 60-character model name at version 10: `<name>-v10` is 64 characters, which SageMaker refuses.
+    The gate and the reconciler both name the SageMaker model through `names.model_name`, so the gate
+    scores (and creates) exactly the model a rollout will deploy."""
+    sm, s3 = aws
+    data = load("sklearn:breast_cancer")
+    good = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(data.x, data.y)
+    bad = DummyClassifier(strategy="prior").fit(data.x, data.y)
+    product_sm = boto3.client("sagemaker", region_name="us-east-1")
+    _moto_gaps(product_sm, s3, good, bad)
+    long_name = "churn-" + "x" * 54
+    assert len(long_name) == 60
+    config = parse(CONFIG.replace("model: churn", f"model: {long_name}"), TrainConfig)
+    trainer = SageMakerTrainer(product_sm, boto3.client("s3", region_name="us-east-1"), "us-east-1", 0)
+    image = xgboost_image("us-east-1", "1.7-1")
+    with database.write() as session:
+        versions = [
+            models.register(
+                session,
+                models.NewVersion(
+                    long_name, f"s3://ml-bucket/m{v}.tar.gz", "xgboost", image_uri=image, version=v
+                ),
+                "t",
+            )
+            for v in (9, 10)
+        ]
+        verdict = offline_gate(
+            session, config, data, versions[1], versions[0], sagemaker_scorer(trainer, config), "t"
+        )
+        assert verdict is not None
+        deployed = {Images().model(v).name for v in versions}
+    assert all(len(name) <= 63 for name in deployed)
+    assert {m["ModelName"] for m in sm.list_models()["Models"]} == deployed
