@@ -128,7 +128,7 @@ def record(database: Database, actor: str, event: Event) -> AuditEvent:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class ChainCheck:
     ok: bool
     count: int
     head_seq: int
@@ -137,7 +137,7 @@ class Verdict:
     problem: str | None = None
 
 
-def verify(database: Database, expect_head: str | None = None) -> Verdict:
+def verify(database: Database, expect_head: str | None = None) -> ChainCheck:
     """Recompute the whole chain, oldest first, in constant memory."""
     expected_seq, running = 1, GENESIS
     with database.read() as session:
@@ -145,19 +145,19 @@ def verify(database: Database, expect_head: str | None = None) -> Verdict:
             problem = _check(session, row, expected_seq, running)
             if problem:
                 bad_seq = expected_seq if "missing" in problem else row.seq
-                return Verdict(False, expected_seq - 1, expected_seq - 1, running, bad_seq, problem)
+                return ChainCheck(False, expected_seq - 1, expected_seq - 1, running, bad_seq, problem)
             expected_seq, running = row.seq + 1, row.hash
         count = expected_seq - 1
         head = session.get(AuditHead, 1)
     if head is None:
-        return Verdict(False, count, count, running, count + 1, "the history head row was deleted")
+        return ChainCheck(False, count, count, running, count + 1, "the history head row was deleted")
     if (head.seq, head.hash) != (count, running):
         if head.seq > count:
             problem = f"events {count + 1}..{head.seq} were deleted from the end of the history"
-            return Verdict(False, count, count, running, count + 1, problem)
-        return Verdict(False, count, count, running, head.seq, "the history head was altered")
+            return ChainCheck(False, count, count, running, count + 1, problem)
+        return ChainCheck(False, count, count, running, head.seq, "the history head was altered")
     if expect_head is not None and expect_head not in (running, f"{count}:{running}"):
-        return Verdict(
+        return ChainCheck(
             False,
             count,
             count,
@@ -165,7 +165,7 @@ def verify(database: Database, expect_head: str | None = None) -> Verdict:
             count,
             f"head hash is {running}, expected {expect_head}: the chain was rewritten",
         )
-    return Verdict(True, count, count, running)
+    return ChainCheck(True, count, count, running)
 
 
 def _rows_in_order(session: Session) -> Iterator[Any]:

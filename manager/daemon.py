@@ -49,6 +49,8 @@ def configure_logging(fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # Alembic says which context and DDL mode it uses each time the schema is checked: noise here.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from manager.rollout.decide import RolloutState, decide
 from manager.samples import Arm, ErrorWindow, PhaseData
 
 Truth = Literal["same", "better", "worse"]
-Outcome = Literal["promote", "rollback", "undecided"]
+Conclusion = Literal["promote", "rollback", "undecided"]
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -69,7 +69,7 @@ class Streams:
 
 @dataclass(frozen=True)
 class RunResult:
-    outcome: Outcome
+    outcome: Conclusion
     per_arm: float  # requests per arm when the run ended (all phases)
     minutes: float
     exposure: float  # requests served by the worse model before the decision
@@ -176,7 +176,7 @@ def run_once(policy: RolloutPolicy, scenario: Scenario, streams: Streams, seed: 
 
 
 def _result(
-    outcome: Outcome, served_b: float, served_c: float, minutes: float, scenario: Scenario
+    outcome: Conclusion, served_b: float, served_c: float, minutes: float, scenario: Scenario
 ) -> RunResult:
     truth = scenario.truth
     exposure = served_c if truth == "worse" else served_b if truth == "better" else 0.0

@@ -55,7 +55,7 @@ def check_name(field_name: str, value: Any) -> str:
 def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
-    if isinstance(value, Variant | Step):
+    if isinstance(value, Variant | ShiftPoint):
         return asdict(value)
     return value
 
@@ -89,7 +89,7 @@ class Variant:
 
 
 @dataclass
-class Step:
+class ShiftPoint:
     """From `at` seconds after the new fleet is ready, `fraction` of traffic goes to it."""
 
     at: float
@@ -105,7 +105,7 @@ class Pending:
     variants: list[Variant] = field(default_factory=list)
     shadows: list[Variant] = field(default_factory=list)
     capture: dict[str, Any] | None = None
-    steps: list[Step] = field(default_factory=list)
+    steps: list[ShiftPoint] = field(default_factory=list)
     bake_until: float = 0.0  # seconds after ready_at when the update completes
     alarms: list[str] = field(default_factory=list)
     deployment_config: dict[str, Any] | None = None
@@ -487,10 +487,10 @@ class ControlPlane:
     @staticmethod
     def _traffic_plan(
         deployment: dict[str, Any] | None, variants: list[Variant]
-    ) -> tuple[list[Step], float, list[str]]:
+    ) -> tuple[list[ShiftPoint], float, list[str]]:
         """Blue/green steps: when each share of traffic moves to the new fleet, and the bake after."""
         if not deployment:
-            return [Step(0, 1.0)], 0.0, []
+            return [ShiftPoint(0, 1.0)], 0.0, []
         if "RollingUpdatePolicy" in deployment:
             raise validation(
                 "RollingUpdatePolicy is not supported by the local SageMaker; use BlueGreenUpdatePolicy"
@@ -516,16 +516,16 @@ class ControlPlane:
             raise validation(f"{label} must be CAPACITY_PERCENT 1-100 or INSTANCE_COUNT 1-{instances}")
 
         if kind == "ALL_AT_ONCE":
-            steps = [Step(0, 1.0)]
+            steps = [ShiftPoint(0, 1.0)]
         elif kind == "CANARY":
             canary = size(routing.get("CanarySize"), "CanarySize")
             if canary > 0.5:
                 raise validation("CanarySize must be at most 50% of the new fleet")
-            steps = [Step(0, canary), Step(wait, 1.0)]
+            steps = [ShiftPoint(0, canary), ShiftPoint(wait, 1.0)]
         elif kind == "LINEAR":
             step = size(routing.get("LinearStepSize"), "LinearStepSize")
             count = int(1 / step) + (0 if abs(1 / step - round(1 / step)) < 1e-9 else 1)
-            steps = [Step(i * wait, min(1.0, (i + 1) * step)) for i in range(count)]
+            steps = [ShiftPoint(i * wait, min(1.0, (i + 1) * step)) for i in range(count)]
         else:
             raise validation(f"Unknown TrafficRoutingConfiguration Type {kind}")
         return steps, steps[-1].at + wait, alarms
@@ -830,7 +830,7 @@ class ControlPlane:
                         **pending_raw,
                         "variants": [Variant(**v) for v in pending_raw["variants"]],
                         "shadows": [Variant(**v) for v in pending_raw["shadows"]],
-                        "steps": [Step(**s) for s in pending_raw["steps"]],
+                        "steps": [ShiftPoint(**s) for s in pending_raw["steps"]],
                     }
                 )
                 # Time restarts for work that was in flight when the host stopped.

@@ -1,15 +1,15 @@
 """Traffic operations built on the protocol, one step per call, so that a level-triggered caller
-converges by calling again: shift weights, promote a winner, roll a candidate back."""
+converges by calling again: promote a winner, roll a candidate back; and the CLI's wait."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Literal
 
 from manager.platforms.base import BlueGreen, ConfigSpec, EndpointPlatform, EndpointState, PlatformError
 
-Step = Literal["done", "waiting", "weights-zeroed", "updating"]
+TrafficStage = Literal["done", "waiting", "weights-zeroed", "updating"]
 
 
 def _state(platform: EndpointPlatform, endpoint: str) -> EndpointState:
@@ -19,20 +19,9 @@ def _state(platform: EndpointPlatform, endpoint: str) -> EndpointState:
     return state
 
 
-def shift(platform: EndpointPlatform, endpoint: str, weights: Mapping[str, float]) -> Step:
-    """Move traffic with UpdateEndpointWeightsAndCapacities (seconds, no new instances)."""
-    state = _state(platform, endpoint)
-    if all(abs(v.current_weight - weights.get(v.name, v.current_weight)) < 1e-9 for v in state.variants):
-        return "waiting" if state.busy else "done"
-    if state.busy:
-        return "waiting"
-    platform.set_weights(endpoint, weights)
-    return "updating"
-
-
 def promote(
     platform: EndpointPlatform, endpoint: str, winner: ConfigSpec, blue_green: BlueGreen | None = None
-) -> Step:
+) -> TrafficStage:
     """UpdateEndpoint to a config holding the winner alone, with SageMaker's guardrails if asked."""
     state = _state(platform, endpoint)
     if state.config_name == winner.name and not state.busy:
@@ -44,7 +33,9 @@ def promote(
     return "updating"
 
 
-def rollback(platform: EndpointPlatform, endpoint: str, candidate_variant: str, baseline: ConfigSpec) -> Step:
+def rollback(
+    platform: EndpointPlatform, endpoint: str, candidate_variant: str, baseline: ConfigSpec
+) -> TrafficStage:
     """Fast first, tidy second: the candidate's weight to 0, then UpdateEndpoint to the baseline alone."""
     state = _state(platform, endpoint)
     if state.config_name == baseline.name and not state.busy:

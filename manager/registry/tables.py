@@ -185,8 +185,6 @@ class Rollout(Base):
     step: Mapped[int] = mapped_column(default=0)
     state: Mapped[str] = mapped_column(String(16), default="pending")
     intent: Mapped[str | None] = mapped_column(String(16))
-    lease_owner: Mapped[str | None] = mapped_column(String(128))
-    lease_expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     phase_started_at: Mapped[datetime | None]
