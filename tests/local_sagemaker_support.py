@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import joblib
 import numpy as np
@@ -15,6 +16,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+T = TypeVar("T")
 INSTANCE = "ml.m5.large"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 
@@ -64,6 +66,18 @@ def variant(name: str, model: str, weight: float = 1.0, count: int = 1) -> dict[
         "InitialInstanceCount": count,
         "InitialVariantWeight": weight,
     }
+
+
+def until(condition: Callable[[], T | None], what: str, timeout: float = 15) -> T:
+    """Poll `condition` until it returns something truthy, and return that; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
 
 
 def wait_status(sm: Any, endpoint: str, wanted: str = "InService", timeout: float = 30) -> dict[str, Any]:

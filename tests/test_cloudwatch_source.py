@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from manager.metrics.base import MetricsUnavailable, VariantWindow
 from manager.metrics.cloudwatch import CloudWatchSource
 
 from .aws_support import record_operations
-from .local_sagemaker_support import create_model, first_row, variant, wait_status
+from .local_sagemaker_support import create_model, first_row, until, variant, wait_status
 
 
 @pytest.fixture
@@ -48,9 +47,15 @@ def test_windows_from_real_traffic(second_buckets: LocalSageMaker, artifacts: di
         for _ in range(n):
             with contextlib.suppress(ClientError):
                 rt.invoke_endpoint(EndpointName="ep", ContentType="text/csv", Body=body, TargetVariant=target)
-    time.sleep(1.2)  # let the newest 1-second bucket close
     source = CloudWatchSource(record_operations(host.client("cloudwatch")), lag=timedelta(0), period=1)
-    windows = source.windows("ep", ["A", "B"], started, datetime.now(UTC))
+
+    def every_request_counted() -> list[Any] | None:
+        """The windows once the newest 1-second bucket has closed and holds every request."""
+        windows = source.windows("ep", ["A", "B"], started, datetime.now(UTC))
+        counted = {v: sum(w.n for w in _by(windows, v, "invocations")) for v in ("A", "B")}
+        return windows if counted == {"A": 30, "B": 20} else None
+
+    windows = until(every_request_counted, "CloudWatch windows holding all 50 requests")
 
     assert sum(w.n for w in _by(windows, "A", "invocations")) == 30
     errors_4xx = _by(windows, "A", "errors_4xx")

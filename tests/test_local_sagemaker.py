@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ from .local_sagemaker_support import (
     create_model,
     expected_scores,
     first_row,
+    until,
     variant,
     wait_status,
 )
@@ -211,10 +211,11 @@ def test_update_endpoint_under_load_drops_no_request(
     threads = [threading.Thread(target=client_loop) for _ in range(8)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    until(lambda: len(answers) > 50, "answers from the first config")
     sm.update_endpoint(EndpointName="ep", EndpointConfigName="ep-c2")
     wait_status(sm, "ep")
-    time.sleep(0.3)
+    served = len(answers)
+    until(lambda: len(answers) > served + 50, "answers after the update")
     stop.set()
     for t in threads:
         t.join()

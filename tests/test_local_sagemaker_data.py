@@ -27,6 +27,7 @@ from .local_sagemaker_support import (
     binomial_bounds,
     create_model,
     first_row,
+    until,
     variant,
     wait_status,
 )
@@ -172,7 +173,8 @@ def test_latency_statistics_in_microseconds(host: LocalSageMaker, artifacts: dic
 def test_one_second_buckets_and_pagination(host: LocalSageMaker, artifacts: dict[str, Path]) -> None:
     _, rt = _endpoint(host, artifacts["logistic"])
     rt.invoke_endpoint(EndpointName="ep", ContentType="text/csv", Body=first_row())
-    time.sleep(1.1)
+    first_bucket = int(time.time())
+    until(lambda: int(time.time()) > first_bucket, "the first request's 1-second bucket to close")
     rt.invoke_endpoint(EndpointName="ep", ContentType="text/csv", Body=first_row())
     cw = host.client("cloudwatch")
     queries = [_query("Invocations", "Sum", period=1, query_id="a"), _query("Invocations", "Sum", 1, "b")]

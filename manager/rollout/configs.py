@@ -119,3 +119,27 @@ def record_current(session: Session, endpoint: Endpoint, config_name: str) -> No
     row = session.scalar(select(EndpointConfig).where(EndpointConfig.name == config_name))
     if row is not None:
         endpoint.current_config_id = row.id
+
+
+def survivor(target: Target, rollout: Rollout, promoting: bool) -> Placement:
+    """The variant left serving alone: the candidate after a promotion, the baseline after a rollback."""
+    if promoting:
+        return (target.candidate_variant, rollout.candidate, 1.0)
+    return (target.baseline_variant, rollout.baseline, 1.0)
+
+
+def shadow_spec(
+    target: Target,
+    rollout: Rollout,
+    op: str,
+    percent: float | None,
+    now: datetime,
+    name: str | None = None,
+) -> tuple[ConfigSpec, dict[str, ModelVersion]]:
+    """The config for a shadow step (the candidate also as a shadow variant), or back without it."""
+    production = ab_placements(target, rollout, rollout.weight)
+    if op == "unshadow":
+        return config_spec(target, production, "ab", now, name=name), versions_of(production)
+    shadows = shadow_placements(target, rollout, float(percent or 0))
+    spec = config_spec(target, production, "shadow", now, shadows, name=name)
+    return spec, versions_of([*production, *shadows])

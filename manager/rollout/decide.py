@@ -5,7 +5,9 @@ Rules, in order:
 2. operator intents: abort (roll back now), promote (skip the analysis), pause, resume;
 3. a paused rollout waits (a timed pause ends by itself); a busy endpoint waits;
 4. any guardrail's harm test rejecting rolls back, at every step with traffic;
-5. the current step: set the weight, bake, pause, or analyse; at the end of the plan, promote.
+5. the maximum duration applies `onInconclusive`;
+6. the current step: set the weight, shadow, bake, pause, or analyse; at the end of the plan, promote.
+Each rule is a function below, in this order; each returns a Decision, or None to pass to the next.
 An analysis promotes when the primary's lower bound clears -margin (0 under superiority), every
 metric has its minimum sample and the minimum duration has passed; it rolls back when the primary's
 upper bound is below -margin; at the maximum samples or duration it applies `onInconclusive`.
@@ -22,7 +24,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from manager.clock import parse_duration
-from manager.policy import Metric, RolloutPolicy
+from manager.policy import Metric, RolloutPolicy, Step
 from manager.registry.vocabulary import is_final
 from manager.samples import Observations, PhaseData
 from manager.stats.evalues import harm_evalue
@@ -72,6 +74,9 @@ class MetricVerdict:
     samples_met: bool
 
 
+Status = Literal["pass", "fail", "inconclusive", "no_data"]
+
+
 def _improvement(metric: Metric, interval_low: float, interval_high: float) -> tuple[float, float]:
     """The interval on "how much better the candidate is", whichever way the metric points."""
     return (interval_low, interval_high) if metric.higher_is_better else (-interval_high, -interval_low)
@@ -81,30 +86,10 @@ def judge(
     metric: Metric, phases: Sequence[PhaseData], phase: int, policy: RolloutPolicy, harm_only: bool
 ) -> MetricVerdict:
     """One metric's verdict at this look."""
-    current = next((p for p in phases if p.phase == phase), None)
     evidence: dict[str, Any] = {"metric": metric.name, "role": metric.role, "phase": phase}
     if metric.kind == "errors":
-        every = [w for data in phases for w in data.windows]
-        windows = len(every)
-        e = harm_evalue(every)
-        n_c = sum(p.candidate.n for p in phases)
-        evidence.update(
-            {
-                "e_value": e,
-                "threshold": 1 / metric.alpha,
-                "windows": windows,
-                "candidate_requests": n_c,
-                "baseline_requests": sum(p.baseline.n for p in phases),
-                "candidate_errors": sum(p.candidate.total for p in phases),
-                "baseline_errors": sum(p.baseline.total for p in phases),
-            }
-        )
-        if n_c == 0:
-            return MetricVerdict(metric.name, "no_data", evidence, metric.dry_run, metric.min_samples == 0)
-        status: Literal["pass", "fail", "inconclusive", "no_data"] = (
-            "fail" if e >= 1 / metric.alpha else "pass"
-        )
-        return MetricVerdict(metric.name, status, evidence, metric.dry_run, n_c >= metric.min_samples)
+        return _judge_errors(metric, phases, evidence)
+    current = next((p for p in phases if p.phase == phase), None)
     if current is None or current.candidate.n == 0 or current.baseline.n == 0:
         return MetricVerdict(metric.name, "no_data", evidence, metric.dry_run, metric.min_samples == 0)
     base, cand = current.baseline, current.candidate
@@ -112,36 +97,68 @@ def judge(
     evidence.update(
         {"baseline_n": base.n, "candidate_n": cand.n, "baseline_mean": base.mean, "candidate_mean": cand.mean}
     )
-    test = metric.test
+    if metric.test.type == "sequential":
+        status = _judge_interval(metric, current, policy, harm_only, samples_met, evidence)
+    else:
+        bad = _limit_broken(metric, current, evidence) and samples_met
+        status = "fail" if bad else "pass" if samples_met else "inconclusive"
+    return MetricVerdict(metric.name, status, evidence, metric.dry_run, samples_met)
+
+
+def _judge_errors(metric: Metric, phases: Sequence[PhaseData], evidence: dict[str, Any]) -> MetricVerdict:
+    """Error counts: the conditional-binomial e-value over every window of every phase."""
+    every = [w for data in phases for w in data.windows]
+    e = harm_evalue(every)
+    n_c = sum(p.candidate.n for p in phases)
+    evidence.update(
+        {
+            "e_value": e,
+            "threshold": 1 / metric.alpha,
+            "windows": len(every),
+            "candidate_requests": n_c,
+            "baseline_requests": sum(p.baseline.n for p in phases),
+            "candidate_errors": sum(p.candidate.total for p in phases),
+            "baseline_errors": sum(p.baseline.total for p in phases),
+        }
+    )
+    if n_c == 0:
+        return MetricVerdict(metric.name, "no_data", evidence, metric.dry_run, metric.min_samples == 0)
+    status: Status = "fail" if e >= 1 / metric.alpha else "pass"
+    return MetricVerdict(metric.name, status, evidence, metric.dry_run, n_c >= metric.min_samples)
+
+
+def _limit_broken(metric: Metric, current: PhaseData, evidence: dict[str, Any]) -> bool:
+    """A threshold test (the candidate's mean within bounds) or a relative one (at most so much worse)."""
+    test, base, cand = metric.test, current.baseline, current.candidate
     if test.type == "threshold":
+        evidence.update({"max": test.maximum, "min": test.minimum})
         too_high = test.maximum is not None and cand.mean > test.maximum
         too_low = test.minimum is not None and cand.mean < test.minimum
-        evidence.update({"max": test.maximum, "min": test.minimum})
-        bad = (too_high or too_low) and samples_met
-        return MetricVerdict(
-            metric.name,
-            "fail" if bad else "pass" if samples_met else "inconclusive",
-            evidence,
-            metric.dry_run,
-            samples_met,
-        )
-    if test.type == "relative":
-        change = cand.mean / base.mean - 1 if base.mean else math.inf
-        worse = change if not metric.higher_is_better else -change
-        evidence.update({"relative_change": change, "max_increase": test.max_increase})
-        bad = test.max_increase is not None and worse > test.max_increase and samples_met
-        return MetricVerdict(
-            metric.name,
-            "fail" if bad else "pass" if samples_met else "inconclusive",
-            evidence,
-            metric.dry_run,
-            samples_met,
-        )
+        return too_high or too_low
+    change = cand.mean / base.mean - 1 if base.mean else math.inf
+    worse = change if not metric.higher_is_better else -change
+    evidence.update({"relative_change": change, "max_increase": test.max_increase})
+    return test.max_increase is not None and worse > test.max_increase
+
+
+def _judge_interval(
+    metric: Metric,
+    current: PhaseData,
+    policy: RolloutPolicy,
+    harm_only: bool,
+    samples_met: bool,
+    evidence: dict[str, Any],
+) -> Status:
+    """The anytime-valid confidence sequence on the difference, against the margin."""
     interval = difference_sequence(
-        base, cand, metric.alpha, policy.decisions.planned_samples, metric.kind == "proportion"
+        current.baseline,
+        current.candidate,
+        metric.alpha,
+        policy.decisions.planned_samples,
+        metric.kind == "proportion",
     )
     low, high = _improvement(metric, interval.low, interval.high)
-    margin = test.margin
+    margin = metric.test.margin
     evidence.update(
         {
             "improvement_low": low,
@@ -152,19 +169,45 @@ def judge(
         }
     )
     if high < -margin:
-        return MetricVerdict(metric.name, "fail", evidence, metric.dry_run, samples_met)
+        return "fail"
     if harm_only or metric.role == "guardrail":
-        return MetricVerdict(
-            metric.name, "pass" if samples_met else "inconclusive", evidence, metric.dry_run, samples_met
-        )
+        return "pass" if samples_met else "inconclusive"
     floor = 0.0 if policy.decisions.superiority else -margin
-    status = "pass" if low > floor and samples_met else "inconclusive"
-    return MetricVerdict(metric.name, status, evidence, metric.dry_run, samples_met)
+    return "pass" if low > floor and samples_met else "inconclusive"
 
 
 def decide(state: RolloutState, policy: RolloutPolicy, observations: Observations, now: datetime) -> Decision:
+    plan = policy.plan
+    step = plan[state.step] if state.step < len(plan) else None
+    early = _final(state) or _intents(state) or _paused(state, step, now) or _busy(state, policy, now)
+    if early is not None:
+        return early
+    harm_only = not (step is not None and step.analysis is not None and step.analysis.final)
+    verdicts = [
+        judge(m, observations.get(m.name, ()), state.phase, policy, harm_only) for m in policy.metrics
+    ]
+    evidence = {
+        "step": state.step,
+        "phase": state.phase,
+        "weight": state.weight,
+        "metrics": {v.metric: {**v.evidence, "status": v.status, "dry_run": v.dry_run} for v in verdicts},
+    }
+    return (
+        _harm(state, policy, verdicts, evidence)
+        or _out_of_time(state, policy, step, evidence, now)
+        or _step(state, policy, step, verdicts, evidence, now)
+    )
+
+
+def _final(state: RolloutState) -> Decision | None:
+    """Rule 1: a decision already made is final."""
     if is_final(state.state):
         return Decision("wait", f"the rollout is {state.state}; that decision is final")
+    return None
+
+
+def _intents(state: RolloutState) -> Decision | None:
+    """Rule 2, first half: abort and forced promotion act at once, whatever the state."""
     if state.intent == "abort":
         return Decision(
             "rollback",
@@ -177,8 +220,11 @@ def decide(state: RolloutState, policy: RolloutPolicy, observations: Observation
             f"promoted by the operator, skipping the analysis: {state.intent_reason or 'no reason given'}",
             {"intent": "promote", "forced": True},
         )
-    plan = policy.plan
-    step = plan[state.step] if state.step < len(plan) else None
+    return None
+
+
+def _paused(state: RolloutState, step: Step | None, now: datetime) -> Decision | None:
+    """Rules 2 and 3: a paused rollout waits for resume (or its timed pause); pause when asked."""
     if state.state == "paused":
         # Resuming from a pause step moves past it; resuming an operator's pause continues the same step.
         after = state.step + 1 if step is not None and step.pause is not None else state.step
@@ -190,55 +236,75 @@ def decide(state: RolloutState, policy: RolloutPolicy, observations: Observation
         return Decision("wait", "paused")
     if state.intent == "pause":
         return Decision("pause", f"paused by the operator: {state.intent_reason or 'no reason given'}")
-    if not state.endpoint_ready:
-        deadline = parse_duration(policy.decisions.progress_deadline)
-        if now - state.step_started_at > deadline:
-            return Decision(
-                "rollback",
-                f"no progress for {policy.decisions.progress_deadline}: the endpoint did not settle",
-                {"step": state.step, "phase": state.phase},
-            )
-        return Decision("wait", "the endpoint is updating")
+    return None
 
-    harm_only = not (step is not None and step.analysis is not None and step.analysis.final)
-    verdicts = [
-        judge(m, observations.get(m.name, ()), state.phase, policy, harm_only) for m in policy.metrics
-    ]
-    evidence = {
-        "step": state.step,
-        "phase": state.phase,
-        "weight": state.weight,
-        "metrics": {v.metric: {**v.evidence, "status": v.status, "dry_run": v.dry_run} for v in verdicts},
-    }
+
+def _busy(state: RolloutState, policy: RolloutPolicy, now: datetime) -> Decision | None:
+    """Rule 3: a busy endpoint waits, until the progress deadline rolls it back."""
+    if state.endpoint_ready:
+        return None
+    deadline = parse_duration(policy.decisions.progress_deadline)
+    if now - state.step_started_at > deadline:
+        return Decision(
+            "rollback",
+            f"no progress for {policy.decisions.progress_deadline}: the endpoint did not settle",
+            {"step": state.step, "phase": state.phase},
+        )
+    return Decision("wait", "the endpoint is updating")
+
+
+def _harm(
+    state: RolloutState, policy: RolloutPolicy, verdicts: list[MetricVerdict], evidence: dict[str, Any]
+) -> Decision | None:
+    """Rule 4: at every step with traffic, a guardrail's harm (or the primary's) rolls back."""
+    if state.weight <= 0:
+        return None
     live = [v for v in verdicts if not v.dry_run]
     by_name = {m.name: m for m in policy.metrics}
-    if state.weight > 0:
-        harmful = [v.metric for v in live if v.status == "fail" and by_name[v.metric].role == "guardrail"]
-        harmful += [
-            v.metric
-            for v in live
-            if v.status == "no_data" and by_name[v.metric].on_no_data == "fail" and v.samples_met
-        ]
-        if harmful:
-            return Decision("rollback", f"guardrail {', '.join(harmful)} shows harm", evidence)
-        # The primary's harm test acts at every step with traffic, the small canary's included.
-        primary = policy.primary
-        worse = next(
-            (v for v in live if primary is not None and v.metric == primary.name and v.status == "fail"), None
-        )
-        if worse is not None and primary is not None:
-            return Decision(
-                "rollback",
-                f"{primary.name}: the candidate is worse than the baseline by more "
-                f"than the margin {primary.test.margin:g}",
-                evidence,
-            )
-    elapsed = now - state.started_at
-    if elapsed >= parse_duration(policy.decisions.max_duration) and step is not None:
+    harmful = [v.metric for v in live if v.status == "fail" and by_name[v.metric].role == "guardrail"]
+    harmful += [
+        v.metric
+        for v in live
+        if v.status == "no_data" and by_name[v.metric].on_no_data == "fail" and v.samples_met
+    ]
+    if harmful:
+        return Decision("rollback", f"guardrail {', '.join(harmful)} shows harm", evidence)
+    # The primary's harm test acts at every step with traffic, the small canary's included.
+    primary = policy.primary
+    if primary is not None and any(v.metric == primary.name and v.status == "fail" for v in live):
+        return _primary_worse(primary, evidence)
+    return None
+
+
+def _primary_worse(primary: Metric, evidence: dict[str, Any]) -> Decision:
+    return Decision(
+        "rollback",
+        f"{primary.name}: the candidate is worse than the baseline by more than the margin "
+        f"{primary.test.margin:g}",
+        evidence,
+    )
+
+
+def _out_of_time(
+    state: RolloutState, policy: RolloutPolicy, step: Step | None, evidence: dict[str, Any], now: datetime
+) -> Decision | None:
+    """Rule 5: past the maximum duration, `onInconclusive` applies (unless the plan is done)."""
+    if step is not None and now - state.started_at >= parse_duration(policy.decisions.max_duration):
         return _inconclusive(
             policy, f"the maximum duration {policy.decisions.max_duration} passed", evidence, state
         )
+    return None
 
+
+def _step(
+    state: RolloutState,
+    policy: RolloutPolicy,
+    step: Step | None,
+    verdicts: list[MetricVerdict],
+    evidence: dict[str, Any],
+    now: datetime,
+) -> Decision:
+    """Rule 6: what the current step asks for; past the last step, promote."""
     if step is None:
         return Decision("promote", "every step passed", evidence)
     if step.set_weight is not None:
@@ -251,18 +317,7 @@ def decide(state: RolloutState, policy: RolloutPolicy, observations: Observation
             )
         return Decision("advance", f"candidate at {state.weight:g}%", evidence, next_step=state.step + 1)
     if step.shadow is not None:
-        if not state.shadowing:
-            return Decision(
-                "shadow",
-                f"step {state.step}: copy {step.shadow.percent:g}% of requests to the candidate as a shadow",
-                evidence,
-                weight=step.shadow.percent,
-            )
-        if now - state.step_started_at >= parse_duration(step.shadow.duration):
-            return Decision(
-                "unshadow", f"shadow of {step.shadow.duration} done", evidence, next_step=state.step + 1
-            )
-        return Decision("wait", f"shadowing until {step.shadow.duration} have passed", evidence)
+        return _shadow_step(state, step, evidence, now)
     if step.bake is not None:
         if now - state.step_started_at >= parse_duration(step.bake.duration):
             return Decision(
@@ -281,6 +336,22 @@ def decide(state: RolloutState, policy: RolloutPolicy, observations: Observation
     return _analysis(policy, state, verdicts, evidence, now, final=step.analysis.final)
 
 
+def _shadow_step(state: RolloutState, step: Step, evidence: dict[str, Any], now: datetime) -> Decision:
+    assert step.shadow is not None
+    if not state.shadowing:
+        return Decision(
+            "shadow",
+            f"step {state.step}: copy {step.shadow.percent:g}% of requests to the candidate as a shadow",
+            evidence,
+            weight=step.shadow.percent,
+        )
+    if now - state.step_started_at >= parse_duration(step.shadow.duration):
+        return Decision(
+            "unshadow", f"shadow of {step.shadow.duration} done", evidence, next_step=state.step + 1
+        )
+    return Decision("wait", f"shadowing until {step.shadow.duration} have passed", evidence)
+
+
 def _analysis(
     policy: RolloutPolicy,
     state: RolloutState,
@@ -295,12 +366,7 @@ def _analysis(
     if final and primary is not None:
         verdict = next(v for v in verdicts if v.metric == primary.name)
         if verdict.status == "fail" and not verdict.dry_run:
-            return Decision(
-                "rollback",
-                f"{primary.name}: the candidate is worse than the baseline by more "
-                f"than the margin {primary.test.margin:g}",
-                evidence,
-            )
+            return _primary_worse(primary, evidence)
     for v in live:
         if v.status == "no_data" and by_name[v.metric].on_no_data == "fail":
             return Decision("rollback", f"{v.metric}: no data, and the policy says that fails", evidence)

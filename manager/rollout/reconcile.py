@@ -40,12 +40,12 @@ from manager.platforms.base import (
     NotNow,
     PlatformError,
 )
-from manager.registry import models, observations
+from manager.registry import observations
 from manager.registry.rollouts import record_event
-from manager.registry.tables import Endpoint, EndpointLease, ModelVersion, Rollout, RolloutPhase
-from manager.rollout import configs, snapshot
+from manager.registry.tables import Endpoint, EndpointLease, ModelVersion, Rollout
+from manager.rollout import configs, records, snapshot
 from manager.rollout.decide import Decision, decide
-from manager.rollout.pending import Op, PendingChange
+from manager.rollout.pending import PendingChange
 from manager.rollout.snapshot import Snapshot
 from manager.samples import PhaseData
 
@@ -238,31 +238,10 @@ class Reconciler:
             placements = configs.ab_placements(target, rollout, 0.0)
             spec = configs.config_spec(target, placements, "ab", now, name=pending.config)
             configs.record(session, rollout.endpoint, spec, configs.versions_of(placements), True)
-            rollout.state, rollout.pending, rollout.step, rollout.phase, rollout.weight = (
-                "running",
-                None,
-                0,
-                0,
-                0.0,
-            )
-            rollout.step_started_at = rollout.phase_started_at = now
-            session.add(
-                RolloutPhase(
-                    rollout_id=rollout.id,
-                    phase=0,
-                    started_at=now,
-                    weights={target.baseline_variant: 100.0, target.candidate_variant: 0.0},
-                )
-            )
-            record_event(
-                session,
-                rollout,
-                self.actor,
-                "rollout.deployed",
-                "both variants serve; the candidate at 0%",
-                {"config": spec.name},
-                now,
-            )
+            records.new_phase(session, rollout, target, 0.0, self.actor, now, first=True)
+            rollout.state, rollout.step, rollout.step_started_at = "running", 0, now
+            reason = "both variants serve; the candidate at 0%"
+            record_event(session, rollout, self.actor, "rollout.deployed", reason, {"config": spec.name}, now)
         crash_point("deployed")
         return TickResult(rollout_id, target.endpoint, "deployed")
 
@@ -285,23 +264,7 @@ class Reconciler:
             self._set_weight(policy, wanted)
             return TickResult(rollout_id, target.endpoint, "set_weight", f"{wanted:g}% (again)")
         with self.database.write() as session:
-            rollout = _row(session, rollout_id)
-            previous = session.get(RolloutPhase, (rollout.id, rollout.phase))
-            if previous is not None and previous.ended_at is None:
-                previous.ended_at = now
-            rollout.phase += 1
-            rollout.weight, rollout.pending, rollout.phase_started_at = wanted, None, now
-            session.add(
-                RolloutPhase(
-                    rollout_id=rollout.id,
-                    phase=rollout.phase,
-                    started_at=now,
-                    weights={target.baseline_variant: 100.0 - wanted, target.candidate_variant: wanted},
-                )
-            )
-            reason = f"phase {rollout.phase}: candidate at {wanted:g}%"
-            payload = {"phase": rollout.phase, "weight": wanted}
-            record_event(session, rollout, self.actor, "rollout.phase", reason, payload, now)
+            records.new_phase(session, _row(session, rollout_id), target, wanted, self.actor, now)
         crash_point("phase")
         return None
 
@@ -343,7 +306,7 @@ class Reconciler:
             return TickResult(rollout_id, target.endpoint, "wait", decision.reason)
         with self.database.write() as session:
             rollout = _row(session, rollout_id)
-            pending = self._record_decision(session, rollout, policy, decision, now)
+            pending = records.decision(session, rollout, policy.target, decision, self.actor, now)
         crash_point(f"{decision.action}-intent")
         if pending is not None and pending.op == "set_weight":
             assert pending.weight is not None
@@ -357,53 +320,6 @@ class Reconciler:
             if moved is not None:
                 return moved
         return TickResult(rollout_id, target.endpoint, decision.action, decision.reason)
-
-    def _record_decision(
-        self,
-        session: Session,
-        rollout: Rollout,
-        policy: policies.RolloutPolicy,
-        decision: Decision,
-        now: datetime,
-    ) -> PendingChange | None:
-        """The decision's effect on the row and its event; the platform change it intends, if any."""
-        target = policy.target
-        payload = {"decision": decision.action, **decision.evidence}
-        pending: PendingChange | None = None
-        if decision.action == "set_weight":
-            assert decision.weight is not None
-            pending = PendingChange("set_weight", weight=decision.weight)
-        elif decision.action in ("shadow", "unshadow"):
-            op: Op = "shadow" if decision.action == "shadow" else "unshadow"
-            spec, versions = _shadow_spec(target, rollout, op, decision.weight, now)
-            configs.record(session, rollout.endpoint, spec, versions, False)
-            pending = PendingChange(op, spec.name, decision.weight)
-        elif decision.action == "advance":
-            rollout.step = decision.next_step if decision.next_step is not None else rollout.step + 1
-            rollout.step_started_at = now
-        elif decision.action == "pause":
-            rollout.state, rollout.intent = "paused", None
-        elif decision.action == "resume":
-            rollout.state, rollout.intent = "running", None
-            rollout.step = decision.next_step if decision.next_step is not None else rollout.step
-            rollout.step_started_at = now
-        else:
-            promoting = decision.action == "promote"
-            keep = _survivor(target, rollout, promoting)
-            spec = configs.config_spec(target, [keep], "promoted" if promoting else "rolledback", now)
-            configs.record(session, rollout.endpoint, spec, configs.versions_of([keep]), False)
-            rollout.state, rollout.reason = ("promoting" if promoting else "rolling_back"), decision.reason
-            pending = PendingChange(
-                "promote" if promoting else "rollback",
-                spec.name,
-                aborted=not promoting and rollout.intent == "abort",
-            )
-        if pending is not None:
-            rollout.pending = pending.to_json()
-        record_event(
-            session, rollout, self.actor, f"rollout.{decision.action}", decision.reason, payload, now
-        )
-        return pending
 
     def _settle_shadow(
         self,
@@ -420,7 +336,7 @@ class Reconciler:
         if state.config_name != pending.config:
             with self.database.read() as session:
                 rollout = _row(session, rollout_id)
-                spec, versions = _shadow_spec(
+                spec, versions = configs.shadow_spec(
                     target, rollout, pending.op, pending.weight, now, name=pending.config
                 )
                 self._ensure(spec, list({v.id: v for v in versions.values()}.values()))
@@ -457,7 +373,7 @@ class Reconciler:
             rollout = _row(session, rollout_id)
             pending = PendingChange.from_json(rollout.pending)
             assert pending is not None and pending.finishing
-            keep = _survivor(target, rollout, pending.op == "promote")
+            keep = configs.survivor(target, rollout, pending.op == "promote")
         spec = configs.config_spec(target, [keep], pending.op, now, name=pending.config)
         self.platform.ensure_model(self.images.model(keep[1]))
         if pending.op == "promote":
@@ -472,65 +388,10 @@ class Reconciler:
             if rollout.state not in ("promoting", "rolling_back"):
                 return TickResult(rollout_id, target.endpoint, "skip", "already finished")
             configs.record(session, rollout.endpoint, spec, configs.versions_of([keep]), True)
-            phase = session.get(RolloutPhase, (rollout.id, rollout.phase))
-            if phase is not None and phase.ended_at is None:
-                phase.ended_at = now
-            rollout.pending, rollout.finished_at = None, now
-            self._conclude(session, rollout, pending, spec.name, now)
+            records.conclusion(session, rollout, pending, spec.name, self.actor, now)
         crash_point(f"{pending.op}-recorded")
         return TickResult(
             rollout_id, target.endpoint, "promoted" if pending.op == "promote" else "rolled_back"
-        )
-
-    def _conclude(
-        self, session: Session, rollout: Rollout, pending: PendingChange, config: str, now: datetime
-    ) -> None:
-        """The final state, the versions' new statuses and the events that say so."""
-        endpoint = rollout.endpoint.name
-        why = f"rollout {rollout.id} on {endpoint}"
-        if pending.op == "promote":
-            rollout.state = rollout.outcome = "promoted"
-            served = rollout.candidate
-            models.transition(
-                session,
-                rollout.candidate,
-                "serving",
-                self.actor,
-                reason=f"promoted by {why}",
-                endpoint=endpoint,
-                at=now,
-            )
-            if rollout.baseline.status == "serving":
-                models.transition(
-                    session,
-                    rollout.baseline,
-                    "retired",
-                    self.actor,
-                    reason=f"replaced by {why}",
-                    endpoint=endpoint,
-                    at=now,
-                )
-        else:
-            rollout.state = rollout.outcome = "aborted" if pending.aborted else "rolled_back"
-            served = rollout.baseline
-            if rollout.candidate.status != "serving":  # one that serves elsewhere keeps doing so
-                models.transition(
-                    session,
-                    rollout.candidate,
-                    "rejected",
-                    self.actor,
-                    reason=f"{rollout.state} by {why}",
-                    endpoint=endpoint,
-                    at=now,
-                )
-        record_event(
-            session,
-            rollout,
-            self.actor,
-            f"rollout.{rollout.state}",
-            f"{served.ref} serves all traffic",
-            {"config": config},
-            now,
         )
 
 
@@ -538,30 +399,6 @@ def _row(session: Session, rollout_id: int) -> Rollout:
     rollout = session.get(Rollout, rollout_id)
     assert rollout is not None, f"rollout {rollout_id} vanished"
     return rollout
-
-
-def _survivor(target: policies.Target, rollout: Rollout, promoting: bool) -> configs.Placement:
-    """The variant left serving alone: the candidate after a promotion, the baseline after a rollback."""
-    if promoting:
-        return (target.candidate_variant, rollout.candidate, 1.0)
-    return (target.baseline_variant, rollout.baseline, 1.0)
-
-
-def _shadow_spec(
-    target: policies.Target,
-    rollout: Rollout,
-    op: str,
-    percent: float | None,
-    now: datetime,
-    name: str | None = None,
-) -> tuple[ConfigSpec, dict[str, ModelVersion]]:
-    """The config for a shadow step (the candidate also as a shadow variant), or back without it."""
-    production = configs.ab_placements(target, rollout, rollout.weight)
-    if op == "unshadow":
-        return configs.config_spec(target, production, "ab", now, name=name), configs.versions_of(production)
-    shadows = configs.shadow_placements(target, rollout, float(percent or 0))
-    spec = configs.config_spec(target, production, "shadow", now, shadows, name=name)
-    return spec, configs.versions_of([*production, *shadows])
 
 
 def _blue_green(policy: policies.RolloutPolicy) -> BlueGreen | None:

@@ -1,0 +1,123 @@
+"""What the reconciler writes to the registry, apart from the platform calls: a decision's effect on
+the rollout row, a new traffic phase, and the conclusion of a promotion or rollback. Each runs in
+the caller's write transaction and appends the events that say what happened."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from manager import policy as policies
+from manager.registry import models
+from manager.registry.rollouts import record_event
+from manager.registry.tables import ModelVersion, Rollout, RolloutPhase
+from manager.registry.vocabulary import ModelStatus
+from manager.rollout import configs
+from manager.rollout.decide import Decision
+from manager.rollout.pending import Op, PendingChange
+
+
+def decision(
+    session: Session,
+    rollout: Rollout,
+    target: policies.Target,
+    decided: Decision,
+    actor: str,
+    now: datetime,
+) -> PendingChange | None:
+    """The decision's effect on the row and its event; the platform change it intends, if any."""
+    pending: PendingChange | None = None
+    if decided.action == "set_weight":
+        assert decided.weight is not None
+        pending = PendingChange("set_weight", weight=decided.weight)
+    elif decided.action in ("shadow", "unshadow"):
+        op: Op = "shadow" if decided.action == "shadow" else "unshadow"
+        spec, versions = configs.shadow_spec(target, rollout, op, decided.weight, now)
+        configs.record(session, rollout.endpoint, spec, versions, False)
+        pending = PendingChange(op, spec.name, decided.weight)
+    elif decided.action == "advance":
+        rollout.step = decided.next_step if decided.next_step is not None else rollout.step + 1
+        rollout.step_started_at = now
+    elif decided.action == "pause":
+        rollout.state, rollout.intent = "paused", None
+    elif decided.action == "resume":
+        rollout.state, rollout.intent = "running", None
+        rollout.step = decided.next_step if decided.next_step is not None else rollout.step
+        rollout.step_started_at = now
+    else:
+        promoting = decided.action == "promote"
+        keep = configs.survivor(target, rollout, promoting)
+        spec = configs.config_spec(target, [keep], "promoted" if promoting else "rolledback", now)
+        configs.record(session, rollout.endpoint, spec, configs.versions_of([keep]), False)
+        rollout.state, rollout.reason = ("promoting" if promoting else "rolling_back"), decided.reason
+        aborted = not promoting and rollout.intent == "abort"
+        pending = PendingChange("promote" if promoting else "rollback", spec.name, aborted=aborted)
+    if pending is not None:
+        rollout.pending = pending.to_json()
+    payload = {"decision": decided.action, **decided.evidence}
+    record_event(session, rollout, actor, f"rollout.{decided.action}", decided.reason, payload, now)
+    return pending
+
+
+def new_phase(
+    session: Session,
+    rollout: Rollout,
+    target: policies.Target,
+    weight: float,
+    actor: str,
+    now: datetime,
+    first: bool = False,
+) -> None:
+    """The candidate at `weight` percent from now: the previous phase ends and the next begins
+    (statistics are kept per phase, because weights are fixed within one). The first phase begins
+    when both variants serve, and its event is the deployment's."""
+    previous = session.get(RolloutPhase, (rollout.id, rollout.phase))
+    if previous is not None and previous.ended_at is None:
+        previous.ended_at = now
+    rollout.phase = 0 if first else rollout.phase + 1
+    rollout.weight, rollout.pending, rollout.phase_started_at = weight, None, now
+    session.add(
+        RolloutPhase(
+            rollout_id=rollout.id,
+            phase=rollout.phase,
+            started_at=now,
+            weights={target.baseline_variant: 100.0 - weight, target.candidate_variant: weight},
+        )
+    )
+    if not first:
+        reason = f"phase {rollout.phase}: candidate at {weight:g}%"
+        payload = {"phase": rollout.phase, "weight": weight}
+        record_event(session, rollout, actor, "rollout.phase", reason, payload, now)
+
+
+def conclusion(
+    session: Session, rollout: Rollout, pending: PendingChange, config: str, actor: str, now: datetime
+) -> None:
+    """The final state, the versions' new statuses and the events that say so."""
+    phase = session.get(RolloutPhase, (rollout.id, rollout.phase))
+    if phase is not None and phase.ended_at is None:
+        phase.ended_at = now
+    rollout.pending, rollout.finished_at = None, now
+    endpoint = rollout.endpoint.name
+    why = f"rollout {rollout.id} on {endpoint}"
+    moves: list[tuple[ModelVersion, ModelStatus, str]]
+    if pending.op == "promote":
+        rollout.state = rollout.outcome = "promoted"
+        served = rollout.candidate
+        moves = [(rollout.candidate, "serving", f"promoted by {why}")]
+        if rollout.baseline.status == "serving":
+            moves.append((rollout.baseline, "retired", f"replaced by {why}"))
+    else:
+        rollout.state = rollout.outcome = "aborted" if pending.aborted else "rolled_back"
+        served = rollout.baseline
+        # A candidate that serves on another endpoint keeps serving there.
+        moves = (
+            []
+            if rollout.candidate.status == "serving"
+            else [(rollout.candidate, "rejected", f"{rollout.state} by {why}")]
+        )
+    for version, status, reason in moves:
+        models.transition(session, version, status, actor, reason=reason, endpoint=endpoint, at=now)
+    reason = f"{served.ref} serves all traffic"
+    record_event(session, rollout, actor, f"rollout.{rollout.state}", reason, {"config": config}, now)
