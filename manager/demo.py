@@ -167,90 +167,131 @@ def run(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run one scenario in `workdir`; returns the rollout's outcome, reason and evidence."""
-    from manager import audit
-    from manager import policy as policies
     from manager.db import Database
     from manager.local_sagemaker import LocalSageMaker
-    from manager.metrics.cloudwatch import CloudWatchSource
-    from manager.metrics.groundtruth import GroundTruthIngestor, QualitySpec
-    from manager.platforms.sagemaker import SageMakerPlatform
-    from manager.platforms.traffic import wait_for
-    from manager.registry import migrate, models, rollouts
-    from manager.registry.vocabulary import is_final
-    from manager.rollout import endpoints, launch
-    from manager.rollout.reconcile import Reconciler
-    from trainers.base import register
+    from manager.registry import migrate
 
     if scenario not in SCENARIOS:
         from manager.errors import UserError
 
         raise UserError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     workdir.mkdir(parents=True, exist_ok=True)
-    capture, ground_truth = workdir / "capture", workdir / "ground-truth"
     database = Database(f"sqlite:///{workdir / 'registry.db'}")
-    migrate.upgrade(database)
-    say(f"[1/6] training a baseline and a {scenario} candidate on breast_cancer")
+    try:
+        migrate.upgrade(database)
+        say(f"[1/6] training a baseline and a {scenario} candidate on breast_cancer")
+        refs, held_out = _register(database, workdir, scenario)
+        with LocalSageMaker(workdir / "sagemaker", provision_delay=0.5, metric_bucket_seconds=1) as host:
+            say(f"[2/6] local SageMaker on {host.url}; deploying {refs[0]} with data capture on")
+            rollout_id = _deploy_and_start(host, database, workdir, refs)
+            say(f"[3/6] rollout {rollout_id}: {refs[1]} beside {refs[0]} under {POLICY.name}")
+            traffic = Traffic(
+                host.client("sagemaker-runtime"), held_out.x_test, held_out.y_test, workdir / "ground-truth"
+            )
+            say("[4/6] traffic through boto3, labels a second later, a reconcile tick every second")
+            _drive(host, database, workdir, rollout_id, traffic, on_tick, timeout)
+        return {
+            **_result(database, rollout_id, refs),
+            "requests": traffic.sent,
+            "failed_requests": traffic.failed,
+        }
+    finally:
+        database.dispose()
+
+
+def _register(database: Any, workdir: Path, scenario: str) -> tuple[tuple[str, str], Any]:
+    """Both versions trained, registered and approved; (their refs, the held-out split)."""
+    from manager.registry import models
+    from trainers.base import register
+
     baseline, candidate, held_out = _train(workdir, scenario)
     with database.write() as session:
         first = register(session, baseline, "demo")
         second = register(session, candidate, "demo", replaces=first)
         for version in (first, second):
             models.transition(session, version, "approved", "demo", reason=APPROVED)
-        refs = (first.ref, second.ref)
-    with LocalSageMaker(workdir / "sagemaker", provision_delay=0.5, metric_bucket_seconds=1) as host:
-        say(f"[2/6] local SageMaker on {host.url}; deploying {refs[0]} with data capture on")
-        platform = SageMakerPlatform(host.client("sagemaker"))
-        endpoints.create(database, platform, ENDPOINT, refs[0], "demo", capture=capture.as_uri())
-        wait_for(platform, ENDPOINT, lambda state: not state.busy, timeout=60, poll=0.1)
-        text = (
-            POLICY.read_text()
-            .replace("CAPTURE_URI", capture.as_uri())
-            .replace("GROUND_TRUTH_URI", ground_truth.as_uri())
-        )
-        policy = policies.parse(text, str(POLICY))
-        with database.write() as session:
-            rollout_id = launch.start(session, policy, text, "demo", datetime.now(UTC)).id
-        say(f"[3/6] rollout {rollout_id}: {refs[1]} beside {refs[0]} under {POLICY.name}")
-        traffic = Traffic(host.client("sagemaker-runtime"), held_out.x_test, held_out.y_test, ground_truth)
-        reconciler = Reconciler(
-            database,
-            platform,
-            CloudWatchSource(host.client("cloudwatch"), lag=timedelta(seconds=2), period=1),
-            owner="demo",
-            actor="daemon",
-        )
-        # Capture files grow while the host writes them: close one only after 5 s without a write.
-        ingestor = GroundTruthIngestor(database, settle=timedelta(seconds=5))
-        quality = QualitySpec(ENDPOINT, capture.as_uri(), ground_truth.as_uri(), label_ttl=timedelta(hours=1))
-        say("[4/6] traffic through boto3, labels a second later, a reconcile tick every second")
-        workers = traffic.start()
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                ingestor.run(quality)
-                outcomes = reconciler.tick()
-                with database.read() as session:
-                    view = rollouts.view(session, rollout_id)
-                if on_tick:
-                    on_tick(DemoTick(view, traffic.sent, traffic.failed, outcomes[0] if outcomes else None))
-                if is_final(view.state):
-                    break
-                time.sleep(1.0)
-        finally:
-            traffic.stop.set()
-            for w in workers:
-                w.join(timeout=5)
+        return (first.ref, second.ref), held_out
+
+
+def _deploy_and_start(host: Any, database: Any, workdir: Path, refs: tuple[str, str]) -> int:
+    """The endpoint serving the baseline with data capture on, then the rollout of the candidate."""
+    from manager import policy as policies
+    from manager.platforms.sagemaker import SageMakerPlatform
+    from manager.platforms.traffic import wait_for
+    from manager.rollout import endpoints, launch
+
+    capture, ground_truth = workdir / "capture", workdir / "ground-truth"
+    platform = SageMakerPlatform(host.client("sagemaker"))
+    endpoints.create(database, platform, ENDPOINT, refs[0], "demo", capture=capture.as_uri())
+    wait_for(platform, ENDPOINT, lambda state: not state.busy, timeout=60, poll=0.1)
+    text = (
+        POLICY.read_text()
+        .replace("CAPTURE_URI", capture.as_uri())
+        .replace("GROUND_TRUTH_URI", ground_truth.as_uri())
+    )
+    policy = policies.parse(text, str(POLICY))
+    with database.write() as session:
+        return launch.start(session, policy, text, "demo", datetime.now(UTC)).id
+
+
+def _drive(
+    host: Any,
+    database: Any,
+    workdir: Path,
+    rollout_id: int,
+    traffic: Traffic,
+    on_tick: Callable[[DemoTick], None] | None,
+    timeout: float,
+) -> None:
+    """Traffic flows while ingestion and the reconciler run, once a second, until a final state."""
+    from manager.metrics.cloudwatch import CloudWatchSource
+    from manager.metrics.groundtruth import GroundTruthIngestor, QualitySpec
+    from manager.platforms.sagemaker import SageMakerPlatform
+    from manager.registry import rollouts
+    from manager.registry.vocabulary import is_final
+    from manager.rollout.reconcile import Reconciler
+
+    reconciler = Reconciler(
+        database,
+        SageMakerPlatform(host.client("sagemaker")),
+        CloudWatchSource(host.client("cloudwatch"), lag=timedelta(seconds=2), period=1),
+        owner="demo",
+        actor="daemon",
+    )
+    # Capture files grow while the host writes them: close one only after 5 s without a write.
+    ingestor = GroundTruthIngestor(database, settle=timedelta(seconds=5))
+    quality = QualitySpec(
+        ENDPOINT,
+        (workdir / "capture").as_uri(),
+        (workdir / "ground-truth").as_uri(),
+        label_ttl=timedelta(hours=1),
+    )
+    workers = traffic.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ingestor.run(quality)
+            results = reconciler.tick()
+            with database.read() as session:
+                view = rollouts.view(session, rollout_id)
+            if on_tick:
+                on_tick(DemoTick(view, traffic.sent, traffic.failed, results[0] if results else None))
+            if is_final(view.state):
+                return
+            time.sleep(1.0)
+    finally:
+        traffic.stop.set()
+        for w in workers:
+            w.join(timeout=5)
+
+
+def _result(database: Any, rollout_id: int, refs: tuple[str, str]) -> dict[str, Any]:
+    """The outcome, and the evidence of the decision that led to it (from the history)."""
+    from manager import audit
+    from manager.registry import rollouts
+
     with database.read() as session:
         view = rollouts.view(session, rollout_id)
-        result = {
-            "rollout": rollout_id,
-            "outcome": view.state,
-            "reason": view.reason,
-            "baseline": refs[0],
-            "candidate": refs[1],
-            "requests": traffic.sent,
-            "failed_requests": traffic.failed,
-        }
     decision = next(
         (
             e
@@ -259,6 +300,11 @@ def run(
         ),
         None,
     )
-    result["evidence"] = json.loads(decision.payload) if decision else {}
-    database.dispose()
-    return result
+    return {
+        "rollout": rollout_id,
+        "outcome": view.state,
+        "reason": view.reason,
+        "baseline": refs[0],
+        "candidate": refs[1],
+        "evidence": json.loads(decision.payload) if decision else {},
+    }

@@ -19,11 +19,11 @@ from manager.db import Database
 from manager.metrics.groundtruth import (
     GroundTruthIngestor,
     QualitySpec,
-    ingest_status,
     outcomes,
     parse_capture,
 )
 from manager.metrics.stores import LocalStore, ObjectStore, open_store
+from manager.registry.endpoints import ingest_status
 from manager.registry.tables import (
     CapturedInference,
     Endpoint,

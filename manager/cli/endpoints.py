@@ -10,6 +10,7 @@ from manager.cli.context import AppContext, pass_app
 from manager.cli.render import emit, emit_record, output_option
 
 if TYPE_CHECKING:
+    from manager.platforms.base import EndpointState
     from manager.registry.tables import Endpoint
 
 LIST_COLUMNS = ("endpoint", "platform", "region", "status", "config", "variants", "observed_at")
@@ -64,12 +65,11 @@ def list_endpoints(app: AppContext, output: str) -> None:
 @pass_app
 def show(app: AppContext, name: str, output: str) -> None:
     """Show one endpoint."""
-    from manager.metrics.groundtruth import ingest_status
     from manager.registry import endpoints
 
     with app.database().read() as session:
         record = endpoint_row(endpoints.get(session, name))
-        ingest = ingest_status(session, name)
+        ingest = endpoints.ingest_status(session, name)
     if output == "table":
         record.pop("variant_details")
         record["ingested records"] = ingest["records_read"]
@@ -91,13 +91,15 @@ def show(app: AppContext, name: str, output: str) -> None:
     "--poll", type=click.FloatRange(min=0.05), default=5.0, show_default=True, help="seconds between looks"
 )
 @output_option
-def live_status(name: str, wait: bool, timeout: float, poll: float, output: str) -> None:
-    """The endpoint as SageMaker reports it now (AWS, or AWS_ENDPOINT_URL such as the local SageMaker)."""
+@pass_app
+def live_status(app: AppContext, name: str, wait: bool, timeout: float, poll: float, output: str) -> None:
+    """The endpoint as SageMaker reports it now (AWS, or AWS_ENDPOINT_URL such as the local SageMaker).
+    A managed endpoint's status in the registry is updated too (`endpoints list` shows it)."""
     import sys
 
     from rich.console import Console
 
-    from manager.platforms.base import EndpointState, PlatformError
+    from manager.platforms.base import PlatformError
     from manager.platforms.sagemaker import SageMakerPlatform
     from manager.platforms.traffic import wait_for
 
@@ -131,9 +133,24 @@ def live_status(name: str, wait: bool, timeout: float, poll: float, output: str)
             for v, share in zip(state.variants, state.shares().values(), strict=True)
         },
     }
+    _remember(app, state)
     emit_record(record, output, title=name)
     if state.broken:
         sys.exit(1)
+
+
+def _remember(app: AppContext, state: EndpointState) -> None:
+    """The observed status into the registry, when there is one that manages this endpoint."""
+    from manager.clock import utcnow
+    from manager.errors import UserError
+    from manager.registry import endpoints
+
+    try:
+        database = app.database()
+    except UserError:
+        return  # no registry here (or an old one): a live look needs none
+    with database.write() as session:
+        endpoints.observe(session, state.name, state.status, state.region, utcnow())
 
 
 @endpoints_group.command("create")

@@ -17,22 +17,22 @@ a file that cannot be read is reported and retried later; neither stops the rest
 
 from __future__ import annotations
 
-import base64
 import bisect
 import json
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Connection, String, Table, delete, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from manager.clock import utcnow
 from manager.db import Database, insert_for
-from manager.metrics.stores import ObjectInfo, ObjectStore, open_store
+from manager.metrics.incremental import Cursor, read_new
+from manager.metrics.monitor_records import Kind, Malformed, outcomes, parse_capture, parse_label
+from manager.metrics.stores import ObjectStore, open_store
 from manager.registry import observations
 from manager.registry.observations import ObservedWindow
 from manager.registry.tables import (
@@ -44,13 +44,8 @@ from manager.registry.tables import (
     RolloutPhase,
 )
 
-Kind = Literal["classification", "regression"]
 PhaseResolver = Callable[[str, datetime], tuple[int, int] | None]
 IN_CHUNK = 2000  # ids per IN (...) clause: well inside SQLite's and PostgreSQL's parameter limits
-
-
-class Malformed(ValueError):
-    """A line that is not a Model Monitor record of the expected kind."""
 
 
 @dataclass(frozen=True)
@@ -74,168 +69,6 @@ class IngestReport:
     expired_predictions: int = 0
     expired_labels: int = 0
     file_errors: list[str] = field(default_factory=list)
-
-
-# ---- parsing ------------------------------------------------------------------------------------
-
-
-def _decode(part: dict[str, Any]) -> tuple[str, str]:
-    data, encoding = part["data"], part.get("encoding", "CSV").upper()
-    if encoding == "BASE64":
-        return base64.b64decode(data).decode(), part.get("observedContentType", "text/csv")
-    return data, "application/json" if encoding == "JSON" else "text/csv"
-
-
-def _numbers(text: str, content_type: str) -> list[list[float]]:
-    """Rows of numbers from a CSV body (a row per line) or a JSON one."""
-    if content_type.split(";")[0].strip() == "application/json":
-        value = json.loads(text)
-        if isinstance(value, dict):
-            value = value.get("predictions", value.get("labels", value))
-        rows = [_json_row(v) for v in value] if isinstance(value, list) else [_json_row(value)]
-    else:
-        rows = [[float(x) for x in line.split(",")] for line in text.splitlines() if line.strip()]
-    if not rows or any(not r or not all(math.isfinite(x) for x in r) for r in rows):
-        raise Malformed("no finite numbers")
-    return rows
-
-
-def _json_row(value: Any) -> list[float]:
-    if isinstance(value, dict):
-        value = value.get("score", value.get("label", value.get("predicted_label")))
-    if isinstance(value, list):
-        return [float(v) for v in value]
-    return [float(value)]
-
-
-def parse_capture(line: bytes) -> tuple[str, datetime, list[list[float]]]:
-    """(inference id, inference time, output rows) from one capture record."""
-    try:
-        record = json.loads(line)
-        meta = record["eventMetadata"]
-        inference_id = meta.get("inferenceId") or meta["eventId"]
-        at = datetime.fromisoformat(meta["inferenceTime"]).astimezone(UTC)
-        outputs = _numbers(*_decode(record["captureData"]["endpointOutput"]))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise Malformed(f"capture record: {type(exc).__name__}: {exc}") from None
-    if not isinstance(inference_id, str) or not 0 < len(inference_id) <= 256:
-        raise Malformed("capture record: inference id must be a string of 1-256 characters")
-    return inference_id, at, outputs
-
-
-def parse_label(line: bytes) -> tuple[str, list[list[float]]]:
-    """(inference id, label rows) from one ground-truth record."""
-    try:
-        record = json.loads(line)
-        event_id = record["eventMetadata"]["eventId"]
-        labels = _numbers(*_decode(record["groundTruthData"]))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise Malformed(f"ground-truth record: {type(exc).__name__}: {exc}") from None
-    if not isinstance(event_id, str) or not 0 < len(event_id) <= 256:
-        raise Malformed("ground-truth record: eventId must be a string of 1-256 characters")
-    return event_id, labels
-
-
-def outcomes(
-    kind: Kind, threshold: float, outputs: Sequence[Sequence[float]], labels: Sequence[Sequence[float]]
-) -> list[tuple[str, float]]:
-    """(metric, value) for each labelled row: accuracy for classification, errors for regression."""
-    if len(outputs) != len(labels):
-        raise Malformed(f"{len(outputs)} predictions but {len(labels)} labels")
-    result = []
-    for out, label_row in zip(outputs, labels, strict=True):
-        label = label_row[0]
-        if kind == "regression":
-            error = out[0] - label
-            result += [("abs_error", abs(error)), ("squared_error", error * error)]
-        else:
-            predicted = (
-                (1.0 if out[0] >= threshold else 0.0)
-                if len(out) == 1
-                else float(max(range(len(out)), key=out.__getitem__))
-            )
-            result.append(("accuracy", 1.0 if predicted == round(label) else 0.0))
-    return result
-
-
-# ---- reading ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Cursor:
-    """Keys up to `after` are read and closed; `open` holds byte offsets of files still growing."""
-
-    after: str = ""
-    open: dict[str, int] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, Any]:
-        return {"after": self.after, "open": dict(self.open)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Cursor:
-        return cls(data.get("after", ""), dict(data.get("open", {})))
-
-
-@dataclass
-class Chunk:
-    """Complete lines read from one object, and where the cursor stands after them."""
-
-    key: str
-    lines: list[bytes]
-    cursor: Cursor
-
-
-def read_new(
-    store: ObjectStore,
-    prefix: str,
-    cursor: Cursor,
-    now: datetime,
-    settle: timedelta,
-    errors: list[str],
-    max_lines: int = 5000,
-    max_bytes: int = 4 << 20,
-) -> Iterator[Chunk]:
-    """Complete lines added under `prefix` since `cursor`, at most `max_lines` a chunk, each chunk
-    with the cursor standing just after its last line. A file that cannot be read is reported in
-    `errors` and the cursor does not move past it, so it is tried again next time."""
-    closed_run = True  # every key so far is finished: `after` may move past it
-    for info in store.list(prefix, cursor.after):
-        offset = cursor.open.get(info.key, 0)
-        try:
-            while offset < info.size:
-                data = store.read(info.key, offset, max_bytes)
-                end = data.rfind(b"\n") + 1
-                if end == 0:
-                    if len(data) >= max_bytes:
-                        raise ValueError(f"a line longer than {max_bytes} bytes at byte {offset}")
-                    break  # half a line: the writer is still writing it
-                lines = data[:end].splitlines(keepends=True)
-                for i in range(0, len(lines), max_lines):
-                    part = lines[i : i + max_lines]
-                    offset += sum(len(line) for line in part)
-                    cursor.open[info.key] = offset
-                    if closed_run and _finished(info, offset, now, settle):
-                        _close(cursor, info.key)
-                    yield Chunk(info.key, part, cursor)
-        except (OSError, ValueError) as exc:
-            errors.append(f"{info.key}: {exc}")
-            closed_run = False
-            continue
-        finished = _finished(info, offset, now, settle)
-        if finished and closed_run:
-            _close(cursor, info.key)
-        closed_run = closed_run and finished
-
-
-def _finished(info: ObjectInfo, offset: int, now: datetime, settle: timedelta) -> bool:
-    """Read to the end, and unchanged for `settle`: no writer will add to it, and no object that
-    sorts before it is still expected to appear."""
-    return offset >= info.size and info.modified < now - settle
-
-
-def _close(cursor: Cursor, key: str) -> None:
-    cursor.open.pop(key, None)
-    cursor.after = max(cursor.after, key)
 
 
 # ---- phases -------------------------------------------------------------------------------------
@@ -581,24 +414,3 @@ def _matching(
 def _delete(conn: Connection, table: Table, endpoint: str, ids: Sequence[str]) -> None:
     for chunk in _chunks(ids):
         conn.execute(delete(table).where(table.c.endpoint == endpoint, table.c.inference_id.in_(chunk)))
-
-
-def ingest_status(session: Session, endpoint: str) -> dict[str, Any]:
-    """What `variantctl endpoints show` reports about ingestion for one endpoint."""
-    from sqlalchemy import func
-
-    cursors = list(session.scalars(select(IngestCursor).where(IngestCursor.endpoint == endpoint)))
-    waiting = (
-        session.scalar(
-            select(func.count())
-            .select_from(CapturedInference)
-            .where(CapturedInference.endpoint == endpoint, CapturedInference.joined.is_(False))
-        )
-        or 0
-    )
-    return {
-        "records_read": sum(c.records for c in cursors),
-        "malformed_skipped": sum(c.malformed for c in cursors),
-        "predictions_waiting_for_labels": waiting,
-        "read_errors": [f"{c.prefix}: {c.last_error}" for c in cursors if c.last_error],
-    }

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from manager.errors import NotFound
-from manager.registry.tables import ConfigVariant, Endpoint, EndpointConfig
+from manager.registry.tables import CapturedInference, ConfigVariant, Endpoint, EndpointConfig, IngestCursor
 
 _WITH_VARIANTS = (
     selectinload(Endpoint.current_config)
@@ -19,8 +22,37 @@ def list_endpoints(session: Session) -> list[Endpoint]:
     return list(session.scalars(select(Endpoint).options(_WITH_VARIANTS).order_by(Endpoint.name)))
 
 
+def observe(session: Session, name: str, status: str, region: str | None, at: datetime) -> bool:
+    """Record the status the platform reported for a managed endpoint; False when it is not managed."""
+    endpoint = session.scalar(select(Endpoint).where(Endpoint.name == name))
+    if endpoint is None:
+        return False
+    endpoint.last_status, endpoint.last_observed_at = status, at
+    endpoint.region = region or endpoint.region
+    return True
+
+
 def get(session: Session, name: str) -> Endpoint:
     row = session.scalar(select(Endpoint).where(Endpoint.name == name).options(_WITH_VARIANTS))
     if row is None:
         raise NotFound(f"no endpoint {name!r} in the registry")
     return row
+
+
+def ingest_status(session: Session, endpoint: str) -> dict[str, Any]:
+    """What `variantctl endpoints show` reports about ingestion for one endpoint."""
+    cursors = list(session.scalars(select(IngestCursor).where(IngestCursor.endpoint == endpoint)))
+    waiting = (
+        session.scalar(
+            select(func.count())
+            .select_from(CapturedInference)
+            .where(CapturedInference.endpoint == endpoint, CapturedInference.joined.is_(False))
+        )
+        or 0
+    )
+    return {
+        "records_read": sum(c.records for c in cursors),
+        "malformed_skipped": sum(c.malformed for c in cursors),
+        "predictions_waiting_for_labels": waiting,
+        "read_errors": [f"{c.prefix}: {c.last_error}" for c in cursors if c.last_error],
+    }

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from manager import policy as policies
@@ -40,9 +39,9 @@ from manager.platforms.base import (
     NotNow,
     PlatformError,
 )
-from manager.registry import observations
+from manager.registry import endpoints, observations
 from manager.registry.rollouts import record_event
-from manager.registry.tables import Endpoint, EndpointLease, ModelVersion, Rollout
+from manager.registry.tables import EndpointLease, ModelVersion, Rollout
 from manager.rollout import configs, records, snapshot
 from manager.rollout.decide import Decision, decide
 from manager.rollout.pending import PendingChange
@@ -180,10 +179,7 @@ class Reconciler:
     def _observed(self, state: EndpointState, now: datetime) -> None:
         """The endpoint's status as the platform last reported it, for `endpoints list` and `show`."""
         with self.database.write() as session:
-            endpoint = session.scalar(select(Endpoint).where(Endpoint.name == state.name))
-            if endpoint is not None:
-                endpoint.last_status, endpoint.last_observed_at = state.status, now
-                endpoint.region = state.region or endpoint.region
+            endpoints.observe(session, state.name, state.status, state.region, now)
 
     def _ensure(self, spec: ConfigSpec, versions: list[ModelVersion]) -> None:
         for version in versions:
