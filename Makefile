@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export VARIANTCTL_DB ?= $(CURDIR)/.variantctl/registry.db
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test test-fast lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ run: $(STAMP)
 	$(BIN)/variantctl --db $(DEMO)/registry.db audit verify
 
 test: lint typecheck unit
+
+# Everyday work: lint and the tests not marked `slow` (the crash, demo, packaging and A/A tests).
+test-fast: lint
+	$(BIN)/pytest -q -m "not slow" -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check manager trainers migrations tests benchmarks

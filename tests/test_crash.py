@@ -23,6 +23,8 @@ from manager.registry.tables import Rollout
 
 from .rollout_support import World, make_world, platform_matches_registry, policy_text
 
+pytestmark = pytest.mark.slow  # each point restarts a real daemon: 5-9 s apiece
+
 PROMOTE_POINTS = [
     "deploy-intent",
     "deploy-call",

@@ -107,6 +107,7 @@ def _metric_sum(cw: Any, endpoint: str, variant_name: str, metric: str, stat: st
     return float(sum(result["MetricDataResults"][0]["Values"]))
 
 
+@pytest.mark.slow
 def test_public_ab_flow(sm: Any, rt: Any, cw: Any, artifacts: dict[str, Path]) -> None:
     # 1. two models, one config with two variants at weight 1
     _deploy(sm, artifacts)

@@ -54,6 +54,7 @@ def _wait_green(sm: Any, status: str, timeout: float = 10) -> dict[str, Any]:
     raise AssertionError(f"the new fleet never reached {status}")
 
 
+@pytest.mark.slow
 def test_canary_shifts_a_share_then_all_traffic(host: LocalSageMaker, artifacts: dict[str, Path]) -> None:
     sm, rt = _setup(host, artifacts)
     scores = expected_scores(artifacts)

@@ -18,6 +18,7 @@ from manager.registry.tables import ModelVersion
 from .rollout_support import CANARY, ENDPOINT, GATED, make_world, platform_matches_registry, policy_text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "scenario,outcome,reason",
     [

@@ -43,6 +43,7 @@ def _aa_false_rates(runs: int, draw: str, seed: int) -> tuple[float, float]:
     return sequence_false / runs, naive_false / runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("draw", ["bernoulli", "lognormal"])
 def test_aa_false_decisions_stay_within_alpha_and_naive_z_does_not(draw: str) -> None:
     runs = 2000
