@@ -65,7 +65,7 @@ def child(records: int) -> None:
     from manager.db import Database
     from manager.metrics.groundtruth import GroundTruthIngestor, QualitySpec
     from manager.registry import migrate
-    from manager.registry.tables import Endpoint, ModelVersion, Rollout, RolloutPhase
+    from tests.registry_fixtures import bare_rollout
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -73,23 +73,7 @@ def child(records: int) -> None:
         write_data(root, records, start)
         database = Database(f"sqlite:///{root / 'registry.db'}")
         migrate.upgrade(database)
-        with database.write() as session:
-            base = ModelVersion(name="m", version=1, framework="sklearn", artifact_uri="s3://b/1")
-            cand = ModelVersion(name="m", version=2, framework="sklearn", artifact_uri="s3://b/2")
-            endpoint = Endpoint(name="ep")
-            session.add_all([base, cand, endpoint])
-            session.flush()
-            rollout = Rollout(
-                endpoint_id=endpoint.id,
-                baseline_version_id=base.id,
-                candidate_version_id=cand.id,
-                policy_yaml="{}",
-                policy_hash="0" * 64,
-                state="running",
-            )
-            session.add(rollout)
-            session.flush()
-            session.add(RolloutPhase(rollout_id=rollout.id, phase=0, started_at=start - timedelta(hours=1)))
+        bare_rollout(database, start - timedelta(hours=1))
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         spec = QualitySpec(
             "ep", (root / "capture").as_uri(), (root / "labels").as_uri(), label_ttl=timedelta(days=2)

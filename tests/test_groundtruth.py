@@ -26,40 +26,16 @@ from manager.metrics.stores import LocalStore, ObjectStore, open_store
 from manager.registry.endpoints import ingest_status
 from manager.registry.tables import (
     CapturedInference,
-    Endpoint,
-    ModelVersion,
     Observation,
     PendingLabel,
-    Rollout,
-    RolloutPhase,
 )
 
 from .aws_support import record_operations
+from .registry_fixtures import bare_rollout
 
 
 def _rollout(database: Database, started: datetime) -> int:
-    with database.write() as session:
-        base = ModelVersion(name="m", version=1, framework="sklearn", artifact_uri="s3://b/1")
-        cand = ModelVersion(name="m", version=2, framework="sklearn", artifact_uri="s3://b/2")
-        endpoint = Endpoint(name="ep")
-        session.add_all([base, cand, endpoint])
-        session.flush()
-        rollout = Rollout(
-            endpoint_id=endpoint.id,
-            baseline_version_id=base.id,
-            candidate_version_id=cand.id,
-            policy_yaml="{}",
-            policy_hash="0" * 64,
-            state="running",
-        )
-        session.add(rollout)
-        session.flush()
-        session.add(
-            RolloutPhase(
-                rollout_id=rollout.id, phase=0, started_at=started, weights={"baseline": 95, "candidate": 5}
-            )
-        )
-        return rollout.id
+    return bare_rollout(database, started, weights={"baseline": 95, "candidate": 5})
 
 
 def capture_line(inference_id: str, at: datetime, output: str, use_event_id: bool = False) -> str:

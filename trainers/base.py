@@ -9,7 +9,6 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from manager import audit
 from manager.registry import models
 from manager.registry.tables import ModelVersion, TrainingRun
 from trainers.config import TrainConfig
@@ -42,6 +41,43 @@ class TrainingResult:
     @property
     def seconds(self) -> float:
         return (self.finished_at - self.started_at).total_seconds()
+
+    @classmethod
+    def of(
+        cls,
+        trainer: str,
+        config: TrainConfig,
+        data: Dataset,
+        *,
+        artifact_uri: str,
+        framework: tuple[str, str],
+        hyperparameters: dict[str, Any],
+        metrics: dict[str, dict[str, float]],
+        started_at: datetime,
+        finished_at: datetime,
+        search: dict[str, Any],
+        image_uri: str | None = None,
+    ) -> TrainingResult:
+        """A result whose model, objective and dataset lineage come from the config and the data."""
+        return cls(
+            trainer=trainer,
+            model_name=config.model,
+            artifact_uri=artifact_uri,
+            framework=framework[0],
+            framework_version=framework[1],
+            task=data.task,
+            hyperparameters=hyperparameters,
+            dataset_source=data.source,
+            dataset_fingerprint=data.fingerprint,
+            dataset_rows=data.rows,
+            shift=data.shift,
+            metrics=metrics,
+            objective=config.objective.metric,
+            started_at=started_at,
+            finished_at=finished_at,
+            image_uri=image_uri,
+            search=search,
+        )
 
 
 class Trainer(Protocol):
@@ -92,25 +128,21 @@ def register(
     )
     version.replaces_id = replaces.id if replaces else None
     session.flush()
-    audit.append(
+    models.record_event(
         session,
+        version,
         actor,
-        audit.Event(
-            action="model.train",
-            subject_type="model_version",
-            subject_id=version.ref,
-            model=version.name,
-            reason=f"{result.trainer} training on {result.dataset_source}",
-            payload={
-                "training_run": run.id,
-                "replaces": replaces.ref if replaces else None,
-                "fingerprint": result.dataset_fingerprint,
-                "objective": result.objective,
-                "metrics": result.metrics,
-                "hyperparameters": result.hyperparameters,
-                "seconds": result.seconds,
-            },
-        ),
+        "model.train",
+        f"{result.trainer} training on {result.dataset_source}",
+        {
+            "training_run": run.id,
+            "replaces": replaces.ref if replaces else None,
+            "fingerprint": result.dataset_fingerprint,
+            "objective": result.objective,
+            "metrics": result.metrics,
+            "hyperparameters": result.hyperparameters,
+            "seconds": result.seconds,
+        },
     )
     return version
 

@@ -9,7 +9,6 @@ retrain and an operator's `train` therefore leave the same status for the same i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from manager.db import Database
 from manager.registry import models
@@ -52,20 +51,6 @@ def retrain(
     """Train a candidate of `config.model` on `data`, register it, and gate it against what it replaces
     (`replaces`, else the serving version, else the newest approved)."""
     result = trainer.train(config, data, progress)
-    return register_and_gate(database, scorer, config, data, result, actor, replaces=replaces, gate=gate)
-
-
-def register_and_gate(
-    database: Database,
-    scorer: Scorer,
-    config: TrainConfig,
-    data: Dataset,
-    result: TrainingResult,
-    actor: str,
-    *,
-    replaces: str | None = None,
-    gate: bool = True,
-) -> Retrained:
     with database.write() as session:
         baseline = models.get(session, replaces) if replaces else current_baseline(session, config.model)
         version = register(session, result, actor, baseline)
@@ -74,9 +59,14 @@ def register_and_gate(
             sentence = verdict.sentence() if verdict else f"passed: {NOTHING_TO_COMPARE}"
         else:
             skipped = "--no-gate" if config.gate is not None else "no gate in train.yaml"
-            why: dict[str, Any] = {"reason": skipped}
             models.transition(
-                session, version, "approved", actor, action="model.gate", reason=NO_GATE, payload=why
+                session,
+                version,
+                "approved",
+                actor,
+                action="model.gate",
+                reason=NO_GATE,
+                payload={"reason": skipped},
             )
-            sentence = f"not run ({why['reason']}); approved for its rollout"
+            sentence = f"not run ({skipped}); approved for its rollout"
         return Retrained(version.ref, version.status, baseline.ref if baseline else None, sentence, result)

@@ -292,24 +292,18 @@ class SageMakerTrainer:
         searched["best_score"] = final.get(job.tuning.objective if job.tuning else "", float("nan"))
         artifact = described["ModelArtifacts"]["S3ModelArtifacts"]
         finished = utcnow()
-        return TrainingResult(
-            trainer=self.name,
-            model_name=config.model,
+        return TrainingResult.of(
+            self.name,
+            config,
+            data,
             artifact_uri=artifact,
-            framework="xgboost",
-            framework_version=job.xgboost_version,
-            task=data.task,
+            framework=("xgboost", job.xgboost_version),
             hyperparameters=dict(hyperparameters),
-            dataset_source=data.source,
-            dataset_fingerprint=data.fingerprint,
-            dataset_rows=data.rows,
-            shift=data.shift,
             metrics={"validation": final, "test": {}},
-            objective=config.objective.metric,
             started_at=started,
             finished_at=finished,
-            image_uri=image,
             search=searched,
+            image_uri=image,
         )
 
     # ---- batch transform: scores for held-out rows ------------------------------------------------

@@ -171,20 +171,14 @@ class SklearnTrainer:
             "trained_at": finished.isoformat(),
         }
         artifact = save_artifact(Path(config.output), config.model, data.fingerprint, model, sidecar)
-        return TrainingResult(
-            trainer=self.name,
-            model_name=config.model,
+        return TrainingResult.of(
+            self.name,
+            config,
+            data,
             artifact_uri=artifact.as_uri(),
-            framework="sklearn",
-            framework_version=sklearn.__version__,
-            task=data.task,
+            framework=("sklearn", sklearn.__version__),
             hyperparameters=_plain(hyperparameters),
-            dataset_source=data.source,
-            dataset_fingerprint=data.fingerprint,
-            dataset_rows=data.rows,
-            shift=data.shift,
             metrics=metrics,
-            objective=config.objective.metric,
             started_at=started,
             finished_at=finished,
             search=searched,

@@ -27,6 +27,7 @@ COLUMNS = (
     "intent",
     "reason",
 )
+WATCHED = ("endpoint", "baseline", "candidate", "state", "step", "phase", "weight", "next", "reason")
 
 
 @click.group("rollout")
@@ -116,17 +117,7 @@ def watch(app: AppContext, rollout_id: int, every: float) -> None:
     def view() -> tuple[Any, str]:
         record = _status(app, rollout_id)
         head = Table(show_header=False, box=None)
-        for key in (
-            "endpoint",
-            "baseline",
-            "candidate",
-            "state",
-            "step",
-            "phase",
-            "weight",
-            "next",
-            "reason",
-        ):
+        for key in WATCHED:
             head.add_row(key, str(record.get(key) if record.get(key) is not None else ""))
         table = Table(title="metrics (current phase)")
         for column in ("metric", "status", "baseline", "candidate", "interval"):

@@ -19,15 +19,18 @@ def _state(platform: EndpointPlatform, endpoint: str) -> EndpointState:
     return state
 
 
+def _settling(state: EndpointState) -> TrafficStage:
+    """Busy: wait for it. Idle on the config the caller wants: done."""
+    return "waiting" if state.busy else "done"
+
+
 def promote(
     platform: EndpointPlatform, endpoint: str, winner: ConfigSpec, blue_green: BlueGreen | None = None
 ) -> TrafficStage:
     """UpdateEndpoint to a config holding the winner alone, with SageMaker's guardrails if asked."""
     state = _state(platform, endpoint)
-    if state.config_name == winner.name and not state.busy:
-        return "done"
-    if state.busy:
-        return "waiting"
+    if state.busy or state.config_name == winner.name:
+        return _settling(state)
     platform.ensure_endpoint_config(winner)
     platform.update_endpoint(endpoint, winner.name, blue_green)
     return "updating"
@@ -38,10 +41,8 @@ def rollback(
 ) -> TrafficStage:
     """Fast first, tidy second: the candidate's weight to 0, then UpdateEndpoint to the baseline alone."""
     state = _state(platform, endpoint)
-    if state.config_name == baseline.name and not state.busy:
-        return "done"
-    if state.busy:
-        return "waiting"
+    if state.busy or state.config_name == baseline.name:
+        return _settling(state)
     candidate = state.variant(candidate_variant)
     if candidate is not None and candidate.current_weight > 0:
         platform.set_weights(endpoint, {candidate_variant: 0.0})

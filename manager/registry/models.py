@@ -84,24 +84,21 @@ def register(session: Session, spec: NewVersion, actor: str) -> ModelVersion:
     )
     session.add(row)
     session.flush()
-    audit.append(
+    record_event(
         session,
+        row,
         actor,
-        audit.Event(
-            action="model.register",
-            subject_type="model_version",
-            subject_id=row.ref,
-            model=row.name,
-            payload={
-                "artifact_uri": row.artifact_uri,
-                "framework": row.framework,
-                "framework_version": row.framework_version,
-                "image_uri": row.image_uri,
-                "metrics": row.metrics,
-                "dataset_fingerprint": row.dataset_fingerprint,
-                "status": row.status,
-            },
-        ),
+        "model.register",
+        None,
+        {
+            "artifact_uri": row.artifact_uri,
+            "framework": row.framework,
+            "framework_version": row.framework_version,
+            "image_uri": row.image_uri,
+            "metrics": row.metrics,
+            "dataset_fingerprint": row.dataset_fingerprint,
+            "status": row.status,
+        },
     )
     return row
 
@@ -146,17 +143,28 @@ def transition(
     if to not in MODEL_TRANSITIONS.get(before, ()):
         raise ValueError(f"{version.ref}: a model version cannot move from {before} to {to}")
     version.status = to
-    audit.append(
+    record_event(
         session,
+        version,
         actor,
-        audit.Event(
-            action=action,
-            subject_type="model_version",
-            subject_id=version.ref,
-            endpoint=endpoint,
-            model=version.name,
-            reason=reason,
-            payload={"from": before, "status": to, **(payload or {})},
-        ),
-        at=at,
+        action,
+        reason,
+        {"from": before, "status": to, **(payload or {})},
+        endpoint,
+        at,
     )
+
+
+def record_event(
+    session: Session,
+    version: ModelVersion,
+    actor: str,
+    action: str,
+    reason: str | None,
+    payload: Mapping[str, Any],
+    endpoint: str | None = None,
+    at: datetime | None = None,
+) -> None:
+    """One history event about a model version, in the caller's transaction."""
+    event = audit.Event(action, "model_version", version.ref, reason, payload, endpoint, version.name)
+    audit.append(session, actor, event, at=at)

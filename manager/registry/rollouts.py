@@ -147,19 +147,9 @@ def record_event(
     at: datetime | None = None,
 ) -> None:
     """One history event about `rollout`, in the caller's transaction."""
+    names = (rollout.endpoint.name, rollout.candidate.name)
     audit.append(
-        session,
-        actor,
-        audit.Event(
-            action=action,
-            subject_type="rollout",
-            subject_id=str(rollout.id),
-            endpoint=rollout.endpoint.name,
-            model=rollout.candidate.name,
-            reason=reason,
-            payload=payload,
-        ),
-        at=at,
+        session, actor, audit.Event(action, "rollout", str(rollout.id), reason, payload, *names), at=at
     )
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -67,6 +67,23 @@ class TickResult:
     endpoint: str
     did: str
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class Look:
+    """What one tick saw of one rollout: the steps below all work from it."""
+
+    rollout_id: int
+    policy: policies.RolloutPolicy
+    state: EndpointState
+    now: datetime
+
+    @property
+    def target(self) -> policies.Target:
+        return self.policy.target
+
+    def result(self, did: str, detail: str = "") -> TickResult:
+        return TickResult(self.rollout_id, self.target.endpoint, did, detail)
 
 
 @dataclass
@@ -139,25 +156,29 @@ class Reconciler:
             raise PlatformError(f"endpoint {snap.endpoint} does not exist on the platform")
         if renewed or state.status != snap.endpoint_status:
             self._observed(state, now)
+        look = Look(snap.id, policy, state, now)
         if snap.state == "pending":
-            return self._deploy(snap.id, policy, state, now)
+            return self._deploy(look)
         if snap.pending is not None and snap.pending.finishing:
-            return self._finish(snap.id, policy, state, now)
-        if snap.pending is not None and snap.pending.op in ("shadow", "unshadow"):
-            moved = self._settle_shadow(snap.id, policy, state, snap.pending, now)
-            if moved is not None:
-                return moved
-            snap, data = self._refresh(snap.id)
-        if snap.pending is not None and snap.pending.op == "set_weight":
-            settled = self._settle_weight(snap.id, policy, state, snap.pending, now)
-            if settled is not None:
-                return settled
+            return self._finish(look)
+        settle = self._settlers().get(snap.pending.op) if snap.pending is not None else None
+        if settle is not None and snap.pending is not None:
+            unsettled = settle(look, snap.pending)
+            if unsettled is not None:
+                return unsettled
             snap, data = self._refresh(snap.id)
         if self._read_metrics(snap, policy, now) or data is None:
             snap, data = self._refresh(snap.id)
         observed = {m.name: data.get(m.measure, []) for m in policy.metrics}
-        decision = decide(snap.decision_state(state.busy), policy, observed, now)
-        return self._apply(snap.id, policy, decision, now)
+        return self._apply(look, decide(snap.decision_state(state.busy), policy, observed, now))
+
+    def _settlers(self) -> dict[str, Callable[[Look, PendingChange], TickResult | None]]:
+        """What finishes each change a rollout can have under way while it runs."""
+        return {
+            "shadow": self._settle_shadow,
+            "unshadow": self._settle_shadow,
+            "set_weight": self._settle_weight,
+        }
 
     def _refresh(self, rollout_id: int) -> tuple[Snapshot, Data]:
         with self.database.read() as session:
@@ -188,17 +209,15 @@ class Reconciler:
 
     # The steps below each end in one platform call, or in recording that the endpoint got there.
 
-    def _deploy(
-        self, rollout_id: int, policy: policies.RolloutPolicy, state: EndpointState, now: datetime
-    ) -> TickResult:
-        target = policy.target
+    def _deploy(self, look: Look) -> TickResult:
+        target, state, now = look.target, look.state, look.now
         with self.database.write() as session:
-            rollout = _row(session, rollout_id)
+            rollout = _row(session, look.rollout_id)
             if rollout.intent == "abort":
                 rollout.state, rollout.outcome, rollout.finished_at = "aborted", "aborted", now
                 rollout.reason = f"aborted before deployment: {rollout.intent_reason or 'no reason given'}"
                 record_event(session, rollout, self.actor, "rollout.aborted", rollout.reason, {}, now)
-                return TickResult(rollout_id, target.endpoint, "aborted")
+                return look.result("aborted")
             placements = configs.ab_placements(target, rollout, 0.0)
             pending = PendingChange.from_json(rollout.pending)
             spec = configs.config_spec(
@@ -214,21 +233,21 @@ class Reconciler:
             versions = [rollout.baseline, rollout.candidate]
         crash_point("deploy-intent")
         if state.config_name == spec.name and not state.busy:
-            return self._deployed(rollout_id, policy, now)
+            return self._deployed(look)
         if state.busy:
-            return TickResult(rollout_id, target.endpoint, "wait", f"endpoint {state.status}")
+            return look.result("wait", f"endpoint {state.status}")
         if state.failure_reason and state.pending_config is None and state.config_name != spec.name:
             # An update to the two-variant config ended on the old config: report, and retry next tick.
-            log.warning("deploy of rollout %s failed: %s", rollout_id, state.failure_reason)
+            log.warning("deploy of rollout %s failed: %s", look.rollout_id, state.failure_reason)
         self._ensure(spec, versions)
         self.platform.update_endpoint(target.endpoint, spec.name)
         crash_point("deploy-call")
-        return TickResult(rollout_id, target.endpoint, "deploying", spec.name)
+        return look.result("deploying", spec.name)
 
-    def _deployed(self, rollout_id: int, policy: policies.RolloutPolicy, now: datetime) -> TickResult:
-        target = policy.target
+    def _deployed(self, look: Look) -> TickResult:
+        target, now = look.target, look.now
         with self.database.write() as session:
-            rollout = _row(session, rollout_id)
+            rollout = _row(session, look.rollout_id)
             pending = PendingChange.from_json(rollout.pending)
             assert pending is not None
             placements = configs.ab_placements(target, rollout, 0.0)
@@ -239,28 +258,21 @@ class Reconciler:
             reason = "both variants serve; the candidate at 0%"
             record_event(session, rollout, self.actor, "rollout.deployed", reason, {"config": spec.name}, now)
         crash_point("deployed")
-        return TickResult(rollout_id, target.endpoint, "deployed")
+        return look.result("deployed")
 
-    def _settle_weight(
-        self,
-        rollout_id: int,
-        policy: policies.RolloutPolicy,
-        state: EndpointState,
-        pending: PendingChange,
-        now: datetime,
-    ) -> TickResult | None:
+    def _settle_weight(self, look: Look, pending: PendingChange) -> TickResult | None:
         """Finish a weight change: once the endpoint reports it, a new phase begins."""
-        target = policy.target
+        target, state = look.target, look.state
         assert pending.weight is not None
         wanted = pending.weight
         arrived = abs(state.shares().get(target.candidate_variant, 0.0) * 100 - wanted) < 1e-6
         if state.busy:
-            return TickResult(rollout_id, target.endpoint, "wait", "weights are changing")
+            return look.result("wait", "weights are changing")
         if not arrived:
-            self._set_weight(policy, wanted)
-            return TickResult(rollout_id, target.endpoint, "set_weight", f"{wanted:g}% (again)")
+            self._set_weight(look.policy, wanted)
+            return look.result("set_weight", f"{wanted:g}% (again)")
         with self.database.write() as session:
-            records.new_phase(session, _row(session, rollout_id), target, wanted, self.actor, now)
+            records.new_phase(session, _row(session, look.rollout_id), target, wanted, self.actor, look.now)
         crash_point("phase")
         return None
 
@@ -294,54 +306,45 @@ class Reconciler:
             _row(session, snap.id).metrics_cursor = max(w.end for w in windows)
         return bool(rows)
 
-    def _apply(
-        self, rollout_id: int, policy: policies.RolloutPolicy, decision: Decision, now: datetime
-    ) -> TickResult:
-        target = policy.target
+    def _apply(self, look: Look, decision: Decision) -> TickResult:
         if decision.action == "wait":
-            return TickResult(rollout_id, target.endpoint, "wait", decision.reason)
+            return look.result("wait", decision.reason)
         with self.database.write() as session:
-            rollout = _row(session, rollout_id)
-            pending = records.decision(session, rollout, policy.target, decision, self.actor, now)
+            rollout = _row(session, look.rollout_id)
+            pending = records.decision(session, rollout, look.target, decision, self.actor, look.now)
         crash_point(f"{decision.action}-intent")
         if pending is not None and pending.op == "set_weight":
             assert pending.weight is not None
-            self._set_weight(policy, pending.weight)
+            self._set_weight(look.policy, pending.weight)
         elif pending is not None:
-            state = self.platform.describe(target.endpoint)
+            state = self.platform.describe(look.target.endpoint)
             assert state is not None
+            now_seen = replace(look, state=state)
             if pending.finishing:
-                return self._finish(rollout_id, policy, state, now)
-            moved = self._settle_shadow(rollout_id, policy, state, pending, now)
+                return self._finish(now_seen)
+            moved = self._settle_shadow(now_seen, pending)
             if moved is not None:
                 return moved
-        return TickResult(rollout_id, target.endpoint, decision.action, decision.reason)
+        return look.result(decision.action, decision.reason)
 
-    def _settle_shadow(
-        self,
-        rollout_id: int,
-        policy: policies.RolloutPolicy,
-        state: EndpointState,
-        pending: PendingChange,
-        now: datetime,
-    ) -> TickResult | None:
+    def _settle_shadow(self, look: Look, pending: PendingChange) -> TickResult | None:
         """Finish moving into or out of a shadow config; None once the endpoint serves it."""
-        target = policy.target
+        target, state, now = look.target, look.state, look.now
         if state.busy:
-            return TickResult(rollout_id, target.endpoint, "wait", f"endpoint {state.status}")
+            return look.result("wait", f"endpoint {state.status}")
         if state.config_name != pending.config:
             with self.database.read() as session:
-                rollout = _row(session, rollout_id)
+                rollout = _row(session, look.rollout_id)
                 spec, versions = configs.shadow_spec(
                     target, rollout, pending.op, pending.weight, now, name=pending.config
                 )
                 self._ensure(spec, list({v.id: v for v in versions.values()}.values()))
             self.platform.update_endpoint(target.endpoint, spec.name)
             crash_point(f"{pending.op}-call")
-            return TickResult(rollout_id, target.endpoint, pending.op, spec.name)
+            return look.result(pending.op, spec.name)
         on = pending.op == "shadow"
         with self.database.write() as session:
-            rollout = _row(session, rollout_id)
+            rollout = _row(session, look.rollout_id)
             configs.record_current(session, rollout.endpoint, pending.target_config)
             rollout.shadow_config = pending.config if on else None
             rollout.pending, rollout.step_started_at = None, now
@@ -359,36 +362,32 @@ class Reconciler:
         crash_point(f"{pending.op}-done")
         return None
 
-    def _finish(
-        self, rollout_id: int, policy: policies.RolloutPolicy, state: EndpointState, now: datetime
-    ) -> TickResult:
+    def _finish(self, look: Look) -> TickResult:
         """Promotion or rollback, one platform step per tick; recorded once the endpoint serves the
         survivor alone."""
-        target = policy.target
+        target, now = look.target, look.now
         with self.database.read() as session:
-            rollout = _row(session, rollout_id)
+            rollout = _row(session, look.rollout_id)
             pending = PendingChange.from_json(rollout.pending)
             assert pending is not None and pending.finishing
             keep = configs.survivor(target, rollout, pending.op == "promote")
         spec = configs.config_spec(target, [keep], pending.op, now, name=pending.config)
         self.platform.ensure_model(self.images.model(keep[1]))
         if pending.op == "promote":
-            step = traffic.promote(self.platform, target.endpoint, spec, _blue_green(policy))
+            step = traffic.promote(self.platform, target.endpoint, spec, _blue_green(look.policy))
         else:
             step = traffic.rollback(self.platform, target.endpoint, target.candidate_variant, spec)
         crash_point(f"{pending.op}-{step}")
         if step != "done":
-            return TickResult(rollout_id, target.endpoint, pending.op, step)
+            return look.result(pending.op, step)
         with self.database.write() as session:
-            rollout = _row(session, rollout_id)
+            rollout = _row(session, look.rollout_id)
             if rollout.state not in ("promoting", "rolling_back"):
-                return TickResult(rollout_id, target.endpoint, "skip", "already finished")
+                return look.result("skip", "already finished")
             configs.record(session, rollout.endpoint, spec, configs.versions_of([keep]), True)
             records.conclusion(session, rollout, pending, spec.name, self.actor, now)
         crash_point(f"{pending.op}-recorded")
-        return TickResult(
-            rollout_id, target.endpoint, "promoted" if pending.op == "promote" else "rolled_back"
-        )
+        return look.result("promoted" if pending.op == "promote" else "rolled_back")
 
 
 def _row(session: Session, rollout_id: int) -> Rollout:
