@@ -202,3 +202,18 @@ def test_the_daemon_starts_without_alembic_chatter(tmp_path: Path, database: Dat
     )
     assert result.returncode == 0, result.stderr
     assert "alembic" not in result.stderr.lower() and "Context impl" not in result.stderr
+
+
+def test_a_bad_daemon_knob_is_one_line_and_exit_2(database: Database, db_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "manager", "--db", str(db_path), "daemon", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "VARIANTCTL_METRICS_LAG_SECONDS": "soon"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: VARIANTCTL_METRICS_LAG_SECONDS='soon': give a number of seconds above 0"
+    )
+    assert "Traceback" not in result.stderr
