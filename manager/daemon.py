@@ -196,40 +196,76 @@ def retrain_job(url: str, policy_path: str, job_id: str) -> None:
 
 def trigger_job(url: str, policies_dir: str) -> None:
     """`trigger: newApprovedCandidate`: roll out the newest approved version of the policy's model when it is
-    neither serving nor already tried, and the endpoint has no rollout under way."""
-    from sqlalchemy import select
-
+    neither serving nor already tried, and the endpoint has no rollout under way. One policy's trouble
+    never stops the others."""
     from manager import policy as policies
     from manager.clock import utcnow
-    from manager.config import scheduler_actor
-    from manager.errors import UserError as Refused
-    from manager.registry.tables import Rollout
-    from manager.rollout import launch
 
-    database = _RUNTIMES[url].database
     for path in sorted(Path(policies_dir).glob("*.yaml")):
-        policy, text = policies.load(path)
+        try:
+            policy, text = policies.load(path)
+        except UserError as exc:
+            log.error("%s: skipped: %s", path, str(exc).splitlines()[0])
+            continue
         if policy.trigger.type != "newApprovedCandidate" or not within_windows(
             policy.trigger.windows, utcnow()
         ):
             continue
-        job_id = f"trigger:{policy.name}"
-        with database.write() as session:
-            try:
-                candidate = launch.candidate(session, policy)
-            except Refused:
-                continue
-            tried = session.scalar(
-                select(Rollout.id).where(Rollout.candidate_version_id == candidate.id).limit(1)
-            )
-            if tried is not None:
-                continue
-            try:
-                rollout = launch.start(session, policy, text, scheduler_actor(job_id), utcnow())
-            except Refused as exc:
-                log.info("%s: not starting: %s", job_id, exc)
-                continue
+        _trigger(url, policy, text)
+
+
+def _trigger(url: str, policy: Any, text: str) -> None:
+    from sqlalchemy import select
+
+    from manager.clock import utcnow
+    from manager.config import scheduler_actor
+    from manager.registry.rollouts import active_on
+    from manager.registry.tables import Rollout
+    from manager.rollout import launch
+
+    job_id = f"trigger:{policy.name}"
+    actor = scheduler_actor(job_id)
+    database = _RUNTIMES[url].database
+    with database.write() as session:
+        try:
+            candidate = launch.candidate(session, policy)
+        except UserError:
+            return  # nothing approved yet: the usual state between retrains
+        tried = session.scalar(
+            select(Rollout.id).where(Rollout.candidate_version_id == candidate.id).limit(1)
+        )
+        if tried is not None or active_on(session, policy.target.endpoint) is not None:
+            return  # already rolled out, or a rollout is under way: its turn comes after
+        try:
+            rollout = launch.start(session, policy, text, actor, utcnow())
+        except UserError as exc:
+            refused = str(exc)
+        else:
             log.info("%s: started rollout %s of %s", job_id, rollout.id, candidate.ref)
+            return
+    log.warning("%s: cannot start a rollout of %s: %s", job_id, candidate.ref, refused)
+    with database.write() as session:
+        record_refusal(session, actor, policy, candidate.ref, refused)
+
+
+def record_refusal(session: Any, actor: str, policy: Any, candidate: str, reason: str) -> None:
+    """`trigger.refused` in the history, once per policy, candidate and reason (not every 30 s)."""
+    from sqlalchemy import select
+
+    from manager import audit
+    from manager.registry.tables import AuditEvent
+
+    last = session.scalar(
+        select(AuditEvent)
+        .where(AuditEvent.action == "trigger.refused", AuditEvent.subject_id == policy.name)
+        .order_by(AuditEvent.seq.desc())
+        .limit(1)
+    )
+    if last is not None and last.reason == reason and json.loads(last.payload).get("candidate") == candidate:
+        return
+    payload = {"candidate": candidate, "trigger": policy.trigger.type}
+    event = audit.Event("trigger.refused", "policy", policy.name, reason, payload, policy.target.endpoint)
+    audit.append(session, actor, event)
 
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -36,9 +36,13 @@ class Candidate(Spec):
 
 
 class Target(Spec):
+    """Where to roll out. Variant names are the engine's: the baseline is the variant serving now
+    (`baselineVariant` picks one only when the endpoint serves several), and the candidate's variant is
+    `candidateVariant` when given and not serving already, else `<model>-v<version>`."""
+
     endpoint: str
-    baseline_variant: str = Field("baseline", alias="baselineVariant")
-    candidate_variant: str = Field("candidate", alias="candidateVariant")
+    baseline_variant: str | None = Field(None, alias="baselineVariant")
+    candidate_variant: str | None = Field(None, alias="candidateVariant")
     candidate: Candidate
     instance_type: str = Field("ml.m5.large", alias="instanceType", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
     instance_count: int = Field(1, alias="instanceCount", ge=1, le=100)
@@ -47,10 +51,16 @@ class Target(Spec):
 
     @field_validator("endpoint", "baseline_variant", "candidate_variant")
     @classmethod
-    def _sagemaker_name(cls, value: str) -> str:
-        if not RESOURCE_NAME.match(value):
+    def _sagemaker_name(cls, value: str | None) -> str | None:
+        if value is not None and not RESOURCE_NAME.match(value):
             raise ValueError("must be 1-63 letters, digits and hyphens, starting and ending alphanumeric")
         return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Target:
+        if self.baseline_variant is not None and self.baseline_variant == self.candidate_variant:
+            raise ValueError("baselineVariant and candidateVariant must differ")
+        return self
 
 
 class SetWeight(Spec):

@@ -28,6 +28,7 @@ POLICY = f"""
 name: test-policy
 target:
   endpoint: {ENDPOINT}
+  candidateVariant: candidate
   candidate: {{model: churn, version: 2}}
 steps: STEPS
 metrics:

@@ -13,23 +13,39 @@ from sqlalchemy.orm import Session
 
 from manager import audit
 from manager.errors import NotFound, UserError
+from manager.names import model_name
 from manager.registry import models
-from manager.registry.tables import Endpoint, ModelVersion, Rollout
+from manager.registry.tables import ConfigVariant, Endpoint, ModelVersion, Rollout
 from manager.registry.vocabulary import ACTIVE_ROLLOUT_STATES, RolloutIntent
 
 
-def serving_version(session: Session, endpoint: Endpoint, variant: str) -> ModelVersion:
+def serving_baseline(endpoint: Endpoint, named: str | None) -> ConfigVariant:
+    """The variant serving now: the endpoint's one production variant, or the one `named` among several."""
     config = endpoint.current_config
     if config is None:
         raise UserError(
             f"endpoint {endpoint.name} has no config in the registry; create it with "
             "`variantctl endpoints create`"
         )
-    found = next((v for v in config.variants if v.variant_name == variant), None)
+    production = [v for v in config.variants if not v.is_shadow]
+    if len(production) == 1:
+        return production[0]
+    names = ", ".join(v.variant_name for v in production)
+    found = next((v for v in production if v.variant_name == named), None)
     if found is None:
-        names = ", ".join(v.variant_name for v in config.variants)
-        raise UserError(f"endpoint {endpoint.name} has no variant {variant!r} (it has {names})")
-    return found.model_version
+        raise UserError(
+            f"endpoint {endpoint.name} serves {len(production)} variants ({names}); "
+            "name the baseline with target.baselineVariant"
+        )
+    return found
+
+
+def candidate_variant_name(baseline_variant: str, candidate: ModelVersion, named: str | None) -> str:
+    """`named` when given and not the serving variant's name, else `<model>-v<version>`."""
+    if named is not None and named != baseline_variant:
+        return named
+    derived = model_name(candidate.name, candidate.version)
+    return derived if derived != baseline_variant else f"{derived[:57]}-next"
 
 
 def resolve_candidate(session: Session, model: str, version: int | None) -> ModelVersion:
@@ -42,12 +58,22 @@ def resolve_candidate(session: Session, model: str, version: int | None) -> Mode
     return approved[0]
 
 
+def active_on(session: Session, endpoint: str) -> Rollout | None:
+    """The rollout under way on `endpoint`, if any (at most one: a partial unique index says so)."""
+    return session.scalar(
+        select(Rollout)
+        .join(Endpoint, Endpoint.id == Rollout.endpoint_id)
+        .where(Endpoint.name == endpoint, Rollout.state.in_(ACTIVE_ROLLOUT_STATES))
+    )
+
+
 @dataclass(frozen=True)
 class StartRequest:
     """What starting a rollout needs from its policy, as plain values."""
 
     endpoint: str
-    baseline_variant: str
+    baseline_variant: str | None  # None: the one variant serving now
+    candidate_variant: str | None  # None: `<model>-v<version>`
     candidate_model: str
     candidate_version: int | None  # None: the newest approved version
     policy_name: str
@@ -61,15 +87,14 @@ def start(session: Session, request: StartRequest, actor: str, now: datetime) ->
         raise NotFound(
             f"no endpoint {request.endpoint!r} in the registry; create it with `variantctl endpoints create`"
         )
-    active = session.scalar(
-        select(Rollout).where(Rollout.endpoint_id == endpoint.id, Rollout.state.in_(ACTIVE_ROLLOUT_STATES))
-    )
+    active = active_on(session, endpoint.name)
     if active is not None:
         raise UserError(
             f"endpoint {endpoint.name} already has rollout {active.id} ({active.state}); "
             "abort it or wait for it to end"
         )
-    baseline = serving_version(session, endpoint, request.baseline_variant)
+    serving = serving_baseline(endpoint, request.baseline_variant)
+    baseline = serving.model_version
     candidate = resolve_candidate(session, request.candidate_model, request.candidate_version)
     if candidate.id == baseline.id:
         raise UserError(f"{candidate.ref} is already serving on {endpoint.name}")
@@ -81,6 +106,8 @@ def start(session: Session, request: StartRequest, actor: str, now: datetime) ->
         candidate_version_id=candidate.id,
         policy_yaml=request.policy_yaml,
         policy_hash=request.policy_hash,
+        baseline_variant=serving.variant_name,
+        candidate_variant=candidate_variant_name(serving.variant_name, candidate, request.candidate_variant),
         state="pending",
         created_at=now,
         updated_at=now,
@@ -97,6 +124,7 @@ def start(session: Session, request: StartRequest, actor: str, now: datetime) ->
         {
             "baseline": baseline.ref,
             "candidate": candidate.ref,
+            "variants": {"baseline": rollout.baseline_variant, "candidate": rollout.candidate_variant},
             "policy": request.policy_name,
             "policy_hash": rollout.policy_hash,
         },
@@ -171,6 +199,10 @@ class RolloutView:
     finished_at: datetime | None
     policy_hash: str
     policy_yaml: str
+    baseline_variant: str
+    candidate_variant: str
+    failures: int  # consecutive ticks that could not evaluate it
+    last_error: str | None
 
     @classmethod
     def of(cls, row: Rollout) -> RolloutView:
@@ -189,6 +221,10 @@ class RolloutView:
             finished_at=row.finished_at,
             policy_hash=row.policy_hash,
             policy_yaml=row.policy_yaml,
+            baseline_variant=row.baseline_variant,
+            candidate_variant=row.candidate_variant,
+            failures=row.failures,
+            last_error=row.last_error,
         )
 
     def record(self) -> dict[str, Any]:

@@ -200,6 +200,14 @@ class Rollout(Base):
     metrics_cursor: Mapped[datetime | None]
     # The endpoint config that copies traffic to the candidate as a shadow variant, while a shadow step runs.
     shadow_config: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    # The variant names this rollout uses, fixed when it starts (the engine's, not the operator's);
+    # the defaults are the names every rollout used before they were stored.
+    baseline_variant: Mapped[str] = mapped_column(String(NAME_LENGTH), default="baseline")
+    candidate_variant: Mapped[str] = mapped_column(String(NAME_LENGTH), default="candidate")
+    # Consecutive ticks that failed to evaluate this rollout, the last error, and when to try again.
+    failures: Mapped[int] = mapped_column(default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    retry_at: Mapped[datetime | None]
 
     endpoint: Mapped[Endpoint] = relationship()
     baseline: Mapped[ModelVersion] = relationship(foreign_keys=[baseline_version_id])

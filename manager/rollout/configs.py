@@ -67,18 +67,18 @@ def versions_of(placements: Sequence[Placement]) -> dict[str, ModelVersion]:
     return {variant: version for variant, version, _ in placements}
 
 
-def ab_placements(target: Target, rollout: Rollout, weight: float) -> list[Placement]:
+def ab_placements(rollout: Rollout, weight: float) -> list[Placement]:
     """Baseline and candidate side by side, the candidate at `weight` percent."""
     return [
-        (target.baseline_variant, rollout.baseline, 100.0 - weight),
-        (target.candidate_variant, rollout.candidate, weight),
+        (rollout.baseline_variant, rollout.baseline, 100.0 - weight),
+        (rollout.candidate_variant, rollout.candidate, weight),
     ]
 
 
-def shadow_placements(target: Target, rollout: Rollout, percent: float) -> list[Placement]:
+def shadow_placements(rollout: Rollout, percent: float) -> list[Placement]:
     """The candidate also as a shadow variant: SageMaker copies (shadow weight / production weight) of
     the requests to it."""
-    return [(f"{target.candidate_variant}-shadow"[:63], rollout.candidate, percent)]
+    return [(f"{rollout.candidate_variant[:56]}-shadow", rollout.candidate, percent)]
 
 
 def record(
@@ -121,11 +121,11 @@ def record_current(session: Session, endpoint: Endpoint, config_name: str) -> No
         endpoint.current_config_id = row.id
 
 
-def survivor(target: Target, rollout: Rollout, promoting: bool) -> Placement:
+def survivor(rollout: Rollout, promoting: bool) -> Placement:
     """The variant left serving alone: the candidate after a promotion, the baseline after a rollback."""
     if promoting:
-        return (target.candidate_variant, rollout.candidate, 1.0)
-    return (target.baseline_variant, rollout.baseline, 1.0)
+        return (rollout.candidate_variant, rollout.candidate, 1.0)
+    return (rollout.baseline_variant, rollout.baseline, 1.0)
 
 
 def shadow_spec(
@@ -137,9 +137,9 @@ def shadow_spec(
     name: str | None = None,
 ) -> tuple[ConfigSpec, dict[str, ModelVersion]]:
     """The config for a shadow step (the candidate also as a shadow variant), or back without it."""
-    production = ab_placements(target, rollout, rollout.weight)
+    production = ab_placements(rollout, rollout.weight)
     if op == "unshadow":
         return config_spec(target, production, "ab", now, name=name), versions_of(production)
-    shadows = shadow_placements(target, rollout, float(percent or 0))
+    shadows = shadow_placements(rollout, float(percent or 0))
     spec = config_spec(target, production, "shadow", now, shadows, name=name)
     return spec, versions_of([*production, *shadows])

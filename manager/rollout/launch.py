@@ -16,6 +16,7 @@ def request(policy: policies.RolloutPolicy, text: str) -> rollouts.StartRequest:
     return rollouts.StartRequest(
         endpoint=target.endpoint,
         baseline_variant=target.baseline_variant,
+        candidate_variant=target.candidate_variant,
         candidate_model=target.candidate.model,
         candidate_version=target.candidate.version,
         policy_name=policy.name,

@@ -77,6 +77,7 @@ class Look:
     policy: policies.RolloutPolicy
     state: EndpointState
     now: datetime
+    variants: tuple[str, str]  # (baseline, candidate)
 
     @property
     def target(self) -> policies.Target:
@@ -138,8 +139,7 @@ class Reconciler:
         return observations.Wanted(
             tuple(m.measure for m in policy.metrics),
             tuple(m.measure for m in policy.metrics if m.kind == "errors"),
-            policy.target.baseline_variant,
-            policy.target.candidate_variant,
+            *snap.variants,
         )
 
     def _reconcile(self, snap: Snapshot, data: Data | None) -> TickResult:
@@ -156,7 +156,7 @@ class Reconciler:
             raise PlatformError(f"endpoint {snap.endpoint} does not exist on the platform")
         if renewed or state.status != snap.endpoint_status:
             self._observed(state, now)
-        look = Look(snap.id, policy, state, now)
+        look = Look(snap.id, policy, state, now, snap.variants)
         if snap.state == "pending":
             return self._deploy(look)
         if snap.pending is not None and snap.pending.finishing:
@@ -218,7 +218,7 @@ class Reconciler:
                 rollout.reason = f"aborted before deployment: {rollout.intent_reason or 'no reason given'}"
                 record_event(session, rollout, self.actor, "rollout.aborted", rollout.reason, {}, now)
                 return look.result("aborted")
-            placements = configs.ab_placements(target, rollout, 0.0)
+            placements = configs.ab_placements(rollout, 0.0)
             pending = PendingChange.from_json(rollout.pending)
             spec = configs.config_spec(
                 target, placements, "ab", now, name=pending.config if pending else None
@@ -250,10 +250,10 @@ class Reconciler:
             rollout = _row(session, look.rollout_id)
             pending = PendingChange.from_json(rollout.pending)
             assert pending is not None
-            placements = configs.ab_placements(target, rollout, 0.0)
+            placements = configs.ab_placements(rollout, 0.0)
             spec = configs.config_spec(target, placements, "ab", now, name=pending.config)
             configs.record(session, rollout.endpoint, spec, configs.versions_of(placements), True)
-            records.new_phase(session, rollout, target, 0.0, self.actor, now, first=True)
+            records.new_phase(session, rollout, 0.0, self.actor, now, first=True)
             rollout.state, rollout.step, rollout.step_started_at = "running", 0, now
             reason = "both variants serve; the candidate at 0%"
             record_event(session, rollout, self.actor, "rollout.deployed", reason, {"config": spec.name}, now)
@@ -262,25 +262,23 @@ class Reconciler:
 
     def _settle_weight(self, look: Look, pending: PendingChange) -> TickResult | None:
         """Finish a weight change: once the endpoint reports it, a new phase begins."""
-        target, state = look.target, look.state
+        state = look.state
         assert pending.weight is not None
         wanted = pending.weight
-        arrived = abs(state.shares().get(target.candidate_variant, 0.0) * 100 - wanted) < 1e-6
+        arrived = abs(state.shares().get(look.variants[1], 0.0) * 100 - wanted) < 1e-6
         if state.busy:
             return look.result("wait", "weights are changing")
         if not arrived:
-            self._set_weight(look.policy, wanted)
+            self._set_weight(look, wanted)
             return look.result("set_weight", f"{wanted:g}% (again)")
         with self.database.write() as session:
-            records.new_phase(session, _row(session, look.rollout_id), target, wanted, self.actor, look.now)
+            records.new_phase(session, _row(session, look.rollout_id), wanted, self.actor, look.now)
         crash_point("phase")
         return None
 
-    def _set_weight(self, policy: policies.RolloutPolicy, weight: float) -> None:
-        target = policy.target
-        self.platform.set_weights(
-            target.endpoint, {target.baseline_variant: 100.0 - weight, target.candidate_variant: weight}
-        )
+    def _set_weight(self, look: Look, weight: float) -> None:
+        baseline, candidate = look.variants
+        self.platform.set_weights(look.target.endpoint, {baseline: 100.0 - weight, candidate: weight})
         crash_point("weight-call")
 
     def _read_metrics(self, snap: Snapshot, policy: policies.RolloutPolicy, now: datetime) -> bool:
@@ -289,9 +287,7 @@ class Reconciler:
             return False
         since = snap.metrics_cursor or (snap.phases[0][1] if snap.phases else now)
         target = policy.target
-        windows = self.metrics.windows(
-            target.endpoint, [target.baseline_variant, target.candidate_variant], since, now
-        )
+        windows = self.metrics.windows(target.endpoint, list(snap.variants), since, now)
         if not windows:
             return False
         rows = [
@@ -315,7 +311,7 @@ class Reconciler:
         crash_point(f"{decision.action}-intent")
         if pending is not None and pending.op == "set_weight":
             assert pending.weight is not None
-            self._set_weight(look.policy, pending.weight)
+            self._set_weight(look, pending.weight)
         elif pending is not None:
             state = self.platform.describe(look.target.endpoint)
             assert state is not None
@@ -370,13 +366,13 @@ class Reconciler:
             rollout = _row(session, look.rollout_id)
             pending = PendingChange.from_json(rollout.pending)
             assert pending is not None and pending.finishing
-            keep = configs.survivor(target, rollout, pending.op == "promote")
+            keep = configs.survivor(rollout, pending.op == "promote")
         spec = configs.config_spec(target, [keep], pending.op, now, name=pending.config)
         self.platform.ensure_model(self.images.model(keep[1]))
         if pending.op == "promote":
             step = traffic.promote(self.platform, target.endpoint, spec, _blue_green(look.policy))
         else:
-            step = traffic.rollback(self.platform, target.endpoint, target.candidate_variant, spec)
+            step = traffic.rollback(self.platform, target.endpoint, look.variants[1], spec)
         crash_point(f"{pending.op}-{step}")
         if step != "done":
             return look.result(pending.op, step)

@@ -47,7 +47,7 @@ def decision(
         rollout.step_started_at = now
     else:
         promoting = decided.action == "promote"
-        keep = configs.survivor(target, rollout, promoting)
+        keep = configs.survivor(rollout, promoting)
         spec = configs.config_spec(target, [keep], "promoted" if promoting else "rolledback", now)
         configs.record(session, rollout.endpoint, spec, configs.versions_of([keep]), False)
         rollout.state, rollout.reason = ("promoting" if promoting else "rolling_back"), decided.reason
@@ -63,7 +63,6 @@ def decision(
 def new_phase(
     session: Session,
     rollout: Rollout,
-    target: policies.Target,
     weight: float,
     actor: str,
     now: datetime,
@@ -82,7 +81,7 @@ def new_phase(
             rollout_id=rollout.id,
             phase=rollout.phase,
             started_at=now,
-            weights={target.baseline_variant: 100.0 - weight, target.candidate_variant: weight},
+            weights={rollout.baseline_variant: 100.0 - weight, rollout.candidate_variant: weight},
         )
     )
     if not first:

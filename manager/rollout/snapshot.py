@@ -39,6 +39,15 @@ class Snapshot:
     phases: tuple[PhaseSpan, ...]
     shadow_config: str | None
     endpoint_status: str | None
+    baseline_variant: str
+    candidate_variant: str
+    failures: int
+    retry_at: datetime | None
+
+    @property
+    def variants(self) -> tuple[str, str]:
+        """(baseline, candidate) variant names, fixed when the rollout started."""
+        return self.baseline_variant, self.candidate_variant
 
     def lease_fresh(self, owner: str, now: datetime, half_life: float) -> bool:
         """Held by `owner` with more than `half_life` seconds left: no write is needed to keep it."""
@@ -112,6 +121,10 @@ def read(session: Session, rollout_id: int | None = None) -> list[Snapshot]:
             phases=tuple(phases.get(r.id, [])),
             shadow_config=r.shadow_config,
             endpoint_status=status,
+            baseline_variant=r.baseline_variant,
+            candidate_variant=r.candidate_variant,
+            failures=r.failures,
+            retry_at=r.retry_at,
         )
         for r, name, status, owner, expires in rows
     ]

@@ -26,13 +26,12 @@ class RolloutStatus:
 def status(session: Session, rollout_id: int) -> RolloutStatus:
     view = rollouts.view(session, rollout_id)
     policy = policies.parse(view.policy_yaml)
-    target = policy.target
     data = observations.phase_data(
         session,
         rollout_id,
         [m.measure for m in policy.metrics],
-        target.baseline_variant,
-        target.candidate_variant,
+        view.baseline_variant,
+        view.candidate_variant,
     )
     plan = policies.describe_plan(policy)
     metrics = {}

@@ -1,0 +1,157 @@
+"""The loop scheduled jobs exist for: rollout after rollout on one endpoint under one unchanged policy
+file, whatever variant names the previous rollout left serving."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import joblib
+import pytest
+from click.testing import CliRunner
+
+from manager import audit, daemon
+from manager.cli.main import cli
+from manager.demo import FlakyModel
+from manager.registry import models
+
+from .rollout_support import ENDPOINT, World, make_world, platform_matches_registry
+
+# No variant names: the engine picks them. The 5xx guardrail rolls a failing candidate back.
+POLICY = f"""
+name: nightly
+target:
+  endpoint: {ENDPOINT}
+  candidate: {{model: churn, newestApproved: true}}
+steps: [{{setWeight: {{percent: 50}}}}, {{analysis: {{}}}}]
+metrics:
+  - {{name: 5xx, source: cloudwatch, measure: errors_5xx, kind: errors, higherIsBetter: false,
+     role: primary, minSamples: 30, onNoData: pass}}
+decisions: {{maxDuration: 5m}}
+"""
+
+
+@pytest.fixture
+def flaky(artifacts: dict[str, Path], tmp_path: Path) -> Path:
+    path = tmp_path / "flaky.joblib"
+    joblib.dump(FlakyModel(joblib.load(artifacts["logistic"]), failure_rate=0.5), path)
+    return path
+
+
+def _approve(world: World, artifact: Path) -> str:
+    with world.database.write() as session:
+        version = models.register(session, models.NewVersion("churn", str(artifact), "sklearn"), "t")
+        models.transition(session, version, "approved", "t", reason="test")
+        return version.ref
+
+
+def _serving(world: World) -> dict[str, str]:
+    return platform_matches_registry(world)
+
+
+@pytest.mark.slow
+def test_four_rollouts_in_a_row_with_one_policy_file(
+    tmp_path: Path, artifacts: dict[str, Path], flaky: Path
+) -> None:
+    policy = tmp_path / "nightly.yaml"
+    policy.write_text(POLICY)
+    with make_world(tmp_path, artifacts) as world, world.traffic():
+        outcomes, served = [], []
+        for artifact in (None, artifacts["logistic"], flaky, artifacts["prior"]):
+            ref = _approve(world, artifact) if artifact is not None else "churn:2"
+            started = CliRunner().invoke(
+                cli, ["--db", str(world.db_path), "rollout", "start", "--policy", str(policy), "-o", "json"]
+            )
+            assert started.exit_code == 0, started.output
+            record = json.loads(started.stdout)
+            assert record["candidate"] == ref
+            assert record["candidate_variant"] == f"churn-v{ref.split(':')[1]}"
+            assert record["baseline_variant"] in _serving(world)
+            done = world.tick_until(record["rollout"], ("promoted", "rolled_back"), timeout=90)
+            outcomes.append(done.state)
+            served.append(_serving(world))
+    assert outcomes == ["promoted", "promoted", "rolled_back", "promoted"]
+    assert served == [
+        {"churn-v2": "churn:2"},
+        {"churn-v3": "churn:3"},
+        {"churn-v3": "churn:3"},
+        {"churn-v5": "churn:5"},
+    ]
+    assert audit.verify(world.database).ok
+
+
+def _run_trigger(world: World, folder: Path) -> None:
+    daemon._RUNTIMES[world.database.url] = daemon.Runtime(world.database, world.reconciler(), None)
+    try:
+        daemon.trigger_job(world.database.url, str(folder))
+    finally:
+        del daemon._RUNTIMES[world.database.url]
+
+
+def test_the_new_candidate_trigger_starts_rollout_after_rollout(
+    tmp_path: Path, artifacts: dict[str, Path]
+) -> None:
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    (folder / "auto.yaml").write_text(
+        POLICY.replace("minSamples: 30", "minSamples: 0") + "trigger: {type: newApprovedCandidate}\n"
+    )
+    with make_world(tmp_path, artifacts) as world:
+        for expected in ("churn:2", "churn:3"):
+            if expected == "churn:3":
+                _approve(world, artifacts["logistic"])
+            _run_trigger(world, folder)
+            [started] = audit.history(world.database, audit.HistoryFilter(action="rollout.start", limit=1))
+            assert json.loads(started.payload)["candidate"] == expected
+            world.tick_until(int(started.subject_id), ("promoted",))
+        assert _serving(world) == {"churn-v3": "churn:3"}
+
+
+def test_a_trigger_that_cannot_start_says_why_once(
+    tmp_path: Path, artifacts: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    # The endpoint serves one variant; naming another as the baseline cannot work while it serves two.
+    text = (
+        POLICY.replace(f"endpoint: {ENDPOINT}", "endpoint: nowhere")
+        + "trigger: {type: newApprovedCandidate}\n"
+    )
+    (folder / "auto.yaml").write_text(text)
+    with make_world(tmp_path, artifacts) as world:
+        with caplog.at_level("WARNING", logger="variantctl.daemon"):
+            _run_trigger(world, folder)
+            _run_trigger(world, folder)
+        refused = audit.history(world.database, audit.HistoryFilter(action="trigger.refused"))
+        assert len(refused) == 1 and "no endpoint 'nowhere'" in (refused[0].reason or "")
+        assert json.loads(refused[0].payload)["candidate"] == "churn:2"
+        warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 2 and "cannot start a rollout of churn:2" in warnings[0].getMessage()
+
+
+def test_a_cron_retrain_twice_gives_two_rollouts_that_both_complete(
+    tmp_path: Path, artifacts: dict[str, Path]
+) -> None:
+    train = tmp_path / "train.yaml"
+    train.write_text(
+        f"model: churn\nestimator: logistic_regression\nobjective: {{metric: roc_auc}}\n"
+        f"output: {tmp_path / 'artifacts'}\n"
+    )
+    policy = tmp_path / "nightly.yaml"
+    policy.write_text(
+        POLICY.replace("minSamples: 30", "minSamples: 0")
+        + "trigger:\n  type: cron\n  cron: '0 3 * * *'\n"
+        + f"  retrain: {{data: 'sklearn:breast_cancer', config: '{train}'}}\n"
+    )
+    with make_world(tmp_path, artifacts) as world:
+        for _ in range(2):
+            daemon._RUNTIMES[world.database.url] = daemon.Runtime(world.database, world.reconciler(), None)
+            try:
+                daemon.retrain_job(world.database.url, str(policy), "retrain:nightly")
+            finally:
+                del daemon._RUNTIMES[world.database.url]
+            [started] = audit.history(world.database, audit.HistoryFilter(action="rollout.start", limit=1))
+            assert world.tick_until(int(started.subject_id), ("promoted",)).state == "promoted"
+        starts = audit.history(world.database, audit.HistoryFilter(action="rollout.start"))
+        assert [json.loads(e.payload)["candidate"] for e in reversed(starts)] == ["churn:3", "churn:4"]
+        assert _serving(world) == {"churn-v4": "churn:4"}
