@@ -155,3 +155,45 @@ def test_a_cron_retrain_twice_gives_two_rollouts_that_both_complete(
         starts = audit.history(world.database, audit.HistoryFilter(action="rollout.start"))
         assert [json.loads(e.payload)["candidate"] for e in reversed(starts)] == ["churn:3", "churn:4"]
         assert _serving(world) == {"churn-v4": "churn:4"}
+
+
+def test_a_poisoned_rollout_never_stops_a_healthy_one(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    """A rollout whose stored policy no longer parses (as after a bad edit of the registry) fails every
+    tick; the healthy rollout beside it finishes on time, and the poisoned one ends paused with its error."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from manager.registry.tables import Rollout
+    from manager.rollout import endpoints
+    from manager.rollout.reconcile import Reconciler
+    from manager.rollout.records import MAX_FAILURES
+
+    from .rollout_support import CANARY, policy_text
+
+    with make_world(tmp_path, artifacts) as world:
+        endpoints.create(world.database, world.platform, "churn-two", "churn:1", "t")
+        poisoned = world.start(policy_text(CANARY))
+        healthy = world.start(policy_text(CANARY).replace(f"endpoint: {ENDPOINT}", "endpoint: churn-two"))
+        world.tick_until(poisoned, ("running",))
+        with world.database.write() as session:
+            session.execute(
+                update(Rollout).where(Rollout.id == poisoned).values(policy_yaml="steps: [", policy_hash="x")
+            )
+        reconciler = Reconciler(
+            world.database, world.platform, world.reconciler().metrics, owner="test", retry_base=timedelta(0)
+        )
+        done = world.tick_until(healthy, ("promoted",), reconciler=reconciler)
+        assert done.state == "promoted"
+        for _ in range(MAX_FAILURES):
+            reconciler.tick()
+        row = world.rollout(poisoned)
+        assert row.state == "paused" and row.failures >= MAX_FAILURES
+        assert row.last_error is not None and "not valid YAML" in row.last_error
+        [event] = audit.history(world.database, audit.HistoryFilter(action="rollout.paused_on_errors"))
+        assert event.subject_id == str(poisoned) and "not valid YAML" in (event.reason or "")
+        status = CliRunner().invoke(cli, ["--db", str(world.db_path), "rollout", "list", "-o", "json"])
+        [listed] = json.loads(status.stdout)
+        assert (
+            listed["rollout"] == poisoned and listed["state"] == "paused" and "YAML" in listed["reason"]
+        )

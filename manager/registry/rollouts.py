@@ -154,6 +154,7 @@ def set_intent(
             f"{' or '.join(INTENTS[intent])}"
         )
     rollout.intent, rollout.intent_reason = intent, reason
+    rollout.retry_at = None  # an operator's word is acted on at the next tick, not after a backoff
     record_event(
         session,
         rollout,

@@ -97,6 +97,7 @@ class Reconciler:
     lease_ttl: timedelta = timedelta(seconds=60)
     images: configs.Images = field(default_factory=configs.Images)
     actor: str = "daemon"
+    retry_base: timedelta = timedelta(seconds=2)  # the first backoff after an error; it doubles each time
     _policies: dict[str, policies.RolloutPolicy] = field(default_factory=dict, repr=False)
 
     def tick(self) -> list[TickResult]:
@@ -106,15 +107,36 @@ class Reconciler:
             wanted = {s.id: self._wanted(s) for s in snaps if s.state in ("running", "paused")}
             data = observations.phase_data_many(session, {k: v for k, v in wanted.items() if v is not None})
         results = []
+        now = self.clock()
         for snap in snaps:
-            try:
-                results.append(self._reconcile(snap, data.get(snap.id)))
-            except NotNow as exc:
-                results.append(TickResult(snap.id, snap.endpoint, "wait", str(exc)))
-            except (PlatformError, MetricsUnavailable) as exc:
-                log.warning("rollout %s: %s", snap.id, exc)
-                results.append(TickResult(snap.id, snap.endpoint, "error", str(exc)))
+            if snap.retry_at is not None and snap.retry_at > now:
+                results.append(TickResult(snap.id, snap.endpoint, "wait", "backing off after an error"))
+                continue
+            results.append(self._isolated(snap, data.get(snap.id)))
         return results
+
+    def _isolated(self, snap: Snapshot, data: Data | None) -> TickResult:
+        """One rollout's tick, whatever it raises: an error here never stops another rollout. It is
+        retried with backoff; after `records.MAX_FAILURES` in a row a running rollout is paused."""
+        try:
+            result = self._reconcile(snap, data)
+        except NotNow as exc:
+            return TickResult(snap.id, snap.endpoint, "wait", str(exc))
+        except Exception as exc:
+            expected = isinstance(exc, PlatformError | MetricsUnavailable | UserError)
+            log.warning(
+                "rollout %s: %s", snap.id, exc, exc_info=not expected, extra={"fields": {"rollout": snap.id}}
+            )
+            error = str(exc) if expected else f"{type(exc).__name__}: {exc}"
+            with self.database.write() as session:
+                records.failed(
+                    session, _row(session, snap.id), error, self.actor, self.clock(), self.retry_base
+                )
+            return TickResult(snap.id, snap.endpoint, "error", error)
+        if snap.failures:
+            with self.database.write() as session:
+                records.recovered(_row(session, snap.id))
+        return result
 
     def reconcile(self, rollout_id: int) -> TickResult:
         with self.database.read() as session:

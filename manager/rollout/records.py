@@ -4,7 +4,7 @@ the caller's write transaction and appends the events that say what happened."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -16,6 +16,35 @@ from manager.registry.vocabulary import ModelStatus
 from manager.rollout import configs
 from manager.rollout.decide import Decision
 from manager.rollout.pending import Op, PendingChange
+
+MAX_FAILURES = 8  # consecutive failed ticks before a running rollout is paused
+BACKOFF_CAP = timedelta(minutes=10)
+
+
+def failed(
+    session: Session, rollout: Rollout, error: str, actor: str, now: datetime, base: timedelta
+) -> None:
+    """One more tick that could not evaluate `rollout`: wait longer before the next (`base`, twice that,
+    ... up to 10 min). At MAX_FAILURES in a row a running rollout is paused, never promoted or rolled
+    back, with the error in its status and the history; one finishing a promotion or rollback keeps
+    retrying."""
+    rollout.failures += 1
+    rollout.last_error = error[:2000]
+    rollout.retry_at = now + min(base * 2 ** (rollout.failures - 1), BACKOFF_CAP)
+    if rollout.failures < MAX_FAILURES:
+        return
+    payload = {"failures": rollout.failures, "error": rollout.last_error, "state": rollout.state}
+    reason = f"{rollout.failures} ticks in a row failed: {rollout.last_error}"
+    if rollout.state == "running":  # again after a resume, if it still fails
+        rollout.state, rollout.intent, rollout.reason = "paused", None, reason
+        record_event(session, rollout, actor, "rollout.paused_on_errors", reason, payload, now)
+    elif rollout.failures == MAX_FAILURES:
+        record_event(session, rollout, actor, "rollout.failing", reason, payload, now)
+
+
+def recovered(rollout: Rollout) -> None:
+    """A tick went through again: the error count starts over."""
+    rollout.failures, rollout.last_error, rollout.retry_at = 0, None, None
 
 
 def decision(
