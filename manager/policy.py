@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from manager import yamlconfig
 from manager.clock import parse_duration
@@ -20,7 +20,24 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-Duration = Annotated[str, Field(pattern=r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d|w)\s*$")]
+MAX_DURATION = timedelta(days=366)
+MAX_COUNT = 1_000_000_000
+# What each source measures (tests/test_policy_limits.py keeps these equal to the sources' own names).
+QUALITY_MEASURES = ("accuracy", "abs_error", "squared_error")
+CLOUDWATCH_MEASURES = ("invocations", "errors_4xx", "errors_5xx", "model_latency_ms", "overhead_latency_ms")
+ERROR_MEASURES = ("errors_4xx", "errors_5xx")
+
+
+def _bounded_duration(text: str) -> str:
+    if parse_duration(text) > MAX_DURATION:
+        raise ValueError(f"at most {MAX_DURATION.days} days")
+    return text
+
+
+Duration = Annotated[
+    str, Field(pattern=r"^\s*\d{1,9}(\.\d{1,9})?\s*(ms|s|m|h|d|w)\s*$"), AfterValidator(_bounded_duration)
+]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 
 
 class Candidate(Spec):
@@ -110,6 +127,8 @@ class Step(Spec):
 
 
 class Test(Spec):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
+
     type: Literal["sequential", "threshold", "relative"] = "sequential"
     margin: float = Field(0.0, ge=0)  # non-inferiority margin, in the metric's units
     maximum: float | None = Field(None, alias="max")  # threshold: the candidate's value must stay below
@@ -129,30 +148,62 @@ class Metric(Spec):
     test: Test = Field(default_factory=Test)
     alpha: float = Field(0.05, gt=0, lt=0.5)
     on_no_data: Literal["pass", "inconclusive", "fail"] = Field("inconclusive", alias="onNoData")
-    min_samples: int = Field(100, alias="minSamples", ge=0)
+    min_samples: int = Field(100, alias="minSamples", ge=0, le=MAX_COUNT)
     dry_run: bool = Field(False, alias="dryRun")
+
+    @model_validator(mode="after")
+    def _known_measure(self) -> Metric:
+        known = QUALITY_MEASURES if self.source == "quality" else CLOUDWATCH_MEASURES
+        if self.measure not in known:
+            raise ValueError(f"{self.source} measures are {', '.join(known)}, not {self.measure!r}")
+        if (self.kind == "errors") != (self.measure in ERROR_MEASURES):
+            raise ValueError(
+                f"kind `errors` goes with the error counts ({', '.join(ERROR_MEASURES)}) and only them"
+            )
+        return self
 
 
 class BlueGreenPromotion(Spec):
+    """SageMaker's limits: a canary takes 1-50% of the new fleet, a linear step 1-100%, at most 10
+    alarms; the wait between steps is 0-3600 s."""
+
     routing: Literal["ALL_AT_ONCE", "CANARY", "LINEAR"] = "ALL_AT_ONCE"
     size_percent: int | None = Field(None, alias="sizePercent", ge=1, le=100)
     wait_seconds: int = Field(0, alias="waitSeconds", ge=0, le=3600)
-    alarms: list[str] = Field(default_factory=list)
+    alarms: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
+        default_factory=list, max_length=10
+    )
+
+    @model_validator(mode="after")
+    def _sagemaker_limits(self) -> BlueGreenPromotion:
+        if self.routing != "ALL_AT_ONCE" and self.size_percent is None:
+            raise ValueError(f"{self.routing} routing needs `sizePercent`")
+        if self.routing == "CANARY" and (self.size_percent or 0) > 50:
+            raise ValueError("a canary may take at most 50 percent of the new fleet")
+        return self
 
 
 class Promotion(Spec):
     mode: Literal["update", "blueGreen"] = "update"
     blue_green: BlueGreenPromotion | None = Field(None, alias="blueGreen")
 
+    @model_validator(mode="after")
+    def _settings(self) -> Promotion:
+        if self.mode == "blueGreen" and self.blue_green is None:
+            raise ValueError("mode `blueGreen` needs its `blueGreen` settings (routing, sizePercent, ...)")
+        if self.mode == "update" and self.blue_green is not None:
+            raise ValueError("`blueGreen` settings apply only with mode `blueGreen`")
+        return self
+
 
 class Decisions(Spec):
     on_failure: Literal["rollback"] = Field("rollback", alias="onFailure")
     on_inconclusive: Literal["pause", "rollback", "extend"] = Field("rollback", alias="onInconclusive")
     progress_deadline: Duration = Field("30m", alias="progressDeadline")
-    max_samples: int = Field(20_000, alias="maxSamples", ge=1)
+    max_samples: int = Field(20_000, alias="maxSamples", ge=1, le=MAX_COUNT)
     max_duration: Duration = Field("6h", alias="maxDuration")
     min_duration: Duration = Field("0s", alias="minDuration")
-    planned_samples: int = Field(5_000, alias="plannedSamples", ge=10)
+    planned_samples: int = Field(5_000, alias="plannedSamples", ge=10, le=MAX_COUNT)
     superiority: bool = False
     promotion: Promotion = Field(default_factory=Promotion)
 
@@ -195,6 +246,17 @@ class RolloutPolicy(Spec):
             raise ValueError("give the rollout `steps` (or `stepWeights: [5, 25, 50]`)")
         if sum(1 for m in self.metrics if m.role == "primary") > 1:
             raise ValueError("at most one metric may be primary")
+        if not any(not m.dry_run for m in self.metrics):
+            raise ValueError(
+                "give at least one metric that is not a dry run: without one, nothing is evidence"
+            )
+        names = [m.name for m in self.metrics]
+        if len(set(names)) != len(names):
+            raise ValueError("metric names must differ")
+        if any(m.source == "quality" for m in self.metrics) and not (
+            self.target.capture_destination and self.target.ground_truth
+        ):
+            raise ValueError("quality metrics need target.captureDestination and target.groundTruth")
         return self
 
     @cached_property
