@@ -194,6 +194,4 @@ def test_a_poisoned_rollout_never_stops_a_healthy_one(tmp_path: Path, artifacts:
         assert event.subject_id == str(poisoned) and "not valid YAML" in (event.reason or "")
         status = CliRunner().invoke(cli, ["--db", str(world.db_path), "rollout", "list", "-o", "json"])
         [listed] = json.loads(status.stdout)
-        assert (
-            listed["rollout"] == poisoned and listed["state"] == "paused" and "YAML" in listed["reason"]
-        )
+        assert listed["rollout"] == poisoned and listed["state"] == "paused" and "YAML" in listed["reason"]
