@@ -255,7 +255,7 @@ class Reconciler:
             versions = [rollout.baseline, rollout.candidate]
         crash_point("deploy-intent")
         if state.config_name == spec.name and not state.busy:
-            return self._deployed(look)
+            return self._deployed(look, spec.name)
         if state.busy:
             return look.result("wait", f"endpoint {state.status}")
         if state.failure_reason and state.pending_config is None and state.config_name != spec.name:
@@ -266,19 +266,16 @@ class Reconciler:
         crash_point("deploy-call")
         return look.result("deploying", spec.name)
 
-    def _deployed(self, look: Look) -> TickResult:
-        target, now = look.target, look.now
+    def _deployed(self, look: Look, config: str) -> TickResult:
+        """Both variants serve `config` (recorded with the deploy intent): the first phase begins."""
+        now = look.now
         with self.database.write() as session:
             rollout = _row(session, look.rollout_id)
-            pending = PendingChange.from_json(rollout.pending)
-            assert pending is not None
-            placements = configs.ab_placements(rollout, 0.0)
-            spec = configs.config_spec(target, placements, "ab", now, name=pending.config)
-            configs.record(session, rollout.endpoint, spec, configs.versions_of(placements), True)
+            configs.record_current(session, rollout.endpoint, config)
             records.new_phase(session, rollout, 0.0, self.actor, now, first=True)
             rollout.state, rollout.step, rollout.step_started_at = "running", 0, now
             reason = "both variants serve; the candidate at 0%"
-            record_event(session, rollout, self.actor, "rollout.deployed", reason, {"config": spec.name}, now)
+            record_event(session, rollout, self.actor, "rollout.deployed", reason, {"config": config}, now)
         crash_point("deployed")
         return look.result("deployed")
 
