@@ -244,12 +244,14 @@ class RolloutPolicy(Spec):
             raise ValueError("give `steps` or the `stepWeights` shorthand, not both")
         if not self.steps and not self.step_weights:
             raise ValueError("give the rollout `steps` (or `stepWeights: [5, 25, 50]`)")
-        if sum(1 for m in self.metrics if m.role == "primary") > 1:
-            raise ValueError("at most one metric may be primary")
-        if not any(not m.dry_run for m in self.metrics):
+        primaries = [m for m in self.metrics if m.role == "primary"]
+        if len(primaries) != 1:
             raise ValueError(
-                "give at least one metric that is not a dry run: without one, nothing is evidence"
+                "name exactly one metric `role: primary`: the one whose evidence promotes"
+                f" (this policy has {len(primaries)})"
             )
+        if primaries[0].dry_run:
+            raise ValueError(f"the primary metric {primaries[0].name!r} cannot be a dry run")
         names = [m.name for m in self.metrics]
         if len(set(names)) != len(names):
             raise ValueError("metric names must differ")
@@ -281,8 +283,8 @@ class RolloutPolicy(Spec):
 
 def load(path: Path) -> tuple[RolloutPolicy, str]:
     """The policy and its text (kept with the rollout, with its hash)."""
-    policy = yamlconfig.load(path, RolloutPolicy)
-    return policy, path.read_text()
+    text = yamlconfig.read(path)
+    return yamlconfig.parse(text, RolloutPolicy, str(path)), text
 
 
 def parse(text: str, name: str = "<policy>") -> RolloutPolicy:

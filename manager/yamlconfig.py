@@ -37,27 +37,111 @@ def _line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int:
     return 1
 
 
-def load(path: Path, model: type[T]) -> T:
+MAX_BYTES = 1 << 20  # a policy or training config is a few KB; 1 MB leaves room and bounds the work
+MAX_NODES = 100_000  # after aliases are expanded: a 1.7 KB "billion laughs" file expands to billions
+
+
+def read(path: Path) -> str:
+    """The file's text, refused with one line when it is unreadable, too large or not UTF-8."""
     try:
-        text = path.read_text()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return parse(text, model, str(path))
-
-
-def parse(text: str, model: type[T], name: str = "<config>") -> T:
+    if len(raw) > MAX_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_BYTES // 1024} KB; this is not a configuration file")
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is {raw[exc.start]:#04x})") from None
+
+
+def load(path: Path, model: type[T]) -> T:
+    return parse(read(path), model, str(path))
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a mapping key must be a plain value", key_node.start_mark
+                ) from None
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} given twice in one mapping (first on line {seen[key]})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many nodes the document has once every alias is expanded, without expanding them."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:  # iterative post-order over the node graph (aliases make it a DAG)
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        if done or not children:
+            sizes[id(node)] = min(1 + sum(sizes[id(c)] for c in children), MAX_NODES + 1)
+            continue
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _compose(text: str, name: str) -> tuple[yaml.Node | None, Any]:
+    if len(text.encode()) > MAX_BYTES:
+        raise ConfigError(f"{name}: larger than {MAX_BYTES // 1024} KB; this is not a configuration file")
+    try:
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None and _expanded_size(node) > MAX_NODES:
+                raise ConfigError(
+                    f"{name}: expands to more than {MAX_NODES:,} values through its aliases; refused"
+                )
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{name}:{mark.line + 1}" if mark else name
         raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{name}: nested too deeply to be a configuration file") from None
+    return node, data
+
+
+def parse(text: str, model: type[T], name: str = "<config>") -> T:
+    node, data = _compose(text, name)
     if not isinstance(data, dict):
         raise ConfigError(f"{name}:1: expected a mapping of settings at the top level")
     lines: dict[tuple[Any, ...], int] = {}
     if node is not None:
-        _lines(node, (), lines)
+        try:
+            _lines(node, (), lines)
+        except RecursionError:
+            raise ConfigError(f"{name}: nested too deeply to be a configuration file") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:

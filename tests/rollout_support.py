@@ -32,7 +32,7 @@ target:
   candidate: {{model: churn, version: 2}}
 steps: STEPS
 metrics:
-  - {{name: 5xx, source: cloudwatch, measure: errors_5xx, kind: errors, higherIsBetter: false,
+  - {{name: 5xx, role: primary, source: cloudwatch, measure: errors_5xx, kind: errors, higherIsBetter: false,
      minSamples: MIN, onNoData: pass}}
 decisions: {{maxDuration: 5m}}
 """

@@ -50,8 +50,8 @@ def errors(
 
 
 ERRORS_ONLY = (
-    "metrics: [{name: e, source: cloudwatch, measure: errors_5xx, kind: errors, higherIsBetter: false, "
-    "onNoData: pass}]\n"
+    "metrics: [{name: e, role: primary, source: cloudwatch, measure: errors_5xx, kind: errors, "
+    "higherIsBetter: false, onNoData: pass}]\n"
 )
 GOOD = {"accuracy": accuracy(0.85, 0.86, 20_000), "5xx": errors(0.005, 0.005, 2000)}
 

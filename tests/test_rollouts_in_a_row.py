@@ -25,7 +25,7 @@ target:
   candidate: {{model: churn, newestApproved: true}}
 steps: [{{setWeight: {{percent: 50}}}}, {{analysis: {{}}}}]
 metrics:
-  - {{name: 5xx, source: cloudwatch, measure: errors_5xx, kind: errors, higherIsBetter: false,
+  - {{name: 5xx, role: primary, source: cloudwatch, measure: errors_5xx, kind: errors, higherIsBetter: false,
      role: primary, minSamples: 30, onNoData: pass}}
 decisions: {{maxDuration: 5m}}
 """
