@@ -17,7 +17,7 @@ from manager.registry import models
 
 from .rollout_support import ENDPOINT, World, make_world, platform_matches_registry
 
-# No variant names: the engine picks them. The 5xx guardrail rolls a failing candidate back.
+# No variant names: the engine picks them. The 5xx metric rolls a failing candidate back.
 POLICY = f"""
 name: nightly
 target:
@@ -25,7 +25,7 @@ target:
   candidate: {{model: churn, newestApproved: true}}
 steps: [{{setWeight: {{percent: 50}}}}, {{analysis: {{}}}}]
 metrics:
-  - {{name: 5xx, role: primary, source: cloudwatch, measure: errors_5xx, kind: errors, higherIsBetter: false,
+  - {{name: 5xx, source: cloudwatch, measure: errors_5xx, kind: errors, higherIsBetter: false,
      role: primary, minSamples: 30, onNoData: pass}}
 decisions: {{maxDuration: 5m}}
 """

@@ -44,7 +44,10 @@ def rollback(
     if state.busy or state.config_name == baseline.name:
         return _settling(state)
     candidate = state.variant(candidate_variant)
-    if candidate is not None and candidate.current_weight > 0:
+    others = [v for v in state.variants if v.name != candidate_variant and v.current_weight > 0]
+    # Zeroing first takes the candidate out of service at once; when it serves alone (a promotion
+    # being reverted) there is nothing to shift to, so only the update can replace it.
+    if candidate is not None and candidate.current_weight > 0 and others:
         platform.set_weights(endpoint, {candidate_variant: 0.0})
         return "weights-zeroed"
     platform.ensure_endpoint_config(baseline)

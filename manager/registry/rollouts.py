@@ -136,7 +136,7 @@ def start(session: Session, request: StartRequest, actor: str, now: datetime) ->
 INTENTS: dict[RolloutIntent, tuple[str, ...]] = {
     "pause": ("running",),
     "resume": ("paused",),
-    "abort": ("pending", "running", "paused"),
+    "abort": ("pending", "running", "paused", "promoting"),
     "promote": ("running", "paused"),
 }
 
@@ -148,6 +148,8 @@ def set_intent(
     rollout = session.get(Rollout, rollout_id)
     if rollout is None:
         raise NotFound(f"no rollout {rollout_id}")
+    if intent == "abort" and rollout.state == "rolling_back":
+        raise UserError(f"rollout {rollout_id} is already rolling back to the baseline; nothing to abort")
     if rollout.state not in INTENTS[intent]:
         raise UserError(
             f"rollout {rollout_id} is {rollout.state}; {intent} applies to a rollout that is "

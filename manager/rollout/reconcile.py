@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from manager import policy as policies
-from manager.clock import utcnow
+from manager.clock import parse_duration, utcnow
 from manager.db import Database
 from manager.errors import UserError
 from manager.metrics.base import MetricSource, MetricsUnavailable
@@ -235,18 +235,24 @@ class Reconciler:
         target, state, now = look.target, look.state, look.now
         with self.database.write() as session:
             rollout = _row(session, look.rollout_id)
-            if rollout.intent == "abort":
+            pending = PendingChange.from_json(rollout.pending)
+            if rollout.intent == "abort" and pending is None:
                 rollout.state, rollout.outcome, rollout.finished_at = "aborted", "aborted", now
                 rollout.reason = f"aborted before deployment: {rollout.intent_reason or 'no reason given'}"
                 record_event(session, rollout, self.actor, "rollout.aborted", rollout.reason, {}, now)
                 return look.result("aborted")
+            # Once the deployment was asked for, the way out is back to the baseline alone.
+            stop = _abort_reason(rollout) or _overdue(look, rollout, "the candidate was not deployed")
+            if stop is not None:
+                records.decision(session, rollout, target, stop, self.actor, now)
+                return look.result("rollback", stop.reason)
             placements = configs.ab_placements(rollout, 0.0)
-            pending = PendingChange.from_json(rollout.pending)
             spec = configs.config_spec(
                 target, placements, "ab", now, name=pending.config if pending else None
             )
             if pending is None:
                 rollout.pending = PendingChange("deploy", spec.name).to_json()
+                rollout.step_started_at = now  # the progress deadline counts from here
                 configs.record(session, rollout.endpoint, spec, configs.versions_of(placements), False)
                 reason = f"deploying {rollout.candidate.ref} beside {rollout.baseline.ref} at weight 0"
                 record_event(
@@ -385,7 +391,20 @@ class Reconciler:
             rollout = _row(session, look.rollout_id)
             pending = PendingChange.from_json(rollout.pending)
             assert pending is not None and pending.finishing
+            stop = None
+            if rollout.state == "promoting":
+                stop = _abort_reason(rollout) or _overdue(
+                    look, rollout, "the promotion did not complete", _blue_green_allowance(look.policy)
+                )
             keep = configs.survivor(rollout, pending.op == "promote")
+        if stop is not None:
+            # Reverting a promotion: whatever the update did, the endpoint ends on the baseline alone.
+            with self.database.write() as session:
+                rollout = _row(session, look.rollout_id)
+                if rollout.state == "promoting":
+                    records.decision(session, rollout, target, stop, self.actor, now)
+            crash_point("revert-intent")
+            return look.result("rollback", stop.reason)
         spec = configs.config_spec(target, [keep], pending.op, now, name=pending.config)
         self.platform.ensure_model(self.images.model(keep[1]))
         if pending.op == "promote":
@@ -409,6 +428,32 @@ def _row(session: Session, rollout_id: int) -> Rollout:
     rollout = session.get(Rollout, rollout_id)
     assert rollout is not None, f"rollout {rollout_id} vanished"
     return rollout
+
+
+def _abort_reason(rollout: Rollout) -> Decision | None:
+    if rollout.intent != "abort":
+        return None
+    why = f"aborted by the operator while {rollout.state}: {rollout.intent_reason or 'no reason given'}"
+    return Decision("rollback", why, {"intent": "abort", "state": rollout.state})
+
+
+def _overdue(look: Look, rollout: Rollout, what: str, allowance: timedelta = timedelta(0)) -> Decision | None:
+    """Past the progress deadline (plus `allowance`) since the change was asked for: roll back."""
+    deadline = look.policy.decisions.progress_deadline
+    since = rollout.step_started_at or rollout.created_at
+    if look.now - since <= parse_duration(deadline) + allowance:
+        return None
+    why = f"no progress for {deadline}: {what}"
+    return Decision("rollback", why, {"state": rollout.state, "since": since.isoformat()})
+
+
+def _blue_green_allowance(policy: policies.RolloutPolicy) -> timedelta:
+    """The time SageMaker's own blue/green schedule takes: its waits between traffic shifts."""
+    bg = _blue_green(policy)
+    if bg is None:
+        return timedelta(0)
+    shifts = {"ALL_AT_ONCE": 1, "CANARY": 2}.get(bg.routing) or -(-100 // (bg.size_percent or 100)) + 1
+    return timedelta(seconds=bg.wait_seconds * shifts)
 
 
 def _blue_green(policy: policies.RolloutPolicy) -> BlueGreen | None:

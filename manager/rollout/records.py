@@ -80,6 +80,7 @@ def decision(
         spec = configs.config_spec(target, [keep], "promoted" if promoting else "rolledback", now)
         configs.record(session, rollout.endpoint, spec, configs.versions_of([keep]), False)
         rollout.state, rollout.reason = ("promoting" if promoting else "rolling_back"), decided.reason
+        rollout.step_started_at = now  # the progress deadline of the promotion counts from here
         aborted = not promoting and rollout.intent == "abort"
         pending = PendingChange("promote" if promoting else "rollback", spec.name, aborted=aborted)
     if pending is not None:
