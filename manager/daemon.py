@@ -1,8 +1,11 @@
 """`variantctl daemon`: APScheduler 3 runs the reconcile tick, ground-truth ingestion and the cron
 retrains that policies ask for, with one scheduler per registry (an flock beside the database).
 
-Jobs live in the registry's database (SQLAlchemyJobStore) with fixed ids and `replace_existing`,
-so restarts never duplicate them. SIGTERM lets the current job finish, then exits.
+Jobs live in the registry's database (SQLAlchemyJobStore) with fixed ids, so restarts never
+duplicate them. The cron jobs are reconciled against the policy files at start and every policies
+tick: added, changed, removed, each logged; one left unchanged keeps its next run time, so a run
+missed while the daemon was down runs once at start within its `misfireGrace`, or is skipped and
+recorded. SIGTERM lets the current job finish, then exits.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import signal
 import socket
 import threading
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from manager import windows
 from manager.db import Database
 from manager.errors import UserError
 
@@ -28,16 +33,22 @@ log = logging.getLogger("variantctl.daemon")
 
 
 class JsonLines(logging.Formatter):
+    """One JSON object per line; an exception comes with its type, message and traceback."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {
-                "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "message": record.getMessage(),
-                **getattr(record, "fields", {}),
-            }
-        )
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            line.setdefault("error_type", type(error).__name__)
+            line.setdefault("error", str(error))
+            line.setdefault("traceback", self.formatException(record.exc_info))
+        return json.dumps(line, default=str)
 
 
 def configure_logging(fmt: str) -> None:
@@ -49,6 +60,8 @@ def configure_logging(fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # A job's exception is logged by `_on_job_event`, with the job and the error as fields.
+    logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
     # Alembic says which context and DDL mode it uses each time the schema is checked: noise here.
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -83,6 +96,7 @@ class Runtime:
     database: Database
     reconciler: Any
     ingestor: Any
+    scheduler: Any = None  # set once the scheduler runs: the policies job keeps its cron jobs in step
 
 
 _RUNTIMES: dict[str, Runtime] = {}
@@ -133,6 +147,8 @@ def reconcile_job(url: str) -> None:
 
 
 def ingest_job(url: str) -> None:
+    """Ground truth for every active rollout with quality metrics; one endpoint's trouble (a policy
+    that no longer parses, an unreachable bucket) is logged and never stops the others."""
     from sqlalchemy import select
 
     from manager import policy as policies
@@ -142,24 +158,46 @@ def ingest_job(url: str) -> None:
 
     runtime = _RUNTIMES[url]
     with runtime.database.read() as session:
-        texts = list(
-            session.scalars(select(Rollout.policy_yaml).where(Rollout.state.in_(ACTIVE_ROLLOUT_STATES)))
+        rows = list(
+            session.execute(
+                select(Rollout.id, Rollout.policy_yaml).where(Rollout.state.in_(ACTIVE_ROLLOUT_STATES))
+            )
         )
-    for text in texts:
-        policy = policies.parse(text)
-        target = policy.target
-        if (
-            target.capture_destination
-            and target.ground_truth
-            and any(m.source == "quality" for m in policy.metrics)
-        ):
+    for rollout_id, text in rows:
+        fields = {"rollout": rollout_id, "job": "ingest"}
+        try:
+            policy = policies.parse(text, f"rollout {rollout_id}'s policy")
+            target = policy.target
+            if not (
+                target.capture_destination
+                and target.ground_truth
+                and any(m.source == "quality" for m in policy.metrics)
+            ):
+                continue
+            fields["endpoint"] = target.endpoint
             report = runtime.ingestor.run(
                 QualitySpec(target.endpoint, target.capture_destination, target.ground_truth)
             )
-            if report.joined or report.malformed or report.file_errors:
-                log.info(
-                    "ingested %s: %s joined, %s malformed", target.endpoint, report.joined, report.malformed
-                )
+        except Exception as exc:
+            expected = isinstance(exc, UserError | OSError) or type(exc).__module__.startswith("botocore")
+            log.error(
+                "ingest for rollout %s failed: %s: %s",
+                rollout_id,
+                type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "",
+                exc_info=not expected,
+                extra={"fields": {**fields, "error_type": type(exc).__name__, "error": str(exc)}},
+            )
+            continue
+        if report.joined or report.malformed or report.file_errors:
+            log.info(
+                "ingested %s: %s joined, %s malformed, %s unreadable files",
+                target.endpoint,
+                report.joined,
+                report.malformed,
+                len(report.file_errors),
+                extra={"fields": fields},
+            )
 
 
 def retrain_job(url: str, policy_path: str, job_id: str) -> None:
@@ -178,8 +216,10 @@ def retrain_job(url: str, policy_path: str, job_id: str) -> None:
     actor = scheduler_actor(job_id)
     policy, text = policies.load(Path(policy_path))
     spec = policy.trigger.retrain
-    assert spec is not None
-    if not within_windows(policy.trigger.windows, utcnow()):
+    if spec is None or policy.trigger.type != "cron":
+        log.warning("%s: %s no longer has a cron trigger; not retraining", job_id, policy_path)
+        return
+    if not windows.within(policy.trigger.windows, utcnow()):
         log.info("%s: outside the allowed windows; not retraining", job_id)
         return
     config = yamlconfig.load(Path(spec.config), TrainConfig)
@@ -195,23 +235,177 @@ def retrain_job(url: str, policy_path: str, job_id: str) -> None:
 
 
 def trigger_job(url: str, policies_dir: str) -> None:
-    """`trigger: newApprovedCandidate`: roll out the newest approved version of the policy's model when it is
-    neither serving nor already tried, and the endpoint has no rollout under way. One policy's trouble
-    never stops the others."""
-    from manager import policy as policies
+    """The policies job: keeps the cron jobs in step with the policy files, then, for
+    `trigger: newApprovedCandidate`, rolls out the newest approved version of the policy's model when
+    it is neither serving nor already tried, and the endpoint has no rollout under way. One policy's
+    trouble never stops the others."""
     from manager.clock import utcnow
 
-    for path in sorted(Path(policies_dir).glob("*.yaml")):
-        try:
-            policy, text = policies.load(path)
-        except UserError as exc:
-            log.error("%s: skipped: %s", path, str(exc).splitlines()[0])
-            continue
-        if policy.trigger.type != "newApprovedCandidate" or not within_windows(
+    files = read_policies(Path(policies_dir))
+    runtime = _RUNTIMES[url]
+    if runtime.scheduler is not None:
+        sync_jobs(runtime.scheduler, url, files)
+    for found in files:
+        policy = found.policy
+        if policy.trigger.type != "newApprovedCandidate" or not windows.within(
             policy.trigger.windows, utcnow()
         ):
             continue
-        _trigger(url, policy, text)
+        try:
+            _trigger(url, policy, found.text)
+        except Exception as exc:
+            log.error(
+                "trigger:%s failed: %s: %s",
+                policy.name,
+                type(exc).__name__,
+                exc,
+                exc_info=True,
+                extra={"fields": {"job": f"trigger:{policy.name}", "policy": str(found.path)}},
+            )
+
+
+@dataclass(frozen=True)
+class PolicyFile:
+    path: Path
+    policy: Any  # RolloutPolicy
+    text: str
+
+
+_REPORTED: dict[str, str] = {}  # a bad policy file's error, logged once until the file changes
+
+
+def read_policies(policies_dir: Path | None) -> list[PolicyFile]:
+    """Every valid policy in the directory. A file that is not a valid policy, or repeats another's
+    name, is skipped with one clear error (logged once, again only if the error changes)."""
+    from manager import policy as policies
+
+    if policies_dir is None:
+        return []
+    found: list[PolicyFile] = []
+    names: dict[str, Path] = {}
+    try:
+        paths = sorted([*policies_dir.glob("*.yaml"), *policies_dir.glob("*.yml")])
+    except OSError as exc:
+        _report(str(policies_dir), f"cannot list the policies: {exc.strerror or exc}")
+        return []
+    for path in paths:
+        try:
+            policy, text = policies.load(path)
+        except UserError as exc:
+            _report(str(path), str(exc).splitlines()[0])
+            continue
+        if policy.name in names:
+            _report(str(path), f"policy name {policy.name!r} is already used by {names[policy.name]}")
+            continue
+        names[policy.name] = path
+        if _REPORTED.pop(str(path), None) is not None:
+            log.info("%s: valid again", path)
+        found.append(PolicyFile(path, policy, text))
+    return found
+
+
+def _report(path: str, error: str) -> None:
+    if _REPORTED.get(path) == error:
+        return
+    _REPORTED[path] = error
+    log.error("policy %s skipped: %s", path, error, extra={"fields": {"policy": path, "error": error}})
+
+
+RETRAIN_JOB = "manager.daemon:retrain_job"
+
+
+def sync_jobs(scheduler: Any, url: str, files: list[PolicyFile]) -> dict[str, list[str]]:
+    """The cron retrain jobs exactly as the policies say: added, changed or removed, each logged. An
+    unchanged job is left alone, so its next run time (and a run missed while the daemon was down)
+    is kept."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    from manager.clock import parse_duration
+
+    done: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
+    desired = {f"retrain:{f.policy.name}": f for f in files if f.policy.trigger.type == "cron"}
+    existing = {job.id: job for job in scheduler.get_jobs() if job.id.startswith("retrain:")}
+    for job_id in existing.keys() - desired.keys():
+        scheduler.remove_job(job_id)
+        done["removed"].append(job_id)
+        log.info("job %s removed: no policy asks for it any more", job_id, extra={"fields": {"job": job_id}})
+    for job_id, found in sorted(desired.items()):
+        trigger = CronTrigger.from_crontab(found.policy.trigger.cron, timezone=UTC)
+        grace = max(1, int(parse_duration(found.policy.trigger.misfire_grace).total_seconds()))
+        args = [url, str(found.path), job_id]
+        job = existing.get(job_id)
+        if (
+            job is not None
+            and str(job.trigger) == str(trigger)
+            and list(job.args) == args
+            and job.misfire_grace_time == grace
+        ):
+            continue
+        scheduler.add_job(
+            RETRAIN_JOB,
+            trigger,
+            id=job_id,
+            args=args,
+            replace_existing=True,
+            misfire_grace_time=grace,
+            coalesce=True,
+            max_instances=1,
+        )
+        what = "changed" if job is not None else "added"
+        done[what].append(job_id)
+        log.info(
+            "job %s %s: cron %r from %s",
+            job_id,
+            what,
+            found.policy.trigger.cron,
+            found.path,
+            extra={"fields": {"job": job_id, "policy": str(found.path)}},
+        )
+    return done
+
+
+def _on_job_event(url: str, event: Any) -> None:
+    """A job's exception, logged with the job and the error; a cron run missed beyond its grace,
+    recorded in the history (a scheduled retrain that did not happen is something auditors ask about)."""
+    from apscheduler.events import EVENT_JOB_MISSED
+
+    if event.code != EVENT_JOB_MISSED:
+        error = event.exception
+        log.error(
+            "job %s failed: %s: %s",
+            event.job_id,
+            type(error).__name__,
+            error,
+            extra={
+                "fields": {
+                    "job": event.job_id,
+                    "error_type": type(error).__name__,
+                    "error": str(error),
+                    "traceback": "".join(traceback.format_exception(error)),
+                }
+            },
+        )
+        return
+    scheduled = event.scheduled_run_time.astimezone(UTC).isoformat()
+    log.warning(
+        "job %s: the run due at %s was missed beyond its grace; skipped",
+        event.job_id,
+        scheduled,
+        extra={"fields": {"job": event.job_id, "scheduled": scheduled}},
+    )
+    if event.job_id.startswith("retrain:"):
+        record_missed(_RUNTIMES[url].database, event.job_id, scheduled)
+
+
+def record_missed(database: Database, job_id: str, scheduled: str) -> None:
+    from manager import audit
+    from manager.config import scheduler_actor
+
+    name = job_id.removeprefix("retrain:")
+    reason = f"the scheduled retrain due at {scheduled} was missed (the daemon was not running) and skipped"
+    event = audit.Event("trigger.missed", "policy", name, reason, {"scheduled": scheduled, "job": job_id})
+    with database.write() as session:
+        audit.append(session, scheduler_actor(job_id), event)
 
 
 def _trigger(url: str, policy: Any, text: str) -> None:
@@ -268,31 +462,7 @@ def record_refusal(session: Any, actor: str, policy: Any, candidate: str, reason
     audit.append(session, actor, event)
 
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def within_windows(windows: list[str], now: datetime) -> bool:
-    """`Mon-Fri 09:00-17:00` (UTC) style windows; none means always."""
-    if not windows:
-        return True
-    for window in windows:
-        days, _, hours = window.strip().partition(" ")
-        first, _, last = days.lower().partition("-")
-        start, _, end = hours.partition("-")
-        lo, hi = DAYS.index(first[:3]), DAYS.index((last or first)[:3])
-        day_ok = lo <= now.weekday() <= hi if lo <= hi else now.weekday() >= lo or now.weekday() <= hi
-        clock = now.strftime("%H:%M")
-        if day_ok and start <= clock < end:
-            return True
-    return False
-
-
 def run(url: str, tick: float, ingest_every: float, policies_dir: Path | None, once: bool) -> None:
-    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-    from apscheduler.schedulers.background import BackgroundScheduler
-    from apscheduler.triggers.cron import CronTrigger
-
-    from manager import policy as policies
     from manager.db import sqlite_path
 
     lock_path = (
@@ -312,39 +482,39 @@ def run(url: str, tick: float, ingest_every: float, policies_dir: Path | None, o
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-        scheduler = BackgroundScheduler(
-            timezone=UTC,
-            jobstores={"default": SQLAlchemyJobStore(engine=_RUNTIMES[url].database.writer)},
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
-        )
-        scheduler.add_job(
-            reconcile_job, "interval", seconds=tick, id="reconcile", replace_existing=True, args=[url]
-        )
-        scheduler.add_job(
-            ingest_job, "interval", seconds=ingest_every, id="ingest", replace_existing=True, args=[url]
-        )
-        if policies_dir is not None:
-            scheduler.add_job(
-                trigger_job,
-                "interval",
-                seconds=max(tick, 30.0),
-                id="triggers",
-                replace_existing=True,
-                args=[url, str(policies_dir)],
-            )
-        for path in sorted(policies_dir.glob("*.yaml")) if policies_dir else []:
-            policy, _ = policies.load(path)
-            if policy.trigger.type == "cron" and policy.trigger.cron:
-                job_id = f"retrain:{policy.name}"
-                scheduler.add_job(
-                    retrain_job,
-                    CronTrigger.from_crontab(policy.trigger.cron, timezone=UTC),
-                    id=job_id,
-                    replace_existing=True,
-                    args=[url, str(path), job_id],
-                )
-        scheduler.start()
+        scheduler = start_scheduler(url, tick, ingest_every, policies_dir)
         log.info("daemon %s: reconcile every %gs, ingest every %gs", owner, tick, ingest_every)
         stop.wait()
         log.info("stopping: letting the current job finish")
         scheduler.shutdown(wait=True)
+
+
+def start_scheduler(url: str, tick: float, ingest_every: float, policies_dir: Path | None) -> Any:
+    """The scheduler on the registry's job store, its jobs reconciled against the policies before any
+    runs: it starts paused, the fixed jobs are (re)placed, the cron jobs synced, then it resumes, and a
+    cron run missed while the daemon was down runs now if within its `misfireGrace`."""
+    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    runtime = _RUNTIMES[url]
+    scheduler = BackgroundScheduler(
+        timezone=UTC,
+        jobstores={"default": SQLAlchemyJobStore(engine=runtime.database.writer)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+    )
+    scheduler.add_listener(lambda event: _on_job_event(url, event), EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+    scheduler.start(paused=True)
+    runtime.scheduler = scheduler
+    fixed = {"reconcile": ("manager.daemon:reconcile_job", tick, [url])}
+    fixed["ingest"] = ("manager.daemon:ingest_job", ingest_every, [url])
+    if policies_dir is not None:
+        fixed["triggers"] = ("manager.daemon:trigger_job", max(tick, 30.0), [url, str(policies_dir)])
+    for job in scheduler.get_jobs():
+        if not job.id.startswith("retrain:") and job.id not in fixed:
+            scheduler.remove_job(job.id)  # e.g. `triggers` from a run that had --policies
+    for job_id, (ref, seconds, args) in fixed.items():
+        scheduler.add_job(ref, "interval", seconds=seconds, id=job_id, replace_existing=True, args=args)
+    sync_jobs(scheduler, url, read_policies(policies_dir))
+    scheduler.resume()
+    return scheduler

@@ -4,7 +4,8 @@ Two engines share one database: a writer whose transactions start with
 `BEGIN IMMEDIATE` (so SQLite takes the write lock up front and a busy writer
 waits instead of failing half-way), and a read-only engine for queries.
 On SQLite every connection gets WAL, a busy timeout, foreign keys and
-synchronous=NORMAL. Other databases (PostgreSQL) get none of this.
+synchronous=NORMAL. On PostgreSQL writers serialize on an advisory lock and readers see one
+snapshot per transaction, so the same code has the same guarantees on both.
 """
 
 from __future__ import annotations
@@ -55,8 +56,7 @@ def _make_engine(url: str, read_only: bool) -> Engine:
     parsed = make_url(url)
     path = sqlite_path(parsed)
     if parsed.get_backend_name() != "sqlite":
-        options = {"postgresql_readonly": True} if read_only else {}
-        return create_engine(parsed, execution_options=options)
+        return _postgres_engine(parsed, read_only)
     if path is not None and read_only:
         parsed = parsed.set(database=f"file:{path}", query={"mode": "ro", "uri": "true"})
     engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
@@ -65,6 +65,30 @@ def _make_engine(url: str, read_only: bool) -> Engine:
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+WRITER_LOCK = 0x7661_7269  # "vari": the advisory lock every registry write transaction holds
+
+
+def _postgres_engine(url: URL, read_only: bool) -> Engine:
+    """PostgreSQL with SQLite's guarantees, which the registry's code relies on:
+    - one writer at a time (SQLite's BEGIN IMMEDIATE): each write transaction first takes a
+      transaction-scoped advisory lock, waiting up to the same busy timeout, so a read-then-write
+      (the next version number, the one active rollout per endpoint, a lease) cannot race;
+    - a read transaction sees one snapshot (SQLite's read transactions do): REPEATABLE READ, read-only,
+      so `audit verify` never compares events and a head taken at different moments."""
+    if read_only:
+        return create_engine(
+            url, isolation_level="REPEATABLE READ", execution_options={"postgresql_readonly": True}
+        )
+    engine = create_engine(url)
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {BUSY_TIMEOUT_MS}")
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
 
     return engine
 

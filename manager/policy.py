@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from manager import yamlconfig
+from manager import windows, yamlconfig
 from manager.clock import parse_duration
 from manager.names import RESOURCE_NAME
 
@@ -218,12 +218,28 @@ class Trigger(Spec):
     type: Literal["manual", "newApprovedCandidate", "cron"] = "manual"
     cron: str | None = None
     retrain: Retrain | None = None
-    windows: list[str] = Field(default_factory=list)  # e.g. "Mon-Fri 09:00-17:00", UTC
+    windows: list[str] = Field(default_factory=list, max_length=50)  # e.g. "Mon-Fri 09:00-17:00", UTC
+    # A cron run missed while the daemon was down runs once at start if it is this late at most.
+    misfire_grace: Duration = Field("1h", alias="misfireGrace")
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, value: list[str]) -> list[str]:
+        for window in value:
+            windows.parse(window)
+        return value
 
     @model_validator(mode="after")
     def _cron(self) -> Trigger:
         if self.type == "cron" and (not self.cron or self.retrain is None):
             raise ValueError("a cron trigger needs `cron` and `retrain`")
+        if self.cron is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(self.cron, timezone="UTC")
+            except ValueError as exc:
+                raise ValueError(f"cron {self.cron!r}: {exc}") from None
         return self
 
 

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from manager.cli.main import cli
 from manager.db import Database
@@ -28,10 +33,65 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "registry.db"
 
 
+PG_ADMIN_URL = os.environ.get("VARIANTCTL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+# CI sets this: there, a PostgreSQL that cannot be reached fails the run instead of skipping tests.
+REQUIRE_PG = os.environ.get("VARIANTCTL_REQUIRE_PG") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "backends: run on SQLite and on PostgreSQL (`backend` says which)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("backends")
+    if "backend" in metafunc.fixturenames and marker is not None:
+        # `@pytest.mark.backends("sqlite")` on one test narrows its module's `backends` mark.
+        metafunc.parametrize("backend", list(marker.args or ("sqlite", "postgresql")))
+
+
 @pytest.fixture
-def database(db_path: Path) -> Iterator[Database]:
-    """A real SQLite file at the schema head."""
-    db = Database(f"sqlite:///{db_path}")
+def backend() -> str:
+    """The registry's database kind; tests marked `backends` run once for each."""
+    return "sqlite"
+
+
+@contextmanager
+def throwaway_pg_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test (dropped after it); skipped when PostgreSQL is
+    unreachable, except in CI (VARIANTCTL_REQUIRE_PG=1), where that fails."""
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"variantctl_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+    except OperationalError as exc:
+        admin.dispose()
+        reason = f"no PostgreSQL at {PG_ADMIN_URL}: {str(exc.orig).splitlines()[0]}"
+        if REQUIRE_PG:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@pytest.fixture
+def db_url(backend: str, db_path: Path) -> Iterator[str]:
+    """The registry's URL: a SQLite file, or a throwaway PostgreSQL database."""
+    if backend == "sqlite":
+        yield f"sqlite:///{db_path}"
+        return
+    with throwaway_pg_database() as url:
+        yield url
+
+
+@pytest.fixture
+def database(db_url: str) -> Iterator[Database]:
+    """A real registry at the schema head (SQLite, or PostgreSQL for tests marked `backends`)."""
+    db = Database(db_url)
     migrate.upgrade(db)
     yield db
     db.dispose()
@@ -47,19 +107,17 @@ def artifact(tmp_path: Path) -> Path:
 class Cli:
     """Runs variantctl in-process against one registry file, as a given actor."""
 
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
+    def __init__(self, db: Path | str) -> None:
+        self.db = str(db)
         self.runner = CliRunner()
 
     def __call__(self, *args: str, actor: str = "tester") -> Result:
-        return self.runner.invoke(
-            cli, ["--db", str(self.db_path), "--actor", actor, *args], catch_exceptions=False
-        )
+        return self.runner.invoke(cli, ["--db", self.db, "--actor", actor, *args], catch_exceptions=False)
 
 
 @pytest.fixture
-def run(db_path: Path) -> Cli:
-    return Cli(db_path)
+def run(db_url: str, db_path: Path, backend: str) -> Cli:
+    return Cli(db_path if backend == "sqlite" else db_url)
 
 
 @pytest.fixture(scope="session")

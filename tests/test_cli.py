@@ -18,6 +18,8 @@ from manager.db import Database
 
 from .conftest import Cli
 
+pytestmark = pytest.mark.backends  # each test runs on SQLite and on PostgreSQL
+
 
 @pytest.fixture
 def ready(run: Cli) -> Cli:
@@ -115,6 +117,7 @@ def test_history_filters_and_formats(ready: Cli, artifact: Path, database: Datab
     assert "model.register" in table and "bob" in table
 
 
+@pytest.mark.backends("sqlite")  # it opens the SQLite file itself
 def test_audit_verify_exit_codes(ready: Cli, artifact: Path, db_path: Path) -> None:
     ready("models", "register", "churn", "--artifact", str(artifact), "--framework", "sklearn")
     ok = ready("audit", "verify")
@@ -155,6 +158,7 @@ def test_user_errors_are_one_line_and_exit_2(ready: Cli, args: tuple[str, ...], 
     assert message in _one_line_error(ready(*args))
 
 
+@pytest.mark.backends("sqlite")  # it opens the SQLite file itself
 def test_missing_database_is_a_clear_error(run: Cli, db_path: Path) -> None:
     for args in (("history",), ("models", "list"), ("audit", "verify")):
         assert "no registry at" in _one_line_error(run(*args))

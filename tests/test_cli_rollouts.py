@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from manager import audit, daemon
 from manager.cli.main import cli
 from manager.registry.tables import Rollout
+from manager.windows import within
 
 from .rollout_support import CANARY, ENDPOINT, make_world, policy_text
 
@@ -167,7 +168,7 @@ def test_a_new_approved_candidate_triggers_a_rollout(tmp_path: Path, artifacts: 
     ],
 )
 def test_allowed_time_windows(windows: list[str], when: datetime, inside: bool) -> None:
-    assert daemon.within_windows(windows, when) is inside
+    assert within(windows, when) is inside
 
 
 def test_a_cron_retrain_trains_gates_and_starts_a_rollout(tmp_path: Path, artifacts: dict[str, Path]) -> None:

@@ -33,6 +33,8 @@ from manager.registry.tables import (
 from .aws_support import record_operations
 from .registry_fixtures import bare_rollout
 
+pytestmark = pytest.mark.backends  # each test runs on SQLite and on PostgreSQL
+
 
 def _rollout(database: Database, started: datetime) -> int:
     return bare_rollout(database, started, weights={"baseline": 95, "candidate": 5})
@@ -424,7 +426,7 @@ def test_reads_from_s3(database: Database, now: datetime, monkeypatch: pytest.Mo
 
 
 def test_endpoints_show_reports_malformed_lines(
-    database: Database, files: Files, spec: QualitySpec, now: datetime, db_path: Path
+    database: Database, files: Files, spec: QualitySpec, now: datetime
 ) -> None:
     from click.testing import CliRunner
 
@@ -433,9 +435,9 @@ def test_endpoints_show_reports_malformed_lines(
     _rollout(database, now - timedelta(hours=1))
     files.capture("baseline", "a.jsonl", ["garbage", capture_line("v1", now - timedelta(minutes=2), "0.9")])
     _ingestor(database).run(spec)
-    shown = CliRunner().invoke(cli, ["--db", str(db_path), "endpoints", "show", "ep", "-o", "json"])
+    shown = CliRunner().invoke(cli, ["--db", database.url, "endpoints", "show", "ep", "-o", "json"])
     assert shown.exit_code == 0, shown.output
     ingestion = json.loads(shown.stdout)["ingestion"]
     assert (ingestion["malformed_skipped"], ingestion["predictions_waiting_for_labels"]) == (1, 1)
-    table = CliRunner().invoke(cli, ["--db", str(db_path), "endpoints", "show", "ep"]).stdout
+    table = CliRunner().invoke(cli, ["--db", database.url, "endpoints", "show", "ep"]).stdout
     assert "malformed skipped" in table

@@ -108,9 +108,16 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[i : i + IN_CHUNK]
 
 
-def _minute_of(stored: str) -> datetime:
-    """The minute of a time as the database returns it as text (ISO 8601, UTC; with or without zone)."""
-    return datetime.fromisoformat(stored[:16]).replace(tzinfo=UTC)
+def _minute_key(stored: str | datetime) -> str | datetime:
+    """What identifies the minute of a stored time: SQLite returns the text (ISO 8601, UTC), whose
+    first 16 characters are the minute; PostgreSQL's driver returns a datetime whatever the coercion."""
+    if isinstance(stored, datetime):
+        return stored.astimezone(UTC).replace(second=0, microsecond=0)
+    return stored[:16]
+
+
+def _minute_of(key: str | datetime) -> datetime:
+    return key if isinstance(key, datetime) else datetime.fromisoformat(key).replace(tzinfo=UTC)
 
 
 class GroundTruthIngestor:
@@ -319,7 +326,7 @@ class GroundTruthIngestor:
         malformed = 0
         # The stored time as text: only its minute is needed, and parsing each row's datetime costs more
         # than the rest of the join (one parse per distinct minute instead).
-        minutes: dict[str, datetime] = {}
+        minutes: dict[str | datetime, datetime] = {}
         columns = (
             _CAPTURED.c.inference_id,
             _CAPTURED.c.joined,
@@ -342,9 +349,10 @@ class GroundTruthIngestor:
             except Malformed:
                 malformed += 1
                 continue
-            minute = minutes.get(at[:16])
+            key = _minute_key(at)
+            minute = minutes.get(key)
             if minute is None:
-                minute = minutes[at[:16]] = _minute_of(at)
+                minute = minutes[key] = _minute_of(key)
             for metric, value in pairs:
                 delta = deltas[(rollout_id, phase, variant, metric, minute)]
                 delta[0] += 1

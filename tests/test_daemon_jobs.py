@@ -1,0 +1,210 @@
+"""The daemon's scheduled jobs are exact: reconciled against the policy files (added, changed,
+removed), a bad file skips only itself, a missed cron run runs once within its grace or is recorded
+as skipped, and JSON logs carry a failing job's error. A real APScheduler on the registry's job
+store; the retrain itself is replaced by a recorder (training is tested elsewhere)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from apscheduler.job import Job
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from manager import audit, daemon
+from manager.db import Database
+
+pytestmark = pytest.mark.backends  # the job store on SQLite and on PostgreSQL
+
+CRON_POLICY = """
+name: {name}
+target: {{endpoint: ep-{name}, candidate: {{model: churn, newestApproved: true}}}}
+stepWeights: [50]
+metrics:
+  - {{name: 5xx, role: primary, source: cloudwatch, measure: errors_5xx, kind: errors, higherIsBetter: false}}
+trigger:
+  type: cron
+  cron: "{cron}"
+  misfireGrace: {grace}
+  retrain: {{data: "sklearn:breast_cancer", config: train.yaml}}
+"""
+
+
+def write_policy(folder: Path, name: str, cron: str = "0 3 * * *", grace: str = "1h") -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(CRON_POLICY.format(name=name, cron=cron, grace=grace))
+    return path
+
+
+@pytest.fixture
+def runtime(database: Database) -> Iterator[daemon.Runtime]:
+    url = database.url
+    daemon._RUNTIMES[url] = daemon.Runtime(database, None, None)
+    daemon._REPORTED.clear()
+    yield daemon._RUNTIMES[url]
+    if daemon._RUNTIMES[url].scheduler is not None:
+        daemon._RUNTIMES[url].scheduler.shutdown(wait=False)
+    del daemon._RUNTIMES[url]
+
+
+@pytest.fixture
+def ran(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Retrain runs, recorded instead of training (jobs name `manager.daemon:retrain_job`)."""
+    calls: list[str] = []
+    done = threading.Event()
+
+    def record(url: str, policy_path: str, job_id: str) -> None:
+        calls.append(job_id)
+        done.set()
+
+    monkeypatch.setattr(daemon, "retrain_job", record)
+    return calls
+
+
+def retrain_jobs(scheduler: BackgroundScheduler) -> dict[str, str]:
+    return {j.id: str(j.trigger) for j in scheduler.get_jobs() if j.id.startswith("retrain:")}
+
+
+def test_jobs_follow_the_policy_files(
+    runtime: daemon.Runtime, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    write_policy(folder, "a")
+    write_policy(folder, "b", cron="0 4 * * *")
+    caplog.set_level(logging.INFO, "variantctl.daemon")
+    scheduler = daemon.start_scheduler(runtime.database.url, 3600, 3600, folder)
+    assert set(retrain_jobs(scheduler)) == {"retrain:a", "retrain:b"}
+    before = scheduler.get_job("retrain:a").next_run_time
+
+    write_policy(folder, "b", cron="30 5 * * *")  # changed
+    (folder / "a.yaml").unlink()  # removed
+    write_policy(folder, "c")  # added
+    (folder / "bad.yaml").write_text(CRON_POLICY.format(name="bad", cron="61 * * * *", grace="1h"))
+    done = daemon.sync_jobs(scheduler, runtime.database.url, daemon.read_policies(folder))
+    assert done == {"added": ["retrain:c"], "changed": ["retrain:b"], "removed": ["retrain:a"]}
+    assert "hour='5', minute='30'" in retrain_jobs(scheduler)["retrain:b"]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "bad.yaml skipped" in errors[0] and "cron '61 * * * *'" in errors[0]
+
+    # Nothing changed: nothing is touched, and the bad file's error is not logged again.
+    caplog.clear()
+    c_next = scheduler.get_job("retrain:c").next_run_time
+    again = daemon.sync_jobs(scheduler, runtime.database.url, daemon.read_policies(folder))
+    assert again == {"added": [], "changed": [], "removed": []}
+    assert scheduler.get_job("retrain:c").next_run_time == c_next
+    assert not [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert before is not None
+
+
+def test_a_bad_policy_file_at_start_skips_only_itself(runtime: daemon.Runtime, tmp_path: Path) -> None:
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    write_policy(folder, "good")
+    (folder / "window.yaml").write_text(
+        CRON_POLICY.format(name="w", cron="0 3 * * *", grace="1h").replace(
+            "trigger:\n", "trigger:\n  windows: [Funday 09:00-17:00]\n"
+        )
+    )
+    (folder / "twin.yaml").write_text(CRON_POLICY.format(name="good", cron="0 5 * * *", grace="1h"))
+    scheduler = daemon.start_scheduler(runtime.database.url, 3600, 3600, folder)
+    assert set(retrain_jobs(scheduler)) == {"retrain:good"}
+    assert "Funday" in daemon._REPORTED[str(folder / "window.yaml")]
+    assert "already used by" in daemon._REPORTED[str(folder / "twin.yaml")]
+
+
+def _persist_overdue_job(database: Database, policy: Path, job_id: str, late: timedelta, grace: int) -> None:
+    """What a daemon that stopped before a nightly run leaves in the job store. Written through the
+    store itself: a scheduler shut down with an overdue job may run it on the way out (APScheduler 3
+    processes jobs once more after `shutdown`)."""
+    holder = BackgroundScheduler(timezone=UTC)
+    store = SQLAlchemyJobStore(engine=database.writer)
+    store.start(holder, "default")
+    store.add_job(
+        Job(
+            holder,
+            id=job_id,
+            func=daemon.RETRAIN_JOB,
+            trigger=CronTrigger.from_crontab("0 3 * * *", timezone=UTC),
+            executor="default",
+            args=[database.url, str(policy), job_id],
+            kwargs={},
+            name=job_id,
+            misfire_grace_time=grace,
+            coalesce=True,
+            max_instances=1,
+            next_run_time=datetime.now(UTC) - late,
+        )
+    )
+
+
+def test_a_run_missed_within_its_grace_runs_once_at_start(
+    runtime: daemon.Runtime, tmp_path: Path, ran: list[str]
+) -> None:
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    policy = write_policy(folder, "nightly")
+    _persist_overdue_job(runtime.database, policy, "retrain:nightly", timedelta(minutes=20), 3600)
+    scheduler = daemon.start_scheduler(runtime.database.url, 3600, 3600, folder)
+    deadline = time.monotonic() + 30
+    while not ran and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ran == ["retrain:nightly"]
+    assert scheduler.get_job("retrain:nightly").next_run_time > datetime.now(UTC)
+
+
+def test_a_run_missed_beyond_its_grace_is_skipped_and_recorded(
+    runtime: daemon.Runtime, tmp_path: Path, ran: list[str]
+) -> None:
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    policy = write_policy(folder, "nightly")
+    _persist_overdue_job(runtime.database, policy, "retrain:nightly", timedelta(hours=3), 3600)
+    daemon.start_scheduler(runtime.database.url, 3600, 3600, folder)
+    deadline = time.monotonic() + 30
+    missed: list[audit.HistoryEvent] = []
+    while not missed and time.monotonic() < deadline:
+        missed = audit.history(runtime.database, audit.HistoryFilter(action="trigger.missed"))
+        time.sleep(0.05)
+    assert [e.subject_id for e in missed] == ["nightly"] and ran == []
+    assert "was missed (the daemon was not running) and skipped" in (missed[0].reason or "")
+    assert audit.verify(runtime.database).ok
+
+
+def test_json_logs_carry_a_failing_jobs_error(
+    runtime: daemon.Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(daemon.JsonLines().format(record))
+
+    def broken(url: str, policy_path: str, job_id: str) -> None:
+        raise RuntimeError("the training data vanished")
+
+    monkeypatch.setattr(daemon, "retrain_job", broken)
+    handler = Collect()
+    logging.getLogger("variantctl.daemon").addHandler(handler)
+    try:
+        folder = tmp_path / "policies"
+        folder.mkdir()
+        policy = write_policy(folder, "nightly")
+        _persist_overdue_job(runtime.database, policy, "retrain:nightly", timedelta(minutes=1), 3600)
+        daemon.start_scheduler(runtime.database.url, 3600, 3600, folder)
+        deadline = time.monotonic() + 30
+        while not any("failed" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        logging.getLogger("variantctl.daemon").removeHandler(handler)
+    [failed] = [json.loads(line) for line in lines if "failed" in line]
+    assert failed["job"] == "retrain:nightly" and failed["error_type"] == "RuntimeError"
+    assert failed["error"] == "the training data vanished" and "Traceback" in failed["traceback"]
