@@ -67,12 +67,16 @@ class DaemonTuning:
     - metrics_lag: how long CloudWatch windows are left to fill before they are read (its data arrives
       2-5 minutes late);
     - metrics_period: the CloudWatch window, in seconds;
-    - capture_settle: how long a capture or label file must go without a write before it is closed.
+    - capture_settle: how long a file must go without a write before its last line, if it has no
+      newline, is read (until then the writer may still be writing it);
+    - ingest_lookback: how long after its last write a file is still watched for appends, and files
+      named before it are still looked for; older ones are forgotten.
     """
 
     metrics_lag: timedelta = timedelta(seconds=180)
     metrics_period: int = 60
     capture_settle: timedelta = timedelta(seconds=7200)
+    ingest_lookback: timedelta = timedelta(days=2)
 
     @classmethod
     def from_env(cls) -> DaemonTuning:
@@ -80,6 +84,7 @@ class DaemonTuning:
             metrics_lag=timedelta(seconds=_seconds("VARIANTCTL_METRICS_LAG_SECONDS", 180)),
             metrics_period=int(_seconds("VARIANTCTL_METRICS_PERIOD_SECONDS", 60)),
             capture_settle=timedelta(seconds=_seconds("VARIANTCTL_CAPTURE_SETTLE_SECONDS", 7200)),
+            ingest_lookback=timedelta(seconds=_seconds("VARIANTCTL_INGEST_LOOKBACK_SECONDS", 172800)),
         )
 
 

@@ -121,7 +121,10 @@ def build_runtime(url: str, owner: str) -> Runtime:
         database,
         Reconciler(database, platform, metrics, owner=owner, actor="daemon"),
         GroundTruthIngestor(
-            database, s3_client=boto3.client("s3", config=RETRIES), settle=tuning.capture_settle
+            database,
+            s3_client=boto3.client("s3", config=RETRIES),
+            settle=tuning.capture_settle,
+            lookback=tuning.ingest_lookback,
         ),
     )
 

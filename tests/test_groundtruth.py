@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from manager.metrics.stores import LocalStore, ObjectStore, open_store
 from manager.registry.endpoints import ingest_status
 from manager.registry.tables import (
     CapturedInference,
+    IngestCursor,
     Observation,
     PendingLabel,
 )
@@ -334,6 +336,100 @@ def test_unmatched_predictions_expire(
     later = _ingestor(database, clock=lambda: datetime.now(UTC) + timedelta(hours=25)).run(spec)
     assert later.expired_predictions == 1
     assert _waiting(database) == 0
+    with database.read() as session:
+        assert ingest_status(session, "ep")["expired_unjoined"] == 1, "what expired is counted and shown"
+
+
+def _age(path: Path, hours: float) -> None:
+    """As if the file was last written `hours` ago."""
+    when = time.time() - hours * 3600
+    os.utime(path, (when, when))
+
+
+def test_a_late_file_named_before_one_already_read_is_read(
+    database: Database, files: Files, spec: QualitySpec, now: datetime
+) -> None:
+    _rollout(database, now - timedelta(hours=1))
+    at = now - timedelta(minutes=30)
+    files.capture("baseline", "c.jsonl", [capture_line("p1", at, "0.9"), capture_line("p2", at, "0.9")])
+    _age(files.labels("b.jsonl", [label_line("p1", "1")]), hours=3)  # beyond the old 2 h settle
+    ingestor = GroundTruthIngestor(database, clock=lambda: datetime.now(UTC), settle=timedelta(hours=2))
+    assert ingestor.run(spec).joined == 1
+    _age(files.labels("a.jsonl", [label_line("p2", "1")]), hours=3)  # uploaded late, sorts first
+    assert ingestor.run(spec).joined == 1
+    assert _observed(database) == {"baseline": (2, 2.0)}
+
+
+def test_records_appended_to_a_finished_file_are_read(
+    database: Database, files: Files, spec: QualitySpec, now: datetime
+) -> None:
+    _rollout(database, now - timedelta(hours=1))
+    at = now - timedelta(minutes=30)
+    path = files.capture("baseline", "a.jsonl", [capture_line("p1", at, "0.9")])
+    _age(path, hours=3)
+    ingestor = GroundTruthIngestor(database, clock=lambda: datetime.now(UTC), settle=timedelta(hours=2))
+    assert ingestor.run(spec).predictions == 1
+    files.capture("baseline", "a.jsonl", [capture_line("p2", at, "0.9")], append=True)
+    assert ingestor.run(spec).predictions == 1
+    assert _waiting(database) == 2
+
+
+def test_a_five_megabyte_line_is_counted_and_skipped_without_blocking(
+    database: Database, files: Files, spec: QualitySpec, now: datetime
+) -> None:
+    _rollout(database, now - timedelta(hours=1))
+    at = now - timedelta(minutes=30)
+    huge = '{"captureData": "' + "x" * (5 << 20) + '"}'
+    files.capture("baseline", "a.jsonl", [capture_line("p1", at, "0.9"), huge, capture_line("p2", at, "0.9")])
+    report = _ingestor(database).run(spec)
+    assert (report.predictions, report.malformed) == (2, 1)
+    with database.read() as session:
+        assert ingest_status(session, "ep")["malformed_skipped"] == 1
+    files.capture("baseline", "a.jsonl", [capture_line("p3", at, "0.9")], append=True)
+    assert _ingestor(database).run(spec).predictions == 1, "the rest of the file is still read"
+
+
+def test_a_file_replaced_in_place_is_read_again(
+    database: Database, files: Files, spec: QualitySpec, now: datetime
+) -> None:
+    _rollout(database, now - timedelta(hours=1))
+    at = now - timedelta(minutes=30)
+    files.capture("baseline", "c.jsonl", [capture_line(f"p{i}", at, "0.9") for i in range(3)])
+    files.labels("a.jsonl", [label_line("p0", "1"), label_line("p1", "1")])
+    ingestor = _ingestor(database)
+    assert ingestor.run(spec).joined == 2
+    files.labels("a.jsonl", [label_line("p2", "0")])  # rewritten, shorter
+    report = ingestor.run(spec)
+    assert (report.joined, report.replaced_files) == (1, 1)
+    assert _observed(database) == {"baseline": (3, 2.0)}
+
+
+def test_a_last_line_without_its_newline_is_read_once_the_file_is_quiet(
+    database: Database, files: Files, spec: QualitySpec, now: datetime
+) -> None:
+    _rollout(database, now - timedelta(hours=1))
+    at = now - timedelta(minutes=30)
+    path = files.capture("baseline", "a.jsonl", [capture_line("p1", at, "0.9")])
+    with open(path, "a") as handle:
+        handle.write(capture_line("p2", at, "0.9"))  # no newline at the end
+    waiting = GroundTruthIngestor(database, clock=lambda: datetime.now(UTC), settle=timedelta(hours=1))
+    assert waiting.run(spec).predictions == 1, "the writer may still be writing it"
+    _age(path, hours=2)
+    assert waiting.run(spec).predictions == 1
+
+
+def test_files_past_the_look_back_are_forgotten_behind_the_horizon(
+    database: Database, files: Files, spec: QualitySpec, now: datetime
+) -> None:
+    _rollout(database, now - timedelta(hours=1))
+    old = files.labels("a.jsonl", [label_line("x", "1")])
+    _age(old, hours=72)
+    files.labels("b.jsonl", [label_line("y", "1")])
+    _ingestor(database).run(spec)
+    with database.read() as session:
+        [cursor] = [c for c in session.scalars(select(IngestCursor)) if c.kind == "ground_truth"]
+        position = cursor.position
+    assert position["horizon"].endswith("a.jsonl") and [k[-7:] for k in position["files"]] == ["b.jsonl"]
 
 
 def test_predictions_outside_any_rollout_are_not_counted(

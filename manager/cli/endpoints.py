@@ -75,6 +75,7 @@ def show(app: AppContext, name: str, output: str) -> None:
         record["ingested records"] = ingest["records_read"]
         record["malformed skipped"] = ingest["malformed_skipped"]
         record["waiting for labels"] = ingest["predictions_waiting_for_labels"]
+        record["expired unjoined"] = ingest["expired_unjoined"]
         record["read errors"] = "; ".join(ingest["read_errors"]) or None
     else:
         record["ingestion"] = ingest

@@ -68,6 +68,7 @@ class IngestReport:
     outside_rollout: int = 0
     expired_predictions: int = 0
     expired_labels: int = 0
+    replaced_files: int = 0  # changed in place, read again (what was seen already is dropped by id)
     file_errors: list[str] = field(default_factory=list)
 
 
@@ -128,6 +129,7 @@ class GroundTruthIngestor:
         clock: Callable[[], datetime] = utcnow,
         batch: int = 5000,
         settle: timedelta = timedelta(hours=2),
+        lookback: timedelta = timedelta(days=2),
         phases: Callable[[Session, str], PhaseResolver] = RegistryPhases,
         stores: Callable[[str, Any], tuple[ObjectStore, str]] = open_store,
     ) -> None:
@@ -136,17 +138,18 @@ class GroundTruthIngestor:
         self.clock = clock
         self.batch = batch
         self.settle = settle
+        self.lookback = lookback
         self.phases = phases
         self.stores = stores
 
     def run(self, spec: QualitySpec) -> IngestReport:
         now = self.clock()
         report = IngestReport()
-        self._expire(spec.endpoint, now, report)
-        with self.database.read() as session:
-            resolve = self.phases(session, spec.endpoint)
         capture_store, capture_root = self.stores(spec.capture_uri, self.s3_client)
         endpoint_prefix = f"{capture_root}{spec.endpoint}/"
+        self._expire(spec, endpoint_prefix, now, report)
+        with self.database.read() as session:
+            resolve = self.phases(session, spec.endpoint)
         for variant in capture_store.children(endpoint_prefix):
 
             def captures(session: Session, lines: list[bytes], variant: str = variant) -> int:
@@ -184,13 +187,20 @@ class GroundTruthIngestor:
             cursor = Cursor.from_json(row.position) if row else Cursor()
         errors: list[str] = []
         pending: list[bytes] = []
-        for chunk in read_new(store, prefix, cursor, now, self.settle, errors, max_lines=self.batch):
+        oversized = 0
+        chunks = read_new(
+            store, prefix, cursor, now, self.settle, errors, max_lines=self.batch, lookback=self.lookback
+        )
+        for chunk in chunks:
             pending += chunk.lines
-            if len(pending) >= self.batch:
-                self._flush(spec, kind, cursor_id, chunk.cursor, pending, handle, None)
-                pending = []
+            oversized += chunk.oversized
+            report.malformed += chunk.oversized
+            report.replaced_files += chunk.replaced
+            if len(pending) >= self.batch or chunk.oversized:
+                self._flush(spec, kind, cursor_id, chunk.cursor, pending, handle, None, oversized)
+                pending, oversized = [], 0
         last_error = f"{len(errors)} unreadable: {errors[0]}" if errors else None
-        self._flush(spec, kind, cursor_id, cursor, pending, handle, last_error)
+        self._flush(spec, kind, cursor_id, cursor, pending, handle, last_error, oversized)
         report.file_errors += errors
 
     def _flush(
@@ -202,9 +212,10 @@ class GroundTruthIngestor:
         lines: list[bytes],
         handle: Callable[[Session, list[bytes]], int],
         last_error: str | None,
+        oversized: int = 0,
     ) -> None:
         with self.database.write() as session:
-            malformed = handle(session, lines) if lines else 0
+            malformed = (handle(session, lines) if lines else 0) + oversized
             row = session.get(IngestCursor, cursor_id)
             if row is None:
                 row = IngestCursor(
@@ -212,7 +223,7 @@ class GroundTruthIngestor:
                 )
                 session.add(row)
             row.position = cursor.as_json()
-            row.records += len(lines) - malformed
+            row.records += len(lines) - (malformed - oversized)
             row.malformed += malformed
             if last_error is not None or lines:
                 row.last_error = last_error
@@ -391,17 +402,47 @@ class GroundTruthIngestor:
             )
         return malformed
 
-    def _expire(self, endpoint: str, now: datetime, report: IngestReport) -> None:
+    def _expire(self, spec: QualitySpec, capture_prefix: str, now: datetime, report: IngestReport) -> None:
+        """Forget what waited too long to be joined, counting it on the prefix it was read from."""
+        endpoint = spec.endpoint
         with self.database.write() as session:
             conn = session.connection()
-
-            def expire(table: Table, *where: Any) -> int:
-                stmt = delete(table).where(table.c.endpoint == endpoint, table.c.expires_at < now, *where)
-                return int(conn.execute(stmt).rowcount or 0)
-
-            report.expired_predictions += expire(_CAPTURED, _CAPTURED.c.joined.is_(False))
-            expire(_CAPTURED)  # joined long enough ago that no replay is expected any more
-            report.expired_labels += expire(_LABELS)
+            unjoined = conn.execute(
+                delete(_CAPTURED)
+                .where(
+                    _CAPTURED.c.endpoint == endpoint,
+                    _CAPTURED.c.expires_at < now,
+                    _CAPTURED.c.joined.is_(False),
+                )
+                .returning(_CAPTURED.c.variant)
+            ).scalars()
+            per_variant: dict[str, int] = defaultdict(int)
+            for variant in unjoined:
+                per_variant[variant] += 1
+            # joined long enough ago that no replay is expected any more
+            conn.execute(
+                delete(_CAPTURED).where(_CAPTURED.c.endpoint == endpoint, _CAPTURED.c.expires_at < now)
+            )
+            labels = int(
+                conn.execute(
+                    delete(_LABELS).where(_LABELS.c.endpoint == endpoint, _LABELS.c.expires_at < now)
+                ).rowcount
+                or 0
+            )
+            report.expired_predictions += sum(per_variant.values())
+            report.expired_labels += labels
+            counts = {
+                f"{spec.capture_uri}#{capture_prefix}{variant}/": n for variant, n in per_variant.items()
+            }
+            if labels:
+                label_root = self.stores(spec.ground_truth_uri, self.s3_client)[1]
+                counts[f"{spec.ground_truth_uri}#{label_root}"] = labels
+            for cursor_id, n in counts.items():
+                conn.execute(
+                    update(IngestCursor)
+                    .where(IngestCursor.prefix == cursor_id)
+                    .values(expired=IngestCursor.expired + n)
+                )
 
 
 _CAPTURED: Table = CapturedInference.__table__  # type: ignore[assignment]

@@ -53,6 +53,7 @@ def ingest_status(session: Session, endpoint: str) -> dict[str, Any]:
     return {
         "records_read": sum(c.records for c in cursors),
         "malformed_skipped": sum(c.malformed for c in cursors),
+        "expired_unjoined": sum(c.expired for c in cursors),
         "predictions_waiting_for_labels": waiting,
         "read_errors": [f"{c.prefix}: {c.last_error}" for c in cursors if c.last_error],
     }

@@ -297,6 +297,9 @@ class IngestCursor(Base):
     position: Mapped[dict[str, Any]] = mapped_column(default=dict)
     records: Mapped[int] = mapped_column(default=0)
     malformed: Mapped[int] = mapped_column(default=0)
+    # read here, then expired before it could be joined (a prediction never labelled, a label whose
+    # prediction never came)
+    expired: Mapped[int] = mapped_column(default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
