@@ -135,20 +135,53 @@ class ChainCheck:
     head_hash: str
     first_bad_seq: int | None = None
     problem: str | None = None
+    rows: tuple[str, ...] = ()  # registry rows the history disagrees with
 
 
-def verify(database: Database, expect_head: str | None = None) -> ChainCheck:
-    """Recompute the whole chain, oldest first, in constant memory."""
+@dataclass(frozen=True)
+class Head:
+    """A head an auditor kept: `SEQ:HASH` (what verify prints), or the hash alone."""
+
+    hash: str
+    seq: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Head:
+        seq_text, _, digest = text.strip().rpartition(":")
+        digest = digest.lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(
+                f"{text!r} is not a head: expected SEQ:HASH (a 64-digit hex hash) as verify prints"
+            )
+        if seq_text and not (seq_text.isdigit() and 0 < int(seq_text) < 1 << 63):
+            raise ValueError(f"{text!r} is not a head: {seq_text!r} is not a sequence number")
+        return cls(digest, int(seq_text) if seq_text else None)
+
+
+def verify(database: Database, expect_head: Head | None = None, rows: bool = True) -> ChainCheck:
+    """Recompute the whole chain, oldest first, in constant memory, in one read transaction (one
+    snapshot, even while writers append); then, with `rows`, compare the registry's rows with what the
+    history says they should be. `expect_head`, a head kept earlier, must be part of the chain: a
+    live registry that only grew since passes, a rewritten one does not."""
+    from manager.registry.attest import Expected
+
     expected_seq, running = 1, GENESIS
+    expected = Expected()
+    kept_found = expect_head is None
     with database.read() as session:
         for row in _rows_in_order(session):
             problem = _check(session, row, expected_seq, running)
             if problem:
                 bad_seq = expected_seq if "missing" in problem else row.seq
                 return ChainCheck(False, expected_seq - 1, expected_seq - 1, running, bad_seq, problem)
+            if expect_head is not None and row.hash == expect_head.hash:
+                kept_found = expect_head.seq in (None, row.seq)
             expected_seq, running = row.seq + 1, row.hash
+            if rows:
+                expected.feed(row)
         count = expected_seq - 1
         head = session.get(AuditHead, 1)
+        differences = expected.differences(session) if rows else []
     if head is None:
         return ChainCheck(False, count, count, running, count + 1, "the history head row was deleted")
     if (head.seq, head.hash) != (count, running):
@@ -156,15 +189,14 @@ def verify(database: Database, expect_head: str | None = None) -> ChainCheck:
             problem = f"events {count + 1}..{head.seq} were deleted from the end of the history"
             return ChainCheck(False, count, count, running, count + 1, problem)
         return ChainCheck(False, count, count, running, head.seq, "the history head was altered")
-    if expect_head is not None and expect_head not in (running, f"{count}:{running}"):
-        return ChainCheck(
-            False,
-            count,
-            count,
-            running,
-            count,
-            f"head hash is {running}, expected {expect_head}: the chain was rewritten",
-        )
+    if not kept_found:
+        assert expect_head is not None
+        where = f"seq {expect_head.seq}" if expect_head.seq is not None else "any event"
+        problem = f"the kept head {expect_head.hash} is not the hash of {where}: the chain was rewritten"
+        return ChainCheck(False, count, count, running, expect_head.seq or count, problem)
+    if differences:
+        problem = f"{len(differences)} registry rows differ from the history: {differences[0]}"
+        return ChainCheck(False, count, count, running, None, problem, tuple(differences))
     return ChainCheck(True, count, count, running)
 
 

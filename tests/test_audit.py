@@ -21,8 +21,8 @@ def _fill(database: Database, count: int = 6) -> None:
             database,
             "alice",
             audit.Event(
-                action="model.register",
-                subject_type="model_version",
+                action="note.added",  # chain-only events: no registry row stands behind them
+                subject_type="note",
                 subject_id=f"m:{i + 1}",
                 model="m",
                 reason=f"event {i + 1}",
@@ -125,7 +125,8 @@ def test_reordered_events_are_named(database: Database, db_path: Path) -> None:
 
 def test_rewritten_chain_is_caught_by_the_head_an_auditor_kept(database: Database, db_path: Path) -> None:
     _fill(database, 3)
-    kept = audit.verify(database).head_hash
+    first = audit.verify(database)
+    kept = audit.Head(first.head_hash, first.head_seq)
     # The attacker rewrites the whole history, recomputing every hash and the head.
     _tamper(db_path, "DELETE FROM audit_events", f"UPDATE audit_head SET seq = 0, hash = '{audit.GENESIS}'")
     _reinstall_triggers(db_path)
@@ -133,7 +134,23 @@ def test_rewritten_chain_is_caught_by_the_head_an_auditor_kept(database: Databas
     assert audit.verify(database).ok  # self-consistent...
     verdict = audit.verify(database, expect_head=kept)
     assert not verdict.ok and "rewritten" in (verdict.problem or "")  # ...but not what was kept
-    assert audit.verify(database, expect_head=audit.verify(database).head_hash).ok
+    assert audit.verify(database, expect_head=audit.Head(audit.verify(database).head_hash)).ok
+
+
+def test_a_kept_head_still_passes_after_legitimate_new_events(database: Database) -> None:
+    _fill(database, 3)
+    first = audit.verify(database)
+    _fill(database, 2)
+    assert audit.verify(database, expect_head=audit.Head.parse(f"{first.head_seq}:{first.head_hash}")).ok
+    assert audit.verify(database, expect_head=audit.Head(first.head_hash)).ok
+    wrong_seq = audit.Head(first.head_hash, first.head_seq + 1)
+    assert not audit.verify(database, expect_head=wrong_seq).ok
+
+
+@pytest.mark.parametrize("text", ["garbage", "12:abc", "x:" + "a" * 64, "-1:" + "a" * 64, "a" * 63])
+def test_an_unparsable_head_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a head"):
+        audit.Head.parse(text)
 
 
 def _reinstall_triggers(db_path: Path) -> None:

@@ -122,8 +122,11 @@ def test_audit_verify_exit_codes(ready: Cli, artifact: Path, db_path: Path) -> N
     ready("models", "register", "churn", "--artifact", str(artifact), "--framework", "sklearn")
     ok = ready("audit", "verify")
     assert ok.exit_code == 0 and ok.stdout.startswith("ok: 2 events")
-    head = ok.stdout.split("hash ")[-1].strip()
-    assert ready("audit", "verify", "--expect-head", head).exit_code == 0
+    head = ok.stdout.split("; head ")[1].split()[0]
+    ready("models", "register", "churn", "--artifact", str(artifact), "--framework", "sklearn")
+    assert ready("audit", "verify", "--expect-head", head).exit_code == 0, "a live registry passes"
+    garbage = ready("audit", "verify", "--expect-head", "not-a-hash")
+    assert garbage.exit_code == 2 and "is not a head" in garbage.stderr and "TAMPERED" not in garbage.stderr
 
     import sqlite3
 

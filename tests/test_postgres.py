@@ -50,7 +50,7 @@ def test_history_chain_constraints_and_triggers(pg: Database, tmp_path: Path) ->
     with pg.write() as session:
         for _ in range(3):
             models.register(session, models.NewVersion("churn", str(artifact), "sklearn"), "alice")
-    audit.record(pg, "daemon", audit.Event("rollout.start", "rollout", "1", endpoint="ep"))
+    audit.record(pg, "daemon", audit.Event("note.added", "note", "1", endpoint="ep"))
 
     verdict = audit.verify(pg)
     assert verdict.ok and verdict.count == 4

@@ -101,19 +101,29 @@ def audit_group() -> None:
 @click.option(
     "--expect-head",
     metavar="HASH",
-    help="the head hash an earlier verify printed; proves the chain was not rewritten",
+    help="SEQ:HASH (or HASH) an earlier verify printed: it must still be part of the chain",
 )
 @pass_app
 def verify(app: AppContext, expect_head: str | None) -> None:
     """Recompute the hash chain. Exit 0 if intact, 1 naming the first bad seq."""
     from manager import audit
 
-    verdict = audit.verify(app.database(), expect_head)
+    try:
+        kept = audit.Head.parse(expect_head) if expect_head is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--expect-head") from None
+    verdict = audit.verify(app.database(), kept)
     if verdict.ok:
         click.echo(
-            f"ok: {verdict.count} events, chain intact; head seq {verdict.head_seq} hash {verdict.head_hash}"
+            f"ok: {verdict.count} events, chain intact, registry rows match; "
+            f"head {verdict.head_seq}:{verdict.head_hash} (keep it; pass it to --expect-head later)"
         )
         return
+    if verdict.rows:
+        click.echo(f"TAMPERED: {verdict.problem}", err=True)
+        for line in verdict.rows[1:]:
+            click.echo(f"  also: {line}", err=True)
+        sys.exit(1)
     click.echo(
         f"TAMPERED at seq {verdict.first_bad_seq}: {verdict.problem} "
         f"({verdict.count} events verified before it)",

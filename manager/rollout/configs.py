@@ -15,6 +15,7 @@ from manager.config import DEFAULT_IMAGE
 from manager.names import model_name, readable_name
 from manager.platforms.base import CaptureSpec, ConfigSpec, ModelSpec, VariantSpec
 from manager.policy import Target
+from manager.registry import attest
 from manager.registry.tables import ConfigVariant, Endpoint, EndpointConfig, ModelVersion, Rollout
 
 # (variant name, the version it serves, its weight)
@@ -87,8 +88,11 @@ def record(
     spec: ConfigSpec,
     versions: dict[str, ModelVersion],
     make_current: bool,
+    actor: str,
+    at: datetime | None = None,
 ) -> EndpointConfig:
-    """The registry's row for `spec` (added once), optionally made the endpoint's current config."""
+    """The registry's row for `spec` (added once, with its `endpoint.config` event), optionally made
+    the endpoint's current config (with its `endpoint.serves` event)."""
     row = session.scalar(select(EndpointConfig).where(EndpointConfig.name == spec.name))
     if row is None:
         row = EndpointConfig(
@@ -109,16 +113,19 @@ def record(
             )
         session.add(row)
         session.flush()
+        attest.config_recorded(session, row, actor, at)
     if make_current:
-        endpoint.current_config_id = row.id
+        attest.serve(session, endpoint, row, actor, at)
     return row
 
 
-def record_current(session: Session, endpoint: Endpoint, config_name: str) -> None:
+def record_current(
+    session: Session, endpoint: Endpoint, config_name: str, actor: str, at: datetime | None = None
+) -> None:
     """The endpoint serves `config_name` now (recorded earlier, with the intent that moved to it)."""
     row = session.scalar(select(EndpointConfig).where(EndpointConfig.name == config_name))
     if row is not None:
-        endpoint.current_config_id = row.id
+        attest.serve(session, endpoint, row, actor, at)
 
 
 def survivor(rollout: Rollout, promoting: bool) -> Placement:

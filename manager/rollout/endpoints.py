@@ -48,7 +48,7 @@ def create(
         endpoint = session.scalar(select(Endpoint).where(Endpoint.name == name)) or Endpoint(name=name)
         session.add(endpoint)
         session.flush()
-        configs.record(session, endpoint, spec, {variant: version}, True)
+        configs.record(session, endpoint, spec, {variant: version}, True, actor)
         audit.append(
             session,
             actor,

@@ -253,7 +253,9 @@ class Reconciler:
             if pending is None:
                 rollout.pending = PendingChange("deploy", spec.name).to_json()
                 rollout.step_started_at = now  # the progress deadline counts from here
-                configs.record(session, rollout.endpoint, spec, configs.versions_of(placements), False)
+                configs.record(
+                    session, rollout.endpoint, spec, configs.versions_of(placements), False, self.actor, now
+                )
                 reason = f"deploying {rollout.candidate.ref} beside {rollout.baseline.ref} at weight 0"
                 record_event(
                     session, rollout, self.actor, "rollout.deploy", reason, {"config": spec.name}, now
@@ -277,7 +279,7 @@ class Reconciler:
         now = look.now
         with self.database.write() as session:
             rollout = _row(session, look.rollout_id)
-            configs.record_current(session, rollout.endpoint, config)
+            configs.record_current(session, rollout.endpoint, config, self.actor, now)
             records.new_phase(session, rollout, 0.0, self.actor, now, first=True)
             rollout.state, rollout.step, rollout.step_started_at = "running", 0, now
             reason = "both variants serve; the candidate at 0%"
@@ -366,7 +368,7 @@ class Reconciler:
         on = pending.op == "shadow"
         with self.database.write() as session:
             rollout = _row(session, look.rollout_id)
-            configs.record_current(session, rollout.endpoint, pending.target_config)
+            configs.record_current(session, rollout.endpoint, pending.target_config, self.actor, now)
             rollout.shadow_config = pending.config if on else None
             rollout.pending, rollout.step_started_at = None, now
             if not on:
@@ -418,7 +420,9 @@ class Reconciler:
             rollout = _row(session, look.rollout_id)
             if rollout.state not in ("promoting", "rolling_back"):
                 return look.result("skip", "already finished")
-            configs.record(session, rollout.endpoint, spec, configs.versions_of([keep]), True)
+            configs.record(
+                session, rollout.endpoint, spec, configs.versions_of([keep]), True, self.actor, now
+            )
             records.conclusion(session, rollout, pending, spec.name, self.actor, now)
         crash_point(f"{pending.op}-recorded")
         return look.result("promoted" if pending.op == "promote" else "rolled_back")

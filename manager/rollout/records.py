@@ -63,7 +63,7 @@ def decision(
     elif decided.action in ("shadow", "unshadow"):
         op: Op = "shadow" if decided.action == "shadow" else "unshadow"
         spec, versions = configs.shadow_spec(target, rollout, op, decided.weight, now)
-        configs.record(session, rollout.endpoint, spec, versions, False)
+        configs.record(session, rollout.endpoint, spec, versions, False, actor, now)
         pending = PendingChange(op, spec.name, decided.weight)
     elif decided.action == "advance":
         rollout.step = decided.next_step if decided.next_step is not None else rollout.step + 1
@@ -78,7 +78,7 @@ def decision(
         promoting = decided.action == "promote"
         keep = configs.survivor(rollout, promoting)
         spec = configs.config_spec(target, [keep], "promoted" if promoting else "rolledback", now)
-        configs.record(session, rollout.endpoint, spec, configs.versions_of([keep]), False)
+        configs.record(session, rollout.endpoint, spec, configs.versions_of([keep]), False, actor, now)
         rollout.state, rollout.reason = ("promoting" if promoting else "rolling_back"), decided.reason
         rollout.step_started_at = now  # the progress deadline of the promotion counts from here
         aborted = not promoting and rollout.intent == "abort"
