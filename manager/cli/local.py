@@ -45,6 +45,14 @@ def serve(
     except OSError as exc:
         raise UserError(f"cannot use state directory {directory}: {exc.strerror}") from None
 
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        click.echo(
+            f"warning: listening on {host}, not loopback: anyone who can reach it may create models, "
+            "and the local SageMaker unpickles model artifacts (running their code). It has no "
+            "authentication; serve only trusted artifacts, on a trusted network.",
+            err=True,
+        )
+
     def ready(url: str) -> None:
         click.echo(f"local SageMaker listening on {url} (state in {directory})")
         click.echo("point boto3 at it:")

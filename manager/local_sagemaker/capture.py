@@ -125,6 +125,12 @@ class CaptureWriter:
         self._files[key] = (hour, handle)
         return handle
 
+    def release(self, endpoint: str) -> None:
+        """Close the files of a deleted endpoint."""
+        with self._lock:
+            for key in [k for k in self._files if k[1] == endpoint]:
+                self._files.pop(key)[1].close()
+
     def close(self) -> None:
         with self._lock:
             for _, handle in self._files.values():

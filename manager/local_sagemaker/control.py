@@ -10,6 +10,8 @@ anything (`advance`), so pollers see every intermediate state.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import random
 import re
@@ -24,12 +26,15 @@ from typing import Any
 from manager.local_sagemaker.capture import CapturePolicy
 from manager.local_sagemaker.metrics import AlarmBook
 from manager.local_sagemaker.protocol import AwsError, validation
-from manager.local_sagemaker.runtime import ArtifactError, LoadedModel, load_model
+from manager.local_sagemaker.runtime import ArtifactError, LoadedModel, load_model, s3_problem
 
 ACCOUNT = "123456789012"
 NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 MAX_VARIANTS = 10
 BUSY_STATES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed")
+
+
+log = logging.getLogger("local_sagemaker")
 
 
 def check_name(field_name: str, value: Any) -> str:
@@ -50,6 +55,10 @@ def check_name(field_name: str, value: Any) -> str:
             "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
         )
     return value
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _plain(value: Any) -> Any:
@@ -174,6 +183,8 @@ class ControlPlane:
         self.rng = random.Random()
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-load")
         self._capture_cache: dict[int, tuple[dict[str, Any] | None, CapturePolicy | None]] = {}
+        # Told when an endpoint is deleted (the host closes its capture files).
+        self.on_endpoint_gone: Callable[[str], None] = lambda _name: None
         self._restore()
 
     # ---- dispatch ---------------------------------------------------------------------------
@@ -183,7 +194,12 @@ class ControlPlane:
         if handler is None:
             raise AwsError("UnknownOperationException", f"The local SageMaker does not implement {operation}")
         self.advance()
-        result: dict[str, Any] = handler(request)
+        try:
+            result: dict[str, Any] = handler(request)
+        except (TypeError, AttributeError, ValueError, KeyError) as exc:
+            # A field of the wrong shape (a string for a structure, a word for a number, a structure
+            # without a required member): AWS answers 400, and so does the host.
+            raise validation(f"malformed {operation} request: {type(exc).__name__}: {exc}") from None
         return result
 
     def arn(self, kind: str, name: str) -> str:
@@ -199,8 +215,10 @@ class ControlPlane:
         if not container:
             raise validation("Either PrimaryContainer or Containers must be provided")
         url = container.get("ModelDataUrl")
-        if url is not None and not re.match(r"^(s3|file)://", url):
+        if url is not None and not re.match(r"^(s3|file)://", str(url)):
             raise validation(f"ModelDataUrl {url!r} must be an s3:// or file:// URI")
+        if url is not None and (problem := s3_problem(str(url))) is not None:
+            raise validation(f"ModelDataUrl {url!r}: {problem}")
         self.models[name] = {
             "ModelName": name,
             "ModelArn": self.arn("model", name),
@@ -263,7 +281,7 @@ class ControlPlane:
             seen.add(variant)
             self._model(str(spec.get("ModelName", "")))
             weight = spec.get("InitialVariantWeight", 1.0)
-            if not isinstance(weight, int | float) or weight < 0:
+            if not _finite(weight) or weight < 0:
                 raise validation(f"InitialVariantWeight of {variant} must be a number >= 0")
             count = spec.get("InitialInstanceCount", 1 if spec.get("ServerlessConfig") else None)
             if not isinstance(count, int) or count < 1:
@@ -291,8 +309,11 @@ class ControlPlane:
         pct = capture.get("InitialSamplingPercentage")
         if not isinstance(pct, int) or not 0 <= pct <= 100:
             raise validation("DataCaptureConfig.InitialSamplingPercentage must be an integer 0-100")
-        if not re.match(r"^(s3|file)://", str(capture.get("DestinationS3Uri", ""))):
+        destination = str(capture.get("DestinationS3Uri", ""))
+        if not re.match(r"^(s3|file)://", destination):
             raise validation("DataCaptureConfig.DestinationS3Uri must be an s3:// URI")
+        if (problem := s3_problem(destination)) is not None:
+            raise validation(f"DataCaptureConfig.DestinationS3Uri {destination!r}: {problem}")
         options = capture.get("CaptureOptions") or []
         if not 1 <= len(options) <= 2 or any(
             o.get("CaptureMode") not in ("Input", "Output", "InputAndOutput") for o in options
@@ -364,16 +385,18 @@ class ControlPlane:
         ready = dict(self.loaded)
 
         def load_all() -> dict[str, LoadedModel]:
+            """Keyed `name@creation time` as the models were when asked: a model deleted meanwhile
+            keeps serving the endpoint that was created with it, as on AWS."""
             out = {}
             for name, model in specs.items():
                 key = f"{name}@{model['CreationTime']}"
                 if key in ready:
-                    out[name] = ready[key]
+                    out[key] = ready[key]
                     continue
                 container = model["PrimaryContainer"]
                 if not container.get("ModelDataUrl"):
                     raise ArtifactError(f"model {name} has no ModelDataUrl")
-                out[name] = load_model(
+                out[key] = load_model(
                     name, container["ModelDataUrl"], container.get("Environment") or {}, self.s3_root, cache
                 )
             return out
@@ -418,6 +441,7 @@ class ControlPlane:
 
     def op_DeleteEndpoint(self, req: dict[str, Any]) -> dict[str, Any]:
         endpoint = self._endpoint(str(req.get("EndpointName", "")))
+        self.on_endpoint_gone(endpoint.name)
         del self.endpoints[endpoint.name]
         self._save()
         return {}
@@ -547,7 +571,7 @@ class ControlPlane:
             weight, count = d.get("DesiredWeight"), d.get("DesiredInstanceCount")
             if weight is None and count is None:
                 raise validation(f"Give DesiredWeight or DesiredInstanceCount for {d['VariantName']}")
-            if weight is not None and (not isinstance(weight, int | float) or weight < 0):
+            if weight is not None and (not _finite(weight) or weight < 0):
                 raise validation(f"DesiredWeight of {d['VariantName']} must be a number >= 0")
             if count is not None and (not isinstance(count, int) or count < 1):
                 raise validation(f"DesiredInstanceCount of {d['VariantName']} must be an integer >= 1")
@@ -634,7 +658,14 @@ class ControlPlane:
         now = self.clock()
         for endpoint in list(self.endpoints.values()):
             if endpoint.pending is not None:
-                changed |= self._advance(endpoint, now)
+                try:
+                    changed |= self._advance(endpoint, now)
+                except Exception as exc:  # a bug here must never stop every later request
+                    log.exception("endpoint %s: its transition failed", endpoint.name)
+                    endpoint.pending, endpoint.modified = None, now
+                    endpoint.status = "Failed" if endpoint.status == "Creating" else "InService"
+                    endpoint.failure_reason = f"internal error: {type(exc).__name__}: {exc}"
+                    changed = True
         if changed:
             self._save()
 
@@ -653,8 +684,7 @@ class ControlPlane:
                     e.status, e.failure_reason = "InService", reason
                 e.pending, e.modified = None, now
                 return True
-            for name, model in p.load.result().items():
-                self.loaded[f"{name}@{self.models[name]['CreationTime']}"] = model
+            self.loaded.update(p.load.result())
         if now < p.ready_at:
             return False
         if p.kind == "update":
@@ -767,8 +797,12 @@ class ControlPlane:
         reverse = req.get("SortOrder", "Descending") == "Descending"
         by_name = req.get("SortBy") == "Name"
         rows.sort(key=lambda r: r[name_key] if by_name else r["CreationTime"], reverse=reverse)
-        start = int(req.get("NextToken") or 0)
-        limit = int(req.get("MaxResults") or 100)
+        token, limit = req.get("NextToken") or "0", req.get("MaxResults", 100)
+        if not (isinstance(token, str) and token.isdigit()):
+            raise validation(f"NextToken {token!r} is not a token this service issued")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100:
+            raise validation("MaxResults must be an integer between 1 and 100")
+        start = int(token)
         page = rows[start : start + limit]
         for r in page:
             for t in ("CreationTime", "LastModifiedTime"):
@@ -820,8 +854,7 @@ class ControlPlane:
             if e.variants or e.shadows:
                 loaded = self._start_loading(e.variants + e.shadows)
                 try:
-                    for name, model in loaded.result().items():
-                        self.loaded[f"{name}@{self.models[name]['CreationTime']}"] = model
+                    self.loaded.update(loaded.result())
                 except (ArtifactError, KeyError) as exc:
                     e.status, e.failure_reason = "Failed", f"Failed to reload model artifacts: {exc}"
             if pending_raw:

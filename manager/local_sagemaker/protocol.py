@@ -62,13 +62,19 @@ def cbor_error(error: AwsError) -> Response:
     )
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")  # AWS's parsers refuse NaN and Infinity
+
+
 def parse_json(body: bytes) -> dict[str, Any]:
     if not body:
         return {}
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_constant=_no_constant)
     except ValueError:
         raise AwsError("SerializationException", "request body is not valid JSON") from None
+    except RecursionError:
+        raise AwsError("SerializationException", "request body is nested too deeply") from None
     if not isinstance(value, dict):
         raise AwsError("SerializationException", "request body must be a JSON object")
     return value
@@ -81,6 +87,8 @@ def parse_cbor(body: bytes) -> dict[str, Any]:
         value = cbor2.loads(body)
     except (cbor2.CBORDecodeError, ValueError):
         raise AwsError("SerializationException", "request body is not valid CBOR") from None
+    except RecursionError:
+        raise AwsError("SerializationException", "request body is nested too deeply") from None
     if not isinstance(value, dict):
         raise AwsError("SerializationException", "request body must be a CBOR map")
     return value

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import tarfile
 import warnings
 from dataclasses import dataclass
@@ -33,12 +34,37 @@ class PayloadError(Exception):
     """The request body is not something the model can score (a 4xx from the container)."""
 
 
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def s3_problem(uri: str) -> str | None:
+    """Why an s3:// URI cannot name an object under the host's S3 directory, or None. Bucket names
+    follow S3's rules; `.` and `..` segments (also percent-encoded) are refused, so no key can leave
+    the state directory."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3":
+        return None
+    if not BUCKET.match(parsed.netloc) or ".." in parsed.netloc:
+        return f"{parsed.netloc!r} is not a valid bucket name"
+    key = unquote(parsed.path)
+    if any(segment in (".", "..") for segment in key.split("/")) or "\x00" in key:
+        return "a key may not contain '.' or '..' segments"
+    return None
+
+
 def resolve_uri(uri: str, s3_root: Path) -> Path:
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         return Path(unquote(parsed.path))
     if parsed.scheme == "s3":
-        return s3_root / parsed.netloc / unquote(parsed.path).lstrip("/")
+        problem = s3_problem(uri)
+        if problem is not None:
+            raise ArtifactError(f"{uri}: {problem}")
+        root = s3_root.resolve()
+        path = (root / parsed.netloc / unquote(parsed.path).lstrip("/")).resolve()
+        if path != root and root not in path.parents:
+            raise ArtifactError(f"{uri} resolves outside the local S3 directory")
+        return path
     if parsed.scheme == "":
         return Path(uri)
     raise ArtifactError(f"unsupported URI scheme in {uri!r}: use s3:// or file://")

@@ -52,6 +52,7 @@ class LocalSageMaker:
         self.metrics = MetricStore(bucket_seconds=metric_bucket_seconds)
         self.control = ControlPlane(region, self.state_dir, self.s3_root, provision_delay, self.alarms)
         self.capture = CaptureWriter(self.s3_root)
+        self.control.on_endpoint_gone = self.capture.release
         self.app = build_app(Host(self.control, self.metrics, self.alarms, self.capture))
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
