@@ -16,13 +16,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+MAX_DURATION = timedelta(days=100 * 366)  # anything longer is a typo
+
+
 @lru_cache(maxsize=256)
 def parse_duration(text: str) -> timedelta:
     """`90s`, `10m`, `2h`, `7d`, `1w` -> timedelta."""
     match = _DURATION.match(text)
     if not match:
         raise UserError(f"invalid duration {text!r}: use a number and a unit, e.g. 30s, 10m, 2h, 7d")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not seconds <= MAX_DURATION.total_seconds():
+        raise UserError(f"duration {text!r} is longer than {MAX_DURATION.days} days")
+    return timedelta(seconds=seconds)
 
 
 def format_instant(value: datetime) -> str:
@@ -43,7 +49,10 @@ def parse_instant(text: str, now: datetime | None = None) -> datetime:
     if stripped == "now":
         return now or utcnow()
     if _DURATION.match(stripped):
-        return (now or utcnow()) - parse_duration(stripped)
+        try:
+            return (now or utcnow()) - parse_duration(stripped)
+        except OverflowError:
+            raise UserError(f"{text!r} reaches before year 1") from None
     try:
         parsed = datetime.fromisoformat(stripped)
     except ValueError:

@@ -27,18 +27,49 @@ def default_db_path() -> Path:
 
 
 def db_url(flag: str | None = None) -> str:
-    """A SQLAlchemy URL for the registry: a plain path means a SQLite file."""
-    value = flag or os.environ.get(ENV_DB) or str(default_db_path())
+    """A SQLAlchemy URL for the registry: a plain path means a SQLite file. An empty `--db` (or an empty
+    VARIANTCTL_DB) is a mistake, never a silent fall-back to the next source."""
+    if flag is not None and not flag.strip():
+        raise UserError("--db is empty: give a file path or a database URL")
+    env = os.environ.get(ENV_DB)
+    if flag is None and env is not None and not env.strip():
+        raise UserError(f"{ENV_DB} is set but empty: give a file path or a database URL, or unset it")
+    value = flag or env or str(default_db_path())
     if "://" in value:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise UserError(
+                f"--db {value!r} is not a database URL (postgresql+psycopg://... or a path)"
+            ) from None
         return value
     return "sqlite:///" + str(Path(value).expanduser().absolute())
 
 
+ACTOR_MAX = 128
+
+
+def check_actor(value: str, source: str = "--actor") -> str:
+    """An actor is recorded in the history with everything it does: one printable line, bounded."""
+    if not value.strip():
+        raise UserError(f"{source} is empty")
+    if len(value) > ACTOR_MAX:
+        raise UserError(f"{source} is {len(value)} characters; at most {ACTOR_MAX}")
+    if not value.isprintable():
+        raise UserError(f"{source} {value!r} holds a control character (a newline?); give one printable line")
+    return value
+
+
 def actor(flag: str | None = None) -> str:
     """Who is acting: --actor, then VARIANTCTL_ACTOR, then the OS user."""
-    value = flag or os.environ.get(ENV_ACTOR)
+    if flag is not None:
+        return check_actor(flag)
+    value = os.environ.get(ENV_ACTOR)
     if value:
-        return value
+        return check_actor(value, ENV_ACTOR)
     try:
         return getpass.getuser()
     except (KeyError, OSError):

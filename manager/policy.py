@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from manager import windows, yamlconfig
 from manager.clock import parse_duration
+from manager.errors import UserError
 from manager.names import RESOURCE_NAME
 
 
@@ -22,14 +23,18 @@ class Spec(BaseModel):
 
 MAX_DURATION = timedelta(days=366)
 MAX_COUNT = 1_000_000_000
-# What each source measures (tests/test_policy_limits.py keeps these equal to the sources' own names).
+# What each source measures (tests/test_policy.py refuses anything else).
 QUALITY_MEASURES = ("accuracy", "abs_error", "squared_error")
 CLOUDWATCH_MEASURES = ("invocations", "errors_4xx", "errors_5xx", "model_latency_ms", "overhead_latency_ms")
 ERROR_MEASURES = ("errors_4xx", "errors_5xx")
 
 
 def _bounded_duration(text: str) -> str:
-    if parse_duration(text) > MAX_DURATION:
+    try:
+        too_long = parse_duration(text) > MAX_DURATION
+    except UserError:
+        too_long = True
+    if too_long:
         raise ValueError(f"at most {MAX_DURATION.days} days")
     return text
 

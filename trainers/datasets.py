@@ -84,6 +84,7 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
         frame = pd.read_csv(io.BytesIO(raw), header=None, skip_blank_lines=True)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not a CSV file: {str(exc).splitlines()[0]}") from None
+    _refuse_ragged(path, raw, frame.shape[1])
     if frame.shape[1] < 2:
         raise UserError(
             f"{path} has {frame.shape[1]} column; it needs the target first, then at least one feature"
@@ -102,6 +103,16 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
         columns.append(numeric.to_numpy(dtype=np.float64))
     y, x = columns[0], np.column_stack(columns[1:])
     return x, y, hashlib.sha256(raw).hexdigest()
+
+
+def _refuse_ragged(path: Path, raw: bytes, width: int) -> None:
+    """Every row has the same number of fields (pandas would pad a short row with NaN, silently)."""
+    import csv
+
+    reader = csv.reader(io.StringIO(raw.decode("utf-8", errors="replace")))
+    for number, row in enumerate(reader, start=1):
+        if row and len(row) != width:
+            raise UserError(f"{path}: line {number} has {len(row)} fields, the others {width}")
 
 
 def load(source: str, shift: str | None = None, seed: int = 0) -> Dataset:

@@ -47,7 +47,7 @@ class Root(click.Group):
 
 def classify(exc: BaseException) -> tuple[int, str]:
     """The exit code and the one line a user sees for an exception."""
-    from sqlalchemy.exc import IntegrityError, OperationalError
+    from sqlalchemy.exc import DatabaseError, IntegrityError
 
     if isinstance(exc, UserError):
         return EXIT_USAGE, str(exc)
@@ -55,11 +55,23 @@ def classify(exc: BaseException) -> tuple[int, str]:
         from manager.registry.errors import explain
 
         return EXIT_USAGE, explain(exc)
-    if isinstance(exc, OperationalError):
-        detail = str(exc.orig).strip()
-        if "unable to open" in detail or "readonly" in detail or "read-only" in detail:
+    if isinstance(exc, DatabaseError):
+        lines = [line.strip() for line in str(exc.orig).strip().splitlines() if line.strip()]
+        detail = lines[0] if lines else type(exc.orig).__name__
+        usage = (
+            "unable to open",
+            "readonly",
+            "read-only",
+            "not a database",
+            "connection",
+            "password",
+            "does not exist",
+        )
+        if any(word in detail for word in usage):
             return EXIT_USAGE, f"cannot use the registry database: {detail}"
         return EXIT_FAILURE, f"database error: {detail}"
+    if type(exc).__module__.startswith("alembic") and type(exc).__name__ == "CommandError":
+        return EXIT_USAGE, f"schema: {str(exc).splitlines()[0]}"
     from manager.platforms.base import PlatformError
 
     if isinstance(exc, PlatformError):

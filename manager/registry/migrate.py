@@ -41,6 +41,14 @@ def upgrade(database: Database, revision: str = "head") -> tuple[str | None, str
     """Migrate up; returns (revision before, revision after)."""
     before = current_revision(database, for_write=True)
     _refuse_unknown(database, before)
+    if before is None:
+        foreign = set(inspect(database.writer).get_table_names()) - {"alembic_version", "apscheduler_jobs"}
+        if foreign:
+            where = describe_location(database.url)
+            raise UserError(
+                f"{where} holds another application's tables ({', '.join(sorted(foreign)[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}); refusing to make it a variantctl registry"
+            )
     with database.writer.connect() as conn:
         config = alembic_config(database)
         config.attributes["connection"] = conn

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +39,33 @@ class NewVersion:
     version: int | None = None
 
 
+def _bounded(field: str, value: str | None, limit: int, required: bool = False) -> None:
+    if value is None and not required:
+        return
+    if value is None or not value.strip():
+        raise UserError(f"{field} is empty")
+    if len(value) > limit:
+        raise UserError(f"{field} is {len(value)} characters; at most {limit}")
+    if not value.isprintable():
+        raise UserError(f"{field} holds a control character (a newline?)")
+
+
+def _check_fields(spec: NewVersion) -> None:
+    """What the columns can hold, refused with one line instead of truncated or a database error."""
+    _bounded("the artifact URI", spec.artifact_uri, 1024, required=True)
+    _bounded("--framework", spec.framework, 32, required=True)
+    _bounded("--framework-version", spec.framework_version, 32)
+    _bounded("--image-uri", spec.image_uri, 1024)
+    _bounded("--fingerprint", spec.dataset_fingerprint, 64)
+    if spec.description is not None and len(spec.description) > 10_000:
+        raise UserError(f"--description is {len(spec.description)} characters; at most 10000")
+    for key, value in (spec.metrics or {}).items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise UserError(f"metric {key}={value!r}: a metric must be a finite number") from None
+
+
 def normalize_artifact_uri(uri: str) -> str:
     """`s3://bucket/key` as given; a local path or `file://` URI, absolute and existing."""
     parsed = urlparse(uri)
@@ -68,6 +96,7 @@ def register(session: Session, spec: NewVersion, actor: str) -> ModelVersion:
     check_name("model", spec.name)
     if spec.status not in MODEL_STATUSES:
         raise UserError(f"status {spec.status!r} is not one of {', '.join(MODEL_STATUSES)}")
+    _check_fields(spec)
     newest = session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.name == spec.name))
     row = ModelVersion(
         name=spec.name,
