@@ -51,7 +51,8 @@ class World:
     host: LocalSageMaker
     database: Database
     platform: SageMakerPlatform
-    db_path: Path
+    db_path: Path  # the SQLite file (when the registry is SQLite)
+    db: str = ""  # what `--db` takes: the file, or the PostgreSQL URL
     stop: threading.Event = field(default_factory=threading.Event)
 
     def reconciler(self, owner: str = "test") -> Reconciler:
@@ -106,9 +107,13 @@ class World:
 
 
 @contextmanager
-def make_world(tmp_path: Path, artifacts: dict[str, Path], candidate: str = "logistic") -> Iterator[World]:
+def make_world(
+    tmp_path: Path, artifacts: dict[str, Path], candidate: str = "logistic", url: str | None = None
+) -> Iterator[World]:
+    """`url`: the registry (the `db_url` fixture gives SQLite, or PostgreSQL for `backends` tests)."""
     db_path = tmp_path / "registry.db"
-    database = Database(f"sqlite:///{db_path}")
+    url = url or f"sqlite:///{db_path}"
+    database = Database(url)
     migrate.upgrade(database)
     with database.write() as session:
         models.register(session, models.NewVersion("churn", str(artifacts["logistic"]), "sklearn"), "t")
@@ -120,7 +125,7 @@ def make_world(tmp_path: Path, artifacts: dict[str, Path], candidate: str = "log
         endpoints.create(database, platform, ENDPOINT, "churn:1", "tester")
         while (state := platform.describe(ENDPOINT)) is None or state.busy:
             time.sleep(0.05)
-        yield World(host, database, platform, db_path)
+        yield World(host, database, platform, db_path, str(db_path) if url.startswith("sqlite") else url)
     database.dispose()
 
 

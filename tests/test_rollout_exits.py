@@ -17,6 +17,8 @@ from manager.registry.tables import ModelVersion, Rollout
 
 from .rollout_support import CANARY, ENDPOINT, make_world, platform_matches_registry, policy_text
 
+pytestmark = pytest.mark.backends  # the reconciler on SQLite and on PostgreSQL
+
 SLOW_BLUE_GREEN = (
     "  promotion: {mode: blueGreen, blueGreen: {routing: CANARY, sizePercent: 10, waitSeconds: 5}}\n"
 )
@@ -47,8 +49,10 @@ def force_promotion(world: object, rollout_id: int) -> None:
     assert state is not None and state.busy, "the blue/green update is under way"
 
 
-def test_abort_while_promoting_ends_on_the_baseline_alone(tmp_path: Path, artifacts: dict[str, Path]) -> None:
-    with make_world(tmp_path, artifacts) as world:
+def test_abort_while_promoting_ends_on_the_baseline_alone(
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str
+) -> None:
+    with make_world(tmp_path, artifacts, url=db_url) as world:
         rollout_id = world.start(blue_green_policy())
         force_promotion(world, rollout_id)
         with world.database.write() as session:
@@ -63,8 +67,10 @@ def test_abort_while_promoting_ends_on_the_baseline_alone(tmp_path: Path, artifa
         assert audit.verify(world.database).ok
 
 
-def test_a_promotion_past_its_deadline_is_reverted(tmp_path: Path, artifacts: dict[str, Path]) -> None:
-    with make_world(tmp_path, artifacts) as world:
+def test_a_promotion_past_its_deadline_is_reverted(
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str
+) -> None:
+    with make_world(tmp_path, artifacts, url=db_url) as world:
         rollout_id = world.start(blue_green_policy())
         force_promotion(world, rollout_id)
         # 30m of progress deadline plus 2 x 5 s of SageMaker's blue/green waits: an hour is past both.
@@ -75,9 +81,9 @@ def test_a_promotion_past_its_deadline_is_reverted(tmp_path: Path, artifacts: di
 
 
 def test_abort_is_refused_while_rolling_back_with_a_clear_line(
-    tmp_path: Path, artifacts: dict[str, Path]
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str
 ) -> None:
-    with make_world(tmp_path, artifacts) as world:
+    with make_world(tmp_path, artifacts, url=db_url) as world:
         rollout_id = world.start(policy_text(CANARY, min_samples=10_000))
         world.tick_until(rollout_id, ("running",))
         with world.database.write() as session:

@@ -17,6 +17,8 @@ from manager.registry.tables import ModelVersion
 
 from .rollout_support import CANARY, ENDPOINT, GATED, make_world, platform_matches_registry, policy_text
 
+pytestmark = pytest.mark.backends  # the reconciler on SQLite and on PostgreSQL
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
@@ -33,8 +35,8 @@ def test_demo_scenarios(tmp_path: Path, scenario: str, outcome: str, reason: str
     assert result["evidence"]["metrics"], "the decision carries its evidence"
 
 
-def test_manual_gate_waits_for_resume(tmp_path: Path, artifacts: dict[str, Path]) -> None:
-    with make_world(tmp_path, artifacts) as world:
+def test_manual_gate_waits_for_resume(tmp_path: Path, artifacts: dict[str, Path], db_url: str) -> None:
+    with make_world(tmp_path, artifacts, url=db_url) as world:
         rollout_id = world.start(policy_text(GATED))
         paused = world.tick_until(rollout_id, ("paused",))
         assert (paused.step, paused.weight) == (1, 20.0)
@@ -54,8 +56,10 @@ def test_manual_gate_waits_for_resume(tmp_path: Path, artifacts: dict[str, Path]
         assert audit.verify(world.database).ok
 
 
-def test_operator_pause_then_abort_rolls_back(tmp_path: Path, artifacts: dict[str, Path]) -> None:
-    with make_world(tmp_path, artifacts) as world:
+def test_operator_pause_then_abort_rolls_back(
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str
+) -> None:
+    with make_world(tmp_path, artifacts, url=db_url) as world:
         rollout_id = world.start(policy_text(CANARY, min_samples=10_000))
         world.tick_until(rollout_id, ("running",))
         with world.database.write() as session:
@@ -71,8 +75,8 @@ def test_operator_pause_then_abort_rolls_back(tmp_path: Path, artifacts: dict[st
         assert statuses == {"churn:1": "serving", "churn:2": "rejected"}
 
 
-def test_forced_promotion_is_recorded_loudly(tmp_path: Path, artifacts: dict[str, Path]) -> None:
-    with make_world(tmp_path, artifacts) as world:
+def test_forced_promotion_is_recorded_loudly(tmp_path: Path, artifacts: dict[str, Path], db_url: str) -> None:
+    with make_world(tmp_path, artifacts, url=db_url) as world:
         rollout_id = world.start(policy_text(CANARY, min_samples=10_000))
         world.tick_until(rollout_id, ("running",))
         with world.database.write() as session:
@@ -83,8 +87,10 @@ def test_forced_promotion_is_recorded_loudly(tmp_path: Path, artifacts: dict[str
         assert json.loads(event.payload)["forced"] is True
 
 
-def test_two_reconcilers_never_act_on_the_same_rollout(tmp_path: Path, artifacts: dict[str, Path]) -> None:
-    with make_world(tmp_path, artifacts) as world:
+def test_two_reconcilers_never_act_on_the_same_rollout(
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str
+) -> None:
+    with make_world(tmp_path, artifacts, url=db_url) as world:
         rollout_id = world.start(policy_text(CANARY))
         first, second = world.reconciler("daemon-a"), world.reconciler("daemon-b")
         skipped: list[str] = []
@@ -113,12 +119,14 @@ def test_two_reconcilers_never_act_on_the_same_rollout(tmp_path: Path, artifacts
         assert audit.verify(world.database).ok
 
 
-def test_promotion_with_sagemaker_blue_green_guardrails(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+def test_promotion_with_sagemaker_blue_green_guardrails(
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str
+) -> None:
     text = policy_text(CANARY) + (
         "  promotion: {mode: blueGreen, blueGreen: {routing: CANARY, sizePercent: 10, waitSeconds: 1}}\n"
     )
     text = text.replace("decisions: {maxDuration: 5m}\n", "decisions:\n  maxDuration: 5m\n")
-    with make_world(tmp_path, artifacts) as world:
+    with make_world(tmp_path, artifacts, url=db_url) as world:
         rollout_id = world.start(text)
         world.tick_until(rollout_id, ("promoted",))
         described = world.host.client("sagemaker").describe_endpoint(EndpointName=ENDPOINT)
@@ -132,10 +140,10 @@ def test_promotion_with_sagemaker_blue_green_guardrails(tmp_path: Path, artifact
 
 
 def test_a_shadow_step_copies_traffic_to_the_candidate_then_continues(
-    tmp_path: Path, artifacts: dict[str, Path]
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str
 ) -> None:
     steps = "[{shadow: {percent: 50, duration: 2s}}, {setWeight: {percent: 50}}, {analysis: {}}]"
-    with make_world(tmp_path, artifacts) as world:
+    with make_world(tmp_path, artifacts, url=db_url) as world:
         rollout_id = world.start(policy_text(steps))
         shadowing = world.tick_until(rollout_id, ("running",))
         reconciler = world.reconciler()

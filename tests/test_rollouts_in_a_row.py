@@ -17,6 +17,8 @@ from manager.registry import models
 
 from .rollout_support import ENDPOINT, World, make_world, platform_matches_registry
 
+pytestmark = pytest.mark.backends  # the daemon's work on SQLite and on PostgreSQL
+
 # No variant names: the engine picks them. The 5xx metric rolls a failing candidate back.
 POLICY = f"""
 name: nightly
@@ -51,16 +53,16 @@ def _serving(world: World) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_four_rollouts_in_a_row_with_one_policy_file(
-    tmp_path: Path, artifacts: dict[str, Path], flaky: Path
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str, flaky: Path
 ) -> None:
     policy = tmp_path / "nightly.yaml"
     policy.write_text(POLICY)
-    with make_world(tmp_path, artifacts) as world, world.traffic():
+    with make_world(tmp_path, artifacts, url=db_url) as world, world.traffic():
         outcomes, served = [], []
         for artifact in (None, artifacts["logistic"], flaky, artifacts["prior"]):
             ref = _approve(world, artifact) if artifact is not None else "churn:2"
             started = CliRunner().invoke(
-                cli, ["--db", str(world.db_path), "rollout", "start", "--policy", str(policy), "-o", "json"]
+                cli, ["--db", world.db, "rollout", "start", "--policy", str(policy), "-o", "json"]
             )
             assert started.exit_code == 0, started.output
             record = json.loads(started.stdout)
@@ -89,14 +91,14 @@ def _run_trigger(world: World, folder: Path) -> None:
 
 
 def test_the_new_candidate_trigger_starts_rollout_after_rollout(
-    tmp_path: Path, artifacts: dict[str, Path]
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str
 ) -> None:
     folder = tmp_path / "policies"
     folder.mkdir()
     (folder / "auto.yaml").write_text(
         POLICY.replace("minSamples: 30", "minSamples: 0") + "trigger: {type: newApprovedCandidate}\n"
     )
-    with make_world(tmp_path, artifacts) as world:
+    with make_world(tmp_path, artifacts, url=db_url) as world:
         for expected in ("churn:2", "churn:3"):
             if expected == "churn:3":
                 _approve(world, artifacts["logistic"])
@@ -108,7 +110,7 @@ def test_the_new_candidate_trigger_starts_rollout_after_rollout(
 
 
 def test_a_trigger_that_cannot_start_says_why_once(
-    tmp_path: Path, artifacts: dict[str, Path], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     folder = tmp_path / "policies"
     folder.mkdir()
@@ -118,7 +120,7 @@ def test_a_trigger_that_cannot_start_says_why_once(
         + "trigger: {type: newApprovedCandidate}\n"
     )
     (folder / "auto.yaml").write_text(text)
-    with make_world(tmp_path, artifacts) as world:
+    with make_world(tmp_path, artifacts, url=db_url) as world:
         with caplog.at_level("WARNING", logger="variantctl.daemon"):
             _run_trigger(world, folder)
             _run_trigger(world, folder)
@@ -130,7 +132,7 @@ def test_a_trigger_that_cannot_start_says_why_once(
 
 
 def test_a_cron_retrain_twice_gives_two_rollouts_that_both_complete(
-    tmp_path: Path, artifacts: dict[str, Path]
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str
 ) -> None:
     train = tmp_path / "train.yaml"
     train.write_text(
@@ -143,7 +145,7 @@ def test_a_cron_retrain_twice_gives_two_rollouts_that_both_complete(
         + "trigger:\n  type: cron\n  cron: '0 3 * * *'\n"
         + f"  retrain: {{data: 'sklearn:breast_cancer', config: '{train}'}}\n"
     )
-    with make_world(tmp_path, artifacts) as world:
+    with make_world(tmp_path, artifacts, url=db_url) as world:
         for _ in range(2):
             daemon._RUNTIMES[world.database.url] = daemon.Runtime(world.database, world.reconciler(), None)
             try:
@@ -157,7 +159,9 @@ def test_a_cron_retrain_twice_gives_two_rollouts_that_both_complete(
         assert _serving(world) == {"churn-v4": "churn:4"}
 
 
-def test_a_poisoned_rollout_never_stops_a_healthy_one(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+def test_a_poisoned_rollout_never_stops_a_healthy_one(
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str
+) -> None:
     """A rollout whose stored policy no longer parses (as after a bad edit of the registry) fails every
     tick; the healthy rollout beside it finishes on time, and the poisoned one ends paused with its error."""
     from datetime import timedelta
@@ -171,7 +175,7 @@ def test_a_poisoned_rollout_never_stops_a_healthy_one(tmp_path: Path, artifacts:
 
     from .rollout_support import CANARY, policy_text
 
-    with make_world(tmp_path, artifacts) as world:
+    with make_world(tmp_path, artifacts, url=db_url) as world:
         endpoints.create(world.database, world.platform, "churn-two", "churn:1", "t")
         poisoned = world.start(policy_text(CANARY))
         healthy = world.start(policy_text(CANARY).replace(f"endpoint: {ENDPOINT}", "endpoint: churn-two"))
@@ -192,6 +196,6 @@ def test_a_poisoned_rollout_never_stops_a_healthy_one(tmp_path: Path, artifacts:
         assert row.last_error is not None and "not valid YAML" in row.last_error
         [event] = audit.history(world.database, audit.HistoryFilter(action="rollout.paused_on_errors"))
         assert event.subject_id == str(poisoned) and "not valid YAML" in (event.reason or "")
-        status = CliRunner().invoke(cli, ["--db", str(world.db_path), "rollout", "list", "-o", "json"])
+        status = CliRunner().invoke(cli, ["--db", world.db, "rollout", "list", "-o", "json"])
         [listed] = json.loads(status.stdout)
         assert listed["rollout"] == poisoned and listed["state"] == "paused" and "YAML" in listed["reason"]
