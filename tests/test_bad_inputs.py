@@ -43,6 +43,12 @@ def csv_rows(rows: list[str]) -> str:
     return "\n".join(good[:10] + rows + good[10:]) + "\n"
 
 
+def register(folder: Path, framework: str, *extra: str) -> list[str]:
+    """`models register m` of a real file, with `--framework` and any further arguments."""
+    artifact = write(folder, "a.joblib", b"x")
+    return ["models", "register", "m", "--artifact", artifact, "--framework", framework, *extra]
+
+
 Case = tuple[Callable[[Path], list[str]], str]
 CASES: dict[str, Case] = {
     "policy-not-utf8": (lambda d: ["policy", "validate", write(d, "p.yaml", b"name: \xff\n")], "not UTF-8"),
@@ -72,31 +78,11 @@ CASES: dict[str, Case] = {
     "since-overflow": (lambda d: ["history", "--since", "99999999999d"], "longer than"),
     "limit-huge": (lambda d: ["history", "--limit", "1e20"], "1e20"),
     "metric-nan": (
-        lambda d: [
-            "models",
-            "register",
-            "m",
-            "--artifact",
-            write(d, "a.joblib", b"x"),
-            "--framework",
-            "sklearn",
-            "--metric",
-            "auc=nan",
-        ],
+        lambda d: register(d, "sklearn", "--metric", "auc=nan"),
         "finite",
     ),
     "metric-inf": (
-        lambda d: [
-            "models",
-            "register",
-            "m",
-            "--artifact",
-            write(d, "a.joblib", b"x"),
-            "--framework",
-            "sklearn",
-            "--metric",
-            "auc=inf",
-        ],
+        lambda d: register(d, "sklearn", "--metric", "auc=inf"),
         "finite",
     ),
     "revision-garbage": (lambda d: ["db", "upgrade", "--revision", "garbage"], "garbage"),
@@ -115,19 +101,11 @@ CASES: dict[str, Case] = {
         "at most 1024",
     ),
     "framework-empty": (
-        lambda d: ["models", "register", "m", "--artifact", write(d, "a.joblib", b"x"), "--framework", ""],
+        lambda d: register(d, ""),
         "--framework is empty",
     ),
     "framework-newline": (
-        lambda d: [
-            "models",
-            "register",
-            "m",
-            "--artifact",
-            write(d, "a.joblib", b"x"),
-            "--framework",
-            "a\nb",
-        ],
+        lambda d: register(d, "a\nb"),
         "control character",
     ),
     "expect-head-garbage": (lambda d: ["audit", "verify", "--expect-head", "garbage"], "is not a head"),
