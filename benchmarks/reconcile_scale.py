@@ -34,7 +34,8 @@ from manager.rollout.reconcile import Reconciler
 
 POLICY = """
 name: bench
-target: {endpoint: ENDPOINT, candidate: {model: m, version: 2}}
+target: {endpoint: ENDPOINT, candidate: {model: m, version: 2}, captureDestination: s3://bench/capture,
+         groundTruth: s3://bench/labels}
 stepWeights: [5, 50]
 metrics:
   - {name: accuracy, source: quality, measure: accuracy, kind: proportion, higherIsBetter: true,
