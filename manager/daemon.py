@@ -192,14 +192,22 @@ def ingest_job(url: str) -> None:
                 extra={"fields": {**fields, "error_type": type(exc).__name__, "error": str(exc)}},
             )
             continue
-        if report.joined or report.malformed or report.file_errors:
+        if report.predictions or report.labels or report.malformed or report.file_errors:
+            counts = {
+                "predictions": report.predictions,
+                "labels": report.labels,
+                "joined": report.joined,
+                "duplicates": report.duplicates,
+                "malformed": report.malformed,
+                "outside_rollout": report.outside_rollout,
+                "expired": report.expired_predictions + report.expired_labels,
+                "unreadable_files": len(report.file_errors),
+            }
             log.info(
-                "ingested %s: %s joined, %s malformed, %s unreadable files",
+                "ingested %s: %s",
                 target.endpoint,
-                report.joined,
-                report.malformed,
-                len(report.file_errors),
-                extra={"fields": fields},
+                ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items() if n),
+                extra={"fields": {**fields, **counts}},
             )
 
 
