@@ -217,13 +217,13 @@ def _deploy_and_start(host: Any, database: Any, workdir: Path, refs: tuple[str, 
     """The endpoint serving the baseline with data capture on, then the rollout of the candidate."""
     from manager import policy as policies
     from manager.platforms.sagemaker import SageMakerPlatform
-    from manager.platforms.traffic import wait_for
     from manager.rollout import endpoints, launch
 
     capture, ground_truth = workdir / "capture", workdir / "ground-truth"
     platform = SageMakerPlatform(host.client("sagemaker"))
-    endpoints.create(database, platform, ENDPOINT, refs[0], "demo", capture=capture.as_uri())
-    wait_for(platform, ENDPOINT, lambda state: not state.busy, timeout=60, poll=0.1)
+    endpoints.create_and_wait(
+        database, platform, ENDPOINT, refs[0], "demo", timeout=60, poll=0.1, capture=capture.as_uri()
+    )
     text = (
         POLICY.read_text()
         .replace("CAPTURE_URI", capture.as_uri())

@@ -122,9 +122,7 @@ def make_world(
         )
     with LocalSageMaker(tmp_path / "sagemaker", provision_delay=0.1, metric_bucket_seconds=1) as host:
         platform = SageMakerPlatform(host.client("sagemaker"))
-        endpoints.create(database, platform, ENDPOINT, "churn:1", "tester")
-        while (state := platform.describe(ENDPOINT)) is None or state.busy:
-            time.sleep(0.05)
+        endpoints.create_and_wait(database, platform, ENDPOINT, "churn:1", "tester", poll=0.05)
         yield World(host, database, platform, db_path, str(db_path) if url.startswith("sqlite") else url)
     database.dispose()
 

@@ -56,7 +56,7 @@ def test_status_times_out_with_exit_1(aws_env: LocalSageMaker, artifacts: dict[s
 
 def test_status_of_a_missing_endpoint(aws_env: LocalSageMaker) -> None:
     result = CliRunner().invoke(cli, ["endpoints", "status", "ghost"])
-    assert result.exit_code == 1 and "no endpoint 'ghost'" in result.output
+    assert result.exit_code == 2 and result.stderr.startswith("error: SageMaker has no endpoint 'ghost'")
 
 
 def test_status_without_a_region_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def test_abort_while_promoting_ends_on_the_baseline_alone(
         done = world.tick_until(rollout_id, ("aborted",), timeout=150)
         assert "while promoting: pager went off" in (done.reason or "")
         assert platform_matches_registry(world) == {"baseline": "churn:1"}
-        assert statuses(world) == {"churn:1": "serving", "churn:2": "rejected"}
+        assert statuses(world) == {"churn:1": "serving", "churn:2": "approved"}
         seen = actions(world)
         assert "operator.abort" in seen and seen.count("rollout.rollback") == 1
         assert "rollout.promoted" not in seen

@@ -72,7 +72,7 @@ def test_operator_pause_then_abort_rolls_back(
         assert platform_matches_registry(world) == {"baseline": "churn:1"}
         with world.database.read() as session:
             statuses = {v.ref: v.status for v in session.scalars(select(ModelVersion))}
-        assert statuses == {"churn:1": "serving", "churn:2": "rejected"}
+        assert statuses == {"churn:1": "serving", "churn:2": "approved"}  # an abort keeps the candidate
 
 
 def test_forced_promotion_is_recorded_loudly(tmp_path: Path, artifacts: dict[str, Path], db_url: str) -> None:

@@ -176,7 +176,7 @@ def test_a_poisoned_rollout_never_stops_a_healthy_one(
     from .rollout_support import CANARY, policy_text
 
     with make_world(tmp_path, artifacts, url=db_url) as world:
-        endpoints.create(world.database, world.platform, "churn-two", "churn:1", "t")
+        endpoints.create_and_wait(world.database, world.platform, "churn-two", "churn:1", "t", poll=0.05)
         poisoned = world.start(policy_text(CANARY))
         healthy = world.start(policy_text(CANARY).replace(f"endpoint: {ENDPOINT}", "endpoint: churn-two"))
         world.tick_until(poisoned, ("running",))

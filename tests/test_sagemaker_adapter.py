@@ -96,7 +96,7 @@ def test_ensure_model_reuses_the_same_spec_and_refuses_another(env: Env) -> None
     env.platform.ensure_model(env.model("m"))
     env.platform.ensure_model(env.model("m"))
     assert env.calls.count("CreateModel") == 1
-    with pytest.raises(SpecConflict, match="model m exists"):
+    with pytest.raises(SpecConflict, match="already has a model m with artifact"):
         env.platform.ensure_model(env.model("m", "prior"))
 
 

@@ -107,7 +107,9 @@ def live_status(app: AppContext, name: str, wait: bool, timeout: float, poll: fl
     platform = SageMakerPlatform.connect()
     state = platform.describe(name)
     if state is None:
-        raise click.ClickException(f"SageMaker has no endpoint {name!r}")
+        from manager.errors import NotFound
+
+        raise NotFound(f"SageMaker has no endpoint {name!r}")
     if wait and state.busy:
         console = Console(stderr=True)
         with console.status(f"{name}: {state.status}") as spinner:
@@ -152,6 +154,9 @@ def _remember(app: AppContext, state: EndpointState) -> None:
         return  # no registry here (or an old one): a live look needs none
     with database.write() as session:
         endpoints.observe(session, state.name, state.status, state.region, utcnow())
+    from manager.rollout.endpoints import settle
+
+    settle(database, state, app.actor)
 
 
 @endpoints_group.command("create")
@@ -175,16 +180,71 @@ def create(
     wait: bool,
     timeout: float,
 ) -> None:
-    """Create an endpoint serving one registered version, and manage it from now on."""
+    """Create an endpoint serving one registered version, and manage it from now on. Waits until
+    SageMaker has decided: exit 0 when it serves, 1 with SageMaker's reason when it failed."""
+    from rich.console import Console
+
     from manager.platforms.sagemaker import SageMakerPlatform
-    from manager.platforms.traffic import wait_for
     from manager.rollout import endpoints
 
     platform = SageMakerPlatform.connect()
-    config = endpoints.create(
-        app.database(), platform, name, model_ref, app.actor, variant, instance_type, instance_count, capture
-    )
-    click.echo(f"endpoint {name} is being created with config {config}")
-    if wait:
-        state = wait_for(platform, name, lambda s: not s.busy, timeout, poll=2.0)
-        click.echo(f"endpoint {name}: {state.status}")
+    options: dict[str, Any] = {
+        "variant": variant,
+        "instance_type": instance_type,
+        "instance_count": instance_count,
+        "capture": capture,
+    }
+    if not wait:
+        config = endpoints.create(app.database(), platform, name, model_ref, app.actor, **options)
+        click.echo(
+            f"endpoint {name} is being created with config {config}; "
+            f"`variantctl endpoints status {name} --wait` records when it serves"
+        )
+        return
+    with Console(stderr=True).status(f"{name}: creating") as spinner:
+        state = endpoints.create_and_wait(
+            app.database(),
+            platform,
+            name,
+            model_ref,
+            app.actor,
+            timeout=timeout,
+            on_poll=lambda s: spinner.update(f"{name}: {s.status}"),
+            **options,
+        )
+    click.echo(f"endpoint {name}: {state.status}, serving {model_ref} (config {state.config_name})")
+
+
+@endpoints_group.command("forget")
+@click.argument("name")
+@click.option("--reason", required=True, help="recorded in the history")
+@click.option(
+    "--delete-endpoint", is_flag=True, help="also delete the endpoint on SageMaker (e.g. one that Failed)"
+)
+@pass_app
+def forget(app: AppContext, name: str, reason: str, delete_endpoint: bool) -> None:
+    """Stop managing an endpoint (the history keeps everything it did)."""
+    from manager.rollout import endpoints
+
+    platform = None
+    if delete_endpoint:
+        from manager.platforms.sagemaker import SageMakerPlatform
+
+        platform = SageMakerPlatform.connect()
+    endpoints.forget(app.database(), platform, name, app.actor, reason)
+    deleted = " and deleted on SageMaker" if delete_endpoint else " (SageMaker's endpoint is untouched)"
+    click.echo(f"endpoint {name} is no longer managed{deleted}")
+
+
+@endpoints_group.command("adopt")
+@click.argument("name")
+@click.option("--framework", default="sklearn", show_default=True, help="for versions registered on the way")
+@pass_app
+def adopt(app: AppContext, name: str, framework: str) -> None:
+    """Manage an endpoint that already runs on SageMaker, as `DescribeEndpoint` reports it. Each
+    variant's model is the registry version with the same artifact, or one registered from it."""
+    from manager.platforms.sagemaker import SageMakerPlatform
+    from manager.rollout import endpoints
+
+    refs = endpoints.adopt(app.database(), SageMakerPlatform.connect(), name, app.actor, framework)
+    click.echo(f"endpoint {name} is managed now, serving {', '.join(refs)}")

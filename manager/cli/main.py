@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Collection
 from typing import Any
 
 import click
@@ -31,12 +32,68 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
+GLOBAL_OPTIONS = ("--db", "--actor")
+
+
+def hoist_global_options(args: list[str], keep: Collection[str] = ()) -> list[str]:
+    """`--db` and `--actor` work after the subcommand too (`variantctl history --db x.db`): they are
+    moved in front of it, in order, unless the subcommand has an option of that name itself (`keep`:
+    `history --actor` filters); nothing after `--` is touched."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        name = arg.split("=", 1)[0]
+        if name in keep:
+            rest.append(arg)
+            i += 1
+            continue
+        if arg in GLOBAL_OPTIONS and i + 1 < len(args):
+            front += args[i : i + 2]
+            i += 2
+            continue
+        if any(arg.startswith(f"{name}=") for name in GLOBAL_OPTIONS):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
 class Root(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(list(args), self._own_options(ctx, args)))
+
+    def _own_options(self, ctx: click.Context, args: list[str]) -> set[str]:
+        """The global option names the invoked subcommand defines itself."""
+        command: click.Command = self
+        words = iter(args)
+        for word in words:
+            if word in GLOBAL_OPTIONS:
+                next(words, None)  # its value
+                continue
+            if word.startswith("-") or not isinstance(command, click.Group):
+                continue
+            sub = command.get_command(ctx, word)
+            if sub is None:
+                break
+            command = sub
+        if command is self:
+            return set()
+        return {o for p in command.params for o in (*p.opts, *p.secondary_opts)} & set(GLOBAL_OPTIONS)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except (click.exceptions.Exit, click.UsageError, click.Abort):
             raise
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            ctx.exit(EXIT_USAGE)
         except Exception as exc:
             code, message = classify(exc)
             if os.environ.get("VARIANTCTL_DEBUG"):

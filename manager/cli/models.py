@@ -172,6 +172,41 @@ def show(app: AppContext, ref: str, output: str) -> None:
     emit_record(record, output, title=record["model"])
 
 
+def _decide(app: AppContext, ref: str, to: str, reason: str) -> None:
+    from manager.errors import UserError
+    from manager.registry import models
+    from manager.registry.vocabulary import MODEL_TRANSITIONS
+
+    with app.database().write() as session:
+        version = models.get(session, ref)
+        if to not in MODEL_TRANSITIONS.get(version.status, ()):  # type: ignore[call-overload]
+            raise UserError(f"{version.ref} is {version.status}; it cannot be {to} now")
+        if version.status == to:
+            raise UserError(f"{version.ref} is already {to}")
+        before = version.status
+        models.transition(session, version, to, app.actor, reason=reason, action=f"model.{to}")  # type: ignore[arg-type]
+        ref = version.ref
+    click.echo(f"{ref}: {before} -> {to}")
+
+
+@models_group.command("approve")
+@click.argument("ref", metavar="NAME:VERSION")
+@click.option("--reason", required=True, help="why (recorded in the history)")
+@pass_app
+def approve(app: AppContext, ref: str, reason: str) -> None:
+    """Approve a version for rollout (a rejected one too, e.g. after an operator's abort)."""
+    _decide(app, ref, "approved", reason)
+
+
+@models_group.command("reject")
+@click.argument("ref", metavar="NAME:VERSION")
+@click.option("--reason", required=True, help="why (recorded in the history)")
+@pass_app
+def reject(app: AppContext, ref: str, reason: str) -> None:
+    """Reject a version: no rollout will start with it."""
+    _decide(app, ref, "rejected", reason)
+
+
 @models_group.command("compare")
 @click.argument("a", metavar="A")
 @click.argument("b", metavar="B")

@@ -159,7 +159,72 @@ def _intent_command(intent: RolloutIntent, summary: str) -> None:
 
 _intent_command("pause", "Hold the rollout where it is.")
 _intent_command("resume", "Continue a paused rollout (or release a manual gate).")
-_intent_command("abort", "Roll back now.")
+
+
+@rollout_group.command("abort")
+@click.argument("rollout_id", type=int)
+@click.option("--reason", help="recorded in the history")
+@click.option(
+    "--reject-candidate",
+    is_flag=True,
+    help="also mark the candidate rejected (by default it stays approved, to retry later)",
+)
+@pass_app
+def abort(app: AppContext, rollout_id: int, reason: str | None, reject_candidate: bool) -> None:
+    """Roll back now: the endpoint ends on the baseline alone. The candidate stays approved unless
+    --reject-candidate says otherwise."""
+    from manager.registry import models, rollouts
+
+    with app.database().write() as session:
+        rollout = rollouts.set_intent(session, rollout_id, "abort", reason, app.actor)
+        if reject_candidate and rollout.candidate.status != "rejected":
+            why = f"rejected with the abort of rollout {rollout_id}: {reason or 'no reason given'}"
+            models.transition(
+                session, rollout.candidate, "rejected", app.actor, reason=why, action="model.rejected"
+            )
+    kept = "rejected" if reject_candidate else "kept approved (`rollout retry` tries it again)"
+    click.echo(f"rollout {rollout_id}: abort requested; the daemon acts within one tick; candidate {kept}")
+
+
+@rollout_group.command("retry")
+@click.argument("rollout_id", type=int)
+@output_option
+@pass_app
+def retry(app: AppContext, rollout_id: int, output: str) -> None:
+    """Start a new rollout of a finished rollout's candidate, under the same policy text."""
+    from manager import policy as policies
+    from manager.clock import utcnow
+    from manager.errors import NotFound, UserError
+    from manager.registry.rollouts import RolloutView
+    from manager.registry.tables import Rollout
+    from manager.registry.vocabulary import is_final
+    from manager.rollout import launch
+
+    with app.database().write() as session:
+        old = session.get(Rollout, rollout_id)
+        if old is None:
+            raise NotFound(f"no rollout {rollout_id}")
+        if not is_final(old.state):
+            raise UserError(f"rollout {rollout_id} is {old.state}; retry a rollout that has ended")
+        policy = policies.parse(old.policy_yaml, f"rollout {rollout_id}'s policy")
+        pinned = policy.model_copy(
+            update={
+                "target": policy.target.model_copy(
+                    update={
+                        "candidate": policies.Candidate.model_validate(
+                            {"model": old.candidate.name, "version": old.candidate.version}
+                        )
+                    }
+                )
+            }
+        )
+        record = RolloutView.of(launch.start(session, pinned, old.policy_yaml, app.actor, utcnow())).record()
+    if output == "table":
+        click.echo(
+            f"rollout {record['rollout']} started: a retry of rollout {rollout_id} ({record['candidate']})"
+        )
+    else:
+        emit_record(record, output)
 
 
 @rollout_group.command("promote")

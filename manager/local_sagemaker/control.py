@@ -169,6 +169,7 @@ class ControlPlane:
         provision_delay: float,
         alarms: AlarmBook,
         clock: Callable[[], float] = time.time,
+        seed: int | None = None,
     ) -> None:
         self.region = region
         self.state_dir = state_dir
@@ -180,7 +181,7 @@ class ControlPlane:
         self.configs: dict[str, dict[str, Any]] = {}
         self.endpoints: dict[str, Endpoint] = {}
         self.loaded: dict[str, LoadedModel] = {}
-        self.rng = random.Random()
+        self.rng = random.Random(seed)
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-load")
         self._capture_cache: dict[int, tuple[dict[str, Any] | None, CapturePolicy | None]] = {}
         # Told when an endpoint is deleted (the host closes its capture files).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import signal
 import socket
 import tempfile
@@ -40,7 +41,9 @@ class LocalSageMaker:
         metric_bucket_seconds: int = 60,
         region: str = DEFAULT_REGION,
         log_level: str = "warning",
+        seed: int | None = None,
     ) -> None:
+        """`seed` makes routing, shadow copies and capture sampling repeatable (tests)."""
         self._tmp = tempfile.TemporaryDirectory(prefix="local-sagemaker-") if state_dir is None else None
         self.state_dir = Path(state_dir if state_dir is not None else self._tmp.name)  # type: ignore[union-attr]
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -50,8 +53,10 @@ class LocalSageMaker:
         self.log_level = log_level
         self.alarms = AlarmBook()
         self.metrics = MetricStore(bucket_seconds=metric_bucket_seconds)
-        self.control = ControlPlane(region, self.state_dir, self.s3_root, provision_delay, self.alarms)
-        self.capture = CaptureWriter(self.s3_root)
+        self.control = ControlPlane(
+            region, self.state_dir, self.s3_root, provision_delay, self.alarms, seed=seed
+        )
+        self.capture = CaptureWriter(self.s3_root, random.Random(seed))
         self.control.on_endpoint_gone = self.capture.release
         self.app = build_app(Host(self.control, self.metrics, self.alarms, self.capture))
         self._server: uvicorn.Server | None = None

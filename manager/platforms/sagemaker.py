@@ -20,6 +20,7 @@ from manager.errors import UserError
 from manager.names import check_name
 from manager.platforms.base import (
     BlueGreen,
+    CaptureSpec,
     ConfigSpec,
     EndpointState,
     InvalidSpec,
@@ -27,6 +28,7 @@ from manager.platforms.base import (
     NotNow,
     PlatformError,
     SpecConflict,
+    VariantSpec,
     VariantState,
 )
 
@@ -265,7 +267,25 @@ class SageMakerPlatform:
             and (spec.role_arn is None or existing.get("ExecutionRoleArn") == spec.role_arn)
         )
         if not same:
-            raise SpecConflict(f"model {spec.name} exists with another image, artifact, environment or role")
+            differs = [
+                f"{what} {theirs!r} (this registry wants {ours!r})"
+                for what, theirs, ours in (
+                    ("image", container.get("Image"), spec.image_uri),
+                    ("artifact", container.get("ModelDataUrl"), spec.artifact_uri),
+                    ("environment", container.get("Environment") or {}, dict(spec.environment)),
+                    (
+                        "role",
+                        existing.get("ExecutionRoleArn"),
+                        spec.role_arn or existing.get("ExecutionRoleArn"),
+                    ),
+                )
+                if theirs != ours
+            ]
+            raise SpecConflict(
+                f"SageMaker already has a model {spec.name} with {'; '.join(differs)}: another registry "
+                "or another artifact made it. Delete it (`aws sagemaker delete-model`, or give the local "
+                "SageMaker a fresh --state-dir), or adopt its endpoint (`variantctl endpoints adopt`)"
+            )
 
     def ensure_endpoint_config(self, spec: ConfigSpec) -> None:
         validate_config(spec)
@@ -314,6 +334,51 @@ class SageMakerPlatform:
                 return names
 
     # ---- endpoints ----------------------------------------------------------------------------
+
+    def delete_endpoint(self, name: str) -> None:
+        _name("endpoint", name)
+        try:
+            self._call("delete_endpoint", EndpointName=name)
+        except PlatformError as exc:
+            if "Could not find" not in str(exc):
+                raise
+
+    def served(self, name: str) -> tuple[ConfigSpec, dict[str, ModelSpec]] | None:
+        state = self.describe(name)
+        if state is None:
+            return None
+        raw = self._call("describe_endpoint_config", EndpointConfigName=state.config_name)
+        weights = {v.name: v.current_weight for v in state.variants}
+        variants = tuple(
+            VariantSpec(
+                v["VariantName"],
+                v["ModelName"],
+                v.get("InstanceType") or "ml.m5.large",
+                int(v.get("InitialInstanceCount") or 1),
+                float(weights.get(v["VariantName"], v.get("InitialVariantWeight", 1.0))),
+            )
+            for v in raw.get("ProductionVariants") or []
+        )
+        capture = raw.get("DataCaptureConfig") or {}
+        spec = ConfigSpec(
+            state.config_name,
+            variants,
+            CaptureSpec(capture["DestinationS3Uri"])
+            if capture.get("EnableCapture", True) and capture
+            else None,
+        )
+        models = {}
+        for v in variants:
+            model = self._call("describe_model", ModelName=v.model_name)
+            container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
+            models[v.name] = ModelSpec(
+                v.model_name,
+                container.get("Image", ""),
+                container.get("ModelDataUrl", ""),
+                model.get("ExecutionRoleArn"),
+                container.get("Environment") or {},
+            )
+        return spec, models
 
     def describe(self, name: str) -> EndpointState | None:
         _name("endpoint", name)

@@ -62,8 +62,10 @@ def wait_for(
     timeout: float,
     poll: float = 2.0,
     on_poll: Callable[[EndpointState], None] | None = None,
+    raise_broken: bool = True,
 ) -> EndpointState:
-    """For the CLI only (the daemon never waits): describe until `done`, or raise on timeout."""
+    """For the CLI only (the daemon never waits): describe until `done`, or raise on timeout (and,
+    with `raise_broken`, when the endpoint is Failed)."""
     deadline = time.monotonic() + timeout
     while True:
         state = _state(platform, endpoint)
@@ -71,7 +73,7 @@ def wait_for(
             on_poll(state)
         if done(state):
             return state
-        if state.broken:
+        if state.broken and raise_broken:
             raise PlatformError(f"endpoint {endpoint} is {state.status}: {state.failure_reason}")
         if time.monotonic() >= deadline:
             raise PlatformError(f"endpoint {endpoint} is still {state.status} after {timeout:g} s")

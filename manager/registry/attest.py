@@ -81,6 +81,22 @@ def serve(
     audit.append(session, actor, event, at=at)
 
 
+def unserve(session: Session, endpoint: Endpoint, actor: str, at: datetime | None = None) -> None:
+    """`endpoint` serves nothing the registry manages any more (it was forgotten)."""
+    if endpoint.current_config_id is None:
+        return
+    endpoint.current_config_id = None
+    event = audit.Event(
+        SERVES_EVENT,
+        "endpoint",
+        endpoint.name,
+        f"{endpoint.name} is no longer managed",
+        {"config": None},
+        endpoint.name,
+    )
+    audit.append(session, actor, event, at=at)
+
+
 @dataclass
 class Expected:
     """Fed every event in order; then compared with the rows, in the same read transaction."""

@@ -99,7 +99,10 @@ def start(session: Session, request: StartRequest, actor: str, now: datetime) ->
     if candidate.id == baseline.id:
         raise UserError(f"{candidate.ref} is already serving on {endpoint.name}")
     if candidate.status == "rejected":
-        raise UserError(f"{candidate.ref} was rejected by its offline gate; it cannot be rolled out")
+        raise UserError(
+            f"{candidate.ref} is rejected; `variantctl models approve {candidate.ref} --reason ...` "
+            "to roll it out anyway"
+        )
     rollout = Rollout(
         endpoint_id=endpoint.id,
         baseline_version_id=baseline.id,

@@ -140,10 +140,11 @@ def conclusion(
     else:
         rollout.state = rollout.outcome = "aborted" if pending.aborted else "rolled_back"
         served = rollout.baseline
-        # A candidate that serves on another endpoint keeps serving there.
+        # A candidate that serves on another endpoint keeps serving there. An operator's abort says
+        # nothing about the model: it stays as it is (`rollout abort --reject-candidate` rejects it).
         moves = (
             []
-            if rollout.candidate.status == "serving"
+            if rollout.candidate.status in ("serving", "rejected") or pending.aborted
             else [(rollout.candidate, "rejected", f"{rollout.state} by {why}")]
         )
     for version, status, reason in moves:
