@@ -228,7 +228,7 @@ class HistoryFilter:
     actor: str | None = None
     since: datetime | None = None
     until: datetime | None = None
-    limit: int = 100
+    limit: int | None = 100  # None: every event that matches
 
 
 def history_query(flt: HistoryFilter) -> Select[AuditEvent]:
@@ -246,9 +246,21 @@ def history_query(flt: HistoryFilter) -> Select[AuditEvent]:
         stmt = stmt.where(AuditEvent.at >= flt.since)
     if flt.until is not None:
         stmt = stmt.where(AuditEvent.at < flt.until)
-    return stmt.order_by(AuditEvent.at.desc(), AuditEvent.seq.desc()).limit(flt.limit)
+    stmt = stmt.order_by(AuditEvent.at.desc(), AuditEvent.seq.desc())
+    return stmt.limit(flt.limit) if flt.limit is not None else stmt
 
 
 def history(database: Database, flt: HistoryFilter) -> list[AuditEvent]:
     with database.read() as session:
         return list(session.scalars(history_query(flt)))
+
+
+def history_count(database: Database, flt: HistoryFilter) -> int:
+    """How many events match `flt`, whatever its limit."""
+    from dataclasses import replace
+
+    from sqlalchemy import func
+
+    query = history_query(replace(flt, limit=None)).order_by(None).subquery()
+    with database.read() as session:
+        return int(session.scalar(select(func.count()).select_from(query)) or 0)

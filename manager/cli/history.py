@@ -49,6 +49,9 @@ def event_row(row: AuditEvent) -> dict[str, Any]:
     }
 
 
+TABLE_LIMIT = 50
+
+
 @click.command("history")
 @click.option("--endpoint", help="events about this endpoint")
 @click.option("--model", help="events about this model (any version)")
@@ -56,7 +59,11 @@ def event_row(row: AuditEvent) -> dict[str, Any]:
 @click.option("--actor", "by", help="events by this actor")
 @click.option("--since", metavar="TIME", help="ISO 8601 (naive is UTC) or a duration ago: 7d, 2h")
 @click.option("--until", metavar="TIME", help="exclusive; same forms as --since")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="at most this many events [default: 50 in a table; every match in json and csv]",
+)
 @output_option
 @pass_app
 def history(
@@ -67,7 +74,7 @@ def history(
     by: str | None,
     since: str | None,
     until: str | None,
-    limit: int,
+    limit: int | None,
     output: str,
 ) -> None:
     """The deployment history, newest first."""
@@ -83,13 +90,20 @@ def history(
         actor=by,
         since=parse_instant(since, now) if since else None,
         until=parse_instant(until, now) if until else None,
-        limit=limit,
+        limit=limit if limit is not None or output != "table" else TABLE_LIMIT,
     )
     if flt.since and flt.until and flt.since >= flt.until:
         raise UserError(f"--since ({since}) must be before --until ({until})")
     rows = [event_row(r) for r in audit.history(app.database(), flt)]
     columns = TABLE_COLUMNS if output == "table" else RECORD_COLUMNS
     emit(rows, columns, output, title="history", empty="no events match")
+    if output == "table" and flt.limit is not None and len(rows) == flt.limit:
+        total = audit.history_count(app.database(), flt)
+        if total > len(rows):
+            click.echo(
+                f"showing the newest {len(rows)} of {total} matching events; --limit N, or -o csv for all",
+                err=True,
+            )
 
 
 @click.group("audit")

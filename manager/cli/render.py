@@ -80,6 +80,11 @@ def emit_record(record: Mapping[str, Any], output: str, title: str | None = None
     if output == "csv":
         emit([record], list(record), output)
         return
+    if not sys.stdout.isatty():
+        width = max((len(k) for k in record), default=0)
+        for key, value in record.items():
+            sys.stdout.write(f"{key.ljust(width)}  {' '.join(_cell(value).split()) or '-'}\n")
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -92,6 +97,11 @@ def emit_record(record: Mapping[str, Any], output: str, title: str | None = None
 
 
 def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title: str | None, empty: str) -> None:
+    """On a terminal: a table that fits it, cells wrapped at spaces (never mid-word) or cut with an
+    ellipsis. Piped: one row per line, columns aligned, nothing wrapped or cut, so `grep` finds rows."""
+    if not sys.stdout.isatty():
+        _plain_table(rows, columns, empty)
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -101,10 +111,21 @@ def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title: str
         return
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="ellipsis")
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
     console.print(table)
+
+
+def _plain_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], empty: str) -> None:
+    if not rows:
+        sys.stdout.write(f"{empty}\n")
+        return
+    cells = [[" ".join(_cell(row.get(c)).split()) or "-" for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def metric_cells(v: dict[str, Any]) -> dict[str, str]:
