@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from manager.traffic import LabelWriter, Traffic
 
 if TYPE_CHECKING:
     from manager.registry.rollouts import RolloutView
@@ -61,75 +59,6 @@ class DemoTick:
     sent: int
     failed: int
     last: TickResult | None
-
-
-@dataclass
-class Traffic:
-    """Requests through boto3, and the labels that come back `label_delay` seconds later."""
-
-    runtime: Any
-    rows: np.ndarray
-    labels: np.ndarray
-    ground_truth: Path
-    label_delay: float = 1.0
-    threads: int = 2
-    sent: int = 0
-    failed: int = 0
-    stop: threading.Event = field(default_factory=threading.Event)
-    _waiting: list[tuple[float, str, float]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def start(self) -> list[threading.Thread]:
-        workers = [threading.Thread(target=self._send, args=(i,), daemon=True) for i in range(self.threads)]
-        workers.append(threading.Thread(target=self._label, daemon=True))
-        for w in workers:
-            w.start()
-        return workers
-
-    def _send(self, seed: int) -> None:
-        from botocore.exceptions import ClientError
-
-        rng = random.Random(seed)
-        while not self.stop.is_set():
-            i = rng.randrange(len(self.rows))
-            inference_id = uuid.uuid4().hex
-            body = ",".join(f"{v:.6g}" for v in self.rows[i])
-            try:
-                self.runtime.invoke_endpoint(
-                    EndpointName=ENDPOINT, ContentType="text/csv", Body=body, InferenceId=inference_id
-                )["Body"].read()
-                with self._lock:
-                    self.sent += 1
-                    self._waiting.append((time.monotonic(), inference_id, float(self.labels[i])))
-            except ClientError:
-                with self._lock:
-                    self.failed += 1
-
-    def _label(self) -> None:
-        while not self.stop.is_set():
-            time.sleep(0.5)
-            cutoff = time.monotonic() - self.label_delay
-            with self._lock:
-                due = [w for w in self._waiting if w[0] <= cutoff]
-                self._waiting = [w for w in self._waiting if w[0] > cutoff]
-            if not due:
-                continue
-            now = datetime.now(UTC)
-            folder = self.ground_truth / now.strftime("%Y/%m/%d/%H")
-            folder.mkdir(parents=True, exist_ok=True)
-            lines = "".join(
-                json.dumps(
-                    {
-                        "groundTruthData": {"data": f"{label:g}", "encoding": "CSV"},
-                        "eventMetadata": {"eventId": inference_id},
-                        "eventVersion": "0",
-                    }
-                )
-                + "\n"
-                for _, inference_id, label in due
-            )
-            with open(folder / f"labels-{uuid.uuid4().hex}.jsonl", "w") as handle:
-                handle.write(lines)
 
 
 def _train(workdir: Path, scenario: str) -> tuple[Any, Any, Any]:
@@ -186,7 +115,11 @@ def run(
             rollout_id = _deploy_and_start(host, database, workdir, refs)
             say(f"[3/6] rollout {rollout_id}: {refs[1]} beside {refs[0]} under {POLICY.name}")
             traffic = Traffic(
-                host.client("sagemaker-runtime"), held_out.x_test, held_out.y_test, workdir / "ground-truth"
+                host.client("sagemaker-runtime"),
+                ENDPOINT,
+                held_out.x_test,
+                held_out.y_test,
+                LabelWriter(str(workdir / "ground-truth")),
             )
             say("[4/6] traffic through boto3, labels a second later, a reconcile tick every second")
             _drive(host, database, workdir, rollout_id, traffic, on_tick, timeout)

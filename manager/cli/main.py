@@ -25,6 +25,7 @@ from manager.cli.policy import policy_group
 from manager.cli.rollout import rollout_group
 from manager.cli.schema import db_group
 from manager.cli.simulate import simulate
+from manager.cli.traffic import traffic
 from manager.cli.train import train
 from manager.errors import UserError
 
@@ -177,6 +178,7 @@ cli.add_command(rollout_group)
 cli.add_command(daemon)
 cli.add_command(demo)
 cli.add_command(simulate)
+cli.add_command(traffic)
 
 
 def main() -> None:
