@@ -155,3 +155,52 @@ def test_global_options_work_after_the_subcommand_and_history_keeps_its_own_acto
     assert mine.exit_code == 0 and {e["actor"] for e in json.loads(mine.stdout)} == {"ops"}
     nobody = CliRunner().invoke(cli, ["history", "--db", str(run.db), "--actor", "nobody", "-o", "json"])
     assert json.loads(nobody.stdout) == [], "history --actor filters; it is not the global --actor"
+
+
+def test_watch_and_status_exit_by_outcome(
+    aws_env: LocalSageMaker, run: Run, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    for name in ("logistic", "prior"):
+        run("models", "register", "churn", "--artifact", str(artifacts[name]), "--framework", "sklearn")
+    run("models", "approve", "churn:2", "--reason", "ok")
+    assert run("endpoints", "create", "churn-prod", "--model", "churn:1").exit_code == 0
+    policy = tmp_path / "p.yaml"
+    policy.write_text(policy_text(CANARY, min_samples=10_000))
+    database = Database(f"sqlite:///{run.db}")
+    from manager.platforms.sagemaker import SageMakerPlatform
+
+    reconciler = Reconciler(database, SageMakerPlatform(aws_env.client("sagemaker")), None, owner="t")
+
+    def tick_until(rollout_id: int, state: str) -> None:
+        def reached() -> bool | None:
+            reconciler.tick()
+            with database.read() as session:
+                return session.get(rollouts.Rollout, rollout_id).state == state or None  # type: ignore[union-attr]
+
+        until(reached, f"rollout {rollout_id} {state}", timeout=60)
+
+    first = json.loads(run("rollout", "start", "--policy", str(policy), "-o", "json").stdout)["rollout"]
+    tick_until(first, "running")
+    waited = run("rollout", "status", str(first), "--wait", "--timeout", "0.3", "--every", "0.1")
+    assert waited.exit_code == 1 and "still running after 0.3 s" in waited.stderr
+    assert run("rollout", "status", str(first)).exit_code == 0, "running: 0"
+    run("rollout", "abort", str(first), "--reason", "test")
+    tick_until(first, "aborted")
+    assert run("rollout", "status", str(first), "--wait").exit_code == 3
+    watched = run("rollout", "watch", str(first), "--every", "0.2")
+    assert watched.exit_code == 3 and f"rollout {first}: aborted" in watched.stdout
+
+    second = json.loads(run("rollout", "retry", str(first), "-o", "json").stdout)["rollout"]
+    tick_until(second, "running")
+    run("rollout", "promote", str(second), "--full", "--reason", "ship")
+    tick_until(second, "promoted")
+    assert run("rollout", "status", str(second), "--wait", "-o", "json").exit_code == 0
+    assert run("rollout", "watch", str(second), "--every", "0.2").exit_code == 0
+    shown = json.loads(run("rollout", "status", str(second), "-o", "json").stdout)
+    assert [s["state"] for s in shown["steps"]] == ["done"] * len(shown["steps"])
+    assert shown["metrics"]["5xx"]["min_samples"] == 10_000
+
+    with database.write() as session:  # no code path fails a rollout today; the exit code is still kept
+        session.get(rollouts.Rollout, second).state = "failed"  # type: ignore[union-attr]
+    assert run("rollout", "status", str(second)).exit_code == 4
+    database.dispose()

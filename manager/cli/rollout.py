@@ -27,7 +27,6 @@ COLUMNS = (
     "intent",
     "reason",
 )
-WATCHED = ("endpoint", "baseline", "candidate", "state", "step", "phase", "weight", "next", "reason")
 
 
 @click.group("rollout")
@@ -78,15 +77,46 @@ def _status(app: AppContext, rollout_id: int) -> dict[str, Any]:
         return status(session, rollout_id).record()
 
 
+def _finish(record: dict[str, Any]) -> None:
+    """The exit code of a rollout that has ended: 0 promoted, 3 rolled back or aborted, 4 failed."""
+    from manager.rollout.status import EXIT_BY_OUTCOME
+
+    if record["state"] in EXIT_BY_OUTCOME:
+        code = EXIT_BY_OUTCOME[record["state"]]
+        if code:
+            sys.exit(code)
+
+
 @rollout_group.command("status")
 @click.argument("rollout_id", type=int)
+@click.option("--wait", is_flag=True, help="wait until the rollout ends; exit by its outcome")
+@click.option("--timeout", type=click.FloatRange(min=0), default=86400, show_default=True, help="seconds")
+@click.option(
+    "--every", type=click.FloatRange(0.1), default=5.0, show_default=True, help="seconds between looks"
+)
 @output_option
 @pass_app
-def status(app: AppContext, rollout_id: int, output: str) -> None:
-    """Phase, weights, samples per arm, and each metric's interval."""
+def status(app: AppContext, rollout_id: int, wait: bool, timeout: float, every: float, output: str) -> None:
+    """Phase, weights, samples per arm, and each metric's interval. Exit 0 while it runs or once
+    promoted, 3 when rolled back or aborted, 4 when failed; with --wait, 1 on timeout."""
+    import time
+
+    from manager.registry.vocabulary import is_final
+
     record = _status(app, rollout_id)
+    deadline = time.monotonic() + timeout
+    while wait and not is_final(record["state"]):
+        if time.monotonic() >= deadline:
+            click.echo(
+                f"error: rollout {rollout_id} is still {record['state']} after {timeout:g} s", err=True
+            )
+            sys.exit(1)
+        time.sleep(every)
+        record = _status(app, rollout_id)
     if output == "table":
         metrics = record.pop("metrics")
+        for key in ("steps", "ingest"):
+            record.pop(key)
         emit_record(record, output, title=f"rollout {rollout_id}")
         emit(
             [{"metric": k, **metric_cells(v)} for k, v in metrics.items()],
@@ -96,6 +126,83 @@ def status(app: AppContext, rollout_id: int, output: str) -> None:
         )
     else:
         sys.stdout.write(json.dumps(record, default=str, indent=2) + "\n")
+    _finish(record)
+
+
+def _watch_view(record: dict[str, Any]) -> Any:
+    """The header, the step list, each metric against its minimum, why it waits, ingest health."""
+    from rich.console import Group
+    from rich.table import Table
+
+    from manager.clock import utcnow
+
+    now = utcnow()
+    created = record["created_at"]
+    ended = record.get("finished_at") or now
+    head = Table(show_header=False, box=None, pad_edge=False)
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row(
+        f"rollout {record['rollout']}",
+        f"{record['candidate']} beside {record['baseline']} on {record['endpoint']}"
+        f", policy {record['policy']}",
+    )
+    head.add_row("state", f"{record['state']}, candidate at {record['weight']:g}%")
+    head.add_row(
+        "started",
+        f"{created:%Y-%m-%d %H:%M:%S} UTC, {_ago(ended - created)} ago"
+        if not record.get("finished_at")
+        else f"{created:%Y-%m-%d %H:%M:%S} UTC, ran {_ago(ended - created)}",
+    )
+    head.add_row("updated", f"{now:%H:%M:%S} UTC")
+    if record.get("reason"):
+        head.add_row("why", str(record["reason"]))
+    if record.get("last_error"):
+        head.add_row("error", f"{record['last_error']} ({record['failures']} failed ticks)")
+    ingest = record.get("ingest")
+    if ingest is not None:
+        head.add_row(
+            "ingest",
+            f"{ingest['records_read']} records, {ingest['malformed_skipped']} malformed, "
+            f"{ingest['predictions_waiting_for_labels']} waiting for labels"
+            + (f"; read errors: {'; '.join(ingest['read_errors'])}" if ingest["read_errors"] else ""),
+        )
+    steps = Table(title="steps", show_header=False, box=None)
+    marks = {
+        "done": "[green]done[/green]",
+        "current": "[bold yellow]now[/bold yellow]",
+        "next": "[dim]next[/dim]",
+    }
+    for step in record["steps"]:
+        steps.add_row(marks[step["state"]], step["what"])
+    metrics = Table(title="metrics (current phase)")
+    for column in ("metric", "status", "samples", "baseline", "candidate", "interval"):
+        metrics.add_column(column)
+    for name, v in record["metrics"].items():
+        cells = metric_cells(v)
+        samples = min(
+            float(v.get("baseline_n", v.get("baseline_requests", 0)) or 0),
+            float(v.get("candidate_n", v.get("candidate_requests", 0)) or 0),
+        )
+        label = f"{name} (dry run)" if v.get("dry_run") else f"{name} ({v.get('role', '')})"
+        metrics.add_row(
+            label,
+            cells["status"],
+            f"{samples:,.0f} / {v['min_samples']:,}",
+            cells["baseline"],
+            cells["candidate"],
+            cells["interval"],
+        )
+    return Group(head, steps, metrics)
+
+
+def _ago(delta: Any) -> str:
+    seconds = int(delta.total_seconds())
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
 @rollout_group.command("watch")
@@ -105,35 +212,22 @@ def status(app: AppContext, rollout_id: int, output: str) -> None:
 )
 @pass_app
 def watch(app: AppContext, rollout_id: int, every: float) -> None:
-    """A live view until the rollout ends (Ctrl-C to stop watching; the rollout goes on)."""
+    """A live view until the rollout ends (Ctrl-C to stop watching; the rollout goes on). Exits 0 on
+    promotion, 3 on rollback or abort, 4 on failure."""
     import time
 
-    from rich.console import Group
     from rich.live import Live
-    from rich.table import Table
 
     from manager.registry.vocabulary import is_final
 
-    def view() -> tuple[Any, str]:
-        record = _status(app, rollout_id)
-        head = Table(show_header=False, box=None)
-        for key in WATCHED:
-            head.add_row(key, str(record.get(key) if record.get(key) is not None else ""))
-        table = Table(title="metrics (current phase)")
-        for column in ("metric", "status", "baseline", "candidate", "interval"):
-            table.add_column(column)
-        for name, v in record["metrics"].items():
-            cells = metric_cells(v)
-            table.add_row(name, cells["status"], cells["baseline"], cells["candidate"], cells["interval"])
-        return Group(head, table), record["state"]
-
-    with Live(view()[0], refresh_per_second=4) as live:
-        while True:
-            renderable, state = view()
-            live.update(renderable)
-            if is_final(state):
-                return
+    record = _status(app, rollout_id)
+    with Live(_watch_view(record), refresh_per_second=4) as live:
+        while not is_final(record["state"]):
             time.sleep(every)
+            record = _status(app, rollout_id)
+            live.update(_watch_view(record))
+    click.echo(f"rollout {rollout_id}: {record['state']}: {record.get('reason') or ''}")
+    _finish(record)
 
 
 def _intent(app: AppContext, rollout_id: int, intent: RolloutIntent, reason: str | None) -> None:

@@ -9,18 +9,32 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from manager import policy as policies
-from manager.registry import observations, rollouts
+from manager.registry import endpoints, observations, rollouts
+from manager.registry.vocabulary import is_final
 from manager.rollout.decide import judge
+
+# `rollout watch` and `rollout status --wait` end with these (README: Rolling out).
+EXIT_BY_OUTCOME = {"promoted": 0, "rolled_back": 3, "aborted": 3, "failed": 4}
 
 
 @dataclass(frozen=True)
 class RolloutStatus:
     view: rollouts.RolloutView
     next: str  # what the current step does, or "promote" at the end of the plan
-    metrics: dict[str, dict[str, Any]]  # by metric name: status and evidence
+    metrics: dict[str, dict[str, Any]]  # by metric name: status, evidence, minimum sample, dry run
+    policy: str = ""
+    steps: tuple[dict[str, Any], ...] = ()  # each with `state`: done, current or next
+    ingest: dict[str, Any] | None = None  # ground-truth ingestion for the endpoint
 
     def record(self) -> dict[str, Any]:
-        return {**self.view.record(), "next": self.next, "metrics": self.metrics}
+        return {
+            **self.view.record(),
+            "policy": self.policy,
+            "next": self.next,
+            "steps": list(self.steps),
+            "metrics": self.metrics,
+            "ingest": self.ingest,
+        }
 
 
 def status(session: Session, rollout_id: int) -> RolloutStatus:
@@ -37,5 +51,27 @@ def status(session: Session, rollout_id: int) -> RolloutStatus:
     metrics = {}
     for metric in policy.metrics:
         verdict = judge(metric, data.get(metric.measure, []), view.phase, policy, harm_only=False)
-        metrics[metric.name] = {"status": verdict.status, **verdict.evidence}
-    return RolloutStatus(view, plan[view.step]["what"] if view.step < len(plan) else "promote", metrics)
+        metrics[metric.name] = {
+            "status": verdict.status,
+            "min_samples": metric.min_samples,
+            "dry_run": metric.dry_run,
+            "role": metric.role,
+            **verdict.evidence,
+        }
+    finished = is_final(view.state) or view.state in ("promoting", "rolling_back")
+    steps = tuple(
+        {
+            **row,
+            "state": "done" if finished or i < view.step else "current" if i == view.step else "next",
+        }
+        for i, row in enumerate(plan)
+    )
+    quality = any(m.source == "quality" for m in policy.metrics)
+    return RolloutStatus(
+        view,
+        plan[view.step]["what"] if view.step < len(plan) else "promote",
+        metrics,
+        policy.name,
+        steps,
+        endpoints.ingest_status(session, view.endpoint) if quality else None,
+    )
