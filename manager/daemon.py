@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from manager import windows
+from manager import audit, windows
 from manager.db import Database
 from manager.errors import UserError
 
@@ -51,11 +51,32 @@ class JsonLines(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class OneLine(logging.Formatter):
+    """Text logs: one line per event; an exception adds its type and message, and its traceback
+    only with VARIANTCTL_DEBUG=1 (the JSON format always carries it, in a field)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc_info, record.exc_info, record.exc_text = record.exc_info, None, None
+        try:
+            line = super().format(record)
+        finally:
+            record.exc_info = exc_info
+        if exc_info and exc_info[1] is not None:
+            error = exc_info[1]
+            detail = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            if detail not in line:
+                line += f" [{detail}]"
+            if os.environ.get("VARIANTCTL_DEBUG"):
+                line += "\n" + self.formatException(exc_info)
+        return line
+
+
 def configure_logging(fmt: str) -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(
-        JsonLines() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    )
+    handler.setFormatter(JsonLines() if fmt == "json" else OneLine())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -233,16 +254,66 @@ def retrain_job(url: str, policy_path: str, job_id: str) -> None:
     if not windows.within(policy.trigger.windows, utcnow()):
         log.info("%s: outside the allowed windows; not retraining", job_id)
         return
+    database = _RUNTIMES[url].database
+    waiting = _why_not_retrain(database, policy)
+    if waiting is not None:
+        log.info("%s: not retraining: %s", job_id, waiting, extra={"fields": {"job": job_id}})
+        with database.write() as session:
+            event = audit.Event(
+                "trigger.skipped",
+                "policy",
+                policy.name,
+                f"not retraining: {waiting}",
+                {"job": job_id},
+                policy.target.endpoint,
+            )
+            audit.append(session, actor, event)
+        return
     config = yamlconfig.load(Path(spec.config), TrainConfig)
     data = load(spec.data, spec.shift)
-    database = _RUNTIMES[url].database
+    log.info("%s: retraining %s on %s", job_id, config.model, spec.data, extra={"fields": {"job": job_id}})
     done = retrain(database, SklearnTrainer(), local_scorer(data.task), config, data, actor)
+    log.info(
+        "%s: trained %s; gate: %s (%s)",
+        job_id,
+        done.ref,
+        done.status,
+        done.gate,
+        extra={"fields": {"job": job_id}},
+    )
     if done.approved:
         with database.write() as session:
-            launch.start(session, policy, text, actor, utcnow())
-        log.info("%s: started a rollout of the new candidate %s", job_id, done.ref)
-    else:
-        log.info("%s: %s %s: %s", job_id, done.ref, done.status, done.gate)
+            rollout = launch.start(session, policy, text, actor, utcnow())
+            rollout_id = rollout.id
+        log.info(
+            "%s: started rollout %s of the new candidate %s",
+            job_id,
+            rollout_id,
+            done.ref,
+            extra={"fields": {"job": job_id, "rollout": rollout_id}},
+        )
+
+
+def _why_not_retrain(database: Database, policy: Any) -> str | None:
+    """A retrain that could only pile up versions is skipped: while a rollout runs on the endpoint,
+    or while an approved version of the model waits, never rolled out."""
+    from sqlalchemy import select
+
+    from manager.registry import models
+    from manager.registry.rollouts import active_on
+    from manager.registry.tables import Rollout
+
+    with database.read() as session:
+        active = active_on(session, policy.target.endpoint)
+        if active is not None:
+            return f"rollout {active.id} is {active.state} on {policy.target.endpoint}"
+        for version in models.list_versions(session, policy.target.candidate.model, "approved"):
+            tried = session.scalar(
+                select(Rollout.id).where(Rollout.candidate_version_id == version.id).limit(1)
+            )
+            if tried is None:
+                return f"{version.ref} is approved and was never rolled out"
+    return None
 
 
 def trigger_job(url: str, policies_dir: str) -> None:

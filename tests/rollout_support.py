@@ -59,6 +59,13 @@ class World:
         source = CloudWatchSource(self.host.client("cloudwatch"), lag=timedelta(seconds=1), period=1)
         return Reconciler(self.database, self.platform, source, owner=owner)
 
+    def set_aside_waiting_candidate(self) -> None:
+        """Reject the approved churn:2 this world starts with: a cron retrain skips while an approved
+        version waits, never rolled out (it would only pile up versions)."""
+        with self.database.write() as session:
+            waiting = models.get(session, "churn:2")
+            models.transition(session, waiting, "rejected", "tester", reason="set aside for a retrain")
+
     def start(self, text: str) -> int:
         policy = policies.parse(text)
         with self.database.write() as session:

@@ -186,6 +186,7 @@ def test_a_cron_retrain_trains_gates_and_starts_a_rollout(tmp_path: Path, artifa
             text + f"trigger:\n  type: cron\n  cron: '0 3 * * *'\n"
             f"  retrain: {{data: 'sklearn:breast_cancer', config: '{train}', shift: 'noise:0.05'}}\n"
         )
+        world.set_aside_waiting_candidate()
         daemon._RUNTIMES[world.database.url] = daemon.Runtime(world.database, world.reconciler(), None)
         try:
             daemon.retrain_job(world.database.url, str(policy), "retrain:test-policy")

@@ -208,3 +208,17 @@ def test_json_logs_carry_a_failing_jobs_error(
     [failed] = [json.loads(line) for line in lines if "failed" in line]
     assert failed["job"] == "retrain:nightly" and failed["error_type"] == "RuntimeError"
     assert failed["error"] == "the training data vanished" and "Traceback" in failed["traceback"]
+
+
+def test_a_retrain_that_would_pile_up_versions_is_skipped_and_recorded(
+    runtime: daemon.Runtime, tmp_path: Path, artifact: Path
+) -> None:
+    from manager.registry import models
+
+    with runtime.database.write() as session:
+        models.register(session, models.NewVersion("churn", str(artifact), "sklearn", status="approved"), "t")
+    policy = write_policy(tmp_path, "nightly")
+    daemon.retrain_job(runtime.database.url, str(policy), "retrain:nightly")
+    [skipped] = audit.history(runtime.database, audit.HistoryFilter(action="trigger.skipped"))
+    assert "churn:1 is approved and was never rolled out" in (skipped.reason or "")
+    assert not audit.history(runtime.database, audit.HistoryFilter(action="model.train")), "nothing trained"

@@ -161,6 +161,7 @@ def test_a_retrain_with_no_gate_ends_the_same_from_the_cli_and_the_daemon(
     """No `gate:` in train.yaml: both paths approve the version with a `model.gate` event saying so."""
     with make_world(tmp_path, artifacts) as world:
         policy = _cron_policy(tmp_path, gate="")
+        world.set_aside_waiting_candidate()
         daemon._RUNTIMES[world.database.url] = daemon.Runtime(world.database, world.reconciler(), None)
         try:
             daemon.retrain_job(world.database.url, str(policy), "retrain:test-policy")

@@ -146,6 +146,7 @@ def test_a_cron_retrain_twice_gives_two_rollouts_that_both_complete(
         + f"  retrain: {{data: 'sklearn:breast_cancer', config: '{train}'}}\n"
     )
     with make_world(tmp_path, artifacts, url=db_url) as world:
+        world.set_aside_waiting_candidate()
         for _ in range(2):
             daemon._RUNTIMES[world.database.url] = daemon.Runtime(world.database, world.reconciler(), None)
             try:
