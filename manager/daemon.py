@@ -224,10 +224,12 @@ def ingest_job(url: str) -> None:
                 "expired": report.expired_predictions + report.expired_labels,
                 "unreadable_files": len(report.file_errors),
             }
-            log.info(
-                "ingested %s: %s",
+            log.log(
+                logging.WARNING if report.file_errors else logging.INFO,
+                "ingested %s: %s%s",
                 target.endpoint,
                 ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items() if n),
+                f"; {report.file_errors[0]}" if report.file_errors else "",
                 extra={"fields": {**fields, **counts}},
             )
 

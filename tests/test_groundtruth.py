@@ -537,3 +537,19 @@ def test_endpoints_show_reports_malformed_lines(
     assert (ingestion["malformed_skipped"], ingestion["predictions_waiting_for_labels"]) == (1, 1)
     table = CliRunner().invoke(cli, ["--db", database.url, "endpoints", "show", "ep"]).stdout
     assert "malformed skipped" in table
+
+
+def test_an_unreachable_bucket_is_a_read_error_shown_not_a_crash(
+    database: Database, spec: QualitySpec, now: datetime
+) -> None:
+    _rollout(database, now - timedelta(hours=1))
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")  # no bucket `monitoring` exists
+        unreachable = QualitySpec("ep", "s3://monitoring/capture", "s3://monitoring/ground-truth")
+        report = GroundTruthIngestor(database, s3_client=s3, settle=timedelta(0)).run(unreachable)
+    assert len(report.file_errors) == 2 and all(
+        "cannot list s3://monitoring/" in e for e in report.file_errors
+    )
+    with database.read() as session:
+        errors = ingest_status(session, "ep")["read_errors"]
+    assert len(errors) == 2 and all("404" in e for e in errors), errors

@@ -150,7 +150,16 @@ class GroundTruthIngestor:
         self._expire(spec, endpoint_prefix, now, report)
         with self.database.read() as session:
             resolve = self.phases(session, spec.endpoint)
-        for variant in capture_store.children(endpoint_prefix):
+        try:
+            variants = capture_store.children(endpoint_prefix)
+        except Exception as exc:
+            if type(exc).__module__.startswith("manager"):
+                raise
+            error = f"cannot list {spec.capture_uri}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            report.file_errors.append(error)
+            self._record_error(spec, f"{spec.capture_uri}#{endpoint_prefix}", error)
+            variants = []
+        for variant in variants:
 
             def captures(session: Session, lines: list[bytes], variant: str = variant) -> int:
                 return self._captures(session, spec, variant, lines, resolve, now, report)
@@ -191,7 +200,19 @@ class GroundTruthIngestor:
         chunks = read_new(
             store, prefix, cursor, now, self.settle, errors, max_lines=self.batch, lookback=self.lookback
         )
-        for chunk in chunks:
+        while True:
+            try:  # only the store's own failures are caught here; the handling below raises as it will
+                chunk = next(chunks, None)
+            except Exception as exc:  # a bucket that does not exist, no network, no access
+                if type(exc).__module__.startswith("manager"):
+                    raise
+                uri = spec.capture_uri if kind == "capture" else spec.ground_truth_uri
+                errors.append(
+                    f"cannot list {uri} ({prefix or '/'}): {type(exc).__name__}: {str(exc).splitlines()[0]}"
+                )
+                break
+            if chunk is None:
+                break
             pending += chunk.lines
             oversized += chunk.oversized
             report.malformed += chunk.oversized
@@ -202,6 +223,17 @@ class GroundTruthIngestor:
         last_error = f"{len(errors)} unreadable: {errors[0]}" if errors else None
         self._flush(spec, kind, cursor_id, cursor, pending, handle, last_error, oversized)
         report.file_errors += errors
+
+    def _record_error(self, spec: QualitySpec, cursor_id: str, error: str) -> None:
+        """A read error where no cursor has been stored yet: `endpoints show` lists it all the same."""
+        with self.database.write() as session:
+            row = session.get(IngestCursor, cursor_id)
+            if row is None:
+                row = IngestCursor(
+                    prefix=cursor_id, endpoint=spec.endpoint, kind="capture", records=0, malformed=0
+                )
+                session.add(row)
+            row.last_error = error[:2000]
 
     def _flush(
         self,
