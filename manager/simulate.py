@@ -64,7 +64,7 @@ class Streams:
     traffic_per_minute: float = 1000.0
     label_delay_minutes: float = 0.0
     check_every: int = 100  # requests per arm between looks, at an even split
-    max_per_arm: int = 20_000
+    max_per_arm: int = 20_000  # 0: run until the policy's own maxSamples or maxDuration
 
 
 @dataclass(frozen=True)
@@ -73,31 +73,64 @@ class RunResult:
     per_arm: float  # requests per arm when the run ended (all phases)
     minutes: float
     exposure: float  # requests served by the worse model before the decision
+    at_limit: bool = False  # a rollback (or pause) at the policy's maxSamples or maxDuration, not on evidence
+    failed: tuple[str, ...] = ()  # the metrics whose verdict was `fail` when it rolled back
 
 
 @dataclass(frozen=True)
 class _Batch:
     at: float
     phase: int
-    baseline: tuple[float, float, float]
-    candidate: tuple[float, float, float]
-    window: ErrorWindow | None
+    draws: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]]  # metric: (b, c)
 
 
 @dataclass
 class _Phase:
     number: int
     weight: float
-    arms: dict[str, list[float]] = field(default_factory=lambda: {"b": [0.0, 0.0, 0.0], "c": [0.0, 0.0, 0.0]})
-    windows: list[ErrorWindow] = field(default_factory=list)
+    arms: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # metric: {"b"|"c": n, sum, sq}
+    windows: dict[str, list[ErrorWindow]] = field(default_factory=dict)
+
+    def add(
+        self, metric: str, b: tuple[float, float, float], c: tuple[float, float, float], errors: bool
+    ) -> None:
+        arms = self.arms.setdefault(metric, {"b": [0.0, 0.0, 0.0], "c": [0.0, 0.0, 0.0]})
+        for key, arm in (("b", b), ("c", c)):
+            for i in range(3):
+                arms[key][i] += arm[i]
+        if errors:
+            self.windows.setdefault(metric, []).append(ErrorWindow(b[0], b[1], c[0], c[1]))
+
+    def data(self, metric: str) -> PhaseData:
+        arms = self.arms.get(metric, {"b": [0.0, 0.0, 0.0], "c": [0.0, 0.0, 0.0]})
+        return PhaseData(self.number, Arm(*arms["b"]), Arm(*arms["c"]), tuple(self.windows.get(metric, [])))
+
+
+# What a metric the scenario does not name looks like: the same for both versions (an A/A stream).
+QUIET = {"proportion": 0.85, "errors": 0.005, "mean": 20.0}
 
 
 def metric_for(policy: RolloutPolicy, scenario: Scenario) -> Metric:
-    """The policy's metric that the scenario's stream feeds."""
-    for metric in policy.metrics:
-        if metric.kind == scenario.kind and not metric.dry_run:
-            return metric
+    """The policy's metric that the scenario's effect is on: the first of its kind that acts, else a
+    dry-run one (simulated and shown, never acted on)."""
+    matching = [m for m in policy.metrics if m.kind == scenario.kind]
+    acting = [m for m in matching if not m.dry_run]
+    if acting or matching:
+        return (acting or matching)[0]
     raise ValueError(f"policy {policy.name} has no {scenario.kind} metric for scenario {scenario.name}")
+
+
+def streams_for(policy: RolloutPolicy, scenario: Scenario) -> dict[str, Scenario]:
+    """Every metric of the policy gets a stream: the scenario's effect on its metric, A/A on the rest,
+    so the guardrails can roll back in every scenario, as in the daemon."""
+    target = metric_for(policy, scenario)
+    out = {}
+    for m in policy.metrics:
+        if m.name == target.name:
+            out[m.name] = scenario
+        else:
+            out[m.name] = Scenario(m.name, m.kind, QUIET[m.kind], higher_is_better=m.higher_is_better)
+    return out
 
 
 def _draw(
@@ -117,9 +150,7 @@ def _draw(
 
 def run_once(policy: RolloutPolicy, scenario: Scenario, streams: Streams, seed: int) -> RunResult:
     rng = np.random.default_rng(seed)
-    metric = metric_for(policy, scenario)
-    # Only the scenario's metric has a stream; the others would wait for data forever.
-    policy = policy.model_copy(update={"metrics": [metric]})
+    flows = streams_for(policy, scenario)
     plan = policy.plan
     step, phase_no, weight = 0, 0, 0.0
     phases: list[_Phase] = []
@@ -127,25 +158,28 @@ def run_once(policy: RolloutPolicy, scenario: Scenario, streams: Streams, seed: 
     minutes = served_b = served_c = 0.0
     started = START
     step_started = phase_started = START
-    lag = streams.label_delay_minutes if metric.source == "quality" else 0.0
+    lags = {m.name: streams.label_delay_minutes if m.source == "quality" else 0.0 for m in policy.metrics}
     batch = 2 * streams.check_every
     for _ in range(10_000):
         now = started + timedelta(minutes=minutes)
-        observations = {
-            metric.name: [
-                PhaseData(p.number, Arm(*p.arms["b"]), Arm(*p.arms["c"]), tuple(p.windows)) for p in phases
-            ]
-        }
+        observations = {m.name: [p.data(m.name) for p in phases] for m in policy.metrics}
         state = RolloutState("running", step, phase_no, weight, started, step_started, phase_started)
         decision = decide(state, policy, observations, now)
         if decision.action in ("promote", "rollback"):
-            return _result(decision.action, served_b, served_c, minutes, scenario)
+            limit = decision.reason.startswith("inconclusive")
+            verdicts = decision.evidence.get("metrics", {})
+            failed = tuple(
+                name for name, v in verdicts.items() if v.get("status") == "fail" and not v.get("dry_run")
+            )
+            return _result(decision.action, served_b, served_c, minutes, scenario, limit, failed)
         if decision.action == "set_weight":
             weight = float(decision.weight or 0.0)
             phase_no += 1
             phases.append(_Phase(phase_no, weight))
             phase_started = now
             continue
+        if decision.action == "pause" and decision.reason.startswith("inconclusive"):
+            return _result("undecided", served_b, served_c, minutes, scenario, True)
         if decision.action in ("advance", "resume", "unshadow", "pause", "shadow"):
             step = decision.next_step if decision.next_step is not None else step + 1
             step_started = now
@@ -153,34 +187,43 @@ def run_once(policy: RolloutPolicy, scenario: Scenario, streams: Streams, seed: 
                 break
             continue
         # wait: more traffic, then look again
-        if served_b + served_c >= 2 * streams.max_per_arm:  # per arm at an even split
+        if streams.max_per_arm and served_b + served_c >= 2 * streams.max_per_arm:  # 0: the policy's limits
             break
         n_c = round(batch * weight / 100)
         n_b = batch - n_c
         minutes += batch / streams.traffic_per_minute
-        b, c = _draw(rng, scenario, n_b, False), _draw(rng, scenario, n_c, True)
+        draws = {
+            name: (_draw(rng, flow, n_b, False), _draw(rng, flow, n_c, True)) for name, flow in flows.items()
+        }
         served_b, served_c = served_b + n_b, served_c + n_c
-        window = ErrorWindow(b[0], b[1], c[0], c[1]) if scenario.kind == "errors" else None
-        pending.append(_Batch(minutes, phase_no, b, c, window))
-        while pending and pending[0].at <= minutes - lag:  # labels arrive `lag` minutes late
-            arrived = pending.popleft()
-            target = next(p for p in phases if p.number == arrived.phase)
-            for key, arm in (("b", arrived.baseline), ("c", arrived.candidate)):
-                for i in range(3):
-                    target.arms[key][i] += arm[i]
-            if arrived.window is not None:
-                target.windows.append(arrived.window)
+        pending.append(_Batch(minutes, phase_no, draws))
+        for batch_ in list(pending):
+            target = next((p for p in phases if p.number == batch_.phase), None)
+            if target is None:
+                continue
+            for name, (b, c) in list(batch_.draws.items()):
+                if batch_.at <= minutes - lags[name]:  # labels arrive `lag` minutes late
+                    target.add(name, b, c, flows[name].kind == "errors")
+                    del batch_.draws[name]
+        while pending and not pending[0].draws:
+            pending.popleft()
         if step >= len(plan) and not phases:
             break
     return _result("undecided", served_b, served_c, minutes, scenario)
 
 
 def _result(
-    outcome: Conclusion, served_b: float, served_c: float, minutes: float, scenario: Scenario
+    outcome: Conclusion,
+    served_b: float,
+    served_c: float,
+    minutes: float,
+    scenario: Scenario,
+    at_limit: bool = False,
+    failed: tuple[str, ...] = (),
 ) -> RunResult:
     truth = scenario.truth
     exposure = served_c if truth == "worse" else served_b if truth == "better" else 0.0
-    return RunResult(outcome, (served_b + served_c) / 2, minutes, exposure)
+    return RunResult(outcome, (served_b + served_c) / 2, minutes, exposure, at_limit, failed)
 
 
 def _worker(args: tuple[str, dict[str, Any], dict[str, Any], list[int]]) -> list[RunResult]:
@@ -207,6 +250,9 @@ class Summary:
     median_minutes: float
     p90_minutes: float
     exposure: float
+    rollback_at_limit: float = 0.0  # rollbacks at the policy's maxSamples or maxDuration, not on evidence
+    ended_at_limit: float = 0.0  # every run the policy's own limits ended (rolled back, paused or undecided)
+    rollback_by_others: float = 0.0  # rollbacks on another metric's evidence (a guardrail, at its alpha)
 
     def se(self, p: float) -> float:
         return math.sqrt(max(p * (1 - p), 1e-12) / self.runs)
@@ -224,7 +270,7 @@ def correct_outcome(truth: Truth, guardrail: bool) -> tuple[set[str], set[str]]:
     return {"undecided"}, {"promote", "rollback"}
 
 
-def summarize(scenario: Scenario, results: list[RunResult], guardrail: bool) -> Summary:
+def summarize(scenario: Scenario, results: list[RunResult], guardrail: bool, target: str = "") -> Summary:
     n = len(results)
     counts = {o: sum(r.outcome == o for r in results) / n for o in ("promote", "rollback", "undecided")}
     good, bad = correct_outcome(scenario.truth, guardrail)
@@ -246,6 +292,9 @@ def summarize(scenario: Scenario, results: list[RunResult], guardrail: bool) -> 
         float(np.median(minutes)),
         float(np.percentile(minutes, 90)),
         float(np.mean([r.exposure for r in results])),
+        sum(r.outcome == "rollback" and r.at_limit for r in results) / n,
+        sum(r.at_limit for r in results) / n,
+        sum(r.outcome == "rollback" and bool(r.failed) and target not in r.failed for r in results) / n,
     )
 
 
@@ -281,4 +330,5 @@ def simulate(
                     progress(len(results))
     from manager import policy as policies
 
-    return summarize(scenario, results, metric_for(policies.parse(policy_text), scenario).role == "guardrail")
+    metric = metric_for(policies.parse(policy_text), scenario)
+    return summarize(scenario, results, metric.role == "guardrail", metric.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -53,7 +54,13 @@ SCENARIO_NAMES = (
     show_default=True,
     help="requests per arm between looks, at an even split",
 )
-@click.option("--max-per-arm", type=click.IntRange(min=100), default=20_000, show_default=True)
+@click.option(
+    "--max-per-arm",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="stop a run at this many requests per arm (0: only the policy's own maxSamples and maxDuration)",
+)
 @click.option("--runs", type=click.IntRange(min=10), default=2000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--processes", type=click.IntRange(min=1), default=2, show_default=True)
@@ -91,7 +98,7 @@ def simulate(
     else:
         raise UserError("give --scenario, or --kind and --baseline (with --effect)")
     try:
-        metric_for(policy, chosen)
+        target = metric_for(policy, chosen)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     streams = Streams(traffic, label_delay, check_every, max_per_arm)
@@ -121,14 +128,38 @@ def simulate(
         "median_minutes": summary.median_minutes,
         "p90_minutes": summary.p90_minutes,
         "harm_exposure": summary.exposure,
+        "metric": target.name,
+        "metric_is_dry_run": target.dry_run,
+        "p_rollback_on_evidence": summary.rollback - summary.rollback_at_limit,
+        "p_rollback_at_limits": summary.rollback_at_limit,
+        "p_rollback_by_other_metrics": summary.rollback_by_others,
+        "p_ended_by_policy_limits": summary.ended_at_limit,
+        "simulated_metrics": [m.name for m in policy.metrics],
     }
+    warnings = []
+    if target.dry_run:
+        warnings.append(f"{target.name} is a dry run: recorded, never acted on; the other metrics decide")
+    if summary.ended_at_limit + summary.undecided > 0.1:
+        warnings.append(
+            f"{summary.ended_at_limit + summary.undecided:.0%} of runs reach the policy's limits "
+            f"(maxSamples {policy.decisions.max_samples:,}, maxDuration {policy.decisions.max_duration}) "
+            + (f"or the simulation's ({max_per_arm:,} per arm) " if max_per_arm else "")
+            + "with no evidence: undecidable within them"
+        )
+    record["warnings"] = warnings
     if output != "table":
         emit_record(record, output)
         return
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
     shown = {
         "scenario": f"{summary.scenario} (the candidate is {summary.truth})",
         "P(promote)": f"{summary.promote:.4f} ± {record['se_promote']:.4f}",
-        "P(rollback)": f"{summary.rollback:.4f} ± {record['se_rollback']:.4f}",
+        "metric": _metric_line(target, policy),
+        "P(rollback)": f"{summary.rollback:.4f} ± {record['se_rollback']:.4f}: "
+        f"{record['p_rollback_on_evidence']:.4f} on evidence "
+        f"({summary.rollback_by_others:.4f} by another metric), "
+        f"{summary.rollback_at_limit:.4f} at the policy's limits",
         "P(undecided)": f"{summary.undecided:.4f} ± {record['se_undecided']:.4f}",
         "samples per arm to a decision": f"median {summary.median_per_arm:,.0f}, "
         f"p90 {summary.p90_per_arm:,.0f}",
@@ -136,3 +167,9 @@ def simulate(
         "harm exposure": f"{summary.exposure:,.0f} requests served by the worse model (mean)",
     }
     emit_record(shown, "table", title=f"{policy.name}: {runs} seeded runs")
+
+
+def _metric_line(target: Any, policy: Any) -> str:
+    role = "dry run" if target.dry_run else target.role
+    every = ", ".join(m.name + (" (dry run)" if m.dry_run else "") for m in policy.metrics)
+    return f"{target.name} ({role}); every metric simulated: {every}"
