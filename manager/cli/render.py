@@ -27,9 +27,33 @@ def output_option(func: F) -> F:
 
 
 def _plain(value: Any) -> Any:
+    """One form for programs: instants as ISO 8601 UTC (microseconds), containers walked, the rest as is."""
     if isinstance(value, datetime):
         return format_instant(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     return value
+
+
+def _json(value: Any) -> str:
+    """Numbers as numbers, text as written (no escaped slashes, UTF-8 kept), NaN as null."""
+    import json
+    import math
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        if hasattr(v, "item") and callable(v.item):  # numpy scalars
+            return clean(v.item())
+        return v
+
+    return json.dumps(clean(value), indent=2, ensure_ascii=False, default=str)
 
 
 def _cell(value: Any) -> str:
@@ -55,13 +79,14 @@ def emit(
         return
     import json
 
+    if output == "json":
+        records = [{c: _plain(row.get(c)) for c in columns} for row in rows]
+        sys.stdout.write(_json(records) + "\n")
+        return
     import pandas as pd
 
     frame = pd.DataFrame([{c: _plain(row.get(c)) for c in columns} for row in rows], columns=list(columns))
-    if output == "json":
-        sys.stdout.write(frame.to_json(orient="records", indent=2, force_ascii=False) or "[]")
-        sys.stdout.write("\n")
-    else:
+    if output == "csv":
         for column in columns:
             frame[column] = frame[column].map(
                 lambda v: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
@@ -72,10 +97,7 @@ def emit(
 def emit_record(record: Mapping[str, Any], output: str, title: str | None = None) -> None:
     """One object: a two-column table for people, a single JSON object or CSV row for programs."""
     if output == "json":
-        import pandas as pd
-
-        series = pd.Series({k: _plain(v) for k, v in record.items()}, dtype=object)
-        sys.stdout.write((series.to_json(indent=2, force_ascii=False) or "{}") + "\n")
+        sys.stdout.write(_json({k: _plain(v) for k, v in record.items()}) + "\n")
         return
     if output == "csv":
         emit([record], list(record), output)
