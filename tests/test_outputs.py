@@ -111,3 +111,29 @@ def test_machine_outputs_are_never_capped_silently_and_tables_say_so(registry: P
     table = subprocess.run(_cli("history", "--db", str(registry)), capture_output=True, text=True)
     assert len(table.stdout.splitlines()) == 51
     assert "showing the newest 50 of 60 matching events" in table.stderr
+
+
+def test_json_keeps_text_as_written_and_numbers_as_numbers(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    artifact = tmp_path / "model.joblib"
+    artifact.write_bytes(b"x")
+    assert subprocess.run(_cli("db", "upgrade", "--db", str(db)), capture_output=True).returncode == 0
+    register = _cli(
+        "models",
+        "register",
+        "m",
+        "--artifact",
+        str(artifact),
+        "--framework",
+        "sklearn",
+        "--metric",
+        "auc=0.9",
+    )
+    assert subprocess.run([*register, "--db", str(db)], capture_output=True).returncode == 0
+    shown = subprocess.run(
+        _cli("models", "list", "--db", str(db), "-o", "json"), capture_output=True, text=True
+    )
+    assert "\\/" not in shown.stdout and f'"{artifact.as_uri()}"' in shown.stdout
+    [row] = json.loads(shown.stdout)
+    assert row["version"] == 1 and row["metrics"] == {"auc": 0.9}
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$", row["created_at"]), row["created_at"]
