@@ -132,3 +132,13 @@ def host(tmp_path: Path) -> Iterator[LocalSageMaker]:
     # Seeded: weighted routing draws the same sequence every run, so the share bounds cannot flake.
     with LocalSageMaker(tmp_path / "state", provision_delay=0.2, seed=20261128) as running:
         yield running
+
+
+@pytest.fixture
+def aws_env(host: LocalSageMaker, monkeypatch: pytest.MonkeyPatch) -> LocalSageMaker:
+    """boto3 (and so every variantctl command) aimed at the test's local SageMaker."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", host.url)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+    return host

@@ -14,15 +14,6 @@ from manager.local_sagemaker import LocalSageMaker
 from .local_sagemaker_support import create_model, variant, wait_status
 
 
-@pytest.fixture
-def aws_env(host: LocalSageMaker, monkeypatch: pytest.MonkeyPatch) -> LocalSageMaker:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", host.url)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
-    return host
-
-
 def test_status_waits_for_in_service(aws_env: LocalSageMaker, artifacts: dict[str, Path]) -> None:
     sm = aws_env.client("sagemaker")
     create_model(sm, "m", artifacts["logistic"])

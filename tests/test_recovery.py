@@ -7,6 +7,7 @@ again; global options work after the subcommand. Through the CLI, against the lo
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,6 @@ from manager.rollout.reconcile import Reconciler
 
 from .local_sagemaker_support import create_model, until, variant, wait_status
 from .rollout_support import CANARY, policy_text
-
-
-@pytest.fixture
-def aws_env(host: LocalSageMaker, monkeypatch: pytest.MonkeyPatch) -> LocalSageMaker:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", host.url)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
-    return host
 
 
 class Run:
@@ -95,16 +87,15 @@ def test_an_endpoint_made_elsewhere_is_adopted(
     assert run("audit", "verify").exit_code == 0
 
 
-def test_abort_keeps_the_candidate_then_retry_and_approve(
+def _rollout_world(
     aws_env: LocalSageMaker, run: Run, artifacts: dict[str, Path], tmp_path: Path
-) -> None:
+) -> tuple[Database, Path, Callable[[int, str], None]]:
+    """churn:1 serving on churn-prod, churn:2 approved, a canary policy; ticks a reconciler until a state."""
     for name in ("logistic", "prior"):
-        assert (
-            run(
-                "models", "register", "churn", "--artifact", str(artifacts[name]), "--framework", "sklearn"
-            ).exit_code
-            == 0
+        registered = run(
+            "models", "register", "churn", "--artifact", str(artifacts[name]), "--framework", "sklearn"
         )
+        assert registered.exit_code == 0, registered.output
     assert run("models", "approve", "churn:2", "--reason", "offline gate passed").exit_code == 0
     assert run("endpoints", "create", "churn-prod", "--model", "churn:1").exit_code == 0
     policy = tmp_path / "p.yaml"
@@ -121,6 +112,14 @@ def test_abort_keeps_the_candidate_then_retry_and_approve(
                 return session.get(rollouts.Rollout, rollout_id).state == state or None  # type: ignore[union-attr]
 
         until(reached, f"rollout {rollout_id} {state}", timeout=60)
+
+    return database, policy, tick_until
+
+
+def test_abort_keeps_the_candidate_then_retry_and_approve(
+    aws_env: LocalSageMaker, run: Run, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    database, policy, tick_until = _rollout_world(aws_env, run, artifacts, tmp_path)
 
     first = json.loads(run("rollout", "start", "--policy", str(policy), "-o", "json").stdout)["rollout"]
     tick_until(first, "running")
@@ -160,24 +159,7 @@ def test_global_options_work_after_the_subcommand_and_history_keeps_its_own_acto
 def test_watch_and_status_exit_by_outcome(
     aws_env: LocalSageMaker, run: Run, artifacts: dict[str, Path], tmp_path: Path
 ) -> None:
-    for name in ("logistic", "prior"):
-        run("models", "register", "churn", "--artifact", str(artifacts[name]), "--framework", "sklearn")
-    run("models", "approve", "churn:2", "--reason", "ok")
-    assert run("endpoints", "create", "churn-prod", "--model", "churn:1").exit_code == 0
-    policy = tmp_path / "p.yaml"
-    policy.write_text(policy_text(CANARY, min_samples=10_000))
-    database = Database(f"sqlite:///{run.db}")
-    from manager.platforms.sagemaker import SageMakerPlatform
-
-    reconciler = Reconciler(database, SageMakerPlatform(aws_env.client("sagemaker")), None, owner="t")
-
-    def tick_until(rollout_id: int, state: str) -> None:
-        def reached() -> bool | None:
-            reconciler.tick()
-            with database.read() as session:
-                return session.get(rollouts.Rollout, rollout_id).state == state or None  # type: ignore[union-attr]
-
-        until(reached, f"rollout {rollout_id} {state}", timeout=60)
+    database, policy, tick_until = _rollout_world(aws_env, run, artifacts, tmp_path)
 
     first = json.loads(run("rollout", "start", "--policy", str(policy), "-o", "json").stdout)["rollout"]
     tick_until(first, "running")
