@@ -165,6 +165,11 @@ def _watch_view(record: dict[str, Any]) -> Any:
             "ingest",
             f"{ingest['records_read']} records, {ingest['malformed_skipped']} malformed, "
             f"{ingest['predictions_waiting_for_labels']} waiting for labels"
+            + (
+                f", last read {_ago(now - ingest['last_read_at'])} ago"
+                if ingest.get("last_read_at")
+                else ", not read yet"
+            )
             + (f"; read errors: {'; '.join(ingest['read_errors'])}" if ingest["read_errors"] else ""),
         )
     steps = Table(title="steps", show_header=False, box=None)

@@ -56,4 +56,6 @@ def ingest_status(session: Session, endpoint: str) -> dict[str, Any]:
         "expired_unjoined": sum(c.expired for c in cursors),
         "predictions_waiting_for_labels": waiting,
         "read_errors": [f"{c.prefix}: {c.last_error}" for c in cursors if c.last_error],
+        # when ingestion last read (or tried) here: how far behind the labels can be
+        "last_read_at": max((c.updated_at for c in cursors), default=None),
     }
