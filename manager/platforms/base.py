@@ -163,6 +163,6 @@ class EndpointPlatform(Protocol):
 
     def delete_endpoint(self, name: str) -> None: ...
 
-    def served(self, name: str) -> tuple[ConfigSpec, dict[str, ModelSpec]] | None:
-        """What an endpoint serves, as specs: its config and each variant's model (for adopting it)."""
+    def served(self, state: EndpointState) -> tuple[ConfigSpec, dict[str, ModelSpec]]:
+        """What a described endpoint serves, as specs: its config and each variant's model (to adopt it)."""
         ...

@@ -343,10 +343,7 @@ class SageMakerPlatform:
             if "Could not find" not in str(exc):
                 raise
 
-    def served(self, name: str) -> tuple[ConfigSpec, dict[str, ModelSpec]] | None:
-        state = self.describe(name)
-        if state is None:
-            return None
+    def served(self, state: EndpointState) -> tuple[ConfigSpec, dict[str, ModelSpec]]:
         raw = self._call("describe_endpoint_config", EndpointConfigName=state.config_name)
         weights = {v.name: v.current_weight for v in state.variants}
         variants = tuple(

@@ -187,13 +187,12 @@ def adopt(
     """Manage an endpoint that already runs: its config and models as `DescribeEndpoint` reports them.
     A variant's model becomes the registry version with that SageMaker model name's artifact, or a new
     version registered from it. Returns the versions it serves."""
-    served = platform.served(name)
-    if served is None:
-        raise NotFound(f"SageMaker has no endpoint {name!r}")
     state = platform.describe(name)
-    if state is None or state.status != "InService":
-        raise UserError(f"endpoint {name} is {state.status if state else 'gone'}; adopt it once InService")
-    spec, model_specs = served
+    if state is None:
+        raise NotFound(f"SageMaker has no endpoint {name!r}")
+    if state.status != "InService":
+        raise UserError(f"endpoint {name} is {state.status}; adopt it once InService")
+    spec, model_specs = platform.served(state)
     with database.write() as session:
         endpoint = session.scalar(select(Endpoint).where(Endpoint.name == name))
         if endpoint is not None and endpoint.current_config is not None:
