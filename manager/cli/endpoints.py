@@ -8,11 +8,25 @@ import click
 
 from manager.cli.context import AppContext, pass_app
 from manager.cli.render import emit, emit_record, output_option
+from manager.clock import format_instant
 
 if TYPE_CHECKING:
     from manager.platforms.base import EndpointState
     from manager.registry.tables import Endpoint
 
+AT_RECORD_COLUMNS = (
+    "endpoint",
+    "at",
+    "status",
+    "config",
+    "config_by",
+    "capture",
+    "variants",
+    "rollout",
+    "status_by",
+    "exact",
+    "note",
+)
 LIST_COLUMNS = ("endpoint", "platform", "region", "status", "config", "variants", "observed_at")
 
 
@@ -47,13 +61,115 @@ def endpoints_group() -> None:
     """Endpoints and the variants they serve."""
 
 
+AT_HELP = "as of this instant, from the history: ISO 8601 (naive is UTC) or a duration ago (7d, 2h)"
+AT_COLUMNS = ("endpoint", "status", "config", "variants", "rollout", "since")
+
+
+def _source(source: Any) -> str | None:
+    if source is None:
+        return None
+    return f"seq {source.seq} {source.action} by {source.actor} at {source.at:%Y-%m-%d %H:%M:%S}" + (
+        f": {source.reason}" if source.reason else ""
+    )
+
+
+def _variants_text(state: Any) -> dict[str, str]:
+    out = {}
+    for v in state.variants:
+        lineage = v.lineage
+        origin = (
+            f"training run {lineage['training_run']}"
+            if lineage.get("training_run") is not None
+            else "no training run"
+        )
+        if lineage.get("dataset_fingerprint"):
+            origin += f", data {str(lineage['dataset_fingerprint'])[:12]}"
+        share = "shadow" if v.shadow else f"{v.share:.4g}%"
+        out[v.variant] = f"{v.model} {share} ({origin})"
+    return out
+
+
+def _rollout_text(state: Any) -> str | None:
+    r = state.rollout
+    if r is None:
+        return None
+    phase = f", phase {r.phase} at {r.weight:g}%" if r.phase is not None else ""
+    versus = f"{r.candidate} vs {r.baseline}"
+    return f"{r.rollout} {r.state}: step {r.step}{phase}; {versus}, started by {r.started_by}"
+
+
+def at_row(state: Any) -> dict[str, Any]:
+    return {
+        "endpoint": state.endpoint,
+        "status": state.status,
+        "config": state.config,
+        "variants": _variants_text(state),
+        "rollout": _rollout_text(state),
+        "since": f"seq {state.config_by.seq}" if state.config_by else None,
+    }
+
+
+def _at_record(state: Any) -> dict[str, Any]:
+    """One endpoint at an instant, for people: each part with the event that put it in place."""
+    record: dict[str, Any] = {
+        "endpoint": state.endpoint,
+        "at": state.at,
+        "status": state.status,
+        "status set by": _source(state.status_by),
+        "config": state.config,
+        "config set by": _source(state.config_by),
+        "capture": state.capture,
+    }
+    for variant, text in _variants_text(state).items():
+        record[f"variant {variant}"] = text
+    moved = {
+        v.weight_by for v in state.variants if v.weight_by is not None and v.weight_by != state.config_by
+    }
+    for source in sorted(moved, key=lambda s: s.seq):
+        record["weights set by"] = _source(source)
+    if state.rollout is not None:
+        record["rollout"] = _rollout_text(state)
+        record["rollout started by"] = _source(state.rollout.started)
+        record["rollout's last event"] = _source(state.rollout.last)
+    else:
+        record["rollout"] = "none in progress"
+    if not state.exact:
+        record["exact"] = f"no: {state.note}"
+    return record
+
+
+def _parse_at(text: str) -> Any:
+    from manager.clock import parse_instant
+
+    return parse_instant(text)
+
+
 @endpoints_group.command("list")
+@click.option("--at", "at_text", metavar="TIME", help=AT_HELP)
 @output_option
 @pass_app
-def list_endpoints(app: AppContext, output: str) -> None:
-    """List endpoints with their current config and variants."""
+def list_endpoints(app: AppContext, output: str, at_text: str | None) -> None:
+    """List endpoints with their current config and variants (or as they were at --at)."""
     from manager.registry import endpoints
 
+    if at_text is not None:
+        from manager.registry import timeline
+
+        at = _parse_at(at_text)
+        with app.database().read() as session:
+            states = timeline.endpoints_at(session, at)
+        if output == "table":
+            rows = [at_row(s) for s in states]
+            emit(
+                rows,
+                AT_COLUMNS,
+                output,
+                title=f"endpoints at {format_instant(at)}",
+                empty="no endpoints then",
+            )
+        else:
+            emit([s.record() for s in states], AT_RECORD_COLUMNS, output, empty="no endpoints then")
+        return
     with app.database().read() as session:
         rows = [endpoint_row(r) for r in endpoints.list_endpoints(session)]
     emit(rows, LIST_COLUMNS, output, title="endpoints", empty="no endpoints yet")
@@ -61,11 +177,24 @@ def list_endpoints(app: AppContext, output: str) -> None:
 
 @endpoints_group.command("show")
 @click.argument("name")
+@click.option("--at", "at_text", metavar="TIME", help=AT_HELP)
 @output_option
 @pass_app
-def show(app: AppContext, name: str, output: str) -> None:
-    """Show one endpoint."""
+def show(app: AppContext, name: str, output: str, at_text: str | None) -> None:
+    """Show one endpoint: now, or what it served at --at and the events that put it in place."""
     from manager.registry import endpoints
+
+    if at_text is not None:
+        from manager.errors import NotFound
+        from manager.registry import timeline
+
+        at = _parse_at(at_text)
+        with app.database().read() as session:
+            state = timeline.state_at(session, name, at)
+        if state is None:
+            raise NotFound(f"the history knows no endpoint {name!r} at {format_instant(at)}")
+        emit_record(_at_record(state) if output == "table" else state.record(), output, title=name)
+        return
 
     with app.database().read() as session:
         record = endpoint_row(endpoints.get(session, name))

@@ -126,6 +126,7 @@ def register(session: Session, spec: NewVersion, actor: str) -> ModelVersion:
             "image_uri": row.image_uri,
             "metrics": row.metrics,
             "dataset_fingerprint": row.dataset_fingerprint,
+            "training_run": row.training_run_id,
             "status": row.status,
         },
     )

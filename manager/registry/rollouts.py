@@ -115,6 +115,7 @@ def start(session: Session, request: StartRequest, actor: str, now: datetime) ->
         created_at=now,
         updated_at=now,
         step_started_at=now,
+        started_by=actor,
     )
     session.add(rollout)
     session.flush()
@@ -130,6 +131,7 @@ def start(session: Session, request: StartRequest, actor: str, now: datetime) ->
             "variants": {"baseline": rollout.baseline_variant, "candidate": rollout.candidate_variant},
             "policy": request.policy_name,
             "policy_hash": rollout.policy_hash,
+            "policy_yaml": request.policy_yaml,
         },
         at=now,
     )
@@ -158,7 +160,7 @@ def set_intent(
             f"rollout {rollout_id} is {rollout.state}; {intent} applies to a rollout that is "
             f"{' or '.join(INTENTS[intent])}"
         )
-    rollout.intent, rollout.intent_reason = intent, reason
+    rollout.intent, rollout.intent_reason, rollout.intent_actor = intent, reason, actor
     rollout.retry_at = None  # an operator's word is acted on at the next tick, not after a backoff
     record_event(
         session,
@@ -180,11 +182,34 @@ def record_event(
     payload: Mapping[str, Any],
     at: datetime | None = None,
 ) -> None:
-    """One history event about `rollout`, in the caller's transaction."""
+    """One history event about `rollout`, in the caller's transaction, with the rollout as it stands
+    after the event (what `endpoints show --at` and `rollout report` read)."""
     names = (rollout.endpoint.name, rollout.candidate.name)
+    payload = {**payload, SNAPSHOT: snapshot(rollout)}
     audit.append(
         session, actor, audit.Event(action, "rollout", str(rollout.id), reason, payload, *names), at=at
     )
+
+
+SNAPSHOT = "rollout"
+
+
+def snapshot(rollout: Rollout) -> dict[str, Any]:
+    """The rollout's position and the humans behind it: the part of the row its events carry."""
+    out: dict[str, Any] = {
+        "state": rollout.state,
+        "step": rollout.step,
+        "phase": rollout.phase,
+        "weight": float(rollout.weight),
+        "started_by": rollout.started_by,
+    }
+    if rollout.intent is not None:
+        out["intent"] = {
+            "intent": rollout.intent,
+            "actor": rollout.intent_actor,
+            "reason": rollout.intent_reason,
+        }
+    return out
 
 
 @dataclass(frozen=True)

@@ -208,6 +208,9 @@ class Rollout(Base):
     failures: Mapped[int] = mapped_column(default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     retry_at: Mapped[datetime | None]
+    # Who started it, and who asked for the intent it carries: the humans behind the daemon's decisions.
+    started_by: Mapped[str | None] = mapped_column(String(128))
+    intent_actor: Mapped[str | None] = mapped_column(String(128))
 
     endpoint: Mapped[Endpoint] = relationship()
     baseline: Mapped[ModelVersion] = relationship(foreign_keys=[baseline_version_id])
@@ -246,6 +249,8 @@ class AuditEvent(Base):
         Index("ix_audit_events_action_at", "action", "at"),
         Index("ix_audit_events_actor_at", "actor", "at"),
         Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_endpoint_action_at", "endpoint", "action", "at"),
+        Index("ix_audit_events_subject_seq", "subject_type", "subject_id", "seq"),
     )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)

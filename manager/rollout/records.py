@@ -17,6 +17,8 @@ from manager.rollout import configs
 from manager.rollout.decide import Decision
 from manager.rollout.pending import Op, PendingChange
 
+# The decision that carries out each operator intent.
+INTENT_EFFECT = {"abort": "rollback", "promote": "promote", "pause": "pause", "resume": "resume"}
 MAX_FAILURES = 8  # consecutive failed ticks before a running rollout is paused
 BACKOFF_CAP = timedelta(minutes=10)
 
@@ -55,7 +57,11 @@ def decision(
     actor: str,
     now: datetime,
 ) -> PendingChange | None:
-    """The decision's effect on the row and its event; the platform change it intends, if any."""
+    """The decision's effect on the row and its event; the platform change it intends, if any. A
+    decision that carries out an operator's intent names the operator, with their reason."""
+    asked = None
+    if rollout.intent is not None and INTENT_EFFECT.get(rollout.intent) == decided.action:
+        asked = {"intent": rollout.intent, "actor": rollout.intent_actor, "reason": rollout.intent_reason}
     pending: PendingChange | None = None
     if decided.action == "set_weight":
         assert decided.weight is not None
@@ -86,6 +92,8 @@ def decision(
     if pending is not None:
         rollout.pending = pending.to_json()
     payload = {"decision": decided.action, **decided.evidence}
+    if asked is not None:
+        payload["requested_by"] = asked
     record_event(session, rollout, actor, f"rollout.{decided.action}", decided.reason, payload, now)
     return pending
 
