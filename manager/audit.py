@@ -222,7 +222,8 @@ def _check(session: Session, row: Any, expected_seq: int, running: str) -> str |
 
 @dataclass(frozen=True)
 class HistoryFilter:
-    endpoint: str | None = None
+    endpoint: str | None = None  # its events, and the lifecycle events of every model it served
+    rollout: int | None = None  # its events, and the config and model events it caused
     model: str | None = None
     action: str | None = None
     actor: str | None = None
@@ -231,11 +232,66 @@ class HistoryFilter:
     limit: int | None = 100  # None: every event that matches
 
 
-def history_query(flt: HistoryFilter) -> Select[AuditEvent]:
-    """Newest first. Each equality filter is backed by an index on (column, at)."""
+def served_models(session: Session, endpoint: str) -> list[str]:
+    """Every model version a config of `endpoint` ever named (from its `endpoint.config` events)."""
+    payloads = session.scalars(
+        select(AuditEvent.payload).where(
+            AuditEvent.endpoint == endpoint, AuditEvent.action == "endpoint.config"
+        )
+    )
+    return sorted({v["model"] for p in payloads for v in json.loads(p).get("variants", [])})
+
+
+def _rollout_span(session: Session, rollout: int) -> tuple[str, datetime, datetime | None] | None:
+    """The rollout's endpoint, its start and (if it ended) its last event's time."""
+    rows = session.execute(
+        select(AuditEvent.endpoint, AuditEvent.at, AuditEvent.action)
+        .where(AuditEvent.subject_type == "rollout", AuditEvent.subject_id == str(rollout))
+        .order_by(AuditEvent.seq)
+    ).all()
+    if not rows or rows[0].endpoint is None:
+        return None
+    from manager.registry.vocabulary import FINAL_ROLLOUT_STATES
+
+    finals = {f"rollout.{state}" for state in FINAL_ROLLOUT_STATES}
+    ended = next((r.at for r in rows if r.action in finals), None)
+    return rows[0].endpoint, rows[0].at, ended
+
+
+def history_query(flt: HistoryFilter, session: Session | None = None) -> Select[AuditEvent]:
+    """Newest first. Each equality filter is backed by an index on (column, at). With `session`,
+    `endpoint` widens to the training and gate events of the models it served, and `rollout` to the
+    config and model events on its endpoint while it ran."""
+    from sqlalchemy import and_, false, or_
+
     stmt = select(AuditEvent)
+    if flt.endpoint is not None:
+        refs = served_models(session, flt.endpoint) if session is not None else []
+        lifecycle = and_(
+            AuditEvent.subject_type == "model_version",
+            AuditEvent.subject_id.in_(refs),
+            AuditEvent.endpoint.is_(None),  # registration, training, gate; not its moves on other endpoints
+        )
+        stmt = stmt.where(
+            or_(AuditEvent.endpoint == flt.endpoint, lifecycle)
+            if refs
+            else AuditEvent.endpoint == flt.endpoint
+        )
+    if flt.rollout is not None:
+        span = _rollout_span(session, flt.rollout) if session is not None else None
+        own = and_(AuditEvent.subject_type == "rollout", AuditEvent.subject_id == str(flt.rollout))
+        if span is None:
+            stmt = stmt.where(own if session is None else false())
+        else:
+            endpoint, started, ended = span
+            caused = and_(
+                AuditEvent.endpoint == endpoint,
+                AuditEvent.action.in_(("endpoint.config", "endpoint.serves", "model.status")),
+                AuditEvent.at >= started,
+                *([AuditEvent.at <= ended] if ended is not None else []),
+            )
+            stmt = stmt.where(or_(own, caused))
     for column, value in (
-        (AuditEvent.endpoint, flt.endpoint),
         (AuditEvent.model, flt.model),
         (AuditEvent.action, flt.action),
         (AuditEvent.actor, flt.actor),
@@ -252,7 +308,12 @@ def history_query(flt: HistoryFilter) -> Select[AuditEvent]:
 
 def history(database: Database, flt: HistoryFilter) -> list[AuditEvent]:
     with database.read() as session:
-        return list(session.scalars(history_query(flt)))
+        return list(session.scalars(history_query(flt, session)))
+
+
+def event(database: Database, seq: int) -> AuditEvent | None:
+    with database.read() as session:
+        return session.get(AuditEvent, seq)
 
 
 def history_count(database: Database, flt: HistoryFilter) -> int:
@@ -261,6 +322,6 @@ def history_count(database: Database, flt: HistoryFilter) -> int:
 
     from sqlalchemy import func
 
-    query = history_query(replace(flt, limit=None)).order_by(None).subquery()
     with database.read() as session:
+        query = history_query(replace(flt, limit=None), session).order_by(None).subquery()
         return int(session.scalar(select(func.count()).select_from(query)) or 0)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from manager.cli.context import AppContext, pass_app
-from manager.cli.render import emit, output_option
+from manager.cli.render import emit, emit_record, output_option
 
 if TYPE_CHECKING:
     from manager.registry.tables import AuditEvent
@@ -52,8 +52,15 @@ def event_row(row: AuditEvent) -> dict[str, Any]:
 TABLE_LIMIT = 50
 
 
-@click.command("history")
-@click.option("--endpoint", help="events about this endpoint")
+@click.group("history", invoke_without_command=True)
+@click.option(
+    "--endpoint", help="events about this endpoint, and the training and gate events of the models it served"
+)
+@click.option(
+    "--rollout",
+    type=click.IntRange(min=1),
+    help="this rollout's events, and the config and model events it caused",
+)
 @click.option("--model", help="events about this model (any version)")
 @click.option("--action", help="e.g. model.register, rollout.promote")
 @click.option("--actor", "by", help="events by this actor")
@@ -66,9 +73,12 @@ TABLE_LIMIT = 50
 )
 @output_option
 @pass_app
+@click.pass_context
 def history(
+    ctx: click.Context,
     app: AppContext,
     endpoint: str | None,
+    rollout: int | None,
     model: str | None,
     action: str | None,
     by: str | None,
@@ -77,7 +87,9 @@ def history(
     limit: int | None,
     output: str,
 ) -> None:
-    """The deployment history, newest first."""
+    """The deployment history, newest first (`history show SEQ` for one event, whole)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from manager import audit
     from manager.clock import parse_instant, utcnow
     from manager.errors import UserError
@@ -85,6 +97,7 @@ def history(
     now = utcnow()
     flt = audit.HistoryFilter(
         endpoint=endpoint,
+        rollout=rollout,
         model=model,
         action=action,
         actor=by,
@@ -104,6 +117,30 @@ def history(
                 f"showing the newest {len(rows)} of {total} matching events; --limit N, or -o csv for all",
                 err=True,
             )
+
+
+@history.command("show")
+@click.argument("seq", type=click.IntRange(min=1))
+@output_option
+@pass_app
+def show_event(app: AppContext, seq: int, output: str) -> None:
+    """One event, whole: every field, its payload pretty-printed, and its place in the chain."""
+    from manager import audit
+    from manager.errors import NotFound
+
+    row = audit.event(app.database(), seq)
+    if row is None:
+        raise NotFound(f"no event {seq} in the history")
+    record = event_row(row)
+    if output != "table":
+        emit_record({k: record[k] for k in RECORD_COLUMNS}, output)
+        return
+    payload = record.pop("payload")
+    for key in ("subject_type", "subject_id"):
+        record.pop(key)
+    emit_record(record, output, title=f"event {seq}")
+    click.echo("payload:")
+    click.echo(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False))
 
 
 @click.group("audit")

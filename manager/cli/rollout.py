@@ -70,6 +70,40 @@ def list_rollouts(app: AppContext, everything: bool, output: str) -> None:
     emit(rows, COLUMNS, output, title="rollouts", empty="no active rollouts (--all for finished ones)")
 
 
+@rollout_group.command("show")
+@click.argument("rollout_id", type=int)
+@click.option(
+    "--policy",
+    "with_policy",
+    is_flag=True,
+    help="print the policy text it ran under, checked against its hash",
+)
+@output_option
+@pass_app
+def show(app: AppContext, rollout_id: int, with_policy: bool, output: str) -> None:
+    """One rollout as recorded: who started it, its candidate, state and outcome. With --policy, the
+    policy text it ran under, checked against the hash in its row and in its `rollout.start` event
+    (exit 1 when they disagree)."""
+    from manager.registry import rollouts
+
+    with app.database().read() as session:
+        view = rollouts.view(session, rollout_id)
+        problems = rollouts.policy_problems(session, rollout_id)
+    record = view.record()
+    record["policy_check"] = "; ".join(problems) or "the text matches its hash and the history"
+    if with_policy and output == "table":
+        emit_record({k: record[k] for k in ("rollout", "endpoint", "policy_hash", "policy_check")}, output)
+        click.echo("---")
+        click.echo(view.policy_yaml.rstrip("\n"))
+    else:
+        if with_policy:
+            record["policy_yaml"] = view.policy_yaml
+        emit_record(record, output, title=f"rollout {rollout_id}")
+    if problems:
+        click.echo(f"error: rollout {rollout_id}'s policy: {problems[0]}", err=True)
+        sys.exit(1)
+
+
 def _status(app: AppContext, rollout_id: int) -> dict[str, Any]:
     from manager.rollout.status import status
 

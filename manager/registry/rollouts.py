@@ -212,6 +212,38 @@ def snapshot(rollout: Rollout) -> dict[str, Any]:
     return out
 
 
+def policy_problems(session: Session, rollout_id: int) -> list[str]:
+    """How the stored policy text disagrees with its hash or with its `rollout.start` event; empty
+    when all three agree (an event from before the text was recorded is checked by hash only)."""
+    import hashlib
+    import json
+
+    from manager.registry.tables import AuditEvent
+
+    row = session.get(Rollout, rollout_id)
+    if row is None:
+        raise NotFound(f"no rollout {rollout_id}")
+    problems = []
+    if hashlib.sha256(row.policy_yaml.encode()).hexdigest() != row.policy_hash:
+        problems.append("the stored text does not hash to the stored policy_hash")
+    started = session.scalar(
+        select(AuditEvent.payload).where(
+            AuditEvent.subject_type == "rollout",
+            AuditEvent.subject_id == str(rollout_id),
+            AuditEvent.action == "rollout.start",
+        )
+    )
+    if started is None:
+        problems.append("the history has no rollout.start event for it")
+        return problems
+    payload = json.loads(started)
+    if payload.get("policy_hash") != row.policy_hash:
+        problems.append(f"the history's rollout.start says policy_hash {payload.get('policy_hash')}")
+    if "policy_yaml" in payload and payload["policy_yaml"] != row.policy_yaml:
+        problems.append("the history's rollout.start holds a different policy text")
+    return problems
+
+
 @dataclass(frozen=True)
 class RolloutView:
     """A rollout as every surface shows it."""
@@ -234,6 +266,7 @@ class RolloutView:
     candidate_variant: str
     failures: int  # consecutive ticks that could not evaluate it
     last_error: str | None
+    started_by: str | None
 
     @classmethod
     def of(cls, row: Rollout) -> RolloutView:
@@ -256,6 +289,7 @@ class RolloutView:
             candidate_variant=row.candidate_variant,
             failures=row.failures,
             last_error=row.last_error,
+            started_by=row.started_by,
         )
 
     def record(self) -> dict[str, Any]:
