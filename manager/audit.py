@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -85,12 +85,42 @@ def event_hash(prev_hash: str, row: _Hashed) -> str:
     even one that keeps its meaning, breaks the hash. Spelling it out also spares
     `verify` parsing and re-encoding every payload.
     """
+    return hash_fields(
+        prev_hash,
+        row.seq,
+        format_instant(row.at),
+        row.actor,
+        row.action,
+        row.subject_type,
+        row.subject_id,
+        row.endpoint,
+        row.model,
+        row.reason,
+        row.payload,
+    )
+
+
+def hash_fields(
+    prev_hash: str,
+    seq: int,
+    at: str,
+    actor: str,
+    action: str,
+    subject_type: str,
+    subject_id: str,
+    endpoint: str | None,
+    model: str | None,
+    reason: str | None,
+    payload: str,
+) -> str:
+    """The hash of one event from its fields as text (`at` as format_instant writes it, the payload as
+    canonical JSON): what `verify` computes from the database and `verify --file` from an export."""
     body = (
-        f'{{"action":{_encode(row.action)},"actor":{_encode(row.actor)},'
-        f'"at":"{format_instant(row.at)}","endpoint":{_encode(row.endpoint)},'
-        f'"model":{_encode(row.model)},"payload":{row.payload},"reason":{_encode(row.reason)},'
-        f'"seq":{int(row.seq)},"subject_id":{_encode(row.subject_id)},'
-        f'"subject_type":{_encode(row.subject_type)}}}'
+        f'{{"action":{_encode(action)},"actor":{_encode(actor)},'
+        f'"at":"{at}","endpoint":{_encode(endpoint)},'
+        f'"model":{_encode(model)},"payload":{payload},"reason":{_encode(reason)},'
+        f'"seq":{int(seq)},"subject_id":{_encode(subject_id)},'
+        f'"subject_type":{_encode(subject_type)}}}'
     )
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
@@ -136,6 +166,7 @@ class ChainCheck:
     first_bad_seq: int | None = None
     problem: str | None = None
     rows: tuple[str, ...] = ()  # registry rows the history disagrees with
+    hashes: Mapping[int, str] = field(default_factory=dict)  # the hash at each seq asked for
 
 
 @dataclass(frozen=True)
@@ -158,7 +189,9 @@ class Head:
         return cls(digest, int(seq_text) if seq_text else None)
 
 
-def verify(database: Database, expect_head: Head | None = None, rows: bool = True) -> ChainCheck:
+def verify(
+    database: Database, expect_head: Head | None = None, rows: bool = True, collect: Collection[int] = ()
+) -> ChainCheck:
     """Recompute the whole chain, oldest first, in constant memory, in one read transaction (one
     snapshot, even while writers append); then, with `rows`, compare the registry's rows with what the
     history says they should be. `expect_head`, a head kept earlier, must be part of the chain: a
@@ -168,6 +201,7 @@ def verify(database: Database, expect_head: Head | None = None, rows: bool = Tru
     expected_seq, running = 1, GENESIS
     expected = Expected()
     kept_found = expect_head is None
+    wanted, hashes = set(collect), {}
     with database.read() as session:
         for row in _rows_in_order(session):
             problem = _check(session, row, expected_seq, running)
@@ -177,6 +211,8 @@ def verify(database: Database, expect_head: Head | None = None, rows: bool = Tru
             if expect_head is not None and row.hash == expect_head.hash:
                 kept_found = expect_head.seq in (None, row.seq)
             expected_seq, running = row.seq + 1, row.hash
+            if row.seq in wanted:
+                hashes[row.seq] = row.hash
             if rows:
                 expected.feed(row)
         count = expected_seq - 1
@@ -196,8 +232,8 @@ def verify(database: Database, expect_head: Head | None = None, rows: bool = Tru
         return ChainCheck(False, count, count, running, expect_head.seq or count, problem)
     if differences:
         problem = f"{len(differences)} registry rows differ from the history: {differences[0]}"
-        return ChainCheck(False, count, count, running, None, problem, tuple(differences))
-    return ChainCheck(True, count, count, running)
+        return ChainCheck(False, count, count, running, None, problem, tuple(differences), hashes)
+    return ChainCheck(True, count, count, running, hashes=hashes)
 
 
 def _rows_in_order(session: Session) -> Iterator[Any]:

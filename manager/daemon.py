@@ -546,7 +546,33 @@ def record_refusal(session: Any, actor: str, policy: Any, candidate: str, reason
     audit.append(session, actor, event)
 
 
-def run(url: str, tick: float, ingest_every: float, policies_dir: Path | None, once: bool) -> None:
+@dataclass(frozen=True)
+class DigestSchedule:
+    """Where the daemon writes signed digests of the history, how often, with which key."""
+
+    location: str
+    every: float = 3600.0
+    key_path: str | None = None  # None: the default signing key
+
+
+def digest_job(url: str, location: str, key_path: str | None) -> None:
+    """Sign the history's head, chained to the previous digest at `location`."""
+    from manager import digests
+
+    runtime = _RUNTIMES[url]
+    private = digests.load_private(Path(key_path) if key_path else digests.default_key_path())
+    made = digests.write_digest(runtime.database, digests.store_for(location), private)
+    log.info("digest %s: seqs %d..%d signed, in %s", made.name, made.first_seq, made.last_seq, location)
+
+
+def run(
+    url: str,
+    tick: float,
+    ingest_every: float,
+    policies_dir: Path | None,
+    once: bool,
+    digests: DigestSchedule | None = None,
+) -> None:
     from manager.db import sqlite_path
 
     lock_path = (
@@ -566,14 +592,20 @@ def run(url: str, tick: float, ingest_every: float, policies_dir: Path | None, o
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-        scheduler = start_scheduler(url, tick, ingest_every, policies_dir)
+        scheduler = start_scheduler(url, tick, ingest_every, policies_dir, digests)
         log.info("daemon %s: reconcile every %gs, ingest every %gs", owner, tick, ingest_every)
         stop.wait()
         log.info("stopping: letting the current job finish")
         scheduler.shutdown(wait=True)
 
 
-def start_scheduler(url: str, tick: float, ingest_every: float, policies_dir: Path | None) -> Any:
+def start_scheduler(
+    url: str,
+    tick: float,
+    ingest_every: float,
+    policies_dir: Path | None,
+    digests: DigestSchedule | None = None,
+) -> Any:
     """The scheduler on the registry's job store, its jobs reconciled against the policies before any
     runs: it starts paused, the fixed jobs are (re)placed, the cron jobs synced, then it resumes, and a
     cron run missed while the daemon was down runs now if within its `misfireGrace`."""
@@ -590,10 +622,18 @@ def start_scheduler(url: str, tick: float, ingest_every: float, policies_dir: Pa
     scheduler.add_listener(lambda event: _on_job_event(url, event), EVENT_JOB_ERROR | EVENT_JOB_MISSED)
     scheduler.start(paused=True)
     runtime.scheduler = scheduler
-    fixed = {"reconcile": ("manager.daemon:reconcile_job", tick, [url])}
+    fixed: dict[str, tuple[str, float, list[Any]]] = {
+        "reconcile": ("manager.daemon:reconcile_job", tick, [url])
+    }
     fixed["ingest"] = ("manager.daemon:ingest_job", ingest_every, [url])
     if policies_dir is not None:
         fixed["triggers"] = ("manager.daemon:trigger_job", max(tick, 30.0), [url, str(policies_dir)])
+    if digests is not None:
+        fixed["digest"] = (
+            "manager.daemon:digest_job",
+            digests.every,
+            [url, digests.location, digests.key_path],
+        )
     for job in scheduler.get_jobs():
         if not job.id.startswith("retrain:") and job.id not in fixed:
             scheduler.remove_job(job.id)  # e.g. `triggers` from a run that had --policies

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -148,25 +149,81 @@ def audit_group() -> None:
     """Check that the history was not altered."""
 
 
+def _kept_head(expect_head: str | None) -> Any:
+    from manager import audit
+
+    try:
+        return audit.Head.parse(expect_head) if expect_head is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--expect-head") from None
+
+
+def _tampered(message: str) -> None:
+    click.echo(f"TAMPERED: {message}", err=True)
+    sys.exit(1)
+
+
 @audit_group.command("verify")
 @click.option(
     "--expect-head",
     metavar="HASH",
     help="SEQ:HASH (or HASH) an earlier verify printed: it must still be part of the chain",
 )
+@click.option(
+    "--file",
+    "export_file",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    help="verify this export (jsonl, csv or cdevents) instead of the registry: no database needed",
+)
+@click.option(
+    "--digests", metavar="DIR|s3://BUCKET/PREFIX", help="check the history against these signed digests"
+)
+@click.option(
+    "--public-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="the digests' public key (`audit public-key` prints it) [default: from the signing key]",
+)
+@click.option(
+    "--max-age", metavar="DURATION", help="fail when the newest digest is older than this (e.g. 2h)"
+)
 @pass_app
-def verify(app: AppContext, expect_head: str | None) -> None:
-    """Recompute the hash chain. Exit 0 if intact, 1 naming the first bad seq."""
+def verify(
+    app: AppContext,
+    expect_head: str | None,
+    export_file: Path | None,
+    digests: str | None,
+    public_key: Path | None,
+    max_age: str | None,
+) -> None:
+    """Recompute the hash chain (of the registry, or of an export with --file), and check it against
+    a kept head or signed digests. Exit 0 if intact, 1 naming the first problem."""
     from manager import audit
+    from manager import digests as signed
+    from manager.clock import parse_duration
 
-    try:
-        kept = audit.Head.parse(expect_head) if expect_head is not None else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--expect-head") from None
-    verdict = audit.verify(app.database(), kept)
+    kept = _kept_head(expect_head)
+    good: list[Any] = []
+    if digests is not None:
+        public = signed.load_public(public_key) if public_key else _public_from_signing_key()
+        age = parse_duration(max_age) if max_age else None
+        store = signed.store_for(digests)
+        problems, good = signed.check_digests(signed.load_all(store), public, age)
+        problems = [p.replace("there are no digests", f"{store.where} holds no digests") for p in problems]
+        if problems:
+            _tampered(problems[0] + "".join(f"\n  also: {p}" for p in problems[1:]))
+    wanted = {d.last_seq for d in good}
+    if export_file is not None:
+        _verify_export(export_file, kept, good, wanted)
+        return
+    verdict = audit.verify(app.database(), kept, collect=wanted)
+    if verdict.ok and good:
+        problems = signed.check_history(good, dict(verdict.hashes), 1, verdict.head_seq)
+        if problems:
+            _tampered(problems[0])
     if verdict.ok:
+        anchored = f"; {len(good)} signed digests agree (to seq {max(wanted)})" if good else ""
         click.echo(
-            f"ok: {verdict.count} events, chain intact, registry rows match; "
+            f"ok: {verdict.count} events, chain intact, registry rows match{anchored}; "
             f"head {verdict.head_seq}:{verdict.head_hash} (keep it; pass it to --expect-head later)"
         )
         return
@@ -181,3 +238,160 @@ def verify(app: AppContext, expect_head: str | None) -> None:
         err=True,
     )
     sys.exit(1)
+
+
+def _public_from_signing_key() -> Any:
+    from manager import digests as signed
+
+    return signed.load_private(signed.default_key_path()).public_key()
+
+
+def _verify_export(path: Path, kept: Any, good: list[Any], wanted: set[int]) -> None:
+    """The chain inside an export, its first link anchored by the genesis, a kept head or digests."""
+    from manager import audit, exports
+    from manager import digests as signed
+
+    result = exports.check(exports.read(path), keep_hashes=bool(wanted) or kept is not None)
+    if not result.ok:
+        _tampered(f"{path}: {result.problem}")
+    if result.count == 0:
+        raise UserErrorLazy(f"{path} holds no events")
+    assert result.first_seq is not None and result.last_seq is not None
+    anchors = []
+    if result.first_seq == 1:
+        if result.first_prev_hash != audit.GENESIS:
+            _tampered(f"{path}: seq 1 does not chain from the genesis")
+        anchors.append("starts at the genesis")
+    if kept is not None:
+        before = result.first_seq - 1
+        matches = (
+            (kept.seq in (None, before) and kept.hash == result.first_prev_hash)
+            or (kept.seq is not None and result.hashes.get(kept.seq) == kept.hash)
+            or (kept.seq is None and kept.hash in result.hashes.values())
+        )
+        if not matches:
+            _tampered(
+                f"{path}: the kept head {kept.hash} is neither the export's first link nor one of its events"
+            )
+        anchors.append("the kept head matches")
+    if good:
+        hashes = dict(result.hashes)
+        hashes[result.first_seq - 1] = result.first_prev_hash or ""
+        inside = [d for d in good if result.first_seq - 1 <= d.last_seq <= result.last_seq]
+        problems = signed.check_history(inside, hashes, result.first_seq - 1, result.last_seq)
+        if problems:
+            _tampered(f"{path}: {problems[0]}")
+        if not inside:
+            _tampered(
+                f"{path}: no digest falls inside seqs {result.first_seq - 1}..{result.last_seq}; "
+                "nothing anchors it"
+            )
+        anchors.append(f"{len(inside)} signed digests agree")
+    if not anchors:
+        click.echo(
+            f"unanchored: {result.count} events (seqs {result.first_seq}..{result.last_seq}), chain intact, "
+            f"but its first link {result.first_seq - 1}:{result.first_prev_hash} is vouched for by nothing; "
+            "pass --expect-head or --digests",
+            err=True,
+        )
+        sys.exit(1)
+    click.echo(
+        f"ok: {result.count} events (seqs {result.first_seq}..{result.last_seq}), chain intact, "
+        f"{', '.join(anchors)}; last {result.last_seq}:{result.last_hash}"
+    )
+
+
+def UserErrorLazy(message: str) -> Exception:
+    from manager.errors import UserError
+
+    return UserError(message)
+
+
+@audit_group.command("export")
+@click.option("--since", metavar="TIME", help="from the first event at or after this (same forms as history)")
+@click.option("--until", metavar="TIME", help="to the last event before this")
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv", "cdevents"]), default="jsonl", show_default=True
+)
+@click.option(
+    "--output",
+    "-o",
+    "target",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    default="-",
+    show_default=True,
+    help="a file, or - for standard output",
+)
+@pass_app
+def export(app: AppContext, since: str | None, until: str | None, fmt: str, target: Path) -> None:
+    """Write a contiguous range of events with their hashes, for `audit verify --file` anywhere."""
+    from manager import exports
+    from manager.clock import parse_instant, utcnow
+    from manager.errors import UserError
+
+    now = utcnow()
+    start = parse_instant(since, now) if since else None
+    end = parse_instant(until, now) if until else None
+    if start and end and start >= end:
+        raise UserError(f"--since ({since}) must be before --until ({until})")
+    with app.database().read() as session:
+        span = exports.seq_range(session, start, end)
+        if span is None:
+            raise UserError("no events in that range")
+        if str(target) == "-":
+            count = exports.write(exports.rows(session, *span), fmt, sys.stdout)
+        else:
+            partial = target.with_name(f".{target.name}.partial")
+            with partial.open("w", encoding="utf-8", newline="") as out:
+                count = exports.write(exports.rows(session, *span), fmt, out)
+            partial.replace(target)
+    click.echo(f"exported {count} events (seqs {span[0]}..{span[1]}) as {fmt}", err=True)
+
+
+KEY_OPTION = click.option(
+    "--key",
+    "key_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="the Ed25519 signing key [env: VARIANTCTL_SIGNING_KEY; default: signing-key.pem in the data dir]",
+)
+
+
+@audit_group.command("keygen")
+@KEY_OPTION
+def keygen(key_path: Path | None) -> None:
+    """Create the signing key for digests (never overwrites one) and print its public key."""
+    from manager import digests as signed
+
+    path = key_path or signed.default_key_path()
+    click.echo(signed.generate_key(path), nl=False)
+    click.echo(
+        f"signing key written to {path} (keep it private; give auditors the public key above)", err=True
+    )
+
+
+@audit_group.command("public-key")
+@KEY_OPTION
+def public_key_command(key_path: Path | None) -> None:
+    """Print the public key auditors check digests with."""
+    from manager import digests as signed
+
+    click.echo(
+        signed.public_pem(signed.load_private(key_path or signed.default_key_path()).public_key()), nl=False
+    )
+
+
+@audit_group.command("digest")
+@click.option(
+    "--to", "location", required=True, metavar="DIR|s3://BUCKET/PREFIX", help="where digests are kept"
+)
+@KEY_OPTION
+@pass_app
+def digest(app: AppContext, location: str, key_path: Path | None) -> None:
+    """Sign the history's head now: a digest chained to the previous one in the same place."""
+    from manager import digests as signed
+
+    private = signed.load_private(key_path or signed.default_key_path())
+    made = signed.write_digest(app.database(), signed.store_for(location), private)
+    click.echo(
+        f"digest {made.name}: {made.covers()}, head {made.last_seq}:{made.body['head_hash']}, in {location}"
+    )
