@@ -121,7 +121,16 @@ def test_a_bad_policy_file_at_start_skips_only_itself(runtime: daemon.Runtime, t
     assert "already used by" in daemon._REPORTED[str(folder / "twin.yaml")]
 
 
-def _persist_overdue_job(database: Database, policy: Path, job_id: str, late: timedelta, grace: int) -> None:
+def far_cron() -> str:
+    """A daily cron whose fire time is 12 hours from now: no run of its own falls within hours of
+    the test, whatever the time of day (a fixed `0 3 * * *` made these tests fail from 03:00 to
+    04:00 UTC, when the coalesced run due at 03:00 was within its grace and ran)."""
+    return f"0 {(datetime.now(UTC).hour + 12) % 24} * * *"
+
+
+def _persist_overdue_job(
+    database: Database, policy: Path, job_id: str, late: timedelta, grace: int, cron: str
+) -> None:
     """What a daemon that stopped before a nightly run leaves in the job store. Written through the
     store itself: a scheduler shut down with an overdue job may run it on the way out (APScheduler 3
     processes jobs once more after `shutdown`)."""
@@ -133,7 +142,7 @@ def _persist_overdue_job(database: Database, policy: Path, job_id: str, late: ti
             holder,
             id=job_id,
             func=daemon.RETRAIN_JOB,
-            trigger=CronTrigger.from_crontab("0 3 * * *", timezone=UTC),
+            trigger=CronTrigger.from_crontab(cron, timezone=UTC),
             executor="default",
             args=[database.url, str(policy), job_id],
             kwargs={},
@@ -151,8 +160,9 @@ def test_a_run_missed_within_its_grace_runs_once_at_start(
 ) -> None:
     folder = tmp_path / "policies"
     folder.mkdir()
-    policy = write_policy(folder, "nightly")
-    _persist_overdue_job(runtime.database, policy, "retrain:nightly", timedelta(minutes=20), 3600)
+    cron = far_cron()
+    policy = write_policy(folder, "nightly", cron=cron)
+    _persist_overdue_job(runtime.database, policy, "retrain:nightly", timedelta(minutes=20), 3600, cron)
     scheduler = daemon.start_scheduler(runtime.database.url, 3600, 3600, folder)
     deadline = time.monotonic() + 30
     while not ran and time.monotonic() < deadline:
@@ -166,8 +176,9 @@ def test_a_run_missed_beyond_its_grace_is_skipped_and_recorded(
 ) -> None:
     folder = tmp_path / "policies"
     folder.mkdir()
-    policy = write_policy(folder, "nightly")
-    _persist_overdue_job(runtime.database, policy, "retrain:nightly", timedelta(hours=3), 3600)
+    cron = far_cron()
+    policy = write_policy(folder, "nightly", cron=cron)
+    _persist_overdue_job(runtime.database, policy, "retrain:nightly", timedelta(hours=3), 3600, cron)
     daemon.start_scheduler(runtime.database.url, 3600, 3600, folder)
     deadline = time.monotonic() + 30
     missed: list[audit.HistoryEvent] = []
@@ -197,8 +208,9 @@ def test_json_logs_carry_a_failing_jobs_error(
     try:
         folder = tmp_path / "policies"
         folder.mkdir()
-        policy = write_policy(folder, "nightly")
-        _persist_overdue_job(runtime.database, policy, "retrain:nightly", timedelta(minutes=1), 3600)
+        cron = far_cron()
+        policy = write_policy(folder, "nightly", cron=cron)
+        _persist_overdue_job(runtime.database, policy, "retrain:nightly", timedelta(minutes=1), 3600, cron)
         daemon.start_scheduler(runtime.database.url, 3600, 3600, folder)
         deadline = time.monotonic() + 30
         while not any("failed" in line for line in lines) and time.monotonic() < deadline:
