@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export VARIANTCTL_DB ?= $(CURDIR)/.variantctl/registry.db
 
-.PHONY: run test test-fast lint typecheck unit bench clean
+.PHONY: run test test-fast lint typecheck unit bench clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,16 @@ run: $(STAMP)
 	$(BIN)/variantctl --db $(DEMO)/registry.db history --endpoint churn-demo --limit 15
 	$(BIN)/variantctl --db $(DEMO)/registry.db audit verify
 
-test: lint typecheck unit
+test: lint typecheck browser unit
+
+# `rollout report` pages are tested in headless Chromium: Debian's chromium and chromium-driver,
+# installed here when missing and apt-get can (as root); otherwise those tests skip and say why
+# (CI, through .ci/run, fails instead).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing Debian's chromium and chromium-driver for the browser tests" >&2; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+	    >/dev/null 2>&1 || echo "could not install chromium: the browser tests will skip" >&2; }
 
 # Everyday work: lint and the tests not marked `slow` (the crash, demo, packaging and A/A tests).
 test-fast: lint

@@ -104,6 +104,40 @@ def show(app: AppContext, rollout_id: int, with_policy: bool, output: str) -> No
         sys.exit(1)
 
 
+@rollout_group.command("report")
+@click.argument("rollout_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["html", "json"]), default="html", show_default=True)
+@click.option(
+    "--output",
+    "-o",
+    "target",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    help="a file, or - for standard output [default: rollout-ID.html or .json]",
+)
+@pass_app
+def report(app: AppContext, rollout_id: int, fmt: str, target: Path | None) -> None:
+    """The rollout's decision record: policy, steps, each metric's statistics over time as charts, the
+    decision and its numbers, operator actions, and the history events with their hashes. The HTML
+    page is self-contained: it opens without network access."""
+    from manager import report as reports
+
+    with app.database().read() as session:
+        record = reports.build(session, rollout_id)
+    text = reports.render_html(record) if fmt == "html" else reports.to_json(record) + "\n"
+    target = target or Path(f"rollout-{rollout_id}.{fmt}")
+    if str(target) == "-":
+        sys.stdout.write(text)
+        return
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(target)
+    points = sum(len(m["points"]) for m in record["metrics"])
+    click.echo(
+        f"wrote {target}: {len(record['events'])} events, {len(record['metrics'])} metrics ({points} looks)",
+        err=True,
+    )
+
+
 def _status(app: AppContext, rollout_id: int) -> dict[str, Any]:
     from manager.rollout.status import status
 

@@ -1,0 +1,406 @@
+"""`rollout report`: one rollout's decision record, as JSON or as one self-contained HTML page.
+
+It holds the policy as it ran (text, hash and the check of one against the other and the history),
+every step with its times and weights, each metric's sequential statistics over time (recomputed
+from the stored observations with the same `judge` the daemon decides with, at the end of every
+observation window: the confidence sequence's bounds against the margin, the error e-value against
+its threshold, the samples per arm), the decision and the numbers behind it, every operator action
+with actor and reason, and every history event's seq and hash, so that the page can be checked
+against the chain (`variantctl history show SEQ`, `variantctl audit verify`).
+
+The page draws its charts with uPlot, inlined with the data: it opens without network access (a
+Content-Security-Policy forbids any request).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from manager import audit
+from manager import policy as policies
+from manager.clock import format_instant
+from manager.registry import rollouts
+from manager.registry.tables import Observation, RolloutPhase
+from manager.rollout.decide import judge
+from manager.samples import Arm, ErrorWindow, PhaseData
+
+MAX_POINTS = 400  # per metric: a long rollout is thinned evenly (the last look always kept)
+FINISHING = ("rollout.promote", "rollout.rollback")
+
+
+def build(session: Session, rollout_id: int) -> dict[str, Any]:
+    view = rollouts.view(session, rollout_id)
+    policy = policies.parse(view.policy_yaml, f"rollout {rollout_id}'s policy")
+    events = list(
+        session.scalars(audit.history_query(audit.HistoryFilter(rollout=rollout_id, limit=None), session))
+    )
+    events.sort(key=lambda e: e.seq)
+    own = [e for e in events if e.subject_type == "rollout"]
+    phases = list(
+        session.scalars(
+            select(RolloutPhase).where(RolloutPhase.rollout_id == rollout_id).order_by(RolloutPhase.phase)
+        )
+    )
+    decision = next((e for e in reversed(own) if e.action in FINISHING), None)
+    return {
+        "rollout": {**view.record(), "started_by": view.started_by},
+        "policy": {
+            "name": policy.name,
+            "hash": view.policy_hash,
+            "text": view.policy_yaml,
+            "check": rollouts.policy_problems(session, rollout_id)
+            or ["the text matches its hash and the history"],
+        },
+        "steps": _steps(policy, own),
+        "phases": [
+            {"phase": p.phase, "started_at": p.started_at, "ended_at": p.ended_at, "weights": p.weights}
+            for p in phases
+        ],
+        "metrics": _series(session, rollout_id, policy, view.baseline_variant, view.candidate_variant, own),
+        "decision": None if decision is None else _event(decision, with_payload=True),
+        "operator_actions": [_event(e, with_payload=False) for e in own if e.action.startswith("operator.")],
+        "events": [_event(e, with_payload=True) for e in events],
+        "chain": {
+            "first_seq": events[0].seq if events else None,
+            "last_seq": events[-1].seq if events else None,
+            "how_to_check": "each event's hash is in the registry's chain: `variantctl history show SEQ` "
+            "prints it, and `variantctl audit verify` recomputes the chain",
+        },
+    }
+
+
+def _event(row: Any, with_payload: bool) -> dict[str, Any]:
+    out = {
+        "seq": row.seq,
+        "at": row.at,
+        "actor": row.actor,
+        "action": row.action,
+        "subject": f"{row.subject_type}/{row.subject_id}",
+        "reason": row.reason,
+        "hash": row.hash,
+        "prev_hash": row.prev_hash,
+    }
+    if with_payload:
+        out["payload"] = json.loads(row.payload)
+    return out
+
+
+def _steps(policy: policies.RolloutPolicy, own: list[Any]) -> list[dict[str, Any]]:
+    """The plan, each step with when the rollout reached and left it (from the events' record of
+    the rollout) and the candidate's weight while it was there."""
+    plan = policies.describe_plan(policy)
+    reached: dict[int, datetime] = {}
+    left: dict[int, datetime] = {}
+    weights: dict[int, float] = {}
+    current: int | None = None
+    for event in own:
+        snap = json.loads(event.payload).get("rollout")
+        if snap is None or snap["state"] == "pending":
+            continue
+        step = int(snap["step"])
+        if current is not None and step != current:
+            left.setdefault(current, event.at)
+        reached.setdefault(step, event.at)
+        weights[step] = float(snap["weight"])
+        current = step
+        if snap["state"] in ("promoted", "rolled_back", "aborted", "failed") and step in reached:
+            left.setdefault(step, event.at)
+    return [
+        {**row, "reached_at": reached.get(i), "left_at": left.get(i), "weight": weights.get(i)}
+        for i, row in enumerate(plan)
+    ]
+
+
+@dataclass
+class _Accumulator:
+    """Observations summed window by window, as `registry.observations` sums them all at once."""
+
+    baseline: str
+    candidate: str
+    sums: dict[tuple[str, int, str], list[float]] = field(
+        default_factory=lambda: defaultdict(lambda: [0.0, 0.0, 0.0])
+    )
+    windows: dict[tuple[str, int], dict[datetime, dict[str, tuple[float, float]]]] = field(
+        default_factory=lambda: defaultdict(dict)
+    )
+
+    def add(self, row: Any) -> None:
+        s = self.sums[(row.metric, row.phase, row.variant_name)]
+        s[0] += row.n
+        s[1] += row.total
+        s[2] += row.total_sq
+        self.windows[(row.metric, row.phase)].setdefault(row.window_start, {})[row.variant_name] = (
+            float(row.n),
+            float(row.total),
+        )
+
+    def phases(self, measure: str) -> list[PhaseData]:
+        out = []
+        for phase in sorted({p for (m, p, _v) in self.sums if m == measure}):
+            b = self.sums.get((measure, phase, self.baseline), [0.0, 0.0, 0.0])
+            c = self.sums.get((measure, phase, self.candidate), [0.0, 0.0, 0.0])
+            windows = tuple(
+                ErrorWindow(*arms[self.baseline], *arms[self.candidate])
+                for _, arms in sorted(
+                    self.windows.get((measure, phase), {}).items(), key=lambda item: item[0]
+                )
+                if self.baseline in arms and self.candidate in arms
+            )
+            out.append(PhaseData(phase, Arm(*b), Arm(*c), windows))
+        return out
+
+
+def _series(
+    session: Session,
+    rollout_id: int,
+    policy: policies.RolloutPolicy,
+    baseline: str,
+    candidate: str,
+    own: list[Any],
+) -> list[dict[str, Any]]:
+    """Each metric judged at the end of every observation window, on what had been observed by then
+    (`source: window`), and as each decision event recorded it when the daemon decided (`source:
+    decision`; the history's own numbers), in time order."""
+    rows = list(
+        session.execute(
+            select(
+                Observation.metric,
+                Observation.phase,
+                Observation.variant_name,
+                Observation.window_start,
+                Observation.window_end,
+                Observation.n,
+                Observation.total,
+                Observation.total_sq,
+            )
+            .where(Observation.rollout_id == rollout_id)
+            .order_by(Observation.window_end, Observation.id)
+        )
+    )
+    ends = sorted({r.window_end for r in rows})
+    if len(ends) > MAX_POINTS:
+        step = len(ends) / MAX_POINTS
+        ends = sorted({ends[int(i * step)] for i in range(MAX_POINTS)} | {ends[-1]})
+    looks = set(ends)
+    acc = _Accumulator(baseline, candidate)
+    series: dict[str, list[dict[str, Any]]] = {m.name: [] for m in policy.metrics}
+    index = 0
+    for end in sorted({r.window_end for r in rows}):
+        while index < len(rows) and rows[index].window_end <= end:
+            acc.add(rows[index])
+            index += 1
+        if end not in looks:
+            continue
+        for metric in policy.metrics:
+            data = acc.phases(metric.measure)
+            if not data:
+                continue
+            phase = max(p.phase for p in data)
+            verdict = judge(metric, data, phase, policy, harm_only=False)
+            point = {"at": end, "source": "window", "status": verdict.status, **verdict.evidence}
+            if point.get("estimate") is not None:  # in the bounds' orientation: positive is better
+                point["improvement_estimate"] = point["estimate"] * (1 if metric.higher_is_better else -1)
+            series[metric.name].append(point)
+    for name, point in _decision_looks(own, policy):
+        series[name].append(point)
+    for points in series.values():
+        points.sort(key=lambda p: p["at"])
+    return [
+        {
+            "metric": m.name,
+            "measure": m.measure,
+            "kind": m.kind,
+            "role": m.role,
+            "dry_run": m.dry_run,
+            "min_samples": m.min_samples,
+            "test": m.test.type if m.kind != "errors" else "e-value",
+            "points": series[m.name],
+        }
+        for m in policy.metrics
+    ]
+
+
+def _decision_looks(own: list[Any], policy: policies.RolloutPolicy) -> list[tuple[str, dict[str, Any]]]:
+    """The evidence each decision event holds, per metric, at the event's time."""
+    direction = {m.name: 1 if m.higher_is_better else -1 for m in policy.metrics}
+    out = []
+    for event in own:
+        metrics = json.loads(event.payload).get("metrics")
+        if not isinstance(metrics, dict):
+            continue
+        for name, evidence in metrics.items():
+            if name not in direction or not isinstance(evidence, dict):
+                continue
+            point = {**evidence, "at": event.at, "source": "decision", "seq": event.seq}
+            if point.get("estimate") is not None:
+                point["improvement_estimate"] = point["estimate"] * direction[name]
+            out.append((name, point))
+    return out
+
+
+# The page.
+
+
+def _asset(name: str) -> str:
+    return resources.files("manager.web").joinpath("vendor", name).read_text(encoding="utf-8")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_instant(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(_plain(report), indent=2, ensure_ascii=False, allow_nan=False)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, datetime):
+        return format_instant(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return json.dumps(_plain(value), sort_keys=True)
+    return str(value)
+
+
+def render_html(report: dict[str, Any]) -> str:
+    r = report["rollout"]
+    title = f"rollout {r['rollout']} on {r['endpoint']}: {r['state']}"
+    decision = report["decision"]
+    decided = (
+        "<p>No promotion or rollback was decided.</p>"
+        if decision is None
+        else (
+            f"<p class='decision'><b>{html.escape(decision['action'])}</b> "
+            f"by {html.escape(decision['actor'])} "
+            f"at {html.escape(_cell(decision['at']))}: {html.escape(decision['reason'] or '')} "
+            f"(seq {decision['seq']}, hash <code>{decision['hash']}</code>)</p>"
+            f"<details><summary>The exact numbers behind it</summary><pre>"
+            f"{html.escape(json.dumps(_plain(decision['payload']), indent=2, sort_keys=True))}"
+            "</pre></details>"
+        )
+    )
+    data = json.dumps(_plain(report), ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+    metric_blocks = "".join(
+        f"<section class='metric' id='metric-{i}'><h3>{html.escape(m['metric'])} "
+        f"<small>({html.escape(m['role'])}, {html.escape(m['kind'])}, {html.escape(m['test'])}"
+        f"{', dry run' if m['dry_run'] else ''})</small></h3>"
+        f"<div class='chart' id='stat-{i}'></div><div class='chart' id='samples-{i}'></div>"
+        f"{'' if m['points'] else '<p>No observations.</p>'}</section>"
+        for i, m in enumerate(report["metrics"])
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy"
+ content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:">
+<title>{html.escape(title)}</title>
+<style>{_asset("uPlot.min.css")}
+body{{font:14px system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}}
+table{{border-collapse:collapse;margin:.5em 0 1.5em}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}}th{{background:#f3f3f3}}
+code,pre{{font-size:12px}}pre{{background:#f7f7f7;padding:.7em;overflow:auto}}
+.decision{{font-size:16px}}.chart{{margin:.5em 0}}small{{color:#666;font-weight:normal}}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>{html.escape(r["candidate"])} (variant {html.escape(r["candidate_variant"])})
+against {html.escape(r["baseline"])} (variant {html.escape(r["baseline_variant"])});
+started by {html.escape(str(r.get("started_by")))} at
+{html.escape(_cell(r["created_at"]))}; finished {html.escape(_cell(r["finished_at"]))}.</p>
+<h2>Decision</h2>{decided}
+<h2>Steps</h2>{_table(report["steps"], ["step", "what", "until", "weight", "reached_at", "left_at"])}
+<h2>Weights over time</h2><div class="chart" id="weights"></div>
+{_table(report["phases"], ["phase", "started_at", "ended_at", "weights"])}
+<h2>Metrics over time</h2>
+<p>Each metric judged at the end of every observation window on what had been observed by then, as the
+daemon judges it: the confidence sequence on the candidate's improvement against the margin, or the
+error e-value against its threshold, and the samples per arm.</p>{metric_blocks}
+<h2>Operator actions</h2>{_table(report["operator_actions"], ["seq", "at", "actor", "action", "reason"])}
+<h2>Policy</h2><p>{html.escape(report["policy"]["name"])}, sha256 <code>{report["policy"]["hash"]}</code>:
+{html.escape("; ".join(report["policy"]["check"]))}</p><pre>{html.escape(report["policy"]["text"])}</pre>
+<h2>History</h2><p>{html.escape(report["chain"]["how_to_check"])}.</p>
+{_table(report["events"], ["seq", "at", "actor", "action", "subject", "reason", "hash"])}
+<script id="report-data" type="application/json">{data}</script>
+<script>{_asset("uPlot.iife.min.js")}</script>
+<script>{_CHARTS}</script>
+</body></html>
+"""
+
+
+# Builds the charts from the embedded data; `window.reportCharts` lists each chart and its point count.
+_CHARTS = r"""
+(function () {
+  const report = JSON.parse(document.getElementById("report-data").textContent);
+  const t = (iso) => Date.parse(iso) / 1000;
+  const width = Math.min(1000, document.body.clientWidth || 1000);
+  window.reportCharts = [];
+  function chart(id, title, labels, xs, columns, extra) {
+    const el = document.getElementById(id);
+    if (!el || xs.length === 0) return;
+    const series = [{}].concat(labels.map((label, i) => Object.assign(
+      {label: label, stroke: ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"][i % 5], width: 2},
+      (extra || {})[label] || {})));
+    const plot = new uPlot({title: title, width: width, height: 260, series: series,
+      scales: {x: {time: true}}}, [xs].concat(columns), el);
+    window.reportCharts.push({id: id, title: title, points: xs.length, series: labels});
+    return plot;
+  }
+  const phases = report.phases;
+  if (phases.length) {
+    const xs = [], cand = [];
+    const variant = report.rollout.candidate_variant;
+    phases.forEach((p) => {
+      xs.push(t(p.started_at)); cand.push(p.weights[variant] ?? 0);
+      xs.push(t(p.ended_at || p.started_at)); cand.push(p.weights[variant] ?? 0);
+    });
+    chart("weights", "candidate weight (%)", ["candidate %"], xs, [cand]);
+  }
+  report.metrics.forEach((m, i) => {
+    const pts = m.points;
+    if (!pts.length) return;
+    const xs = pts.map((p) => t(p.at));
+    if (m.kind === "errors") {
+      chart("stat-" + i, m.metric + ": error e-value against its threshold", ["e-value", "threshold"], xs,
+        [pts.map((p) => p.e_value), pts.map((p) => p.threshold)], {threshold: {dash: [6, 4]}});
+      chart("samples-" + i, m.metric + ": requests per arm", ["baseline", "candidate"], xs,
+        [pts.map((p) => p.baseline_requests), pts.map((p) => p.candidate_requests)]);
+    } else {
+      const low = pts.map((p) => p.improvement_low ?? null);
+      const high = pts.map((p) => p.improvement_high ?? null);
+      const margin = pts.map((p) => (p.margin == null ? null : -p.margin));
+      chart("stat-" + i, m.metric + ": confidence sequence on the improvement, against -margin",
+        ["lower bound", "upper bound", "estimate", "-margin"], xs,
+        [low, high, pts.map((p) => p.improvement_estimate ?? null), margin], {"-margin": {dash: [6, 4]}});
+      chart("samples-" + i, m.metric + ": samples per arm", ["baseline", "candidate"], xs,
+        [pts.map((p) => p.baseline_n ?? 0), pts.map((p) => p.candidate_n ?? 0)]);
+    }
+  });
+  document.body.setAttribute("data-charts", String(window.reportCharts.length));
+})();
+"""

@@ -1,0 +1,1 @@
+"""Pages variantctl writes or serves, and what they ship with them (no network at run time)."""
