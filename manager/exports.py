@@ -121,12 +121,30 @@ def write(events: Iterable[Any], fmt: str, out: IO[str]) -> int:
             writer.writerow(["" if rec[f] is None else rec[f] for f in FIELDS])
             count += 1
         return count
-    mapper = CDEventMapper() if fmt == "cdevents" else None
+    if fmt == "jsonl":
+        for row in events:
+            out.write(_jsonl(row))
+            count += 1
+        return count
+    mapper = CDEventMapper()
     for row in events:
-        rec = record(row)
-        out.write(_line(mapper.envelope(rec) if mapper else rec) + "\n")
+        out.write(_line(mapper.envelope(record(row))) + "\n")
         count += 1
     return count
+
+
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _jsonl(row: Any) -> str:
+    """`record(row)` as one line, the stored payload (canonical JSON already) spliced in unparsed."""
+    return (
+        f'{{"seq":{int(row.seq)},"at":"{format_instant(row.at)}","actor":{_encode(row.actor)},'
+        f'"action":{_encode(row.action)},"subject_type":{_encode(row.subject_type)},'
+        f'"subject_id":{_encode(row.subject_id)},"endpoint":{_encode(row.endpoint)},'
+        f'"model":{_encode(row.model)},"reason":{_encode(row.reason)},"payload":{row.payload},'
+        f'"prev_hash":"{row.prev_hash}","hash":"{row.hash}"}}\n'
+    )
 
 
 @dataclass

@@ -402,7 +402,19 @@ def state_at(session: Session, name: str, at: datetime) -> EndpointAt | None:
         ).first()
 
     serves = latest(c.endpoint == name, c.action == SERVES, c.subject_type == "endpoint")
-    lifecycle = latest(c.endpoint == name, c.action.in_(LIFECYCLE), c.subject_type == "endpoint")
+    # One query per action: each is a range of the (endpoint, action, at) index; an IN list would
+    # walk the endpoint's events back to its creation.
+    lifecycle = max(
+        (
+            r
+            for r in (
+                latest(c.endpoint == name, c.action == a, c.subject_type == "endpoint") for a in LIFECYCLE
+            )
+            if r
+        ),
+        key=lambda r: (r.at, r.seq),
+        default=None,
+    )
     started = latest(c.endpoint == name, c.action == "rollout.start", c.subject_type == "rollout")
     picked = [r for r in (serves, lifecycle, started) if r is not None]
     if not picked:
