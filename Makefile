@@ -49,6 +49,7 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/history_query.py
+	$(BIN)/python benchmarks/auditor.py
 	$(BIN)/python benchmarks/local_sagemaker_throughput.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/reconcile_scale.py

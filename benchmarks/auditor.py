@@ -293,7 +293,8 @@ def main() -> None:
         print(
             f"endpoints show --at: median {_median_ms(fast):.2f} ms over {len(fast)} looks "
             f"(max {max(fast) * 1000:.2f} ms); replay from the start: median {_median_ms(slow):.0f} ms "
-            f"over {len(slow)}; {statistics.median(slow) / statistics.median(fast):,.0f}x faster, same answers"
+            f"over {len(slow)}; {statistics.median(slow) / statistics.median(fast):,.0f}x faster, "
+            "same answers"
         )
 
         for share in (0.1, 1.0):
@@ -350,7 +351,8 @@ def main() -> None:
             assert verdict.ok and not problems, problems[:1]
         print(
             f"audit verify: median {statistics.median(plain):.2f} s; with {len(good):,} digests checked: "
-            f"median {statistics.median(signed):.2f} s ({statistics.median(signed) / statistics.median(plain):.2f}x)"
+            f"median {statistics.median(signed):.2f} s "
+            f"({statistics.median(signed) / statistics.median(plain):.2f}x)"
         )
 
         database.dispose()
