@@ -167,6 +167,16 @@ def test_the_history_at_every_instant_equals_the_registry_then(
             got_slow = slow.essence() if slow is not None else EMPTY
             if got_fast != expected or got_slow != expected:
                 mismatches.append((at, expected, got_fast, got_slow))
+        # And at the time of every event, the indexed answer is the state just after it.
+        from manager import audit
+
+        for event in audit.history(world.database, audit.HistoryFilter(limit=None)):
+            fast = timeline.state_at(session, ENDPOINT, event.at)
+            slow = timeline.replay_all(session, until=event.at).state(ENDPOINT, event.at)
+            got_fast = fast.essence() if fast is not None else EMPTY
+            got_slow = slow.essence() if slow is not None else EMPTY
+            if got_fast != got_slow:
+                mismatches.append((event.at, event.seq, got_fast, got_slow))
     assert not mismatches, mismatches[:3]
     # The sequence did what it was generated to do: more than one rollout, each state seen.
     states = {e["rollout"][1] for _, e in rec.seen if e["rollout"] is not None}
