@@ -5,6 +5,8 @@ nightly-style rollouts: registration and training, configs, deploy, weight phase
 promotion, status moves), every event with the payloads the product writes and a valid hash chain;
 then, in the same run:
 
+  * `history --endpoint`, which also gathers the training and gate events of every model the
+    endpoint served, newest 100 (target: under 100 ms, as the plain filtered query);
   * `endpoints show --at` (`timeline.state_at`) at random endpoints and instants, against replaying
     the history from the start up to the instant (`timeline.replay_all`): medians and the ratio.
     Target: median under 50 ms.
@@ -295,6 +297,17 @@ def main() -> None:
             f"(max {max(fast) * 1000:.2f} ms); replay from the start: median {_median_ms(slow):.0f} ms "
             f"over {len(slow)}; {statistics.median(slow) / statistics.median(fast):,.0f}x faster, "
             "same answers"
+        )
+
+        widened = []
+        for name, _ in looks:
+            t = time.perf_counter()
+            found = audit.history(database, audit.HistoryFilter(endpoint=name, limit=100))
+            widened.append(time.perf_counter() - t)
+            assert len(found) == 100
+        print(
+            f"history --endpoint (with its models' training and gate events), newest 100: "
+            f"median {_median_ms(widened):.1f} ms"
         )
 
         for share in (0.1, 1.0):

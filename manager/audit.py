@@ -344,7 +344,23 @@ def history_query(flt: HistoryFilter, session: Session | None = None) -> Select[
 
 def history(database: Database, flt: HistoryFilter) -> list[AuditEvent]:
     with database.read() as session:
-        return list(session.scalars(history_query(flt, session)))
+        if flt.endpoint is None or flt.rollout is not None:
+            return list(session.scalars(history_query(flt, session)))
+        # Two index-ordered queries merged here: the endpoint's own events, and the lifecycle events
+        # of the models it served. One query with OR sorted every event of the endpoint first.
+        rows = list(session.scalars(history_query(flt)))
+        refs = served_models(session, flt.endpoint)
+        if refs:
+            from dataclasses import replace
+
+            lifecycle = history_query(replace(flt, endpoint=None)).where(
+                AuditEvent.subject_type == "model_version",
+                AuditEvent.subject_id.in_(refs),
+                AuditEvent.endpoint.is_(None),
+            )
+            rows += list(session.scalars(lifecycle))
+        rows.sort(key=lambda r: (r.at, r.seq), reverse=True)
+        return rows[: flt.limit] if flt.limit is not None else rows
 
 
 def event(database: Database, seq: int) -> AuditEvent | None:
