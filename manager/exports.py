@@ -33,22 +33,10 @@ from manager import audit
 from manager.clock import format_instant
 from manager.errors import UserError
 from manager.registry.tables import AuditEvent
+from manager.registry.vocabulary import EVENT_FIELDS
 
 FORMATS = ("jsonl", "csv", "cdevents")
-FIELDS = (
-    "seq",
-    "at",
-    "actor",
-    "action",
-    "subject_type",
-    "subject_id",
-    "endpoint",
-    "model",
-    "reason",
-    "payload",
-    "prev_hash",
-    "hash",
-)
+FIELDS = EVENT_FIELDS
 CDEVENTS_SPEC = "0.5.1"
 CUSTOM_TYPE = "dev.cdeventsx.variantctl-history.recorded.0.1.0"
 SOURCE = "/variantctl/history"

@@ -152,3 +152,25 @@ def platform_matches_registry(world: World) -> dict[str, Any]:
         )
     assert sorted(v.name for v in state.variants) == sorted(registered)
     return registered
+
+
+def forced_promotion(world: World, text: str, actor: str, reason: str) -> int:
+    """A rollout started under `text`, running, then promoted by `actor`'s forced promotion."""
+    from manager.registry import rollouts
+
+    rollout_id = world.start(text)
+    world.tick_until(rollout_id, ("running",))
+    with world.database.write() as session:
+        rollouts.set_intent(session, rollout_id, "promote", reason, actor)
+    world.tick_until(rollout_id, ("promoted",))
+    return rollout_id
+
+
+def checkpointed(db_path: Path) -> Path:
+    """The SQLite file with its WAL folded in, so that a copy of the one file holds everything."""
+    import sqlite3
+
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return db_path

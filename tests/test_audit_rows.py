@@ -6,7 +6,6 @@ Also: a registry from before the config events gets them from migration 0009 and
 from __future__ import annotations
 
 import shutil
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +14,9 @@ from sqlalchemy import text
 
 from manager import audit
 from manager.db import Database
-from manager.registry import migrate, models, rollouts
+from manager.registry import migrate, models
 
-from .rollout_support import CANARY, make_world, policy_text
+from .rollout_support import CANARY, checkpointed, forced_promotion, make_world, policy_text
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +24,9 @@ def promoted(tmp_path_factory: pytest.TempPathFactory, artifacts: dict[str, Path
     """A registry file after one forced promotion (checkpointed: one file holds everything)."""
     tmp = tmp_path_factory.mktemp("promoted")
     with make_world(tmp, artifacts) as world:
-        rollout_id = world.start(policy_text(CANARY, min_samples=10_000))
-        world.tick_until(rollout_id, ("running",))
-        with world.database.write() as session:
-            rollouts.set_intent(session, rollout_id, "promote", "ship", "carol")
-        world.tick_until(rollout_id, ("promoted",))
+        forced_promotion(world, policy_text(CANARY, min_samples=10_000), "carol", "ship")
         db_path = world.db_path
-    conn = sqlite3.connect(db_path)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    yield db_path
+    yield checkpointed(db_path)
 
 
 def _copy(source: Path, tmp_path: Path) -> Database:

@@ -21,7 +21,7 @@ from manager.db import Database
 from manager.registry import models, rollouts
 
 from .conftest import Cli
-from .rollout_support import CANARY, ENDPOINT, make_world, policy_text
+from .rollout_support import CANARY, ENDPOINT, checkpointed, forced_promotion, make_world, policy_text
 
 
 def _events(db: Path, **flt: Any) -> list[Any]:
@@ -89,11 +89,7 @@ def two_rollouts(tmp_path_factory: pytest.TempPathFactory, artifacts: dict[str, 
     """Rollout 1 forced through by carol (promoted); rollout 2 aborted by dave; churn:4 never served."""
     tmp = tmp_path_factory.mktemp("two")
     with make_world(tmp, artifacts) as world:
-        first = world.start(policy_text(CANARY, min_samples=10_000))
-        world.tick_until(first, ("running",))
-        with world.database.write() as session:
-            rollouts.set_intent(session, first, "promote", "ship it", "carol")
-        world.tick_until(first, ("promoted",))
+        forced_promotion(world, policy_text(CANARY, min_samples=10_000), "carol", "ship it")
         with world.database.write() as session:
             for status in ("approved", "approved"):  # churn:3 rolled out next; churn:4 never
                 spec = models.NewVersion("churn", str(artifacts["prior"]), "sklearn", status=status)
@@ -104,10 +100,7 @@ def two_rollouts(tmp_path_factory: pytest.TempPathFactory, artifacts: dict[str, 
             rollouts.set_intent(session, second, "abort", "pager", "dave")
         world.tick_until(second, ("aborted",))
         db_path = world.db_path
-    conn = sqlite3.connect(db_path)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    yield db_path
+    yield checkpointed(db_path)
 
 
 def test_history_of_one_rollout_holds_its_events_and_what_it_caused(two_rollouts: Path) -> None:

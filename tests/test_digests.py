@@ -20,22 +20,13 @@ from manager import audit, daemon, digests
 from manager.db import Database
 
 from .conftest import Cli
+from .test_audit import _tamper
 
 
 def _note(database: Database, count: int, text: str = "note") -> None:
     for i in range(count):
         event = audit.Event("note.added", "note", f"n:{i}", f"{text} {i}", {"i": i, "text": text})
         audit.record(database, "alice", event)
-
-
-def _drop_triggers(db_path: Path, *statements: str) -> None:
-    conn = sqlite3.connect(db_path)
-    conn.execute("DROP TRIGGER IF EXISTS audit_events_no_update")
-    conn.execute("DROP TRIGGER IF EXISTS audit_events_no_delete")
-    for statement in statements:
-        conn.execute(statement)
-    conn.commit()
-    conn.close()
 
 
 @pytest.fixture
@@ -79,7 +70,7 @@ def test_a_consistently_rewritten_chain_is_caught(
     signed: Path, database: Database, db_path: Path, key: Any
 ) -> None:
     # The attacker rewrites every event after seq 4 and recomputes every hash and the head.
-    _drop_triggers(db_path, "DELETE FROM audit_events WHERE seq > 4")
+    _tamper(db_path, "DELETE FROM audit_events WHERE seq > 4")
     conn = sqlite3.connect(db_path)
     conn.execute("UPDATE audit_head SET seq = 4, hash = (SELECT hash FROM audit_events WHERE seq = 4)")
     conn.commit()
@@ -94,7 +85,7 @@ def test_a_consistently_rewritten_chain_is_caught(
 def test_events_deleted_at_the_end_are_caught(
     signed: Path, database: Database, db_path: Path, key: Any
 ) -> None:
-    _drop_triggers(
+    _tamper(
         db_path,
         "DELETE FROM audit_events WHERE seq > 10",
         "UPDATE audit_head SET seq = 10, hash = (SELECT hash FROM audit_events WHERE seq = 10)",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from manager.registry import rollouts
 from manager.rollout import endpoints
 
 from .conftest import Cli
-from .rollout_support import CANARY, ENDPOINT, make_world, policy_text
+from .rollout_support import CANARY, ENDPOINT, checkpointed, forced_promotion, make_world, policy_text
 
 SCHEMAS = Path(__file__).parent / "cdevents_schemas"
 NO_DATABASE = "/nonexistent/dir/registry.db"  # verify --file must not need one
@@ -30,11 +29,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, artifacts: dict[str, Path
     the endpoint forgotten (removed)."""
     tmp = tmp_path_factory.mktemp("exports")
     with make_world(tmp, artifacts) as world:
-        first = world.start(policy_text(CANARY, min_samples=10_000))
-        world.tick_until(first, ("running",))
-        with world.database.write() as session:
-            rollouts.set_intent(session, first, "promote", "ship it", "carol")
-        world.tick_until(first, ("promoted",))
+        forced_promotion(world, policy_text(CANARY, min_samples=10_000), "carol", "ship it")
         Cli(world.db_path)("models", "approve", "churn:1", "--reason", "back as a candidate")
         second = world.start(policy_text(CANARY, min_samples=10_000).replace("version: 2", "version: 1"))
         world.tick_until(second, ("running",))
@@ -43,10 +38,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, artifacts: dict[str, Path
         world.tick_until(second, ("aborted",))
         endpoints.forget(world.database, None, ENDPOINT, "ops", "moved to another account")
         db_path = world.db_path
-    conn = sqlite3.connect(db_path)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    yield db_path
+    yield checkpointed(db_path)
 
 
 def _export(registry: Path, tmp_path: Path, fmt: str, *args: str) -> Path:

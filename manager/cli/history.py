@@ -10,26 +10,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from manager.cli.context import AppContext, pass_app
-from manager.cli.render import emit, emit_record, output_option
+from manager.cli.render import atomic_output, emit, emit_record, output_option
+from manager.registry.vocabulary import EVENT_FIELDS
 
 if TYPE_CHECKING:
     from manager.registry.tables import AuditEvent
 
 TABLE_COLUMNS = ("seq", "at", "actor", "action", "subject", "reason")
-RECORD_COLUMNS = (
-    "seq",
-    "at",
-    "actor",
-    "action",
-    "subject_type",
-    "subject_id",
-    "endpoint",
-    "model",
-    "reason",
-    "payload",
-    "prev_hash",
-    "hash",
-)
+RECORD_COLUMNS = EVENT_FIELDS
 
 
 def event_row(row: AuditEvent) -> dict[str, Any]:
@@ -338,13 +326,8 @@ def export(app: AppContext, since: str | None, until: str | None, fmt: str, targ
         span = exports.seq_range(session, start, end)
         if span is None:
             raise UserError("no events in that range")
-        if str(target) == "-":
-            count = exports.write(exports.rows(session, *span), fmt, sys.stdout)
-        else:
-            partial = target.with_name(f".{target.name}.partial")
-            with partial.open("w", encoding="utf-8", newline="") as out:
-                count = exports.write(exports.rows(session, *span), fmt, out)
-            partial.replace(target)
+        with atomic_output(target) as out:
+            count = exports.write(exports.rows(session, *span), fmt, out)
     click.echo(f"exported {count} events (seqs {span[0]}..{span[1]}) as {fmt}", err=True)
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import IO, Any, TypeVar
 
 import click
 
@@ -172,3 +174,19 @@ def metric_cells(v: dict[str, Any]) -> dict[str, str]:
         "candidate": f"{v['candidate_mean']:.4g} (n={v['candidate_n']:g})",
         "interval": interval,
     }
+
+
+@contextmanager
+def atomic_output(target: Path) -> Iterator[IO[str]]:
+    """Standard output for `-`; otherwise a file that appears whole or not at all (written beside it,
+    then renamed), so an interrupted export or report never leaves half a file under its name."""
+    if str(target) == "-":
+        yield sys.stdout
+        return
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        with partial.open("w", encoding="utf-8", newline="") as out:
+            yield out
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)

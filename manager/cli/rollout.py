@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from manager.cli.context import AppContext, pass_app
-from manager.cli.render import emit, emit_record, metric_cells, output_option
+from manager.cli.render import atomic_output, emit, emit_record, metric_cells, output_option
 
 if TYPE_CHECKING:
     from manager.registry.vocabulary import RolloutIntent
@@ -125,12 +125,10 @@ def report(app: AppContext, rollout_id: int, fmt: str, target: Path | None) -> N
         record = reports.build(session, rollout_id)
     text = reports.render_html(record) if fmt == "html" else reports.to_json(record) + "\n"
     target = target or Path(f"rollout-{rollout_id}.{fmt}")
+    with atomic_output(target) as out:
+        out.write(text)
     if str(target) == "-":
-        sys.stdout.write(text)
         return
-    partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(target)
     points = sum(len(m["points"]) for m in record["metrics"])
     click.echo(
         f"wrote {target}: {len(record['events'])} events, {len(record['metrics'])} metrics ({points} looks)",

@@ -46,3 +46,20 @@ MODEL_TRANSITIONS: dict[ModelStatus, tuple[ModelStatus, ...]] = {
     "serving": ("serving", "retired"),
     "retired": ("serving", "retired", "rejected"),
 }
+
+
+# An audit event's fields as every machine output writes them (history -o json/csv, audit export).
+EVENT_FIELDS = (
+    "seq",
+    "at",
+    "actor",
+    "action",
+    "subject_type",
+    "subject_id",
+    "endpoint",
+    "model",
+    "reason",
+    "payload",
+    "prev_hash",
+    "hash",
+)
