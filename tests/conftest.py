@@ -126,6 +126,17 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return train_artifacts(tmp_path_factory.mktemp("artifacts"))
 
 
+@pytest.fixture(scope="session")
+def demo_promoted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The registry a real `promote` demo leaves behind (one per test worker; read it, never write)."""
+    from manager import demo
+
+    workdir = tmp_path_factory.mktemp("demo-promoted")
+    result = demo.run(workdir, "promote", timeout=110, say=lambda _: None)
+    assert result["outcome"] == "promoted", result
+    return workdir / "registry.db"
+
+
 @pytest.fixture
 def host(tmp_path: Path) -> Iterator[LocalSageMaker]:
     """A local SageMaker on a free port of 127.0.0.1, with a short provisioning delay."""

@@ -38,18 +38,10 @@ def _show_at(cli: Cli, name: str, at: Any) -> dict[str, Any]:
     return json.loads(result.output)
 
 
-@pytest.fixture(scope="module")
-def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("demo")
-    result = demo.run(workdir, "promote", timeout=110, say=lambda _: None)
-    assert result["outcome"] == "promoted"
-    return workdir / "registry.db"
-
-
 @pytest.mark.slow
-def test_at_before_during_and_after_the_demo_rollout(demo_registry: Path) -> None:
-    cli = Cli(demo_registry)
-    events = sorted(_events(demo_registry, endpoint=demo.ENDPOINT), key=lambda e: e.seq)
+def test_at_before_during_and_after_the_demo_rollout(demo_promoted: Path) -> None:
+    cli = Cli(demo_promoted)
+    events = sorted(_events(demo_promoted, endpoint=demo.ENDPOINT), key=lambda e: e.seq)
     by_action = {e.action: e for e in events}  # the last of each
     start = next(e for e in events if e.action == "rollout.start")
     phases = [e for e in events if e.action == "rollout.phase"]

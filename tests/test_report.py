@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from manager import audit, demo
+from manager import audit
 from manager.db import Database
 
 from .conftest import Cli
@@ -26,23 +26,15 @@ pytestmark = pytest.mark.slow  # one demo rollout for the module
 
 
 @pytest.fixture(scope="module")
-def promoted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("report")
-    result = demo.run(workdir, "promote", timeout=110, say=lambda _: None)
-    assert result["outcome"] == "promoted"
-    return workdir / "registry.db"
-
-
-@pytest.fixture(scope="module")
-def report(promoted: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def report(demo_promoted: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("json") / "report.json"
-    result = Cli(promoted)("rollout", "report", "1", "--format", "json", "-o", str(out))
+    result = Cli(demo_promoted)("rollout", "report", "1", "--format", "json", "-o", str(out))
     assert result.exit_code == 0, result.output
     return json.loads(out.read_text())
 
 
-def test_the_report_holds_the_registrys_numbers(promoted: Path, report: dict[str, Any]) -> None:
-    database = Database(f"sqlite:///{promoted}")
+def test_the_report_holds_the_registrys_numbers(demo_promoted: Path, report: dict[str, Any]) -> None:
+    database = Database(f"sqlite:///{demo_promoted}")
     try:
         events = {e.seq: e for e in audit.history(database, audit.HistoryFilter(limit=None))}
     finally:
@@ -90,10 +82,10 @@ def _browser() -> Any:
 
 
 @pytest.fixture(scope="module")
-def page(promoted: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
+def page(demo_promoted: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
     folder = tmp_path_factory.mktemp("html")
     path = folder / "rollout-1.html"
-    assert Cli(promoted)("rollout", "report", "1", "-o", str(path)).exit_code == 0
+    assert Cli(demo_promoted)("rollout", "report", "1", "-o", str(path)).exit_code == 0
     driver = _browser()
     try:
         driver.get(path.as_uri())

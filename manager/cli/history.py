@@ -21,21 +21,10 @@ RECORD_COLUMNS = EVENT_FIELDS
 
 
 def event_row(row: AuditEvent) -> dict[str, Any]:
-    return {
-        "seq": row.seq,
-        "at": row.at,
-        "actor": row.actor,
-        "action": row.action,
-        "subject": f"{row.subject_type}/{row.subject_id}",
-        "subject_type": row.subject_type,
-        "subject_id": row.subject_id,
-        "endpoint": row.endpoint,
-        "model": row.model,
-        "reason": row.reason,
-        "payload": json.loads(row.payload),
-        "prev_hash": row.prev_hash,
-        "hash": row.hash,
-    }
+    """An event as `audit export` records it, with `at` as an instant and the subject in one column."""
+    from manager.exports import record
+
+    return {**record(row), "at": row.at, "subject": f"{row.subject_type}/{row.subject_id}"}
 
 
 TABLE_LIMIT = 50
