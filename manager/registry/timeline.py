@@ -426,9 +426,10 @@ def state_at(session: Session, name: str, at: datetime) -> EndpointAt | None:
     else:
         rows = picked
         if started is not None:
-            rows += list(
-                _events(session, c.subject_type == "rollout", c.subject_id == started.subject_id, c.at <= at)
-            )
+            # By subject alone, time filtered here: with `at` in the query a planner without statistics
+            # may walk the time index instead (every event before `at`).
+            own = _events(session, c.subject_type == "rollout", c.subject_id == started.subject_id)
+            rows += [r for r in own if r.at <= at]
         if serves is not None:
             config = json.loads(serves.payload).get("config")
             if config is not None:
@@ -442,14 +443,9 @@ def state_at(session: Session, name: str, at: datetime) -> EndpointAt | None:
     models = {m for config in replay.configs.values() for m in (v["model"] for v in config["variants"])}
     if models:
         replay_models = Replay(first_exact)
+        lineage = _events(session, c.subject_type == "model_version", c.subject_id.in_(sorted(models)))
         replay_models.feed_all(
-            _events(
-                session,
-                c.subject_type == "model_version",
-                c.subject_id.in_(sorted(models)),
-                c.action.in_(("model.register", "model.train")),
-                c.at <= at,
-            )
+            r for r in lineage if r.at <= at and r.action in ("model.register", "model.train")
         )
         replay.lineage = replay_models.lineage
     return replay.state(name, at)
