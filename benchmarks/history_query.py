@@ -50,6 +50,8 @@ SECONDARY_INDEXES = (
     "ix_audit_events_action_at",
     "ix_audit_events_actor_at",
     "ix_audit_events_at",
+    "ix_audit_events_endpoint_action_at",
+    "ix_audit_events_subject_seq",
 )
 
 
