@@ -134,6 +134,35 @@ CASES: dict[str, Case] = {
         "not numeric",
     ),
     "unknown-model": (lambda d: ["models", "show", "nope:3"], "no model"),
+    "at-garbage": (lambda d: ["endpoints", "show", "churn-prod", "--at", "yesterday-ish"], "invalid time"),
+    "at-unknown-endpoint": (lambda d: ["endpoints", "show", "nope", "--at", "now"], "knows no endpoint"),
+    "history-show-missing": (lambda d: ["history", "show", "99999"], "no event 99999"),
+    "report-unknown-rollout": (
+        lambda d: ["rollout", "report", "42", "-o", str(d / "r.html")],
+        "no rollout 42",
+    ),
+    "export-empty-range": (lambda d: ["audit", "export", "--since", "2999-01-01"], "no events in that range"),
+    "verify-file-missing": (lambda d: ["audit", "verify", "--file", str(d / "absent.jsonl")], "cannot read"),
+    "verify-file-not-utf8": (
+        lambda d: ["audit", "verify", "--file", write(d, "e.jsonl", b"\xff\xfe")],
+        "UTF-8",
+    ),
+    "verify-file-not-events": (
+        lambda d: ["audit", "verify", "--file", write(d, "e.jsonl", '{"a": 1}\n')],
+        "not an exported event",
+    ),
+    "verify-public-key-garbage": (
+        lambda d: ["audit", "verify", "--digests", str(d), "--public-key", write(d, "k.pem", "nope")],
+        "not a PEM public key",
+    ),
+    "digest-without-key": (
+        lambda d: ["audit", "digest", "--to", str(d / "digests"), "--key", str(d / "no-key.pem")],
+        "no signing key",
+    ),
+    "keygen-over-a-key": (
+        lambda d: ["audit", "keygen", "--key", write(d, "key.pem", "an existing key")],
+        "never overwritten",
+    ),
 }
 TRAIN_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "training" / "breast-cancer.yaml"
 
