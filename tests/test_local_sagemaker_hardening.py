@@ -7,6 +7,7 @@ import json
 import os
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +204,46 @@ def wait_until_written(folder: Path) -> None:
     from .local_sagemaker_support import until
 
     until(lambda: any(folder.rglob("*.jsonl")) or None, f"a capture file under {folder}")
+
+
+def test_every_response_carries_a_request_id(host: LocalSageMaker, artifacts: dict[str, Path]) -> None:
+    """As AWS's do: boto3 reads `x-amzn-RequestId` into ResponseMetadata, on success and on error,
+    for the JSON, CBOR and runtime protocols alike; each request gets its own."""
+    sm, rt = host.client("sagemaker"), host.client("sagemaker-runtime")
+    cloudwatch = host.client("cloudwatch")
+    now = datetime.now(UTC)
+    create_model(sm, "m", artifacts["logistic"])
+    sm.create_endpoint_config(EndpointConfigName="c", ProductionVariants=[variant("A", "m")])
+    created = sm.create_endpoint(EndpointName="ep", EndpointConfigName="c")
+    wait_status(sm, "ep")
+    answers = [
+        created,
+        sm.list_endpoints(),
+        rt.invoke_endpoint(EndpointName="ep", ContentType="text/csv", Body=first_row()),
+        cloudwatch.get_metric_data(
+            MetricDataQueries=[
+                {
+                    "Id": "n",
+                    "MetricStat": {
+                        "Metric": {
+                            "Namespace": "AWS/SageMaker",
+                            "MetricName": "Invocations",
+                            "Dimensions": [
+                                {"Name": "EndpointName", "Value": "ep"},
+                                {"Name": "VariantName", "Value": "A"},
+                            ],
+                        },
+                        "Period": 60,
+                        "Stat": "Sum",
+                    },
+                }
+            ],
+            StartTime=now - timedelta(minutes=5),
+            EndTime=now,
+        ),
+    ]
+    with pytest.raises(ClientError) as missing:
+        sm.describe_endpoint(EndpointName="nope")
+    ids = [a["ResponseMetadata"]["RequestId"] for a in answers]
+    ids.append(missing.value.response["ResponseMetadata"]["RequestId"])
+    assert all(len(i) == 36 for i in ids) and len(set(ids)) == len(ids), ids

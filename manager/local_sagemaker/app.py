@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -261,13 +263,39 @@ class Host:
         return protocol.json_error(error)
 
 
+class RequestIds:
+    """Every response carries `x-amzn-RequestId`, as AWS's do: boto3 puts it in
+    `ResponseMetadata["RequestId"]`, and code that logs it must not meet a KeyError here. A pure ASGI
+    middleware: it only adds one header to the response's start message."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = str(uuid.uuid4()).encode()
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"x-amzn-requestid", request_id)],
+                }
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
 def build_app(host: Host) -> Starlette:
     return Starlette(
+        middleware=[Middleware(RequestIds)],
         routes=[
             Route("/endpoints/{name}/invocations", host.invoke, methods=["POST"]),
             Route("/", host.json_rpc, methods=["POST"]),
             Route("/service/{service}/operation/{operation}", host.cbor_rpc, methods=["POST"]),
             Route("/_local/health", host.health, methods=["GET"]),
             Route("/{path:path}", host.fallback, methods=["GET", "POST", "PUT", "DELETE"]),
-        ]
+        ],
     )
