@@ -278,6 +278,18 @@ def served_models(session: Session, endpoint: str) -> list[str]:
     return sorted({v["model"] for p in payloads for v in json.loads(p).get("variants", [])})
 
 
+def _lifecycle_of(refs: list[str]) -> Any:
+    """The registration, training and gate events of these model versions (the events with no
+    endpoint: not their moves on other endpoints)."""
+    from sqlalchemy import and_
+
+    return and_(
+        AuditEvent.subject_type == "model_version",
+        AuditEvent.subject_id.in_(refs),
+        AuditEvent.endpoint.is_(None),
+    )
+
+
 def _rollout_span(session: Session, rollout: int) -> tuple[str, datetime, datetime | None] | None:
     """The rollout's endpoint, its start and (if it ended) its last event's time."""
     rows = session.execute(
@@ -303,16 +315,8 @@ def history_query(flt: HistoryFilter, session: Session | None = None) -> Select[
     stmt = select(AuditEvent)
     if flt.endpoint is not None:
         refs = served_models(session, flt.endpoint) if session is not None else []
-        lifecycle = and_(
-            AuditEvent.subject_type == "model_version",
-            AuditEvent.subject_id.in_(refs),
-            AuditEvent.endpoint.is_(None),  # registration, training, gate; not its moves on other endpoints
-        )
-        stmt = stmt.where(
-            or_(AuditEvent.endpoint == flt.endpoint, lifecycle)
-            if refs
-            else AuditEvent.endpoint == flt.endpoint
-        )
+        own = AuditEvent.endpoint == flt.endpoint
+        stmt = stmt.where(or_(own, _lifecycle_of(refs)) if refs else own)
     if flt.rollout is not None:
         span = _rollout_span(session, flt.rollout) if session is not None else None
         own = and_(AuditEvent.subject_type == "rollout", AuditEvent.subject_id == str(flt.rollout))
@@ -353,11 +357,7 @@ def history(database: Database, flt: HistoryFilter) -> list[AuditEvent]:
         if refs:
             from dataclasses import replace
 
-            lifecycle = history_query(replace(flt, endpoint=None)).where(
-                AuditEvent.subject_type == "model_version",
-                AuditEvent.subject_id.in_(refs),
-                AuditEvent.endpoint.is_(None),
-            )
+            lifecycle = history_query(replace(flt, endpoint=None)).where(_lifecycle_of(refs))
             rows += list(session.scalars(lifecycle))
         rows.sort(key=lambda r: (r.at, r.seq), reverse=True)
         return rows[: flt.limit] if flt.limit is not None else rows

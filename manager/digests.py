@@ -258,7 +258,9 @@ def write_digest(database: Any, store: Store, private: Any, now: datetime | None
         if head is None:
             raise UserError("the registry has no history head; was it created by its migrations?")
         seq, digest_hash = int(head.seq), str(head.hash)
-    previous = max(load_all(store), key=lambda d: (d.last_seq, d.body["at"]), default=None)
+    # Names sort as (last seq, time): the newest is the last; the others need not be read each time.
+    names = store.names()
+    previous = _parse(names[-1], store.read(names[-1])) if names else None
     if previous is not None and previous.last_seq > seq:
         raise UserError(
             f"the newest digest in {store.where} covers seq {previous.last_seq}, beyond this history's "

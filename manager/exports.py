@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -286,11 +286,15 @@ class ExportCheck:
     last_hash: str | None = None
     problem: str | None = None
     bad_seq: int | None = None
-    hashes: dict[int, str] = field(default_factory=dict)  # seq -> hash, for anchoring digests
+    hashes: dict[int, str] = field(default_factory=dict)  # the hash at each seq asked for (digests)
+    found_at: int | None = None  # the seq whose hash is the one looked for (a kept head)
 
 
-def check(records: Iterable[dict[str, Any]], keep_hashes: bool = False) -> ExportCheck:
-    """The chain inside an export, in one pass."""
+def check(
+    records: Iterable[dict[str, Any]], want: Collection[int] = (), find: str | None = None
+) -> ExportCheck:
+    """The chain inside an export, in one pass and constant memory: only the hashes at the seqs in
+    `want` are kept, and where the hash `find` appears."""
     out = ExportCheck(True, 0)
     running: str | None = None
     expected: int | None = None
@@ -322,8 +326,10 @@ def check(records: Iterable[dict[str, Any]], keep_hashes: bool = False) -> Expor
             return _bad(out, seq, f"seq {seq} does not follow seq {seq - 1}: the chain link was altered")
         if computed != rec["hash"]:
             return _bad(out, seq, f"seq {seq} was altered: its hash does not match its contents")
-        if keep_hashes:
+        if seq in want:
             out.hashes[seq] = rec["hash"]
+        if find is not None and out.found_at is None and rec["hash"] == find:
+            out.found_at = seq
         out.count += 1
         out.last_seq, out.last_hash = seq, rec["hash"]
         running, expected = rec["hash"], seq + 1

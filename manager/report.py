@@ -28,10 +28,10 @@ from sqlalchemy.orm import Session
 from manager import audit
 from manager import policy as policies
 from manager.clock import format_instant
-from manager.registry import rollouts
+from manager.registry import observations, rollouts
 from manager.registry.tables import Observation, RolloutPhase
 from manager.rollout.decide import judge
-from manager.samples import Arm, ErrorWindow, PhaseData
+from manager.samples import PhaseData
 
 MAX_POINTS = 400  # per metric: a long rollout is thinned evenly (the last look always kept)
 FINISHING = ("rollout.promote", "rollout.rollback")
@@ -144,19 +144,18 @@ class _Accumulator:
         )
 
     def phases(self, measure: str) -> list[PhaseData]:
-        out = []
-        for phase in sorted({p for (m, p, _v) in self.sums if m == measure}):
-            b = self.sums.get((measure, phase, self.baseline), [0.0, 0.0, 0.0])
-            c = self.sums.get((measure, phase, self.candidate), [0.0, 0.0, 0.0])
-            windows = tuple(
-                ErrorWindow(*arms[self.baseline], *arms[self.candidate])
-                for _, arms in sorted(
-                    self.windows.get((measure, phase), {}).items(), key=lambda item: item[0]
-                )
-                if self.baseline in arms and self.candidate in arms
+        none = (0.0, 0.0, 0.0)
+        return [
+            observations.assemble(
+                phase,
+                self.sums.get((measure, phase, self.baseline), none),
+                self.sums.get((measure, phase, self.candidate), none),
+                self.windows.get((measure, phase), {}).items(),
+                self.baseline,
+                self.candidate,
             )
-            out.append(PhaseData(phase, Arm(*b), Arm(*c), windows))
-        return out
+            for phase in sorted({p for (m, p, _v) in self.sums if m == measure})
+        ]
 
 
 def _series(

@@ -8,7 +8,7 @@ import click
 
 from manager.cli.context import AppContext, pass_app
 from manager.cli.render import emit, emit_record, output_option
-from manager.clock import format_instant
+from manager.clock import format_instant, parse_instant
 
 if TYPE_CHECKING:
     from manager.platforms.base import EndpointState
@@ -138,12 +138,6 @@ def _at_record(state: Any) -> dict[str, Any]:
     return record
 
 
-def _parse_at(text: str) -> Any:
-    from manager.clock import parse_instant
-
-    return parse_instant(text)
-
-
 @endpoints_group.command("list")
 @click.option("--at", "at_text", metavar="TIME", help=AT_HELP)
 @output_option
@@ -155,7 +149,7 @@ def list_endpoints(app: AppContext, output: str, at_text: str | None) -> None:
     if at_text is not None:
         from manager.registry import timeline
 
-        at = _parse_at(at_text)
+        at = parse_instant(at_text)
         with app.database().read() as session:
             states = timeline.endpoints_at(session, at)
         if output == "table":
@@ -188,7 +182,7 @@ def show(app: AppContext, name: str, output: str, at_text: str | None) -> None:
         from manager.errors import NotFound
         from manager.registry import timeline
 
-        at = _parse_at(at_text)
+        at = parse_instant(at_text)
         with app.database().read() as session:
             state = timeline.state_at(session, name, at)
         if state is None:

@@ -69,22 +69,18 @@ def history(
     if ctx.invoked_subcommand is not None:
         return
     from manager import audit
-    from manager.clock import parse_instant, utcnow
-    from manager.errors import UserError
 
-    now = utcnow()
+    start, end = _time_range(since, until)
     flt = audit.HistoryFilter(
         endpoint=endpoint,
         rollout=rollout,
         model=model,
         action=action,
         actor=by,
-        since=parse_instant(since, now) if since else None,
-        until=parse_instant(until, now) if until else None,
+        since=start,
+        until=end,
         limit=limit if limit is not None or output != "table" else TABLE_LIMIT,
     )
-    if flt.since and flt.until and flt.since >= flt.until:
-        raise UserError(f"--since ({since}) must be before --until ({until})")
     rows = [event_row(r) for r in audit.history(app.database(), flt)]
     columns = TABLE_COLUMNS if output == "table" else RECORD_COLUMNS
     emit(rows, columns, output, title="history", empty="no events match")
@@ -95,6 +91,19 @@ def history(
                 f"showing the newest {len(rows)} of {total} matching events; --limit N, or -o csv for all",
                 err=True,
             )
+
+
+def _time_range(since: str | None, until: str | None) -> tuple[Any, Any]:
+    """`--since` and `--until` as instants (each optional; durations count back from one `now`)."""
+    from manager.clock import parse_instant, utcnow
+    from manager.errors import UserError
+
+    now = utcnow()
+    start = parse_instant(since, now) if since else None
+    end = parse_instant(until, now) if until else None
+    if start and end and start >= end:
+        raise UserError(f"--since ({since}) must be before --until ({until})")
+    return start, end
 
 
 @history.command("show")
@@ -227,12 +236,13 @@ def _verify_export(path: Path, kept: Any, good: list[Any], wanted: set[int]) -> 
     """The chain inside an export, its first link anchored by the genesis, a kept head or digests."""
     from manager import audit, exports
     from manager import digests as signed
+    from manager.errors import UserError
 
-    result = exports.check(exports.read(path), keep_hashes=bool(wanted) or kept is not None)
+    result = exports.check(exports.read(path), wanted, kept.hash if kept is not None else None)
     if not result.ok:
         _tampered(f"{path}: {result.problem}")
     if result.count == 0:
-        raise UserErrorLazy(f"{path} holds no events")
+        raise UserError(f"{path} holds no events")
     assert result.first_seq is not None and result.last_seq is not None
     anchors = []
     if result.first_seq == 1:
@@ -241,10 +251,8 @@ def _verify_export(path: Path, kept: Any, good: list[Any], wanted: set[int]) -> 
         anchors.append("starts at the genesis")
     if kept is not None:
         before = result.first_seq - 1
-        matches = (
-            (kept.seq in (None, before) and kept.hash == result.first_prev_hash)
-            or (kept.seq is not None and result.hashes.get(kept.seq) == kept.hash)
-            or (kept.seq is None and kept.hash in result.hashes.values())
+        matches = (kept.seq in (None, before) and kept.hash == result.first_prev_hash) or (
+            result.found_at is not None and kept.seq in (None, result.found_at)
         )
         if not matches:
             _tampered(
@@ -278,12 +286,6 @@ def _verify_export(path: Path, kept: Any, good: list[Any], wanted: set[int]) -> 
     )
 
 
-def UserErrorLazy(message: str) -> Exception:
-    from manager.errors import UserError
-
-    return UserError(message)
-
-
 @audit_group.command("export")
 @click.option("--since", metavar="TIME", help="from the first event at or after this (same forms as history)")
 @click.option("--until", metavar="TIME", help="to the last event before this")
@@ -303,14 +305,9 @@ def UserErrorLazy(message: str) -> Exception:
 def export(app: AppContext, since: str | None, until: str | None, fmt: str, target: Path) -> None:
     """Write a contiguous range of events with their hashes, for `audit verify --file` anywhere."""
     from manager import exports
-    from manager.clock import parse_instant, utcnow
     from manager.errors import UserError
 
-    now = utcnow()
-    start = parse_instant(since, now) if since else None
-    end = parse_instant(until, now) if until else None
-    if start and end and start >= end:
-        raise UserError(f"--since ({since}) must be before --until ({until})")
+    start, end = _time_range(since, until)
     with app.database().read() as session:
         span = exports.seq_range(session, start, end)
         if span is None:

@@ -11,7 +11,7 @@ Reads aggregate in SQL, for many rollouts at once, into the leaf types of `manag
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Literal
@@ -88,13 +88,28 @@ def phase_data_many(session: Session, wanted: dict[int, Wanted]) -> dict[int, di
             continue
         b = sums.get((rid, metric, phase, spec.baseline), (0.0, 0.0, 0.0))
         c = sums.get((rid, metric, phase, spec.candidate), (0.0, 0.0, 0.0))
-        paired = tuple(
-            ErrorWindow(*arms[spec.baseline], *arms[spec.candidate])
-            for _, arms in sorted(windows.get((rid, metric, phase), []), key=lambda item: item[0])
-            if spec.baseline in arms and spec.candidate in arms
-        )
-        out[rid].setdefault(metric, []).append(PhaseData(phase, Arm(*b), Arm(*c), paired))
+        data = assemble(phase, b, c, windows.get((rid, metric, phase), []), spec.baseline, spec.candidate)
+        out[rid].setdefault(metric, []).append(data)
     return out
+
+
+def assemble(
+    phase: int,
+    baseline: Sequence[float],
+    candidate: Sequence[float],
+    windows: Iterable[tuple[datetime, Mapping[str, tuple[float, float]]]],
+    baseline_variant: str,
+    candidate_variant: str,
+) -> PhaseData:
+    """One phase of one measure, as the statistics read it: each arm's (n, sum, sum of squares), and
+    the per-window (requests, errors) of both arms in window order (a window one arm lacks is left out).
+    Shared by the reads above and by `rollout report`, which sums window by window."""
+    paired = tuple(
+        ErrorWindow(*arms[baseline_variant], *arms[candidate_variant])
+        for _, arms in sorted(windows, key=lambda item: item[0])
+        if baseline_variant in arms and candidate_variant in arms
+    )
+    return PhaseData(phase, Arm(*baseline), Arm(*candidate), paired)
 
 
 def phase_data(

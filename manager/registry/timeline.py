@@ -390,11 +390,12 @@ def replay_all(session: Session, until: datetime | None = None) -> Replay:
     return replay
 
 
-def state_at(session: Session, name: str, at: datetime) -> EndpointAt | None:
-    """`name` as of `at` (every event at or before it), from the few events that decide it."""
+def state_at(session: Session, name: str, at: datetime, first_exact: int | None = None) -> EndpointAt | None:
+    """`name` as of `at` (every event at or before it), from the few events that decide it.
+    `first_exact`: `exact_from(session)`, when the caller already has it."""
     table = AuditEvent.__table__
     c = table.c
-    first_exact = exact_from(session)
+    first_exact = first_exact or exact_from(session)
 
     def latest(*where: Any) -> Any:
         return session.execute(
@@ -441,13 +442,9 @@ def state_at(session: Session, name: str, at: datetime) -> EndpointAt | None:
             seen.add(row.seq)
             replay.feed(row)
     models = {m for config in replay.configs.values() for m in (v["model"] for v in config["variants"])}
-    if models:
-        replay_models = Replay(first_exact)
+    if models:  # lineage is about the models alone: fed after the rest, it changes nothing else
         lineage = _events(session, c.subject_type == "model_version", c.subject_id.in_(sorted(models)))
-        replay_models.feed_all(
-            r for r in lineage if r.at <= at and r.action in ("model.register", "model.train")
-        )
-        replay.lineage = replay_models.lineage
+        replay.feed_all(r for r in lineage if r.at <= at and r.action in ("model.register", "model.train"))
     return replay.state(name, at)
 
 
@@ -460,7 +457,8 @@ def endpoints_at(session: Session, at: datetime) -> list[EndpointAt]:
         .distinct()
         .order_by(c.endpoint)
     )
-    found = [state_at(session, name, at) for name in list(names) if name is not None]
+    first_exact = exact_from(session)
+    found = [state_at(session, name, at, first_exact) for name in list(names) if name is not None]
     return [s for s in found if s is not None]
 
 
