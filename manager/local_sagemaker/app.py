@@ -28,6 +28,7 @@ from manager.local_sagemaker.runtime import (
     format_predictions,
     parse_rows,
 )
+from manager.local_sagemaker.s3 import S3App, is_s3_request
 
 log = logging.getLogger("local_sagemaker")
 SAGEMAKER_PREFIX = "SageMaker."
@@ -288,7 +289,25 @@ class RequestIds:
         await self.app(scope, receive, send_with_id)
 
 
-def build_app(host: Host) -> Starlette:
+class Services:
+    """Sends S3's REST requests (SigV4 scope `s3`) to the S3 app, everything else to the host's."""
+
+    def __init__(self, app: Any, s3_app: Any) -> None:
+        self.app = app
+        self.s3_app = s3_app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and is_s3_request(scope):
+            await self.s3_app(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def build_app(host: Host) -> Services:
+    return Services(_starlette(host), S3App(host.control.s3_root, host.control.region))
+
+
+def _starlette(host: Host) -> Starlette:
     return Starlette(
         middleware=[Middleware(RequestIds)],
         routes=[
