@@ -33,6 +33,7 @@ from manager.local_sagemaker.s3 import S3App, is_s3_request
 log = logging.getLogger("local_sagemaker")
 SAGEMAKER_PREFIX = "SageMaker."
 CLOUDWATCH_PREFIX = "GraniteServiceVersion20100801."
+LOGS_PREFIX = "Logs_20140328."
 INFERENCE_ID_MAX = 64
 
 
@@ -78,6 +79,8 @@ class Host:
                 result = self.control.handle(target[len(SAGEMAKER_PREFIX) :], body)
             elif target.startswith(CLOUDWATCH_PREFIX):
                 result = self.cloudwatch(target[len(CLOUDWATCH_PREFIX) :], body)
+            elif target.startswith(LOGS_PREFIX):
+                result = self.control.logs.handle(target[len(LOGS_PREFIX) :], body)
             else:
                 raise AwsError("UnknownOperationException", f"unknown X-Amz-Target {target!r}")
         except AwsError as error:
@@ -170,7 +173,7 @@ class Host:
         except Exception as exc:  # the model itself failed: a 5xx from the container
             message = f"model raised {type(exc).__name__}: {exc}".encode()
             return 500, message, "text/plain", (time.perf_counter() - t0) * 1e6
-        payload, out_type = format_predictions(predictions, accept, content_type)
+        payload, out_type = format_predictions(predictions, accept, content_type, model.container)
         return 200, payload, out_type, (time.perf_counter() - t0) * 1e6
 
     @staticmethod

@@ -24,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from manager.local_sagemaker.capture import CapturePolicy
+from manager.local_sagemaker.jobs import Jobs
+from manager.local_sagemaker.logs import LogStore
 from manager.local_sagemaker.metrics import AlarmBook
 from manager.local_sagemaker.protocol import AwsError, validation
 from manager.local_sagemaker.runtime import ArtifactError, LoadedModel, load_model, s3_problem
+from manager.local_sagemaker.tags import TagBook
 
 ACCOUNT = "123456789012"
 NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -186,12 +189,18 @@ class ControlPlane:
         self._capture_cache: dict[int, tuple[dict[str, Any] | None, CapturePolicy | None]] = {}
         # Told when an endpoint is deleted (the host closes its capture files).
         self.on_endpoint_gone: Callable[[str], None] = lambda _name: None
+        self.tagbook = TagBook(self._exists)
+        self.logs = LogStore(state_dir / "logs", region)
         self._restore()
+        self.jobs = Jobs(region, state_dir, s3_root, self.logs, self._model, self._tag, seed=seed)
+        self._handlers = (self, self.jobs, self.tagbook)
 
     # ---- dispatch ---------------------------------------------------------------------------
 
     def handle(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
-        handler = getattr(self, f"op_{operation}", None)
+        handler = next(
+            (h for h in (getattr(o, f"op_{operation}", None) for o in self._handlers) if h is not None), None
+        )
         if handler is None:
             raise AwsError("UnknownOperationException", f"The local SageMaker does not implement {operation}")
         self.advance()
@@ -202,6 +211,21 @@ class ControlPlane:
             # without a required member): AWS answers 400, and so does the host.
             raise validation(f"malformed {operation} request: {type(exc).__name__}: {exc}") from None
         return result
+
+    def _exists(self, kind: str, name: str) -> bool:
+        tables: dict[str, Any] = {
+            "model": self.models,
+            "endpoint-config": self.configs,
+            "endpoint": self.endpoints,
+            "training-job": self.jobs.training,
+            "transform-job": self.jobs.transform,
+            "hyper-parameter-tuning-job": self.jobs.tuning,
+        }
+        return any(n.lower() == name for n in tables.get(kind, {}))
+
+    def _tag(self, arn: str, tags: Any) -> None:
+        self.tagbook.add(arn, tags)
+        self._save()
 
     def arn(self, kind: str, name: str) -> str:
         return f"arn:aws:sagemaker:{self.region}:{ACCOUNT}:{kind}/{name.lower()}"
@@ -220,13 +244,13 @@ class ControlPlane:
             raise validation(f"ModelDataUrl {url!r} must be an s3:// or file:// URI")
         if url is not None and (problem := s3_problem(str(url))) is not None:
             raise validation(f"ModelDataUrl {url!r}: {problem}")
+        self.tagbook.add(self.arn("model", name), req.get("Tags") or [])
         self.models[name] = {
             "ModelName": name,
             "ModelArn": self.arn("model", name),
             "PrimaryContainer": container,
             "ExecutionRoleArn": req.get("ExecutionRoleArn"),
             "CreationTime": self.clock(),
-            "Tags": req.get("Tags", []),
         }
         self._save()
         return {"ModelArn": self.arn("model", name)}
@@ -246,6 +270,7 @@ class ControlPlane:
         name = str(req.get("ModelName", ""))
         self._model(name)
         del self.models[name]
+        self.tagbook.forget(self.arn("model", name))
         self._save()
         return {}
 
@@ -294,6 +319,7 @@ class ControlPlane:
         capture = req.get("DataCaptureConfig")
         if capture:
             self._check_capture(capture)
+        self.tagbook.add(self.arn("endpoint-config", name), req.get("Tags") or [])
         self.configs[name] = {
             "EndpointConfigName": name,
             "EndpointConfigArn": self.arn("endpoint-config", name),
@@ -338,6 +364,7 @@ class ControlPlane:
         name = str(req.get("EndpointConfigName", ""))
         self._config(name)
         del self.configs[name]
+        self.tagbook.forget(self.arn("endpoint-config", name))
         self._save()
         return {}
 
@@ -398,7 +425,12 @@ class ControlPlane:
                 if not container.get("ModelDataUrl"):
                     raise ArtifactError(f"model {name} has no ModelDataUrl")
                 out[key] = load_model(
-                    name, container["ModelDataUrl"], container.get("Environment") or {}, self.s3_root, cache
+                    name,
+                    container["ModelDataUrl"],
+                    container.get("Environment") or {},
+                    self.s3_root,
+                    cache,
+                    image=container.get("Image"),
                 )
             return out
 
@@ -412,6 +444,7 @@ class ControlPlane:
         config = self._config(config_name)
         now = self.clock()
         variants, shadows = self._variants(config)
+        self.tagbook.add(self.arn("endpoint", name), req.get("Tags") or [])
         endpoint = Endpoint(
             name,
             self.arn("endpoint", name),
@@ -444,6 +477,7 @@ class ControlPlane:
         endpoint = self._endpoint(str(req.get("EndpointName", "")))
         self.on_endpoint_gone(endpoint.name)
         del self.endpoints[endpoint.name]
+        self.tagbook.forget(endpoint.arn)
         self._save()
         return {}
 
@@ -824,6 +858,7 @@ class ControlPlane:
         state = {
             "models": self.models,
             "configs": self.configs,
+            "tags": self.tagbook.tags,
             "endpoints": [
                 {
                     **{f.name: _plain(getattr(e, f.name)) for f in fields(e) if f.name != "pending"},
@@ -842,6 +877,7 @@ class ControlPlane:
             return
         state = json.loads(self._state_file.read_text())
         self.models, self.configs = state["models"], state["configs"]
+        self.tagbook.tags = state.get("tags", {})
         now = self.clock()
         for raw in state["endpoints"]:
             pending_raw = raw.pop("pending")
@@ -875,4 +911,5 @@ class ControlPlane:
             self.endpoints[e.name] = e
 
     def close(self) -> None:
+        self.jobs.close()
         self._executor.shutdown(wait=True, cancel_futures=True)

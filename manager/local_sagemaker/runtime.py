@@ -70,7 +70,35 @@ def resolve_uri(uri: str, s3_root: Path) -> Path:
     raise ArtifactError(f"unsupported URI scheme in {uri!r}: use s3:// or file://")
 
 
-def _from_tarball(path: Path, cache: Path) -> Path:
+def _load_xgboost(name: str, path: Path, cache: Path, fault: Fault) -> LoadedModel:
+    from manager.local_sagemaker import xgboost_algorithm
+
+    if path.name.endswith((".tar.gz", ".tgz")):
+        path = _extract(path, cache) / xgboost_algorithm.MODEL_FILE
+        if not path.is_file():
+            raise ArtifactError(f"the archive holds no {xgboost_algorithm.MODEL_FILE} file")
+    try:
+        model = xgboost_algorithm.load(path)
+    except ImportError:
+        raise ArtifactError(
+            "serving an XGBoost model needs xgboost: pip install 'variantctl[sagemaker]'"
+        ) from None
+    except Exception as exc:  # any unreadable model is a failed load, reported to the caller
+        raise ArtifactError(f"cannot load {path.name} with xgboost: {type(exc).__name__}: {exc}") from None
+    binary = model.objective_name.startswith("binary:")
+    return LoadedModel(
+        name=name,
+        estimator=model,
+        n_features=model.n_features,
+        binary=binary,
+        classifier=binary or model.objective_name.startswith("multi:"),
+        sklearn_version=None,
+        fault=fault,
+        container="xgboost",
+    )
+
+
+def _extract(path: Path, cache: Path) -> Path:
     digest = hashlib.sha256(f"{path}:{path.stat().st_mtime_ns}".encode()).hexdigest()[:16]
     target = cache / digest
     if not target.exists():
@@ -79,6 +107,11 @@ def _from_tarball(path: Path, cache: Path) -> Path:
         with tarfile.open(path) as archive:
             archive.extractall(staging, filter="data")
         staging.rename(target)
+    return target
+
+
+def _from_tarball(path: Path, cache: Path) -> Path:
+    target = _extract(path, cache)
     found = sorted(target.rglob("*.joblib")) + sorted(target.rglob("*.pkl"))
     if not found:
         raise ArtifactError(f"{path.name} holds no .joblib or .pkl model")
@@ -113,10 +146,13 @@ class LoadedModel:
     classifier: bool
     sklearn_version: str | None
     fault: Fault
+    container: str = "sklearn"  # or "xgboost": answers as that container does
 
     def predict(self, rows: np.ndarray) -> list[Any]:
         if self.n_features is not None and rows.shape[1] != self.n_features:
             raise PayloadError(f"expected {self.n_features} features per row, got {rows.shape[1]}")
+        if self.container == "xgboost":
+            return list(self.estimator.predict(rows))
         if self.classifier:
             proba = self.estimator.predict_proba(rows)
             if self.binary:
@@ -126,16 +162,27 @@ class LoadedModel:
 
 
 def load_model(
-    name: str, model_data_url: str, environment: dict[str, str], s3_root: Path, cache: Path
+    name: str,
+    model_data_url: str,
+    environment: dict[str, str],
+    s3_root: Path,
+    cache: Path,
+    image: str | None = None,
 ) -> LoadedModel:
+    """The model as its container would serve it: the built-in XGBoost algorithm's `xgboost-model`
+    for an XGBoost image, a scikit-learn joblib artifact for any other image."""
     import joblib
+
+    from manager.local_sagemaker import xgboost_algorithm
 
     path = resolve_uri(model_data_url, s3_root)
     if not path.is_file():
         raise ArtifactError(f"model artifact {model_data_url} not found (looked at {path})")
+    fault = Fault.from_environment(environment)
+    if xgboost_algorithm.is_xgboost_image(image):
+        return _load_xgboost(name, path, cache, fault)
     if path.name.endswith((".tar.gz", ".tgz")):
         path = _from_tarball(path, cache)
-    fault = Fault.from_environment(environment)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -197,10 +244,20 @@ def parse_rows(body: bytes, content_type: str) -> np.ndarray:
     return rows
 
 
-def format_predictions(predictions: list[Any], accept: str | None, content_type: str) -> tuple[bytes, str]:
+def format_predictions(
+    predictions: list[Any],
+    accept: str | None,
+    content_type: str,
+    container: str = "sklearn",
+    batch: bool = False,
+) -> tuple[bytes, str]:
+    """The answer's body and type. The XGBoost container joins CSV answers with commas on an
+    endpoint, and puts one per line in a batch transform (its `SAGEMAKER_BATCH` mode)."""
     wanted = (accept or content_type or "text/csv").split(",")[0].split(";")[0].strip().lower()
     if wanted == "application/json":
         return json.dumps({"predictions": [{"score": p} for p in predictions]}).encode(), "application/json"
+    if container == "xgboost" and not batch and predictions and not isinstance(predictions[0], list):
+        return ",".join(repr(p) for p in predictions).encode(), "text/csv; charset=utf-8"
     out = io.StringIO()
     for p in predictions:
         out.write(",".join(repr(v) for v in p) if isinstance(p, list) else repr(p))

@@ -1,0 +1,1019 @@
+"""Training, hyperparameter tuning and batch transform jobs that really run.
+
+A training job for the built-in XGBoost algorithm runs `xgboost.train` in a worker process
+(`worker.py`); a batch transform job scores its input objects with the model's container
+emulation; a tuning job launches training jobs, `MaxParallelTrainingJobs` at a time, choosing
+hyperparameters with its strategy (`tuning.py`). Jobs wait for a free core as AWS jobs wait for
+capacity (`SecondaryStatus: Starting`). Describe* answers as AWS does while the job moves:
+`InProgress` (with `SecondaryStatus` and its transitions) to `Completed`, `Failed` or `Stopped`.
+Log lines go to CloudWatch Logs (`/aws/sagemaker/TrainingJobs`, `/aws/sagemaker/TransformJobs`).
+
+Jobs are kept in `<state_dir>/jobs.json`; a job that was running when the host stopped is
+`Failed` on restart, with that reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from manager.local_sagemaker import tuning
+from manager.local_sagemaker.logs import LogStore
+from manager.local_sagemaker.protocol import AwsError, validation
+from manager.local_sagemaker.runtime import ArtifactError, resolve_uri, s3_problem
+from manager.local_sagemaker.xgboost_algorithm import channel_files, is_xgboost_image
+
+ACCOUNT = "123456789012"
+TRAINING_LOGS = "/aws/sagemaker/TrainingJobs"
+TRANSFORM_LOGS = "/aws/sagemaker/TransformJobs"
+FINAL = ("Completed", "Failed", "Stopped")
+JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+TUNING_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
+
+
+class Launcher:
+    """The job launcher process (`worker.py`): started on the first job, restarted if it dies.
+    Forking the threaded server itself would be unsafe, and a fresh interpreter per job would
+    spend 1.5 s importing xgboost."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[str] | None = None
+        self.lock = threading.Lock()
+
+    def warm(self) -> None:
+        with self.lock:
+            if self.process is None or self.process.poll() is not None:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "manager.local_sagemaker.worker"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    start_new_session=True,
+                )
+
+    def spawn(self, kind: str, spec: dict[str, Any], events: Path) -> int:
+        self.warm()
+        with self.lock:
+            assert self.process is not None and self.process.stdin and self.process.stdout
+            self.process.stdin.write(json.dumps({"kind": kind, "spec": spec, "events": str(events)}) + "\n")
+            self.process.stdin.flush()
+            answer = self.process.stdout.readline()
+        if not answer:
+            raise RuntimeError("the job launcher exited")
+        return int(json.loads(answer)["pid"])
+
+    def close(self) -> None:
+        with self.lock:
+            if self.process is not None:
+                if self.process.stdin:
+                    self.process.stdin.close()
+                try:
+                    self.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                self.process = None
+
+
+def _terminate(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _iso(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts is not None else None
+
+
+def _name(field: str, value: Any, pattern: re.Pattern[str] = JOB_NAME, limit: int = 63) -> str:
+    if not isinstance(value, str) or not value:
+        raise validation(
+            f"1 validation error detected: Value at '{field}' failed to satisfy constraint: Member must not be null"
+        )
+    if len(value) > limit or not pattern.match(value):
+        raise validation(
+            f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: "
+            f"Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){{0,{limit - 1}}}"
+        )
+    return value
+
+
+class Jobs:
+    def __init__(
+        self,
+        region: str,
+        state_dir: Path,
+        s3_root: Path,
+        logs: LogStore,
+        model_lookup: Callable[[str], dict[str, Any]],
+        tag: Callable[[str, list[dict[str, str]]], None],
+        seed: int | None = None,
+    ) -> None:
+        self.region = region
+        self.state_dir = state_dir
+        self.s3_root = s3_root
+        self.logs = logs
+        self.model_lookup = model_lookup
+        self.tag = tag
+        self.rng = random.Random(seed)
+        self.training: dict[str, dict[str, Any]] = {}
+        self.transform: dict[str, dict[str, Any]] = {}
+        self.tuning: dict[str, dict[str, Any]] = {}
+        self.lock = threading.RLock()
+        self.slots = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+        self.stopping: set[str] = set()
+        self.closed = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.launcher = Launcher()
+        self._restore()
+
+    def arn(self, kind: str, name: str) -> str:
+        return f"arn:aws:sagemaker:{self.region}:{ACCOUNT}:{kind}/{name.lower()}"
+
+    # ---- persistence ------------------------------------------------------------------------------
+
+    def _file(self) -> Path:
+        return self.state_dir / "jobs.json"
+
+    def save(self) -> None:
+        with self.lock:
+            text = json.dumps(
+                {"training": self.training, "transform": self.transform, "tuning": self.tuning}, default=str
+            )
+        tmp = self._file().with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(self._file())
+
+    def _restore(self) -> None:
+        try:
+            data = json.loads(self._file().read_text())
+        except (OSError, ValueError):
+            return
+        now = time.time()
+        for kind in ("training", "transform", "tuning"):
+            table = getattr(self, kind)
+            for name, job in data.get(kind, {}).items():
+                status_key = {
+                    "training": "TrainingJobStatus",
+                    "transform": "TransformJobStatus",
+                    "tuning": "HyperParameterTuningJobStatus",
+                }[kind]
+                if job[status_key] not in FINAL:
+                    job[status_key] = "Failed"
+                    job["FailureReason"] = "The local SageMaker stopped while this job ran"
+                    job["LastModifiedTime"] = now
+                    if kind == "training":
+                        self._secondary(job, "Failed", job["FailureReason"], now)
+                table[name] = job
+
+    # ---- shared --------------------------------------------------------------------------------------
+
+    def _s3_files(self, uri: str) -> list[Path]:
+        problem = s3_problem(uri)
+        if problem is not None or not uri.startswith("s3://"):
+            raise validation(f"S3Uri {uri!r}: {problem or 'must be an s3:// URI'}")
+        path = resolve_uri(uri, self.s3_root)
+        files = channel_files(path)
+        bucket = uri[5:].split("/", 1)[0]
+        if not files:
+            raise JobInputError(
+                f'ClientError: No S3 objects found under S3 URL "{uri}" given in input data source. Please '
+                f"ensure that the bucket exists in the selected region ({self.region}), that objects exist "
+                f'under that S3 prefix, and that the role has "s3:ListBucket" permissions on bucket "{bucket}".'
+            )
+        return files
+
+    @staticmethod
+    def _secondary(job: dict[str, Any], status: str, message: str, now: float) -> None:
+        transitions = job.setdefault("SecondaryStatusTransitions", [])
+        if transitions and "EndTime" not in transitions[-1]:
+            transitions[-1]["EndTime"] = now
+        transitions.append({"Status": status, "StartTime": now, "StatusMessage": message})
+        if status in ("Completed", "Failed", "Stopped", "MaxRuntimeExceeded"):
+            transitions[-1]["EndTime"] = now
+        job["SecondaryStatus"] = status
+        job["LastModifiedTime"] = now
+
+    def _run(
+        self,
+        kind: str,
+        name: str,
+        spec: dict[str, Any],
+        job: dict[str, Any],
+        stream: tuple[str, str],
+        on_status: Callable[[str, str], None],
+        deadline_seconds: float | None,
+    ) -> tuple[str, Any]:
+        """Run one worker to its end: ("done", result), ("failed", reason) or ("stopped", why)."""
+        while not self.slots.acquire(timeout=0.1):
+            if name in self.stopping or self.closed.is_set():
+                return "stopped", "Stopped"
+        try:
+            if name in self.stopping or self.closed.is_set():
+                return "stopped", "Stopped"
+            events = self.state_dir / "job-events" / f"{kind}-{name}-{time.time_ns()}.jsonl"
+            events.parent.mkdir(parents=True, exist_ok=True)
+            events.touch()
+            try:
+                pid = self.launcher.spawn(kind, spec, events)
+            except (OSError, RuntimeError, ValueError) as exc:
+                return "failed", f"InternalServerError: cannot start the job's worker: {exc}"
+            started = time.time()
+            group, stream_name = stream
+            outcome: tuple[str, Any] = ("failed", "AlgorithmError: the worker ended without a result")
+            with events.open() as feed:
+                buffer = ""
+                while True:
+                    alive = _alive(pid)
+                    chunk = feed.read()
+                    buffer += chunk
+                    *lines, buffer = buffer.split("\n")
+                    for line in lines:
+                        message = json.loads(line)
+                        if message[0] == "log":
+                            self.logs.write(group, stream_name, [message[1]])
+                        elif message[0] == "status":
+                            with self.lock:
+                                on_status(message[1], message[2])
+                            self.save()
+                        else:
+                            outcome = (message[0], message[1])
+                            if message[0] == "failed":
+                                self.logs.write(group, stream_name, [message[1]])
+                    if outcome[0] != "failed" or not outcome[1].startswith("AlgorithmError: the worker"):
+                        break
+                    if not alive:
+                        if not chunk:
+                            break
+                        continue
+                    if name in self.stopping or self.closed.is_set():
+                        _terminate(pid)
+                        outcome = ("stopped", "Stopped")
+                        break
+                    if deadline_seconds is not None and time.time() - started > deadline_seconds:
+                        _terminate(pid)
+                        outcome = ("stopped", "MaxRuntimeExceeded")
+                        break
+                    if not chunk:
+                        time.sleep(0.01)
+            events.unlink(missing_ok=True)
+            return outcome
+        finally:
+            self.slots.release()
+
+    def _thread(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def close(self) -> None:
+        self.closed.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+        self.launcher.close()
+
+    # ---- training jobs -------------------------------------------------------------------------------
+
+    def op_CreateTrainingJob(self, req: dict[str, Any]) -> dict[str, Any]:
+        name = _name("trainingJobName", req.get("TrainingJobName"))
+        return {"TrainingJobArn": self.create_training(name, req)}
+
+    def create_training(self, name: str, req: dict[str, Any], tuning_job: str | None = None) -> str:
+        with self.lock:
+            if name.lower() in (n.lower() for n in self.training):
+                raise AwsError(
+                    "ResourceInUse",
+                    f"Training job names must be unique within an AWS account and region, "
+                    f"and a training job with this name already exists ({self.arn('training-job', name)})",
+                )
+        algorithm = req.get("AlgorithmSpecification") or {}
+        image = algorithm.get("TrainingImage")
+        if algorithm.get("AlgorithmName"):
+            raise validation("the local SageMaker runs the built-in XGBoost image only, not AlgorithmName")
+        if not is_xgboost_image(image):
+            raise validation(
+                f"TrainingImage {image!r}: the local SageMaker runs the built-in XGBoost algorithm only "
+                "(the image the SageMaker SDK returns for 'xgboost')"
+            )
+        mode = algorithm.get("TrainingInputMode", "File")
+        if mode not in ("File", "FastFile", "Pipe"):
+            raise validation(f"TrainingInputMode {mode!r} must be one of [Pipe, File, FastFile]")
+        if not req.get("RoleArn"):
+            raise validation(
+                "1 validation error detected: Value null at 'roleArn' failed to satisfy constraint: Member must not be null"
+            )
+        output = (req.get("OutputDataConfig") or {}).get("S3OutputPath")
+        if not output or not str(output).startswith("s3://") or s3_problem(str(output)):
+            raise validation(f"OutputDataConfig.S3OutputPath {output!r} must be a valid s3:// URI")
+        resources = req.get("ResourceConfig") or {}
+        if int(resources.get("InstanceCount", 1)) != 1:
+            raise validation("the local SageMaker runs training on one instance: InstanceCount must be 1")
+        stopping = req.get("StoppingCondition") or {}
+        max_runtime = stopping.get("MaxRuntimeInSeconds", 86400)
+        if not isinstance(max_runtime, int) or not 1 <= max_runtime <= 2419200:
+            raise validation("StoppingCondition.MaxRuntimeInSeconds must be between 1 and 2419200")
+        hyperparameters = req.get("HyperParameters") or {}
+        if not all(isinstance(v, str) for v in hyperparameters.values()):
+            raise validation("HyperParameters values must be strings")
+        channels = req.get("InputDataConfig") or []
+        names = [c.get("ChannelName") for c in channels]
+        if len(set(names)) != len(names):
+            raise validation(f"Channel names must be unique: {names}")
+        for channel in channels:
+            source = (channel.get("DataSource") or {}).get("S3DataSource")
+            if source is None:
+                raise validation(
+                    f"channel {channel.get('ChannelName')}: the local SageMaker reads S3DataSource only"
+                )
+            if source.get("S3DataType", "S3Prefix") != "S3Prefix":
+                raise validation(
+                    f"channel {channel.get('ChannelName')}: S3DataType {source.get('S3DataType')} is not supported here; use S3Prefix"
+                )
+            if channel.get("CompressionType", "None") != "None":
+                raise validation(
+                    f"channel {channel.get('ChannelName')}: the local SageMaker reads uncompressed channels only"
+                )
+            if s3_problem(str(source.get("S3Uri", ""))) or not str(source.get("S3Uri", "")).startswith(
+                "s3://"
+            ):
+                raise validation(
+                    f"channel {channel.get('ChannelName')}: S3Uri {source.get('S3Uri')!r} is not a valid s3:// URI"
+                )
+        arn = self.arn("training-job", name)
+        now = time.time()
+        artifact = f"{str(output).rstrip('/')}/{name}/output/model.tar.gz"
+        job: dict[str, Any] = {
+            "TrainingJobName": name,
+            "TrainingJobArn": arn,
+            "TrainingJobStatus": "InProgress",
+            "SecondaryStatus": "Starting",
+            "AlgorithmSpecification": {**algorithm, "TrainingInputMode": mode},
+            "RoleArn": req["RoleArn"],
+            "InputDataConfig": channels,
+            "OutputDataConfig": req["OutputDataConfig"],
+            "ResourceConfig": {"InstanceCount": 1, **resources},
+            "StoppingCondition": {**stopping, "MaxRuntimeInSeconds": max_runtime},
+            "HyperParameters": hyperparameters,
+            "CreationTime": now,
+            "LastModifiedTime": now,
+            "SecondaryStatusTransitions": [],
+            "EnableNetworkIsolation": bool(req.get("EnableNetworkIsolation", False)),
+            "EnableInterContainerTrafficEncryption": bool(
+                req.get("EnableInterContainerTrafficEncryption", False)
+            ),
+            "EnableManagedSpotTraining": bool(req.get("EnableManagedSpotTraining", False)),
+        }
+        for kept in ("VpcConfig", "Environment", "CheckpointConfig", "DebugHookConfig", "ExperimentConfig",
+                     "RetryStrategy", "ProfilerConfig", "TensorBoardOutputConfig"):  # fmt: skip
+            if req.get(kept) is not None:
+                job[kept] = req[kept]
+        if tuning_job:
+            job["TuningJobArn"] = self.arn("hyper-parameter-tuning-job", tuning_job)
+        self._secondary(job, "Starting", "Preparing the instances for training", now)
+        with self.lock:
+            self.training[name] = job
+        if req.get("Tags"):
+            self.tag(arn, req["Tags"])
+        self.save()
+        self._thread(lambda: self._train(name, artifact), f"training-{name}")
+        return arn
+
+    def _train(self, name: str, artifact: str) -> None:
+        job = self.training[name]
+        stream = (TRAINING_LOGS, f"{name}/algo-1-{int(job['CreationTime'])}")
+        self.logs.write(*stream, [f"Training job {name}: preparing the instance"])
+        try:
+            channels = {
+                c["ChannelName"]: (
+                    [str(p) for p in self._s3_files(c["DataSource"]["S3DataSource"]["S3Uri"])],
+                    c.get("ContentType") or "libsvm",
+                )
+                for c in job["InputDataConfig"]
+            }
+            spec = {
+                "hyperparameters": job["HyperParameters"],
+                "channels": channels,
+                "artifact_path": str(resolve_uri(artifact, self.s3_root)),
+                "nthread": job.get("_nthread"),
+            }
+            outcome = self._run(
+                "training",
+                name,
+                spec,
+                job,
+                stream,
+                lambda status, message: self._secondary(job, status, message, time.time()),
+                job["StoppingCondition"]["MaxRuntimeInSeconds"],
+            )
+        except (JobInputError, ArtifactError, AwsError) as exc:
+            outcome = ("failed", str(exc) if isinstance(exc, JobInputError) else f"ClientError: {exc}")
+            self.logs.write(*stream, [outcome[1]])
+        now = time.time()
+        with self.lock:
+            job.setdefault(
+                "TrainingStartTime",
+                job["SecondaryStatusTransitions"][0]["EndTime"]
+                if len(job["SecondaryStatusTransitions"]) > 1
+                else now,
+            )
+            job["TrainingEndTime"] = now
+            elapsed = max(1, int(now - job["TrainingStartTime"]))
+            job["TrainingTimeInSeconds"] = elapsed
+            job["BillableTimeInSeconds"] = elapsed
+            if outcome[0] == "done":
+                job["TrainingJobStatus"] = "Completed"
+                job["ModelArtifacts"] = {"S3ModelArtifacts": artifact}
+                job["FinalMetricDataList"] = [
+                    {"MetricName": k, "Value": v, "Timestamp": now}
+                    for k, v in sorted(outcome[1]["metrics"].items())
+                ]
+                self._secondary(job, "Completed", "Training job completed", now)
+            elif outcome[0] == "stopped":
+                job["TrainingJobStatus"] = "Stopped"
+                reason = outcome[1]
+                self._secondary(
+                    job,
+                    reason,
+                    "Training job stopped"
+                    if reason == "Stopped"
+                    else "Training job exceeded MaxRuntimeInSeconds",
+                    now,
+                )
+                self.stopping.discard(name)
+            else:
+                job["TrainingJobStatus"] = "Failed"
+                job["FailureReason"] = outcome[1]
+                self._secondary(job, "Failed", outcome[1], now)
+        self.save()
+
+    def _training_job(self, name: Any) -> dict[str, Any]:
+        job = self.training.get(str(name))
+        if job is None:
+            job = next((j for n, j in self.training.items() if n.lower() == str(name).lower()), None)
+        if job is None:
+            raise AwsError(
+                "ValidationException",
+                f"Requested resource not found: {self.arn('training-job', str(name))}",
+                status=400,
+            )
+        return job
+
+    def op_DescribeTrainingJob(self, req: dict[str, Any]) -> dict[str, Any]:
+        job = self._training_job(req.get("TrainingJobName"))
+        with self.lock:
+            out = json.loads(json.dumps(job))
+        out.pop("_nthread", None)
+        return _times(out)
+
+    def op_StopTrainingJob(self, req: dict[str, Any]) -> dict[str, Any]:
+        job = self._training_job(req.get("TrainingJobName"))
+        if job["TrainingJobStatus"] != "InProgress":
+            raise validation(
+                f"The request was rejected because the training job is in status {job['TrainingJobStatus']}."
+            )
+        with self.lock:
+            self.stopping.add(job["TrainingJobName"])
+            job["TrainingJobStatus"] = "Stopping"
+            self._secondary(job, "Stopping", "Stopping the training job", time.time())
+        self.save()
+        return {}
+
+    def op_ListTrainingJobs(self, req: dict[str, Any]) -> dict[str, Any]:
+        rows = [
+            {
+                "TrainingJobName": j["TrainingJobName"],
+                "TrainingJobArn": j["TrainingJobArn"],
+                "CreationTime": j["CreationTime"],
+                "TrainingEndTime": j.get("TrainingEndTime"),
+                "LastModifiedTime": j["LastModifiedTime"],
+                "TrainingJobStatus": j["TrainingJobStatus"],
+                "SecondaryStatus": j["SecondaryStatus"],
+            }
+            for j in list(self.training.values())
+        ]
+        return page(req, rows, "TrainingJobSummaries", "TrainingJobStatus")
+
+    # ---- tuning jobs ------------------------------------------------------------------------------------
+
+    def op_CreateHyperParameterTuningJob(self, req: dict[str, Any]) -> dict[str, Any]:
+        name = _name("hyperParameterTuningJobName", req.get("HyperParameterTuningJobName"), TUNING_NAME, 32)
+        if name.lower() in (n.lower() for n in self.tuning):
+            raise AwsError(
+                "ResourceInUse",
+                f"Hyperparameter tuning job {self.arn('hyper-parameter-tuning-job', name)} already exists",
+            )
+        config = req.get("HyperParameterTuningJobConfig") or {}
+        definition = req.get("TrainingJobDefinition")
+        if not definition:
+            raise validation(
+                "TrainingJobDefinition is required (TrainingJobDefinitions is not supported here)"
+            )
+        plan = tuning.Plan.from_config(config, name)
+        static = definition.get("StaticHyperParameters") or {}
+        overlap = sorted(set(static) & set(plan.names))
+        if overlap:
+            raise validation(f"Hyperparameters {overlap} are both static and tuned")
+        algorithm = definition.get("AlgorithmSpecification") or {}
+        if not is_xgboost_image(algorithm.get("TrainingImage")):
+            raise validation(
+                f"TrainingImage {algorithm.get('TrainingImage')!r}: the local SageMaker runs the built-in XGBoost algorithm only"
+            )
+        now = time.time()
+        arn = self.arn("hyper-parameter-tuning-job", name)
+        job = {
+            "HyperParameterTuningJobName": name,
+            "HyperParameterTuningJobArn": arn,
+            "HyperParameterTuningJobConfig": config,
+            "TrainingJobDefinition": definition,
+            "HyperParameterTuningJobStatus": "InProgress",
+            "CreationTime": now,
+            "LastModifiedTime": now,
+            "TrainingJobStatusCounters": {
+                "Completed": 0,
+                "InProgress": 0,
+                "RetryableError": 0,
+                "NonRetryableError": 0,
+                "Stopped": 0,
+            },
+            "ObjectiveStatusCounters": {"Succeeded": 0, "Pending": 0, "Failed": 0},
+            "_jobs": [],
+        }
+        if req.get("WarmStartConfig"):
+            raise validation("WarmStartConfig is not supported by the local SageMaker")
+        with self.lock:
+            self.tuning[name] = job
+        if req.get("Tags"):
+            self.tag(arn, req["Tags"])
+        self.save()
+        self._thread(lambda: self._tune(name, plan), f"tuning-{name}")
+        return {"HyperParameterTuningJobArn": arn}
+
+    def _tune(self, name: str, plan: tuning.Plan) -> None:
+        job = self.tuning[name]
+        definition = job["TrainingJobDefinition"]
+        limits = job["HyperParameterTuningJobConfig"].get("ResourceLimits") or {}
+        total = plan.size() if plan.strategy == "Grid" else int(limits.get("MaxNumberOfTrainingJobs", 1))
+        parallel = max(1, int(limits.get("MaxParallelTrainingJobs", 1)))
+        nthread = max(1, (os.cpu_count() or 1) // min(parallel, os.cpu_count() or 1))
+        launched: list[str] = []
+        observed: list[tuple[list[float], float | None]] = []
+        pending: dict[str, list[float]] = {}
+        while True:
+            with self.lock:
+                states = {n: self.training[n]["TrainingJobStatus"] for n in launched}
+            running = [n for n, s in states.items() if s not in FINAL]
+            for n in list(pending):
+                if states.get(n) in FINAL:
+                    value = self._objective(n, plan.metric)
+                    observed.append((pending.pop(n), value))
+            stopping = name in self.stopping or self.closed.is_set()
+            if stopping:
+                for n in running:
+                    self.stopping.add(n)
+                    with self.lock:
+                        if self.training[n]["TrainingJobStatus"] == "InProgress":
+                            self.training[n]["TrainingJobStatus"] = "Stopping"
+            elif len(running) < parallel and len(launched) < total:
+                point = plan.next(observed, list(pending.values()), len(launched))
+                child = f"{name}-{len(launched) + 1:03d}-{self.rng.getrandbits(32):08x}"
+                request = {
+                    "AlgorithmSpecification": {
+                        k: v
+                        for k, v in definition["AlgorithmSpecification"].items()
+                        if k != "MetricDefinitions"
+                    },
+                    "RoleArn": definition.get("RoleArn"),
+                    "InputDataConfig": definition.get("InputDataConfig", []),
+                    "OutputDataConfig": definition.get("OutputDataConfig"),
+                    "ResourceConfig": definition.get("ResourceConfig", {}),
+                    "StoppingCondition": definition.get("StoppingCondition", {}),
+                    "HyperParameters": {
+                        **(definition.get("StaticHyperParameters") or {}),
+                        **plan.decode(point),
+                    },
+                }
+                try:
+                    self.create_training(child, request, tuning_job=name)
+                    with self.lock:
+                        self.training[child]["_nthread"] = nthread
+                        self.training[child]["_tuned"] = plan.decode(point)
+                    launched.append(child)
+                    pending[child] = point
+                    job["_jobs"] = launched
+                except AwsError as error:
+                    self._finish_tuning(job, "Failed", f"cannot launch a training job: {error.message}")
+                    return
+                continue
+            if not running and (len(launched) >= total or stopping):
+                break
+            self._count(job, launched, plan.metric)
+            time.sleep(0.05)
+        self._count(job, launched, plan.metric)
+        if name in self.stopping or self.closed.is_set():
+            self.stopping.discard(name)
+            self._finish_tuning(job, "Stopped", None)
+        elif job["ObjectiveStatusCounters"]["Succeeded"] == 0:
+            self._finish_tuning(
+                job, "Failed", "All training jobs failed. Please check the training job logs for details"
+            )
+        else:
+            self._finish_tuning(job, "Completed", None)
+
+    def _objective(self, name: str, metric: str) -> float | None:
+        job = self.training[name]
+        if job["TrainingJobStatus"] != "Completed":
+            return None
+        values = {m["MetricName"]: m["Value"] for m in job.get("FinalMetricDataList", [])}
+        return values.get(metric)
+
+    def _count(self, job: dict[str, Any], launched: list[str], metric: str) -> None:
+        counters = {
+            "Completed": 0,
+            "InProgress": 0,
+            "RetryableError": 0,
+            "NonRetryableError": 0,
+            "Stopped": 0,
+        }
+        objective = {"Succeeded": 0, "Pending": 0, "Failed": 0}
+        best: tuple[float, str] | None = None
+        sign = (
+            1.0
+            if job["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]["Type"] == "Maximize"
+            else -1.0
+        )
+        with self.lock:
+            for n in launched:
+                status = self.training[n]["TrainingJobStatus"]
+                key = {"Failed": "NonRetryableError", "Stopping": "InProgress"}.get(status, status)
+                counters[key] += 1
+                value = self._objective(n, metric)
+                if status not in FINAL:
+                    objective["Pending"] += 1
+                elif value is None:
+                    objective["Failed"] += 1
+                else:
+                    objective["Succeeded"] += 1
+                    if best is None or sign * value > best[0]:
+                        best = (sign * value, n)
+            job["TrainingJobStatusCounters"] = counters
+            job["ObjectiveStatusCounters"] = objective
+            if best is not None:
+                job["BestTrainingJob"] = self._summary(best[1], metric)
+            job["LastModifiedTime"] = time.time()
+
+    def _summary(self, name: str, metric: str) -> dict[str, Any]:
+        t = self.training[name]
+        value = self._objective(name, metric)
+        out = {
+            "TrainingJobName": name,
+            "TrainingJobArn": t["TrainingJobArn"],
+            "TuningJobName": t["TuningJobArn"].rsplit("/", 1)[-1] if "TuningJobArn" in t else None,
+            "CreationTime": t["CreationTime"],
+            "TrainingStartTime": t.get("TrainingStartTime"),
+            "TrainingEndTime": t.get("TrainingEndTime"),
+            "TrainingJobStatus": t["TrainingJobStatus"],
+            "TunedHyperParameters": t.get("_tuned", {}),
+            "ObjectiveStatus": "Pending"
+            if t["TrainingJobStatus"] not in FINAL
+            else ("Failed" if value is None else "Succeeded"),
+        }
+        if value is not None:
+            out["FinalHyperParameterTuningJobObjectiveMetric"] = {"MetricName": metric, "Value": value}
+        if t.get("FailureReason"):
+            out["FailureReason"] = t["FailureReason"]
+        return {k: v for k, v in out.items() if v is not None}
+
+    def _finish_tuning(self, job: dict[str, Any], status: str, reason: str | None) -> None:
+        now = time.time()
+        with self.lock:
+            job["HyperParameterTuningJobStatus"] = status
+            job["HyperParameterTuningEndTime"] = now
+            job["LastModifiedTime"] = now
+            if reason:
+                job["FailureReason"] = reason
+        self.save()
+
+    def _tuning_job(self, name: Any) -> dict[str, Any]:
+        job = self.tuning.get(str(name)) or next(
+            (j for n, j in self.tuning.items() if n.lower() == str(name).lower()), None
+        )
+        if job is None:
+            raise AwsError("ResourceNotFound", f"Amazon SageMaker can't find a tuning job with name {name}")
+        return job
+
+    def op_DescribeHyperParameterTuningJob(self, req: dict[str, Any]) -> dict[str, Any]:
+        job = self._tuning_job(req.get("HyperParameterTuningJobName"))
+        with self.lock:
+            out = json.loads(json.dumps({k: v for k, v in job.items() if not k.startswith("_")}))
+        return _times(out)
+
+    def op_StopHyperParameterTuningJob(self, req: dict[str, Any]) -> dict[str, Any]:
+        job = self._tuning_job(req.get("HyperParameterTuningJobName"))
+        if job["HyperParameterTuningJobStatus"] != "InProgress":
+            raise validation(
+                f"The request was rejected because the tuning job is in status {job['HyperParameterTuningJobStatus']}."
+            )
+        with self.lock:
+            self.stopping.add(job["HyperParameterTuningJobName"])
+            job["HyperParameterTuningJobStatus"] = "Stopping"
+        self.save()
+        return {}
+
+    def op_ListHyperParameterTuningJobs(self, req: dict[str, Any]) -> dict[str, Any]:
+        rows = [
+            {
+                "HyperParameterTuningJobName": j["HyperParameterTuningJobName"],
+                "HyperParameterTuningJobArn": j["HyperParameterTuningJobArn"],
+                "HyperParameterTuningJobStatus": j["HyperParameterTuningJobStatus"],
+                "Strategy": j["HyperParameterTuningJobConfig"].get("Strategy"),
+                "CreationTime": j["CreationTime"],
+                "HyperParameterTuningEndTime": j.get("HyperParameterTuningEndTime"),
+                "LastModifiedTime": j["LastModifiedTime"],
+                "TrainingJobStatusCounters": j["TrainingJobStatusCounters"],
+                "ObjectiveStatusCounters": j["ObjectiveStatusCounters"],
+                "ResourceLimits": j["HyperParameterTuningJobConfig"].get("ResourceLimits"),
+            }
+            for j in list(self.tuning.values())
+        ]
+        return page(req, rows, "HyperParameterTuningJobSummaries", "HyperParameterTuningJobStatus")
+
+    def op_ListTrainingJobsForHyperParameterTuningJob(self, req: dict[str, Any]) -> dict[str, Any]:
+        job = self._tuning_job(req.get("HyperParameterTuningJobName"))
+        metric = job["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]["MetricName"]
+        with self.lock:
+            rows = [self._summary(n, metric) for n in job.get("_jobs", [])]
+        if req.get("StatusEquals"):
+            rows = [r for r in rows if r["TrainingJobStatus"] == req["StatusEquals"]]
+        sort_by = req.get("SortBy", "Name")
+        if sort_by not in ("Name", "CreationTime", "Status", "FinalObjectiveMetricValue"):
+            raise validation(
+                f"SortBy {sort_by!r} must be one of [Name, CreationTime, Status, FinalObjectiveMetricValue]"
+            )
+        keys = {
+            "Name": lambda r: r["TrainingJobName"],
+            "CreationTime": lambda r: r["CreationTime"],
+            "Status": lambda r: r["TrainingJobStatus"],
+            "FinalObjectiveMetricValue": lambda r: r.get(
+                "FinalHyperParameterTuningJobObjectiveMetric", {}
+            ).get("Value", float("-inf")),
+        }
+        rows.sort(key=keys[sort_by], reverse=req.get("SortOrder", "Descending") == "Descending")
+        return page(
+            {"MaxResults": req.get("MaxResults"), "NextToken": req.get("NextToken")},
+            rows,
+            "TrainingJobSummaries",
+            None,
+            sort=False,
+        )
+
+    # ---- batch transform --------------------------------------------------------------------------------
+
+    def op_CreateTransformJob(self, req: dict[str, Any]) -> dict[str, Any]:
+        name = _name("transformJobName", req.get("TransformJobName"))
+        if name.lower() in (n.lower() for n in self.transform):
+            raise AwsError(
+                "ResourceInUse",
+                f"Job name must be unique within an AWS account and region, and a job with this name already exists ({self.arn('transform-job', name)})",
+            )
+        model_name = str(req.get("ModelName", ""))
+        model = self.model_lookup(model_name)
+        source = ((req.get("TransformInput") or {}).get("DataSource") or {}).get("S3DataSource") or {}
+        uri = str(source.get("S3Uri", ""))
+        if not uri.startswith("s3://") or s3_problem(uri):
+            raise validation(f"TransformInput.DataSource.S3DataSource.S3Uri {uri!r} is not a valid s3:// URI")
+        if source.get("S3DataType", "S3Prefix") != "S3Prefix":
+            raise validation("the local SageMaker reads S3DataType S3Prefix only")
+        transform_input = req["TransformInput"]
+        split = transform_input.get("SplitType", "None")
+        if split not in ("None", "Line"):
+            raise validation(
+                f"SplitType {split!r}: the local SageMaker splits by Line or not at all (RecordIO and TFRecord are not supported)"
+            )
+        if transform_input.get("CompressionType", "None") != "None":
+            raise validation("the local SageMaker reads uncompressed transform input only")
+        output = req.get("TransformOutput") or {}
+        out_path = str(output.get("S3OutputPath", ""))
+        if not out_path.startswith("s3://") or s3_problem(out_path):
+            raise validation(f"TransformOutput.S3OutputPath {out_path!r} is not a valid s3:// URI")
+        assemble = output.get("AssembleWith", "None")
+        if assemble not in ("None", "Line"):
+            raise validation(f"AssembleWith {assemble!r} must be one of [None, Line]")
+        strategy = req.get("BatchStrategy", "MultiRecord" if split == "Line" else "SingleRecord")
+        if strategy not in ("MultiRecord", "SingleRecord"):
+            raise validation(f"BatchStrategy {strategy!r} must be one of [MultiRecord, SingleRecord]")
+        max_payload = int(req.get("MaxPayloadInMB", 6))
+        if not 0 <= max_payload <= 100:
+            raise validation("MaxPayloadInMB must be between 0 and 100")
+        processing = req.get("DataProcessing") or {}
+        if (
+            processing.get("InputFilter", "$") != "$"
+            or processing.get("OutputFilter", "$") != "$"
+            or processing.get("JoinSource", "None") != "None"
+        ):
+            raise validation(
+                "DataProcessing (input/output filters, JoinSource) is not supported by the local SageMaker"
+            )
+        resources = req.get("TransformResources") or {}
+        if not resources.get("InstanceType"):
+            raise validation(
+                "1 validation error detected: Value null at 'transformResources.instanceType' failed to satisfy constraint: Member must not be null"
+            )
+        now = time.time()
+        arn = self.arn("transform-job", name)
+        job = {
+            "TransformJobName": name,
+            "TransformJobArn": arn,
+            "TransformJobStatus": "InProgress",
+            "ModelName": model_name,
+            "MaxConcurrentTransforms": int(req.get("MaxConcurrentTransforms", 1)),
+            "MaxPayloadInMB": max_payload,
+            "BatchStrategy": strategy,
+            "Environment": req.get("Environment") or {},
+            "TransformInput": {"SplitType": split, "CompressionType": "None", **transform_input},
+            "TransformOutput": {"AssembleWith": assemble, **output},
+            "TransformResources": resources,
+            "CreationTime": now,
+            "LastModifiedTime": now,
+        }
+        if processing:
+            job["DataProcessing"] = processing
+        with self.lock:
+            self.transform[name] = job
+        if req.get("Tags"):
+            self.tag(arn, req["Tags"])
+        self.save()
+        self._thread(lambda: self._transform(name, model), f"transform-{name}")
+        return {"TransformJobArn": arn}
+
+    def _transform(self, name: str, model: dict[str, Any]) -> None:
+        job = self.transform[name]
+        stream = (TRANSFORM_LOGS, f"{name}/i-{abs(hash(name)) % 16**8:08x}-{int(job['CreationTime'])}")
+        container = model["PrimaryContainer"]
+        try:
+            uri = job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
+            files = self._s3_files(uri)
+            base = resolve_uri(uri, self.s3_root)
+            root = base if base.is_dir() else base.parent
+            out_root = resolve_uri(job["TransformOutput"]["S3OutputPath"].rstrip("/") + "/", self.s3_root)
+            pairs = [(str(f), str(out_root / f"{f.relative_to(root)}.out")) for f in files]
+            with self.lock:
+                job["TransformStartTime"] = time.time()
+            spec = {
+                "model_name": model["ModelName"],
+                "model_data_url": container.get("ModelDataUrl"),
+                "image": container.get("Image"),
+                "environment": {**(container.get("Environment") or {}), **job["Environment"]},
+                "s3_root": str(self.s3_root),
+                "cache": str(self.state_dir / "artifacts"),
+                "content_type": job["TransformInput"].get("ContentType", "text/csv"),
+                "accept": job["TransformOutput"].get("Accept"),
+                "split_type": job["TransformInput"]["SplitType"],
+                "assemble_with": job["TransformOutput"]["AssembleWith"],
+                "batch_strategy": job["BatchStrategy"],
+                "max_payload_mb": job["MaxPayloadInMB"] or 100,
+                "files": pairs,
+            }
+            if not spec["model_data_url"]:
+                raise JobInputError(f"ClientError: model {model['ModelName']} has no ModelDataUrl")
+            outcome = self._run("transform", name, spec, job, stream, lambda *_: None, None)
+        except (JobInputError, ArtifactError, AwsError) as exc:
+            outcome = ("failed", str(exc) if isinstance(exc, JobInputError) else f"ClientError: {exc}")
+            self.logs.write(*stream, [outcome[1]])
+        now = time.time()
+        with self.lock:
+            job.setdefault("TransformStartTime", now)
+            job["TransformEndTime"] = now
+            job["LastModifiedTime"] = now
+            if outcome[0] == "done":
+                job["TransformJobStatus"] = "Completed"
+            elif outcome[0] == "stopped":
+                job["TransformJobStatus"] = "Stopped"
+                self.stopping.discard(name)
+            else:
+                job["TransformJobStatus"] = "Failed"
+                job["FailureReason"] = outcome[1]
+        self.save()
+
+    def _transform_job(self, name: Any) -> dict[str, Any]:
+        job = self.transform.get(str(name)) or next(
+            (j for n, j in self.transform.items() if n.lower() == str(name).lower()), None
+        )
+        if job is None:
+            raise validation(f"Could not find requested job with name {name}")
+        return job
+
+    def op_DescribeTransformJob(self, req: dict[str, Any]) -> dict[str, Any]:
+        job = self._transform_job(req.get("TransformJobName"))
+        with self.lock:
+            return _times(json.loads(json.dumps(job)))
+
+    def op_StopTransformJob(self, req: dict[str, Any]) -> dict[str, Any]:
+        job = self._transform_job(req.get("TransformJobName"))
+        if job["TransformJobStatus"] == "InProgress":
+            with self.lock:
+                self.stopping.add(job["TransformJobName"])
+                job["TransformJobStatus"] = "Stopping"
+            self.save()
+        return {}
+
+    def op_ListTransformJobs(self, req: dict[str, Any]) -> dict[str, Any]:
+        rows = [
+            {
+                "TransformJobName": j["TransformJobName"],
+                "TransformJobArn": j["TransformJobArn"],
+                "CreationTime": j["CreationTime"],
+                "TransformEndTime": j.get("TransformEndTime"),
+                "LastModifiedTime": j["LastModifiedTime"],
+                "TransformJobStatus": j["TransformJobStatus"],
+                "FailureReason": j.get("FailureReason"),
+            }
+            for j in list(self.transform.values())
+        ]
+        return page(req, rows, "TransformJobSummaries", "TransformJobStatus")
+
+
+class JobInputError(Exception):
+    """A job cannot read its input: the message is the whole FailureReason."""
+
+
+TIME_FIELDS = ("Time", "StartTime", "EndTime", "Timestamp")
+
+
+def _times(value: Any) -> Any:
+    """Epoch floats in the job record become datetimes on the wire (as AWS's timestamps)."""
+    if isinstance(value, dict):
+        return {
+            k: _iso(v)
+            if isinstance(v, int | float) and not isinstance(v, bool) and k.endswith(TIME_FIELDS)
+            else _times(v)
+            for k, v in value.items()
+            if v is not None
+        }
+    if isinstance(value, list):
+        return [_times(v) for v in value]
+    return value
+
+
+def page(
+    req: dict[str, Any], rows: list[dict[str, Any]], key: str, status_key: str | None, sort: bool = True
+) -> dict[str, Any]:
+    """List* filters and pages: NameContains, StatusEquals, Creation/LastModifiedTime bounds, SortBy,
+    SortOrder, MaxResults (1-100), NextToken."""
+    max_results = req.get("MaxResults") or 10
+    if not isinstance(max_results, int) or not 1 <= max_results <= 100:
+        raise validation(
+            f"1 validation error detected: Value '{max_results}' at 'maxResults' failed to satisfy constraint: Member must have value less than or equal to 100"
+        )
+    name_key = next(iter(rows[0])) if rows else ""
+    contains = str(req.get("NameContains") or "").lower()
+    rows = [r for r in rows if contains in str(r.get(name_key, "")).lower()]
+    if status_key and req.get("StatusEquals"):
+        rows = [r for r in rows if r.get(status_key) == req["StatusEquals"]]
+    for field, test in (
+        ("CreationTimeAfter", lambda r, t: r["CreationTime"] > t),
+        ("CreationTimeBefore", lambda r, t: r["CreationTime"] < t),
+        ("LastModifiedTimeAfter", lambda r, t: r.get("LastModifiedTime", 0) > t),
+        ("LastModifiedTimeBefore", lambda r, t: r.get("LastModifiedTime", 0) < t),
+    ):
+        if req.get(field) is not None:
+            bound = float(req[field])
+            rows = [r for r in rows if test(r, bound)]
+    if sort:
+        sort_by = req.get("SortBy", "CreationTime")
+        if sort_by not in ("Name", "CreationTime", "Status"):
+            raise validation(f"SortBy {sort_by!r} must be one of [Name, CreationTime, Status]")
+        field_for = {"Name": name_key, "CreationTime": "CreationTime", "Status": status_key or name_key}
+        rows.sort(
+            key=lambda r: r[field_for[sort_by]], reverse=req.get("SortOrder", "Descending") == "Descending"
+        )
+    start = 0
+    if req.get("NextToken"):
+        try:
+            start = int(str(req["NextToken"]))
+        except ValueError:
+            raise validation("Invalid pagination token") from None
+    out: dict[str, Any] = {key: _times(rows[start : start + max_results])}
+    if start + max_results < len(rows):
+        out["NextToken"] = str(start + max_results)
+    return out
