@@ -55,6 +55,10 @@ class Host:
     def cloudwatch(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
         if operation == "GetMetricData":
             return metrics.get_metric_data(self.store, request)
+        if operation == "GetMetricStatistics":
+            return metrics.get_metric_statistics(self.store, request)
+        if operation == "PutMetricData":
+            return metrics.put_metric_data(self.store, request)
         handlers = {
             "PutMetricAlarm": self.alarms.put,
             "SetAlarmState": self.alarms.set_state,

@@ -95,6 +95,7 @@ class MetricStore:
         self._series: dict[Key, dict[int, Bucket]] = defaultdict(dict)
         self._lock = threading.Lock()
         self._rng = random.Random()
+        self.units: dict[Key, str] = {}
 
     def record_invocation(
         self, endpoint: str, variant: str, status: int, model_us: float | None, overhead_us: float
@@ -122,10 +123,29 @@ class MetricStore:
         for start in [s for s in series if s < horizon]:
             del series[start]
 
-    def datapoints(
-        self, key: Key, start: datetime, end: datetime, period: int, stat: str
-    ) -> list[tuple[int, float]]:
-        """(period start, value) for each period in [start, end) that has data, oldest first."""
+    def record(
+        self, key: Key, values: list[float], counts: list[float], at: float | None, unit: str | None
+    ) -> None:
+        """PutMetricData's values (each `count` times), at their timestamp or now."""
+        now = at if at is not None else self.clock()
+        with self._lock:
+            if unit:
+                self.units[key] = unit
+            for value, count in zip(values, counts, strict=True):
+                for _ in range(int(count)):
+                    self._add(*key, value, now)
+
+    def record_statistics(self, key: Key, stats: dict[str, Any], at: float | None, unit: str | None) -> None:
+        now = at if at is not None else self.clock()
+        part = Bucket(int(stats["SampleCount"]), float(stats["Sum"]), float(stats["Minimum"]), float(stats["Maximum"]))
+        with self._lock:
+            if unit:
+                self.units[key] = unit
+            start = int(now // self.bucket_seconds * self.bucket_seconds)
+            self._series[key].setdefault(start, Bucket()).merge(part)
+
+    def periods(self, key: Key, start: datetime, end: datetime, period: int) -> list[tuple[int, Bucket]]:
+        """(period start, merged bucket) for each period in [start, end) that has data, oldest first."""
         lo, hi = start.timestamp(), end.timestamp()
         periods: dict[int, Bucket] = {}
         with self._lock:
@@ -133,7 +153,13 @@ class MetricStore:
                 if lo <= bucket_start < hi and bucket.count:
                     slot = bucket_start // period * period
                     periods.setdefault(slot, Bucket()).merge(bucket)
-        return [(slot, periods[slot].stat(stat)) for slot in sorted(periods)]
+        return [(slot, periods[slot]) for slot in sorted(periods)]
+
+    def datapoints(
+        self, key: Key, start: datetime, end: datetime, period: int, stat: str
+    ) -> list[tuple[int, float]]:
+        """(period start, value) for each period in [start, end) that has data, oldest first."""
+        return [(slot, bucket.stat(stat)) for slot, bucket in self.periods(key, start, end, period)]
 
 
 def check_stat(stat: str) -> str:
@@ -208,14 +234,104 @@ def _run_query(
     dims = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
     label = name
     wanted_unit = stat_spec.get("Unit")
-    if (
-        metric.get("Namespace") != NAMESPACE
-        or set(dims) != {"EndpointName", "VariantName"}
-        or (wanted_unit and wanted_unit != UNITS.get(name))
-    ):
+    key = series_key(metric.get("Namespace"), name, dims)
+    if wanted_unit and wanted_unit != (store.units.get(key) or UNITS.get(name)):
         return label, []
-    points = store.datapoints((dims["EndpointName"], dims["VariantName"], name), start, end, period, stat)
+    points = store.datapoints(key, start, end, period, stat)
     return label, points[::-1] if newest_first else points
+
+
+def series_key(namespace: Any, name: str, dims: dict[str, str]) -> Key:
+    """Endpoint metrics are keyed (endpoint, variant, metric); any other series, as PutMetricData
+    wrote it, by its namespace and exact dimensions."""
+    if namespace == NAMESPACE and set(dims) == {"EndpointName", "VariantName"}:
+        return dims["EndpointName"], dims["VariantName"], name
+    return f"ns:{namespace}", json.dumps(sorted(dims.items())), name
+
+
+MAX_STATISTICS_POINTS = 1440
+
+
+def get_metric_statistics(store: MetricStore, request: dict[str, Any]) -> dict[str, Any]:
+    """GetMetricStatistics: one metric, one set of dimensions, the statistics asked for."""
+    name = str(request.get("MetricName") or "")
+    namespace = request.get("Namespace")
+    if not name or not namespace:
+        raise AwsError("MissingParameter", "The parameters Namespace and MetricName are required.")
+    start = as_datetime(request.get("StartTime"), "StartTime")
+    end = as_datetime(request.get("EndTime"), "EndTime")
+    if start >= end:
+        raise invalid("The parameter StartTime must be less than the parameter EndTime.")
+    period = request.get("Period")
+    if not isinstance(period, int) or (period not in (1, 5, 10, 30) and (period <= 0 or period % 60)):
+        raise invalid("The parameter Period must be 1, 5, 10, 30 or a multiple of 60.")
+    basic = list(request.get("Statistics") or [])
+    extended = list(request.get("ExtendedStatistics") or [])
+    if not basic and not extended:
+        raise AwsError(
+            "MissingParameter", "Must specify either Statistics or ExtendedStatistics, but not both."
+        )
+    for stat in basic:
+        if stat not in _BASIC:
+            raise invalid(f"The parameter Statistics.member.1 must be one of {', '.join(_BASIC)}.")
+    for stat in extended:
+        if not _PERCENTILE.match(stat):
+            raise invalid(f"The value {stat} for parameter ExtendedStatistics is not supported.")
+    points = (end.timestamp() - start.timestamp()) / period
+    if points > MAX_STATISTICS_POINTS:
+        raise AwsError(
+            "InvalidParameterCombination",
+            f"You have requested up to {int(points)} datapoints, which exceeds the limit of 1440. You "
+            "may reduce the datapoints requested by increasing Period, or decreasing the time range.",
+        )
+    dims = {d["Name"]: d["Value"] for d in request.get("Dimensions") or []}
+    key = series_key(namespace, name, dims)
+    unit = store.units.get(key) or UNITS.get(name, "None")
+    if request.get("Unit") and request["Unit"] != unit:
+        return {"Label": name, "Datapoints": []}
+    buckets = store.periods(key, start, end, period)
+    datapoints = []
+    for slot, bucket in buckets:
+        point: dict[str, Any] = {"Timestamp": datetime.fromtimestamp(slot, UTC), "Unit": unit}
+        for stat in basic:
+            point[stat] = bucket.stat(stat)
+        if extended:
+            point["ExtendedStatistics"] = {stat: bucket.stat(stat) for stat in extended}
+        datapoints.append(point)
+    return {"Label": name, "Datapoints": datapoints}
+
+
+def put_metric_data(store: MetricStore, request: dict[str, Any]) -> dict[str, Any]:
+    """PutMetricData into a namespace of your own (AWS's namespaces are refused, as on AWS)."""
+    namespace = str(request.get("Namespace") or "")
+    if not namespace or namespace.startswith("AWS/"):
+        raise invalid(f"The value {namespace or 'null'} for parameter Namespace is invalid.")
+    data = request.get("MetricData") or []
+    if not 1 <= len(data) <= 1000:
+        raise invalid("The collection MetricData must hold between 1 and 1000 items.")
+    for i, datum in enumerate(data, 1):
+        name = datum.get("MetricName")
+        if not name:
+            raise AwsError("MissingParameter", f"The parameter MetricData.member.{i}.MetricName is required.")
+        dims = {d["Name"]: d["Value"] for d in datum.get("Dimensions") or []}
+        at = as_datetime(datum["Timestamp"], "Timestamp").timestamp() if datum.get("Timestamp") else None
+        key = series_key(namespace, name, dims)
+        if "Value" in datum:
+            values, counts = [float(datum["Value"])], [1.0]
+        elif "Values" in datum:
+            values = [float(v) for v in datum["Values"]]
+            counts = [float(c) for c in datum.get("Counts") or [1.0] * len(values)]
+            if len(counts) != len(values):
+                raise invalid(f"MetricData.member.{i}: Values and Counts must be the same length.")
+        elif "StatisticValues" in datum:
+            store.record_statistics(key, datum["StatisticValues"], at, datum.get("Unit"))
+            continue
+        else:
+            raise invalid(f"MetricData.member.{i} needs Value, Values or StatisticValues.")
+        if not all(np.isfinite(values)):
+            raise invalid(f"The value for parameter MetricData.member.{i}.Value is not a finite number.")
+        store.record(key, values, counts, at, datum.get("Unit"))
+    return {}
 
 
 def _encode_token(offset: int) -> str:
