@@ -4,7 +4,11 @@ transform for the gate, and registration with the S3 artifact; plus the exact Cr
 from __future__ import annotations
 
 import io
+import json
+import tarfile
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -277,3 +281,82 @@ def test_the_gate_scores_the_model_the_reconciler_deploys_even_with_a_long_name(
         deployed = {Images().model(v).name for v in versions}
     assert all(len(name) <= 63 for name in deployed)
     assert {m["ModelName"] for m in sm.list_models()["Models"]} == deployed
+
+
+# ---- for real, on the local SageMaker ---------------------------------------------------------------------
+
+LOCAL_CONFIG = f"""
+model: churn
+objective: {{metric: roc_auc}}
+sagemaker:
+  role_arn: {ROLE}
+  bucket: s3://ml-bucket/training
+  xgboost_version: "1.7-1"
+  region: us-east-1
+  hyperparameters: {{num_round: 30}}
+  tuning:
+    max_jobs: 4
+    max_parallel_jobs: 2
+    objective: validation:auc
+    ranges:
+      eta: {{type: continuous, min: 0.05, max: 0.5, scale: log}}
+      max_depth: {{type: integer, min: 2, max: 6}}
+gate: {{metric: roc_auc, margin: 0.05}}
+"""
+
+
+@pytest.mark.slow
+def test_train_with_sagemaker_jobs_for_real_then_serve(
+    aws_env: Any, database: Database, run: Any, tmp_path: Path
+) -> None:
+    """`variantctl train --trainer sagemaker` against the local SageMaker, where the jobs really run:
+    a tuning job (4 XGBoost training jobs, 2 at a time) picks the best, a batch transform scores the
+    held-out rows for the gate, and the registered artifact is deployed by the reconciler and served."""
+    pytest.importorskip("xgboost")
+    aws_env.client("s3").create_bucket(Bucket="ml-bucket")
+    config = tmp_path / "train.yaml"
+    config.write_text(LOCAL_CONFIG)
+    first = run("train", "--trainer", "sagemaker", "--data", "sklearn:breast_cancer", "--config", str(config),
+                "--no-gate", "--output", "json")  # fmt: skip
+    assert first.exit_code == 0, first.output
+    second = run("train", "--trainer", "sagemaker", "--data", "sklearn:breast_cancer", "--config", str(config),
+                 "--output", "json")  # fmt: skip
+    assert second.exit_code == 0, second.output
+    record = json.loads(second.output)
+    assert record["model"] == "churn:2" and record["status"] == "approved"
+    assert record["artifact_uri"].startswith("s3://ml-bucket/training/churn/") and record[
+        "artifact_uri"
+    ].endswith("/output/model.tar.gz")
+    # The gate scored both versions with batch transform jobs on the held-out rows.
+    assert record["gate"].startswith("offline gate passed: roc_auc candidate 0.9")
+    assert "held-out rows" in record["gate"]
+    sm = aws_env.client("sagemaker")
+    tuning = sm.list_hyper_parameter_tuning_jobs()["HyperParameterTuningJobSummaries"]
+    assert len(tuning) == 2 and all(t["TrainingJobStatusCounters"]["Completed"] == 4 for t in tuning)
+    assert sm.list_transform_jobs()["TransformJobSummaries"][0]["TransformJobStatus"] == "Completed"
+
+    created = run("endpoints", "create", "churn-prod", "--model", "churn:2")
+    assert created.exit_code == 0, created.output
+    deadline = time.monotonic() + 60
+    while sm.describe_endpoint(EndpointName="churn-prod")["EndpointStatus"] != "InService":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    data = load("sklearn:breast_cancer")
+    body = ",".join(repr(float(v)) for v in data.x[0]) + "\n" + ",".join(repr(float(v)) for v in data.x[1])
+    answer = (
+        aws_env.client("sagemaker-runtime")
+        .invoke_endpoint(EndpointName="churn-prod", Body=body, ContentType="text/csv")["Body"]
+        .read()
+    )
+    served = np.fromstring(answer.decode(), sep=",")
+    import xgboost as xgb
+
+    archive = (
+        aws_env.client("s3")
+        .get_object(Bucket="ml-bucket", Key=record["artifact_uri"].removeprefix("s3://ml-bucket/"))["Body"]
+        .read()
+    )
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        booster = xgb.Booster()
+        booster.load_model(bytearray(tar.extractfile("xgboost-model").read()))  # type: ignore[union-attr]
+    assert served == pytest.approx(booster.predict(xgb.DMatrix(data.x[:2])), abs=1e-6)

@@ -9,6 +9,8 @@ SageMaker SDK's `image_uris` (the `sagemaker` extra). Every call starts work or 
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,8 +56,11 @@ class JobFailed(UserError):
 
 
 def xgboost_image(region: str, version: str) -> str:
+    # The SDK announces its config files and v2's deprecation on import: not our users' concern.
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
     try:
-        from sagemaker.core import image_uris
+        from sagemaker import image_uris
     except ImportError:
         raise UserError(
             "the SageMaker trainer needs the SageMaker SDK: pip install 'variantctl[sagemaker]'"
@@ -141,6 +146,7 @@ class SageMakerTrainer:
     ) -> dict[str, Any]:
         key = JOBS[kind][2]
         deadline = time.monotonic() + self.timeout_seconds
+        delay = min(1.0, self.poll_seconds)  # a short job is seen done quickly; a long one polled gently
         while True:
             described = self.status(kind, name)
             if on_poll:
@@ -154,7 +160,8 @@ class SageMakerTrainer:
                 )
             if time.monotonic() > deadline:
                 raise JobFailed(f"{kind} job {name} still {state} after {self.timeout_seconds:g} s")
-            time.sleep(self.poll_seconds)
+            time.sleep(delay)
+            delay = min(self.poll_seconds, delay * 1.5)
 
     # ---- training ------------------------------------------------------------------------------
 
@@ -214,6 +221,8 @@ class SageMakerTrainer:
     ) -> None:
         assert job.tuning is not None
         tuning = job.tuning
+        # A hyperparameter is static or tuned, never both: SageMaker refuses the overlap.
+        static = {k: v for k, v in static.items() if k not in tuning.ranges}
         self.sagemaker.create_hyper_parameter_tuning_job(
             HyperParameterTuningJobName=name,
             HyperParameterTuningJobConfig={

@@ -30,7 +30,7 @@ from typing import Any
 
 from manager.local_sagemaker import tuning
 from manager.local_sagemaker.logs import LogStore
-from manager.local_sagemaker.protocol import AwsError, validation
+from manager.local_sagemaker.protocol import AwsError, check_instance_type, validation
 from manager.local_sagemaker.runtime import ArtifactError, resolve_uri, s3_problem
 from manager.local_sagemaker.xgboost_algorithm import channel_files, is_xgboost_image
 
@@ -327,6 +327,11 @@ class Jobs:
         if not output or not str(output).startswith("s3://") or s3_problem(str(output)):
             raise validation(f"OutputDataConfig.S3OutputPath {output!r} must be a valid s3:// URI")
         resources = req.get("ResourceConfig") or {}
+        check_instance_type(
+            "TrainingInstanceType", "resourceConfig.instanceType", resources.get("InstanceType")
+        )
+        if not isinstance(resources.get("VolumeSizeInGB"), int) or resources["VolumeSizeInGB"] < 1:
+            raise validation("ResourceConfig.VolumeSizeInGB must be an integer >= 1")
         if int(resources.get("InstanceCount", 1)) != 1:
             raise validation("the local SageMaker runs training on one instance: InstanceCount must be 1")
         stopping = req.get("StoppingCondition") or {}
@@ -371,7 +376,7 @@ class Jobs:
             "AlgorithmSpecification": {**algorithm, "TrainingInputMode": mode},
             "RoleArn": req["RoleArn"],
             "InputDataConfig": channels,
-            "OutputDataConfig": req["OutputDataConfig"],
+            "OutputDataConfig": {"KmsKeyId": "", **req["OutputDataConfig"]},
             "ResourceConfig": {"InstanceCount": 1, **resources},
             "StoppingCondition": {**stopping, "MaxRuntimeInSeconds": max_runtime},
             "HyperParameters": hyperparameters,
@@ -576,6 +581,13 @@ class Jobs:
         total = plan.size() if plan.strategy == "Grid" else int(limits.get("MaxNumberOfTrainingJobs", 1))
         parallel = max(1, int(limits.get("MaxParallelTrainingJobs", 1)))
         nthread = max(1, (os.cpu_count() or 1) // min(parallel, os.cpu_count() or 1))
+        # Newer SDKs send HyperParameterTuningResourceConfig (one instance type here) for ResourceConfig.
+        tuning_resources = definition.get("HyperParameterTuningResourceConfig") or {}
+        resources = definition.get("ResourceConfig") or {
+            k: v
+            for k, v in tuning_resources.items()
+            if k in ("InstanceType", "InstanceCount", "VolumeSizeInGB")
+        }
         launched: list[str] = []
         observed: list[tuple[list[float], float | None]] = []
         pending: dict[str, list[float]] = {}
@@ -606,7 +618,7 @@ class Jobs:
                     "RoleArn": definition.get("RoleArn"),
                     "InputDataConfig": definition.get("InputDataConfig", []),
                     "OutputDataConfig": definition.get("OutputDataConfig"),
-                    "ResourceConfig": definition.get("ResourceConfig", {}),
+                    "ResourceConfig": resources,
                     "StoppingCondition": definition.get("StoppingCondition", {}),
                     "HyperParameters": {
                         **(definition.get("StaticHyperParameters") or {}),
@@ -835,10 +847,9 @@ class Jobs:
                 "DataProcessing (input/output filters, JoinSource) is not supported by the local SageMaker"
             )
         resources = req.get("TransformResources") or {}
-        if not resources.get("InstanceType"):
-            raise validation(
-                "1 validation error detected: Value null at 'transformResources.instanceType' failed to satisfy constraint: Member must not be null"
-            )
+        check_instance_type(
+            "TransformInstanceType", "transformResources.instanceType", resources.get("InstanceType")
+        )
         now = time.time()
         arn = self.arn("transform-job", name)
         job = {

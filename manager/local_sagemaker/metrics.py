@@ -137,7 +137,9 @@ class MetricStore:
 
     def record_statistics(self, key: Key, stats: dict[str, Any], at: float | None, unit: str | None) -> None:
         now = at if at is not None else self.clock()
-        part = Bucket(int(stats["SampleCount"]), float(stats["Sum"]), float(stats["Minimum"]), float(stats["Maximum"]))
+        part = Bucket(
+            int(stats["SampleCount"]), float(stats["Sum"]), float(stats["Minimum"]), float(stats["Maximum"])
+        )
         with self._lock:
             if unit:
                 self.units[key] = unit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,31 @@ class AwsError(Exception):
 
 def validation(message: str) -> AwsError:
     return AwsError("ValidationException", message)
+
+
+@functools.cache
+def _enum(shape: str) -> tuple[str, ...]:
+    """The values SageMaker's service model allows for an enum shape (from botocore's own copy)."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return tuple(model.shape_for(shape).enum)
+
+
+def check_instance_type(shape: str, field: str, value: Any) -> str:
+    """InstanceType against the service model's enum, worded as AWS's validation errors are."""
+    allowed = _enum(shape)
+    if value is None:
+        raise validation(
+            f"1 validation error detected: Value null at '{field}' failed to satisfy constraint: "
+            "Member must not be null"
+        )
+    if value not in allowed:
+        raise validation(
+            f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: "
+            f"Member must satisfy enum value set: [{', '.join(allowed)}]"
+        )
+    return str(value)
 
 
 def _json_default(value: Any) -> Any:
