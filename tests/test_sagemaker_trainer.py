@@ -316,11 +316,10 @@ def test_train_with_sagemaker_jobs_for_real_then_serve(
     aws_env.client("s3").create_bucket(Bucket="ml-bucket")
     config = tmp_path / "train.yaml"
     config.write_text(LOCAL_CONFIG)
-    first = run("train", "--trainer", "sagemaker", "--data", "sklearn:breast_cancer", "--config", str(config),
-                "--no-gate", "--output", "json")  # fmt: skip
+    train = ("train", "--trainer", "sagemaker", "--data", "sklearn:breast_cancer", "--config", str(config))
+    first = run(*train, "--no-gate", "--output", "json")
     assert first.exit_code == 0, first.output
-    second = run("train", "--trainer", "sagemaker", "--data", "sklearn:breast_cancer", "--config", str(config),
-                 "--output", "json")  # fmt: skip
+    second = run(*train, "--output", "json")
     assert second.exit_code == 0, second.output
     record = json.loads(second.output)
     assert record["model"] == "churn:2" and record["status"] == "approved"

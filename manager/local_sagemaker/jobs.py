@@ -14,6 +14,7 @@ Jobs are kept in `<state_dir>/jobs.json`; a job that was running when the host s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -86,10 +87,8 @@ class Launcher:
 
 
 def _terminate(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
 
 
 def _alive(pid: int) -> bool:
@@ -109,7 +108,8 @@ def _iso(ts: float | None) -> datetime | None:
 def _name(field: str, value: Any, pattern: re.Pattern[str] = JOB_NAME, limit: int = 63) -> str:
     if not isinstance(value, str) or not value:
         raise validation(
-            f"1 validation error detected: Value at '{field}' failed to satisfy constraint: Member must not be null"
+            f"1 validation error detected: Value at '{field}' failed to satisfy constraint: Member must "
+            "not be null"
         )
     if len(value) > limit or not pattern.match(value):
         raise validation(
@@ -200,7 +200,8 @@ class Jobs:
             raise JobInputError(
                 f'ClientError: No S3 objects found under S3 URL "{uri}" given in input data source. Please '
                 f"ensure that the bucket exists in the selected region ({self.region}), that objects exist "
-                f'under that S3 prefix, and that the role has "s3:ListBucket" permissions on bucket "{bucket}".'
+                'under that S3 prefix, and that the role has "s3:ListBucket" permissions on bucket '
+                f'"{bucket}".'
             )
         return files
 
@@ -321,7 +322,8 @@ class Jobs:
             raise validation(f"TrainingInputMode {mode!r} must be one of [Pipe, File, FastFile]")
         if not req.get("RoleArn"):
             raise validation(
-                "1 validation error detected: Value null at 'roleArn' failed to satisfy constraint: Member must not be null"
+                "1 validation error detected: Value null at 'roleArn' failed to satisfy constraint: "
+                "Member must not be null"
             )
         output = (req.get("OutputDataConfig") or {}).get("S3OutputPath")
         if not output or not str(output).startswith("s3://") or s3_problem(str(output)):
@@ -353,17 +355,20 @@ class Jobs:
                 )
             if source.get("S3DataType", "S3Prefix") != "S3Prefix":
                 raise validation(
-                    f"channel {channel.get('ChannelName')}: S3DataType {source.get('S3DataType')} is not supported here; use S3Prefix"
+                    f"channel {channel.get('ChannelName')}: S3DataType {source.get('S3DataType')} is "
+                    "not supported here; use S3Prefix"
                 )
             if channel.get("CompressionType", "None") != "None":
                 raise validation(
-                    f"channel {channel.get('ChannelName')}: the local SageMaker reads uncompressed channels only"
+                    f"channel {channel.get('ChannelName')}: the local SageMaker reads uncompressed "
+                    "channels only"
                 )
             if s3_problem(str(source.get("S3Uri", ""))) or not str(source.get("S3Uri", "")).startswith(
                 "s3://"
             ):
                 raise validation(
-                    f"channel {channel.get('ChannelName')}: S3Uri {source.get('S3Uri')!r} is not a valid s3:// URI"
+                    f"channel {channel.get('ChannelName')}: S3Uri {source.get('S3Uri')!r} is not a "
+                    "valid s3:// URI"
                 )
         arn = self.arn("training-job", name)
         now = time.time()
@@ -489,7 +494,8 @@ class Jobs:
         with self.lock:
             out = json.loads(json.dumps(job))
         out.pop("_nthread", None)
-        return _times(out)
+        result: dict[str, Any] = _times(out)
+        return result
 
     def op_StopTrainingJob(self, req: dict[str, Any]) -> dict[str, Any]:
         job = self._training_job(req.get("TrainingJobName"))
@@ -542,7 +548,8 @@ class Jobs:
         algorithm = definition.get("AlgorithmSpecification") or {}
         if not is_xgboost_image(algorithm.get("TrainingImage")):
             raise validation(
-                f"TrainingImage {algorithm.get('TrainingImage')!r}: the local SageMaker runs the built-in XGBoost algorithm only"
+                f"TrainingImage {algorithm.get('TrainingImage')!r}: the local SageMaker runs the "
+                "built-in XGBoost algorithm only"
             )
         now = time.time()
         arn = self.arn("hyper-parameter-tuning-job", name)
@@ -738,13 +745,15 @@ class Jobs:
         job = self._tuning_job(req.get("HyperParameterTuningJobName"))
         with self.lock:
             out = json.loads(json.dumps({k: v for k, v in job.items() if not k.startswith("_")}))
-        return _times(out)
+        result: dict[str, Any] = _times(out)
+        return result
 
     def op_StopHyperParameterTuningJob(self, req: dict[str, Any]) -> dict[str, Any]:
         job = self._tuning_job(req.get("HyperParameterTuningJobName"))
         if job["HyperParameterTuningJobStatus"] != "InProgress":
             raise validation(
-                f"The request was rejected because the tuning job is in status {job['HyperParameterTuningJobStatus']}."
+                "The request was rejected because the tuning job is in status "
+                f"{job['HyperParameterTuningJobStatus']}."
             )
         with self.lock:
             self.stopping.add(job["HyperParameterTuningJobName"])
@@ -806,7 +815,8 @@ class Jobs:
         if name.lower() in (n.lower() for n in self.transform):
             raise AwsError(
                 "ResourceInUse",
-                f"Job name must be unique within an AWS account and region, and a job with this name already exists ({self.arn('transform-job', name)})",
+                "Job name must be unique within an AWS account and region, and a job with this name "
+                f"already exists ({self.arn('transform-job', name)})",
             )
         model_name = str(req.get("ModelName", ""))
         model = self.model_lookup(model_name)
@@ -820,7 +830,8 @@ class Jobs:
         split = transform_input.get("SplitType", "None")
         if split not in ("None", "Line"):
             raise validation(
-                f"SplitType {split!r}: the local SageMaker splits by Line or not at all (RecordIO and TFRecord are not supported)"
+                f"SplitType {split!r}: the local SageMaker splits by Line or not at all (RecordIO and "
+                "TFRecord are not supported)"
             )
         if transform_input.get("CompressionType", "None") != "None":
             raise validation("the local SageMaker reads uncompressed transform input only")
@@ -937,7 +948,8 @@ class Jobs:
     def op_DescribeTransformJob(self, req: dict[str, Any]) -> dict[str, Any]:
         job = self._transform_job(req.get("TransformJobName"))
         with self.lock:
-            return _times(json.loads(json.dumps(job)))
+            result: dict[str, Any] = _times(json.loads(json.dumps(job)))
+        return result
 
     def op_StopTransformJob(self, req: dict[str, Any]) -> dict[str, Any]:
         job = self._transform_job(req.get("TransformJobName"))
@@ -994,19 +1006,21 @@ def page(
     max_results = req.get("MaxResults") or 10
     if not isinstance(max_results, int) or not 1 <= max_results <= 100:
         raise validation(
-            f"1 validation error detected: Value '{max_results}' at 'maxResults' failed to satisfy constraint: Member must have value less than or equal to 100"
+            f"1 validation error detected: Value '{max_results}' at 'maxResults' failed to satisfy "
+            "constraint: Member must have value less than or equal to 100"
         )
     name_key = next(iter(rows[0])) if rows else ""
     contains = str(req.get("NameContains") or "").lower()
     rows = [r for r in rows if contains in str(r.get(name_key, "")).lower()]
     if status_key and req.get("StatusEquals"):
         rows = [r for r in rows if r.get(status_key) == req["StatusEquals"]]
-    for field, test in (
+    bounds: tuple[tuple[str, Callable[[dict[str, Any], float], bool]], ...] = (
         ("CreationTimeAfter", lambda r, t: r["CreationTime"] > t),
         ("CreationTimeBefore", lambda r, t: r["CreationTime"] < t),
         ("LastModifiedTimeAfter", lambda r, t: r.get("LastModifiedTime", 0) > t),
         ("LastModifiedTimeBefore", lambda r, t: r.get("LastModifiedTime", 0) < t),
-    ):
+    )
+    for field, test in bounds:
         if req.get(field) is not None:
             bound = float(req[field])
             rows = [r for r in rows if test(r, bound)]

@@ -150,9 +150,9 @@ class LogStore:
                 if name.startswith(prefix)
             ]
         if req.get("orderBy") == "LastEventTime":
-            rows.sort(key=lambda r: r["lastEventTimestamp"] or 0)
+            rows.sort(key=lambda r: int(r["lastEventTimestamp"] or 0))
         else:
-            rows.sort(key=lambda r: r["logStreamName"])
+            rows.sort(key=lambda r: str(r["logStreamName"]))
         if req.get("descending"):
             rows.reverse()
         start = int(req.get("nextToken") or 0)

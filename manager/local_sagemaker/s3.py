@@ -471,7 +471,7 @@ class S3App:
             await run_in_threadpool(self.store.install, bucket, key, staged, meta)
         finally:
             staged.unlink(missing_ok=True)
-        return Response(headers={"ETag": meta["etag"]})
+        return Response(headers={"ETag": str(meta["etag"])})
 
     def copy_object(self, bucket: str, key: str, request: Request) -> Response:
         source = unquote(request.headers["x-amz-copy-source"]).lstrip("/").split("?versionId=")[0]
@@ -542,10 +542,10 @@ class S3App:
             raise S3Error("MalformedXML", "The XML you provided was not well-formed", 400) from None
         quiet = any(el.tag.endswith("Quiet") and (el.text or "").strip() == "true" for el in root)
         done, errors = [], []
-        for obj in root:
-            if not obj.tag.endswith("Object"):
+        for element in root:
+            if not element.tag.endswith("Object"):
                 continue
-            key = next((el.text or "" for el in obj if el.tag.endswith("Key")), "")
+            key = next((el.text or "" for el in element if el.tag.endswith("Key")), "")
             try:
                 self.store.delete(bucket, key)
                 if not quiet:
@@ -658,8 +658,8 @@ class S3App:
         except ElementTree.ParseError:
             raise S3Error("MalformedXML", "The XML you provided was not well-formed", 400) from None
         wanted: list[tuple[int, str]] = []
-        for part in root:
-            fields = {el.tag.rsplit("}", 1)[-1]: (el.text or "").strip() for el in part}
+        for entry in root:
+            fields = {el.tag.rsplit("}", 1)[-1]: (el.text or "").strip() for el in entry}
             if not fields.get("PartNumber", "").isdigit():
                 raise S3Error("MalformedXML", "The XML you provided was not well-formed", 400)
             wanted.append((int(fields["PartNumber"]), fields.get("ETag", "").strip('"')))

@@ -35,13 +35,15 @@ class TagBook:
             key, value = tag.get("Key"), tag.get("Value", "")
             if not isinstance(key, str) or not 1 <= len(key) <= 128:
                 raise validation(
-                    f"1 validation error detected: Value '{key}' at 'tags.member.key' failed to satisfy constraint: Member must have length between 1 and 128"
+                    f"1 validation error detected: Value '{key}' at 'tags.member.key' failed to satisfy "
+                    "constraint: Member must have length between 1 and 128"
                 )
             if key.lower().startswith("aws:"):
                 raise validation(f"Tag keys starting with 'aws:' are reserved for system use: {key}")
             if not isinstance(value, str) or len(value) > 256:
                 raise validation(
-                    f"1 validation error detected: Value at 'tags.member.value' failed to satisfy constraint: Member must have length less than or equal to 256 ({key})"
+                    "1 validation error detected: Value at 'tags.member.value' failed to satisfy "
+                    f"constraint: Member must have length less than or equal to 256 ({key})"
                 )
             current[key] = value
         if len(current) > MAX_TAGS:
@@ -64,7 +66,8 @@ class TagBook:
         max_results = req.get("MaxResults") or 50
         if not isinstance(max_results, int) or not 50 <= max_results <= 100:
             raise validation(
-                f"1 validation error detected: Value '{max_results}' at 'maxResults' failed to satisfy constraint: Member must have value between 50 and 100"
+                f"1 validation error detected: Value '{max_results}' at 'maxResults' failed to satisfy "
+                "constraint: Member must have value between 50 and 100"
             )
         start = int(req.get("NextToken") or 0)
         out: dict[str, Any] = {"Tags": rows[start : start + max_results]}

@@ -10,6 +10,7 @@ to the `events` file, one JSON array per line: `["status", secondary status, mes
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -23,10 +24,10 @@ from typing import Any
 from manager.local_sagemaker import xgboost_algorithm as algorithm
 from manager.local_sagemaker.runtime import PayloadError, format_predictions, load_model, parse_rows
 
-try:  # preloaded in the forkserver, so that a job does not pay for the import
+# Imported once by the launcher, so that a forked job does not pay for it; without the `sagemaker`
+# extra, jobs fail with a clear reason instead.
+with contextlib.suppress(ImportError):
     import xgboost  # noqa: F401
-except ImportError:  # the `sagemaker` extra is not installed: jobs fail with a clear reason
-    pass
 
 
 class Events:
@@ -64,16 +65,16 @@ def serve() -> None:
 
 def run(kind: str, spec: dict[str, Any], conn: Any) -> None:
     try:
-        if kind == "training":
-            result = _training(spec, conn)
-        else:
-            result = _transform(spec, conn)
+        result = _training(spec, conn) if kind == "training" else _transform(spec, conn)
         conn.send(("done", result))
     except algorithm.ClientError as exc:
         conn.send(("log", f"ClientError: {exc}"))
         conn.send(("failed", f"ClientError: {exc}"))
     except ImportError as exc:
-        reason = f"ClientError: the local SageMaker needs xgboost for this job ({exc}): pip install 'variantctl[sagemaker]'"
+        reason = (
+            f"ClientError: the local SageMaker needs xgboost for this job ({exc}): "
+            "pip install 'variantctl[sagemaker]'"
+        )
         conn.send(("failed", reason))
     except Exception as exc:  # the algorithm failed: AlgorithmError, with its traceback in the log
         for line in traceback.format_exc().splitlines():
@@ -141,7 +142,8 @@ def _transform(spec: dict[str, Any], conn: Any) -> dict[str, Any]:
             payload = b"\n".join(batch)
             if len(payload) > max_bytes:
                 raise algorithm.ClientError(
-                    f"a record of {len(payload)} bytes is larger than MaxPayloadInMB ({spec['max_payload_mb']})"
+                    f"a record of {len(payload)} bytes is larger than MaxPayloadInMB "
+                    f"({spec['max_payload_mb']})"
                 )
             try:
                 predictions = model.predict(parse_rows(payload, content_type))

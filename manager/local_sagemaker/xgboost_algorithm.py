@@ -57,7 +57,8 @@ def _number(kind: type, low: float | None = None, high: float | None = None, ope
         if too_low or (high is not None and value > high):
             left = "(" if open_low else "["
             raise ClientError(
-                f"Hyperparameter {name}: value {raw} not in range {left}{low}, {'inf' if high is None else high}]"
+                f"Hyperparameter {name}: value {raw} not in range {left}{low}, "
+                f"{'inf' if high is None else high}]"
             )
         return value
 
@@ -151,7 +152,8 @@ def check_hyperparameters(raw: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         listed = ", ".join(repr(k) for k in unknown)
         raise ClientError(
-            f"Additional hyperparameters are not allowed ({listed} {'were' if len(unknown) > 1 else 'was'} unexpected)"
+            f"Additional hyperparameters are not allowed ({listed} "
+            f"{'were' if len(unknown) > 1 else 'was'} unexpected)"
         )
     if "num_round" not in raw:
         raise ClientError("Missing required hyperparameter: num_round")
@@ -290,7 +292,7 @@ def train(
         log(f"Validation matrix has {evals[1][0].num_row()} rows")
     history: dict[str, dict[str, list[float]]] = {}
 
-    class Lines(xgb.callback.TrainingCallback):  # type: ignore[misc]
+    class Lines(xgb.callback.TrainingCallback):
         def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
             parts = [
                 f"{data}-{metric}:{values[-1]:.5f}"
