@@ -15,6 +15,7 @@ leave the bucket's directory or collide with another key, is refused (`InvalidAr
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -80,6 +81,12 @@ def _iso(ts: float) -> str:
 
 def _http_date(ts: float) -> str:
     return formatdate(ts, usegmt=True)
+
+
+async def _drain(request: Request) -> None:
+    with contextlib.suppress(Exception):  # already read, or the client went away: nothing to drain
+        async for _ in request.stream():
+            pass
 
 
 def is_s3_request(scope: dict[str, Any]) -> bool:
@@ -218,6 +225,7 @@ class S3App:
         try:
             response = await self.dispatch(request)
         except S3Error as error:
+            await _drain(request)  # a refused upload's body must not be read as the next request
             response = self.error(error, request, request_id)
         except Exception as exc:  # a bug in the host: S3's shape, never a dead server
             response = self.error(
