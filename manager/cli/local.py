@@ -56,8 +56,9 @@ def serve(
     def ready(url: str) -> None:
         click.echo(f"local SageMaker listening on {url} (state in {directory})")
         click.echo("point boto3 at it:")
-        for service in ("SAGEMAKER", "SAGEMAKER_RUNTIME", "CLOUDWATCH"):
+        for service in ("SAGEMAKER", "SAGEMAKER_RUNTIME", "CLOUDWATCH", "S3", "CLOUDWATCH_LOGS"):
             click.echo(f"  export AWS_ENDPOINT_URL_{service}={url}")
+        click.echo(f"  (or AWS_ENDPOINT_URL={url} for every service, as the SageMaker SDK needs)")
         click.echo(
             "  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1"
         )
