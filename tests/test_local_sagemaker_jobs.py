@@ -194,6 +194,9 @@ def test_requests_aws_refuses_are_refused(local: LocalSageMaker) -> None:
     other = _job("other", {"num_round": "5"})
     other["AlgorithmSpecification"]["TrainingImage"] = "123.dkr.ecr.us-east-1.amazonaws.com/my-own:1"
     assert "XGBoost" in _error(lambda: sm.create_training_job(**other))["Message"]
+    bad_tag = _job("badtag", {"num_round": "5"})
+    error = _error(lambda: sm.create_training_job(**bad_tag, Tags=[{"Key": "aws:reserved", "Value": "x"}]))
+    assert error["Code"] == "ValidationException" and "reserved" in error["Message"]
     assert sm.list_training_jobs()["TrainingJobSummaries"] == []  # nothing was created
 
 
@@ -298,3 +301,21 @@ def test_put_and_get_metric_statistics(local: LocalSageMaker) -> None:
         )
     )
     assert error["Code"] == "InvalidParameterValue"
+
+
+def test_a_huge_count_is_counted_without_being_stored_one_by_one(local: LocalSageMaker) -> None:
+    cloudwatch = local.client("cloudwatch")
+    datum = {"MetricName": "requests", "Values": [1.0, 5.0], "Counts": [1e9, 3]}
+    cloudwatch.put_metric_data(Namespace="Team/Load", MetricData=[datum])
+    now = datetime.now(UTC)
+    points = cloudwatch.get_metric_statistics(
+        Namespace="Team/Load",
+        MetricName="requests",
+        StartTime=now - timedelta(minutes=5),
+        EndTime=now + timedelta(minutes=1),
+        Period=60,
+        Statistics=["SampleCount", "Sum", "Maximum"],
+    )["Datapoints"]
+    assert sum(p["SampleCount"] for p in points) == 1e9 + 3
+    assert sum(p["Sum"] for p in points) == 1e9 + 15
+    assert max(p["Maximum"] for p in points) == 5.0

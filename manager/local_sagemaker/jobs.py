@@ -300,7 +300,14 @@ class Jobs:
         name = _name("trainingJobName", req.get("TrainingJobName"))
         return {"TrainingJobArn": self.create_training(name, req)}
 
-    def create_training(self, name: str, req: dict[str, Any], tuning_job: str | None = None) -> str:
+    def create_training(
+        self,
+        name: str,
+        req: dict[str, Any],
+        tuning_job: str | None = None,
+        tuned: dict[str, str] | None = None,
+        nthread: int | None = None,
+    ) -> str:
         with self.lock:
             if name.lower() in (n.lower() for n in self.training):
                 raise AwsError(
@@ -398,13 +405,14 @@ class Jobs:
                      "RetryStrategy", "ProfilerConfig", "TensorBoardOutputConfig"):  # fmt: skip
             if req.get(kept) is not None:
                 job[kept] = req[kept]
-        if tuning_job:
+        if tuning_job:  # set before the job's thread starts, which reads them
             job["TuningJobArn"] = self.arn("hyper-parameter-tuning-job", tuning_job)
+            job["_tuned"] = tuned or {}
+            job["_nthread"] = nthread
         self._secondary(job, "Starting", "Preparing the instances for training", now)
+        self.tag(arn, req.get("Tags") or [])  # refused before the job exists, or kept with it
         with self.lock:
             self.training[name] = job
-        if req.get("Tags"):
-            self.tag(arn, req["Tags"])
         self.save()
         self._thread(lambda: self._train(name, artifact), f"training-{name}")
         return arn
@@ -573,10 +581,9 @@ class Jobs:
         }
         if req.get("WarmStartConfig"):
             raise validation("WarmStartConfig is not supported by the local SageMaker")
+        self.tag(arn, req.get("Tags") or [])  # refused before the job exists, or kept with it
         with self.lock:
             self.tuning[name] = job
-        if req.get("Tags"):
-            self.tag(arn, req["Tags"])
         self.save()
         self._thread(lambda: self._tune(name, plan), f"tuning-{name}")
         return {"HyperParameterTuningJobArn": arn}
@@ -615,6 +622,7 @@ class Jobs:
                             self.training[n]["TrainingJobStatus"] = "Stopping"
             elif len(running) < parallel and len(launched) < total:
                 point = plan.next(observed, list(pending.values()), len(launched))
+                tuned = plan.decode(point)
                 child = f"{name}-{len(launched) + 1:03d}-{self.rng.getrandbits(32):08x}"
                 request = {
                     "AlgorithmSpecification": {
@@ -627,16 +635,10 @@ class Jobs:
                     "OutputDataConfig": definition.get("OutputDataConfig"),
                     "ResourceConfig": resources,
                     "StoppingCondition": definition.get("StoppingCondition", {}),
-                    "HyperParameters": {
-                        **(definition.get("StaticHyperParameters") or {}),
-                        **plan.decode(point),
-                    },
+                    "HyperParameters": {**(definition.get("StaticHyperParameters") or {}), **tuned},
                 }
                 try:
-                    self.create_training(child, request, tuning_job=name)
-                    with self.lock:
-                        self.training[child]["_nthread"] = nthread
-                        self.training[child]["_tuned"] = plan.decode(point)
+                    self.create_training(child, request, tuning_job=name, tuned=tuned, nthread=nthread)
                     launched.append(child)
                     pending[child] = point
                     job["_jobs"] = launched
@@ -880,10 +882,9 @@ class Jobs:
         }
         if processing:
             job["DataProcessing"] = processing
+        self.tag(arn, req.get("Tags") or [])  # refused before the job exists, or kept with it
         with self.lock:
             self.transform[name] = job
-        if req.get("Tags"):
-            self.tag(arn, req["Tags"])
         self.save()
         self._thread(lambda: self._transform(name, model), f"transform-{name}")
         return {"TransformJobArn": arn}

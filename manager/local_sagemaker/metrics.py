@@ -64,6 +64,15 @@ class Bucket:
             if slot < SAMPLE_CAP:
                 self.sample[slot] = value
 
+    def add_many(self, value: float, times: int, rng: random.Random) -> None:
+        """`value` seen `times` times (PutMetricData's Counts): count, sum, minimum and maximum are
+        exact; the sample takes at most SAMPLE_CAP copies, so a huge count costs no more than that."""
+        for _ in range(min(times, SAMPLE_CAP)):
+            self.add(value, rng)
+        rest = times - min(times, SAMPLE_CAP)
+        self.count += rest
+        self.total += value * rest
+
     def merge(self, other: Bucket) -> None:
         self.count += other.count
         self.total += other.total
@@ -110,13 +119,16 @@ class MetricStore:
             self._add(endpoint, variant, "OverheadLatency", overhead_us, now)
 
     def _add(self, endpoint: str, variant: str, metric: str, value: float, now: float) -> None:
+        self._bucket((endpoint, variant, metric), now).add(value, self._rng)
+
+    def _bucket(self, key: Key, now: float) -> Bucket:
         start = int(now // self.bucket_seconds * self.bucket_seconds)
-        series = self._series[(endpoint, variant, metric)]
+        series = self._series[key]
         bucket = series.get(start)
         if bucket is None:
             bucket = series[start] = Bucket()
             self._expire(series, now)
-        bucket.add(value, self._rng)
+        return bucket
 
     def _expire(self, series: dict[int, Bucket], now: float) -> None:
         horizon = now - self.retention_seconds
@@ -132,8 +144,7 @@ class MetricStore:
             if unit:
                 self.units[key] = unit
             for value, count in zip(values, counts, strict=True):
-                for _ in range(int(count)):
-                    self._add(*key, value, now)
+                self._bucket(key, now).add_many(value, int(count), self._rng)
 
     def record_statistics(self, key: Key, stats: dict[str, Any], at: float | None, unit: str | None) -> None:
         now = at if at is not None else self.clock()
@@ -143,8 +154,7 @@ class MetricStore:
         with self._lock:
             if unit:
                 self.units[key] = unit
-            start = int(now // self.bucket_seconds * self.bucket_seconds)
-            self._series[key].setdefault(start, Bucket()).merge(part)
+            self._bucket(key, now).merge(part)
 
     def periods(self, key: Key, start: datetime, end: datetime, period: int) -> list[tuple[int, Bucket]]:
         """(period start, merged bucket) for each period in [start, end) that has data, oldest first."""
