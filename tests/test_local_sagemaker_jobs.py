@@ -4,7 +4,6 @@ failure in AWS's shape (error code, message, or the job's FailureReason)."""
 from __future__ import annotations
 
 import os
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,14 @@ from botocore.exceptions import ClientError
 
 from manager.local_sagemaker import LocalSageMaker
 
+from .local_sagemaker_support import until
+
 xgb = pytest.importorskip("xgboost", reason="xgboost is in the test extra")
 
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 BUCKET = "jobs-bucket"
+FINAL = ("Completed", "Failed", "Stopped")
 
 
 def _csv(x: np.ndarray, y: np.ndarray | None = None) -> bytes:
@@ -65,13 +67,11 @@ def _job(
 
 
 def _finished(sm: Any, name: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while True:
+    def ended() -> dict[str, Any] | None:
         described: dict[str, Any] = sm.describe_training_job(TrainingJobName=name)
-        if described["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"):
-            return described
-        assert time.monotonic() < deadline, described
-        time.sleep(0.02)
+        return described if described["TrainingJobStatus"] in FINAL else None
+
+    return until(ended, f"training job {name} to end", timeout=60)
 
 
 def _error(call: Any) -> dict[str, Any]:
@@ -173,10 +173,10 @@ def test_a_job_that_cannot_train_fails_with_the_containers_reason(
 def test_stopping_a_running_job(local: LocalSageMaker) -> None:
     sm = local.client("sagemaker")
     sm.create_training_job(**_job("long", {"num_round": "1000000", "max_depth": "8"}))
-    deadline = time.monotonic() + 30
-    while sm.describe_training_job(TrainingJobName="long")["SecondaryStatus"] != "Training":
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    until(
+        lambda: sm.describe_training_job(TrainingJobName="long")["SecondaryStatus"] == "Training",
+        "the job to be training",
+    )
     sm.stop_training_job(TrainingJobName="long")
     described = _finished(sm, "long")
     assert (described["TrainingJobStatus"], described["SecondaryStatus"]) == ("Stopped", "Stopped")
@@ -225,11 +225,12 @@ def test_batch_transform_writes_one_line_per_row_and_fails_as_aws(local: LocalSa
             TransformOutput={"S3OutputPath": f"s3://{BUCKET}/scored/{name}", "AssembleWith": "Line"},
             TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
         )
-        deadline = time.monotonic() + 60
-        while (d := sm.describe_transform_job(TransformJobName=name))["TransformJobStatus"] == "InProgress":
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        return d
+
+        def ended() -> dict[str, Any] | None:
+            described: dict[str, Any] = sm.describe_transform_job(TransformJobName=name)
+            return described if described["TransformJobStatus"] in FINAL else None
+
+        return until(ended, f"transform job {name} to end", timeout=60)
 
     assert transform("good", "in")["TransformJobStatus"] == "Completed"
     lines = s3.get_object(Bucket=BUCKET, Key="scored/good/rows.csv.out")["Body"].read().decode().splitlines()

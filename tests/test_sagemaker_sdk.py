@@ -23,6 +23,8 @@ import pytest
 
 from manager.local_sagemaker import LocalSageMaker
 
+from .local_sagemaker_support import until
+
 sagemaker = pytest.importorskip("sagemaker", reason="the SageMaker SDK is in the test extra")
 xgb = pytest.importorskip("xgboost", reason="xgboost is in the test extra")
 
@@ -234,9 +236,8 @@ def test_sdk_xgboost_workflow(
 
     # ---- CloudWatch, as the A/B testing notebook reads it ---------------------------------------------
     cloudwatch = session.boto_session.client("cloudwatch")
-    counted = {}
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def invocations() -> dict[str, float] | None:
         counted = {}
         for variant in ("first", "best", "AllTraffic"):
             points = cloudwatch.get_metric_statistics(
@@ -252,9 +253,9 @@ def test_sdk_xgboost_workflow(
                 Statistics=["Sum"],
             )["Datapoints"]
             counted[variant] = sum(p["Sum"] for p in points)
-        if sum(counted.values()) >= sent + 1:
-            break
-        time.sleep(0.05)
+        return counted if sum(counted.values()) >= sent + 1 else None
+
+    counted = until(invocations, "the invocations to be counted", timeout=30)
     # The 40 A/B requests split between the two variants, then one (of 3 rows) to the winner alone,
     # in the variant `update_endpoint` made ("AllTraffic", the SDK's default name).
     assert counted["first"] > 0 and counted["best"] > 0 and counted["first"] + counted["best"] == sent

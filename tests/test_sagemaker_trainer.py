@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from trainers.gate import offline_gate, sagemaker_scorer
 from trainers.sagemaker_job import SageMakerTrainer, xgboost_image
 
 from .aws_support import record_operations
+from .local_sagemaker_support import wait_status
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExecutionRole"
 CONFIG = f"""
@@ -320,10 +320,7 @@ def test_train_with_sagemaker_jobs_for_real_then_serve(
 
     created = run("endpoints", "create", "churn-prod", "--model", "churn:2")
     assert created.exit_code == 0, created.output
-    deadline = time.monotonic() + 60
-    while sm.describe_endpoint(EndpointName="churn-prod")["EndpointStatus"] != "InService":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_status(sm, "churn-prod", timeout=60)
     data = load("sklearn:breast_cancer")
     body = ",".join(repr(float(v)) for v in data.x[0]) + "\n" + ",".join(repr(float(v)) for v in data.x[1])
     answer = (

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +22,7 @@ from manager.local_sagemaker import metrics, protocol
 from manager.local_sagemaker.capture import CaptureWriter
 from manager.local_sagemaker.control import ControlPlane
 from manager.local_sagemaker.control import Route as VariantRoute
-from manager.local_sagemaker.protocol import AwsError
+from manager.local_sagemaker.protocol import ACCOUNT, AwsError
 from manager.local_sagemaker.runtime import (
     MAX_PAYLOAD_BYTES,
     LoadedModel,
@@ -51,26 +53,24 @@ class Host:
         self.store = store
         self.alarms = alarms
         self.capture = capture
+        self._cloudwatch: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "GetMetricData": functools.partial(metrics.get_metric_data, store),
+            "GetMetricStatistics": functools.partial(metrics.get_metric_statistics, store),
+            "PutMetricData": functools.partial(metrics.put_metric_data, store),
+            "PutMetricAlarm": alarms.put,
+            "SetAlarmState": alarms.set_state,
+            "DescribeAlarms": alarms.describe,
+            "DeleteAlarms": alarms.delete,
+        }
 
     def cloudwatch(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
-        if operation == "GetMetricData":
-            return metrics.get_metric_data(self.store, request)
-        if operation == "GetMetricStatistics":
-            return metrics.get_metric_statistics(self.store, request)
-        if operation == "PutMetricData":
-            return metrics.put_metric_data(self.store, request)
-        handlers = {
-            "PutMetricAlarm": self.alarms.put,
-            "SetAlarmState": self.alarms.set_state,
-            "DescribeAlarms": self.alarms.describe,
-            "DeleteAlarms": self.alarms.delete,
-        }
-        if operation not in handlers:
+        handler = self._cloudwatch.get(operation)
+        if handler is None:
             raise AwsError(
                 "UnknownOperationException",
                 f"The local SageMaker's CloudWatch does not implement {operation}",
             )
-        return handlers[operation](request)
+        return handler(request)
 
     # ---- AWS JSON 1.1 (SageMaker) and 1.0 (CloudWatch) on POST / -----------------------------
 
@@ -190,11 +190,11 @@ class Host:
         error = AwsError(
             "ModelError",
             f'Received {kind} error ({status}) from primary with message "{original}". See '
-            f"/aws/sagemaker/Endpoints/{route.endpoint} in account 123456789012 for more information.",
+            f"/aws/sagemaker/Endpoints/{route.endpoint} in account {ACCOUNT} for more information.",
             status=424,
             OriginalStatusCode=status,
             OriginalMessage=original,
-            LogStreamArn=f"arn:aws:logs:local:123456789012:log-group:/aws/sagemaker/Endpoints/{route.endpoint}",
+            LogStreamArn=f"arn:aws:logs:local:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/{route.endpoint}",
         )
         response = Host._runtime_error(error)
         response.headers.update(variant_header)

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,37 +26,22 @@ from manager.local_sagemaker.capture import CapturePolicy
 from manager.local_sagemaker.jobs import Jobs
 from manager.local_sagemaker.logs import LogStore
 from manager.local_sagemaker.metrics import AlarmBook
-from manager.local_sagemaker.protocol import AwsError, validation
+from manager.local_sagemaker.protocol import (
+    ACCOUNT,
+    AwsError,
+    check_name,
+    iso,
+    sagemaker_arn,
+    validation,
+)
 from manager.local_sagemaker.runtime import ArtifactError, LoadedModel, load_model, s3_problem
 from manager.local_sagemaker.tags import TagBook
 
-ACCOUNT = "123456789012"
-NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 MAX_VARIANTS = 10
 BUSY_STATES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed")
 
 
 log = logging.getLogger("local_sagemaker")
-
-
-def check_name(field_name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise validation(
-            f"1 validation error detected: Value at '{field_name}' failed to satisfy "
-            "constraint: Member must not be null"
-        )
-    if len(value) > 63:
-        raise validation(
-            f"1 validation error detected: Value '{value}' at '{field_name}' failed to "
-            "satisfy constraint: Member must have length less than or equal to 63"
-        )
-    if not NAME.match(value):
-        raise validation(
-            f"1 validation error detected: Value '{value}' at '{field_name}' failed to "
-            "satisfy constraint: Member must satisfy regular expression pattern: "
-            "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
-        )
-    return value
 
 
 def _finite(value: Any) -> bool:
@@ -70,10 +54,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Variant | ShiftPoint):
         return asdict(value)
     return value
-
-
-def _iso(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
 
 
 @dataclass
@@ -96,7 +76,7 @@ class Variant:
             "DesiredInstanceCount": self.desired_count,
         }
         if status:
-            out["VariantStatus"] = [{"Status": status, "StartTime": _iso(since or time.time())}]
+            out["VariantStatus"] = [{"Status": status, "StartTime": iso(since or time.time())}]
         return out
 
 
@@ -228,7 +208,7 @@ class ControlPlane:
         self._save()
 
     def arn(self, kind: str, name: str) -> str:
-        return f"arn:aws:sagemaker:{self.region}:{ACCOUNT}:{kind}/{name.lower()}"
+        return sagemaker_arn(self.region, kind, name)
 
     # ---- models -----------------------------------------------------------------------------
 
@@ -263,7 +243,7 @@ class ControlPlane:
     def op_DescribeModel(self, req: dict[str, Any]) -> dict[str, Any]:
         model = self._model(str(req.get("ModelName", "")))
         out = {k: v for k, v in model.items() if k != "Tags"}
-        out["CreationTime"] = _iso(model["CreationTime"])
+        out["CreationTime"] = iso(model["CreationTime"])
         return out
 
     def op_DeleteModel(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -356,7 +336,7 @@ class ControlPlane:
 
     def op_DescribeEndpointConfig(self, req: dict[str, Any]) -> dict[str, Any]:
         config = dict(self._config(str(req.get("EndpointConfigName", ""))))
-        config["CreationTime"] = _iso(config["CreationTime"])
+        config["CreationTime"] = iso(config["CreationTime"])
         return {k: v for k, v in config.items() if v not in (None, [])}
 
     def op_DeleteEndpointConfig(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -637,8 +617,8 @@ class ControlPlane:
             "EndpointArn": e.arn,
             "EndpointConfigName": e.config_name,
             "EndpointStatus": e.status,
-            "CreationTime": _iso(e.created),
-            "LastModifiedTime": _iso(e.modified),
+            "CreationTime": iso(e.created),
+            "LastModifiedTime": iso(e.modified),
         }
         if e.status != "Creating" and e.variants:
             out["ProductionVariants"] = [v.summary(blue_status, p.started if p else None) for v in e.variants]
@@ -667,14 +647,14 @@ class ControlPlane:
                     "CurrentInstanceCount": 0 if status == "Creating" else v.count,
                     "DesiredInstanceCount": v.desired_count,
                     "InstanceType": v.instance_type,
-                    "VariantStatus": [{"Status": status, "StartTime": _iso(p.started)}],
+                    "VariantStatus": [{"Status": status, "StartTime": iso(p.started)}],
                 }
                 pending_variants.append(row)
             if p.kind == "update":
                 out["PendingDeploymentSummary"] = {
                     "EndpointConfigName": p.config_name,
                     "ProductionVariants": pending_variants,
-                    "StartTime": _iso(p.started),
+                    "StartTime": iso(p.started),
                 }
         return out
 
@@ -842,7 +822,7 @@ class ControlPlane:
         for r in page:
             for t in ("CreationTime", "LastModifiedTime"):
                 if t in r:
-                    r[t] = _iso(r[t])
+                    r[t] = iso(r[t])
         out: dict[str, Any] = {key: page}
         if start + limit < len(rows):
             out["NextToken"] = str(start + limit)

@@ -18,29 +18,38 @@ import contextlib
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from manager.local_sagemaker import tuning
 from manager.local_sagemaker.logs import LogStore
-from manager.local_sagemaker.protocol import AwsError, check_instance_type, validation
+from manager.local_sagemaker.protocol import (
+    AwsError,
+    check_instance_type,
+    check_name,
+    iso,
+    sagemaker_arn,
+    validation,
+)
 from manager.local_sagemaker.runtime import ArtifactError, resolve_uri, s3_problem
 from manager.local_sagemaker.xgboost_algorithm import channel_files, is_xgboost_image
 
-ACCOUNT = "123456789012"
 TRAINING_LOGS = "/aws/sagemaker/TrainingJobs"
 TRANSFORM_LOGS = "/aws/sagemaker/TransformJobs"
 FINAL = ("Completed", "Failed", "Stopped")
-JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-TUNING_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
+STATUS_KEY = {
+    "training": "TrainingJobStatus",
+    "transform": "TransformJobStatus",
+    "tuning": "HyperParameterTuningJobStatus",
+}
+TRAINING_COUNTERS = ("Completed", "InProgress", "RetryableError", "NonRetryableError", "Stopped")
+TUNING_NAME_LIMIT = 32
 
 
 class Launcher:
@@ -101,22 +110,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _iso(ts: float | None) -> datetime | None:
-    return datetime.fromtimestamp(ts, UTC) if ts is not None else None
+def _find(table: dict[str, dict[str, Any]], name: Any) -> dict[str, Any] | None:
+    """A job by name: names that differ only in case are one name, as on AWS."""
+    key = str(name).lower()
+    return next((job for n, job in table.items() if n.lower() == key), None)
 
 
-def _name(field: str, value: Any, pattern: re.Pattern[str] = JOB_NAME, limit: int = 63) -> str:
-    if not isinstance(value, str) or not value:
-        raise validation(
-            f"1 validation error detected: Value at '{field}' failed to satisfy constraint: Member must "
-            "not be null"
-        )
-    if len(value) > limit or not pattern.match(value):
-        raise validation(
-            f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: "
-            f"Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){{0,{limit - 1}}}"
-        )
-    return value
+def _s3_uri(field: str, value: Any) -> str:
+    uri = str(value or "")
+    problem = s3_problem(uri) if uri.startswith("s3://") else "must be an s3:// URI"
+    if problem is not None:
+        raise validation(f"{field} {value!r}: {problem}")
+    return uri
 
 
 class Jobs:
@@ -149,7 +154,7 @@ class Jobs:
         self._restore()
 
     def arn(self, kind: str, name: str) -> str:
-        return f"arn:aws:sagemaker:{self.region}:{ACCOUNT}:{kind}/{name.lower()}"
+        return sagemaker_arn(self.region, kind, name)
 
     # ---- persistence ------------------------------------------------------------------------------
 
@@ -171,14 +176,9 @@ class Jobs:
         except (OSError, ValueError):
             return
         now = time.time()
-        for kind in ("training", "transform", "tuning"):
+        for kind, status_key in STATUS_KEY.items():
             table = getattr(self, kind)
             for name, job in data.get(kind, {}).items():
-                status_key = {
-                    "training": "TrainingJobStatus",
-                    "transform": "TransformJobStatus",
-                    "tuning": "HyperParameterTuningJobStatus",
-                }[kind]
                 if job[status_key] not in FINAL:
                     job[status_key] = "Failed"
                     job["FailureReason"] = "The local SageMaker stopped while this job ran"
@@ -190,9 +190,7 @@ class Jobs:
     # ---- shared --------------------------------------------------------------------------------------
 
     def _s3_files(self, uri: str) -> list[Path]:
-        problem = s3_problem(uri)
-        if problem is not None or not uri.startswith("s3://"):
-            raise validation(f"S3Uri {uri!r}: {problem or 'must be an s3:// URI'}")
+        """The objects under an S3 prefix that Create* already checked."""
         path = resolve_uri(uri, self.s3_root)
         files = channel_files(path)
         bucket = uri[5:].split("/", 1)[0]
@@ -221,7 +219,6 @@ class Jobs:
         kind: str,
         name: str,
         spec: dict[str, Any],
-        job: dict[str, Any],
         stream: tuple[str, str],
         on_status: Callable[[str, str], None],
         deadline_seconds: float | None,
@@ -242,7 +239,7 @@ class Jobs:
                 return "failed", f"InternalServerError: cannot start the job's worker: {exc}"
             started = time.time()
             group, stream_name = stream
-            outcome: tuple[str, Any] = ("failed", "AlgorithmError: the worker ended without a result")
+            outcome: tuple[str, Any] | None = None
             with events.open() as feed:
                 buffer = ""
                 while True:
@@ -262,12 +259,10 @@ class Jobs:
                             outcome = (message[0], message[1])
                             if message[0] == "failed":
                                 self.logs.write(group, stream_name, [message[1]])
-                    if outcome[0] != "failed" or not outcome[1].startswith("AlgorithmError: the worker"):
+                    if outcome is not None or (not alive and not chunk):
                         break
                     if not alive:
-                        if not chunk:
-                            break
-                        continue
+                        continue  # read what it wrote before it ended
                     if name in self.stopping or self.closed.is_set():
                         _terminate(pid)
                         outcome = ("stopped", "Stopped")
@@ -279,7 +274,7 @@ class Jobs:
                     if not chunk:
                         time.sleep(0.01)
             events.unlink(missing_ok=True)
-            return outcome
+            return outcome or ("failed", "AlgorithmError: the worker ended without a result")
         finally:
             self.slots.release()
 
@@ -297,7 +292,7 @@ class Jobs:
     # ---- training jobs -------------------------------------------------------------------------------
 
     def op_CreateTrainingJob(self, req: dict[str, Any]) -> dict[str, Any]:
-        name = _name("trainingJobName", req.get("TrainingJobName"))
+        name = check_name("trainingJobName", req.get("TrainingJobName"))
         return {"TrainingJobArn": self.create_training(name, req)}
 
     def create_training(
@@ -309,7 +304,7 @@ class Jobs:
         nthread: int | None = None,
     ) -> str:
         with self.lock:
-            if name.lower() in (n.lower() for n in self.training):
+            if _find(self.training, name):
                 raise AwsError(
                     "ResourceInUse",
                     f"Training job names must be unique within an AWS account and region, "
@@ -332,9 +327,9 @@ class Jobs:
                 "1 validation error detected: Value null at 'roleArn' failed to satisfy constraint: "
                 "Member must not be null"
             )
-        output = (req.get("OutputDataConfig") or {}).get("S3OutputPath")
-        if not output or not str(output).startswith("s3://") or s3_problem(str(output)):
-            raise validation(f"OutputDataConfig.S3OutputPath {output!r} must be a valid s3:// URI")
+        output = _s3_uri(
+            "OutputDataConfig.S3OutputPath", (req.get("OutputDataConfig") or {}).get("S3OutputPath")
+        )
         resources = req.get("ResourceConfig") or {}
         check_instance_type(
             "TrainingInstanceType", "resourceConfig.instanceType", resources.get("InstanceType")
@@ -370,16 +365,10 @@ class Jobs:
                     f"channel {channel.get('ChannelName')}: the local SageMaker reads uncompressed "
                     "channels only"
                 )
-            if s3_problem(str(source.get("S3Uri", ""))) or not str(source.get("S3Uri", "")).startswith(
-                "s3://"
-            ):
-                raise validation(
-                    f"channel {channel.get('ChannelName')}: S3Uri {source.get('S3Uri')!r} is not a "
-                    "valid s3:// URI"
-                )
+            _s3_uri(f"channel {channel.get('ChannelName')}: S3Uri", source.get("S3Uri"))
         arn = self.arn("training-job", name)
         now = time.time()
-        artifact = f"{str(output).rstrip('/')}/{name}/output/model.tar.gz"
+        artifact = f"{output.rstrip('/')}/{name}/output/model.tar.gz"
         job: dict[str, Any] = {
             "TrainingJobName": name,
             "TrainingJobArn": arn,
@@ -439,7 +428,6 @@ class Jobs:
                 "training",
                 name,
                 spec,
-                job,
                 stream,
                 lambda status, message: self._secondary(job, status, message, time.time()),
                 job["StoppingCondition"]["MaxRuntimeInSeconds"],
@@ -486,9 +474,7 @@ class Jobs:
         self.save()
 
     def _training_job(self, name: Any) -> dict[str, Any]:
-        job = self.training.get(str(name))
-        if job is None:
-            job = next((j for n, j in self.training.items() if n.lower() == str(name).lower()), None)
+        job = _find(self.training, name)
         if job is None:
             raise AwsError(
                 "ValidationException",
@@ -511,12 +497,18 @@ class Jobs:
             raise validation(
                 f"The request was rejected because the training job is in status {job['TrainingJobStatus']}."
             )
+        self._stop_training(job)
+        return {}
+
+    def _stop_training(self, job: dict[str, Any]) -> None:
+        """Ask a running training job to stop (its thread ends it); nothing if it is not running."""
         with self.lock:
+            if job["TrainingJobStatus"] != "InProgress":
+                return
             self.stopping.add(job["TrainingJobName"])
             job["TrainingJobStatus"] = "Stopping"
             self._secondary(job, "Stopping", "Stopping the training job", time.time())
         self.save()
-        return {}
 
     def op_ListTrainingJobs(self, req: dict[str, Any]) -> dict[str, Any]:
         rows = [
@@ -536,8 +528,10 @@ class Jobs:
     # ---- tuning jobs ------------------------------------------------------------------------------------
 
     def op_CreateHyperParameterTuningJob(self, req: dict[str, Any]) -> dict[str, Any]:
-        name = _name("hyperParameterTuningJobName", req.get("HyperParameterTuningJobName"), TUNING_NAME, 32)
-        if name.lower() in (n.lower() for n in self.tuning):
+        name = check_name(
+            "hyperParameterTuningJobName", req.get("HyperParameterTuningJobName"), TUNING_NAME_LIMIT
+        )
+        if _find(self.tuning, name):
             raise AwsError(
                 "ResourceInUse",
                 f"Hyperparameter tuning job {self.arn('hyper-parameter-tuning-job', name)} already exists",
@@ -569,13 +563,7 @@ class Jobs:
             "HyperParameterTuningJobStatus": "InProgress",
             "CreationTime": now,
             "LastModifiedTime": now,
-            "TrainingJobStatusCounters": {
-                "Completed": 0,
-                "InProgress": 0,
-                "RetryableError": 0,
-                "NonRetryableError": 0,
-                "Stopped": 0,
-            },
+            "TrainingJobStatusCounters": dict.fromkeys(TRAINING_COUNTERS, 0),
             "ObjectiveStatusCounters": {"Succeeded": 0, "Pending": 0, "Failed": 0},
             "_jobs": [],
         }
@@ -616,10 +604,7 @@ class Jobs:
             stopping = name in self.stopping or self.closed.is_set()
             if stopping:
                 for n in running:
-                    self.stopping.add(n)
-                    with self.lock:
-                        if self.training[n]["TrainingJobStatus"] == "InProgress":
-                            self.training[n]["TrainingJobStatus"] = "Stopping"
+                    self._stop_training(self.training[n])
             elif len(running) < parallel and len(launched) < total:
                 point = plan.next(observed, list(pending.values()), len(launched))
                 tuned = plan.decode(point)
@@ -669,13 +654,7 @@ class Jobs:
         return values.get(metric)
 
     def _count(self, job: dict[str, Any], launched: list[str], metric: str) -> None:
-        counters = {
-            "Completed": 0,
-            "InProgress": 0,
-            "RetryableError": 0,
-            "NonRetryableError": 0,
-            "Stopped": 0,
-        }
+        counters = dict.fromkeys(TRAINING_COUNTERS, 0)
         objective = {"Succeeded": 0, "Pending": 0, "Failed": 0}
         best: tuple[float, str] | None = None
         sign = (
@@ -736,9 +715,7 @@ class Jobs:
         self.save()
 
     def _tuning_job(self, name: Any) -> dict[str, Any]:
-        job = self.tuning.get(str(name)) or next(
-            (j for n, j in self.tuning.items() if n.lower() == str(name).lower()), None
-        )
+        job = _find(self.tuning, name)
         if job is None:
             raise AwsError("ResourceNotFound", f"Amazon SageMaker can't find a tuning job with name {name}")
         return job
@@ -813,8 +790,8 @@ class Jobs:
     # ---- batch transform --------------------------------------------------------------------------------
 
     def op_CreateTransformJob(self, req: dict[str, Any]) -> dict[str, Any]:
-        name = _name("transformJobName", req.get("TransformJobName"))
-        if name.lower() in (n.lower() for n in self.transform):
+        name = check_name("transformJobName", req.get("TransformJobName"))
+        if _find(self.transform, name):
             raise AwsError(
                 "ResourceInUse",
                 "Job name must be unique within an AWS account and region, and a job with this name "
@@ -823,9 +800,7 @@ class Jobs:
         model_name = str(req.get("ModelName", ""))
         model = self.model_lookup(model_name)
         source = ((req.get("TransformInput") or {}).get("DataSource") or {}).get("S3DataSource") or {}
-        uri = str(source.get("S3Uri", ""))
-        if not uri.startswith("s3://") or s3_problem(uri):
-            raise validation(f"TransformInput.DataSource.S3DataSource.S3Uri {uri!r} is not a valid s3:// URI")
+        _s3_uri("TransformInput.DataSource.S3DataSource.S3Uri", source.get("S3Uri"))
         if source.get("S3DataType", "S3Prefix") != "S3Prefix":
             raise validation("the local SageMaker reads S3DataType S3Prefix only")
         transform_input = req["TransformInput"]
@@ -838,9 +813,7 @@ class Jobs:
         if transform_input.get("CompressionType", "None") != "None":
             raise validation("the local SageMaker reads uncompressed transform input only")
         output = req.get("TransformOutput") or {}
-        out_path = str(output.get("S3OutputPath", ""))
-        if not out_path.startswith("s3://") or s3_problem(out_path):
-            raise validation(f"TransformOutput.S3OutputPath {out_path!r} is not a valid s3:// URI")
+        _s3_uri("TransformOutput.S3OutputPath", output.get("S3OutputPath"))
         assemble = output.get("AssembleWith", "None")
         if assemble not in ("None", "Line"):
             raise validation(f"AssembleWith {assemble!r} must be one of [None, Line]")
@@ -919,7 +892,7 @@ class Jobs:
             }
             if not spec["model_data_url"]:
                 raise JobInputError(f"ClientError: model {model['ModelName']} has no ModelDataUrl")
-            outcome = self._run("transform", name, spec, job, stream, lambda *_: None, None)
+            outcome = self._run("transform", name, spec, stream, lambda *_: None, None)
         except (JobInputError, ArtifactError, AwsError) as exc:
             outcome = ("failed", str(exc) if isinstance(exc, JobInputError) else f"ClientError: {exc}")
             self.logs.write(*stream, [outcome[1]])
@@ -939,9 +912,7 @@ class Jobs:
         self.save()
 
     def _transform_job(self, name: Any) -> dict[str, Any]:
-        job = self.transform.get(str(name)) or next(
-            (j for n, j in self.transform.items() if n.lower() == str(name).lower()), None
-        )
+        job = _find(self.transform, name)
         if job is None:
             raise validation(f"Could not find requested job with name {name}")
         return job
@@ -988,7 +959,7 @@ def _times(value: Any) -> Any:
     """Epoch floats in the job record become datetimes on the wire (as AWS's timestamps)."""
     if isinstance(value, dict):
         return {
-            k: _iso(v)
+            k: iso(v)
             if isinstance(v, int | float) and not isinstance(v, bool) and k.endswith(TIME_FIELDS)
             else _times(v)
             for k, v in value.items()

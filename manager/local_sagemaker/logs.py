@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from manager.local_sagemaker.protocol import AwsError
+from manager.local_sagemaker.protocol import ACCOUNT, AwsError
 
-ACCOUNT = "123456789012"
 PAGE = 10000
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +29,40 @@ class AwsError(Exception):
 
 def validation(message: str) -> AwsError:
     return AwsError("ValidationException", message)
+
+
+ACCOUNT = "123456789012"  # the host's one account, in every ARN and message that names one
+
+
+def sagemaker_arn(region: str, kind: str, name: str) -> str:
+    """As SageMaker writes its ARNs: the resource name in lower case."""
+    return f"arn:aws:sagemaker:{region}:{ACCOUNT}:{kind}/{name.lower()}"
+
+
+def iso(ts: float) -> datetime:
+    """An epoch time as the datetime the wire formats send."""
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def check_name(field_name: str, value: Any, limit: int = 63) -> str:
+    """A SageMaker resource name (63 characters; 32 for tuning jobs), refused in AWS's words."""
+    if not isinstance(value, str) or not value:
+        raise validation(
+            f"1 validation error detected: Value at '{field_name}' failed to satisfy "
+            "constraint: Member must not be null"
+        )
+    if len(value) > limit:
+        raise validation(
+            f"1 validation error detected: Value '{value}' at '{field_name}' failed to "
+            f"satisfy constraint: Member must have length less than or equal to {limit}"
+        )
+    if not re.fullmatch(rf"[a-zA-Z0-9](-*[a-zA-Z0-9]){{0,{limit - 1}}}", value):
+        raise validation(
+            f"1 validation error detected: Value '{value}' at '{field_name}' failed to "
+            "satisfy constraint: Member must satisfy regular expression pattern: "
+            f"^[a-zA-Z0-9](-*[a-zA-Z0-9]){{0,{limit - 1}}}"
+        )
+    return value
 
 
 @functools.cache

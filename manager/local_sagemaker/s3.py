@@ -89,6 +89,14 @@ async def _drain(request: Request) -> None:
             pass
 
 
+def _described(request: Request) -> dict[str, Any]:
+    """What a PUT (or a multipart upload's start) says of its object: type and user metadata."""
+    return {
+        "content_type": request.headers.get("content-type", "binary/octet-stream"),
+        "user": {k: v for k, v in request.headers.items() if k.startswith("x-amz-meta-")},
+    }
+
+
 def is_s3_request(scope: dict[str, Any]) -> bool:
     """True when the request's SigV4 credential scope (header or presigned query) names s3."""
     for name, value in scope.get("headers", []):
@@ -471,11 +479,7 @@ class S3App:
                 raise S3Error(
                     "BadDigest", "The Content-MD5 you specified did not match what we received.", 400
                 )
-            meta = {
-                "etag": f'"{md5}"',
-                "content_type": request.headers.get("content-type", "binary/octet-stream"),
-                "user": {k: v for k, v in request.headers.items() if k.startswith("x-amz-meta-")},
-            }
+            meta = {"etag": f'"{md5}"', **_described(request)}
             await run_in_threadpool(self.store.install, bucket, key, staged, meta)
         finally:
             staged.unlink(missing_ok=True)
@@ -487,8 +491,7 @@ class S3App:
         src = self.store.existing(src_bucket, src_key)
         meta = dict(self.store.meta(src_bucket, src_key, src))
         if request.headers.get("x-amz-metadata-directive") == "REPLACE":
-            meta["content_type"] = request.headers.get("content-type", "binary/octet-stream")
-            meta["user"] = {k: v for k, v in request.headers.items() if k.startswith("x-amz-meta-")}
+            meta.update(_described(request))
         staged = self.store.staging()
         try:
             shutil.copyfile(src, staged)
@@ -599,8 +602,7 @@ class S3App:
             "bucket": bucket,
             "key": key,
             "initiated": time.time(),
-            "content_type": request.headers.get("content-type", "binary/octet-stream"),
-            "user": {k: v for k, v in request.headers.items() if k.startswith("x-amz-meta-")},
+            **_described(request),
         }
         (path / "upload.json").write_text(json.dumps(info))
         return _xml(

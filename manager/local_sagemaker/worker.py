@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import sys
-import tarfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -99,17 +98,7 @@ def _training(spec: dict[str, Any], conn: Any) -> dict[str, Any]:
     log(f"Hyperparameters: {json.dumps(spec['hyperparameters'], sort_keys=True)}")
     trained = algorithm.train(spec["hyperparameters"], channels, log, spec.get("nthread"))
     conn.send(("status", "Uploading", "Uploading generated training model"))
-    buffer = io.BytesIO()
-    raw = bytearray(trained.booster.save_raw("ubj"))
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        info = tarfile.TarInfo(algorithm.MODEL_FILE)
-        info.size = len(raw)
-        archive.addfile(info, io.BytesIO(bytes(raw)))
-    target = Path(spec["artifact_path"])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = target.with_name(f".{target.name}.partial")
-    staged.write_bytes(buffer.getvalue())
-    staged.replace(target)
+    _write(Path(spec["artifact_path"]), algorithm.archive(trained.booster))
     for metric, value in sorted(trained.final_metrics.items()):
         log(f"#metrics {metric} = {value:.6f}")
     return {"metrics": trained.final_metrics}
@@ -155,13 +144,17 @@ def _transform(spec: dict[str, Any], conn: Any) -> dict[str, Any]:
             answer, _ = format_predictions(predictions, accept, content_type, model.container, batch=True)
             out.write(answer if answer.endswith(b"\n") or spec["assemble_with"] != "Line" else answer + b"\n")
             records += len(batch)
-        target_path = Path(target)
-        target_path.parent.mkdir(parents=True, exist_ok=True)
-        staged = target_path.with_name(f".{target_path.name}.partial")
-        staged.write_bytes(out.getvalue())
-        staged.replace(target_path)
+        _write(Path(target), out.getvalue())
         log(f"{Path(source).name}: {len(body)} bytes in, {out.tell()} bytes out")
     return {"records": records, "files": len(spec["files"])}
+
+
+def _write(target: Path, body: bytes) -> None:
+    """Whole or not at all: a reader of the output never sees half an object."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = target.with_name(f".{target.name}.partial")
+    staged.write_bytes(body)
+    staged.replace(target)
 
 
 def _batches(lines: list[bytes], max_bytes: int) -> list[list[bytes]]:

@@ -15,10 +15,13 @@ as the container's `SAGEMAKER_BATCH` mode does; JSON answers are `{"predictions"
 
 from __future__ import annotations
 
+import io
+import json
 import math
 import os
 import pickle
 import re
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -324,11 +327,15 @@ def train(
     return Trained(booster, final)
 
 
-def save(booster: Any, model_dir: Path) -> Path:
-    model_dir.mkdir(parents=True, exist_ok=True)
-    path = model_dir / MODEL_FILE
-    booster.save_model(str(path))
-    return path
+def archive(booster: Any) -> bytes:
+    """`model.tar.gz` as the container writes it: one `xgboost-model` file, in XGBoost's format."""
+    raw = bytes(booster.save_raw("ubj"))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo(MODEL_FILE)
+        info.size = len(raw)
+        tar.addfile(info, io.BytesIO(raw))
+    return buffer.getvalue()
 
 
 # ---- serving -------------------------------------------------------------------------------------------
@@ -340,9 +347,7 @@ class XGBoostModel:
     def __init__(self, booster: Any) -> None:
         self.booster = booster
         self.n_features = int(booster.num_features())
-        config = booster.save_config()
-        self.objective = re.search(r'"name":"([a-z:_]+)"', config.split('"objective"', 1)[-1])
-        self.objective_name = self.objective.group(1) if self.objective else ""
+        self.objective_name = str(json.loads(booster.save_config())["learner"]["objective"]["name"])
 
     def predict(self, rows: np.ndarray) -> list[Any]:
         import xgboost as xgb
