@@ -320,3 +320,21 @@ def test_a_huge_count_is_counted_without_being_stored_one_by_one(local: LocalSag
     assert sum(p["SampleCount"] for p in points) == 1e9 + 3
     assert sum(p["Sum"] for p in points) == 1e9 + 15
     assert max(p["Maximum"] for p in points) == 5.0
+
+
+def test_lists_filter_sort_and_page_alike(local: LocalSageMaker) -> None:
+    """One pager serves every List*: the control plane's lists honour the time bounds and refuse an
+    unknown SortBy as the jobs' lists do."""
+    sm = local.client("sagemaker")
+    for name in ("alpha", "beta", "gamma"):
+        sm.create_model(ModelName=name, PrimaryContainer={"Image": IMAGE}, ExecutionRoleArn=ROLE)
+    created = {m["ModelName"]: m["CreationTime"] for m in sm.list_models()["Models"]}
+    after = created["alpha"]
+    newer = sm.list_models(CreationTimeAfter=after, SortBy="Name", SortOrder="Ascending")["Models"]
+    assert [m["ModelName"] for m in newer] == sorted(n for n, t in created.items() if t > after)
+    first = sm.list_models(SortBy="Name", SortOrder="Ascending", MaxResults=2)
+    rest = sm.list_models(SortBy="Name", SortOrder="Ascending", MaxResults=2, NextToken=first["NextToken"])
+    assert [m["ModelName"] for m in first["Models"] + rest["Models"]] == ["alpha", "beta", "gamma"]
+    assert "NextToken" not in rest
+    assert _error(lambda: sm.list_models(SortBy="Status"))["Code"] == "ValidationException"
+    assert _error(lambda: sm.list_endpoints(MaxResults=101))["Code"] == "ValidationException"

@@ -24,6 +24,7 @@ from typing import Any
 
 from manager.local_sagemaker.capture import CapturePolicy
 from manager.local_sagemaker.jobs import Jobs
+from manager.local_sagemaker.listing import page, sorted_by
 from manager.local_sagemaker.logs import LogStore
 from manager.local_sagemaker.metrics import AlarmBook
 from manager.local_sagemaker.protocol import (
@@ -38,6 +39,7 @@ from manager.local_sagemaker.runtime import ArtifactError, LoadedModel, load_mod
 from manager.local_sagemaker.tags import TagBook
 
 MAX_VARIANTS = 10
+LIST_DEFAULT_MAX = 100  # what the control plane's lists have always returned without MaxResults
 BUSY_STATES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed")
 
 
@@ -259,7 +261,7 @@ class ControlPlane:
             {"ModelName": m["ModelName"], "ModelArn": m["ModelArn"], "CreationTime": m["CreationTime"]}
             for m in self.models.values()
         ]
-        return self._page(req, rows, "Models")
+        return page(req, rows, "Models", sorted_by("ModelName"), default_max=LIST_DEFAULT_MAX)
 
     # ---- endpoint configs -------------------------------------------------------------------
 
@@ -357,7 +359,9 @@ class ControlPlane:
             }
             for c in self.configs.values()
         ]
-        return self._page(req, rows, "EndpointConfigs")
+        return page(
+            req, rows, "EndpointConfigs", sorted_by("EndpointConfigName"), default_max=LIST_DEFAULT_MAX
+        )
 
     # ---- endpoints --------------------------------------------------------------------------
 
@@ -472,8 +476,14 @@ class ControlPlane:
             }
             for e in self.endpoints.values()
         ]
-        status = req.get("StatusEquals")
-        return self._page(req, [r for r in rows if not status or r["EndpointStatus"] == status], "Endpoints")
+        return page(
+            req,
+            rows,
+            "Endpoints",
+            sorted_by("EndpointName", "EndpointStatus"),
+            status_key="EndpointStatus",
+            default_max=LIST_DEFAULT_MAX,
+        )
 
     def _require_in_service(self, endpoint: Endpoint) -> None:
         if endpoint.status in BUSY_STATES:
@@ -804,29 +814,6 @@ class ControlPlane:
         return cached[1]
 
     # ---- listing ----------------------------------------------------------------------------
-
-    def _page(self, req: dict[str, Any], rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
-        contains = (req.get("NameContains") or "").lower()
-        name_key = next(iter(rows[0])) if rows else ""
-        rows = [r for r in rows if contains in str(r.get(name_key, "")).lower()]
-        reverse = req.get("SortOrder", "Descending") == "Descending"
-        by_name = req.get("SortBy") == "Name"
-        rows.sort(key=lambda r: r[name_key] if by_name else r["CreationTime"], reverse=reverse)
-        token, limit = req.get("NextToken") or "0", req.get("MaxResults", 100)
-        if not (isinstance(token, str) and token.isdigit()):
-            raise validation(f"NextToken {token!r} is not a token this service issued")
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100:
-            raise validation("MaxResults must be an integer between 1 and 100")
-        start = int(token)
-        page = rows[start : start + limit]
-        for r in page:
-            for t in ("CreationTime", "LastModifiedTime"):
-                if t in r:
-                    r[t] = iso(r[t])
-        out: dict[str, Any] = {key: page}
-        if start + limit < len(rows):
-            out["NextToken"] = str(start + limit)
-        return out
 
     # ---- persistence ------------------------------------------------------------------------
 

@@ -28,14 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from manager.local_sagemaker import tuning
+from manager.local_sagemaker.listing import page, sorted_by
 from manager.local_sagemaker.logs import LogStore
 from manager.local_sagemaker.protocol import (
     AwsError,
     check_instance_type,
     check_name,
-    iso,
     sagemaker_arn,
     validation,
+    wire_times,
 )
 from manager.local_sagemaker.runtime import ArtifactError, resolve_uri, s3_problem
 from manager.local_sagemaker.xgboost_algorithm import channel_files, is_xgboost_image
@@ -488,7 +489,7 @@ class Jobs:
         with self.lock:
             out = json.loads(json.dumps(job))
         out.pop("_nthread", None)
-        result: dict[str, Any] = _times(out)
+        result: dict[str, Any] = wire_times(out)
         return result
 
     def op_StopTrainingJob(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -523,7 +524,13 @@ class Jobs:
             }
             for j in list(self.training.values())
         ]
-        return page(req, rows, "TrainingJobSummaries", "TrainingJobStatus")
+        return page(
+            req,
+            rows,
+            "TrainingJobSummaries",
+            sorted_by("TrainingJobName", "TrainingJobStatus"),
+            status_key="TrainingJobStatus",
+        )
 
     # ---- tuning jobs ------------------------------------------------------------------------------------
 
@@ -724,7 +731,7 @@ class Jobs:
         job = self._tuning_job(req.get("HyperParameterTuningJobName"))
         with self.lock:
             out = json.loads(json.dumps({k: v for k, v in job.items() if not k.startswith("_")}))
-        result: dict[str, Any] = _times(out)
+        result: dict[str, Any] = wire_times(out)
         return result
 
     def op_StopHyperParameterTuningJob(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -756,35 +763,32 @@ class Jobs:
             }
             for j in list(self.tuning.values())
         ]
-        return page(req, rows, "HyperParameterTuningJobSummaries", "HyperParameterTuningJobStatus")
+        return page(
+            req,
+            rows,
+            "HyperParameterTuningJobSummaries",
+            sorted_by("HyperParameterTuningJobName", "HyperParameterTuningJobStatus"),
+            status_key="HyperParameterTuningJobStatus",
+        )
 
     def op_ListTrainingJobsForHyperParameterTuningJob(self, req: dict[str, Any]) -> dict[str, Any]:
         job = self._tuning_job(req.get("HyperParameterTuningJobName"))
         metric = job["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]["MetricName"]
         with self.lock:
             rows = [self._summary(n, metric) for n in job.get("_jobs", [])]
-        if req.get("StatusEquals"):
-            rows = [r for r in rows if r["TrainingJobStatus"] == req["StatusEquals"]]
-        sort_by = req.get("SortBy", "Name")
-        if sort_by not in ("Name", "CreationTime", "Status", "FinalObjectiveMetricValue"):
-            raise validation(
-                f"SortBy {sort_by!r} must be one of [Name, CreationTime, Status, FinalObjectiveMetricValue]"
-            )
-        keys = {
-            "Name": lambda r: r["TrainingJobName"],
-            "CreationTime": lambda r: r["CreationTime"],
-            "Status": lambda r: r["TrainingJobStatus"],
+        sorts = {
+            **sorted_by("TrainingJobName", "TrainingJobStatus"),
             "FinalObjectiveMetricValue": lambda r: r.get(
                 "FinalHyperParameterTuningJobObjectiveMetric", {}
             ).get("Value", float("-inf")),
         }
-        rows.sort(key=keys[sort_by], reverse=req.get("SortOrder", "Descending") == "Descending")
         return page(
-            {"MaxResults": req.get("MaxResults"), "NextToken": req.get("NextToken")},
+            req,
             rows,
             "TrainingJobSummaries",
-            None,
-            sort=False,
+            sorts,
+            status_key="TrainingJobStatus",
+            default_sort="Name",
         )
 
     # ---- batch transform --------------------------------------------------------------------------------
@@ -920,7 +924,7 @@ class Jobs:
     def op_DescribeTransformJob(self, req: dict[str, Any]) -> dict[str, Any]:
         job = self._transform_job(req.get("TransformJobName"))
         with self.lock:
-            result: dict[str, Any] = _times(json.loads(json.dumps(job)))
+            result: dict[str, Any] = wire_times(json.loads(json.dumps(job)))
         return result
 
     def op_StopTransformJob(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -945,72 +949,14 @@ class Jobs:
             }
             for j in list(self.transform.values())
         ]
-        return page(req, rows, "TransformJobSummaries", "TransformJobStatus")
+        return page(
+            req,
+            rows,
+            "TransformJobSummaries",
+            sorted_by("TransformJobName", "TransformJobStatus"),
+            status_key="TransformJobStatus",
+        )
 
 
 class JobInputError(Exception):
     """A job cannot read its input: the message is the whole FailureReason."""
-
-
-TIME_FIELDS = ("Time", "StartTime", "EndTime", "Timestamp")
-
-
-def _times(value: Any) -> Any:
-    """Epoch floats in the job record become datetimes on the wire (as AWS's timestamps)."""
-    if isinstance(value, dict):
-        return {
-            k: iso(v)
-            if isinstance(v, int | float) and not isinstance(v, bool) and k.endswith(TIME_FIELDS)
-            else _times(v)
-            for k, v in value.items()
-            if v is not None
-        }
-    if isinstance(value, list):
-        return [_times(v) for v in value]
-    return value
-
-
-def page(
-    req: dict[str, Any], rows: list[dict[str, Any]], key: str, status_key: str | None, sort: bool = True
-) -> dict[str, Any]:
-    """List* filters and pages: NameContains, StatusEquals, Creation/LastModifiedTime bounds, SortBy,
-    SortOrder, MaxResults (1-100), NextToken."""
-    max_results = req.get("MaxResults") or 10
-    if not isinstance(max_results, int) or not 1 <= max_results <= 100:
-        raise validation(
-            f"1 validation error detected: Value '{max_results}' at 'maxResults' failed to satisfy "
-            "constraint: Member must have value less than or equal to 100"
-        )
-    name_key = next(iter(rows[0])) if rows else ""
-    contains = str(req.get("NameContains") or "").lower()
-    rows = [r for r in rows if contains in str(r.get(name_key, "")).lower()]
-    if status_key and req.get("StatusEquals"):
-        rows = [r for r in rows if r.get(status_key) == req["StatusEquals"]]
-    bounds: tuple[tuple[str, Callable[[dict[str, Any], float], bool]], ...] = (
-        ("CreationTimeAfter", lambda r, t: r["CreationTime"] > t),
-        ("CreationTimeBefore", lambda r, t: r["CreationTime"] < t),
-        ("LastModifiedTimeAfter", lambda r, t: r.get("LastModifiedTime", 0) > t),
-        ("LastModifiedTimeBefore", lambda r, t: r.get("LastModifiedTime", 0) < t),
-    )
-    for field, test in bounds:
-        if req.get(field) is not None:
-            bound = float(req[field])
-            rows = [r for r in rows if test(r, bound)]
-    if sort:
-        sort_by = req.get("SortBy", "CreationTime")
-        if sort_by not in ("Name", "CreationTime", "Status"):
-            raise validation(f"SortBy {sort_by!r} must be one of [Name, CreationTime, Status]")
-        field_for = {"Name": name_key, "CreationTime": "CreationTime", "Status": status_key or name_key}
-        rows.sort(
-            key=lambda r: r[field_for[sort_by]], reverse=req.get("SortOrder", "Descending") == "Descending"
-        )
-    start = 0
-    if req.get("NextToken"):
-        try:
-            start = int(str(req["NextToken"]))
-        except ValueError:
-            raise validation("Invalid pagination token") from None
-    out: dict[str, Any] = {key: _times(rows[start : start + max_results])}
-    if start + max_results < len(rows):
-        out["NextToken"] = str(start + max_results)
-    return out

@@ -44,6 +44,25 @@ def iso(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+TIME_FIELDS = ("Time", "StartTime", "EndTime", "Timestamp")
+
+
+def wire_times(value: Any) -> Any:
+    """A record as sent: epoch numbers in its `...Time`/`Timestamp` fields become timestamps, and
+    fields that are None are left out, as AWS leaves out what is not set."""
+    if isinstance(value, dict):
+        return {
+            k: iso(v)
+            if isinstance(v, int | float) and not isinstance(v, bool) and k.endswith(TIME_FIELDS)
+            else wire_times(v)
+            for k, v in value.items()
+            if v is not None
+        }
+    if isinstance(value, list):
+        return [wire_times(v) for v in value]
+    return value
+
+
 def check_name(field_name: str, value: Any, limit: int = 63) -> str:
     """A SageMaker resource name (63 characters; 32 for tuning jobs), refused in AWS's words."""
     if not isinstance(value, str) or not value:
