@@ -3,7 +3,9 @@ failure in AWS's shape (error code, message, or the job's FailureReason)."""
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -338,3 +340,45 @@ def test_lists_filter_sort_and_page_alike(local: LocalSageMaker) -> None:
     assert "NextToken" not in rest
     assert _error(lambda: sm.list_models(SortBy="Status"))["Code"] == "ValidationException"
     assert _error(lambda: sm.list_endpoints(MaxResults=101))["Code"] == "ValidationException"
+
+
+def test_state_is_saved_from_many_threads_at_once(local: LocalSageMaker) -> None:
+    """Job threads and request handlers save at the same moments; each save used to go through one
+    shared temporary file, so one thread's rename could find it gone and kill that job's thread."""
+    jobs, control = local.control.jobs, local.control
+    errors: list[BaseException] = []
+
+    def hammer() -> None:
+        try:
+            for _ in range(100):
+                jobs.save()
+                control._save()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert json.loads((local.state_dir / "jobs.json").read_text()).keys() == {
+        "training",
+        "transform",
+        "tuning",
+    }
+    assert not list(local.state_dir.glob(".*.partial"))
+
+
+def test_a_bug_inside_a_job_fails_the_job_instead_of_hanging_it(
+    local: LocalSageMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(uri: str) -> list[Path]:
+        raise RuntimeError("a bug in the host")
+
+    monkeypatch.setattr(local.control.jobs, "_s3_files", broken)  # stands in for any bug in a job thread
+    sm = local.client("sagemaker")
+    sm.create_training_job(**_job("victim", {"num_round": "3"}))
+    described = _finished(sm, "victim")
+    assert described["TrainingJobStatus"] == "Failed"
+    assert described["FailureReason"] == "InternalServerError: RuntimeError: a bug in the host"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import re
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from manager.local_sagemaker.capture import CapturePolicy
+from manager.local_sagemaker.files import atomic_write
 from manager.local_sagemaker.jobs import Jobs
 from manager.local_sagemaker.listing import page, sorted_by
 from manager.local_sagemaker.logs import LogStore
@@ -171,6 +172,7 @@ class ControlPlane:
         self._capture_cache: dict[int, tuple[dict[str, Any] | None, CapturePolicy | None]] = {}
         # Told when an endpoint is deleted (the host closes its capture files).
         self.on_endpoint_gone: Callable[[str], None] = lambda _name: None
+        self._save_lock = threading.Lock()
         self.tagbook = TagBook(self._exists)
         self.logs = LogStore(state_dir / "logs", region)
         self._restore()
@@ -822,6 +824,12 @@ class ControlPlane:
         return self.state_dir / "state.json"
 
     def _save(self) -> None:
+        """Called from request handlers and from job threads (tags): one writer at a time, so the
+        file always holds the newest state."""
+        with self._save_lock:
+            self._write_state()
+
+    def _write_state(self) -> None:
         state = {
             "models": self.models,
             "configs": self.configs,
@@ -834,9 +842,7 @@ class ControlPlane:
                 for e in self.endpoints.values()
             ],
         }
-        tmp = self._state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, default=str))
-        os.replace(tmp, self._state_file)
+        atomic_write(self._state_file, json.dumps(state, default=str))
 
     def _restore(self) -> None:
         """Reload what a previous run persisted; reload every served model before serving."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import signal
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from manager.local_sagemaker import tuning
+from manager.local_sagemaker.files import atomic_write
 from manager.local_sagemaker.listing import page, sorted_by
 from manager.local_sagemaker.logs import LogStore
 from manager.local_sagemaker.protocol import (
@@ -49,6 +51,7 @@ STATUS_KEY = {
     "transform": "TransformJobStatus",
     "tuning": "HyperParameterTuningJobStatus",
 }
+log = logging.getLogger("local_sagemaker")
 TRAINING_COUNTERS = ("Completed", "InProgress", "RetryableError", "NonRetryableError", "Stopped")
 TUNING_NAME_LIMIT = 32
 
@@ -163,13 +166,13 @@ class Jobs:
         return self.state_dir / "jobs.json"
 
     def save(self) -> None:
+        """From every job's thread: the snapshot and its write under one lock, so an older snapshot
+        never lands after a newer one."""
         with self.lock:
             text = json.dumps(
                 {"training": self.training, "transform": self.transform, "tuning": self.tuning}, default=str
             )
-        tmp = self._file().with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(self._file())
+            atomic_write(self._file(), text)
 
     def _restore(self) -> None:
         try:
@@ -279,8 +282,28 @@ class Jobs:
         finally:
             self.slots.release()
 
-    def _thread(self, target: Callable[[], None], name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
+    def _thread(self, work: Callable[[], None], kind: str, job: dict[str, Any]) -> None:
+        """Run a job's life in its own thread. A bug there fails the job, with the reason, rather
+        than leaving it InProgress for ever."""
+        status_key = STATUS_KEY[kind]
+
+        def guarded() -> None:
+            try:
+                work()
+            except Exception as exc:  # any bug: the job must still end, and say why
+                log.exception("%s job failed inside the host", kind)
+                reason = f"InternalServerError: {type(exc).__name__}: {exc}"
+                with self.lock:
+                    if job[status_key] not in FINAL:
+                        job[status_key] = "Failed"
+                        job["FailureReason"] = reason
+                        if kind == "training":
+                            self._secondary(job, "Failed", reason, time.time())
+                with contextlib.suppress(Exception):
+                    self.save()
+
+        name = job.get("TrainingJobName") or job.get("TransformJobName") or job["HyperParameterTuningJobName"]
+        thread = threading.Thread(target=guarded, name=f"{kind}-{name}", daemon=True)
         self.threads.append(thread)
         thread.start()
 
@@ -400,11 +423,12 @@ class Jobs:
             job["_tuned"] = tuned or {}
             job["_nthread"] = nthread
         self._secondary(job, "Starting", "Preparing the instances for training", now)
-        self.tag(arn, req.get("Tags") or [])  # refused before the job exists, or kept with it
+        if req.get("Tags"):  # refused before the job exists, or kept with it
+            self.tag(arn, req["Tags"])
         with self.lock:
             self.training[name] = job
         self.save()
-        self._thread(lambda: self._train(name, artifact), f"training-{name}")
+        self._thread(lambda: self._train(name, artifact), "training", job)
         return arn
 
     def _train(self, name: str, artifact: str) -> None:
@@ -576,11 +600,12 @@ class Jobs:
         }
         if req.get("WarmStartConfig"):
             raise validation("WarmStartConfig is not supported by the local SageMaker")
-        self.tag(arn, req.get("Tags") or [])  # refused before the job exists, or kept with it
+        if req.get("Tags"):  # refused before the job exists, or kept with it
+            self.tag(arn, req["Tags"])
         with self.lock:
             self.tuning[name] = job
         self.save()
-        self._thread(lambda: self._tune(name, plan), f"tuning-{name}")
+        self._thread(lambda: self._tune(name, plan), "tuning", job)
         return {"HyperParameterTuningJobArn": arn}
 
     def _tune(self, name: str, plan: tuning.Plan) -> None:
@@ -859,11 +884,12 @@ class Jobs:
         }
         if processing:
             job["DataProcessing"] = processing
-        self.tag(arn, req.get("Tags") or [])  # refused before the job exists, or kept with it
+        if req.get("Tags"):  # refused before the job exists, or kept with it
+            self.tag(arn, req["Tags"])
         with self.lock:
             self.transform[name] = job
         self.save()
-        self._thread(lambda: self._transform(name, model), f"transform-{name}")
+        self._thread(lambda: self._transform(name, model), "transform", job)
         return {"TransformJobArn": arn}
 
     def _transform(self, name: str, model: dict[str, Any]) -> None:

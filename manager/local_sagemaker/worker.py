@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from manager.local_sagemaker import xgboost_algorithm as algorithm
+from manager.local_sagemaker.files import atomic_write
 from manager.local_sagemaker.runtime import PayloadError, format_predictions, load_model, parse_rows
 
 # Imported once by the launcher, so that a forked job does not pay for it; without the `sagemaker`
@@ -98,7 +99,7 @@ def _training(spec: dict[str, Any], conn: Any) -> dict[str, Any]:
     log(f"Hyperparameters: {json.dumps(spec['hyperparameters'], sort_keys=True)}")
     trained = algorithm.train(spec["hyperparameters"], channels, log, spec.get("nthread"))
     conn.send(("status", "Uploading", "Uploading generated training model"))
-    _write(Path(spec["artifact_path"]), algorithm.archive(trained.booster))
+    atomic_write(Path(spec["artifact_path"]), algorithm.archive(trained.booster))
     for metric, value in sorted(trained.final_metrics.items()):
         log(f"#metrics {metric} = {value:.6f}")
     return {"metrics": trained.final_metrics}
@@ -144,17 +145,9 @@ def _transform(spec: dict[str, Any], conn: Any) -> dict[str, Any]:
             answer, _ = format_predictions(predictions, accept, content_type, model.container, batch=True)
             out.write(answer if answer.endswith(b"\n") or spec["assemble_with"] != "Line" else answer + b"\n")
             records += len(batch)
-        _write(Path(target), out.getvalue())
+        atomic_write(Path(target), out.getvalue())
         log(f"{Path(source).name}: {len(body)} bytes in, {out.tell()} bytes out")
     return {"records": records, "files": len(spec["files"])}
-
-
-def _write(target: Path, body: bytes) -> None:
-    """Whole or not at all: a reader of the output never sees half an object."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = target.with_name(f".{target.name}.partial")
-    staged.write_bytes(body)
-    staged.replace(target)
 
 
 def _batches(lines: list[bytes], max_bytes: int) -> list[list[bytes]]:
