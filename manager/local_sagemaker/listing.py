@@ -64,7 +64,9 @@ def page(
     for field, column, keep in BOUNDS:
         if req.get(field) is not None:
             bound = float(req[field])
-            rows = [r for r in rows if column in r and keep(r[column], bound)]
+            # Times go out in milliseconds (as AWS's do) and come back as bounds in milliseconds, so
+            # they are compared at that precision: a bound equal to a time read back excludes it.
+            rows = [r for r in rows if column in r and keep(round(r[column], 3), round(bound, 3))]
     rows = sorted(rows, key=sorts[sort_by], reverse=req.get("SortOrder", "Descending") == "Descending")
     start = int(token)
     out: dict[str, Any] = {key: wire_times(rows[start : start + limit])}

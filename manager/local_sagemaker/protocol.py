@@ -111,7 +111,7 @@ def check_instance_type(shape: str, field: str, value: Any) -> str:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.timestamp()
+        return round(value.timestamp(), 3)  # AWS's JSON times carry milliseconds, no finer
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
