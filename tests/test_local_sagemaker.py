@@ -175,8 +175,15 @@ def test_public_ab_flow(sm: Any, rt: Any, cw: Any, artifacts: dict[str, Path]) -
     assert _metric_sum(cw, "ep", "B", "Invocation5XXErrors") == 0
     assert _metric_sum(cw, "ep", "A", "ModelLatency", "SampleCount") == total_a
 
-    # 8. delete everything
+    # 8. delete everything: the endpoint shows Deleting, stops answering, then is gone, as on AWS,
+    # where a user waits with the endpoint_deleted waiter
     sm.delete_endpoint(EndpointName="ep")
+    assert sm.describe_endpoint(EndpointName="ep")["EndpointStatus"] == "Deleting"
+    with pytest.raises(ClientError, match="not in service"):
+        rt.invoke_endpoint(EndpointName="ep", ContentType="text/csv", Body=first_row())
+    sm.get_waiter("endpoint_deleted").wait(
+        EndpointName="ep", WaiterConfig={"Delay": 0.05, "MaxAttempts": 200}
+    )
     for config in ("ep-c1", "ep-c2"):
         sm.delete_endpoint_config(EndpointConfigName=config)
     for model in ("logistic", "prior"):

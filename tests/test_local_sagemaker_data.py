@@ -253,7 +253,7 @@ def test_cloudwatch_over_aws_json_10(
 
     with pytest.raises(ClientError) as info:
         cw.get_metric_data(MetricDataQueries=[_query("Invocations", "bogus")], **_window())
-    assert info.value.response["Error"]["Code"] == "InvalidParameterValue"
+    assert info.value.response["Error"]["Code"] == "ValidationError"
 
 
 def test_serve_command_prints_a_url_boto3_can_use(tmp_path: Path) -> None:

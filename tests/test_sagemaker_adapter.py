@@ -164,6 +164,22 @@ def test_busy_endpoint_is_not_now(env: Env) -> None:
         env.platform.update_endpoint("ep", "c2")
 
 
+def test_a_deleting_endpoint_is_not_now_and_its_name_is_free_once_gone(env: Env) -> None:
+    """SageMaker keeps a deleted endpoint Deleting for a while; creating its name again meanwhile is
+    not a conflict with another spec, only too early (moto deletes at once, so only the wait runs)."""
+    _two_variant_endpoint(env)
+    env.platform.ensure_endpoint_config(_config("c2", VariantSpec("only", "base", "ml.m5.large")))
+    env.platform.delete_endpoint("ep")
+    if env.kind == "local":
+        assert env.platform._require("ep").status == "Deleting"
+        with pytest.raises(NotNow, match="still Deleting"):
+            env.platform.create_endpoint("ep", "c2")
+    traffic.wait_gone(env.platform, "ep", timeout=10, poll=0.02)
+    assert env.platform.describe("ep") is None
+    env.platform.create_endpoint("ep", "c2")
+    assert env.settle("ep").config_name == "c2"
+
+
 def test_config_in_use_or_pending_is_never_deleted(env: Env) -> None:
     _two_variant_endpoint(env)
     env.platform.ensure_endpoint_config(_config("spare", VariantSpec("a", "base", "ml.m5.large")))

@@ -264,4 +264,5 @@ def test_sdk_xgboost_workflow(
     ab.delete_endpoint()
     for name in ("sdk-first", "sdk-best-model"):
         session.delete_model(name)
-    assert session.sagemaker_client.list_endpoints()["Endpoints"] == []
+    # A deleted endpoint shows Deleting for a moment, then is gone.
+    until(lambda: session.sagemaker_client.list_endpoints()["Endpoints"] == [], "the endpoints to go")

@@ -355,7 +355,11 @@ def forget(app: AppContext, name: str, reason: str, delete_endpoint: bool) -> No
 
         platform = SageMakerPlatform.connect()
     endpoints.forget(app.database(), platform, name, app.actor, reason)
-    deleted = " and deleted on SageMaker" if delete_endpoint else " (SageMaker's endpoint is untouched)"
+    deleted = (
+        " and its SageMaker endpoint is being deleted (it shows Deleting until gone)"
+        if delete_endpoint
+        else " (SageMaker's endpoint is untouched)"
+    )
     click.echo(f"endpoint {name} is no longer managed{deleted}")
 
 

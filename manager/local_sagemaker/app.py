@@ -180,8 +180,7 @@ class Host:
         payload, out_type = format_predictions(predictions, accept, content_type, model.container)
         return 200, payload, out_type, (time.perf_counter() - t0) * 1e6
 
-    @staticmethod
-    def _answer(route: VariantRoute, status: int, payload: bytes, out_type: str) -> Response:
+    def _answer(self, route: VariantRoute, status: int, payload: bytes, out_type: str) -> Response:
         variant_header = {"x-Amzn-Invoked-Production-Variant": route.variant}
         if status == 200:
             return Response(payload, media_type=out_type, headers=variant_header)
@@ -194,11 +193,19 @@ class Host:
             status=424,
             OriginalStatusCode=status,
             OriginalMessage=original,
-            LogStreamArn=f"arn:aws:logs:local:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/{route.endpoint}",
+            LogStreamArn=f"arn:aws:logs:{self.control.region}:{ACCOUNT}:log-group:"
+            f"/aws/sagemaker/Endpoints/{route.endpoint}",
         )
-        response = Host._runtime_error(error)
-        response.headers.update(variant_header)
-        return response
+        # AWS's ModelError body names the kind of failure in ErrorCode (CLIENT_ERROR_FROM_MODEL for
+        # a 4xx from the container; the 5xx spelling follows it) and the type in x-amzn-errortype.
+        body = {
+            "ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",
+            "Message": error.message,
+            **error.fields,
+        }
+        return JSONResponse(
+            body, status_code=error.status, headers={"x-amzn-errortype": error.code, **variant_header}
+        )
 
     @staticmethod
     def _runtime_error(error: AwsError) -> Response:
@@ -259,7 +266,7 @@ class Host:
         return JSONResponse(
             {
                 "status": "ok",
-                "endpoints": {n: e.status for n, e in self.control.endpoints.items()},
+                "endpoints": {n: e.status for n, e in self.control.endpoints.table.items()},
                 "models_loaded": sorted({m.name for m in self.control.loaded.values()}),
             }
         )

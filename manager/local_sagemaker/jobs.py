@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from manager.local_sagemaker import tuning
+from manager.local_sagemaker.book import find
 from manager.local_sagemaker.files import atomic_write
 from manager.local_sagemaker.listing import page, sorted_by
 from manager.local_sagemaker.logs import LogStore
+from manager.local_sagemaker.models import container
 from manager.local_sagemaker.protocol import (
     AwsError,
     check_instance_type,
@@ -112,12 +114,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _find(table: dict[str, dict[str, Any]], name: Any) -> dict[str, Any] | None:
-    """A job by name: names that differ only in case are one name, as on AWS."""
-    key = str(name).lower()
-    return next((job for n, job in table.items() if n.lower() == key), None)
 
 
 def _s3_uri(field: str, value: Any) -> str:
@@ -328,7 +324,7 @@ class Jobs:
         nthread: int | None = None,
     ) -> str:
         with self.lock:
-            if _find(self.training, name):
+            if find(self.training, name):
                 raise AwsError(
                     "ResourceInUse",
                     f"Training job names must be unique within an AWS account and region, "
@@ -499,7 +495,7 @@ class Jobs:
         self.save()
 
     def _training_job(self, name: Any) -> dict[str, Any]:
-        job = _find(self.training, name)
+        job = find(self.training, name)
         if job is None:
             raise AwsError(
                 "ValidationException",
@@ -562,7 +558,7 @@ class Jobs:
         name = check_name(
             "hyperParameterTuningJobName", req.get("HyperParameterTuningJobName"), TUNING_NAME_LIMIT
         )
-        if _find(self.tuning, name):
+        if find(self.tuning, name):
             raise AwsError(
                 "ResourceInUse",
                 f"Hyperparameter tuning job {self.arn('hyper-parameter-tuning-job', name)} already exists",
@@ -747,7 +743,7 @@ class Jobs:
         self.save()
 
     def _tuning_job(self, name: Any) -> dict[str, Any]:
-        job = _find(self.tuning, name)
+        job = find(self.tuning, name)
         if job is None:
             raise AwsError("ResourceNotFound", f"Amazon SageMaker can't find a tuning job with name {name}")
         return job
@@ -820,7 +816,7 @@ class Jobs:
 
     def op_CreateTransformJob(self, req: dict[str, Any]) -> dict[str, Any]:
         name = check_name("transformJobName", req.get("TransformJobName"))
-        if _find(self.transform, name):
+        if find(self.transform, name):
             raise AwsError(
                 "ResourceInUse",
                 "Job name must be unique within an AWS account and region, and a job with this name "
@@ -895,7 +891,7 @@ class Jobs:
     def _transform(self, name: str, model: dict[str, Any]) -> None:
         job = self.transform[name]
         stream = (TRANSFORM_LOGS, f"{name}/i-{abs(hash(name)) % 16**8:08x}-{int(job['CreationTime'])}")
-        container = model["PrimaryContainer"]
+        served = container(model)
         try:
             uri = job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
             files = self._s3_files(uri)
@@ -907,9 +903,9 @@ class Jobs:
                 job["TransformStartTime"] = time.time()
             spec = {
                 "model_name": model["ModelName"],
-                "model_data_url": container.get("ModelDataUrl"),
-                "image": container.get("Image"),
-                "environment": {**(container.get("Environment") or {}), **job["Environment"]},
+                "model_data_url": served.get("ModelDataUrl"),
+                "image": served.get("Image"),
+                "environment": {**(served.get("Environment") or {}), **job["Environment"]},
                 "s3_root": str(self.s3_root),
                 "cache": str(self.state_dir / "artifacts"),
                 "content_type": job["TransformInput"].get("ContentType", "text/csv"),
@@ -942,7 +938,7 @@ class Jobs:
         self.save()
 
     def _transform_job(self, name: Any) -> dict[str, Any]:
-        job = _find(self.transform, name)
+        job = find(self.transform, name)
         if job is None:
             raise validation(f"Could not find requested job with name {name}")
         return job

@@ -41,7 +41,13 @@ Key = tuple[str, str, str]  # endpoint, variant, metric
 
 
 def invalid(message: str) -> AwsError:
+    """GetMetricStatistics' and PutMetricData's bad-value error."""
     return AwsError("InvalidParameterValue", message)
+
+
+def rejected(message: str) -> AwsError:
+    """GetMetricData's: AWS answers its bad requests with the generic ValidationError."""
+    return AwsError("ValidationError", message)
 
 
 @dataclass
@@ -177,7 +183,7 @@ class MetricStore:
 def check_stat(stat: str) -> str:
     if stat in _BASIC or _PERCENTILE.match(stat):
         return stat
-    raise invalid(
+    raise rejected(
         f"The value {stat} for parameter Stat is not supported by the local SageMaker; "
         f"use {', '.join(_BASIC)} or pNN"
     )
@@ -187,11 +193,17 @@ def get_metric_data(store: MetricStore, request: dict[str, Any]) -> dict[str, An
     """GetMetricData for MetricStat queries on AWS/SageMaker (no metric math)."""
     queries = request.get("MetricDataQueries") or []
     if not 1 <= len(queries) <= 500:
-        raise invalid("MetricDataQueries must hold between 1 and 500 queries")
+        raise rejected("The collection MetricDataQueries must hold between 1 and 500 items.")
+    ids = [q.get("Id") for q in queries]
+    if len(set(map(str, ids))) < len(ids):
+        raise rejected("The values for parameter id in MetricDataQueries are not unique.")
     start = as_datetime(request.get("StartTime"), "StartTime")
     end = as_datetime(request.get("EndTime"), "EndTime")
-    if start >= end:
-        raise invalid("The parameter StartTime must be less than the parameter EndTime.")
+    # AWS's wording, as moto copies it.
+    if start == end:
+        raise rejected("The parameter StartTime must not equal parameter EndTime.")
+    if start > end:
+        raise rejected("The parameter EndTime must be greater than StartTime.")
     newest_first = request.get("ScanBy", "TimestampDescending") == "TimestampDescending"
     limit = int(request.get("MaxDatapoints") or MAX_DATAPOINTS)
     offset = _decode_token(request.get("NextToken"))
@@ -228,20 +240,22 @@ def _run_query(
 ) -> tuple[str, list[tuple[int, float]]]:
     query_id = query.get("Id")
     if not isinstance(query_id, str) or not re.match(r"^[a-z][a-zA-Z0-9_]*$", query_id):
-        raise invalid(
-            f"Invalid Id {query_id!r}: it must start with a lowercase letter and hold "
-            "only letters, digits and underscores"
+        raise rejected(
+            f"Invalid metric data query id {query_id}: it must start with a lowercase letter and hold "
+            "only letters, digits and underscores."
         )
     if "Expression" in query:
-        raise invalid("metric math expressions are not supported by the local SageMaker")
+        raise rejected("Metric math expressions are not supported by the local SageMaker.")
     stat_spec = query.get("MetricStat")
     if not stat_spec:
-        raise invalid(f"query {query_id} needs a MetricStat")
+        raise rejected(f"The metric data query {query_id} must have either a MetricStat or an Expression.")
     metric = stat_spec.get("Metric") or {}
     stat = check_stat(str(stat_spec.get("Stat", "")))
     period = int(stat_spec.get("Period") or 0)
     if period not in (1, 5, 10, 20, 30) and (period <= 0 or period % 60):
-        raise invalid("Period must be 1, 5, 10, 20, 30 or a multiple of 60 seconds")
+        raise rejected(
+            f"The Period of metric data query {query_id} must be 1, 5, 10, 20, 30 or a multiple of 60."
+        )
     name = metric.get("MetricName", "")
     dims = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
     label = name
@@ -356,7 +370,7 @@ def _decode_token(token: str | None) -> int:
     try:
         return int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
     except (ValueError, KeyError, TypeError):
-        raise invalid("NextToken is not one this host issued") from None
+        raise AwsError("InvalidNextToken", "The service couldn't process the NextToken provided.") from None
 
 
 @dataclass

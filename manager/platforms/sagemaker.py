@@ -423,6 +423,8 @@ class SageMakerPlatform:
                 if "already existing" not in str(exc):
                     raise
                 state = self._require(name)
+        if state.status == "Deleting":  # the name is free again once SageMaker has finished
+            raise NotNow(f"endpoint {name} is still Deleting")
         if config_name not in (state.config_name, state.pending_config):
             raise SpecConflict(
                 f"endpoint {name} exists and serves config {state.config_name}, not {config_name}"

@@ -78,3 +78,13 @@ def wait_for(
         if time.monotonic() >= deadline:
             raise PlatformError(f"endpoint {endpoint} is still {state.status} after {timeout:g} s")
         time.sleep(poll)
+
+
+def wait_gone(platform: EndpointPlatform, endpoint: str, timeout: float, poll: float = 2.0) -> None:
+    """For the CLI only: a deleted endpoint stays `Deleting` for a while on SageMaker, and its name
+    cannot be used again until it is gone; wait for that (any other state returns at once)."""
+    deadline = time.monotonic() + timeout
+    while (state := platform.describe(endpoint)) is not None and state.status == "Deleting":
+        if time.monotonic() >= deadline:
+            raise PlatformError(f"endpoint {endpoint} is still Deleting after {timeout:g} s")
+        time.sleep(poll)

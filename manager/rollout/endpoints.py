@@ -23,7 +23,7 @@ from manager.platforms.base import (
     PlatformError,
     VariantSpec,
 )
-from manager.platforms.traffic import wait_for
+from manager.platforms.traffic import wait_for, wait_gone
 from manager.registry import attest, models
 from manager.registry.rollouts import active_on
 from manager.registry.tables import AuditEvent, Endpoint, EndpointConfig, ModelVersion, Rollout
@@ -149,7 +149,9 @@ def create_and_wait(
     on_poll: Callable[[EndpointState], None] | None = None,
     **options: Any,
 ) -> EndpointState:
-    """`create`, wait until the platform has decided, `settle`; a failure raises with SageMaker's reason."""
+    """`create`, wait until the platform has decided, `settle`; a failure raises with SageMaker's reason.
+    An endpoint of that name still being deleted (just forgotten) is waited for first."""
+    wait_gone(platform, name, timeout, poll)
     create(database, platform, name, model_ref, actor, **options)
     state = wait_for(platform, name, lambda s: not s.busy, timeout, poll, on_poll, raise_broken=False)
     if settle(database, state, actor) == "failed":

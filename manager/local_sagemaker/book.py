@@ -1,0 +1,38 @@
+"""What every table of SageMaker resources shares: lookup by name in any case, ARNs, and the
+host's clock, tags and save."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from manager.local_sagemaker.protocol import sagemaker_arn
+from manager.local_sagemaker.tags import TagBook
+
+T = TypeVar("T")
+
+
+@dataclass
+class Shared:
+    """The host's parts a resource table uses: its region (for ARNs), its clock, its tags, and
+    `save`, which persists the whole control plane."""
+
+    region: str
+    clock: Callable[[], float]
+    save: Callable[[], None]
+    tags: TagBook
+
+    def arn(self, kind: str, name: str) -> str:
+        return sagemaker_arn(self.region, kind, name)
+
+
+def find(table: dict[str, T], name: Any) -> T | None:
+    """An entry by name. Names that differ only in case are one name, as on AWS: an entry keeps
+    the spelling it was created with and is found by any other."""
+    key = str(name)
+    hit = table.get(key)  # the spelling it was created with: the common case stays a dict lookup
+    if hit is not None:
+        return hit
+    key = key.lower()
+    return next((entry for n, entry in table.items() if n.lower() == key), None)

@@ -1,0 +1,679 @@
+"""SageMaker endpoints: their life cycles, traffic shifts, and where each request goes.
+
+State changes that take time on AWS take time here too: an endpoint is Creating, then InService;
+an update is Updating while the new fleet loads, then shifts traffic (all at once, canary or
+linear, with bake times) and swaps the config; a deleted endpoint is Deleting for a moment, then
+gone. Transitions are computed from the clock whenever the host is asked anything (`advance`), so
+pollers see every intermediate state.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from manager.local_sagemaker.book import Shared, find
+from manager.local_sagemaker.capture import CapturePolicy
+from manager.local_sagemaker.configs import Configs, finite
+from manager.local_sagemaker.listing import page, sorted_by
+from manager.local_sagemaker.metrics import AlarmBook
+from manager.local_sagemaker.models import LIST_DEFAULT_MAX, Models, container
+from manager.local_sagemaker.protocol import ACCOUNT, AwsError, check_name, iso, validation
+from manager.local_sagemaker.runtime import ArtifactError, LoadedModel, load_model
+
+BUSY_STATES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed")
+
+log = logging.getLogger("local_sagemaker")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Variant | ShiftPoint):
+        return asdict(value)
+    return value
+
+
+@dataclass
+class Variant:
+    name: str
+    model_name: str
+    instance_type: str | None
+    weight: float
+    desired_weight: float
+    count: int
+    desired_count: int
+    shadow: bool = False
+
+    def summary(self, status: str | None = None, since: float | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "VariantName": self.name,
+            "CurrentWeight": self.weight,
+            "DesiredWeight": self.desired_weight,
+            "CurrentInstanceCount": self.count,
+            "DesiredInstanceCount": self.desired_count,
+        }
+        if status:
+            out["VariantStatus"] = [{"Status": status, "StartTime": iso(since or time.time())}]
+        return out
+
+
+@dataclass
+class ShiftPoint:
+    """From `at` seconds after the new fleet is ready, `fraction` of traffic goes to it."""
+
+    at: float
+    fraction: float
+
+
+@dataclass
+class Pending:
+    kind: str  # create | update | weights | rollback | delete
+    started: float
+    ready_at: float
+    config_name: str | None = None
+    variants: list[Variant] = field(default_factory=list)
+    shadows: list[Variant] = field(default_factory=list)
+    capture: dict[str, Any] | None = None
+    steps: list[ShiftPoint] = field(default_factory=list)
+    bake_until: float = 0.0  # seconds after ready_at when the update completes
+    alarms: list[str] = field(default_factory=list)
+    deployment_config: dict[str, Any] | None = None
+    failure: str | None = None  # for rollback: why
+    load: Future[dict[str, LoadedModel]] | None = field(default=None, repr=False)
+
+    def fraction(self, now: float) -> float:
+        elapsed = now - self.ready_at
+        current = 0.0
+        for step in self.steps:
+            if elapsed >= step.at:
+                current = step.fraction
+        return current
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "load"}
+
+
+@dataclass
+class Endpoint:
+    name: str
+    arn: str
+    config_name: str
+    status: str
+    created: float
+    modified: float
+    variants: list[Variant] = field(default_factory=list)
+    shadows: list[Variant] = field(default_factory=list)
+    capture: dict[str, Any] | None = None
+    failure_reason: str | None = None
+    last_deployment_config: dict[str, Any] | None = None
+    pending: Pending | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one request goes: the variant, its model, and what else to do with it."""
+
+    endpoint: str
+    variant: str
+    model: LoadedModel
+    capture: CapturePolicy | None
+    shadows: tuple[tuple[str, LoadedModel], ...]
+
+
+class Endpoints:
+    kind = "endpoint"
+
+    def __init__(
+        self,
+        shared: Shared,
+        models: Models,
+        configs: Configs,
+        alarms: AlarmBook,
+        state_dir: Path,
+        s3_root: Path,
+        delay: float,
+        seed: int | None = None,
+    ) -> None:
+        self.shared = shared
+        self.models = models
+        self.configs = configs
+        self.alarms = alarms
+        self.state_dir = state_dir
+        self.s3_root = s3_root
+        self.delay = delay
+        self.table: dict[str, Endpoint] = {}
+        self.loaded: dict[str, LoadedModel] = {}
+        self.rng = random.Random(seed)
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-load")
+        self._capture_cache: dict[int, tuple[dict[str, Any] | None, CapturePolicy | None]] = {}
+        # Told when an endpoint stops serving for good (the host closes its capture files).
+        self.on_gone: Callable[[str], None] = lambda _name: None
+
+    def arn(self, name: str) -> str:
+        return self.shared.arn(self.kind, name)
+
+    def _variants(self, config: dict[str, Any]) -> tuple[list[Variant], list[Variant]]:
+        def build(spec: dict[str, Any], shadow: bool) -> Variant:
+            weight = float(spec.get("InitialVariantWeight", 1.0))
+            count = int(spec.get("InitialInstanceCount", 1))
+            return Variant(
+                spec["VariantName"],
+                spec["ModelName"],
+                spec.get("InstanceType"),
+                weight,
+                weight,
+                count,
+                count,
+                shadow,
+            )
+
+        return (
+            [build(s, False) for s in config["ProductionVariants"]],
+            [build(s, True) for s in config.get("ShadowProductionVariants") or []],
+        )
+
+    def _start_loading(self, variants: list[Variant]) -> Future[dict[str, LoadedModel]]:
+        specs = {}
+        for v in variants:
+            model = find(self.models.table, v.model_name)
+            if model is None:
+                future: Future[dict[str, LoadedModel]] = Future()
+                future.set_exception(ArtifactError(f"model {v.model_name} no longer exists"))
+                return future
+            specs[v.model_name] = model
+        cache = self.state_dir / "artifacts"
+        ready = dict(self.loaded)
+
+        def load_all() -> dict[str, LoadedModel]:
+            """Keyed `name@creation time` as the models were when asked: a model deleted meanwhile
+            keeps serving the endpoint that was created with it, as on AWS."""
+            out = {}
+            for name, model in specs.items():
+                key = f"{name}@{model['CreationTime']}"
+                if key in ready:
+                    out[key] = ready[key]
+                    continue
+                served = container(model)
+                if not served.get("ModelDataUrl"):
+                    raise ArtifactError(f"model {name} has no ModelDataUrl")
+                out[key] = load_model(
+                    name,
+                    served["ModelDataUrl"],
+                    served.get("Environment") or {},
+                    self.s3_root,
+                    cache,
+                    image=served.get("Image"),
+                )
+            return out
+
+        return self._executor.submit(load_all)
+
+    def op_CreateEndpoint(self, req: dict[str, Any]) -> dict[str, Any]:
+        name = check_name("endpointName", req.get("EndpointName"))
+        config_name = str(req.get("EndpointConfigName", ""))
+        if find(self.table, name) is not None:
+            raise validation(f'Cannot create already existing endpoint "{self.arn(name)}".')
+        config = self.configs.get(config_name)
+        now = self.shared.clock()
+        variants, shadows = self._variants(config)
+        self.shared.tags.add(self.arn(name), req.get("Tags") or [])
+        endpoint = Endpoint(
+            name,
+            self.arn(name),
+            config_name,
+            "Creating",
+            now,
+            now,
+            capture=config.get("DataCaptureConfig"),
+        )
+        endpoint.pending = Pending(
+            "create",
+            now,
+            now + self.delay,
+            config_name,
+            variants,
+            shadows,
+            config.get("DataCaptureConfig"),
+            load=self._start_loading(variants + shadows),
+        )
+        self.table[name] = endpoint
+        self.shared.save()
+        return {"EndpointArn": endpoint.arn}
+
+    def get(self, name: Any) -> Endpoint:
+        endpoint = find(self.table, name)
+        if endpoint is None:
+            raise validation(f'Could not find endpoint "{self.arn(str(name))}".')
+        return endpoint
+
+    def op_DeleteEndpoint(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The endpoint stops serving at once and shows Deleting until the next transition takes it
+        away, as on AWS, where it lingers a little while."""
+        endpoint = self.get(req.get("EndpointName", ""))
+        if endpoint.status == "Deleting":
+            return {}
+        self.on_gone(endpoint.name)
+        now = self.shared.clock()
+        endpoint.status, endpoint.modified = "Deleting", now
+        endpoint.pending = Pending("delete", now, now + self.delay)
+        self.shared.save()
+        return {}
+
+    def op_ListEndpoints(self, req: dict[str, Any]) -> dict[str, Any]:
+        rows = [
+            {
+                "EndpointName": e.name,
+                "EndpointArn": e.arn,
+                "CreationTime": e.created,
+                "LastModifiedTime": e.modified,
+                "EndpointStatus": e.status,
+            }
+            for e in self.table.values()
+        ]
+        return page(
+            req,
+            rows,
+            "Endpoints",
+            sorted_by("EndpointName", "EndpointStatus"),
+            status_key="EndpointStatus",
+            default_max=LIST_DEFAULT_MAX,
+        )
+
+    def _require_in_service(self, endpoint: Endpoint) -> None:
+        if endpoint.status in BUSY_STATES:
+            raise validation(f'Cannot update in-progress endpoint "{endpoint.arn}".')
+        if endpoint.status == "Failed":
+            raise validation(f'Cannot update failed endpoint "{endpoint.arn}".')
+
+    def op_UpdateEndpoint(self, req: dict[str, Any]) -> dict[str, Any]:
+        endpoint = self.get(req.get("EndpointName", ""))
+        config_name = str(req.get("EndpointConfigName", ""))
+        config = self.configs.get(config_name)
+        self._require_in_service(endpoint)
+        variants, shadows = self._variants(config)
+        capture = config.get("DataCaptureConfig")
+        if req.get("RetainAllVariantProperties"):
+            exclusions = req.get("ExcludeRetainedVariantProperties") or []
+            excluded = {p.get("VariantPropertyType") for p in exclusions}
+            current = {v.name: v for v in endpoint.variants}
+            for v in variants:
+                if v.name in current:
+                    if "DesiredWeight" not in excluded:
+                        v.weight = v.desired_weight = current[v.name].weight
+                    if "DesiredInstanceCount" not in excluded:
+                        v.count = v.desired_count = current[v.name].count
+            if "DataCaptureConfig" not in excluded:
+                capture = endpoint.capture
+        deployment = req.get("DeploymentConfig")
+        if deployment is None and req.get("RetainDeploymentConfig"):
+            deployment = endpoint.last_deployment_config
+        steps, bake, alarms = self._traffic_plan(deployment, variants)
+        now = self.shared.clock()
+        endpoint.pending = Pending(
+            "update",
+            now,
+            now + self.delay,
+            config_name,
+            variants,
+            shadows,
+            capture,
+            steps,
+            bake,
+            alarms,
+            deployment,
+            load=self._start_loading(variants + shadows),
+        )
+        endpoint.status, endpoint.modified = "Updating", now
+        self.shared.save()
+        return {"EndpointArn": endpoint.arn}
+
+    @staticmethod
+    def _traffic_plan(
+        deployment: dict[str, Any] | None, variants: list[Variant]
+    ) -> tuple[list[ShiftPoint], float, list[str]]:
+        """Blue/green steps: when each share of traffic moves to the new fleet, and the bake after."""
+        if not deployment:
+            return [ShiftPoint(0, 1.0)], 0.0, []
+        if "RollingUpdatePolicy" in deployment:
+            raise validation(
+                "RollingUpdatePolicy is not supported by the local SageMaker; use BlueGreenUpdatePolicy"
+            )
+        policy = deployment.get("BlueGreenUpdatePolicy") or {}
+        routing = policy.get("TrafficRoutingConfiguration") or {}
+        kind = routing.get("Type", "ALL_AT_ONCE")
+        wait = float(routing.get("WaitIntervalInSeconds", 0))
+        if not 0 <= wait <= 3600:
+            raise validation("WaitIntervalInSeconds must be between 0 and 3600")
+        rollback = deployment.get("AutoRollbackConfiguration") or {}
+        alarms = [a["AlarmName"] for a in rollback.get("Alarms", [])]
+        instances = sum(v.count for v in variants)
+
+        def size(spec: dict[str, Any] | None, label: str) -> float:
+            if not spec:
+                raise validation(f"{label} is required for {kind} traffic routing")
+            value = spec.get("Value")
+            if spec.get("Type") == "CAPACITY_PERCENT" and isinstance(value, int | float) and 0 < value <= 100:
+                return float(value) / 100
+            if spec.get("Type") == "INSTANCE_COUNT" and isinstance(value, int) and 0 < value <= instances:
+                return value / instances
+            raise validation(f"{label} must be CAPACITY_PERCENT 1-100 or INSTANCE_COUNT 1-{instances}")
+
+        if kind == "ALL_AT_ONCE":
+            steps = [ShiftPoint(0, 1.0)]
+        elif kind == "CANARY":
+            canary = size(routing.get("CanarySize"), "CanarySize")
+            if canary > 0.5:
+                raise validation("CanarySize must be at most 50% of the new fleet")
+            steps = [ShiftPoint(0, canary), ShiftPoint(wait, 1.0)]
+        elif kind == "LINEAR":
+            step = size(routing.get("LinearStepSize"), "LinearStepSize")
+            count = int(1 / step) + (0 if abs(1 / step - round(1 / step)) < 1e-9 else 1)
+            steps = [ShiftPoint(i * wait, min(1.0, (i + 1) * step)) for i in range(count)]
+        else:
+            raise validation(f"Unknown TrafficRoutingConfiguration Type {kind}")
+        return steps, steps[-1].at + wait, alarms
+
+    def op_UpdateEndpointWeightsAndCapacities(self, req: dict[str, Any]) -> dict[str, Any]:
+        endpoint = self.get(req.get("EndpointName", ""))
+        self._require_in_service(endpoint)
+        desired = req.get("DesiredWeightsAndCapacities") or []
+        if not desired:
+            raise validation("DesiredWeightsAndCapacities must not be empty")
+        by_name = {v.name: v for v in endpoint.variants}
+        named = [str(d.get("VariantName")) for d in desired]
+        twice = sorted({n for n in named if named.count(n) > 1})
+        if twice:
+            raise validation(
+                f"The variant(s) [{', '.join(twice)}] appear more than once in DesiredWeightsAndCapacities."
+            )
+        missing = [n for n in named if n not in by_name]
+        if missing:
+            # Worded as AWS words it: the names in a bracketed list, without quotes around each.
+            listed = ", ".join(missing)
+            raise validation(
+                f'The variant(s) "[{listed}]" is/are not present in the endpoint "{endpoint.arn}".'
+            )
+        weights = {v.name: v.weight for v in endpoint.variants}
+        for d in desired:
+            weight, count = d.get("DesiredWeight"), d.get("DesiredInstanceCount")
+            if weight is None and count is None:
+                raise validation(f"Give DesiredWeight or DesiredInstanceCount for {d['VariantName']}")
+            if weight is not None and (not finite(weight) or weight < 0):
+                raise validation(f"DesiredWeight of {d['VariantName']} must be a number >= 0")
+            if count is not None and (not isinstance(count, int) or count < 1):
+                raise validation(f"DesiredInstanceCount of {d['VariantName']} must be an integer >= 1")
+            if weight is not None:
+                weights[d["VariantName"]] = float(weight)
+        if sum(weights.values()) <= 0:
+            raise validation("The sum of the variants' weights must be greater than 0")
+        for d in desired:
+            v = by_name[d["VariantName"]]
+            if d.get("DesiredWeight") is not None:
+                v.desired_weight = float(d["DesiredWeight"])
+            if d.get("DesiredInstanceCount") is not None:
+                v.desired_count = int(d["DesiredInstanceCount"])
+        now = self.shared.clock()
+        endpoint.pending = Pending("weights", now, now + self.delay)
+        endpoint.status, endpoint.modified = "Updating", now
+        self.shared.save()
+        return {"EndpointArn": endpoint.arn}
+
+    def op_DescribeEndpoint(self, req: dict[str, Any]) -> dict[str, Any]:
+        e = self.get(req.get("EndpointName", ""))
+        p = e.pending
+        blue_status = None
+        if p and p.kind == "weights":
+            blue_status = "Updating"
+        out: dict[str, Any] = {
+            "EndpointName": e.name,
+            "EndpointArn": e.arn,
+            "EndpointConfigName": e.config_name,
+            "EndpointStatus": e.status,
+            "CreationTime": iso(e.created),
+            "LastModifiedTime": iso(e.modified),
+        }
+        if e.status != "Creating" and e.variants:
+            out["ProductionVariants"] = [v.summary(blue_status, p.started if p else None) for v in e.variants]
+        if e.shadows and e.status != "Creating":
+            out["ShadowProductionVariants"] = [v.summary() for v in e.shadows]
+        if e.capture:
+            out["DataCaptureConfig"] = {
+                "EnableCapture": e.capture.get("EnableCapture", True),
+                "CaptureStatus": "Started",
+                "CurrentSamplingPercentage": e.capture.get("InitialSamplingPercentage", 100),
+                "DestinationS3Uri": e.capture["DestinationS3Uri"],
+            }
+            if e.capture.get("KmsKeyId"):
+                out["DataCaptureConfig"]["KmsKeyId"] = e.capture["KmsKeyId"]
+        if e.failure_reason:
+            out["FailureReason"] = e.failure_reason
+        if e.last_deployment_config:
+            out["LastDeploymentConfig"] = e.last_deployment_config
+        if p and p.kind in ("update", "create"):
+            now = self.shared.clock()
+            status = self._green_status(p, now)
+            pending_variants = []
+            for v in p.variants:
+                row = {
+                    "VariantName": v.name,
+                    "CurrentWeight": v.weight if status != "Creating" else 0.0,
+                    "DesiredWeight": v.desired_weight,
+                    "CurrentInstanceCount": 0 if status == "Creating" else v.count,
+                    "DesiredInstanceCount": v.desired_count,
+                    "InstanceType": v.instance_type,
+                    "VariantStatus": [{"Status": status, "StartTime": iso(p.started)}],
+                }
+                pending_variants.append(row)
+            if p.kind == "update":
+                out["PendingDeploymentSummary"] = {
+                    "EndpointConfigName": p.config_name,
+                    "ProductionVariants": pending_variants,
+                    "StartTime": iso(p.started),
+                }
+        return out
+
+    def _green_status(self, p: Pending, now: float) -> str:
+        if now < p.ready_at or (p.load is not None and not p.load.done()):
+            return "Creating"
+        if p.fraction(now) < 1.0:
+            return "ActivatingTraffic"
+        return "Baking"
+
+    # ---- time -------------------------------------------------------------------------------
+
+    def advance(self) -> None:
+        """Apply every transition that is due. Cheap when nothing is pending."""
+        changed = False
+        now = self.shared.clock()
+        for endpoint in list(self.table.values()):
+            if endpoint.pending is not None:
+                try:
+                    changed |= self._advance(endpoint, now)
+                except Exception as exc:  # a bug here must never stop every later request
+                    log.exception("endpoint %s: its transition failed", endpoint.name)
+                    endpoint.pending, endpoint.modified = None, now
+                    endpoint.status = "Failed" if endpoint.status == "Creating" else "InService"
+                    endpoint.failure_reason = f"internal error: {type(exc).__name__}: {exc}"
+                    changed = True
+        if changed:
+            self.shared.save()
+
+    def _advance(self, e: Endpoint, now: float) -> bool:
+        p = e.pending
+        assert p is not None
+        if p.kind == "delete":
+            if now < p.ready_at:
+                return False
+            del self.table[e.name]
+            self.shared.tags.forget(e.arn)
+            return True
+        if p.load is not None:
+            if not p.load.done():
+                return False
+            error = p.load.exception()
+            if error is not None:
+                reason = f"Failed to load model artifacts: {error}"
+                if p.kind == "create":
+                    e.status, e.failure_reason = "Failed", reason
+                else:
+                    e.status, e.failure_reason = "InService", reason
+                e.pending, e.modified = None, now
+                return True
+            self.loaded.update(p.load.result())
+        if now < p.ready_at:
+            return False
+        if p.kind == "update":
+            firing = self.alarms.firing(p.alarms)
+            if firing:
+                e.status, e.modified = "RollingBack", now
+                e.pending = Pending(
+                    "rollback",
+                    now,
+                    now + self.delay,
+                    failure=f"Deployment rolled back: alarm(s) {', '.join(firing)} in ALARM",
+                )
+                return True
+            if now < p.ready_at + p.bake_until:
+                return False
+        if p.kind == "weights":
+            for v in e.variants:
+                v.weight, v.count = v.desired_weight, v.desired_count
+        elif p.kind in ("create", "update"):
+            e.config_name = p.config_name or e.config_name
+            e.variants, e.shadows, e.capture = p.variants, p.shadows, p.capture
+            if p.kind == "update":
+                e.last_deployment_config = p.deployment_config
+                e.failure_reason = None
+        elif p.kind == "rollback":
+            e.failure_reason = p.failure
+        e.status, e.pending, e.modified = "InService", None, now
+        return True
+
+    # ---- runtime ----------------------------------------------------------------------------
+
+    def route(self, name: str, target_variant: str | None) -> Route:
+        """Pick the variant for one request: TargetVariant if given, else at random by weight."""
+        self.advance()
+        e = find(self.table, name)
+        if e is None or e.status in ("Creating", "Failed", "Deleting"):
+            state = "not found" if e is None else f"not in service ({e.status})"
+            raise AwsError("ValidationError", f"Endpoint {name} of account {ACCOUNT} {state}.")
+        variants, capture, shadows = e.variants, e.capture, e.shadows
+        p = e.pending
+        if (
+            p is not None
+            and p.kind == "update"
+            and p.load is not None
+            and p.load.done()
+            and p.load.exception() is None
+            and self.rng.random() < p.fraction(self.shared.clock())
+        ):
+            variants, capture, shadows = p.variants, p.capture, p.shadows
+        if target_variant is not None:
+            chosen = next((v for v in variants if v.name == target_variant), None)
+            if chosen is None:
+                raise AwsError(
+                    "ValidationError", f"Target variant {target_variant} is not present in endpoint {name}."
+                )
+        else:
+            chosen = self._by_weight(variants)
+        return Route(
+            e.name,
+            chosen.name,
+            self._loaded(chosen.model_name),
+            self._capture(capture),
+            tuple(
+                (s.name, self._loaded(s.model_name))
+                for s in shadows
+                if self.rng.random() < self._shadow_share(s, variants)
+            ),
+        )
+
+    def _by_weight(self, variants: list[Variant]) -> Variant:
+        total = sum(v.weight for v in variants)
+        if total <= 0:
+            raise AwsError("ValidationError", "No production variant has a positive weight.")
+        pick = self.rng.random() * total
+        for v in variants:
+            pick -= v.weight
+            if pick < 0:
+                return v
+        return variants[-1]
+
+    @staticmethod
+    def _shadow_share(shadow: Variant, production: list[Variant]) -> float:
+        """A shadow variant gets a copy of (its weight / production weight) of the requests."""
+        total = sum(v.weight for v in production)
+        return min(1.0, shadow.weight / total) if total > 0 else 0.0
+
+    def _loaded(self, model_name: str) -> LoadedModel:
+        model = find(self.models.table, model_name)
+        loaded = self.loaded.get(f"{model_name}@{model['CreationTime']}") if model else None
+        if loaded is None:
+            # Deleting a Model does not stop an endpoint that serves it; find it by name.
+            loaded = next((m for k, m in self.loaded.items() if k.split("@")[0] == model_name), None)
+        if loaded is None:
+            raise AwsError("ModelNotReadyException", f"Model {model_name} is not loaded yet.", status=429)
+        return loaded
+
+    def _capture(self, config: dict[str, Any] | None) -> CapturePolicy | None:
+        # Keyed by identity, holding the config itself so that its id cannot be reused.
+        cached = self._capture_cache.get(id(config))
+        if cached is None or cached[0] is not config:
+            cached = self._capture_cache[id(config)] = (config, CapturePolicy.from_config(config))
+        return cached[1]
+
+    # ---- persistence ------------------------------------------------------------------------
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [
+            {
+                **{f.name: _plain(getattr(e, f.name)) for f in fields(e) if f.name != "pending"},
+                "pending": e.pending.to_json() if e.pending else None,
+            }
+            for e in self.table.values()
+        ]
+
+    def restore(self, saved: list[dict[str, Any]]) -> None:
+        """Reload what a previous run persisted; reload every served model before serving."""
+        now = self.shared.clock()
+        for raw in saved:
+            pending_raw = raw.pop("pending")
+            e = Endpoint(
+                **{
+                    **raw,
+                    "variants": [Variant(**v) for v in raw["variants"]],
+                    "shadows": [Variant(**v) for v in raw["shadows"]],
+                }
+            )
+            if e.variants or e.shadows:
+                loaded = self._start_loading(e.variants + e.shadows)
+                try:
+                    self.loaded.update(loaded.result())
+                except (ArtifactError, KeyError) as exc:
+                    e.status, e.failure_reason = "Failed", f"Failed to reload model artifacts: {exc}"
+            if pending_raw:
+                p = Pending(
+                    **{
+                        **pending_raw,
+                        "variants": [Variant(**v) for v in pending_raw["variants"]],
+                        "shadows": [Variant(**v) for v in pending_raw["shadows"]],
+                        "steps": [ShiftPoint(**s) for s in pending_raw["steps"]],
+                    }
+                )
+                # Time restarts for work that was in flight when the host stopped.
+                p.started, p.ready_at = now, now + self.delay
+                if p.kind in ("create", "update"):
+                    p.load = self._start_loading(p.variants + p.shadows)
+                e.pending = p
+            self.table[e.name] = e
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,90 @@
+"""SageMaker models: CreateModel, DescribeModel, DeleteModel, ListModels.
+
+A model keeps every setting it was created with (`VpcConfig`, `EnableNetworkIsolation`,
+`InferenceExecutionConfig`, ...) and describes it back; none changes how the host serves it, since
+the host has no network to isolate. What would change serving and cannot be honoured here, an
+inference pipeline of several containers, is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from manager.local_sagemaker.book import Shared, find
+from manager.local_sagemaker.listing import page, sorted_by
+from manager.local_sagemaker.protocol import check_name, iso, validation
+from manager.local_sagemaker.runtime import s3_problem
+
+LIST_DEFAULT_MAX = 100  # what the control plane's lists have always returned without MaxResults
+
+
+def container(model: dict[str, Any]) -> dict[str, Any]:
+    """The one container a model serves, whether given as PrimaryContainer or Containers."""
+    found: dict[str, Any] = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
+    return found
+
+
+class Models:
+    kind = "model"
+
+    def __init__(self, shared: Shared) -> None:
+        self.shared = shared
+        self.table: dict[str, dict[str, Any]] = {}
+
+    def arn(self, name: str) -> str:
+        return self.shared.arn(self.kind, name)
+
+    def get(self, name: Any) -> dict[str, Any]:
+        model = find(self.table, name)
+        if model is None:
+            raise validation(f'Could not find model "{self.arn(str(name))}".')
+        return model
+
+    def op_CreateModel(self, req: dict[str, Any]) -> dict[str, Any]:
+        name = check_name("modelName", req.get("ModelName"))
+        if find(self.table, name) is not None:
+            raise validation(f'Cannot create already existing model "{self.arn(name)}".')
+        containers = req.get("Containers") or []
+        if req.get("PrimaryContainer") and containers:
+            raise validation("Give either PrimaryContainer or Containers, not both")
+        if len(containers) > 1:
+            raise validation(
+                f"Model {name} lists {len(containers)} containers: the local SageMaker serves one "
+                "container per model and does not run inference pipelines"
+            )
+        served = req.get("PrimaryContainer") or (containers or [None])[0]
+        if not served:
+            raise validation("Either PrimaryContainer or Containers must be provided")
+        url = served.get("ModelDataUrl")
+        if url is not None and not re.match(r"^(s3|file)://", str(url)):
+            raise validation(f"ModelDataUrl {url!r} must be an s3:// or file:// URI")
+        if url is not None and (problem := s3_problem(str(url))) is not None:
+            raise validation(f"ModelDataUrl {url!r}: {problem}")
+        self.shared.tags.add(self.arn(name), req.get("Tags") or [])
+        self.table[name] = {
+            **{k: v for k, v in req.items() if k != "Tags" and v is not None},
+            "ModelName": name,
+            "ModelArn": self.arn(name),
+            "CreationTime": self.shared.clock(),
+        }
+        self.shared.save()
+        return {"ModelArn": self.arn(name)}
+
+    def op_DescribeModel(self, req: dict[str, Any]) -> dict[str, Any]:
+        model = self.get(req.get("ModelName", ""))
+        return {**model, "CreationTime": iso(model["CreationTime"])}
+
+    def op_DeleteModel(self, req: dict[str, Any]) -> dict[str, Any]:
+        model = self.get(req.get("ModelName", ""))
+        del self.table[model["ModelName"]]
+        self.shared.tags.forget(model["ModelArn"])
+        self.shared.save()
+        return {}
+
+    def op_ListModels(self, req: dict[str, Any]) -> dict[str, Any]:
+        rows = [
+            {"ModelName": m["ModelName"], "ModelArn": m["ModelArn"], "CreationTime": m["CreationTime"]}
+            for m in self.table.values()
+        ]
+        return page(req, rows, "Models", sorted_by("ModelName"), default_max=LIST_DEFAULT_MAX)
