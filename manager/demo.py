@@ -7,6 +7,13 @@ sagemaker-runtime client and ground truth arrives a little later; the same recon
 ingestion the daemon runs decide.
 Scenarios: `promote` (a candidate as good), `regression` (a worse candidate), `error-spike`
 (a candidate that fails some requests with a 5xx).
+
+With `trainer="sagemaker"` both versions are XGBoost models trained by local SageMaker jobs: the
+baseline by a training job, the candidate by a tuning job (4 training jobs, 2 at a time) and gated
+offline by batch transform jobs on held-out rows, exactly as `variantctl train --trainer sagemaker`
+does on AWS. The regression candidate skips that gate (it would stop it, which is the gate's job) so
+that the online analysis has a worse candidate to catch; the error-spike candidate's container is
+told to fail 5% of its requests, with the local SageMaker's fault knob.
 """
 
 from __future__ import annotations
@@ -27,6 +34,26 @@ if TYPE_CHECKING:
     from manager.rollout.reconcile import TickResult
 
 SCENARIOS = ("promote", "regression", "error-spike")
+TRAINERS = ("sklearn", "sagemaker")
+FAULT = {"LOCAL_SAGEMAKER_FAULT_5XX_RATE": "0.05"}  # the error-spike candidate's, with XGBoost
+XGBOOST_CONFIG = """
+model: churn
+objective: {metric: roc_auc}
+sagemaker:
+  role_arn: arn:aws:iam::123456789012:role/VariantctlDemo
+  bucket: s3://variantctl-demo/training
+  xgboost_version: "1.7-1"
+  region: us-east-1
+  hyperparameters: {num_round: 40}
+  tuning:
+    max_jobs: 4
+    max_parallel_jobs: 2
+    objective: validation:auc
+    ranges:
+      eta: {type: continuous, min: 0.05, max: 0.5, scale: log}
+      max_depth: {type: integer, min: 2, max: 6}
+gate: {metric: roc_auc, margin: 0.05}
+"""
 APPROVED = "the demo rolls both versions out without an offline gate"
 POLICY = Path(__file__).resolve().parent / "demo_policy.yaml"  # package data: works from a wheel
 ENDPOINT = "churn-demo"
@@ -94,6 +121,7 @@ def run(
     on_tick: Callable[[DemoTick], None] | None = None,
     timeout: float = 150.0,
     say: Callable[[str], None] = print,
+    trainer: str = "sklearn",
 ) -> dict[str, Any]:
     """Run one scenario in `workdir`; returns the rollout's outcome, reason and evidence."""
     from manager.db import Database
@@ -104,15 +132,32 @@ def run(
         from manager.errors import UserError
 
         raise UserError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    if trainer not in TRAINERS:
+        from manager.errors import UserError
+
+        raise UserError(f"unknown trainer {trainer!r}; choose one of {', '.join(TRAINERS)}")
     workdir.mkdir(parents=True, exist_ok=True)
     database = Database(f"sqlite:///{workdir / 'registry.db'}")
     try:
         migrate.upgrade(database)
-        say(f"[1/6] training a baseline and a {scenario} candidate on breast_cancer")
-        refs, held_out = _register(database, workdir, scenario)
         with LocalSageMaker(workdir / "sagemaker", provision_delay=0.5, metric_bucket_seconds=1) as host:
+            if trainer == "sagemaker":
+                say(
+                    f"[1/6] training XGBoost on breast_cancer with local SageMaker jobs ({host.url}): "
+                    f"a baseline, then the {scenario} scenario's candidate tuned"
+                    + (
+                        " (its offline gate skipped: see `variantctl demo --help`)"
+                        if scenario == "regression"
+                        else " and gated offline"
+                    )
+                )
+                refs, held_out = _register_xgboost(database, host, scenario, say)
+            else:
+                say(f"[1/6] training a baseline and a {scenario} candidate on breast_cancer")
+                refs, held_out = _register(database, workdir, scenario)
+            faulty = refs[1] if trainer == "sagemaker" and scenario == "error-spike" else None
             say(f"[2/6] local SageMaker on {host.url}; deploying {refs[0]} with data capture on")
-            rollout_id = _deploy_and_start(host, database, workdir, refs)
+            rollout_id = _deploy_and_start(host, database, workdir, refs, faulty)
             say(f"[3/6] rollout {rollout_id}: {refs[1]} beside {refs[0]} under {POLICY.name}")
             traffic = Traffic(
                 host.client("sagemaker-runtime"),
@@ -122,7 +167,7 @@ def run(
                 LabelWriter(str(workdir / "ground-truth")),
             )
             say("[4/6] traffic through boto3, labels a second later, a reconcile tick every second")
-            _drive(host, database, workdir, rollout_id, traffic, on_tick, timeout)
+            _drive(host, database, workdir, rollout_id, traffic, on_tick, timeout, faulty)
         return {
             **_result(database, rollout_id, refs),
             "requests": traffic.sent,
@@ -146,14 +191,76 @@ def _register(database: Any, workdir: Path, scenario: str) -> tuple[tuple[str, s
         return (first.ref, second.ref), held_out
 
 
-def _deploy_and_start(host: Any, database: Any, workdir: Path, refs: tuple[str, str]) -> int:
+def _register_xgboost(
+    database: Any, host: Any, scenario: str, say: Callable[[str], None]
+) -> tuple[tuple[str, str], Any]:
+    """Both versions trained by local SageMaker jobs through the one retrain pipeline; the candidate
+    gated offline by batch transform (but for the regression scenario: see the module docstring)."""
+    from manager import yamlconfig
+    from manager.errors import UserError
+    from trainers.config import TrainConfig
+    from trainers.datasets import load, split
+    from trainers.gate import sagemaker_scorer
+    from trainers.pipeline import retrain
+    from trainers.sagemaker_job import SageMakerTrainer
+
+    config = yamlconfig.parse(XGBOOST_CONFIG, TrainConfig, "demo training")
+    host.client("s3").create_bucket(Bucket="variantctl-demo")
+    trainer = SageMakerTrainer(host.client("sagemaker"), host.client("s3"), host.region, poll_seconds=0.2)
+    scorer = sagemaker_scorer(trainer, config)
+    data = load("sklearn:breast_cancer")
+    shift = {"promote": "noise:0.05", "regression": "noise:4", "error-spike": None}[scenario]
+    assert config.sagemaker is not None
+    # The baseline: one training job with the default hyperparameters; nothing to gate against.
+    single = config.model_copy(update={"sagemaker": config.sagemaker.model_copy(update={"tuning": None})})
+    baseline = retrain(database, trainer, scorer, single, data, "demo", gate=False)
+    say(f"      {baseline.ref}: training job {baseline.result.search.get('training_job')}")
+    shifted = load("sklearn:breast_cancer", shift, seed=1)
+    candidate = retrain(database, trainer, scorer, config, shifted, "demo", gate=scenario != "regression")
+    tuning = candidate.result.search.get("tuning_job")
+    say(f"      {candidate.ref}: tuning job {tuning}; {candidate.gate}")
+    if not candidate.approved:
+        raise UserError(f"the offline gate rejected {candidate.ref}: {candidate.gate}")
+    if scenario == "error-spike":
+        # The gate's batch transform made the candidate's SageMaker model without the fault knob;
+        # the rollout makes it again with the knob (see `_platform`).
+        from manager.names import model_name
+
+        host.client("sagemaker").delete_model(ModelName=model_name("churn", int(candidate.ref.split(":")[1])))
+    return (baseline.ref, candidate.ref), split(data)
+
+
+def _platform(host: Any, faulty: str | None) -> Any:
+    """SageMaker through boto3; with `faulty`, that version's container fails 5% of its requests."""
+    from dataclasses import replace
+
+    from manager.names import model_name
+    from manager.platforms.base import ModelSpec
+    from manager.platforms.sagemaker import SageMakerPlatform
+
+    faulty_model = None
+    if faulty:
+        name, version = faulty.split(":")
+        faulty_model = model_name(name, int(version))
+
+    class Platform(SageMakerPlatform):
+        def ensure_model(self, spec: ModelSpec) -> None:
+            if spec.name == faulty_model:
+                spec = replace(spec, environment={**spec.environment, **FAULT})
+            super().ensure_model(spec)
+
+    return Platform(host.client("sagemaker"))
+
+
+def _deploy_and_start(
+    host: Any, database: Any, workdir: Path, refs: tuple[str, str], faulty: str | None = None
+) -> int:
     """The endpoint serving the baseline with data capture on, then the rollout of the candidate."""
     from manager import policy as policies
-    from manager.platforms.sagemaker import SageMakerPlatform
     from manager.rollout import endpoints, launch
 
     capture, ground_truth = workdir / "capture", workdir / "ground-truth"
-    platform = SageMakerPlatform(host.client("sagemaker"))
+    platform = _platform(host, faulty)
     endpoints.create_and_wait(
         database, platform, ENDPOINT, refs[0], "demo", timeout=60, poll=0.1, capture=capture.as_uri()
     )
@@ -175,18 +282,18 @@ def _drive(
     traffic: Traffic,
     on_tick: Callable[[DemoTick], None] | None,
     timeout: float,
+    faulty: str | None = None,
 ) -> None:
     """Traffic flows while ingestion and the reconciler run, once a second, until a final state."""
     from manager.metrics.cloudwatch import CloudWatchSource
     from manager.metrics.groundtruth import GroundTruthIngestor, QualitySpec
-    from manager.platforms.sagemaker import SageMakerPlatform
     from manager.registry import rollouts
     from manager.registry.vocabulary import is_final
     from manager.rollout.reconcile import Reconciler
 
     reconciler = Reconciler(
         database,
-        SageMakerPlatform(host.client("sagemaker")),
+        _platform(host, faulty),
         CloudWatchSource(host.client("cloudwatch"), lag=timedelta(seconds=2), period=1),
         owner="demo",
         actor="daemon",

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from manager import audit, demo
+from manager.db import Database
 from manager.registry import rollouts
 from manager.registry.tables import ModelVersion
 
@@ -33,6 +34,29 @@ def test_demo_scenarios(tmp_path: Path, scenario: str, outcome: str, reason: str
     result = demo.run(tmp_path, scenario, timeout=110, say=lambda _: None)
     assert result["outcome"] == outcome and reason in result["reason"]
     assert result["evidence"]["metrics"], "the decision carries its evidence"
+
+
+@pytest.mark.slow
+def test_the_demo_with_xgboost_trained_tuned_and_gated_by_local_sagemaker_jobs(tmp_path: Path) -> None:
+    """`variantctl demo --trainer sagemaker --scenario error-spike`: the baseline from a training job,
+    the candidate from a tuning job, gated by batch transform jobs, then deployed with the local
+    SageMaker's fault knob on its container and caught by the 5xx guardrail."""
+    pytest.importorskip("xgboost")
+    pytest.importorskip("sagemaker")
+    said: list[str] = []
+    result = demo.run(tmp_path, "error-spike", timeout=110, say=said.append, trainer="sagemaker")
+    assert result["outcome"] == "rolled_back" and "guardrail 5xx shows harm" in result["reason"]
+    assert any("training job churn-" in line for line in said)
+    assert any("tuning job churn-" in line and "offline gate passed" in line for line in said)
+    database = Database(f"sqlite:///{tmp_path / 'registry.db'}")
+    try:
+        with database.read() as session:
+            versions = {v.version: v for v in session.scalars(select(ModelVersion))}
+    finally:
+        database.dispose()
+    assert versions[2].artifact_uri.startswith("s3://variantctl-demo/training/churn/")
+    assert versions[2].artifact_uri.endswith("/output/model.tar.gz")
+    assert versions[2].image_uri.endswith("/sagemaker-xgboost:1.7-1")
 
 
 def test_manual_gate_waits_for_resume(tmp_path: Path, artifacts: dict[str, Path], db_url: str) -> None:

@@ -19,13 +19,21 @@ from manager.cli.render import metric_cells
     show_default=True,
 )
 @click.option(
+    "--trainer",
+    type=click.Choice(["sklearn", "sagemaker"]),
+    default="sklearn",
+    show_default=True,
+    help="sagemaker: XGBoost models trained, tuned and gated by local SageMaker jobs "
+    "(needs the sagemaker extra)",
+)
+@click.option(
     "--workdir",
     type=click.Path(path_type=Path, file_okay=False),
     default=Path(".variantctl/demo"),
     show_default=True,
     help="the demo's own registry, local SageMaker state, capture and labels",
 )
-def demo(scenario: str, workdir: Path) -> None:
+def demo(scenario: str, trainer: str, workdir: Path) -> None:
     """The whole product on this machine: train, deploy, roll out under live traffic, decide."""
     from rich.console import Console
     from rich.live import Live
@@ -59,7 +67,9 @@ def demo(scenario: str, workdir: Path) -> None:
             )
             live.refresh()
 
-        result = runner.run(workdir.absolute(), scenario, on_tick, say=lambda m: console.print(m))
+        result = runner.run(
+            workdir.absolute(), scenario, on_tick, say=lambda m: console.print(m), trainer=trainer
+        )
     console.print()
     console.print(
         f"[5/6] [bold]{result['outcome']}[/bold]: {result['reason']} "
