@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-from manager.local_sagemaker.protocol import sagemaker_arn
+from manager.local_sagemaker.protocol import sagemaker_arn, validation
 from manager.local_sagemaker.tags import TagBook
 
 T = TypeVar("T")
@@ -36,3 +36,23 @@ def find(table: dict[str, T], name: Any) -> T | None:
         return hit
     key = key.lower()
     return next((entry for n, entry in table.items() if n.lower() == key), None)
+
+
+class Book(Generic[T]):
+    """One kind of resource by name: `kind` as its ARNs spell it, `noun` as AWS's messages do."""
+
+    kind: str
+    noun: str
+
+    def __init__(self, shared: Shared) -> None:
+        self.shared = shared
+        self.table: dict[str, T] = {}
+
+    def arn(self, name: str) -> str:
+        return self.shared.arn(self.kind, name)
+
+    def get(self, name: Any) -> T:
+        entry = find(self.table, name)
+        if entry is None:
+            raise validation(f'Could not find {self.noun} "{self.arn(str(name))}".')
+        return entry

@@ -14,7 +14,7 @@ import math
 import re
 from typing import Any
 
-from manager.local_sagemaker.book import Shared, find
+from manager.local_sagemaker.book import Book, Shared, find
 from manager.local_sagemaker.listing import page, sorted_by
 from manager.local_sagemaker.models import LIST_DEFAULT_MAX, Models
 from manager.local_sagemaker.protocol import check_instance_type, check_name, iso, validation
@@ -74,22 +74,12 @@ def check_capture(capture: dict[str, Any]) -> None:
         raise validation("DataCaptureConfig.CaptureOptions must list 1-2 of Input, Output, InputAndOutput")
 
 
-class Configs:
-    kind = "endpoint-config"
+class Configs(Book[dict[str, Any]]):
+    kind, noun = "endpoint-config", "endpoint configuration"
 
     def __init__(self, shared: Shared, models: Models) -> None:
-        self.shared = shared
+        super().__init__(shared)
         self.models = models
-        self.table: dict[str, dict[str, Any]] = {}
-
-    def arn(self, name: str) -> str:
-        return self.shared.arn(self.kind, name)
-
-    def get(self, name: Any) -> dict[str, Any]:
-        config = find(self.table, name)
-        if config is None:
-            raise validation(f'Could not find endpoint configuration "{self.arn(str(name))}".')
-        return config
 
     def op_CreateEndpointConfig(self, req: dict[str, Any]) -> dict[str, Any]:
         name = check_name("endpointConfigName", req.get("EndpointConfigName"))

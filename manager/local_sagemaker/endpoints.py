@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from manager.local_sagemaker.book import Shared, find
+from manager.local_sagemaker.book import Book, Shared, find
 from manager.local_sagemaker.capture import CapturePolicy
 from manager.local_sagemaker.configs import Configs, finite
 from manager.local_sagemaker.listing import page, sorted_by
@@ -127,8 +127,8 @@ class Route:
     shadows: tuple[tuple[str, LoadedModel], ...]
 
 
-class Endpoints:
-    kind = "endpoint"
+class Endpoints(Book[Endpoint]):
+    kind = noun = "endpoint"
 
     def __init__(
         self,
@@ -141,23 +141,19 @@ class Endpoints:
         delay: float,
         seed: int | None = None,
     ) -> None:
-        self.shared = shared
+        super().__init__(shared)
         self.models = models
         self.configs = configs
         self.alarms = alarms
         self.state_dir = state_dir
         self.s3_root = s3_root
         self.delay = delay
-        self.table: dict[str, Endpoint] = {}
         self.loaded: dict[str, LoadedModel] = {}
         self.rng = random.Random(seed)
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-load")
         self._capture_cache: dict[int, tuple[dict[str, Any] | None, CapturePolicy | None]] = {}
         # Told when an endpoint stops serving for good (the host closes its capture files).
         self.on_gone: Callable[[str], None] = lambda _name: None
-
-    def arn(self, name: str) -> str:
-        return self.shared.arn(self.kind, name)
 
     def _variants(self, config: dict[str, Any]) -> tuple[list[Variant], list[Variant]]:
         def build(spec: dict[str, Any], shadow: bool) -> Variant:
@@ -246,12 +242,6 @@ class Endpoints:
         self.table[name] = endpoint
         self.shared.save()
         return {"EndpointArn": endpoint.arn}
-
-    def get(self, name: Any) -> Endpoint:
-        endpoint = find(self.table, name)
-        if endpoint is None:
-            raise validation(f'Could not find endpoint "{self.arn(str(name))}".')
-        return endpoint
 
     def op_DeleteEndpoint(self, req: dict[str, Any]) -> dict[str, Any]:
         """The endpoint stops serving at once and shows Deleting until the next transition takes it

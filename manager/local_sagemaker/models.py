@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from manager.local_sagemaker.book import Shared, find
+from manager.local_sagemaker.book import Book, find
 from manager.local_sagemaker.listing import page, sorted_by
 from manager.local_sagemaker.protocol import check_name, iso, validation
 from manager.local_sagemaker.runtime import s3_problem
@@ -25,21 +25,8 @@ def container(model: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-class Models:
-    kind = "model"
-
-    def __init__(self, shared: Shared) -> None:
-        self.shared = shared
-        self.table: dict[str, dict[str, Any]] = {}
-
-    def arn(self, name: str) -> str:
-        return self.shared.arn(self.kind, name)
-
-    def get(self, name: Any) -> dict[str, Any]:
-        model = find(self.table, name)
-        if model is None:
-            raise validation(f'Could not find model "{self.arn(str(name))}".')
-        return model
+class Models(Book[dict[str, Any]]):
+    kind = noun = "model"
 
     def op_CreateModel(self, req: dict[str, Any]) -> dict[str, Any]:
         name = check_name("modelName", req.get("ModelName"))
