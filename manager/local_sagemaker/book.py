@@ -35,7 +35,8 @@ def find(table: dict[str, T], name: Any) -> T | None:
     if hit is not None:
         return hit
     key = key.lower()
-    return next((entry for n, entry in table.items() if n.lower() == key), None)
+    # A snapshot: the runtime looks endpoints up while request handlers add and delete them.
+    return next((entry for n, entry in tuple(table.items()) if n.lower() == key), None)
 
 
 class Book(Generic[T]):
