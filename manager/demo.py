@@ -155,7 +155,9 @@ def run(
             else:
                 say(f"[1/6] training a baseline and a {scenario} candidate on breast_cancer")
                 refs, held_out = _register(database, workdir, scenario)
-            faulty = refs[1] if trainer == "sagemaker" and scenario == "error-spike" else None
+            faulty = (
+                _sagemaker_model(refs[1]) if trainer == "sagemaker" and scenario == "error-spike" else None
+            )
             say(f"[2/6] local SageMaker on {host.url}; deploying {refs[0]} with data capture on")
             rollout_id = _deploy_and_start(host, database, workdir, refs, faulty)
             say(f"[3/6] rollout {rollout_id}: {refs[1]} beside {refs[0]} under {POLICY.name}")
@@ -224,28 +226,30 @@ def _register_xgboost(
     if scenario == "error-spike":
         # The gate's batch transform made the candidate's SageMaker model without the fault knob;
         # the rollout makes it again with the knob (see `_platform`).
-        from manager.names import model_name
-
-        host.client("sagemaker").delete_model(ModelName=model_name("churn", int(candidate.ref.split(":")[1])))
+        host.client("sagemaker").delete_model(ModelName=_sagemaker_model(candidate.ref))
     return (baseline.ref, candidate.ref), split(data)
 
 
+def _sagemaker_model(ref: str) -> str:
+    """The SageMaker model a registered `name:version` is deployed as."""
+    from manager.names import model_name
+    from manager.registry.models import parse_ref
+
+    name, version = parse_ref(ref)
+    assert version is not None, ref
+    return model_name(name, version)
+
+
 def _platform(host: Any, faulty: str | None) -> Any:
-    """SageMaker through boto3; with `faulty`, that version's container fails 5% of its requests."""
+    """SageMaker through boto3; the SageMaker model named `faulty` fails 5% of its requests."""
     from dataclasses import replace
 
-    from manager.names import model_name
     from manager.platforms.base import ModelSpec
     from manager.platforms.sagemaker import SageMakerPlatform
 
-    faulty_model = None
-    if faulty:
-        name, version = faulty.split(":")
-        faulty_model = model_name(name, int(version))
-
     class Platform(SageMakerPlatform):
         def ensure_model(self, spec: ModelSpec) -> None:
-            if spec.name == faulty_model:
+            if spec.name == faulty:
                 spec = replace(spec, environment={**spec.environment, **FAULT})
             super().ensure_model(spec)
 
