@@ -102,6 +102,23 @@ class Shadow(Spec):
     duration: Duration
 
 
+class Replay(Spec):
+    """Score the candidate, at weight 0, on recent captured requests: each answer is paired with the
+    baseline's captured answer to the same request (and its label, when one came). The analysis
+    steps that follow at weight 0 judge those pairs; nobody is served by the candidate meanwhile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
+
+    requests: int = Field(5000, ge=1, le=1_000_000)
+    window: Duration = "7d"
+    max_requests_per_second: float = Field(50.0, alias="maxRequestsPerSecond", gt=0, le=10_000)
+    order: Literal["newest", "sample"] = "newest"  # newest first, or a seeded sample of the window
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    # The candidate's error rate on the replayed requests above which it is rolled back (the captured
+    # requests all succeeded on the baseline); judged by a confidence sequence at the policy's alpha.
+    max_error_rate: float = Field(0.01, alias="maxErrorRate", ge=0, lt=1)
+
+
 class Analysis(Spec):
     """Judge the metrics at the current weight; with `final: false`, only the harm tests may act."""
 
@@ -113,22 +130,22 @@ class Step(Spec):
     bake: Wait | None = None
     pause: Pause | None = None
     shadow: Shadow | None = None
+    replay: Replay | None = None
     analysis: Analysis | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Step:
-        given = [
-            k for k in ("set_weight", "bake", "pause", "shadow", "analysis") if getattr(self, k) is not None
-        ]
+        given = [k for k in STEP_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("each step is exactly one of setWeight, bake, pause, shadow, analysis")
+            raise ValueError("each step is exactly one of setWeight, bake, pause, shadow, replay, analysis")
         return self
 
     @property
     def kind(self) -> str:
-        return next(
-            k for k in ("set_weight", "bake", "pause", "shadow", "analysis") if getattr(self, k) is not None
-        )
+        return next(k for k in STEP_KINDS if getattr(self, k) is not None)
+
+
+STEP_KINDS = ("set_weight", "bake", "pause", "shadow", "replay", "analysis")
 
 
 class Test(Spec):
@@ -210,6 +227,11 @@ class Decisions(Spec):
     min_duration: Duration = Field("0s", alias="minDuration")
     planned_samples: int = Field(5_000, alias="plannedSamples", ge=10, le=MAX_COUNT)
     superiority: bool = False
+    # Live phases check the split: requests per variant against the weights, labels per variant
+    # against requests (a sequential test at p < 0.001). What a mismatch does:
+    on_sample_ratio_mismatch: Literal["pause", "rollback", "ignore"] = Field(
+        "pause", alias="onSampleRatioMismatch"
+    )
     promotion: Promotion = Field(default_factory=Promotion)
 
 
@@ -258,6 +280,10 @@ class RolloutPolicy(Spec):
     metrics: list[Metric]
     decisions: Decisions = Field(default_factory=Decisions)
     trigger: Trigger = Field(default_factory=Trigger)
+    # The label of a request does not depend on which model answered it (fraud found later, churn,
+    # a measured outcome), so replayed requests may judge the primary metric. Not for recommendations,
+    # pricing or anything that changes what the user does: there replay only smoke-tests.
+    labels_independent_of_serving: bool = Field(False, alias="labelsIndependentOfServing")
 
     @model_validator(mode="after")
     def _steps(self) -> RolloutPolicy:
@@ -280,7 +306,37 @@ class RolloutPolicy(Spec):
             self.target.capture_destination and self.target.ground_truth
         ):
             raise ValueError("quality metrics need target.captureDestination and target.groundTruth")
+        self._replay_steps()
         return self
+
+    def _replay_steps(self) -> None:
+        """A replay runs at weight 0, so it comes before any traffic moves; an analysis at weight 0 can
+        only judge the pairs a replay made, and promote on them only when labels do not depend on
+        which model served."""
+        plan = self.plan
+        replays = [i for i, s in enumerate(plan) if s.replay]
+        moved = next((i for i, s in enumerate(plan) if s.set_weight), len(plan))
+        if replays and not self.target.capture_destination:
+            raise ValueError("a replay step reads captured requests: give target.captureDestination")
+        if any(i > moved for i in replays):
+            raise ValueError("a replay step comes before the first setWeight: it runs at weight 0")
+        for i, step in enumerate(plan[:moved]):
+            if not step.analysis:
+                continue
+            if not any(r < i for r in replays):
+                raise ValueError(
+                    f"step {i}: an analysis before any setWeight has no traffic to judge; put a replay"
+                    " step before it"
+                )
+            primary = self.primary
+            judges_quality = primary is not None and primary.source == "quality"
+            if step.analysis.final and not (self.labels_independent_of_serving and judges_quality):
+                raise ValueError(
+                    f"step {i}: a final analysis on replayed requests judges the primary metric on them,"
+                    " which is valid only with `labelsIndependentOfServing: true` and a quality primary;"
+                    " otherwise make it `analysis: {final: false}` (a smoke test of errors) and judge"
+                    " the primary on live traffic"
+                )
 
     @cached_property
     def plan(self) -> list[Step]:
@@ -343,7 +399,9 @@ def describe_plan(policy: RolloutPolicy) -> list[dict[str, Any]]:
             what, ends = f"set candidate weight to {weight:g}%", "the endpoint reports the weights"
         elif step.analysis:
             checks = "harm tests only" if not step.analysis.final else "all metrics"
-            what = f"analyse at {weight:g}% ({checks})"
+            what = (
+                f"analyse at {weight:g}% ({checks})" if weight else f"analyse the replayed pairs ({checks})"
+            )
             limits = f"{policy.decisions.max_samples} samples per arm or {policy.decisions.max_duration}"
             ends = (
                 f"a decision, or {limits}" if step.analysis.final else "guardrails' minimum samples, no harm"
@@ -353,6 +411,13 @@ def describe_plan(policy: RolloutPolicy) -> list[dict[str, Any]]:
         elif step.pause:
             what = f"pause at {weight:g}%"
             ends = step.pause.duration or "`variantctl rollout resume`"
+        elif step.replay:
+            r = step.replay
+            what = (
+                f"replay up to {r.requests} captured requests of the last {r.window} to the candidate"
+                f" at {r.max_requests_per_second:g}/s"
+            )
+            ends = "the plan is made; the replay runs through the analyses at weight 0"
         else:
             assert step.shadow is not None
             what, ends = f"shadow {step.shadow.percent:g}% of requests", step.shadow.duration

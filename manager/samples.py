@@ -51,3 +51,60 @@ class PhaseData:
 
 
 Observations = Mapping[str, Sequence[PhaseData]]  # by metric name
+
+
+@dataclass(frozen=True)
+class PairedSums:
+    """One measure over pairs (both models scored on the same request): how many, and the sums of the
+    baseline's value, the candidate's, and their difference (candidate minus baseline) and its square.
+    For 0/1 outcomes (accuracy) the discordant pairs follow: b = (dd - d) / 2, c = (dd + d) / 2."""
+
+    n: float
+    sum_baseline: float
+    sum_candidate: float
+    sum_diff: float
+    sum_diff_sq: float
+
+    @property
+    def baseline_only(self) -> int:
+        return round((self.sum_diff_sq - self.sum_diff) / 2)
+
+    @property
+    def candidate_only(self) -> int:
+        return round((self.sum_diff_sq + self.sum_diff) / 2)
+
+    @property
+    def mean_diff(self) -> float:
+        return self.sum_diff / self.n if self.n else 0.0
+
+    @property
+    def diff_variance(self) -> float:
+        if self.n < 2:
+            return 0.0
+        return max(0.0, (self.sum_diff_sq - self.sum_diff * self.sum_diff / self.n) / (self.n - 1))
+
+
+@dataclass(frozen=True)
+class ReplayProgress:
+    """Where a replay stands: what its plan holds, what is done, and why a plan was refused."""
+
+    planned: int
+    done: int = 0
+    failed: int = 0  # given up after repeated transport errors (never sent to the statistics)
+    refused: str | None = None  # the plan could not be made, and why (e.g. capture without inputs)
+    skipped: Mapping[str, int] | None = None  # captured records left out of the plan, by reason
+
+    @property
+    def queued(self) -> int:
+        return max(0, self.planned - self.done - self.failed)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Paired evidence of one rollout: per measure (accuracy, abs_error, squared_error; `prediction`
+    for the shift between the two models' scores; `agreement` whose candidate sum counts the pairs
+    where both predict the same class; `errors` and `latency_ms` for the candidate's own answers)."""
+
+    source: str  # replay | shadow
+    sums: Mapping[str, PairedSums]
+    progress: ReplayProgress | None = None

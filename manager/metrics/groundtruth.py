@@ -31,7 +31,14 @@ from sqlalchemy.orm import Session
 from manager.clock import utcnow
 from manager.db import Database, insert_for
 from manager.metrics.incremental import Cursor, read_new
-from manager.metrics.monitor_records import Kind, Malformed, outcomes, parse_capture, parse_label
+from manager.metrics.monitor_records import (
+    REPLAY_PREFIX,
+    Kind,
+    Malformed,
+    outcomes,
+    parse_capture,
+    parse_label,
+)
 from manager.metrics.stores import ObjectStore, open_store
 from manager.registry import observations
 from manager.registry.observations import ObservedWindow
@@ -66,6 +73,7 @@ class IngestReport:
     duplicates: int = 0
     malformed: int = 0
     outside_rollout: int = 0
+    replayed: int = 0  # the candidate's answers to a replay (paired by the replayer, not here)
     expired_predictions: int = 0
     expired_labels: int = 0
     replaced_files: int = 0  # changed in place, read again (what was seen already is dropped by id)
@@ -281,6 +289,9 @@ class GroundTruthIngestor:
                 inference_id, at, outputs = parse_capture(line)
             except Malformed:
                 malformed += 1
+                continue
+            if inference_id.startswith(REPLAY_PREFIX):
+                report.replayed += 1
                 continue
             phase = resolve(variant, at)
             if phase is None:

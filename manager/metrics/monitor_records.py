@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 Kind = Literal["classification", "regression"]
+# Requests a replay sends carry inference ids that start so: ingestion knows them and leaves them out.
+REPLAY_PREFIX = "variantctl-replay-"
 
 
 class Malformed(ValueError):
@@ -63,6 +65,49 @@ def parse_capture(line: bytes) -> tuple[str, datetime, list[list[float]]]:
     return inference_id, at, outputs
 
 
+def parse_capture_request(line: bytes) -> tuple[str, datetime, dict[str, str] | None, list[list[float]]]:
+    """(inference id, time, the captured request or None, output rows) from one capture record; the
+    request as Model Monitor keeps it: {"data", "encoding", "observedContentType"}."""
+    inference_id, at, outputs = parse_capture(line)
+    part = json.loads(line)["captureData"].get("endpointInput")
+    if part is None:
+        return inference_id, at, None, outputs
+    if not isinstance(part, dict) or not isinstance(part.get("data"), str):
+        raise Malformed("capture record: endpointInput has no data")
+    return (
+        inference_id,
+        at,
+        {
+            "data": part["data"],
+            "encoding": str(part.get("encoding", "CSV")).upper(),
+            "observedContentType": str(part.get("observedContentType") or "text/csv"),
+        },
+        outputs,
+    )
+
+
+def request_body(request: dict[str, str]) -> tuple[bytes, str]:
+    """The bytes and content type to send again, from a captured request."""
+    data = request["data"]
+    body = base64.b64decode(data) if request["encoding"] == "BASE64" else data.encode()
+    return body, request["observedContentType"]
+
+
+def parse_answer(body: bytes, content_type: str) -> list[list[float]]:
+    """Output rows from an endpoint's answer, as a capture record would hold them."""
+    try:
+        return _numbers(body.decode(), content_type or "text/csv")
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise Malformed(f"answer: {type(exc).__name__}: {exc}") from None
+
+
+def predicted_class(row: Sequence[float], threshold: float) -> float:
+    """The class a row of scores predicts: a threshold on one score, else the largest."""
+    if len(row) == 1:
+        return 1.0 if row[0] >= threshold else 0.0
+    return float(max(range(len(row)), key=row.__getitem__))
+
+
 def parse_label(line: bytes) -> tuple[str, list[list[float]]]:
     """(inference id, label rows) from one ground-truth record."""
     try:
@@ -89,10 +134,6 @@ def outcomes(
             error = out[0] - label
             result += [("abs_error", abs(error)), ("squared_error", error * error)]
         else:
-            predicted = (
-                (1.0 if out[0] >= threshold else 0.0)
-                if len(out) == 1
-                else float(max(range(len(out)), key=out.__getitem__))
-            )
+            predicted = predicted_class(out, threshold)
             result.append(("accuracy", 1.0 if predicted == round(label) else 0.0))
     return result

@@ -144,6 +144,16 @@ class EndpointState:
         return "failed" if self.failure_reason else "pending"
 
 
+@dataclass(frozen=True)
+class Invocation:
+    """One request sent to one variant: its answer, or the model's error, and how long it took."""
+
+    body: bytes
+    content_type: str
+    latency_ms: float
+    error: str | None = None  # the model answered with an error (SageMaker's ModelError)
+
+
 class EndpointPlatform(Protocol):
     """Idempotent operations on endpoints. Mutations raise NotNow when the endpoint is busy."""
 
@@ -162,6 +172,13 @@ class EndpointPlatform(Protocol):
     def delete_config(self, name: str) -> bool: ...
 
     def delete_endpoint(self, name: str) -> None: ...
+
+    def invoke(
+        self, name: str, variant: str, body: bytes, content_type: str, inference_id: str | None = None
+    ) -> Invocation:
+        """Send one request to one variant (`TargetVariant`). The model's own error comes back in the
+        Invocation; throttling or a transport failure raises PlatformError (send again later)."""
+        ...
 
     def served(self, state: EndpointState) -> tuple[ConfigSpec, dict[str, ModelSpec]]:
         """What a described endpoint serves, as specs: its config and each variant's model (to adopt it)."""

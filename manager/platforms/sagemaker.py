@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,7 @@ from manager.platforms.base import (
     ConfigSpec,
     EndpointState,
     InvalidSpec,
+    Invocation,
     ModelSpec,
     NotNow,
     PlatformError,
@@ -33,6 +35,13 @@ from manager.platforms.base import (
 )
 
 RETRIES = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60)
+# Invocations are retried by the caller (a replay keeps the request queued), so botocore tries twice.
+RUNTIME_RETRIES = Config(
+    retries={"mode": "standard", "max_attempts": 2},
+    connect_timeout=5,
+    read_timeout=60,
+    max_pool_connections=16,
+)
 MAX_VARIANTS = 10
 INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 IMAGE_URI = re.compile(r"^\S{1,255}$")
@@ -212,8 +221,9 @@ def _comparable_capture(capture: dict[str, Any] | None) -> tuple[Any, ...] | Non
 class SageMakerPlatform:
     """EndpointPlatform on a boto3 `sagemaker` client (inject one aimed at AWS, moto or the local host)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, runtime: Any = None) -> None:
         self.client = client
+        self._runtime = runtime
 
     @classmethod
     def connect(
@@ -222,7 +232,27 @@ class SageMakerPlatform:
         import boto3
 
         session = boto3.Session(profile_name=profile, region_name=region)
-        return cls(session.client("sagemaker", endpoint_url=endpoint_url, config=RETRIES))
+        return cls(
+            session.client("sagemaker", endpoint_url=endpoint_url, config=RETRIES),
+            session.client("sagemaker-runtime", endpoint_url=endpoint_url, config=RUNTIME_RETRIES),
+        )
+
+    @property
+    def runtime(self) -> Any:
+        """The sagemaker-runtime client: the one given, or one beside the sagemaker client (the same
+        host when that is not AWS's, as for the local SageMaker and moto)."""
+        if self._runtime is None:
+            import boto3
+
+            meta = self.client.meta
+            url = meta.endpoint_url
+            self._runtime = boto3.client(
+                "sagemaker-runtime",
+                region_name=meta.region_name,
+                endpoint_url=None if "amazonaws.com" in url else url,
+                config=RUNTIME_RETRIES,
+            )
+        return self._runtime
 
     # ---- calls ------------------------------------------------------------------------------
 
@@ -450,6 +480,37 @@ class SageMakerPlatform:
         if blue_green is not None:
             request["DeploymentConfig"] = deployment_config(blue_green)
         self._call("update_endpoint", **request)
+
+    def invoke(
+        self, name: str, variant: str, body: bytes, content_type: str, inference_id: str | None = None
+    ) -> Invocation:
+        _name("endpoint", name)
+        _name("variant", variant)
+        request: dict[str, Any] = {
+            "EndpointName": name,
+            "TargetVariant": variant,
+            "Body": body,
+            "ContentType": content_type,
+        }
+        if inference_id is not None:
+            request["InferenceId"] = inference_id
+        started = time.perf_counter()
+        try:
+            answer = self.runtime.invoke_endpoint(**request)
+            data = answer["Body"].read()
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code, message = error.get("Code", ""), error.get("Message", "")
+            if code == "ModelError":
+                took = (time.perf_counter() - started) * 1000
+                return Invocation(b"", "", took, f"{code}: {message}"[:500])
+            raise PlatformError(f"invoke_endpoint failed: {code}: {message}") from None
+        except Exception as exc:  # a connection refused, a read timeout: send again later
+            if type(exc).__module__.startswith(("botocore", "urllib3")):
+                raise PlatformError(f"invoke_endpoint failed: {type(exc).__name__}: {exc}") from None
+            raise
+        took = (time.perf_counter() - started) * 1000
+        return Invocation(data, answer.get("ContentType", "application/octet-stream"), took)
 
     def set_weights(self, name: str, weights: Mapping[str, float]) -> None:
         _name("endpoint", name)

@@ -211,6 +211,8 @@ class Rollout(Base):
     # Who started it, and who asked for the intent it carries: the humans behind the daemon's decisions.
     started_by: Mapped[str | None] = mapped_column(String(128))
     intent_actor: Mapped[str | None] = mapped_column(String(128))
+    # A replay step's plan once made: how many requests, what was left out and why, or why it could not run.
+    replay: Mapped[dict[str, Any] | None]
 
     endpoint: Mapped[Endpoint] = relationship()
     baseline: Mapped[ModelVersion] = relationship(foreign_keys=[baseline_version_id])
@@ -345,3 +347,47 @@ class EndpointLease(Base):
     endpoint: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
     owner: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime]
+
+
+REPLAY_STATES = ("queued", "done", "failed")
+
+
+class ReplayRequest(Base):
+    """One captured request in a rollout's replay plan: the baseline's captured answer and its label
+    (when one came), then the candidate's answer to the same input. The input is kept only until it is
+    sent. Keyed by the original inference id, so a request is paired, and counted, once."""
+
+    __tablename__ = "replay_requests"
+    __table_args__ = (
+        CheckConstraint(_in("state", REPLAY_STATES), name="state"),
+        Index("ix_replay_requests_rollout_state", "rollout_id", "state", "inference_at"),
+    )
+
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True)
+    inference_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    state: Mapped[str] = mapped_column(String(8), default="queued")
+    inference_at: Mapped[datetime]
+    request: Mapped[str | None] = mapped_column(Text)  # {"data", "encoding", "contentType"} until sent
+    baseline_outputs: Mapped[str] = mapped_column(Text)
+    labels: Mapped[str | None] = mapped_column(Text)
+    candidate_outputs: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    replayed_at: Mapped[datetime | None]
+
+
+class PairedSum(Base):
+    """Sums over a rollout's pairs, per source (replay, shadow) and measure: the paired statistics
+    read these, never the pairs. Added to in the transaction that records the pairs."""
+
+    __tablename__ = "paired_sums"
+
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(8), primary_key=True)
+    measure: Mapped[str] = mapped_column(String(32), primary_key=True)
+    n: Mapped[float] = mapped_column(Float, default=0.0)
+    sum_baseline: Mapped[float] = mapped_column(Float, default=0.0)
+    sum_candidate: Mapped[float] = mapped_column(Float, default=0.0)
+    sum_diff: Mapped[float] = mapped_column(Float, default=0.0)
+    sum_diff_sq: Mapped[float] = mapped_column(Float, default=0.0)

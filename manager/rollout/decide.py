@@ -5,14 +5,18 @@ Rules, in order:
 2. operator intents: abort (roll back now), promote (skip the analysis), pause, resume;
 3. a paused rollout waits (a timed pause ends by itself); a busy endpoint waits;
 4. any guardrail's harm test rejecting rolls back, at every step with traffic;
-5. the maximum duration applies `onInconclusive`;
-6. the current step: set the weight, shadow, bake, pause, or analyse; at the end of the plan, promote.
+5. a sample ratio mismatch in a live phase applies `onSampleRatioMismatch`;
+6. the maximum duration applies `onInconclusive`;
+7. the current step: set the weight, shadow, replay, bake, pause, or analyse; at the end of the plan,
+   promote.
 Each rule is a function below, in this order; each returns a Decision, or None to pass to the next.
 An analysis promotes when the primary's lower bound clears -margin (0 under superiority), every
 metric has its minimum sample and the minimum duration has passed; it rolls back when the primary's
 upper bound is below -margin; at the maximum samples or duration it applies `onInconclusive`.
 Statistics restart with each phase (weights are fixed within one), except the error-count e-value,
-which multiplies across phases validly.
+which multiplies across phases validly. An analysis at weight 0 after a replay step judges the pairs
+the replay made (`paired`): the primary by the paired tests, when the policy says labels do not depend
+on which model served, and the candidate's error rate on the replayed requests.
 """
 
 from __future__ import annotations
@@ -26,8 +30,17 @@ from typing import Any, Literal
 from manager.clock import parse_duration
 from manager.policy import Metric, RolloutPolicy, Step
 from manager.registry.vocabulary import is_final
-from manager.samples import Observations, PhaseData
+from manager.samples import Observations, Paired, PairedSums, PhaseData
+from manager.stats import srm
 from manager.stats.evalues import harm_evalue
+from manager.stats.paired import (
+    Differences,
+    Pairs,
+    accuracy_difference_sequence,
+    binomial_sequence,
+    discordant_evalue,
+    paired_mean_sequence,
+)
 from manager.stats.sequences import difference_sequence
 
 Action = Literal[
@@ -48,6 +61,7 @@ class RolloutState:
     intent: str | None = None
     intent_reason: str | None = None
     shadowing: bool = False  # a shadow variant receives copies of the traffic
+    ratio_paused: bool = False  # paused on a sample ratio mismatch: a resume starts the phase afresh
 
 
 @dataclass(frozen=True)
@@ -176,7 +190,19 @@ def _judge_interval(
     return "pass" if low > floor and samples_met else "inconclusive"
 
 
-def decide(state: RolloutState, policy: RolloutPolicy, observations: Observations, now: datetime) -> Decision:
+SRM_REASON = "sample ratio mismatch"
+
+
+def decide(
+    state: RolloutState,
+    policy: RolloutPolicy,
+    observations: Observations,
+    now: datetime,
+    paired: Paired | None = None,
+    requests: Sequence[PhaseData] = (),
+) -> Decision:
+    """`paired`: what a replay produced; `requests`: the invocations per phase and arm (for the
+    sample-ratio check of live phases)."""
     plan = policy.plan
     step = plan[state.step] if state.step < len(plan) else None
     early = _final(state) or _intents(state) or _paused(state, step, now) or _busy(state, policy, now)
@@ -192,10 +218,13 @@ def decide(state: RolloutState, policy: RolloutPolicy, observations: Observation
         "weight": state.weight,
         "metrics": {v.metric: {**v.evidence, "status": v.status, "dry_run": v.dry_run} for v in verdicts},
     }
+    if paired is not None:
+        evidence["paired"] = paired_evidence(paired, policy)
     return (
         _harm(state, policy, verdicts, evidence)
+        or _sample_ratio(state, policy, observations, requests, evidence)
         or _out_of_time(state, policy, step, evidence, now)
-        or _step(state, policy, step, verdicts, evidence, now)
+        or _step(state, policy, step, verdicts, evidence, now, paired)
     )
 
 
@@ -229,6 +258,13 @@ def _paused(state: RolloutState, step: Step | None, now: datetime) -> Decision |
         # Resuming from a pause step moves past it; resuming an operator's pause continues the same step.
         after = state.step + 1 if step is not None and step.pause is not None else state.step
         if state.intent == "resume":
+            if state.ratio_paused:  # the phase's split was wrong: its statistics start over
+                return Decision(
+                    "resume",
+                    "resumed by the operator; the phase starts afresh after the sample ratio mismatch",
+                    {"restart_phase": True},
+                    next_step=after,
+                )
             return Decision("resume", "resumed by the operator", next_step=after)
         timed = step.pause.duration if step is not None and step.pause is not None else None
         if timed and now - state.step_started_at >= parse_duration(timed):
@@ -285,6 +321,56 @@ def _primary_worse(primary: Metric, evidence: dict[str, Any]) -> Decision:
     )
 
 
+def _sample_ratio(
+    state: RolloutState,
+    policy: RolloutPolicy,
+    observations: Observations,
+    requests: Sequence[PhaseData],
+    evidence: dict[str, Any],
+) -> Decision | None:
+    """Rule 5: in a live phase, requests per variant against the weights, and labels per variant
+    against requests; a mismatch biases every unpaired comparison, so `onSampleRatioMismatch` applies."""
+    action = policy.decisions.on_sample_ratio_mismatch
+    if action == "ignore" or not 0 < state.weight < 100 or state.shadowing:
+        return None
+    current = next((p for p in requests if p.phase == state.phase), None)
+    if current is None:
+        return None
+    b, c = current.baseline.n, current.candidate.n
+    checks = {"requests": srm.test(c, b + c, state.weight / 100)}
+    if b > 0 and c > 0:
+        for metric in policy.metrics:
+            labelled = next((p for p in observations.get(metric.name, ()) if p.phase == state.phase), None)
+            if metric.source == "quality" and labelled is not None:
+                lb, lc = labelled.baseline.n, labelled.candidate.n
+                checks["labels"] = srm.test(lc, lb + lc, c / (b + c))
+                break
+    evidence["sample_ratio"] = {
+        name: {
+            "candidate": r.candidate,
+            "total": r.total,
+            "expected_share": r.expected_share,
+            "observed_share": r.observed_share,
+            "e_value": r.e_value,
+            "threshold": 1 / r.alpha,
+        }
+        for name, r in checks.items()
+    }
+    broken = [(name, r) for name, r in checks.items() if r.mismatch]
+    if not broken:
+        return None
+    name, r = broken[0]
+    what = "requests" if name == "requests" else "labelled requests"
+    reason = (
+        f"{SRM_REASON}: the candidate got {r.candidate:,.0f} of {r.total:,.0f} {what}"
+        f" ({r.observed_share:.1%}, expected {r.expected_share:.1%}; e = {r.e_value:.3g}"
+        f" >= {1 / r.alpha:g})"
+    )
+    if action == "rollback":
+        return Decision("rollback", reason, evidence)
+    return Decision("pause", f"{reason}; the comparison would be biased: waiting for an operator", evidence)
+
+
 def _out_of_time(
     state: RolloutState, policy: RolloutPolicy, step: Step | None, evidence: dict[str, Any], now: datetime
 ) -> Decision | None:
@@ -303,6 +389,7 @@ def _step(
     verdicts: list[MetricVerdict],
     evidence: dict[str, Any],
     now: datetime,
+    paired: Paired | None = None,
 ) -> Decision:
     """Rule 6: what the current step asks for; past the last step, promote."""
     if step is None:
@@ -318,6 +405,8 @@ def _step(
         return Decision("advance", f"candidate at {state.weight:g}%", evidence, next_step=state.step + 1)
     if step.shadow is not None:
         return _shadow_step(state, step, evidence, now)
+    if step.replay is not None:
+        return _replay_step(state, policy, paired, evidence)
     if step.bake is not None:
         if now - state.step_started_at >= parse_duration(step.bake.duration):
             return Decision(
@@ -333,6 +422,8 @@ def _step(
             evidence,
         )
     assert step.analysis is not None
+    if state.weight <= 0 and not state.shadowing:
+        return _paired_analysis(policy, state, paired, evidence, now, final=step.analysis.final)
     return _analysis(policy, state, verdicts, evidence, now, final=step.analysis.final)
 
 
@@ -412,3 +503,215 @@ def _inconclusive(policy: RolloutPolicy, why: str, evidence: dict[str, Any], sta
     if action == "pause":
         return Decision("pause", f"inconclusive: {why}; waiting for an operator", evidence)
     return Decision("wait", f"inconclusive: {why}; extending", evidence)
+
+
+# ---- replay: paired evidence at weight 0 -------------------------------------------------------
+
+
+def _replay_step(
+    state: RolloutState, policy: RolloutPolicy, paired: Paired | None, evidence: dict[str, Any]
+) -> Decision:
+    """The replay's plan is made by the replayer; once it exists, the analyses after it judge."""
+    progress = paired.progress if paired is not None else None
+    if progress is None:
+        return Decision("wait", "planning the replay: reading captured requests and their labels", evidence)
+    if progress.refused:
+        why = f"the replay cannot run: {progress.refused}"
+        if policy.decisions.on_inconclusive == "rollback":
+            return Decision("rollback", why, evidence)
+        return Decision("pause", f"{why}; waiting for an operator", evidence)
+    return Decision(
+        "advance",
+        f"replaying {progress.planned} captured requests to the candidate at weight 0",
+        evidence,
+        next_step=state.step + 1,
+    )
+
+
+def paired_verdict(
+    metric: Metric, sums: PairedSums | None, policy: RolloutPolicy, harm_only: bool
+) -> MetricVerdict:
+    """One quality metric judged on pairs: the accuracy difference from discordant pairs, or the mean
+    per-request loss difference; the same margin, superiority and alpha as the unpaired test."""
+    evidence: dict[str, Any] = {"metric": metric.name, "role": metric.role, "design": "paired"}
+    if sums is None or sums.n == 0:
+        return MetricVerdict(metric.name, "no_data", evidence, metric.dry_run, metric.min_samples == 0)
+    samples_met = sums.n >= metric.min_samples
+    evidence.update(
+        {
+            "pairs": int(sums.n),
+            "baseline_mean": sums.sum_baseline / sums.n,
+            "candidate_mean": sums.sum_candidate / sums.n,
+        }
+    )
+    if metric.kind == "proportion":
+        pairs = Pairs(int(sums.n), sums.baseline_only, sums.candidate_only)
+        interval = accuracy_difference_sequence(pairs, metric.alpha)
+        evidence.update(
+            {
+                "baseline_only": pairs.baseline_only,
+                "candidate_only": pairs.candidate_only,
+                "discordant": pairs.discordant,
+                "e_value_better": discordant_evalue(pairs),
+            }
+        )
+    else:
+        diffs = Differences(int(sums.n), sums.mean_diff, sums.diff_variance)
+        interval = paired_mean_sequence(diffs, metric.alpha, policy.decisions.planned_samples)
+    low, high = _improvement(metric, interval.low, interval.high)
+    margin = metric.test.margin
+    evidence.update(
+        {
+            "improvement_low": low,
+            "improvement_high": high,
+            "margin": margin,
+            "estimate": interval.estimate,
+            "alpha": metric.alpha,
+        }
+    )
+    status: Status
+    if high < -margin:
+        status = "fail"
+    elif harm_only or metric.role == "guardrail":
+        status = "pass" if samples_met else "inconclusive"
+    else:
+        floor = 0.0 if policy.decisions.superiority else -margin
+        status = "pass" if low > floor and samples_met else "inconclusive"
+    return MetricVerdict(metric.name, status, evidence, metric.dry_run, samples_met)
+
+
+def _replay_errors(policy: RolloutPolicy, paired: Paired) -> tuple[Status, dict[str, Any]]:
+    """The candidate's error rate on replayed requests (which all succeeded on the baseline), by a
+    confidence sequence, against the replay step's `maxErrorRate`."""
+    replay = next((s.replay for s in policy.plan if s.replay), None)
+    limit = replay.max_error_rate if replay else 0.01
+    alpha = min((m.alpha for m in policy.metrics if m.kind == "errors"), default=0.05)
+    sent = paired.sums.get("errors")
+    n, errors = (int(sent.n), int(sent.sum_candidate)) if sent else (0, 0)
+    low, high = binomial_sequence(errors, n, alpha)
+    evidence = {
+        "requests": n,
+        "errors": errors,
+        "error_rate_low": low,
+        "error_rate_high": high,
+        "max_error_rate": limit,
+        "alpha": alpha,
+    }
+    if n == 0:
+        return "no_data", evidence
+    return ("fail" if low > limit else "pass" if high <= limit or n >= 100 else "inconclusive"), evidence
+
+
+def _paired_analysis(
+    policy: RolloutPolicy,
+    state: RolloutState,
+    paired: Paired | None,
+    evidence: dict[str, Any],
+    now: datetime,
+    final: bool,
+) -> Decision:
+    """An analysis at weight 0: the replay's pairs. Quality metrics are judged on them only when
+    labels do not depend on which model served; the candidate's errors always are."""
+    progress = paired.progress if paired is not None else None
+    if paired is None or progress is None:
+        return Decision("wait", "no replayed pairs yet", evidence)
+    status, errors = _replay_errors(policy, paired)
+    evidence["replay_errors"] = errors
+    if status == "fail":
+        return Decision(
+            "rollback",
+            f"the candidate failed {errors['errors']} of {errors['requests']} replayed requests"
+            f" (error rate above {errors['max_error_rate']:g} at alpha {errors['alpha']:g})",
+            evidence,
+        )
+    verdicts = []
+    if policy.labels_independent_of_serving:
+        for metric in policy.metrics:
+            if metric.source == "quality":
+                verdicts.append(paired_verdict(metric, paired.sums.get(metric.measure), policy, not final))
+    evidence["metrics"] = {
+        **evidence.get("metrics", {}),
+        **{v.metric: {**v.evidence, "status": v.status, "dry_run": v.dry_run} for v in verdicts},
+    }
+    live = [v for v in verdicts if not v.dry_run]
+    primary = policy.primary
+    by_name = {m.name: m for m in policy.metrics}
+    for v in live:
+        if v.status == "fail":
+            if primary is not None and v.metric == primary.name:
+                return _primary_worse(primary, evidence)
+            return Decision("rollback", f"guardrail {v.metric} shows harm on the replayed requests", evidence)
+    ready = all(v.samples_met for v in live) and status != "inconclusive" and status != "no_data"
+    exhausted = progress.queued == 0
+    if not final:
+        if ready and (exhausted or live):
+            return Decision(
+                "advance",
+                f"no harm on {errors['requests']} replayed requests",
+                evidence,
+                next_step=state.step + 1,
+            )
+    else:
+        settled = all(
+            v.status == "pass" or (v.status == "no_data" and by_name[v.metric].on_no_data == "pass")
+            for v in live
+        )
+        min_duration = parse_duration(policy.decisions.min_duration)
+        if settled and ready and now - state.phase_started_at >= min_duration:
+            shown = "superiority" if policy.decisions.superiority else "non-inferiority"
+            return Decision(
+                "promote",
+                f"{shown} shown on {int(_pairs(paired, policy))} replayed pairs",
+                evidence,
+                next_step=state.step + 1,
+            )
+    if exhausted:
+        return _inconclusive(
+            policy, f"all {progress.done} replayed requests were judged and no decision", evidence, state
+        )
+    if _pairs(paired, policy) >= policy.decisions.max_samples:
+        return _inconclusive(
+            policy, f"{policy.decisions.max_samples} replayed pairs and no decision", evidence, state
+        )
+    return Decision("wait", f"replaying: {progress.done} of {progress.planned} done", evidence)
+
+
+def _pairs(paired: Paired, policy: RolloutPolicy) -> float:
+    primary = policy.primary
+    sums = paired.sums.get(primary.measure) if primary is not None else None
+    return sums.n if sums is not None else 0.0
+
+
+def paired_evidence(paired: Paired, policy: RolloutPolicy) -> dict[str, Any]:
+    """What the pairs show without labels (how often the two models agree, how far their scores
+    moved) and where the replay stands: recorded at every look, labels or not."""
+    out: dict[str, Any] = {"source": paired.source}
+    if paired.progress is not None:
+        p = paired.progress
+        out.update({"planned": p.planned, "done": p.done, "failed": p.failed, "queued": p.queued})
+        if p.skipped:
+            out["skipped"] = dict(p.skipped)
+        if p.refused:
+            out["refused"] = p.refused
+    agreement = paired.sums.get("agreement")
+    if agreement is not None and agreement.n:
+        out["agreement_rate"] = agreement.sum_candidate / agreement.n
+        out["compared"] = int(agreement.n)
+    shift = paired.sums.get("prediction")
+    if shift is not None and shift.n >= 2:
+        interval = paired_mean_sequence(
+            Differences(int(shift.n), shift.mean_diff, shift.diff_variance),
+            0.05,
+            policy.decisions.planned_samples,
+        )
+        out["prediction_shift"] = {
+            "mean": interval.estimate,
+            "low": interval.low,
+            "high": interval.high,
+            "baseline_mean": shift.sum_baseline / shift.n,
+            "candidate_mean": shift.sum_candidate / shift.n,
+        }
+    latency = paired.sums.get("latency_ms")
+    if latency is not None and latency.n:
+        out["candidate_latency_ms"] = latency.sum_candidate / latency.n
+    return out

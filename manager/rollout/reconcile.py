@@ -39,14 +39,14 @@ from manager.platforms.base import (
     NotNow,
     PlatformError,
 )
-from manager.registry import endpoints, observations
+from manager.registry import endpoints, observations, pairs
 from manager.registry.rollouts import record_event
 from manager.registry.tables import EndpointLease, ModelVersion, Rollout
 from manager.rollout import configs, records, snapshot
 from manager.rollout.decide import Decision, decide
 from manager.rollout.pending import PendingChange
 from manager.rollout.snapshot import Snapshot
-from manager.samples import PhaseData
+from manager.samples import Paired, PhaseData
 
 log = logging.getLogger("variantctl.reconcile")
 CRASH_ENV = "VARIANTCTL_CRASH_AT"
@@ -106,20 +106,21 @@ class Reconciler:
             snaps = snapshot.read(session)
             wanted = {s.id: self._wanted(s) for s in snaps if s.state in ("running", "paused")}
             data = observations.phase_data_many(session, {k: v for k, v in wanted.items() if v is not None})
+            paired = pairs.read_many(session, wanted)
         results = []
         now = self.clock()
         for snap in snaps:
             if snap.retry_at is not None and snap.retry_at > now:
                 results.append(TickResult(snap.id, snap.endpoint, "wait", "backing off after an error"))
                 continue
-            results.append(self._isolated(snap, data.get(snap.id)))
+            results.append(self._isolated(snap, data.get(snap.id), paired.get(snap.id)))
         return results
 
-    def _isolated(self, snap: Snapshot, data: Data | None) -> TickResult:
+    def _isolated(self, snap: Snapshot, data: Data | None, paired: Paired | None = None) -> TickResult:
         """One rollout's tick, whatever it raises: an error here never stops another rollout. It is
         retried with backoff; after `records.MAX_FAILURES` in a row a running rollout is paused."""
         try:
-            result = self._reconcile(snap, data)
+            result = self._reconcile(snap, data, paired)
         except NotNow as exc:
             return TickResult(snap.id, snap.endpoint, "wait", str(exc))
         except Exception as exc:
@@ -158,13 +159,14 @@ class Reconciler:
             policy = self._policy(snap)
         except UserError:
             return None
+        ratio = () if policy.decisions.on_sample_ratio_mismatch == "ignore" else ("invocations",)
         return observations.Wanted(
-            tuple(m.measure for m in policy.metrics),
+            tuple(m.measure for m in policy.metrics) + ratio,
             tuple(m.measure for m in policy.metrics if m.kind == "errors"),
             *snap.variants,
         )
 
-    def _reconcile(self, snap: Snapshot, data: Data | None) -> TickResult:
+    def _reconcile(self, snap: Snapshot, data: Data | None, paired: Paired | None = None) -> TickResult:
         now = self.clock()
         # Renew the lease only when half of it is gone: most ticks then write nothing to keep it.
         renewed = not snap.lease_fresh(self.owner, now, self.lease_ttl.total_seconds() / 2)
@@ -188,11 +190,19 @@ class Reconciler:
             unsettled = settle(look, snap.pending)
             if unsettled is not None:
                 return unsettled
-            snap, data = self._refresh(snap.id)
+            snap, data, paired = self._refresh(snap.id)
         if self._read_metrics(snap, policy, now) or data is None:
-            snap, data = self._refresh(snap.id)
+            snap, data, paired = self._refresh(snap.id)
         observed = {m.name: data.get(m.measure, []) for m in policy.metrics}
-        return self._apply(look, decide(snap.decision_state(state.busy), policy, observed, now))
+        decision = decide(
+            snap.decision_state(state.busy),
+            policy,
+            observed,
+            now,
+            paired=paired,
+            requests=data.get("invocations", []),
+        )
+        return self._apply(look, decision)
 
     def _settlers(self) -> dict[str, Callable[[Look, PendingChange], TickResult | None]]:
         """What finishes each change a rollout can have under way while it runs."""
@@ -202,12 +212,13 @@ class Reconciler:
             "set_weight": self._settle_weight,
         }
 
-    def _refresh(self, rollout_id: int) -> tuple[Snapshot, Data]:
+    def _refresh(self, rollout_id: int) -> tuple[Snapshot, Data, Paired | None]:
         with self.database.read() as session:
             [snap] = snapshot.read(session, rollout_id)
             wanted = self._wanted(snap)
             data = observations.phase_data_many(session, {rollout_id: wanted})[rollout_id] if wanted else {}
-        return snap, data
+            paired = pairs.read_many(session, [rollout_id]).get(rollout_id)
+        return snap, data, paired
 
     def _lease(self, session: Session, endpoint: str, now: datetime) -> bool:
         lease = session.get(EndpointLease, endpoint)
@@ -310,7 +321,10 @@ class Reconciler:
 
     def _read_metrics(self, snap: Snapshot, policy: policies.RolloutPolicy, now: datetime) -> bool:
         """New CloudWatch windows into `observations`; True when any were stored."""
-        if self.metrics is None or not any(m.source == "cloudwatch" for m in policy.metrics):
+        ratio = policy.decisions.on_sample_ratio_mismatch != "ignore" and any(
+            s.set_weight for s in policy.plan
+        )
+        if self.metrics is None or not (ratio or any(m.source == "cloudwatch" for m in policy.metrics)):
             return False
         since = snap.metrics_cursor or (snap.phases[0][1] if snap.phases else now)
         target = policy.target

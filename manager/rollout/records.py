@@ -75,11 +75,13 @@ def decision(
         rollout.step = decided.next_step if decided.next_step is not None else rollout.step + 1
         rollout.step_started_at = now
     elif decided.action == "pause":
-        rollout.state, rollout.intent = "paused", None
+        rollout.state, rollout.intent, rollout.reason = "paused", None, decided.reason
     elif decided.action == "resume":
-        rollout.state, rollout.intent = "running", None
+        rollout.state, rollout.intent, rollout.reason = "running", None, None
         rollout.step = decided.next_step if decided.next_step is not None else rollout.step
         rollout.step_started_at = now
+        if decided.evidence.get("restart_phase"):
+            new_phase(session, rollout, rollout.weight, actor, now)
     else:
         promoting = decided.action == "promote"
         keep = configs.survivor(rollout, promoting)

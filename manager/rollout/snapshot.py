@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from manager.registry.tables import Endpoint, EndpointLease, Rollout, RolloutPhase
 from manager.registry.vocabulary import ACTIVE_ROLLOUT_STATES
-from manager.rollout.decide import RolloutState
+from manager.rollout.decide import SRM_REASON, RolloutState
 from manager.rollout.pending import PendingChange
 
 PhaseSpan = tuple[int, datetime, datetime | None]  # phase, started, ended (None while it lasts)
@@ -43,6 +43,7 @@ class Snapshot:
     candidate_variant: str
     failures: int
     retry_at: datetime | None
+    reason: str | None = None
 
     @property
     def variants(self) -> tuple[str, str]:
@@ -77,6 +78,7 @@ class Snapshot:
             intent=self.intent,
             intent_reason=self.intent_reason,
             shadowing=self.shadow_config is not None,
+            ratio_paused=self.state == "paused" and (self.reason or "").startswith(SRM_REASON),
         )
 
 
@@ -125,6 +127,7 @@ def read(session: Session, rollout_id: int | None = None) -> list[Snapshot]:
             candidate_variant=r.candidate_variant,
             failures=r.failures,
             retry_at=r.retry_at,
+            reason=r.reason,
         )
         for r, name, status, owner, expires in rows
     ]

@@ -1,0 +1,54 @@
+"""Sample ratio mismatch: is the split what the weights say?
+
+A sequential test of "the candidate's share of requests is p0" (p0 the weight in force), from the
+counts per variant, valid at every look: the Dirichlet-multinomial mixture likelihood ratio of Lindon
+and Malek (2020) with two categories, a Beta(k p0, k (1 - p0)) mixture over the share. Under p0 it is
+a test martingale, so it crosses 1/alpha with probability at most alpha however often it is looked at
+(Ville); experimentation platforms alarm at alpha = 0.001. The prior's concentration k sets where it
+is most powerful: k = 3000 puts it at shifts of one or two points of the share, what a variant losing a
+few percent of its requests (a crashing host, a logging gap) looks like (benchmarks/decision_quality.py
+measures both error rates).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scipy.special import betaln
+
+ALPHA = 0.001
+CONCENTRATION = 3000.0
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """The counts tested and the verdict: `e_value` >= 1/alpha is a mismatch."""
+
+    candidate: float
+    total: float
+    expected_share: float
+    e_value: float
+    alpha: float
+
+    @property
+    def observed_share(self) -> float:
+        return self.candidate / self.total if self.total else 0.0
+
+    @property
+    def mismatch(self) -> bool:
+        return self.e_value >= 1.0 / self.alpha
+
+
+def log_evalue(candidate: float, total: float, p0: float, k: float = CONCENTRATION) -> float:
+    """log of the mixture likelihood ratio against share p0 after `candidate` of `total`."""
+    if total <= 0 or not 0.0 < p0 < 1.0:
+        return 0.0
+    x, y = candidate, total - candidate
+    a, b = k * p0, k * (1.0 - p0)
+    return float(betaln(a + x, b + y) - betaln(a, b) - x * math.log(p0) - y * math.log1p(-p0))
+
+
+def test(candidate: float, total: float, p0: float, alpha: float = ALPHA) -> Ratio:
+    e = math.exp(min(log_evalue(candidate, total, p0), 700.0))
+    return Ratio(candidate, total, p0, e, alpha)
