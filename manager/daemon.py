@@ -1,5 +1,5 @@
-"""`variantctl daemon`: APScheduler 3 runs the reconcile tick, ground-truth ingestion and the cron
-retrains that policies ask for, with one scheduler per registry (an flock beside the database).
+"""`variantctl daemon`: APScheduler 3 runs the reconcile tick, ground-truth ingestion, replay steps
+and the cron retrains that policies ask for, with one scheduler per registry (an flock beside the database).
 
 Jobs live in the registry's database (SQLAlchemyJobStore) with fixed ids, so restarts never
 duplicate them. The cron jobs are reconciled against the policy files at start and every policies
@@ -117,6 +117,7 @@ class Runtime:
     database: Database
     reconciler: Any
     ingestor: Any
+    replayer: Any = None
     scheduler: Any = None  # set once the scheduler runs: the policies job keeps its cron jobs in step
 
 
@@ -129,6 +130,7 @@ def build_runtime(url: str, owner: str) -> Runtime:
     from manager.config import DaemonTuning
     from manager.metrics.cloudwatch import CloudWatchSource
     from manager.metrics.groundtruth import GroundTruthIngestor
+    from manager.metrics.replay import Replayer
     from manager.platforms.sagemaker import RETRIES, SageMakerPlatform
     from manager.rollout.reconcile import Reconciler
 
@@ -138,15 +140,14 @@ def build_runtime(url: str, owner: str) -> Runtime:
     metrics = CloudWatchSource(
         boto3.client("cloudwatch", config=RETRIES), lag=tuning.metrics_lag, period=tuning.metrics_period
     )
+    s3 = boto3.client("s3", config=RETRIES)
     return Runtime(
         database,
         Reconciler(database, platform, metrics, owner=owner, actor="daemon"),
         GroundTruthIngestor(
-            database,
-            s3_client=boto3.client("s3", config=RETRIES),
-            settle=tuning.capture_settle,
-            lookback=tuning.ingest_lookback,
+            database, s3_client=s3, settle=tuning.capture_settle, lookback=tuning.ingest_lookback
         ),
+        Replayer(database, platform, s3_client=s3, owner=owner),
     )
 
 
@@ -167,6 +168,32 @@ def reconcile_job(url: str) -> None:
                         "detail": outcome.detail,
                     }
                 },
+            )
+
+
+def replay_job(url: str, budget: float = 20.0) -> None:
+    """Replay steps: plan, then send queued requests to candidates at weight 0 for up to `budget`
+    seconds (less than the job's interval, so runs never pile up)."""
+    from datetime import timedelta
+
+    runtime = _RUNTIMES[url]
+    if runtime.replayer is None:
+        return
+    runtime.replayer.budget = timedelta(seconds=budget)
+    for report in runtime.replayer.run():
+        if report.planned or report.refused or report.sent or report.given_up:
+            fields = {k: v for k, v in vars(report).items() if v}
+            log.log(
+                logging.WARNING if report.refused or report.given_up else logging.INFO,
+                "replay for rollout %s: %s",
+                report.rollout_id,
+                report.refused
+                or ", ".join(
+                    f"{n} {k.replace('_', ' ')}"
+                    for k, n in fields.items()
+                    if k in ("planned", "sent", "errors", "retried", "given_up")
+                ),
+                extra={"fields": {"job": "replay", **fields}},
             )
 
 
@@ -221,6 +248,7 @@ def ingest_job(url: str) -> None:
                 "duplicates": report.duplicates,
                 "malformed": report.malformed,
                 "outside_rollout": report.outside_rollout,
+                "replayed": report.replayed,
                 "expired": report.expired_predictions + report.expired_labels,
                 "unreadable_files": len(report.file_errors),
             }
@@ -588,6 +616,7 @@ def run(
         if once:
             ingest_job(url)
             reconcile_job(url)
+            replay_job(url)
             return
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -626,6 +655,8 @@ def start_scheduler(
         "reconcile": ("manager.daemon:reconcile_job", tick, [url])
     }
     fixed["ingest"] = ("manager.daemon:ingest_job", ingest_every, [url])
+    replay_every = max(tick, 1.0)
+    fixed["replay"] = ("manager.daemon:replay_job", replay_every, [url, replay_every * 0.8])
     if policies_dir is not None:
         fixed["triggers"] = ("manager.daemon:trigger_job", max(tick, 30.0), [url, str(policies_dir)])
     if digests is not None:

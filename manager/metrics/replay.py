@@ -34,6 +34,7 @@ from sqlalchemy import Table, select, update
 
 from manager import policy as policies
 from manager.clock import parse_duration, utcnow
+from manager.crashpoints import crash_point
 from manager.db import Database, insert_for
 from manager.errors import UserError
 from manager.metrics.monitor_records import (
@@ -150,15 +151,15 @@ class Replayer:
                 select(Rollout, Endpoint.name, EndpointLease.owner, EndpointLease.expires_at)
                 .join(Endpoint, Endpoint.id == Rollout.endpoint_id)
                 .outerjoin(EndpointLease, EndpointLease.endpoint == Endpoint.name)
-                .where(Rollout.state == "running", Rollout.weight <= 0, Rollout.pending.is_(None))
+                .where(Rollout.state == "running", Rollout.weight <= 0)
                 .order_by(Rollout.id)
             ).all()
             out = []
             for rollout, endpoint, owner, expires in rows:
                 if self.owner and owner not in (None, self.owner) and expires is not None and expires > now:
                     continue  # another daemon works this endpoint
-                if "replay" not in rollout.policy_yaml:
-                    continue
+                if "replay" not in rollout.policy_yaml or rollout.pending:
+                    continue  # (a JSON column: SQL NULL and JSON null both read as None)
                 try:
                     policy = policies.parse(rollout.policy_yaml, f"rollout {rollout.id} policy")
                 except UserError:
@@ -242,6 +243,7 @@ class Replayer:
         else:
             chosen.sort(key=lambda i: (captured[i][0], i), reverse=True)
         chosen = chosen[: replay.requests]
+        crash_point("replay-read")
         refused = None
         if not chosen:
             if without_input and not captured:
@@ -314,7 +316,9 @@ class Replayer:
                 if not queued:
                     break
                 answers = list(pool.map(lambda row: self._send_one(active, row, pacer, deadline), queued))
+                crash_point("replay-sent")
                 self._record(active, queued, answers, kind, threshold, report)
+                crash_point("replay-recorded")
         return report
 
     def _still_replaying(self, active: _Active) -> bool:

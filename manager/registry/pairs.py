@@ -66,9 +66,8 @@ def read_many(session: Session, ids: Iterable[int]) -> dict[int, Paired]:
         )
     plans: dict[int, dict[str, Any]] = {
         rid: plan
-        for rid, plan in session.execute(
-            select(Rollout.id, Rollout.replay).where(Rollout.id.in_(ids), Rollout.replay.isnot(None))
-        )
+        for rid, plan in session.execute(select(Rollout.id, Rollout.replay).where(Rollout.id.in_(ids)))
+        if plan
     }
     states: dict[int, dict[str, int]] = {}
     if plans:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from manager import policy as policies
 from manager.clock import parse_duration, utcnow
+from manager.crashpoints import crash_point
 from manager.db import Database
 from manager.errors import UserError
 from manager.metrics.base import MetricSource, MetricsUnavailable
@@ -49,14 +50,7 @@ from manager.rollout.snapshot import Snapshot
 from manager.samples import Paired, PhaseData
 
 log = logging.getLogger("variantctl.reconcile")
-CRASH_ENV = "VARIANTCTL_CRASH_AT"
 Data = dict[str, list[PhaseData]]
-
-
-def crash_point(name: str) -> None:
-    """For crash tests: die here, as `kill -9` would, when VARIANTCTL_CRASH_AT names this point."""
-    if os.environ.get(CRASH_ENV) == name:
-        os._exit(137)
 
 
 @dataclass(frozen=True)
