@@ -7,6 +7,10 @@ The candidate's weight is read from the endpoint (DescribeEndpoint) after every 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -283,3 +287,61 @@ def test_policies_refuse_a_replay_they_cannot_use() -> None:
         policies.parse(
             base.replace("  - replay: {requests: 10, window: 1h, maxRequestsPerSecond: 2000}\n", "")
         )
+
+
+def _daemon(world: ReplayWorld, db: Path, crash_at: str | None = None) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": world.host.url,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "VARIANTCTL_DB": str(db),
+    }
+    env.pop("VARIANTCTL_CRASH_AT", None)
+    if crash_at:
+        env["VARIANTCTL_CRASH_AT"] = crash_at
+    return subprocess.Popen(
+        [sys.executable, "-m", "manager", "daemon", "--tick", "0.2", "--ingest-every", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["replay-read", "replay-sent", "replay-recorded"])
+def test_kill_9_during_a_replay_converges_with_no_pair_counted_twice(
+    tmp_path: Path, artifacts: dict[str, Path], point: str
+) -> None:
+    with replay_world(tmp_path, artifacts, baseline="logistic", candidate="prior") as world:
+        # slow enough that the replay takes several batches: a crash leaves some sent, some queued
+        rollout_id = world.start(
+            world.policy(requests=400).replace("maxRequestsPerSecond: 2000", "maxRequestsPerSecond: 400")
+        )
+        dying = _daemon(world, tmp_path / "registry.db", point)
+        try:
+            code = dying.wait(timeout=90)
+        finally:
+            if dying.poll() is None:
+                dying.kill()
+        assert code == 137, f"the daemon did not die at {point}: exit {code}, {dying.stderr.read()!r}"  # type: ignore[union-attr]
+        before, _ = _pairs(world, rollout_id)
+        survivor = _daemon(world, tmp_path / "registry.db")
+        try:
+            deadline = time.monotonic() + 90
+            while world.rollout(rollout_id).state != "rolled_back":
+                assert time.monotonic() < deadline, world.rollout(rollout_id).state
+                assert survivor.poll() is None, survivor.stderr.read()  # type: ignore[union-attr]
+                time.sleep(0.2)
+        finally:
+            survivor.send_signal(signal.SIGTERM)
+            assert survivor.wait(timeout=30) == 0
+        done, sums = _pairs(world, rollout_id)
+        assert set(before) <= set(done) and len(set(done)) == len(done)
+        assert set(done) <= world.captured
+        assert sums["errors"].n == len(done) == sums["accuracy"].n
+        assert audit.verify(world.database).ok
+        actions = [e.action for e in audit.history(world.database, audit.HistoryFilter(limit=500))]
+        assert actions.count("rollout.replay_planned") == 1
+        assert actions.count("rollout.rollback") == 1
