@@ -35,6 +35,8 @@ from manager.rollout import endpoints, launch
 from manager.rollout.reconcile import Reconciler
 from manager.traffic import LabelWriter, Traffic
 
+from .conftest import Cli
+
 ENDPOINT = "fraud-prod"
 POLICY = """
 name: replay-first
@@ -225,6 +227,16 @@ def test_a_worse_candidate_is_rolled_back_on_replayed_requests_without_any_traff
         assert accuracy["improvement_high"] < -0.02
         assert 0 < evidence["paired"]["agreement_rate"] < 1
         assert evidence["paired"]["planned"] == 300
+        # `rollout status` shows the pairs it took and the agreement rate
+        shown = Cli(tmp_path / "registry.db")("rollout", "status", str(rollout_id))
+        assert shown.exit_code == 3, shown.output
+        assert "agreement" in shown.output and "of 300 sent" in shown.output
+        assert "pairs" in shown.output and "discordant" in shown.output
+        record = json.loads(
+            Cli(tmp_path / "registry.db")("rollout", "status", str(rollout_id), "-o", "json").output
+        )
+        assert record["paired"]["done"] == len(done)
+        assert record["metrics"]["accuracy"]["design"] == "paired"
 
 
 def test_a_better_candidate_is_promoted_and_the_pairs_are_the_captured_requests(

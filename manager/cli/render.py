@@ -163,6 +163,19 @@ def metric_cells(v: dict[str, Any]) -> dict[str, str]:
         }
     if "baseline_mean" not in v:
         return {"status": v["status"], "baseline": "-", "candidate": "-", "interval": "-"}
+    if "pairs" in v:  # judged on pairs: both models on the same requests
+        discordant = (
+            f"; discordant {v['baseline_only']:g} for the baseline, {v['candidate_only']:g} for the candidate"
+            if "baseline_only" in v
+            else ""
+        )
+        return {
+            "status": v["status"],
+            "baseline": f"{v['baseline_mean']:.4g} ({v['pairs']:g} pairs)",
+            "candidate": f"{v['candidate_mean']:.4g} ({v['pairs']:g} pairs)",
+            "interval": f"[{v['improvement_low']:+.4f}, {v['improvement_high']:+.4f}] vs -{v['margin']:g}"
+            + discordant,
+        }
     interval = (
         f"[{v['improvement_low']:+.4f}, {v['improvement_high']:+.4f}] vs -{v['margin']:g}"
         if "improvement_low" in v

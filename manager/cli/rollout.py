@@ -183,7 +183,10 @@ def status(app: AppContext, rollout_id: int, wait: bool, timeout: float, every: 
         metrics = record.pop("metrics")
         for key in ("steps", "ingest"):
             record.pop(key)
+        paired = record.pop("paired")
         emit_record(record, output, title=f"rollout {rollout_id}")
+        if paired:
+            emit_record(_paired_cells(paired), output, title="paired (replay)")
         emit(
             [{"metric": k, **metric_cells(v)} for k, v in metrics.items()],
             ("metric", "status", "baseline", "candidate", "interval"),
@@ -238,6 +241,10 @@ def _watch_view(record: dict[str, Any]) -> Any:
             )
             + (f"; read errors: {'; '.join(ingest['read_errors'])}" if ingest["read_errors"] else ""),
         )
+    paired = record.get("paired")
+    if paired:
+        for key, value in _paired_cells(paired).items():
+            head.add_row(key, str(value))
     steps = Table(title="steps", show_header=False, box=None)
     marks = {
         "done": "[green]done[/green]",
@@ -251,7 +258,7 @@ def _watch_view(record: dict[str, Any]) -> Any:
         metrics.add_column(column)
     for name, v in record["metrics"].items():
         cells = metric_cells(v)
-        samples = min(
+        samples = v.get("pairs") or min(
             float(v.get("baseline_n", v.get("baseline_requests", 0)) or 0),
             float(v.get("candidate_n", v.get("candidate_requests", 0)) or 0),
         )
@@ -265,6 +272,29 @@ def _watch_view(record: dict[str, Any]) -> Any:
             cells["interval"],
         )
     return Group(head, steps, metrics)
+
+
+def _paired_cells(paired: dict[str, Any]) -> dict[str, Any]:
+    """A replay's progress and what its pairs show without labels, as short lines."""
+    out: dict[str, Any] = {}
+    if "planned" in paired:
+        out["replay"] = (
+            f"{paired['done']} of {paired['planned']} sent, {paired['queued']} queued,"
+            f" {paired['failed']} failed, {paired.get('candidate_errors', 0)} answered with an error"
+        )
+        skipped = paired.get("skipped") or {}
+        if skipped:
+            out["left out"] = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in skipped.items())
+        if paired.get("refused"):
+            out["refused"] = paired["refused"]
+    if "agreement_rate" in paired:
+        out["agreement"] = f"{paired['agreement_rate']:.1%} of {paired['compared']} predictions"
+    shift = paired.get("prediction_shift")
+    if shift:
+        out["score shift"] = f"{shift['mean']:+.4f} [{shift['low']:+.4f}, {shift['high']:+.4f}]"
+    if "candidate_latency_ms" in paired:
+        out["candidate latency"] = f"{paired['candidate_latency_ms']:.1f} ms (replayed, mean)"
+    return out
 
 
 def _ago(delta: Any) -> str:

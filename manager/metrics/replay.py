@@ -310,9 +310,11 @@ class Replayer:
         deadline = time.monotonic() + (budget or self.budget).total_seconds()
         pacer = _Pacer(active.replay.max_requests_per_second)
         kind, threshold = _kind(active.policy), 0.5
+        # About a second of sending per batch, so that a decision taken meanwhile stops the replay soon.
+        batch = max(10, min(self.batch, round(active.replay.max_requests_per_second)))
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="replay") as pool:
             while time.monotonic() < deadline and self._still_replaying(active):
-                queued = self._queued(active, self.batch)
+                queued = self._queued(active, batch)
                 if not queued:
                     break
                 answers = list(pool.map(lambda row: self._send_one(active, row, pacer, deadline), queued))

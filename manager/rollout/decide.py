@@ -714,4 +714,7 @@ def paired_evidence(paired: Paired, policy: RolloutPolicy) -> dict[str, Any]:
     latency = paired.sums.get("latency_ms")
     if latency is not None and latency.n:
         out["candidate_latency_ms"] = latency.sum_candidate / latency.n
+    errors = paired.sums.get("errors")
+    if errors is not None:
+        out["candidate_errors"] = int(errors.sum_candidate)
     return out

@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from manager import policy as policies
-from manager.registry import endpoints, observations, rollouts
+from manager.registry import endpoints, observations, pairs, rollouts
 from manager.registry.vocabulary import is_final
-from manager.rollout.decide import judge
+from manager.rollout.decide import judge, paired_evidence, paired_verdict
 
 # `rollout watch` and `rollout status --wait` end with these (README: Rolling out).
 EXIT_BY_OUTCOME = {"promoted": 0, "rolled_back": 3, "aborted": 3, "failed": 4}
@@ -25,6 +25,7 @@ class RolloutStatus:
     policy: str = ""
     steps: tuple[dict[str, Any], ...] = ()  # each with `state`: done, current or next
     ingest: dict[str, Any] | None = None  # ground-truth ingestion for the endpoint
+    paired: dict[str, Any] | None = None  # a replay's progress and label-free evidence
 
     def record(self) -> dict[str, Any]:
         return {
@@ -34,6 +35,7 @@ class RolloutStatus:
             "steps": list(self.steps),
             "metrics": self.metrics,
             "ingest": self.ingest,
+            "paired": self.paired,
         }
 
 
@@ -48,9 +50,15 @@ def status(session: Session, rollout_id: int) -> RolloutStatus:
         view.candidate_variant,
     )
     plan = policies.describe_plan(policy)
+    paired = pairs.read_many(session, [rollout_id]).get(rollout_id)
+    # At weight 0 after a replay, the metrics are judged on the pairs, as `decide` judges them.
+    on_pairs = paired is not None and view.weight <= 0 and policy.labels_independent_of_serving
     metrics = {}
     for metric in policy.metrics:
-        verdict = judge(metric, data.get(metric.measure, []), view.phase, policy, harm_only=False)
+        if on_pairs and paired is not None and metric.source == "quality":
+            verdict = paired_verdict(metric, paired.sums.get(metric.measure), policy, harm_only=False)
+        else:
+            verdict = judge(metric, data.get(metric.measure, []), view.phase, policy, harm_only=False)
         metrics[metric.name] = {
             "status": verdict.status,
             "min_samples": metric.min_samples,
@@ -74,4 +82,5 @@ def status(session: Session, rollout_id: int) -> RolloutStatus:
         policy.name,
         steps,
         endpoints.ingest_status(session, view.endpoint) if quality else None,
+        paired_evidence(paired, policy) if paired is not None else None,
     )
