@@ -574,6 +574,10 @@ class Endpoints(Book[Endpoint]):
                 )
         else:
             chosen = self._by_weight(variants)
+            others = [v for v in variants if v is not chosen and v.weight > 0]
+            away = self._loaded(chosen.model_name).fault.route_away
+            if others and away and self.rng.random() < away:
+                chosen = self._by_weight(others)
         return Route(
             e.name,
             chosen.name,

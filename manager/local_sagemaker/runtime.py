@@ -24,6 +24,9 @@ import numpy as np
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 FAULT_5XX_RATE = "LOCAL_SAGEMAKER_FAULT_5XX_RATE"
 EXTRA_LATENCY_MS = "LOCAL_SAGEMAKER_EXTRA_LATENCY_MS"
+# A share of the requests routed to this variant by weight go to another production variant instead,
+# as a misconfigured router or a client that retries elsewhere would: a sample ratio mismatch.
+ROUTE_AWAY_RATE = "LOCAL_SAGEMAKER_FAULT_ROUTE_AWAY_RATE"
 
 
 class ArtifactError(Exception):
@@ -124,17 +127,21 @@ class Fault:
 
     rate_5xx: float = 0.0
     extra_latency_ms: float = 0.0
+    route_away: float = 0.0
 
     @classmethod
     def from_environment(cls, env: dict[str, str]) -> Fault:
         try:
             rate = float(env.get(FAULT_5XX_RATE, 0))
             latency = float(env.get(EXTRA_LATENCY_MS, 0))
+            away = float(env.get(ROUTE_AWAY_RATE, 0))
         except ValueError as exc:
             raise ArtifactError(f"bad fault setting in Environment: {exc}") from None
-        if not 0 <= rate <= 1 or latency < 0:
-            raise ArtifactError(f"{FAULT_5XX_RATE} must be in [0, 1] and {EXTRA_LATENCY_MS} >= 0")
-        return cls(rate, latency)
+        if not 0 <= rate <= 1 or latency < 0 or not 0 <= away <= 1:
+            raise ArtifactError(
+                f"{FAULT_5XX_RATE} and {ROUTE_AWAY_RATE} must be in [0, 1] and {EXTRA_LATENCY_MS} >= 0"
+            )
+        return cls(rate, latency, away)
 
 
 @dataclass
