@@ -19,7 +19,7 @@ import numpy as np
 
 from manager.policy import Metric, RolloutPolicy
 from manager.rollout.decide import RolloutState, decide
-from manager.samples import Arm, ErrorWindow, PhaseData
+from manager.samples import Arm, ErrorWindow, Paired, PairedSums, PhaseData, ReplayProgress
 
 Truth = Literal["same", "better", "worse"]
 Conclusion = Literal["promote", "rollback", "undecided"]
@@ -34,6 +34,8 @@ class Scenario:
     effect: float = 0.0  # added to the rate; for means, the relative change of the mean
     sigma: float = 0.5  # lognormal shape, for means
     higher_is_better: bool = True
+    # Paired (replay) runs: the share of requests on which exactly one of the two models is right.
+    disagreement: float | None = None
 
     @property
     def candidate(self) -> float:
@@ -226,12 +228,76 @@ def _result(
     return RunResult(outcome, (served_b + served_c) / 2, minutes, exposure, at_limit, failed)
 
 
+def check_paired(policy: RolloutPolicy, scenario: Scenario) -> None:
+    """A paired run needs an accuracy scenario, a disagreement that can hold its effect, and a policy
+    whose replay judges the primary; ValueError says which is missing."""
+    q = scenario.disagreement
+    if q is None:
+        return
+    if scenario.kind != "proportion":
+        raise ValueError("--disagreement simulates paired accuracy: choose an accuracy scenario")
+    if not 0 < q <= 1 or abs(scenario.effect) > q:
+        raise ValueError(
+            f"a disagreement of {q:g} cannot hold an accuracy difference of {scenario.effect:+g}:"
+            " it must be at least the difference"
+        )
+    if not any(s.replay for s in policy.plan) or not policy.labels_independent_of_serving:
+        raise ValueError(
+            f"policy {policy.name} has no replay step judged on labels (a `replay` step and"
+            " `labelsIndependentOfServing: true`): --disagreement simulates that paired design"
+        )
+
+
+def run_paired_once(policy: RolloutPolicy, scenario: Scenario, streams: Streams, seed: int) -> RunResult:
+    """One replay at weight 0: `check_every` labelled pairs between looks, each discordant with
+    chance `disagreement` (split so that the accuracy difference is the scenario's), judged by
+    `decide` on the pairs. Nobody is served by the candidate, so the harm exposure is 0."""
+    assert scenario.disagreement is not None
+    rng = np.random.default_rng(seed)
+    q, delta, p_b = scenario.disagreement, scenario.effect, scenario.baseline
+    # per pair: (baseline only right, candidate only right, both right, both wrong)
+    chances = [(q - delta) / 2, (q + delta) / 2, p_b - (q - delta) / 2, 0.0]
+    chances[3] = max(0.0, 1.0 - sum(chances[:3]))
+    replay = next(s.replay for s in policy.plan if s.replay)
+    planned = min(replay.requests, streams.max_per_arm or replay.requests)
+    step, n, b_only, c_only, both = 0, 0, 0, 0, 0
+    minutes = 0.0
+    for _ in range(100_000):
+        now = START + timedelta(minutes=minutes)
+        right_b = both + b_only
+        sums = {
+            "accuracy": PairedSums(n, right_b, both + c_only, c_only - b_only, b_only + c_only),
+            "errors": PairedSums(n, 0.0, 0.0, 0.0, 0.0),
+        }
+        paired = Paired("replay", sums, ReplayProgress(planned=planned, done=n))
+        state = RolloutState("running", step, 0, 0.0, START, START, START)
+        decision = decide(state, policy, {}, now, paired=paired)
+        if decision.action in ("promote", "rollback"):
+            limit = decision.reason.startswith("inconclusive")
+            return RunResult(decision.action, float(n), minutes, 0.0, limit)
+        if decision.action == "advance":
+            step = decision.next_step if decision.next_step is not None else step + 1
+            if step >= len(policy.plan) or policy.plan[step].set_weight:
+                return RunResult("undecided", float(n), minutes, 0.0)
+            continue
+        if decision.action != "wait" or n >= planned:
+            return RunResult("undecided", float(n), minutes, 0.0, decision.action == "pause")
+        take = min(streams.check_every, planned - n)
+        drawn = rng.multinomial(take, chances)
+        b_only, c_only, both = b_only + int(drawn[0]), c_only + int(drawn[1]), both + int(drawn[2])
+        n += take
+        minutes += take / streams.traffic_per_minute
+    return RunResult("undecided", float(n), minutes, 0.0)
+
+
 def _worker(args: tuple[str, dict[str, Any], dict[str, Any], list[int]]) -> list[RunResult]:
     policy_text, scenario, streams, seeds = args
     from manager import policy as policies
 
     policy = policies.parse(policy_text)
-    return [run_once(policy, Scenario(**scenario), Streams(**streams), seed) for seed in seeds]
+    chosen, flows = Scenario(**scenario), Streams(**streams)
+    once = run_paired_once if chosen.disagreement is not None else run_once
+    return [once(policy, chosen, flows, seed) for seed in seeds]
 
 
 @dataclass(frozen=True)

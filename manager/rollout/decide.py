@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -37,6 +37,7 @@ from manager.stats.paired import (
     Differences,
     Pairs,
     accuracy_difference_sequence,
+    accuracy_sign_sequence,
     binomial_sequence,
     discordant_evalue,
     paired_mean_sequence,
@@ -544,6 +545,7 @@ def paired_verdict(
             "candidate_mean": sums.sum_candidate / sums.n,
         }
     )
+    margin = metric.test.margin
     if metric.kind == "proportion":
         pairs = Pairs(int(sums.n), sums.baseline_only, sums.candidate_only)
         interval = accuracy_difference_sequence(pairs, metric.alpha)
@@ -555,11 +557,17 @@ def paired_verdict(
                 "e_value_better": discordant_evalue(pairs),
             }
         )
+        if margin == 0:
+            # At margin 0 only the sign matters, and theta's sequence alone decides it (at the full
+            # alpha); the bounds shown scale it by the discordance seen, so they agree with the verdict.
+            t_low, t_high = accuracy_sign_sequence(pairs, metric.alpha)
+            share = pairs.discordant / pairs.n
+            evidence.update({"theta_low": t_low, "theta_high": t_high, "bounds": "sign of theta - 1/2"})
+            interval = replace(interval, low=share * (2 * t_low - 1), high=share * (2 * t_high - 1))
     else:
         diffs = Differences(int(sums.n), sums.mean_diff, sums.diff_variance)
         interval = paired_mean_sequence(diffs, metric.alpha, policy.decisions.planned_samples)
     low, high = _improvement(metric, interval.low, interval.high)
-    margin = metric.test.margin
     evidence.update(
         {
             "improvement_low": low,

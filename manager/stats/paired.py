@@ -26,26 +26,46 @@ from scipy.special import betaln
 
 from manager.stats.sequences import Interval, optimal_ratio
 
+# The Beta(a, a) prior of the sign test's mixture: centred on 1/2, where the sign is decided, and wide
+# enough for the theta of a typical retrain (0.6-0.7: 5-10% disagreement, a 1-2 point difference).
+# benchmarks/decision_quality.py measures it; a = 1 (uniform) needs about 15% more pairs there.
+SIGN_PRIOR = 5.0
 
-def _log_mixture(p: float, k: int, m: int) -> float:
-    """log of the Beta(1, 1)-mixture likelihood ratio against the chance p (0 < p < 1), after k of m."""
-    return float(betaln(1 + k, 1 + m - k) - k * math.log(p) - (m - k) * math.log1p(-p))
+
+def _log_mixture(p: float, k: int, m: int, a: float = 1.0) -> float:
+    """log of the Beta(a, a)-mixture likelihood ratio against the chance p (0 < p < 1), after k of m."""
+    return float(betaln(a + k, a + m - k) - betaln(a, a) - k * math.log(p) - (m - k) * math.log1p(-p))
 
 
-def binomial_sequence(k: int, m: int, alpha: float) -> tuple[float, float]:
-    """The confidence sequence for a chance p after k successes in m trials, at level 1 - alpha."""
+def binomial_sequence(k: int, m: int, alpha: float, prior: float = 1.0) -> tuple[float, float]:
+    """The confidence sequence for a chance p after k successes in m trials, at level 1 - alpha; the
+    mixture's prior is Beta(prior, prior) (any fixed prior gives a valid sequence)."""
     if m <= 0:
         return 0.0, 1.0
     level = math.log(1.0 / alpha)
+    a = prior
+
+    def excess(p: float) -> float:
+        return _log_mixture(p, k, m, a) - level
+
+    # The mixture is smallest at k/m, where the likelihood peaks (a marginal likelihood never exceeds
+    # the maximum one, so k/m is always inside), and grows without bound towards 0 (if k > 0) and 1
+    # (if k < m).
     centre = min(max(k / m, 1e-12), 1 - 1e-12)  # kept inside (0, 1), where the mixture is finite
-    # The mixture is smallest near k/m and grows without bound towards 0 (if k > 0) and 1 (if k < m).
     low = 0.0
-    if k > 0 and _log_mixture(1e-12, k, m) > level:
-        low = brentq(lambda p: _log_mixture(p, k, m) - level, 1e-12, centre, xtol=1e-12)
+    if k > 0 and excess(1e-12) > 0:
+        low = brentq(excess, 1e-12, centre, xtol=1e-12)
     high = 1.0
-    if k < m and _log_mixture(1 - 1e-12, k, m) > level:
-        high = brentq(lambda p: _log_mixture(p, k, m) - level, centre, 1 - 1e-12, xtol=1e-12)
+    if k < m and excess(1 - 1e-12) > 0:
+        high = brentq(excess, centre, 1 - 1e-12, xtol=1e-12)
     return float(low), float(high)
+
+
+def accuracy_sign_sequence(pairs: Pairs, alpha: float) -> tuple[float, float]:
+    """The 1 - alpha confidence sequence on theta, the chance that a discordant pair favours the
+    candidate: the sign of the accuracy difference is that of theta - 1/2, so a two-sided decision at
+    margin 0 needs this sequence alone, at the full alpha (no union bound with the discordance)."""
+    return binomial_sequence(pairs.candidate_only, pairs.discordant, alpha, SIGN_PRIOR)
 
 
 @dataclass(frozen=True)
