@@ -101,3 +101,52 @@ def test_a_dry_run_metric_is_simulated_and_said_so(tmp_path: Path) -> None:
     shown = json.loads(result.stdout)
     assert shown["metric"] == "latency" and shown["metric_is_dry_run"] is True
     assert any("dry run" in w for w in shown["warnings"])
+
+
+PAIRED = Path(__file__).resolve().parent.parent / "examples" / "policies" / "benchmark-paired.yaml"
+
+
+def test_paired_scenarios_decide_right_with_nobody_served_by_the_candidate() -> None:
+    for effect, outcome in ((-0.05, "rollback"), (0.05, "promote")):
+        result = CliRunner().invoke(
+            cli,
+            [
+                "simulate",
+                "--policy",
+                str(PAIRED),
+                "--kind",
+                "proportion",
+                "--baseline",
+                "0.85",
+                "--effect",
+                str(effect),
+                "--disagreement",
+                "0.1",
+                "--runs",
+                "60",
+                "--max-per-arm",
+                "20000",
+                "--processes",
+                "1",
+                "-o",
+                "json",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        record = json.loads(result.output)
+        assert record["design"] == "paired" and record["harm_exposure"] == 0
+        assert record[f"p_{outcome}"] == 1.0
+        # 5 points of accuracy on 10% disagreement: theta 0.75, a few hundred pairs
+        assert record["median_samples_per_arm"] < 1000
+
+
+def test_paired_simulation_refuses_what_it_cannot_simulate() -> None:
+    policy = Path(__file__).resolve().parent.parent / "examples" / "policies" / "benchmark.yaml"
+    for args, words in (
+        (["--policy", str(policy), "--scenario", "accuracy-2pp", "--disagreement", "0.1"], "no replay step"),
+        (["--policy", str(PAIRED), "--scenario", "accuracy-5pp", "--disagreement", "0.03"], "at least"),
+        (["--policy", str(PAIRED), "--scenario", "aa-latency", "--disagreement", "0.1"], "no mean metric"),
+    ):
+        result = CliRunner().invoke(cli, ["simulate", *args, "--runs", "10"])
+        assert result.exit_code == 2 and words in result.output, result.output
+        assert "Traceback" not in result.output

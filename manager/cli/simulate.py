@@ -61,6 +61,12 @@ SCENARIO_NAMES = (
     show_default=True,
     help="stop a run at this many requests per arm (0: only the policy's own maxSamples and maxDuration)",
 )
+@click.option(
+    "--disagreement",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="simulate the paired design (the policy's replay step): the share of requests on which"
+    " exactly one model is right",
+)
 @click.option("--runs", type=click.IntRange(min=10), default=2000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--processes", type=click.IntRange(min=1), default=2, show_default=True)
@@ -77,6 +83,7 @@ def simulate(
     label_delay: float,
     check_every: int,
     max_per_arm: int,
+    disagreement: float | None,
     runs: int,
     seed: int,
     processes: int,
@@ -87,7 +94,7 @@ def simulate(
 
     from manager import policy as policies
     from manager.errors import UserError
-    from manager.simulate import SCENARIOS, Scenario, Streams, metric_for
+    from manager.simulate import SCENARIOS, Scenario, Streams, check_paired, metric_for
     from manager.simulate import simulate as monte_carlo
 
     policy, text = policies.load(path)
@@ -97,8 +104,13 @@ def simulate(
         chosen = Scenario("custom", kind, baseline, effect, sigma, higher_is_better)  # type: ignore[arg-type]
     else:
         raise UserError("give --scenario, or --kind and --baseline (with --effect)")
+    if disagreement is not None:
+        from dataclasses import replace
+
+        chosen = replace(chosen, disagreement=disagreement)
     try:
         target = metric_for(policy, chosen)
+        check_paired(policy, chosen)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     streams = Streams(traffic, label_delay, check_every, max_per_arm)
@@ -128,6 +140,8 @@ def simulate(
         "median_minutes": summary.median_minutes,
         "p90_minutes": summary.p90_minutes,
         "harm_exposure": summary.exposure,
+        "design": "paired" if disagreement is not None else "two arms",
+        "disagreement": disagreement,
         "metric": target.name,
         "metric_is_dry_run": target.dry_run,
         "p_rollback_on_evidence": summary.rollback - summary.rollback_at_limit,
@@ -152,8 +166,10 @@ def simulate(
         return
     for line in warnings:
         click.echo(f"warning: {line}", err=True)
+    unit = "labelled pairs (replayed requests)" if disagreement is not None else "samples per arm"
     shown = {
-        "scenario": f"{summary.scenario} (the candidate is {summary.truth})",
+        "scenario": f"{summary.scenario} (the candidate is {summary.truth})"
+        + (f", paired, {disagreement:g} disagreement" if disagreement is not None else ""),
         "P(promote)": f"{summary.promote:.4f} ± {record['se_promote']:.4f}",
         "metric": _metric_line(target, policy),
         "P(rollback)": f"{summary.rollback:.4f} ± {record['se_rollback']:.4f}: "
@@ -161,8 +177,7 @@ def simulate(
         f"({summary.rollback_by_others:.4f} by another metric), "
         f"{summary.rollback_at_limit:.4f} at the policy's limits",
         "P(undecided)": f"{summary.undecided:.4f} ± {record['se_undecided']:.4f}",
-        "samples per arm to a decision": f"median {summary.median_per_arm:,.0f}, "
-        f"p90 {summary.p90_per_arm:,.0f}",
+        f"{unit} to a decision": f"median {summary.median_per_arm:,.0f}, p90 {summary.p90_per_arm:,.0f}",
         "minutes to a decision": f"median {summary.median_minutes:,.1f}, p90 {summary.p90_minutes:,.1f}",
         "harm exposure": f"{summary.exposure:,.0f} requests served by the worse model (mean)",
     }
