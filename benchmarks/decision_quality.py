@@ -8,6 +8,13 @@ engine achieved, the floor for any sequential test; the ratio is the engine's me
 Then harm exposure at -5pp: the shipped canary.yaml (5% first, harm tests only) against the same
 test on a plain 50/50 split.
 
+Paired (examples/policies/benchmark-paired.yaml: a replay at weight 0, accuracy at margin 0): A/A and
++-2pp at 85% accuracy with 10% and 5% of requests discordant, in labelled requests to a decision
+against the unpaired design's total at Wald's bound (both arms, alpha 0.05 and the paired run's
+beta), and the harm exposure (0 by construction). Then the sample-ratio-mismatch test: false alarms
+on a fair 50/50 split over 200,000 requests checked every 100, and how soon a 51.3/48.7 split (one arm
+losing 5% of its requests) is caught.
+
     python benchmarks/decision_quality.py [--runs 10000] [--quick]
 """
 
@@ -22,6 +29,7 @@ import numpy as np
 
 from manager import policy as policies
 from manager.simulate import SCENARIOS, Scenario, Streams, Summary, correct_outcome, simulate
+from manager.stats import srm
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOKS = np.arange(100, 20_001, 100)
@@ -167,7 +175,66 @@ def main() -> None:
         f"(rolled back {pct(c.rollback).strip()}%), plain 50/50 with the same test {p.exposure:,.0f} "
         f"(rolled back {pct(p.rollback).strip()}%): ratio {c.exposure / p.exposure:.2f}"
     )
+    paired(runs, args.seed)
+    sample_ratio(runs, args.seed)
     print(f"({time.perf_counter() - started:.0f} s)")
+
+
+def paired(runs: int, seed: int) -> None:
+    text = (ROOT / "examples" / "policies" / "benchmark-paired.yaml").read_text()
+    streams = Streams(traffic_per_minute=1000, check_every=100, max_per_arm=20_000)
+    floor = 1 / (2 * runs)
+    print(f"\npaired (replay at weight 0), {runs:,} runs each; a look every 100 pairs to 20,000; alpha 0.05")
+    print(
+        f"{'scenario':18} {'disagree':>8} {'correct%':>8} {'wrong%':>7} {'undec%':>7} {'mean n':>7} "
+        f"{'med n':>7} {'exposure':>9} {'2-arm Wald':>10} {'ratio':>6}"
+    )
+    for name, effect in (("aa-accuracy", 0.0), ("accuracy+2pp", 0.02), ("accuracy-2pp", -0.02)):
+        for q in (0.10, 0.05):
+            if effect == 0 and q == 0.05:
+                continue
+            scenario = Scenario(name, "proportion", 0.85, effect, disagreement=q)
+            s = simulate(text, scenario, streams, runs, seed=seed + 7)
+            unpaired = Scenario(name, "proportion", 0.85, effect)
+            wald = 2 * wald_per_arm(unpaired, 0.05, max(floor, 1 - s.correct)) if effect else math.nan
+            ratio = s.mean_per_arm / wald if effect else math.nan
+            print(
+                f"{name:18} {q:8.2f} {pct(s.correct):>8} {pct(s.wrong):>7} {pct(s.undecided):>7} "
+                f"{s.mean_per_arm:7.0f} {s.median_per_arm:7.0f} {s.exposure:9.0f} {wald:10.0f} {ratio:6.2f}"
+            )
+
+
+def sample_ratio(runs: int, seed: int, total: int = 200_000, every: int = 100) -> None:
+    """The SRM test as the daemon runs it, on `runs` seeded request streams each."""
+    from scipy.special import betaln
+
+    looks = np.arange(every, total + 1, every, dtype=float)
+    k = srm.CONCENTRATION
+    threshold = math.log(1 / srm.ALPHA)
+
+    def first_alarm(share: float, rng: np.random.Generator) -> np.ndarray:
+        out = np.full(runs, -1.0)
+        for start in range(0, runs, 1000):  # a thousand runs at a time: memory stays small
+            count = min(1000, runs - start)
+            x = np.cumsum(rng.binomial(every, share, (count, looks.size)), axis=1).astype(float)
+            a, b = k * 0.5, k * 0.5
+            log_e = betaln(a + x, b + looks - x) - betaln(a, b) + looks * math.log(2)
+            hit = log_e >= threshold
+            out[start : start + count] = np.where(hit.any(axis=1), looks[hit.argmax(axis=1)], -1.0)
+        return out
+
+    rng = np.random.default_rng(seed + 15)
+    fair = first_alarm(0.5, rng)
+    lossy = first_alarm(0.487, rng)
+    caught = lossy[lossy > 0]
+    print(
+        f"\nsample ratio mismatch (p < {srm.ALPHA:g}, sequential,"
+        f" a look every {every} requests to {total:,}):"
+        f"\n  fair 50/50: false alarms in {100 * (fair > 0).mean():.3f}% of {runs:,} runs (target <= 0.1%)"
+        f"\n  51.3/48.7 (one arm loses 5%): caught in {100 * caught.size / runs:.2f}% of runs"
+        " (target >= 99%),"
+        f" median {np.median(caught):,.0f} requests to detection (p90 {np.percentile(caught, 90):,.0f})"
+    )
 
 
 if __name__ == "__main__":
