@@ -98,7 +98,7 @@ def run(root: Path, requests: int, repeat: int, workers: int) -> None:
         traffic.stop.set()
         for w in workers_:
             w.join(timeout=10)
-        traffic._flush(force=True)
+        traffic.flush_labels()
         text = POLICY.replace("CAPTURE", capture.as_uri()).replace("LABELS", labels.as_uri())
         text = text.replace("REQUESTS", str(requests))
         with database.write() as session:

@@ -6,7 +6,9 @@ baseline serves with data capture on; a rollout of the candidate runs under `dem
 sagemaker-runtime client and ground truth arrives a little later; the same reconciler and
 ingestion the daemon runs decide.
 Scenarios: `promote` (a candidate as good), `regression` (a worse candidate), `error-spike`
-(a candidate that fails some requests with a 5xx).
+(a candidate that fails some requests with a 5xx), and `replay`: the promote scenario's candidate
+judged at weight 0 on the last 1,500 labelled requests the baseline served, replayed to it
+(`demo_replay_policy.yaml`); the candidate serves nobody until it is promoted.
 
 With `trainer="sagemaker"` both versions are XGBoost models trained by local SageMaker jobs: the
 baseline by a training job, the candidate by a tuning job (4 training jobs, 2 at a time) and gated
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from manager.registry.rollouts import RolloutView
     from manager.rollout.reconcile import TickResult
 
-SCENARIOS = ("promote", "regression", "error-spike")
+SCENARIOS = ("promote", "regression", "error-spike", "replay")
 TRAINERS = ("sklearn", "sagemaker")
 FAULT = {"LOCAL_SAGEMAKER_FAULT_5XX_RATE": "0.05"}  # the error-spike candidate's, with XGBoost
 XGBOOST_CONFIG = """
@@ -56,6 +58,9 @@ gate: {metric: roc_auc, margin: 0.05}
 """
 APPROVED = "the demo rolls both versions out without an offline gate"
 POLICY = Path(__file__).resolve().parent / "demo_policy.yaml"  # package data: works from a wheel
+REPLAY_POLICY = Path(__file__).resolve().parent / "demo_replay_policy.yaml"
+SHIFTS = {"promote": "noise:0.05", "regression": "noise:4", "error-spike": None, "replay": "noise:0.05"}
+HISTORY = 1500  # labelled requests the baseline serves before a replay rollout starts
 ENDPOINT = "churn-demo"
 
 
@@ -105,7 +110,7 @@ output: {workdir / "artifacts"}
     trainer = SklearnTrainer()
     data = load("sklearn:breast_cancer")
     baseline = trainer.train(config, data)
-    shift = {"promote": "noise:0.05", "regression": "noise:4", "error-spike": None}[scenario]
+    shift = SHIFTS[scenario]
     candidate = trainer.train(config, load("sklearn:breast_cancer", shift, seed=1))
     if scenario == "error-spike":
         import joblib
@@ -159,8 +164,6 @@ def run(
                 _sagemaker_model(refs[1]) if trainer == "sagemaker" and scenario == "error-spike" else None
             )
             say(f"[2/6] local SageMaker on {host.url}; deploying {refs[0]} with data capture on")
-            rollout_id = _deploy_and_start(host, database, workdir, refs, faulty)
-            say(f"[3/6] rollout {rollout_id}: {refs[1]} beside {refs[0]} under {POLICY.name}")
             traffic = Traffic(
                 host.client("sagemaker-runtime"),
                 ENDPOINT,
@@ -168,8 +171,18 @@ def run(
                 held_out.y_test,
                 LabelWriter(str(workdir / "ground-truth")),
             )
-            say("[4/6] traffic through boto3, labels a second later, a reconcile tick every second")
-            _drive(host, database, workdir, rollout_id, traffic, on_tick, timeout, faulty)
+            replay = scenario == "replay"
+            history = (lambda: _history(traffic, say)) if replay else None
+            rollout_id = _deploy_and_start(host, database, workdir, refs, faulty, history)
+            policy = REPLAY_POLICY if replay else POLICY
+            say(f"[3/6] rollout {rollout_id}: {refs[1]} beside {refs[0]} under {policy.name}")
+            say(
+                "[4/6] traffic through boto3 to the baseline alone; the captured, labelled requests"
+                " replayed to the candidate at weight 0; a reconcile tick every second"
+                if replay
+                else "[4/6] traffic through boto3, labels a second later, a reconcile tick every second"
+            )
+            _drive(host, database, workdir, rollout_id, traffic, on_tick, timeout, faulty, replay)
         return {
             **_result(database, rollout_id, refs),
             "requests": traffic.sent,
@@ -211,7 +224,7 @@ def _register_xgboost(
     trainer = SageMakerTrainer(host.client("sagemaker"), host.client("s3"), host.region, poll_seconds=0.2)
     scorer = sagemaker_scorer(trainer, config)
     data = load("sklearn:breast_cancer")
-    shift = {"promote": "noise:0.05", "regression": "noise:4", "error-spike": None}[scenario]
+    shift = SHIFTS[scenario]
     assert config.sagemaker is not None
     # The baseline: one training job with the default hyperparameters; nothing to gate against.
     single = config.model_copy(update={"sagemaker": config.sagemaker.model_copy(update={"tuning": None})})
@@ -253,13 +266,33 @@ def _platform(host: Any, faulty: str | None) -> Any:
                 spec = replace(spec, environment={**spec.environment, **FAULT})
             super().ensure_model(spec)
 
-    return Platform(host.client("sagemaker"))
+    return Platform(host.client("sagemaker"), host.client("sagemaker-runtime"))
+
+
+def _history(traffic: Traffic, say: Callable[[str], None]) -> None:
+    """The baseline serves HISTORY requests, each labelled: what a replay reads."""
+    workers = traffic.start()
+    deadline = time.monotonic() + 60
+    while traffic.sent < HISTORY and time.monotonic() < deadline:
+        time.sleep(0.05)
+    traffic.stop.set()
+    for w in workers:
+        w.join(timeout=10)
+    traffic.flush_labels()
+    traffic.stop.clear()
+    say(f"      the baseline served {traffic.sent:,} labelled requests: the history the replay reads")
 
 
 def _deploy_and_start(
-    host: Any, database: Any, workdir: Path, refs: tuple[str, str], faulty: str | None = None
+    host: Any,
+    database: Any,
+    workdir: Path,
+    refs: tuple[str, str],
+    faulty: str | None = None,
+    history: Callable[[], None] | None = None,
 ) -> int:
-    """The endpoint serving the baseline with data capture on, then the rollout of the candidate."""
+    """The endpoint serving the baseline with data capture on (then `history`: traffic before the
+    rollout), then the rollout of the candidate."""
     from manager import policy as policies
     from manager.rollout import endpoints, launch
 
@@ -268,12 +301,15 @@ def _deploy_and_start(
     endpoints.create_and_wait(
         database, platform, ENDPOINT, refs[0], "demo", timeout=60, poll=0.1, capture=capture.as_uri()
     )
+    if history is not None:
+        history()
+    source = POLICY if history is None else REPLAY_POLICY
     text = (
-        POLICY.read_text()
+        source.read_text()
         .replace("CAPTURE_URI", capture.as_uri())
         .replace("GROUND_TRUTH_URI", ground_truth.as_uri())
     )
-    policy = policies.parse(text, str(POLICY))
+    policy = policies.parse(text, str(source))
     with database.write() as session:
         return launch.start(session, policy, text, "demo", datetime.now(UTC)).id
 
@@ -287,10 +323,13 @@ def _drive(
     on_tick: Callable[[DemoTick], None] | None,
     timeout: float,
     faulty: str | None = None,
+    replay: bool = False,
 ) -> None:
-    """Traffic flows while ingestion and the reconciler run, once a second, until a final state."""
+    """Traffic flows while ingestion and the reconciler (and the replayer) run, once a second, until a
+    final state."""
     from manager.metrics.cloudwatch import CloudWatchSource
     from manager.metrics.groundtruth import GroundTruthIngestor, QualitySpec
+    from manager.metrics.replay import Replayer
     from manager.registry import rollouts
     from manager.registry.vocabulary import is_final
     from manager.rollout.reconcile import Reconciler
@@ -310,12 +349,19 @@ def _drive(
         (workdir / "ground-truth").as_uri(),
         label_ttl=timedelta(hours=1),
     )
+    replayer = (
+        Replayer(database, _platform(host, faulty), owner="demo", budget=timedelta(seconds=0.8))
+        if replay
+        else None
+    )
     workers = traffic.start()
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             ingestor.run(quality)
             results = reconciler.tick()
+            if replayer is not None:
+                replayer.run()
             with database.read() as session:
                 view = rollouts.view(session, rollout_id)
             if on_tick:

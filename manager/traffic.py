@@ -158,6 +158,10 @@ class Traffic:
                     self.failed += 1
                     self.errors[code] = self.errors.get(code, 0) + 1
 
+    def flush_labels(self) -> None:
+        """Write every label still waiting, now (their delay is cut short)."""
+        self._flush(force=True)
+
     def _label(self) -> None:
         while not self.stop.wait(0.5):
             self._flush()

@@ -156,7 +156,7 @@ def replay_world(
         traffic.stop.set()
         for w in workers:
             w.join(timeout=10)
-        traffic._flush(force=True)
+        traffic.flush_labels()
         state = platform.describe(ENDPOINT)
         assert state is not None
         [serving] = [v.name for v in state.variants]
@@ -357,3 +357,19 @@ def test_kill_9_during_a_replay_converges_with_no_pair_counted_twice(
         actions = [e.action for e in audit.history(world.database, audit.HistoryFilter(limit=500))]
         assert actions.count("rollout.replay_planned") == 1
         assert actions.count("rollout.rollback") == 1
+
+
+@pytest.mark.slow
+def test_the_replay_demo_shows_the_decision_the_pairs_and_the_agreement(tmp_path: Path) -> None:
+    from manager import demo
+
+    said: list[str] = []
+    started = time.monotonic()
+    result = demo.run(tmp_path, "replay", timeout=110, say=said.append)
+    assert time.monotonic() - started < 120
+    assert result["outcome"] == "promoted" and "replayed pairs" in result["reason"]
+    paired = result["evidence"]["paired"]
+    assert paired["planned"] == demo.HISTORY and 0 < paired["done"] <= paired["planned"]
+    assert 0 <= paired["agreement_rate"] <= 1
+    assert result["evidence"]["metrics"]["accuracy"]["design"] == "paired"
+    assert any("history the replay reads" in line for line in said)

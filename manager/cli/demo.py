@@ -14,7 +14,7 @@ from manager.cli.render import metric_cells
 @click.command("demo")
 @click.option(
     "--scenario",
-    type=click.Choice(["promote", "regression", "error-spike"]),
+    type=click.Choice(["promote", "regression", "error-spike", "replay"]),
     default="promote",
     show_default=True,
 )
@@ -81,6 +81,14 @@ def demo(scenario: str, trainer: str, workdir: Path) -> None:
         console.print(
             f"      {name}: {cells['status']}; baseline {cells['baseline']}, candidate {cells['candidate']}"
             f"{'; ' + cells['interval'] if cells['interval'] else ''}"
+        )
+    paired = result["evidence"].get("paired")
+    if paired:
+        agreement = paired.get("agreement_rate")
+        console.print(
+            f"      pairs: {paired.get('done', 0):,} of {paired.get('planned', 0):,} captured requests"
+            " replayed to the candidate at weight 0 (nobody was served by it)"
+            + (f"; the two models agree on {agreement:.1%} of them" if agreement is not None else "")
         )
     console.print(
         f"[6/6] the history: variantctl --db {workdir / 'registry.db'} history --endpoint churn-demo"

@@ -319,6 +319,12 @@ class Replayer:
                     break
                 answers = list(pool.map(lambda row: self._send_one(active, row, pacer, deadline), queued))
                 crash_point("replay-sent")
+                failures = [a.failure for a in answers if a.failure is not None]
+                if failures and len(failures) == len(answers):
+                    # Every request of the batch failed the same way or worse: the endpoint, the network
+                    # or the credentials, not the requests. Nothing is counted against them; the job
+                    # reports it and tries again on its next run.
+                    raise PlatformError(f"replay paused, every request of a batch failed: {failures[0]}")
                 self._record(active, queued, answers, kind, threshold, report)
                 crash_point("replay-recorded")
         return report

@@ -674,8 +674,12 @@ def _paired_analysis(
                 next_step=state.step + 1,
             )
     if exhausted:
+        gave_up = f", {progress.failed} given up after repeated errors" if progress.failed else ""
         return _inconclusive(
-            policy, f"all {progress.done} replayed requests were judged and no decision", evidence, state
+            policy,
+            f"the replay ended ({progress.done} of {progress.planned} answered{gave_up}) and no decision",
+            evidence,
+            state,
         )
     if _pairs(paired, policy) >= policy.decisions.max_samples:
         return _inconclusive(
