@@ -406,6 +406,12 @@ def describe_plan(policy: RolloutPolicy) -> list[dict[str, Any]]:
             ends = (
                 f"a decision, or {limits}" if step.analysis.final else "guardrails' minimum samples, no harm"
             )
+            if not weight:
+                ends = (
+                    "a decision on the pairs, or the replay's end"
+                    if step.analysis.final
+                    else "the pairs' minimum samples (or the replay's end), no harm"
+                )
         elif step.bake:
             what, ends = f"bake at {weight:g}%", step.bake.duration
         elif step.pause:
