@@ -310,8 +310,8 @@ class RolloutPolicy(Spec):
         return self
 
     def _replay_steps(self) -> None:
-        """A replay runs at weight 0, so it comes before any traffic moves; an analysis at weight 0 can
-        only judge the pairs a replay made, and promote on them only when labels do not depend on
+        """A replay runs at weight 0, so it comes before any traffic moves; an analysis at weight 0
+        after it judges the pairs it made, and may promote on them only when labels do not depend on
         which model served."""
         plan = self.plan
         replays = [i for i, s in enumerate(plan) if s.replay]
@@ -321,13 +321,8 @@ class RolloutPolicy(Spec):
         if any(i > moved for i in replays):
             raise ValueError("a replay step comes before the first setWeight: it runs at weight 0")
         for i, step in enumerate(plan[:moved]):
-            if not step.analysis:
-                continue
-            if not any(r < i for r in replays):
-                raise ValueError(
-                    f"step {i}: an analysis before any setWeight has no traffic to judge; put a replay"
-                    " step before it"
-                )
+            if not step.analysis or not any(r < i for r in replays):
+                continue  # (an analysis at weight 0 with no replay before it judges nothing, as ever)
             primary = self.primary
             judges_quality = primary is not None and primary.source == "quality"
             if step.analysis.final and not (self.labels_independent_of_serving and judges_quality):

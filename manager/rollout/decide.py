@@ -423,7 +423,7 @@ def _step(
             evidence,
         )
     assert step.analysis is not None
-    if state.weight <= 0 and not state.shadowing:
+    if state.weight <= 0 and not state.shadowing and any(s.replay for s in policy.plan[: state.step]):
         return _paired_analysis(policy, state, paired, evidence, now, final=step.analysis.final)
     return _analysis(policy, state, verdicts, evidence, now, final=step.analysis.final)
 

@@ -16,7 +16,6 @@ from alembic import op
 
 import manager.registry.types
 
-
 revision: str = "0011"
 down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
