@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/auditor.py
 	$(BIN)/python benchmarks/local_sagemaker_throughput.py
 	$(BIN)/python benchmarks/local_sagemaker_jobs.py
+	$(BIN)/python benchmarks/replay_throughput.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/reconcile_scale.py
 	$(BIN)/python benchmarks/decision_quality.py

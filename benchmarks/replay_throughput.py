@@ -4,6 +4,9 @@ against raw invocation throughput in the same run (the same request bodies, the 
 threads, boto3's invoke_endpoint and nothing else). Medians of --repeat runs; the ratio is replay
 over raw. Target (issue 15): at least 500 replayed requests/s.
 
+The local SageMaker runs as its own process (`variantctl local serve`), as a daemon meets it; with
+--in-process it shares this process (and its GIL) with the client, as the tests run it.
+
     python benchmarks/replay_throughput.py [--requests 5000] [--repeat 3] [--workers 8]
 """
 
@@ -18,6 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
@@ -63,12 +67,63 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--in-process", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        run(Path(tmp), args.requests, args.repeat, args.workers)
+        run(Path(tmp), args.requests, args.repeat, args.workers, args.in_process)
 
 
-def run(root: Path, requests: int, repeat: int, workers: int) -> None:
+class _Served:
+    """The local SageMaker in a process of its own, with boto3 clients aimed at it."""
+
+    def __init__(self, root: Path) -> None:
+        import subprocess
+
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "manager",
+                "local-sagemaker",
+                "serve",
+                "--state-dir",
+                str(root),
+                "--provision-delay",
+                "0.1",
+                "--metric-bucket-seconds",
+                "1",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        first = self.process.stdout.readline()
+        if " listening on " not in first:
+            raise SystemExit(f"the local SageMaker did not start: {first!r} (exit {self.process.wait()})")
+        self.url = first.split(" listening on ")[1].split(" ")[0]
+
+    def client(self, service: str) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+            config=Config(max_pool_connections=32),
+        )
+
+    def __enter__(self) -> _Served:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def run(root: Path, requests: int, repeat: int, workers: int, in_process: bool) -> None:
     import joblib
 
     x, y = load_breast_cancer(return_X_y=True)
@@ -85,7 +140,12 @@ def run(root: Path, requests: int, repeat: int, workers: int) -> None:
             session, models.NewVersion("m", str(root / "b.joblib"), "sklearn", status="approved"), "bench"
         )
     capture, labels = root / "capture", root / "labels"
-    with LocalSageMaker(root / "sagemaker", provision_delay=0.1, metric_bucket_seconds=1) as host:
+    served: Any = (
+        LocalSageMaker(root / "sagemaker", provision_delay=0.1, metric_bucket_seconds=1)
+        if in_process
+        else _Served(root / "sagemaker")
+    )
+    with served as host:
         runtime = host.client("sagemaker-runtime")
         platform = SageMakerPlatform(host.client("sagemaker"), runtime)
         endpoints.create_and_wait(
@@ -152,6 +212,7 @@ def run(root: Path, requests: int, repeat: int, workers: int) -> None:
             json.dumps(
                 {
                     "requests": planned,
+                    "local_sagemaker": "in this process" if in_process else "its own process",
                     "workers": workers,
                     "raw_invocations_per_s": [round(v) for v in raws],
                     "replayed_per_s": [round(v) for v in replays],

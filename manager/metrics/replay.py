@@ -17,20 +17,22 @@ captured answers are recognised by ingestion and never counted as live traffic.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import queue
 import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, bindparam, select, update
 
 from manager import policy as policies
 from manager.clock import parse_duration, utcnow
@@ -304,28 +306,71 @@ class Replayer:
     # ---- sending -----------------------------------------------------------------------------------
 
     def send(self, active: _Active, budget: timedelta | None = None) -> ReplayReport:
-        """Send queued requests for up to `budget`, at most `maxRequestsPerSecond`, recording each
-        batch of answers (and the sums they add) in one transaction."""
+        """Send queued requests for up to `budget`, at most `maxRequestsPerSecond`, as a stream: the
+        sending threads are kept busy while answers are recorded in chunks (one write transaction
+        each, with the sums they add) by a recording thread. A request is in flight from its sending
+        until its chunk is recorded, and never taken from the queue twice meanwhile."""
         report = ReplayReport(active.rollout_id)
         deadline = time.monotonic() + (budget or self.budget).total_seconds()
         pacer = _Pacer(active.replay.max_requests_per_second)
         kind, threshold = _kind(active.policy), 0.5
-        # About a second of sending per batch, so that a decision taken meanwhile stops the replay soon.
-        batch = max(10, min(self.batch, round(active.replay.max_requests_per_second)))
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="replay") as pool:
-            while time.monotonic() < deadline and self._still_replaying(active):
-                queued = self._queued(active, batch)
-                if not queued:
+        # About a second of answers per chunk, so that a decision taken meanwhile stops the replay soon.
+        chunk = max(10, min(self.batch, round(active.replay.max_requests_per_second)))
+        answers: queue.Queue[tuple[tuple[str, str | None, int], _Answer]] = queue.Queue()
+        in_flight: set[str] = set()
+        got: list[tuple[tuple[str, str | None, int], _Answer]] = []
+        recorded: Future[None] | None = None
+        checked, drained, outstanding = time.monotonic(), False, 0  # outstanding: sent, not answered
+
+        def record(items: list[tuple[tuple[str, str | None, int], _Answer]]) -> None:
+            self._record(active, [i[0] for i in items], [i[1] for i in items], kind, threshold, report)
+            for row, _ in items:
+                in_flight.discard(row[0])
+
+        def flush() -> None:
+            nonlocal recorded, got
+            crash_point("replay-sent")
+            failures = [a.failure for _, a in got if a.failure is not None]
+            if failures and len(failures) == len(got) >= min(chunk, 10):
+                # Every request of the chunk failed: the endpoint, the network or the credentials, not
+                # the requests. Nothing is counted against them; the job reports it and tries later.
+                raise PlatformError(f"replay paused, every request of a batch failed: {failures[0]}")
+            if recorded is not None:
+                recorded.result()
+                crash_point("replay-recorded")
+            recorded, got = recorder.submit(record, got), []
+
+        with (
+            ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="replay") as pool,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-record") as recorder,
+        ):
+            while True:
+                now = time.monotonic()
+                stop = now >= deadline
+                if not stop and now - checked >= 1.0:
+                    stop, checked = not self._still_replaying(active), now
+                if not stop and not drained and outstanding < 2 * self.workers:
+                    rows = [r for r in self._queued(active, chunk + len(in_flight)) if r[0] not in in_flight]
+                    drained = not rows
+                    for row in rows[:chunk]:
+                        in_flight.add(row[0])
+                        outstanding += 1
+                        future = pool.submit(self._send_one, active, row, pacer, deadline)
+                        future.add_done_callback(lambda f, row=row: answers.put((row, f.result())))
+                if (stop or drained) and outstanding == 0:
                     break
-                answers = list(pool.map(lambda row: self._send_one(active, row, pacer, deadline), queued))
-                crash_point("replay-sent")
-                failures = [a.failure for a in answers if a.failure is not None]
-                if failures and len(failures) == len(answers):
-                    # Every request of the batch failed the same way or worse: the endpoint, the network
-                    # or the credentials, not the requests. Nothing is counted against them; the job
-                    # reports it and tries again on its next run.
-                    raise PlatformError(f"replay paused, every request of a batch failed: {failures[0]}")
-                self._record(active, queued, answers, kind, threshold, report)
+                with contextlib.suppress(queue.Empty):
+                    got.append(answers.get(timeout=0.05))
+                    outstanding -= 1
+                while not answers.empty():
+                    got.append(answers.get_nowait())
+                    outstanding -= 1
+                if len(got) >= chunk or (got and (stop or drained or outstanding == 0)):
+                    flush()
+            if got:
+                flush()
+            if recorded is not None:
+                recorded.result()
                 crash_point("replay-recorded")
         return report
 
@@ -395,25 +440,25 @@ class Replayer:
                     )
                 )
             }
+            failed_rows: list[dict[str, Any]] = []
+            done_rows: list[dict[str, Any]] = []
             for answer in answers:
                 if answer.inference_id not in stored:
                     continue  # recorded already (another run got there first)
-                key = (table.c.rollout_id == active.rollout_id) & (
-                    table.c.inference_id == answer.inference_id
-                )
+                tries = attempts[answer.inference_id] + 1
                 if answer.invocation is None:
                     if answer.failure is None:
                         continue
-                    tries = attempts[answer.inference_id] + 1
                     gone = tries >= MAX_ATTEMPTS or answer.failure == "the request body is gone"
                     report.retried += not gone
                     report.given_up += gone
-                    conn.execute(
-                        update(table)
-                        .where(key)
-                        .values(
-                            attempts=tries, error=answer.failure[:2000], state="failed" if gone else "queued"
-                        )
+                    failed_rows.append(
+                        {
+                            "b_id": answer.inference_id,
+                            "b_attempts": tries,
+                            "b_error": answer.failure[:2000],
+                            "b_state": "failed" if gone else "queued",
+                        }
                     )
                     continue
                 report.sent += 1
@@ -436,20 +481,44 @@ class Replayer:
                 )
                 report.errors += error is not None
                 report.paired += 1
+                done_rows.append(
+                    {
+                        "b_id": answer.inference_id,
+                        "b_outputs": json.dumps(candidate_out, separators=(",", ":"))
+                        if candidate_out is not None
+                        else None,
+                        "b_latency": invocation.latency_ms,
+                        "b_error": error[:2000] if error else None,
+                        "b_attempts": tries,
+                    }
+                )
+            # One statement for the batch (executemany): a row per request costs more than the sending.
+            mine = (table.c.rollout_id == active.rollout_id) & (table.c.inference_id == bindparam("b_id"))
+            if failed_rows:
                 conn.execute(
                     update(table)
-                    .where(key)
+                    .where(mine)
+                    .values(
+                        attempts=bindparam("b_attempts"),
+                        error=bindparam("b_error"),
+                        state=bindparam("b_state"),
+                    ),
+                    failed_rows,
+                )
+            if done_rows:
+                conn.execute(
+                    update(table)
+                    .where(mine)
                     .values(
                         state="done",
                         request=None,
-                        candidate_outputs=json.dumps(candidate_out, separators=(",", ":"))
-                        if candidate_out is not None
-                        else None,
-                        latency_ms=invocation.latency_ms,
-                        error=error[:2000] if error else None,
-                        attempts=attempts[answer.inference_id] + 1,
+                        candidate_outputs=bindparam("b_outputs"),
+                        latency_ms=bindparam("b_latency"),
+                        error=bindparam("b_error"),
+                        attempts=bindparam("b_attempts"),
                         replayed_at=now,
-                    )
+                    ),
+                    done_rows,
                 )
             pairs.add(session, active.rollout_id, "replay", deltas)
 
