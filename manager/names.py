@@ -32,6 +32,12 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
+def shadow_variant(candidate_variant: str) -> str:
+    """The candidate's variant while it shadows: data capture files its answers under this name, with
+    the inference id of the production request they copy."""
+    return f"{candidate_variant[:56]}-shadow"
+
+
 def model_name(name: str, version: int) -> str:
     """The SageMaker model for version `version` of registry model `name`: `<name>-v<version>`, the name
     truncated so that the whole fits (every caller, the reconciler's and the offline gate's, uses this)."""

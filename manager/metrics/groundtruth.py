@@ -39,9 +39,13 @@ from manager.metrics.monitor_records import (
     parse_capture,
     parse_label,
 )
+from manager.metrics.pairing import label_free, labelled
 from manager.metrics.stores import ObjectStore, open_store
+from manager.names import shadow_variant
 from manager.registry import observations
 from manager.registry.observations import ObservedWindow
+from manager.registry.pairs import Delta
+from manager.registry.pairs import add as add_pairs
 from manager.registry.tables import (
     CapturedInference,
     Endpoint,
@@ -49,9 +53,11 @@ from manager.registry.tables import (
     PendingLabel,
     Rollout,
     RolloutPhase,
+    ShadowAnswer,
 )
 
 PhaseResolver = Callable[[str, datetime], tuple[int, int] | None]
+PAIRED_SOURCE = "shadow"
 IN_CHUNK = 2000  # ids per IN (...) clause: well inside SQLite's and PostgreSQL's parameter limits
 
 
@@ -74,6 +80,8 @@ class IngestReport:
     malformed: int = 0
     outside_rollout: int = 0
     replayed: int = 0  # the candidate's answers to a replay (paired by the replayer, not here)
+    shadow_answers: int = 0  # a shadow's answers, stored to pair with production's
+    shadow_pairs: int = 0  # ... paired with a label (label-free comparisons count as they come)
     expired_predictions: int = 0
     expired_labels: int = 0
     replaced_files: int = 0  # changed in place, read again (what was seen already is dropped by id)
@@ -98,6 +106,17 @@ class RegistryPhases:
         ).all()
         self.starts = [r[0] for r in rows]
         self.rows = rows
+        # Each rollout's shadow variant: captured answers filed under it are a shadow's, to be paired.
+        self.shadows = {
+            rid: shadow_variant(candidate)
+            for rid, candidate in session.execute(
+                select(Rollout.id, Rollout.candidate_variant).where(Rollout.id.in_({r[2] for r in rows}))
+            )
+        }
+
+    def shadow(self, variant: str, rollout_id: int) -> bool:
+        """Whether `variant` is the rollout's candidate shadowing production."""
+        return self.shadows.get(rollout_id) == variant
 
     def __call__(self, variant: str, at: datetime) -> tuple[int, int] | None:
         i = bisect.bisect_right(self.starts, at) - 1
@@ -281,6 +300,8 @@ class GroundTruthIngestor:
         report: IngestReport,
     ) -> int:
         rows: dict[str, dict[str, Any]] = {}
+        shadows: dict[str, dict[str, Any]] = {}
+        shadow_of = getattr(resolve, "shadow", None)  # RegistryPhases knows each rollout's shadow variant
         malformed = 0
         for line in lines:
             if not line.strip():
@@ -296,6 +317,20 @@ class GroundTruthIngestor:
             phase = resolve(variant, at)
             if phase is None:
                 report.outside_rollout += 1
+                continue
+            if shadow_of is not None and shadow_of(variant, phase[0]):
+                if inference_id in shadows:
+                    report.duplicates += 1
+                    continue
+                shadows[inference_id] = {
+                    "endpoint": spec.endpoint,
+                    "inference_id": inference_id,
+                    "rollout_id": phase[0],
+                    "outputs": json.dumps(outputs, separators=(",", ":")),
+                    "compared": False,
+                    "paired": False,
+                    "expires_at": at + spec.label_ttl,
+                }
                 continue
             if inference_id in rows:
                 report.duplicates += 1
@@ -327,6 +362,20 @@ class GroundTruthIngestor:
         )
         report.duplicates += len(rows) - len(inserted)
         report.predictions += len(inserted)
+        shadowed = (
+            list(
+                conn.scalars(
+                    insert_for(session)(_SHADOWS).on_conflict_do_nothing().returning(_SHADOWS.c.inference_id),
+                    list(shadows.values()),
+                )
+            )
+            if shadows
+            else []
+        )
+        report.duplicates += len(shadows) - len(shadowed)
+        report.shadow_answers += len(shadowed)
+        if shadowed or inserted:
+            self._compare(session, spec, inserted + shadowed)
         waiting = {
             inference_id: json.loads(labels)
             for inference_id, labels in _matching(
@@ -376,6 +425,7 @@ class GroundTruthIngestor:
         conn = session.connection()
         deltas: dict[tuple[int, int, str, str, datetime], list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
         matched: list[str] = []
+        answered: dict[str, list[list[float]]] = {}  # production's outputs, for a shadow's answer
         seen: set[str] = set()
         malformed = 0
         # The stored time as text: only its minute is needed, and parsing each row's datetime costs more
@@ -399,10 +449,12 @@ class GroundTruthIngestor:
                 continue
             matched.append(inference_id)
             try:
-                pairs = outcomes(spec.kind, spec.threshold, json.loads(outputs), labels[inference_id])
+                produced = json.loads(outputs)
+                pairs = outcomes(spec.kind, spec.threshold, produced, labels[inference_id])
             except Malformed:
                 malformed += 1
                 continue
+            answered[inference_id] = produced
             key = _minute_key(at)
             minute = minutes.get(key)
             if minute is None:
@@ -423,6 +475,8 @@ class GroundTruthIngestor:
             ],
             merge="add",
         )
+        if answered:
+            self._pair_labelled(session, spec, answered, labels, report)
         for chunk in _chunks(matched):
             conn.execute(
                 update(_CAPTURED)
@@ -444,6 +498,92 @@ class GroundTruthIngestor:
                 ],
             )
         return malformed
+
+    # -- shadow answers --
+
+    def _compare(self, session: Session, spec: QualitySpec, ids: list[str]) -> None:
+        """Label-free evidence for shadow answers whose production answer is here too (either may
+        come first): agreement and score shift, counted once per shadow answer."""
+        conn = session.connection()
+        deltas: dict[int, dict[str, Delta]] = defaultdict(dict)
+        compared: list[str] = []
+        for chunk in _chunks(ids):
+            for inference_id, rollout_id, shadow_out, production_out in conn.execute(
+                select(
+                    _SHADOWS.c.inference_id, _SHADOWS.c.rollout_id, _SHADOWS.c.outputs, _CAPTURED.c.outputs
+                )
+                .join(
+                    _CAPTURED,
+                    (_CAPTURED.c.endpoint == _SHADOWS.c.endpoint)
+                    & (_CAPTURED.c.inference_id == _SHADOWS.c.inference_id),
+                )
+                .where(
+                    _SHADOWS.c.endpoint == spec.endpoint,
+                    _SHADOWS.c.inference_id.in_(chunk),
+                    _SHADOWS.c.compared.is_(False),
+                    _SHADOWS.c.outputs.isnot(None),
+                    _CAPTURED.c.outputs.isnot(None),
+                )
+            ):
+                compared.append(inference_id)
+                label_free(
+                    deltas[rollout_id],
+                    spec.kind,
+                    spec.threshold,
+                    json.loads(production_out),
+                    json.loads(shadow_out),
+                )
+        for rollout_id, measures in deltas.items():
+            add_pairs(session, rollout_id, PAIRED_SOURCE, measures)
+        for chunk in _chunks(compared):
+            conn.execute(
+                update(_SHADOWS)
+                .where(_SHADOWS.c.endpoint == spec.endpoint, _SHADOWS.c.inference_id.in_(chunk))
+                .values(compared=True)
+            )
+
+    def _pair_labelled(
+        self,
+        session: Session,
+        spec: QualitySpec,
+        answered: dict[str, list[list[float]]],
+        labels: dict[str, list[list[float]]],
+        report: IngestReport,
+    ) -> None:
+        """Production answers that just met their label: any shadow answer to the same request becomes
+        a labelled pair (its outputs are dropped once counted)."""
+        conn = session.connection()
+        deltas: dict[int, dict[str, Delta]] = defaultdict(dict)
+        paired: list[str] = []
+        for inference_id, rollout_id, shadow_out in _matching(
+            conn,
+            _SHADOWS,
+            spec.endpoint,
+            list(answered),
+            _SHADOWS.c.inference_id,
+            _SHADOWS.c.rollout_id,
+            _SHADOWS.c.outputs,
+        ):
+            if shadow_out is None:
+                continue  # counted already
+            paired.append(inference_id)
+            labelled(
+                deltas[rollout_id],
+                spec.kind,
+                spec.threshold,
+                answered[inference_id],
+                json.loads(shadow_out),
+                labels[inference_id],
+            )
+        for rollout_id, measures in deltas.items():
+            add_pairs(session, rollout_id, PAIRED_SOURCE, measures)
+        report.shadow_pairs += len(paired)
+        for chunk in _chunks(paired):
+            conn.execute(
+                update(_SHADOWS)
+                .where(_SHADOWS.c.endpoint == spec.endpoint, _SHADOWS.c.inference_id.in_(chunk))
+                .values(paired=True, compared=True, outputs=None)
+            )
 
     def _expire(self, spec: QualitySpec, capture_prefix: str, now: datetime, report: IngestReport) -> None:
         """Forget what waited too long to be joined, counting it on the prefix it was read from."""
@@ -472,6 +612,8 @@ class GroundTruthIngestor:
                 ).rowcount
                 or 0
             )
+            # a shadow's answer whose production answer never met a label (or came after it did)
+            conn.execute(delete(_SHADOWS).where(_SHADOWS.c.endpoint == endpoint, _SHADOWS.c.expires_at < now))
             report.expired_predictions += sum(per_variant.values())
             report.expired_labels += labels
             counts = {
@@ -490,6 +632,7 @@ class GroundTruthIngestor:
 
 _CAPTURED: Table = CapturedInference.__table__  # type: ignore[assignment]
 _LABELS: Table = PendingLabel.__table__  # type: ignore[assignment]
+_SHADOWS: Table = ShadowAnswer.__table__  # type: ignore[assignment]
 
 
 def _matching(

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Table, bindparam, select, update
@@ -43,13 +44,12 @@ from manager.metrics.monitor_records import (
     REPLAY_PREFIX,
     Kind,
     Malformed,
-    outcomes,
     parse_answer,
     parse_capture_request,
     parse_label,
-    predicted_class,
     request_body,
 )
+from manager.metrics.pairing import label_free, labelled
 from manager.metrics.stores import ObjectStore, open_store
 from manager.platforms.base import EndpointPlatform, Invocation, PlatformError
 from manager.registry import pairs
@@ -356,7 +356,7 @@ class Replayer:
                         in_flight.add(row[0])
                         outstanding += 1
                         future = pool.submit(self._send_one, active, row, pacer, deadline)
-                        future.add_done_callback(lambda f, row=row: answers.put((row, f.result())))
+                        future.add_done_callback(partial(_deliver, answers, row))
                 if (stop or drained) and outstanding == 0:
                     break
                 with contextlib.suppress(queue.Empty):
@@ -539,22 +539,8 @@ def _pair(
     if candidate is None:
         return
     delta("latency_ms", pairs.Delta()).add(0.0, latency_ms)
-    if len(candidate) != len(baseline):
-        return  # a different number of rows: nothing to pair row by row
-    for b_row, c_row in zip(baseline, candidate, strict=True):
-        delta("prediction", pairs.Delta()).add(b_row[0], c_row[0])
-        if kind == "classification":
-            same = predicted_class(b_row, threshold) == predicted_class(c_row, threshold)
-            delta("agreement", pairs.Delta()).add(0.0, 1.0 if same else 0.0)
-    if labels is None:
-        return
-    try:
-        b_outcomes = outcomes(kind, threshold, baseline, labels)
-        c_outcomes = outcomes(kind, threshold, candidate, labels)
-    except Malformed:
-        return
-    for (measure, b_value), (_, c_value) in zip(b_outcomes, c_outcomes, strict=True):
-        delta(measure, pairs.Delta()).add(b_value, c_value)
+    if label_free(deltas, kind, threshold, baseline, candidate) and labels is not None:
+        labelled(deltas, kind, threshold, baseline, candidate, labels)
 
 
 def _judges_quality(policy: policies.RolloutPolicy) -> bool:
@@ -588,6 +574,14 @@ def _hour_of(key: str) -> datetime | None:
         return datetime(y, m, d, h, tzinfo=UTC)
     except ValueError:
         return None
+
+
+def _deliver(
+    answers: queue.Queue[tuple[tuple[str, str | None, int], _Answer]],
+    row: tuple[str, str | None, int],
+    future: Future[_Answer],
+) -> None:
+    answers.put((row, future.result()))
 
 
 _REQUESTS: Table = ReplayRequest.__table__  # type: ignore[assignment]

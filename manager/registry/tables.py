@@ -391,3 +391,19 @@ class PairedSum(Base):
     sum_candidate: Mapped[float] = mapped_column(Float, default=0.0)
     sum_diff: Mapped[float] = mapped_column(Float, default=0.0)
     sum_diff_sq: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ShadowAnswer(Base):
+    """A shadow variant's captured answer, filed under the production request's inference id: paired
+    with the production answer (label-free at once, with the label when it joins), then kept, its
+    outputs dropped, until it expires, so that it is read and counted once."""
+
+    __tablename__ = "shadow_answers"
+
+    endpoint: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    inference_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
+    outputs: Mapped[str | None] = mapped_column(Text)
+    compared: Mapped[bool] = mapped_column(Boolean, default=False)  # label-free evidence counted
+    paired: Mapped[bool] = mapped_column(Boolean, default=False)  # the labelled pair counted
+    expires_at: Mapped[datetime] = mapped_column(index=True)

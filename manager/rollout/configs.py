@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from manager.config import DEFAULT_IMAGE
-from manager.names import model_name, readable_name
+from manager.names import model_name, readable_name, shadow_variant
 from manager.platforms.base import CaptureSpec, ConfigSpec, ModelSpec, VariantSpec
 from manager.policy import Target
 from manager.registry import attest
@@ -79,7 +79,7 @@ def ab_placements(rollout: Rollout, weight: float) -> list[Placement]:
 def shadow_placements(rollout: Rollout, percent: float) -> list[Placement]:
     """The candidate also as a shadow variant: SageMaker copies (shadow weight / production weight) of
     the requests to it."""
-    return [(f"{rollout.candidate_variant[:56]}-shadow", rollout.candidate, percent)]
+    return [(shadow_variant(rollout.candidate_variant), rollout.candidate, percent)]
 
 
 def record(

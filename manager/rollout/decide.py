@@ -405,7 +405,7 @@ def _step(
             )
         return Decision("advance", f"candidate at {state.weight:g}%", evidence, next_step=state.step + 1)
     if step.shadow is not None:
-        return _shadow_step(state, step, evidence, now)
+        return _shadow_step(state, policy, step, evidence, now, paired)
     if step.replay is not None:
         return _replay_step(state, policy, paired, evidence)
     if step.bake is not None:
@@ -423,13 +423,46 @@ def _step(
             evidence,
         )
     assert step.analysis is not None
-    if state.weight <= 0 and not state.shadowing and any(s.replay for s in policy.plan[: state.step]):
+    if state.weight <= 0 and not state.shadowing and _judges_pairs(policy, state.step):
         return _paired_analysis(policy, state, paired, evidence, now, final=step.analysis.final)
     return _analysis(policy, state, verdicts, evidence, now, final=step.analysis.final)
 
 
-def _shadow_step(state: RolloutState, step: Step, evidence: dict[str, Any], now: datetime) -> Decision:
+def _judges_pairs(policy: RolloutPolicy, step: int) -> bool:
+    """An analysis at weight 0 judges pairs: after a replay, or after a shadow when labels do not
+    depend on which model served (otherwise it judges what it always did: the live phase)."""
+    before = policy.plan[:step]
+    return any(s.replay for s in before) or (
+        policy.labels_independent_of_serving and any(s.shadow for s in before)
+    )
+
+
+def _shadow_step(
+    state: RolloutState,
+    policy: RolloutPolicy,
+    step: Step,
+    evidence: dict[str, Any],
+    now: datetime,
+    paired: Paired | None = None,
+) -> Decision:
     assert step.shadow is not None
+    primary = policy.primary
+    if (
+        state.shadowing
+        and paired is not None
+        and paired.source == "shadow"
+        and policy.labels_independent_of_serving
+        and primary is not None
+        and primary.source == "quality"
+    ):
+        # The shadow's answers paired with production's: a worse candidate is rolled back at once.
+        verdict = paired_verdict(primary, paired.sums.get(primary.measure), policy, harm_only=True)
+        evidence["metrics"] = {
+            **evidence.get("metrics", {}),
+            primary.name: {**verdict.evidence, "status": verdict.status, "dry_run": verdict.dry_run},
+        }
+        if verdict.status == "fail":
+            return _primary_worse(primary, evidence)
     if not state.shadowing:
         return Decision(
             "shadow",
@@ -620,11 +653,18 @@ def _paired_analysis(
 ) -> Decision:
     """An analysis at weight 0: the replay's pairs. Quality metrics are judged on them only when
     labels do not depend on which model served; the candidate's errors always are."""
-    progress = paired.progress if paired is not None else None
-    if paired is None or progress is None:
-        return Decision("wait", "no replayed pairs yet", evidence)
-    status, errors = _replay_errors(policy, paired)
-    evidence["replay_errors"] = errors
+    if paired is None:
+        return Decision("wait", "no pairs yet", evidence)
+    progress = paired.progress
+    what = "replayed" if progress is not None else "shadowed"
+    if progress is None:  # a shadow's pairs: its errors are the shadow variant's, in CloudWatch
+        status, errors = (
+            "pass",
+            {"requests": int(paired.sums["prediction"].n) if "prediction" in paired.sums else 0},
+        )
+    else:
+        status, errors = _replay_errors(policy, paired)
+        evidence["replay_errors"] = errors
     if status == "fail":
         return Decision(
             "rollback",
@@ -648,14 +688,16 @@ def _paired_analysis(
         if v.status == "fail":
             if primary is not None and v.metric == primary.name:
                 return _primary_worse(primary, evidence)
-            return Decision("rollback", f"guardrail {v.metric} shows harm on the replayed requests", evidence)
+            return Decision("rollback", f"guardrail {v.metric} shows harm on the {what} requests", evidence)
     ready = all(v.samples_met for v in live) and status != "inconclusive" and status != "no_data"
-    exhausted = progress.queued == 0
+    # A replay ends when its plan is sent; a shadow's pairs may still be meeting their labels, so only
+    # the policy's maximum duration and samples end the wait for them.
+    exhausted = progress is not None and progress.queued == 0
     if not final:
         if ready and (exhausted or live):
             return Decision(
                 "advance",
-                f"no harm on {errors['requests']} replayed requests",
+                f"no harm on {errors['requests']} {what} requests",
                 evidence,
                 next_step=state.step + 1,
             )
@@ -669,11 +711,11 @@ def _paired_analysis(
             shown = "superiority" if policy.decisions.superiority else "non-inferiority"
             return Decision(
                 "promote",
-                f"{shown} shown on {int(_pairs(paired, policy))} replayed pairs",
+                f"{shown} shown on {int(_pairs(paired, policy))} {what} pairs",
                 evidence,
                 next_step=state.step + 1,
             )
-    if exhausted:
+    if exhausted and progress is not None:
         gave_up = f", {progress.failed} given up after repeated errors" if progress.failed else ""
         return _inconclusive(
             policy,
@@ -683,8 +725,10 @@ def _paired_analysis(
         )
     if _pairs(paired, policy) >= policy.decisions.max_samples:
         return _inconclusive(
-            policy, f"{policy.decisions.max_samples} replayed pairs and no decision", evidence, state
+            policy, f"{policy.decisions.max_samples} {what} pairs and no decision", evidence, state
         )
+    if progress is None:
+        return Decision("wait", f"{int(_pairs(paired, policy))} shadowed pairs so far", evidence)
     return Decision("wait", f"replaying: {progress.done} of {progress.planned} done", evidence)
 
 

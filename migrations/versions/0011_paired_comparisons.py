@@ -2,7 +2,8 @@
 
 A replay step stores its plan on the rollout (`rollouts.replay`) and each captured request it will
 send in `replay_requests`, keyed by the original inference id so that a request is paired once;
-`paired_sums` holds per rollout, source and measure what the paired tests need.
+`paired_sums` holds per rollout, source and measure what the paired tests need; `shadow_answers`
+holds a shadow variant's captured answers until they are paired with production's.
 
 Revision ID: 0011
 Revises: 0010
@@ -69,6 +70,26 @@ def upgrade() -> None:
             "ix_replay_requests_rollout_state", ["rollout_id", "state", "inference_at"], unique=False
         )
 
+    op.create_table(
+        "shadow_answers",
+        sa.Column("endpoint", sa.String(length=63), nullable=False),
+        sa.Column("inference_id", sa.String(length=256), nullable=False),
+        sa.Column("rollout_id", sa.Integer(), nullable=False),
+        sa.Column("outputs", sa.Text(), nullable=True),
+        sa.Column("compared", sa.Boolean(), nullable=False),
+        sa.Column("paired", sa.Boolean(), nullable=False),
+        sa.Column("expires_at", manager.registry.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["rollout_id"],
+            ["rollouts.id"],
+            name=op.f("fk_shadow_answers_rollout_id_rollouts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("endpoint", "inference_id", name=op.f("pk_shadow_answers")),
+    )
+    with op.batch_alter_table("shadow_answers", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_shadow_answers_expires_at"), ["expires_at"], unique=False)
+
     with op.batch_alter_table("rollouts", schema=None) as batch_op:
         batch_op.add_column(sa.Column("replay", sa.JSON(), nullable=True))
 
@@ -77,6 +98,10 @@ def downgrade() -> None:
     with op.batch_alter_table("rollouts", schema=None) as batch_op:
         batch_op.drop_column("replay")
 
+    with op.batch_alter_table("shadow_answers", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_shadow_answers_expires_at"))
+
+    op.drop_table("shadow_answers")
     with op.batch_alter_table("replay_requests", schema=None) as batch_op:
         batch_op.drop_index("ix_replay_requests_rollout_state")
 
