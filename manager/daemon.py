@@ -240,7 +240,14 @@ def ingest_job(url: str) -> None:
                 extra={"fields": {**fields, "error_type": type(exc).__name__, "error": str(exc)}},
             )
             continue
-        if report.predictions or report.labels or report.malformed or report.file_errors:
+        if (
+            report.predictions
+            or report.labels
+            or report.malformed
+            or report.file_errors
+            or report.shadow_answers
+            or report.expired_shadow_answers
+        ):
             counts = {
                 "predictions": report.predictions,
                 "labels": report.labels,
@@ -249,6 +256,9 @@ def ingest_job(url: str) -> None:
                 "malformed": report.malformed,
                 "outside_rollout": report.outside_rollout,
                 "replayed": report.replayed,
+                "shadow_answers": report.shadow_answers,
+                "shadow_pairs": report.shadow_pairs,
+                "expired_shadow_answers": report.expired_shadow_answers,
                 "expired": report.expired_predictions + report.expired_labels,
                 "unreadable_files": len(report.file_errors),
             }

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sklearn.datasets import load_breast_cancer
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from manager import audit
 from manager.metrics.groundtruth import GroundTruthIngestor, QualitySpec
-from manager.registry.tables import PairedSum
+from manager.registry.tables import PairedSum, ShadowAnswer
 from manager.rollout.reconcile import Reconciler
 from manager.traffic import LabelWriter, Traffic
 
@@ -105,6 +105,18 @@ def test_a_worse_shadow_is_rolled_back_on_pairs_while_it_serves_nobody(
         assert "worse" in (rollback.reason or "")
         assert evidence["paired"]["source"] == "shadow" and 0 < evidence["paired"]["agreement_rate"] < 1
         assert evidence["metrics"]["accuracy"]["design"] == "paired"
+        # what never met a label is counted when it expires, never dropped silently
+        with world.database.read() as session:
+            unpaired = session.scalar(
+                select(func.count()).select_from(ShadowAnswer).where(ShadowAnswer.paired.is_(False))
+            )
+        later = GroundTruthIngestor(world.database, clock=lambda: datetime.now(UTC) + timedelta(hours=2))
+        report = later.run(
+            QualitySpec(ENDPOINT, world.capture.as_uri(), world.labels.as_uri(), label_ttl=timedelta(hours=1))
+        )
+        assert report.expired_shadow_answers == unpaired
+        with world.database.read() as session:
+            assert session.scalar(select(func.count()).select_from(ShadowAnswer)) == 0
 
 
 def test_a_better_shadow_is_promoted_on_its_pairs_after_the_shadow_step(

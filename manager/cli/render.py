@@ -163,28 +163,24 @@ def metric_cells(v: dict[str, Any]) -> dict[str, str]:
         }
     if "baseline_mean" not in v:
         return {"status": v["status"], "baseline": "-", "candidate": "-", "interval": "-"}
-    if "pairs" in v:  # judged on pairs: both models on the same requests
-        discordant = (
-            f"; discordant {v['baseline_only']:g} for the baseline, {v['candidate_only']:g} for the candidate"
-            if "baseline_only" in v
-            else ""
-        )
-        return {
-            "status": v["status"],
-            "baseline": f"{v['baseline_mean']:.4g} ({v['pairs']:g} pairs)",
-            "candidate": f"{v['candidate_mean']:.4g} ({v['pairs']:g} pairs)",
-            "interval": f"[{v['improvement_low']:+.4f}, {v['improvement_high']:+.4f}] vs -{v['margin']:g}"
-            + discordant,
-        }
     interval = (
         f"[{v['improvement_low']:+.4f}, {v['improvement_high']:+.4f}] vs -{v['margin']:g}"
         if "improvement_low" in v
         else ""
     )
+    if "pairs" in v:  # judged on pairs: both models on the same requests
+        if "baseline_only" in v:
+            interval += (
+                f"; discordant {v['baseline_only']:g} for the baseline,"
+                f" {v['candidate_only']:g} for the candidate"
+            )
+        counts = {"baseline": f"({v['pairs']:g} pairs)", "candidate": f"({v['pairs']:g} pairs)"}
+    else:
+        counts = {"baseline": f"(n={v['baseline_n']:g})", "candidate": f"(n={v['candidate_n']:g})"}
     return {
         "status": v["status"],
-        "baseline": f"{v['baseline_mean']:.4g} (n={v['baseline_n']:g})",
-        "candidate": f"{v['candidate_mean']:.4g} (n={v['candidate_n']:g})",
+        "baseline": f"{v['baseline_mean']:.4g} {counts['baseline']}",
+        "candidate": f"{v['candidate_mean']:.4g} {counts['candidate']}",
         "interval": interval,
     }
 

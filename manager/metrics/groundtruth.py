@@ -82,6 +82,7 @@ class IngestReport:
     replayed: int = 0  # the candidate's answers to a replay (paired by the replayer, not here)
     shadow_answers: int = 0  # a shadow's answers, stored to pair with production's
     shadow_pairs: int = 0  # ... paired with a label (label-free comparisons count as they come)
+    expired_shadow_answers: int = 0  # never paired with a label before they expired
     expired_predictions: int = 0
     expired_labels: int = 0
     replaced_files: int = 0  # changed in place, read again (what was seen already is dropped by id)
@@ -612,8 +613,13 @@ class GroundTruthIngestor:
                 ).rowcount
                 or 0
             )
-            # a shadow's answer whose production answer never met a label (or came after it did)
-            conn.execute(delete(_SHADOWS).where(_SHADOWS.c.endpoint == endpoint, _SHADOWS.c.expires_at < now))
+            # a shadow's answer whose production answer never met a label (or met it first): counted
+            gone = conn.execute(
+                delete(_SHADOWS)
+                .where(_SHADOWS.c.endpoint == endpoint, _SHADOWS.c.expires_at < now)
+                .returning(_SHADOWS.c.paired)
+            ).scalars()
+            report.expired_shadow_answers += sum(1 for paired in gone if not paired)
             report.expired_predictions += sum(per_variant.values())
             report.expired_labels += labels
             counts = {

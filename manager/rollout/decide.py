@@ -42,7 +42,7 @@ from manager.stats.paired import (
     discordant_evalue,
     paired_mean_sequence,
 )
-from manager.stats.sequences import difference_sequence
+from manager.stats.sequences import Interval, difference_sequence
 
 Action = Literal[
     "wait", "set_weight", "shadow", "unshadow", "advance", "pause", "resume", "promote", "rollback"
@@ -172,6 +172,20 @@ def _judge_interval(
         policy.decisions.planned_samples,
         metric.kind == "proportion",
     )
+    return _against_margin(metric, interval, policy, harm_only, samples_met, evidence)
+
+
+def _against_margin(
+    metric: Metric,
+    interval: Interval,
+    policy: RolloutPolicy,
+    harm_only: bool,
+    samples_met: bool,
+    evidence: dict[str, Any],
+) -> Status:
+    """An interval on candidate minus baseline, against the margin: worse than it fails; a guardrail
+    (or a harm-only look) passes once it has its samples; the primary passes when its lower bound
+    clears -margin (0 under superiority). The bounds go into `evidence`. Paired or not, the same rule."""
     low, high = _improvement(metric, interval.low, interval.high)
     margin = metric.test.margin
     evidence.update(
@@ -600,24 +614,7 @@ def paired_verdict(
     else:
         diffs = Differences(int(sums.n), sums.mean_diff, sums.diff_variance)
         interval = paired_mean_sequence(diffs, metric.alpha, policy.decisions.planned_samples)
-    low, high = _improvement(metric, interval.low, interval.high)
-    evidence.update(
-        {
-            "improvement_low": low,
-            "improvement_high": high,
-            "margin": margin,
-            "estimate": interval.estimate,
-            "alpha": metric.alpha,
-        }
-    )
-    status: Status
-    if high < -margin:
-        status = "fail"
-    elif harm_only or metric.role == "guardrail":
-        status = "pass" if samples_met else "inconclusive"
-    else:
-        floor = 0.0 if policy.decisions.superiority else -margin
-        status = "pass" if low > floor and samples_met else "inconclusive"
+    status = _against_margin(metric, interval, policy, harm_only, samples_met, evidence)
     return MetricVerdict(metric.name, status, evidence, metric.dry_run, samples_met)
 
 
