@@ -130,3 +130,28 @@ def test_the_paired_mean_sequence_covers_the_mean_loss_difference() -> None:
                 break
     assert misses / 400 <= ALPHA
     assert paired_mean_sequence(Differences.of(np.array([1.0])), ALPHA, 100).low == -math.inf
+
+
+def test_the_sign_sequence_errs_at_most_alpha_by_exact_enumeration() -> None:
+    """Under theta = 1/2 (neither model better on discordant pairs), the exact chance, by dynamic
+    programming over every path of up to 200 discordant pairs looked at after each one, that the sign
+    sequence ever excludes 1/2 (a false promotion or rollback at margin 0) is at most alpha."""
+    from manager.stats.paired import accuracy_sign_sequence
+
+    alive = {0: 1.0}  # successes so far -> chance of having come here without a false decision
+    crossed = 0.0
+    for m in range(1, 201):
+        step: dict[int, float] = {}
+        for k, chance in alive.items():
+            for nxt in (k, k + 1):
+                step[nxt] = step.get(nxt, 0.0) + chance / 2
+        alive = {}
+        for k, chance in step.items():
+            low, high = accuracy_sign_sequence(Pairs(m, m - k, k), ALPHA)
+            if low > 0.5 or high < 0.5:
+                crossed += chance
+            else:
+                alive[k] = chance
+    assert 0.0 < crossed <= ALPHA
+    # and when the candidate truly wins 70% of discordant pairs, 200 of them decide it most of the time
+    assert accuracy_sign_sequence(Pairs(200, 60, 140), ALPHA)[0] > 0.5
