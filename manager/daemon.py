@@ -610,8 +610,18 @@ def run(
     policies_dir: Path | None,
     once: bool,
     digests: DigestSchedule | None = None,
+    instance: str | None = None,
+    lease_ttl: float = 30.0,
 ) -> None:
     from manager.db import sqlite_path
+
+    if sqlite_path(url) is None and not once:
+        # A server database: several daemons may share it; the scheduler's leader is elected in it.
+        from manager.registry import leader
+
+        return run_shared(
+            url, tick, ingest_every, policies_dir, digests, instance or leader.default_instance(), lease_ttl
+        )
 
     lock_path = (
         Path(f"{sqlite_path(url)}.daemon.lock")
@@ -638,16 +648,144 @@ def run(
         scheduler.shutdown(wait=True)
 
 
+def run_shared(
+    url: str,
+    tick: float,
+    ingest_every: float,
+    policies_dir: Path | None,
+    digests: DigestSchedule | None,
+    instance: str,
+    lease_ttl: float,
+) -> None:
+    """One of several daemons on a PostgreSQL registry: every daemon reconciles, ingests and replays
+    (each rollout worked by the daemon holding its endpoint's lease); only the elected leader runs the
+    scheduled jobs (cron retrains, triggers, digests) in the registry's job store."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    _RUNTIMES[url] = build_runtime(url, instance)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    local = BackgroundScheduler(
+        timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
+    )
+    replay_every = max(tick, 1.0)
+    local.add_job(reconcile_job, "interval", seconds=tick, args=[url], id="reconcile")
+    local.add_job(ingest_job, "interval", seconds=ingest_every, args=[url], id="ingest")
+    local.add_job(replay_job, "interval", seconds=replay_every, args=[url, replay_every * 0.8], id="replay")
+    local.start()
+    elector = Elector(
+        url,
+        instance,
+        lease_ttl,
+        lambda: start_scheduler(url, tick, ingest_every, policies_dir, digests, shared=True),
+    )
+    thread = threading.Thread(target=elector.run, args=(stop,), name="leader-lease", daemon=True)
+    thread.start()
+    log.info(
+        "daemon %s: reconcile every %gs, ingest every %gs; scheduler leader lease %gs in the registry",
+        instance,
+        tick,
+        ingest_every,
+        lease_ttl,
+    )
+    stop.wait()
+    log.info("stopping: letting the current job finish")
+    thread.join(timeout=lease_ttl)
+    local.shutdown(wait=True)
+    elector.resign()
+
+
+class Elector:
+    """Keeps (or waits for) the scheduler's leader lease: renews it every third of its time to live;
+    starts the leader's scheduler on gaining it and stops it on losing it, or on failing to renew for
+    `ttl - renew_every` (before anyone else can take it over)."""
+
+    def __init__(self, url: str, instance: str, ttl: float, start: Any) -> None:
+        from manager.clock import utcnow
+
+        self.url, self.instance, self.ttl, self.start = url, instance, ttl, start
+        self.renew_every = ttl / 3
+        self.scheduler: Any = None
+        self.epoch: int | None = None
+        self.renewed = 0.0
+        self.started_at = utcnow()
+        self.last_problem: str | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.tick()
+            stop.wait(self.renew_every)
+
+    def tick(self) -> None:
+        import time
+        from datetime import timedelta
+
+        from manager.registry import leader
+
+        runtime = _RUNTIMES[self.url]
+        try:
+            with runtime.database.write() as session:
+                got = leader.claim(session, self.instance, timedelta(seconds=self.ttl))
+                leader.heartbeat(session, self.instance, self.started_at, got.epoch if got else None)
+        except Exception as exc:  # the registry is unreachable: keep leading only while safe
+            problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if problem != self.last_problem:
+                log.warning("leader lease: cannot reach the registry: %s", problem)
+                self.last_problem = problem
+            if self.scheduler is not None and time.monotonic() - self.renewed > self.ttl - self.renew_every:
+                self.stop_leading(f"the lease could not be renewed for {self.ttl - self.renew_every:g}s")
+            return
+        if self.last_problem is not None:
+            log.info("leader lease: the registry answers again")
+            self.last_problem = None
+        if got is None:
+            if self.scheduler is not None:
+                self.stop_leading("another daemon holds the lease")
+            return
+        self.renewed = time.monotonic()
+        if self.scheduler is None or got.epoch != self.epoch:
+            if self.scheduler is not None:
+                self.stop_leading(f"the lease moved to epoch {got.epoch}")
+            self.epoch = got.epoch
+            log.info(
+                "leading the scheduler under epoch %d (lease until %s)", got.epoch, got.expires_at.isoformat()
+            )
+            self.scheduler = self.start()
+
+    def stop_leading(self, why: str) -> None:
+        log.warning("no longer leading the scheduler (epoch %s): %s", self.epoch, why)
+        scheduler, self.scheduler = self.scheduler, None
+        _RUNTIMES[self.url].scheduler = None
+        scheduler.shutdown(wait=False)
+
+    def resign(self) -> None:
+        """A clean stop: the lease is given up at once, so another daemon need not wait for it."""
+        from manager.registry import leader
+
+        if self.scheduler is None or self.epoch is None:
+            return
+        self.scheduler.shutdown(wait=True)
+        self.scheduler = None
+        try:
+            with _RUNTIMES[self.url].database.write() as session:
+                leader.release(session, self.instance, self.epoch)
+        except Exception as exc:
+            log.warning("leader lease: could not give it up (it expires by itself): %s", exc)
+
+
 def start_scheduler(
     url: str,
     tick: float,
     ingest_every: float,
     policies_dir: Path | None,
     digests: DigestSchedule | None = None,
+    shared: bool = False,
 ) -> Any:
     """The scheduler on the registry's job store, its jobs reconciled against the policies before any
     runs: it starts paused, the fixed jobs are (re)placed, the cron jobs synced, then it resumes, and a
-    cron run missed while the daemon was down runs now if within its `misfireGrace`."""
+    cron run missed while the daemon was down runs now if within its `misfireGrace`. `shared`: the
+    leader's among several daemons, without the jobs every daemon runs for itself."""
     from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
@@ -661,12 +799,12 @@ def start_scheduler(
     scheduler.add_listener(lambda event: _on_job_event(url, event), EVENT_JOB_ERROR | EVENT_JOB_MISSED)
     scheduler.start(paused=True)
     runtime.scheduler = scheduler
-    fixed: dict[str, tuple[str, float, list[Any]]] = {
-        "reconcile": ("manager.daemon:reconcile_job", tick, [url])
-    }
-    fixed["ingest"] = ("manager.daemon:ingest_job", ingest_every, [url])
-    replay_every = max(tick, 1.0)
-    fixed["replay"] = ("manager.daemon:replay_job", replay_every, [url, replay_every * 0.8])
+    fixed: dict[str, tuple[str, float, list[Any]]] = {}
+    if not shared:  # with several daemons each runs these itself (run_shared); the leader the rest
+        fixed["reconcile"] = ("manager.daemon:reconcile_job", tick, [url])
+        fixed["ingest"] = ("manager.daemon:ingest_job", ingest_every, [url])
+        replay_every = max(tick, 1.0)
+        fixed["replay"] = ("manager.daemon:replay_job", replay_every, [url, replay_every * 0.8])
     if policies_dir is not None:
         fixed["triggers"] = ("manager.daemon:trigger_job", max(tick, 30.0), [url, str(policies_dir)])
     if digests is not None:

@@ -1,15 +1,18 @@
-"""`variantctl daemon`: reconcile, ingest and retrain until SIGTERM (see `manager.daemon`)."""
+"""`variantctl daemon`: reconcile, ingest and retrain until SIGTERM (see `manager.daemon`); and
+`variantctl daemon status`: the daemons working a registry, the scheduler's leader, the leases."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from manager.cli.context import AppContext, pass_app
+from manager.cli.render import emit, emit_record, output_option
 
 
-@click.command("daemon")
+@click.group("daemon", invoke_without_command=True)
 @click.option(
     "--tick", type=click.FloatRange(0.1), default=15.0, show_default=True, help="seconds between ticks"
 )
@@ -33,9 +36,23 @@ from manager.cli.context import AppContext, pass_app
     type=click.Path(path_type=Path, dir_okay=False),
     help="the digests' Ed25519 key [env: VARIANTCTL_SIGNING_KEY; default: signing-key.pem in the data dir]",
 )
+@click.option(
+    "--instance-id",
+    metavar="NAME",
+    help="this daemon's name among several on one PostgreSQL registry [default: host:pid]",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(3.0, 3600.0),
+    default=30.0,
+    show_default=True,
+    help="seconds the scheduler's leader lease lasts (PostgreSQL); it is renewed every third of that",
+)
+@click.pass_context
 @pass_app
 def daemon(
     app: AppContext,
+    ctx: click.Context,
     tick: float,
     ingest_every: float,
     policies_dir: Path | None,
@@ -44,8 +61,15 @@ def daemon(
     digests_to: str | None,
     digest_every: str,
     signing_key: Path | None,
+    instance_id: str | None,
+    lease_ttl: float,
 ) -> None:
-    """Reconcile rollouts, ingest ground truth, run scheduled retrains and sign the history until SIGTERM."""
+    """Reconcile rollouts, ingest ground truth, run scheduled retrains and sign the history until SIGTERM.
+
+    On a PostgreSQL registry several daemons may run: each reconciles the rollouts whose endpoint lease
+    it holds, and one, elected in the registry, runs the scheduled jobs. `daemon status` shows them."""
+    if ctx.invoked_subcommand is not None:
+        return
     from manager import daemon as runner
     from manager import digests
     from manager.clock import parse_duration
@@ -60,4 +84,70 @@ def daemon(
         digests.load_private(key)  # refuse a missing or wrong key now, not at the first digest
         schedule = runner.DigestSchedule(digests_to, every, str(key))
     app.database()  # refuse a missing or old registry
-    runner.run(app.settings.db_url, tick, ingest_every, policies_dir, once, schedule)
+    if instance_id is not None and not 0 < len(instance_id) <= 128:
+        raise click.BadParameter("give 1-128 characters", param_hint="--instance-id")
+    runner.run(app.settings.db_url, tick, ingest_every, policies_dir, once, schedule, instance_id, lease_ttl)
+
+
+@daemon.command("status")
+@output_option
+@pass_app
+def status(app: AppContext, output: str) -> None:
+    """The daemons that work this registry (alive: seen within a minute), the scheduler's leader and
+    its epoch, and who holds each endpoint's lease until when."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from manager.registry import leader
+    from manager.registry.tables import DaemonInstance, EndpointLease
+
+    database = app.database()
+    with database.read() as session:
+        now = leader.database_now(session)
+        lease = leader.leader(session)
+        daemons = list(session.scalars(select(DaemonInstance).order_by(DaemonInstance.instance)))
+        endpoints = list(session.scalars(select(EndpointLease).order_by(EndpointLease.endpoint)))
+        rows = [
+            {
+                "daemon": d.instance,
+                "host": d.host,
+                "pid": d.pid,
+                "alive": now - d.seen_at <= timedelta(minutes=1),
+                "leads": lease is not None and lease.holder == d.instance and lease.expires_at > now,
+                "seen_at": d.seen_at,
+                "started_at": d.started_at,
+            }
+            for d in daemons
+        ]
+        held = [
+            {
+                "endpoint": e.endpoint,
+                "holder": e.owner,
+                "expires_at": e.expires_at,
+                "held": e.expires_at > now,
+            }
+            for e in endpoints
+        ]
+        record: dict[str, Any] = {
+            "leader": lease.holder if lease is not None and lease.expires_at > now else None,
+            "epoch": lease.epoch if lease is not None else None,
+            "lease_expires_at": lease.expires_at if lease is not None else None,
+            "daemons": rows,
+            "endpoint_leases": held,
+        }
+    if output == "json":
+        import json
+
+        click.echo(json.dumps(record, default=str, indent=2))
+        return
+    emit_record(
+        {k: record[k] for k in ("leader", "epoch", "lease_expires_at")}, output, title="scheduler leader"
+    )
+    emit(rows, ("daemon", "host", "pid", "alive", "leads", "seen_at"), output, title="daemons")
+    emit(
+        record["endpoint_leases"],
+        ("endpoint", "holder", "expires_at", "held"),
+        output,
+        title="endpoint leases",
+    )

@@ -407,3 +407,29 @@ class ShadowAnswer(Base):
     compared: Mapped[bool] = mapped_column(Boolean, default=False)  # label-free evidence counted
     paired: Mapped[bool] = mapped_column(Boolean, default=False)  # the labelled pair counted
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class LeaderLease(Base):
+    """Which daemon schedules (cron retrains, triggers, digests) on a registry several daemons share,
+    until when, and under which epoch: the epoch grows with every change of holder."""
+
+    __tablename__ = "leader_leases"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    epoch: Mapped[int] = mapped_column(default=1)
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class DaemonInstance(Base):
+    """A daemon that works this registry, and when it last said so (for `daemon status`)."""
+
+    __tablename__ = "daemon_instances"
+
+    instance: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    started_at: Mapped[datetime]
+    seen_at: Mapped[datetime] = mapped_column(index=True)
+    leader_epoch: Mapped[int | None]  # the epoch it leads under, if it leads

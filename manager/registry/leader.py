@@ -1,0 +1,98 @@
+"""The scheduler's leader on a registry several daemons share (PostgreSQL), and the daemons' heartbeats.
+
+A lease row with an expiry and an epoch, taken and renewed under a row lock (`SELECT ... FOR UPDATE`),
+and judged by the database's own clock (`now()`), so that the hosts' clocks never decide who leads.
+The holder renews it; another daemon takes it over only once it has expired, and the epoch then grows
+by one. A holder stops scheduling when it has not renewed for `ttl - renew_every` by its own monotonic
+clock, before anyone else can take over (the lease's expiry), with `renew_every` to spare for
+scheduling latency and clock rates. Chosen over a session advisory lock: a lease survives a
+connection pool's reconnects, says who holds it and until when (`daemon status`), and carries the epoch
+that fences a holder's stale actions.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from manager.clock import utcnow
+from manager.db import insert_for
+from manager.registry.tables import DaemonInstance, LeaderLease
+
+SCHEDULER = "scheduler"
+
+
+@dataclass(frozen=True)
+class Leadership:
+    holder: str
+    epoch: int
+    expires_at: datetime
+    now: datetime  # the database's clock when it was read
+
+
+def database_now(session: Session) -> datetime:
+    """The database's clock (PostgreSQL's `now()`); SQLite has none worth trusting, so this host's."""
+    if session.get_bind().dialect.name == "postgresql":
+        value = session.scalar(select(func.now()))
+        assert isinstance(value, datetime)
+        return value
+    return utcnow()
+
+
+def default_instance() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim(session: Session, instance: str, ttl: timedelta, name: str = SCHEDULER) -> Leadership | None:
+    """Take or renew the lease for `instance` (in the caller's write transaction); None while another
+    daemon holds it unexpired."""
+    now = database_now(session)
+    session.execute(
+        insert_for(session)(LeaderLease.__table__)
+        .values(name=name, holder=instance, epoch=1, acquired_at=now, expires_at=now + ttl)
+        .on_conflict_do_nothing()
+    )
+    row = session.scalars(select(LeaderLease).where(LeaderLease.name == name).with_for_update()).one()
+    session.refresh(row)
+    if row.holder == instance and row.expires_at > now:
+        row.expires_at = now + ttl  # renewed: the same epoch
+    elif row.expires_at <= now:
+        row.holder, row.epoch, row.acquired_at, row.expires_at = instance, row.epoch + 1, now, now + ttl
+    else:
+        return None
+    return Leadership(row.holder, row.epoch, row.expires_at, now)
+
+
+def release(session: Session, instance: str, epoch: int, name: str = SCHEDULER) -> None:
+    """Give the lease up at once (a clean shutdown), if it is still this instance's under `epoch`."""
+    row = session.scalars(select(LeaderLease).where(LeaderLease.name == name).with_for_update()).first()
+    if row is not None and row.holder == instance and row.epoch == epoch:
+        row.expires_at = database_now(session)
+
+
+def heartbeat(session: Session, instance: str, started_at: datetime, epoch: int | None) -> None:
+    """This daemon is alive (and leads under `epoch`, or not)."""
+    now = database_now(session)
+    row = session.get(DaemonInstance, instance)
+    if row is None:
+        session.add(
+            DaemonInstance(
+                instance=instance,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                started_at=started_at,
+                seen_at=now,
+                leader_epoch=epoch,
+            )
+        )
+    else:
+        row.seen_at, row.leader_epoch, row.pid = now, epoch, os.getpid()
+
+
+def leader(session: Session, name: str = SCHEDULER) -> LeaderLease | None:
+    return session.get(LeaderLease, name)
