@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/replay_throughput.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/reconcile_scale.py
+	$(BIN)/python benchmarks/failover.py
 	$(BIN)/python benchmarks/decision_quality.py
 
 clean:
