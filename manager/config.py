@@ -101,13 +101,16 @@ class DaemonTuning:
     - capture_settle: how long a file must go without a write before its last line, if it has no
       newline, is read (until then the writer may still be writing it);
     - ingest_lookback: how long after its last write a file is still watched for appends, and files
-      named before it are still looked for; older ones are forgotten.
+      named before it are still looked for; older ones are forgotten;
+    - endpoint_lease: how long a daemon's lease on an endpoint lasts (renewed at half-life by its
+      ticks): with several daemons, how soon a dead one's endpoints pass to the others.
     """
 
     metrics_lag: timedelta = timedelta(seconds=180)
     metrics_period: int = 60
     capture_settle: timedelta = timedelta(seconds=7200)
     ingest_lookback: timedelta = timedelta(days=2)
+    endpoint_lease: timedelta = timedelta(seconds=60)
 
     @classmethod
     def from_env(cls) -> DaemonTuning:
@@ -116,6 +119,7 @@ class DaemonTuning:
             metrics_period=int(_seconds("VARIANTCTL_METRICS_PERIOD_SECONDS", 60)),
             capture_settle=timedelta(seconds=_seconds("VARIANTCTL_CAPTURE_SETTLE_SECONDS", 7200)),
             ingest_lookback=timedelta(seconds=_seconds("VARIANTCTL_INGEST_LOOKBACK_SECONDS", 172800)),
+            endpoint_lease=timedelta(seconds=_seconds("VARIANTCTL_ENDPOINT_LEASE_SECONDS", 60)),
         )
 
 

@@ -143,7 +143,7 @@ def build_runtime(url: str, owner: str) -> Runtime:
     s3 = boto3.client("s3", config=RETRIES)
     return Runtime(
         database,
-        Reconciler(database, platform, metrics, owner=owner, actor="daemon"),
+        Reconciler(database, platform, metrics, owner=owner, actor="daemon", lease_ttl=tuning.endpoint_lease),
         GroundTruthIngestor(
             database, s3_client=s3, settle=tuning.capture_settle, lookback=tuning.ingest_lookback
         ),

@@ -134,3 +134,98 @@ def test_one_daemon_leads_and_another_takes_over_when_it_dies(registry: str, tmp
         for process in (a, b, c):
             if process is not None:
                 _stop(process)
+
+
+def _frozen(process: subprocess.Popen[bytes]) -> bool:
+    """Stopped by a signal (state T in /proc)."""
+    stat = Path(f"/proc/{process.pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "T"
+
+
+def _rollout_daemon(world: Any, url: str, instance: str, tmp_path: Path, pause_at: str | None = None) -> Any:
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": world.host.url,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "VARIANTCTL_DB": url,
+        "VARIANTCTL_METRICS_LAG_SECONDS": "1",
+        "VARIANTCTL_METRICS_PERIOD_SECONDS": "1",
+        "VARIANTCTL_ENDPOINT_LEASE_SECONDS": str(TTL),
+    }
+    env.pop("VARIANTCTL_PAUSE_AT", None)
+    if pause_at:
+        env["VARIANTCTL_PAUSE_AT"] = pause_at
+    log = open(tmp_path / f"{instance}.log", "wb")  # noqa: SIM115 - closed when the process is reaped
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "manager",
+            "daemon",
+            "--tick",
+            "0.2",
+            "--ingest-every",
+            "1",
+            "--instance-id",
+            instance,
+            "--lease-ttl",
+            str(TTL),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+
+
+def test_a_daemon_frozen_between_intent_and_call_does_not_act_when_it_wakes(
+    registry: str, tmp_path: Path, artifacts: dict[str, Path]
+) -> None:
+    """SIGSTOP a daemon after it wrote a weight change and before it called SageMaker; its lease
+    expires, another daemon finishes the rollout; SIGCONT: no stale call, no event from it."""
+    from manager import audit
+    from manager.registry.tables import Rollout
+
+    from .rollout_support import make_world, platform_matches_registry, policy_text
+
+    with make_world(tmp_path, artifacts, url=registry) as world:
+        rollout_id = world.start(policy_text(min_samples=20))
+        with world.traffic():
+            a = _rollout_daemon(world, registry, "daemon-a", tmp_path, pause_at="set_weight-intent")
+            b = None
+            try:
+                deadline = time.monotonic() + 60
+                while not _frozen(a):
+                    assert a.poll() is None and time.monotonic() < deadline, (
+                        tmp_path / "daemon-a.log"
+                    ).read_text()
+                    time.sleep(0.05)
+                with world.database.read() as session:
+                    row = session.get(Rollout, rollout_id)
+                    assert row is not None and row.pending and row.pending["op"] == "set_weight"
+                b = _rollout_daemon(world, registry, "daemon-b", tmp_path)
+                deadline = time.monotonic() + 120
+                while world.rollout(rollout_id).state != "promoted":
+                    assert time.monotonic() < deadline, world.rollout(rollout_id).state
+                    assert b.poll() is None, (tmp_path / "daemon-b.log").read_text()
+                    time.sleep(0.2)
+                events = len(audit.history(world.database, audit.HistoryFilter(limit=1000)))
+                a.send_signal(signal.SIGCONT)
+                deadline = time.monotonic() + 30
+                while b"held by daemon-b" not in (tmp_path / "daemon-a.log").read_bytes():
+                    assert time.monotonic() < deadline, (tmp_path / "daemon-a.log").read_text()
+                    time.sleep(0.05)
+                # what the woken daemon saw was refused: the endpoint and the history are B's
+                assert platform_matches_registry(world) == {"candidate": "churn:2"}
+                history = audit.history(world.database, audit.HistoryFilter(limit=1000))
+                assert len(history) == events
+                actions = [e.action for e in history]
+                assert actions.count("rollout.set_weight") == 2 and actions.count("rollout.promoted") == 1
+                assert audit.verify(world.database).ok
+            finally:
+                if a.poll() is None:
+                    a.send_signal(signal.SIGCONT)
+                for process in (a, b):
+                    if process is not None:
+                        _stop(process)

@@ -347,6 +347,8 @@ class EndpointLease(Base):
     endpoint: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
     owner: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime]
+    # Grows with each change of owner: a daemon acts only under the epoch it took the lease at.
+    epoch: Mapped[int] = mapped_column(default=1, server_default="1")
 
 
 REPLAY_STATES = ("queued", "done", "failed")

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -72,6 +74,7 @@ class Look:
     state: EndpointState
     now: datetime
     variants: tuple[str, str]  # (baseline, candidate)
+    epoch: int = 0  # of the endpoint lease this tick acts under (0: not known, checked by owner alone)
 
     @property
     def target(self) -> policies.Target:
@@ -79,6 +82,39 @@ class Look:
 
     def result(self, did: str, detail: str = "") -> TickResult:
         return TickResult(self.rollout_id, self.target.endpoint, did, detail)
+
+
+class Fenced(Exception):
+    """The endpoint's lease is no longer this daemon's under the epoch it acted under: it must neither
+    write nor call the platform for that rollout (another daemon carries on)."""
+
+
+MUTATIONS = frozenset(
+    {
+        "ensure_model",
+        "ensure_endpoint_config",
+        "create_endpoint",
+        "update_endpoint",
+        "set_weights",
+        "delete_config",
+        "delete_endpoint",
+    }
+)
+
+
+class FencedPlatform:
+    """The platform as one tick may use it: every change is preceded by a check that the endpoint's
+    lease is still this daemon's, under the epoch the tick took it at (reads pass straight through)."""
+
+    def __init__(self, platform: EndpointPlatform, check: Callable[[], None]) -> None:
+        self._platform = platform
+        self._check = check
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._platform, name)
+        if name in MUTATIONS:
+            self._check()
+        return attribute
 
 
 @dataclass
@@ -117,6 +153,11 @@ class Reconciler:
             result = self._reconcile(snap, data, paired)
         except NotNow as exc:
             return TickResult(snap.id, snap.endpoint, "wait", str(exc))
+        except Fenced as exc:
+            log.warning(
+                "rollout %s: %s", snap.id, exc, extra={"fields": {"rollout": snap.id, "fenced": True}}
+            )
+            return TickResult(snap.id, snap.endpoint, "skip", str(exc))
         except Exception as exc:
             expected = isinstance(exc, PlatformError | MetricsUnavailable | UserError)
             log.warning(
@@ -164,17 +205,20 @@ class Reconciler:
         now = self.clock()
         # Renew the lease only when half of it is gone: most ticks then write nothing to keep it.
         renewed = not snap.lease_fresh(self.owner, now, self.lease_ttl.total_seconds() / 2)
+        epoch = snap.lease_epoch or 0
         if renewed:
             with self.database.write() as session:
-                if not self._lease(session, snap.endpoint, now):
-                    return TickResult(snap.id, snap.endpoint, "skip", "another daemon holds the lease")
+                taken = self._lease(session, snap.endpoint, now)
+            if taken is None:
+                return TickResult(snap.id, snap.endpoint, "skip", "another daemon holds the lease")
+            epoch = taken
         policy = self._policy(snap)
         state = self.platform.describe(snap.endpoint)
         if state is None:
             raise PlatformError(f"endpoint {snap.endpoint} does not exist on the platform")
         if renewed or state.status != snap.endpoint_status:
             self._observed(state, now)
-        look = Look(snap.id, policy, state, now, snap.variants)
+        look = Look(snap.id, policy, state, now, snap.variants, epoch)
         if snap.state == "pending":
             return self._deploy(look)
         if snap.pending is not None and snap.pending.finishing:
@@ -214,31 +258,66 @@ class Reconciler:
             paired = pairs.read_many(session, [rollout_id]).get(rollout_id)
         return snap, data, paired
 
-    def _lease(self, session: Session, endpoint: str, now: datetime) -> bool:
-        lease = session.get(EndpointLease, endpoint)
+    def _lease(self, session: Session, endpoint: str, now: datetime) -> int | None:
+        """Take or renew the endpoint's lease (under a row lock); its epoch, or None while another
+        daemon holds it. Taking it over from another daemon starts a new epoch."""
+        lease = session.get(EndpointLease, endpoint, with_for_update=True)
         if lease is None:
-            session.add(EndpointLease(endpoint=endpoint, owner=self.owner, expires_at=now + self.lease_ttl))
-            return True
+            session.add(
+                EndpointLease(endpoint=endpoint, owner=self.owner, expires_at=now + self.lease_ttl, epoch=1)
+            )
+            return 1
         if lease.owner != self.owner and lease.expires_at > now:
-            return False
+            return None
+        if lease.owner != self.owner:
+            lease.epoch += 1
         lease.owner, lease.expires_at = self.owner, now + self.lease_ttl
-        return True
+        return lease.epoch
+
+    def _check(self, session: Session, look: Look, lock: bool) -> None:
+        """Fenced unless the endpoint's lease is still this daemon's, under the tick's epoch, unexpired."""
+        lease = session.get(EndpointLease, look.target.endpoint, with_for_update=lock, populate_existing=True)
+        if lease is None or lease.owner != self.owner or (look.epoch and lease.epoch != look.epoch):
+            holder = f"{lease.owner} (epoch {lease.epoch})" if lease is not None else "nobody"
+            raise Fenced(
+                f"the lease on {look.target.endpoint} is held by {holder}; this daemon acted under epoch"
+                f" {look.epoch}: nothing written, no platform call"
+            )
+        if lease.expires_at <= self.clock():
+            raise Fenced(f"the lease on {look.target.endpoint} expired at {lease.expires_at.isoformat()}")
+
+    @contextmanager
+    def _write(self, look: Look) -> Iterator[Session]:
+        """A write transaction for the rollout of `look`, refused (Fenced) if its lease has moved on."""
+        with self.database.write() as session:
+            self._check(session, look, lock=True)
+            yield session
+
+    def _act(self, look: Look) -> FencedPlatform:
+        """The platform, each change checked against the lease first."""
+
+        def check() -> None:
+            with self.database.read() as session:
+                self._check(session, look, lock=False)
+
+        return FencedPlatform(self.platform, check)
 
     def _observed(self, state: EndpointState, now: datetime) -> None:
         """The endpoint's status as the platform last reported it, for `endpoints list` and `show`."""
         with self.database.write() as session:
             endpoints.observe(session, state.name, state.status, state.region, now)
 
-    def _ensure(self, spec: ConfigSpec, versions: list[ModelVersion]) -> None:
+    def _ensure(self, look: Look, spec: ConfigSpec, versions: list[ModelVersion]) -> None:
+        platform = self._act(look)
         for version in versions:
-            self.platform.ensure_model(self.images.model(version))
-        self.platform.ensure_endpoint_config(spec)
+            platform.ensure_model(self.images.model(version))
+        platform.ensure_endpoint_config(spec)
 
     # The steps below each end in one platform call, or in recording that the endpoint got there.
 
     def _deploy(self, look: Look) -> TickResult:
         target, state, now = look.target, look.state, look.now
-        with self.database.write() as session:
+        with self._write(look) as session:
             rollout = _row(session, look.rollout_id)
             pending = PendingChange.from_json(rollout.pending)
             if rollout.intent == "abort" and pending is None:
@@ -274,15 +353,15 @@ class Reconciler:
         if state.failure_reason and state.pending_config is None and state.config_name != spec.name:
             # An update to the two-variant config ended on the old config: report, and retry next tick.
             log.warning("deploy of rollout %s failed: %s", look.rollout_id, state.failure_reason)
-        self._ensure(spec, versions)
-        self.platform.update_endpoint(target.endpoint, spec.name)
+        self._ensure(look, spec, versions)
+        self._act(look).update_endpoint(target.endpoint, spec.name)
         crash_point("deploy-call")
         return look.result("deploying", spec.name)
 
     def _deployed(self, look: Look, config: str) -> TickResult:
         """Both variants serve `config` (recorded with the deploy intent): the first phase begins."""
         now = look.now
-        with self.database.write() as session:
+        with self._write(look) as session:
             rollout = _row(session, look.rollout_id)
             configs.record_current(session, rollout.endpoint, config, self.actor, now)
             records.new_phase(session, rollout, 0.0, self.actor, now, first=True)
@@ -303,14 +382,14 @@ class Reconciler:
         if not arrived:
             self._set_weight(look, wanted)
             return look.result("set_weight", f"{wanted:g}% (again)")
-        with self.database.write() as session:
+        with self._write(look) as session:
             records.new_phase(session, _row(session, look.rollout_id), wanted, self.actor, look.now)
         crash_point("phase")
         return None
 
     def _set_weight(self, look: Look, weight: float) -> None:
         baseline, candidate = look.variants
-        self.platform.set_weights(look.target.endpoint, {baseline: 100.0 - weight, candidate: weight})
+        self._act(look).set_weights(look.target.endpoint, {baseline: 100.0 - weight, candidate: weight})
         crash_point("weight-call")
 
     def _read_metrics(self, snap: Snapshot, policy: policies.RolloutPolicy, now: datetime) -> bool:
@@ -340,7 +419,7 @@ class Reconciler:
     def _apply(self, look: Look, decision: Decision) -> TickResult:
         if decision.action == "wait":
             return look.result("wait", decision.reason)
-        with self.database.write() as session:
+        with self._write(look) as session:
             rollout = _row(session, look.rollout_id)
             pending = records.decision(session, rollout, look.target, decision, self.actor, look.now)
         crash_point(f"{decision.action}-intent")
@@ -369,12 +448,12 @@ class Reconciler:
                 spec, versions = configs.shadow_spec(
                     target, rollout, pending.op, pending.weight, now, name=pending.config
                 )
-                self._ensure(spec, list({v.id: v for v in versions.values()}.values()))
-            self.platform.update_endpoint(target.endpoint, spec.name)
+                self._ensure(look, spec, list({v.id: v for v in versions.values()}.values()))
+            self._act(look).update_endpoint(target.endpoint, spec.name)
             crash_point(f"{pending.op}-call")
             return look.result(pending.op, spec.name)
         on = pending.op == "shadow"
-        with self.database.write() as session:
+        with self._write(look) as session:
             rollout = _row(session, look.rollout_id)
             configs.record_current(session, rollout.endpoint, pending.target_config, self.actor, now)
             rollout.shadow_config = pending.config if on else None
@@ -409,22 +488,23 @@ class Reconciler:
             keep = configs.survivor(rollout, pending.op == "promote")
         if stop is not None:
             # Reverting a promotion: whatever the update did, the endpoint ends on the baseline alone.
-            with self.database.write() as session:
+            with self._write(look) as session:
                 rollout = _row(session, look.rollout_id)
                 if rollout.state == "promoting":
                     records.decision(session, rollout, target, stop, self.actor, now)
             crash_point("revert-intent")
             return look.result("rollback", stop.reason)
         spec = configs.config_spec(target, [keep], pending.op, now, name=pending.config)
-        self.platform.ensure_model(self.images.model(keep[1]))
+        platform = self._act(look)
+        platform.ensure_model(self.images.model(keep[1]))
         if pending.op == "promote":
-            step = traffic.promote(self.platform, target.endpoint, spec, _blue_green(look.policy))
+            step = traffic.promote(platform, target.endpoint, spec, _blue_green(look.policy))
         else:
-            step = traffic.rollback(self.platform, target.endpoint, look.variants[1], spec)
+            step = traffic.rollback(platform, target.endpoint, look.variants[1], spec)
         crash_point(f"{pending.op}-{step}")
         if step != "done":
             return look.result(pending.op, step)
-        with self.database.write() as session:
+        with self._write(look) as session:
             rollout = _row(session, look.rollout_id)
             if rollout.state not in ("promoting", "rolling_back"):
                 return look.result("skip", "already finished")

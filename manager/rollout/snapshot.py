@@ -36,6 +36,7 @@ class Snapshot:
     metrics_cursor: datetime | None
     lease_owner: str | None
     lease_expires: datetime | None
+    lease_epoch: int | None
     phases: tuple[PhaseSpan, ...]
     shadow_config: str | None
     endpoint_status: str | None
@@ -85,7 +86,14 @@ class Snapshot:
 def read(session: Session, rollout_id: int | None = None) -> list[Snapshot]:
     """Every active rollout (or just `rollout_id`), in two queries."""
     stmt = (
-        select(Rollout, Endpoint.name, Endpoint.last_status, EndpointLease.owner, EndpointLease.expires_at)
+        select(
+            Rollout,
+            Endpoint.name,
+            Endpoint.last_status,
+            EndpointLease.owner,
+            EndpointLease.expires_at,
+            EndpointLease.epoch,
+        )
         .join(Endpoint, Endpoint.id == Rollout.endpoint_id)
         .outerjoin(EndpointLease, EndpointLease.endpoint == Endpoint.name)
         .where(Rollout.state.in_(ACTIVE_ROLLOUT_STATES))
@@ -120,6 +128,7 @@ def read(session: Session, rollout_id: int | None = None) -> list[Snapshot]:
             metrics_cursor=r.metrics_cursor,
             lease_owner=owner,
             lease_expires=expires,
+            lease_epoch=epoch,
             phases=tuple(phases.get(r.id, [])),
             shadow_config=r.shadow_config,
             endpoint_status=status,
@@ -129,5 +138,5 @@ def read(session: Session, rollout_id: int | None = None) -> list[Snapshot]:
             retry_at=r.retry_at,
             reason=r.reason,
         )
-        for r, name, status, owner, expires in rows
+        for r, name, status, owner, expires, epoch in rows
     ]

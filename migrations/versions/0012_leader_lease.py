@@ -2,7 +2,8 @@
 
 `leader_leases` holds one row per lease (today `scheduler`): the daemon that holds it, until when (by
 the database's clock) and its epoch, which grows with each change of holder. `daemon_instances` is
-each daemon's heartbeat, for `variantctl daemon status`.
+each daemon's heartbeat, for `variantctl daemon status`. `endpoint_leases.epoch` grows with each
+change of an endpoint lease's owner: a daemon's writes and platform calls are fenced by it.
 
 Revision ID: 0012
 Revises: 0011
@@ -23,6 +24,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("endpoint_leases", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("epoch", sa.Integer(), nullable=False, server_default="1"))
     op.create_table(
         "daemon_instances",
         sa.Column("instance", sa.String(length=128), nullable=False),
@@ -48,6 +51,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("endpoint_leases", schema=None) as batch_op:
+        batch_op.drop_column("epoch")
     op.drop_table("leader_leases")
     with op.batch_alter_table("daemon_instances", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_daemon_instances_seen_at"))
