@@ -25,12 +25,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from manager import policy as policies
 from manager.clock import parse_duration, utcnow
 from manager.crashpoints import crash_point
-from manager.db import Database
+from manager.db import Database, insert_for
 from manager.errors import UserError
 from manager.metrics.base import MetricSource, MetricsUnavailable
 from manager.platforms import traffic
@@ -259,15 +260,22 @@ class Reconciler:
         return snap, data, paired
 
     def _lease(self, session: Session, endpoint: str, now: datetime) -> int | None:
-        """Take or renew the endpoint's lease (under a row lock); its epoch, or None while another
+        """Take or renew the endpoint's lease (under a row lock, skipping a row another daemon has
+        locked: `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL); its epoch, or None while another
         daemon holds it. Taking it over from another daemon starts a new epoch."""
-        lease = session.get(EndpointLease, endpoint, with_for_update=True)
-        if lease is None:
-            session.add(
-                EndpointLease(endpoint=endpoint, owner=self.owner, expires_at=now + self.lease_ttl, epoch=1)
-            )
+        created = session.execute(
+            insert_for(session)(EndpointLease.__table__)
+            .values(endpoint=endpoint, owner=self.owner, expires_at=now + self.lease_ttl, epoch=1)
+            .on_conflict_do_nothing()
+            .returning(EndpointLease.__table__.c.endpoint)
+        ).first()
+        if created is not None:
             return 1
-        if lease.owner != self.owner and lease.expires_at > now:
+        # Another daemon's tick holding the row right now is working this endpoint: skip it, never wait.
+        lease = session.scalars(
+            select(EndpointLease).where(EndpointLease.endpoint == endpoint).with_for_update(skip_locked=True)
+        ).first()
+        if lease is None or (lease.owner != self.owner and lease.expires_at > now):
             return None
         if lease.owner != self.owner:
             lease.epoch += 1
