@@ -6,10 +6,8 @@ process, and dies as by `kill -9` (os._exit) right after the point VARIANTCTL_CR
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from manager import audit
 from manager.demo import FlakyModel
 from manager.registry.tables import Rollout
 
+from .daemon_support import start_daemon
 from .rollout_support import World, make_world, platform_matches_registry, policy_text
 
 pytestmark = pytest.mark.slow  # each point restarts a real daemon: 5-9 s apiece
@@ -41,25 +40,8 @@ ROLLBACK_POINTS = ["rollback-intent", "rollback-weights-zeroed", "rollback-updat
 
 
 def _daemon(world: World, crash_at: str | None = None) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "AWS_ENDPOINT_URL": world.host.url,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "VARIANTCTL_DB": str(world.db_path),
-        "VARIANTCTL_METRICS_LAG_SECONDS": "1",
-        "VARIANTCTL_METRICS_PERIOD_SECONDS": "1",
-    }
-    env.pop("VARIANTCTL_CRASH_AT", None)
-    if crash_at:
-        env["VARIANTCTL_CRASH_AT"] = crash_at
-    return subprocess.Popen(
-        [sys.executable, "-m", "manager", "daemon", "--tick", "0.2", "--ingest-every", "1"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    extra = {"VARIANTCTL_CRASH_AT": crash_at} if crash_at else {}
+    return start_daemon(world.host.url, str(world.db_path), **extra)
 
 
 def _state(world: World, rollout_id: int) -> str:

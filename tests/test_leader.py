@@ -6,10 +6,8 @@ PostgreSQL (skipped with the reason when it is unreachable, failed in CI)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from manager.db import Database
 from manager.registry import migrate
 
 from .conftest import throwaway_pg_database
+from .daemon_support import log_file, start_daemon
 
 pytestmark = pytest.mark.slow
 TTL = 3.0  # seconds; renewed every second
@@ -38,39 +37,13 @@ def registry() -> Iterator[str]:
 
 
 def _daemon(url: str, instance: str, tmp_path: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",  # no rollouts: nothing is ever sent
-        "VARIANTCTL_DB": url,
-    }
-    log = open(tmp_path / f"{instance}.log", "wb")  # noqa: SIM115 - closed when the process is reaped
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "manager",
-            "daemon",
-            "--tick",
-            "1",
-            "--ingest-every",
-            "5",
-            "--instance-id",
-            instance,
-            "--lease-ttl",
-            str(TTL),
-            "--digests-to",
-            str(tmp_path / "digests"),
-            "--digest-every",
-            "1s",
-            "--signing-key",
-            str(tmp_path / "key.pem"),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
+    """A daemon with no rollouts to work (nothing is ever sent to SageMaker), writing digests."""
+    return start_daemon(
+        "http://127.0.0.1:9",
+        url,
+        *("--instance-id", instance, "--lease-ttl", str(TTL), "--digest-every", "1s"),
+        *("--digests-to", str(tmp_path / "digests"), "--signing-key", str(tmp_path / "key.pem")),
+        stderr=log_file(tmp_path, instance),
     )
 
 
@@ -143,39 +116,15 @@ def _frozen(process: subprocess.Popen[bytes]) -> bool:
 
 
 def _rollout_daemon(world: Any, url: str, instance: str, tmp_path: Path, pause_at: str | None = None) -> Any:
-    env = {
-        **os.environ,
-        "AWS_ENDPOINT_URL": world.host.url,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "VARIANTCTL_DB": url,
-        "VARIANTCTL_METRICS_LAG_SECONDS": "1",
-        "VARIANTCTL_METRICS_PERIOD_SECONDS": "1",
-        "VARIANTCTL_ENDPOINT_LEASE_SECONDS": str(TTL),
-    }
-    env.pop("VARIANTCTL_PAUSE_AT", None)
+    extra = {"VARIANTCTL_ENDPOINT_LEASE_SECONDS": str(TTL)}
     if pause_at:
-        env["VARIANTCTL_PAUSE_AT"] = pause_at
-    log = open(tmp_path / f"{instance}.log", "wb")  # noqa: SIM115 - closed when the process is reaped
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "manager",
-            "daemon",
-            "--tick",
-            "0.2",
-            "--ingest-every",
-            "1",
-            "--instance-id",
-            instance,
-            "--lease-ttl",
-            str(TTL),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
+        extra["VARIANTCTL_PAUSE_AT"] = pause_at
+    return start_daemon(
+        world.host.url,
+        url,
+        *("--instance-id", instance, "--lease-ttl", str(TTL)),
+        stderr=log_file(tmp_path, instance),
+        **extra,
     )
 
 

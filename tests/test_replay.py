@@ -7,10 +7,8 @@ The candidate's weight is read from the endpoint (DescribeEndpoint) after every 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +34,7 @@ from manager.rollout.reconcile import Reconciler
 from manager.traffic import LabelWriter, Traffic
 
 from .conftest import Cli
+from .daemon_support import start_daemon
 
 ENDPOINT = "fraud-prod"
 POLICY = """
@@ -300,23 +299,8 @@ def test_policies_refuse_a_replay_they_cannot_use() -> None:
 
 
 def _daemon(world: ReplayWorld, db: Path, crash_at: str | None = None) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "AWS_ENDPOINT_URL": world.host.url,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "VARIANTCTL_DB": str(db),
-    }
-    env.pop("VARIANTCTL_CRASH_AT", None)
-    if crash_at:
-        env["VARIANTCTL_CRASH_AT"] = crash_at
-    return subprocess.Popen(
-        [sys.executable, "-m", "manager", "daemon", "--tick", "0.2", "--ingest-every", "1"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    extra = {"VARIANTCTL_CRASH_AT": crash_at} if crash_at else {}
+    return start_daemon(world.host.url, str(db), **extra)
 
 
 @pytest.mark.slow
