@@ -5,6 +5,7 @@ PostgreSQL (skipped with the reason when it is unreachable, failed in CI)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -178,3 +179,99 @@ def test_a_daemon_frozen_between_intent_and_call_does_not_act_when_it_wakes(
                 for process in (a, b):
                     if process is not None:
                         _stop(process)
+
+
+class _Proxy:
+    """A TCP relay to PostgreSQL that can cut the daemon off: every connection dropped and new ones
+    refused while `partitioned`."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        import socket
+        import threading
+
+        self.upstream = upstream
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.partitioned = threading.Event()
+        self.sockets: list[Any] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if self.partitioned.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(self.upstream)
+            with self.lock:
+                self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: Any, target: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, target):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def cut(self) -> None:
+        import socket
+
+        self.partitioned.set()
+        with self.lock:
+            for s in self.sockets:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+            self.sockets.clear()
+
+    def heal(self) -> None:
+        self.partitioned.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.server.close()
+
+
+def test_a_leader_cut_off_from_the_database_stops_scheduling_and_resumes_cleanly(
+    registry: str, tmp_path: Path
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    assert CliRunner().invoke(cli, ["audit", "keygen", "--key", str(tmp_path / "key.pem")]).exit_code == 0
+    real = make_url(registry)
+    proxy = _Proxy((real.host or "127.0.0.1", real.port or 5432))
+    through = real.set(port=proxy.port).render_as_string(hide_password=False)
+    a = _daemon(through, "daemon-a", tmp_path)
+    log = tmp_path / "daemon-a.log"
+    try:
+        first, _ = _until(registry, lambda s: s["leader"] == "daemon-a")
+        proxy.cut()
+        # it stops leading by its own clock (ttl - ttl/3) before the lease can expire, and says why
+        _until(registry, lambda s: b"no longer leading" in log.read_bytes())
+        assert b"cannot reach the registry" in log.read_bytes()
+        stopped = _status(registry)
+        assert stopped["lease_expires_at"] is not None  # the lease was still in force when it stopped
+        _until(registry, lambda s: s["leader"] is None)  # then it expired, with nobody renewing it
+        digests = len(list((tmp_path / "digests").glob("*"))) if (tmp_path / "digests").exists() else 0
+        proxy.heal()
+        back, _ = _until(registry, lambda s: s["leader"] == "daemon-a")
+        assert back["epoch"] == first["epoch"] + 1  # a new term: anything from the old one is fenced
+        assert a.poll() is None, "a partition never kills the daemon"
+        _until(registry, lambda s: b"the registry answers again" in log.read_bytes())
+        _until(registry, lambda s: len(list((tmp_path / "digests").glob("*"))) > digests)
+    finally:
+        _stop(a)
+        proxy.close()
