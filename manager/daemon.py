@@ -714,7 +714,10 @@ class Elector:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            self.tick()
+            try:
+                self.tick()
+            except Exception:  # this thread must outlive anything a tick meets
+                log.exception("leader lease: unexpected error; trying again in %gs", self.renew_every)
             stop.wait(self.renew_every)
 
     def tick(self) -> None:
@@ -747,11 +750,20 @@ class Elector:
         if self.scheduler is None or got.epoch != self.epoch:
             if self.scheduler is not None:
                 self.stop_leading(f"the lease moved to epoch {got.epoch}")
-            self.epoch = got.epoch
+            try:
+                scheduler = self.start()
+            except Exception as exc:  # e.g. the registry went away while the job store was read
+                log.warning(
+                    "leader lease: could not start the scheduler under epoch %d (trying again in %gs): %s",
+                    got.epoch,
+                    self.renew_every,
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                )
+                return
+            self.epoch, self.scheduler = got.epoch, scheduler
             log.info(
                 "leading the scheduler under epoch %d (lease until %s)", got.epoch, got.expires_at.isoformat()
             )
-            self.scheduler = self.start()
 
     def stop_leading(self, why: str) -> None:
         log.warning("no longer leading the scheduler (epoch %s): %s", self.epoch, why)
@@ -798,6 +810,28 @@ def start_scheduler(
     )
     scheduler.add_listener(lambda event: _on_job_event(url, event), EVENT_JOB_ERROR | EVENT_JOB_MISSED)
     scheduler.start(paused=True)
+    try:
+        _place_jobs(scheduler, url, tick, ingest_every, policies_dir, digests, shared)
+    except BaseException:
+        scheduler.shutdown(wait=False)  # never left half set up, its threads running
+        runtime.scheduler = None
+        raise
+    runtime.scheduler = scheduler
+    scheduler.resume()
+    return scheduler
+
+
+def _place_jobs(
+    scheduler: Any,
+    url: str,
+    tick: float,
+    ingest_every: float,
+    policies_dir: Path | None,
+    digests: DigestSchedule | None,
+    shared: bool,
+) -> None:
+    """The fixed jobs (re)placed and the cron jobs synced with the policies, in a paused scheduler."""
+    runtime = _RUNTIMES[url]
     runtime.scheduler = scheduler
     fixed: dict[str, tuple[str, float, list[Any]]] = {}
     if not shared:  # with several daemons each runs these itself (run_shared); the leader the rest
@@ -819,5 +853,3 @@ def start_scheduler(
     for job_id, (ref, seconds, args) in fixed.items():
         scheduler.add_job(ref, "interval", seconds=seconds, id=job_id, replace_existing=True, args=args)
     sync_jobs(scheduler, url, read_policies(policies_dir))
-    scheduler.resume()
-    return scheduler
