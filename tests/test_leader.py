@@ -258,6 +258,7 @@ def test_a_leader_cut_off_from_the_database_stops_scheduling_and_resumes_cleanly
     log = tmp_path / "daemon-a.log"
     try:
         first, _ = _until(registry, lambda s: s["leader"] == "daemon-a")
+        _until(registry, lambda s: b"leading the scheduler under epoch" in log.read_bytes())
         proxy.cut()
         # it stops leading by its own clock (ttl - ttl/3) before the lease can expire, and says why
         _until(registry, lambda s: b"no longer leading" in log.read_bytes())
