@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
@@ -61,3 +64,23 @@ def parse_instant(text: str, now: datetime | None = None) -> datetime:
             "or a duration ago (30m, 7d)"
         ) from None
     return as_utc(parsed)
+
+
+class Pacer:
+    """At most `rate` starts per second across threads: each caller reserves the next free slot on the
+    monotonic clock, then waits for it (as it likes: a sleep, or an event that can end the wait)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self, deadline: float = math.inf) -> float | None:
+        """The monotonic time at which the caller may start; None (nothing reserved) if at or past
+        `deadline`."""
+        with self._lock:
+            slot = max(self._next, time.monotonic())
+            if slot >= deadline:
+                return None
+            self._next = slot + self.interval
+            return slot

@@ -648,6 +648,17 @@ def run(
         scheduler.shutdown(wait=True)
 
 
+def own_jobs(url: str, tick: float, ingest_every: float) -> dict[str, tuple[str, float, list[Any]]]:
+    """The interval jobs every daemon runs: reconcile, ingest, replay (each replay run lasts at most
+    0.8 of its interval, so runs never pile up). Job id: (function reference, seconds, arguments)."""
+    replay_every = max(tick, 1.0)
+    return {
+        "reconcile": ("manager.daemon:reconcile_job", tick, [url]),
+        "ingest": ("manager.daemon:ingest_job", ingest_every, [url]),
+        "replay": ("manager.daemon:replay_job", replay_every, [url, replay_every * 0.8]),
+    }
+
+
 def run_shared(
     url: str,
     tick: float,
@@ -669,10 +680,8 @@ def run_shared(
     local = BackgroundScheduler(
         timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
     )
-    replay_every = max(tick, 1.0)
-    local.add_job(reconcile_job, "interval", seconds=tick, args=[url], id="reconcile")
-    local.add_job(ingest_job, "interval", seconds=ingest_every, args=[url], id="ingest")
-    local.add_job(replay_job, "interval", seconds=replay_every, args=[url, replay_every * 0.8], id="replay")
+    for job_id, (ref, seconds, args) in own_jobs(url, tick, ingest_every).items():
+        local.add_job(ref, "interval", seconds=seconds, args=args, id=job_id)
     local.start()
     elector = Elector(
         url,
@@ -835,10 +844,7 @@ def _place_jobs(
     runtime.scheduler = scheduler
     fixed: dict[str, tuple[str, float, list[Any]]] = {}
     if not shared:  # with several daemons each runs these itself (run_shared); the leader the rest
-        fixed["reconcile"] = ("manager.daemon:reconcile_job", tick, [url])
-        fixed["ingest"] = ("manager.daemon:ingest_job", ingest_every, [url])
-        replay_every = max(tick, 1.0)
-        fixed["replay"] = ("manager.daemon:replay_job", replay_every, [url, replay_every * 0.8])
+        fixed.update(own_jobs(url, tick, ingest_every))
     if policies_dir is not None:
         fixed["triggers"] = ("manager.daemon:trigger_job", max(tick, 30.0), [url, str(policies_dir)])
     if digests is not None:

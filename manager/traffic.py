@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
+from manager.clock import Pacer
 from manager.errors import UserError
 
 
@@ -95,7 +96,10 @@ class Traffic:
     stop: threading.Event = field(default_factory=threading.Event)
     _waiting: list[tuple[float, str, float]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _next_slot: float = 0.0
+    _pacer: Pacer | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self._pacer = Pacer(self.rate) if self.rate > 0 else None
 
     def start(self) -> list[threading.Thread]:
         workers = [threading.Thread(target=self._send, args=(i,), daemon=True) for i in range(self.threads)]
@@ -122,14 +126,13 @@ class Traffic:
             self._flush(force=True)
 
     def _pace(self) -> None:
-        if self.rate <= 0:
+        if self._pacer is None:
             return
-        with self._lock:
-            now = time.monotonic()
-            slot = max(self._next_slot, now)
-            self._next_slot = slot + 1.0 / self.rate
-        if slot > now:
-            self.stop.wait(slot - now)
+        slot = self._pacer.reserve()
+        assert slot is not None
+        delay = slot - time.monotonic()
+        if delay > 0:
+            self.stop.wait(delay)
 
     def _send(self, worker: int) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

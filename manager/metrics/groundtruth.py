@@ -56,7 +56,6 @@ from manager.registry.tables import (
     ShadowAnswer,
 )
 
-PhaseResolver = Callable[[str, datetime], tuple[int, int] | None]
 PAIRED_SOURCE = "shadow"
 IN_CHUNK = 2000  # ids per IN (...) clause: well inside SQLite's and PostgreSQL's parameter limits
 
@@ -158,7 +157,7 @@ class GroundTruthIngestor:
         batch: int = 5000,
         settle: timedelta = timedelta(hours=2),
         lookback: timedelta = timedelta(days=2),
-        phases: Callable[[Session, str], PhaseResolver] = RegistryPhases,
+        phases: Callable[[Session, str], RegistryPhases] = RegistryPhases,
         stores: Callable[[str, Any], tuple[ObjectStore, str]] = open_store,
     ) -> None:
         self.database = database
@@ -296,13 +295,12 @@ class GroundTruthIngestor:
         spec: QualitySpec,
         variant: str,
         lines: list[bytes],
-        resolve: PhaseResolver,
+        resolve: RegistryPhases,
         now: datetime,
         report: IngestReport,
     ) -> int:
         rows: dict[str, dict[str, Any]] = {}
         shadows: dict[str, dict[str, Any]] = {}
-        shadow_of = getattr(resolve, "shadow", None)  # RegistryPhases knows each rollout's shadow variant
         malformed = 0
         for line in lines:
             if not line.strip():
@@ -319,7 +317,7 @@ class GroundTruthIngestor:
             if phase is None:
                 report.outside_rollout += 1
                 continue
-            if shadow_of is not None and shadow_of(variant, phase[0]):
+            if resolve.shadow(variant, phase[0]):
                 if inference_id in shadows:
                     report.duplicates += 1
                     continue
@@ -478,12 +476,7 @@ class GroundTruthIngestor:
         )
         if answered:
             self._pair_labelled(session, spec, answered, labels, report)
-        for chunk in _chunks(matched):
-            conn.execute(
-                update(_CAPTURED)
-                .where(_CAPTURED.c.endpoint == spec.endpoint, _CAPTURED.c.inference_id.in_(chunk))
-                .values(joined=True, outputs=None)
-            )
+        _update(conn, _CAPTURED, spec.endpoint, matched, joined=True, outputs=None)
         unmatched = [i for i in labels if i not in seen]
         if unmatched:
             conn.execute(
@@ -536,12 +529,7 @@ class GroundTruthIngestor:
                 )
         for rollout_id, measures in deltas.items():
             add_pairs(session, rollout_id, PAIRED_SOURCE, measures)
-        for chunk in _chunks(compared):
-            conn.execute(
-                update(_SHADOWS)
-                .where(_SHADOWS.c.endpoint == spec.endpoint, _SHADOWS.c.inference_id.in_(chunk))
-                .values(compared=True)
-            )
+        _update(conn, _SHADOWS, spec.endpoint, compared, compared=True)
 
     def _pair_labelled(
         self,
@@ -579,12 +567,7 @@ class GroundTruthIngestor:
         for rollout_id, measures in deltas.items():
             add_pairs(session, rollout_id, PAIRED_SOURCE, measures)
         report.shadow_pairs += len(paired)
-        for chunk in _chunks(paired):
-            conn.execute(
-                update(_SHADOWS)
-                .where(_SHADOWS.c.endpoint == spec.endpoint, _SHADOWS.c.inference_id.in_(chunk))
-                .values(paired=True, compared=True, outputs=None)
-            )
+        _update(conn, _SHADOWS, spec.endpoint, paired, paired=True, compared=True, outputs=None)
 
     def _expire(self, spec: QualitySpec, capture_prefix: str, now: datetime, report: IngestReport) -> None:
         """Forget what waited too long to be joined, counting it on the prefix it was read from."""
@@ -649,6 +632,15 @@ def _matching(
     for chunk in _chunks(ids):
         yield from conn.execute(
             select(*columns).where(table.c.endpoint == endpoint, table.c.inference_id.in_(chunk))
+        )
+
+
+def _update(conn: Connection, table: Table, endpoint: str, ids: Sequence[str], **values: Any) -> None:
+    for chunk in _chunks(ids):
+        conn.execute(
+            update(table)
+            .where(table.c.endpoint == endpoint, table.c.inference_id.in_(chunk))
+            .values(**values)
         )
 
 

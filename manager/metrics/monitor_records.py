@@ -52,6 +52,12 @@ def _json_row(value: Any) -> list[float]:
 
 def parse_capture(line: bytes) -> tuple[str, datetime, list[list[float]]]:
     """(inference id, inference time, output rows) from one capture record."""
+    inference_id, at, outputs, _record = _capture(line)
+    return inference_id, at, outputs
+
+
+def _capture(line: bytes) -> tuple[str, datetime, list[list[float]], dict[str, Any]]:
+    """A capture record's id, time and outputs, and the record itself (parsed once)."""
     try:
         record = json.loads(line)
         meta = record["eventMetadata"]
@@ -62,14 +68,14 @@ def parse_capture(line: bytes) -> tuple[str, datetime, list[list[float]]]:
         raise Malformed(f"capture record: {type(exc).__name__}: {exc}") from None
     if not isinstance(inference_id, str) or not 0 < len(inference_id) <= 256:
         raise Malformed("capture record: inference id must be a string of 1-256 characters")
-    return inference_id, at, outputs
+    return inference_id, at, outputs, record
 
 
 def parse_capture_request(line: bytes) -> tuple[str, datetime, dict[str, str] | None, list[list[float]]]:
     """(inference id, time, the captured request or None, output rows) from one capture record; the
     request as Model Monitor keeps it: {"data", "encoding", "observedContentType"}."""
-    inference_id, at, outputs = parse_capture(line)
-    part = json.loads(line)["captureData"].get("endpointInput")
+    inference_id, at, outputs, record = _capture(line)
+    part = record["captureData"].get("endpointInput")
     if part is None:
         return inference_id, at, None, outputs
     if not isinstance(part, dict) or not isinstance(part.get("data"), str):

@@ -23,7 +23,6 @@ import json
 import logging
 import queue
 import random
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -36,7 +35,7 @@ from typing import Any
 from sqlalchemy import Table, bindparam, select, update
 
 from manager import policy as policies
-from manager.clock import parse_duration, utcnow
+from manager.clock import Pacer, parse_duration, utcnow
 from manager.crashpoints import crash_point
 from manager.db import Database, insert_for
 from manager.errors import UserError
@@ -58,6 +57,7 @@ from manager.registry.tables import Endpoint, EndpointLease, ReplayRequest, Roll
 
 log = logging.getLogger("variantctl.replay")
 MAX_ATTEMPTS = 5  # transport failures of one request before it is given up (counted as failed)
+BODY_GONE = "the request body is gone"  # a queued request whose body was dropped: never sendable
 NO_INPUT = (
     "the captured records hold no request bodies (data capture of outputs only); a replay needs"
     " CaptureMode Input or InputAndOutput on the baseline's endpoint config"
@@ -312,7 +312,7 @@ class Replayer:
         until its chunk is recorded, and never taken from the queue twice meanwhile."""
         report = ReplayReport(active.rollout_id)
         deadline = time.monotonic() + (budget or self.budget).total_seconds()
-        pacer = _Pacer(active.replay.max_requests_per_second)
+        pacer = Pacer(active.replay.max_requests_per_second)
         kind, threshold = _kind(active.policy), 0.5
         # About a second of answers per chunk, so that a decision taken meanwhile stops the replay soon.
         chunk = max(10, min(self.batch, round(active.replay.max_requests_per_second)))
@@ -395,13 +395,15 @@ class Replayer:
         return [(r[0], r[1], r[2]) for r in rows]
 
     def _send_one(
-        self, active: _Active, row: tuple[str, str | None, int], pacer: _Pacer, deadline: float
+        self, active: _Active, row: tuple[str, str | None, int], pacer: Pacer, deadline: float
     ) -> _Answer:
         inference_id, request, _attempts = row
         if request is None:
-            return _Answer(inference_id, None, "the request body is gone")
-        if not pacer.wait(deadline):
+            return _Answer(inference_id, None, BODY_GONE)
+        slot = pacer.reserve(deadline)
+        if slot is None:
             return _Answer(inference_id, None, None)  # out of time: stays queued, not an attempt
+        time.sleep(max(0.0, slot - time.monotonic()))
         body, content_type = request_body(json.loads(request))
         try:
             invocation = self.platform.invoke(
@@ -449,7 +451,7 @@ class Replayer:
                 if answer.invocation is None:
                     if answer.failure is None:
                         continue
-                    gone = tries >= MAX_ATTEMPTS or answer.failure == "the request body is gone"
+                    gone = tries >= MAX_ATTEMPTS or answer.failure == BODY_GONE
                     report.retried += not gone
                     report.given_up += gone
                     failed_rows.append(
@@ -585,23 +587,3 @@ def _deliver(
 
 
 _REQUESTS: Table = ReplayRequest.__table__  # type: ignore[assignment]
-
-
-class _Pacer:
-    """At most `rate` starts per second across the sending threads."""
-
-    def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate
-        self.next = time.monotonic()
-        self.lock = threading.Lock()
-
-    def wait(self, deadline: float) -> bool:
-        with self.lock:
-            slot = max(self.next, time.monotonic())
-            if slot >= deadline:
-                return False
-            self.next = slot + self.interval
-        delay = slot - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        return True

@@ -519,18 +519,25 @@ def _analysis(
                 "advance", "no harm seen with the minimum samples", evidence, next_step=state.step + 1
             )
         return _limits_or_wait(policy, state, evidence, "collecting the minimum samples")
+    if ready and _may_promote(policy, state, live, now):
+        return Decision("promote", _shown(policy), evidence, next_step=state.step + 1)
+    return _limits_or_wait(policy, state, evidence, "not decided yet")
+
+
+def _may_promote(
+    policy: RolloutPolicy, state: RolloutState, live: list[MetricVerdict], now: datetime
+) -> bool:
+    """Every acting metric passes (or has no data, and the policy says that passes), and the phase has
+    lasted its minimum duration."""
+    by_name = {m.name: m for m in policy.metrics}
     settled = all(
         v.status == "pass" or (v.status == "no_data" and by_name[v.metric].on_no_data == "pass") for v in live
     )
-    min_duration = parse_duration(policy.decisions.min_duration)
-    if settled and ready and now - state.phase_started_at >= min_duration:
-        return Decision(
-            "promote",
-            "non-inferiority shown" if not policy.decisions.superiority else "superiority shown",
-            evidence,
-            next_step=state.step + 1,
-        )
-    return _limits_or_wait(policy, state, evidence, "not decided yet")
+    return settled and now - state.phase_started_at >= parse_duration(policy.decisions.min_duration)
+
+
+def _shown(policy: RolloutPolicy) -> str:
+    return "superiority shown" if policy.decisions.superiority else "non-inferiority shown"
 
 
 def _limits_or_wait(
@@ -680,7 +687,6 @@ def _paired_analysis(
     }
     live = [v for v in verdicts if not v.dry_run]
     primary = policy.primary
-    by_name = {m.name: m for m in policy.metrics}
     for v in live:
         if v.status == "fail":
             if primary is not None and v.metric == primary.name:
@@ -698,20 +704,13 @@ def _paired_analysis(
                 evidence,
                 next_step=state.step + 1,
             )
-    else:
-        settled = all(
-            v.status == "pass" or (v.status == "no_data" and by_name[v.metric].on_no_data == "pass")
-            for v in live
+    elif ready and _may_promote(policy, state, live, now):
+        return Decision(
+            "promote",
+            f"{_shown(policy)} on {int(_pairs(paired, policy))} {what} pairs",
+            evidence,
+            next_step=state.step + 1,
         )
-        min_duration = parse_duration(policy.decisions.min_duration)
-        if settled and ready and now - state.phase_started_at >= min_duration:
-            shown = "superiority" if policy.decisions.superiority else "non-inferiority"
-            return Decision(
-                "promote",
-                f"{shown} shown on {int(_pairs(paired, policy))} {what} pairs",
-                evidence,
-                next_step=state.step + 1,
-            )
     if exhausted and progress is not None:
         gave_up = f", {progress.failed} given up after repeated errors" if progress.failed else ""
         return _inconclusive(
