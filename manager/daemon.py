@@ -1,11 +1,14 @@
 """`variantctl daemon`: APScheduler 3 runs the reconcile tick, ground-truth ingestion, replay steps
-and the cron retrains that policies ask for, with one scheduler per registry (an flock beside the database).
+and the cron retrains that policies ask for, with one scheduler per registry: an flock beside a SQLite
+file, or a leader lease in a PostgreSQL registry that several daemons share (`run_shared`).
 
 Jobs live in the registry's database (SQLAlchemyJobStore) with fixed ids, so restarts never
 duplicate them. The cron jobs are reconciled against the policy files at start and every policies
 tick: added, changed, removed, each logged; one left unchanged keeps its next run time, so a run
 missed while the daemon was down runs once at start within its `misfireGrace`, or is skipped and
-recorded. SIGTERM lets the current job finish, then exits.
+recorded. A cron run is claimed once per scheduled time in the registry (`scheduled_runs`), and a
+scheduled job's writes are fenced by the leader's epoch, so a failover never runs one twice. SIGTERM
+lets the current job finish, then exits.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -119,6 +122,33 @@ class Runtime:
     ingestor: Any
     replayer: Any = None
     scheduler: Any = None  # set once the scheduler runs: the policies job keeps its cron jobs in step
+    instance: str = ""  # this daemon, as the registry's leases and scheduled runs name it
+    shared: bool = False  # one of several daemons (PostgreSQL): scheduled jobs are fenced by `epoch`
+    epoch: int | None = None  # the scheduler lease's epoch while this daemon leads
+
+
+def fence(url: str, session: Any) -> None:
+    """A scheduled job's write goes through only while this daemon leads the scheduler under the epoch
+    it holds (checked in the write's own transaction); a lone daemon is the only one (its lock)."""
+    from manager.registry import leader
+
+    runtime = _RUNTIMES[url]
+    if runtime.shared:
+        leader.check(session, runtime.instance, runtime.epoch)
+
+
+def last_fire_time(cron: str, now: datetime, lookback: timedelta) -> datetime:
+    """The scheduled time a cron run at `now` is for: its latest fire time at or before `now`, looking
+    back at most `lookback` (a run is never later than its misfire grace); `now` itself if none."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    trigger = CronTrigger.from_crontab(cron, timezone=UTC)
+    fire = trigger.get_next_fire_time(None, now - lookback)
+    latest = None
+    while fire is not None and fire <= now:
+        latest = fire
+        fire = trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
+    return (latest or now.replace(microsecond=0)).astimezone(UTC)
 
 
 _RUNTIMES: dict[str, Runtime] = {}
@@ -142,12 +172,15 @@ def build_runtime(url: str, owner: str) -> Runtime:
     )
     s3 = boto3.client("s3", config=RETRIES)
     return Runtime(
-        database,
-        Reconciler(database, platform, metrics, owner=owner, actor="daemon", lease_ttl=tuning.endpoint_lease),
-        GroundTruthIngestor(
+        database=database,
+        instance=owner,
+        reconciler=Reconciler(
+            database, platform, metrics, owner=owner, actor="daemon", lease_ttl=tuning.endpoint_lease
+        ),
+        ingestor=GroundTruthIngestor(
             database, s3_client=s3, settle=tuning.capture_settle, lookback=tuning.ingest_lookback
         ),
-        Replayer(database, platform, s3_client=s3, owner=owner),
+        replayer=Replayer(database, platform, s3_client=s3, owner=owner),
     )
 
 
@@ -276,8 +309,9 @@ def retrain_job(url: str, policy_path: str, job_id: str) -> None:
     """A cron trigger: retrain, gate offline, then start the rollout, with no human in the loop."""
     from manager import policy as policies
     from manager import yamlconfig
-    from manager.clock import utcnow
+    from manager.clock import parse_duration, utcnow
     from manager.config import scheduler_actor
+    from manager.registry import leader
     from manager.rollout import launch
     from trainers.config import TrainConfig
     from trainers.datasets import load
@@ -288,13 +322,35 @@ def retrain_job(url: str, policy_path: str, job_id: str) -> None:
     actor = scheduler_actor(job_id)
     policy, text = policies.load(Path(policy_path))
     spec = policy.trigger.retrain
-    if spec is None or policy.trigger.type != "cron":
+    if spec is None or policy.trigger.type != "cron" or policy.trigger.cron is None:
         log.warning("%s: %s no longer has a cron trigger; not retraining", job_id, policy_path)
+        return
+    runtime = _RUNTIMES[url]
+    database = runtime.database
+    grace = parse_duration(policy.trigger.misfire_grace)
+    scheduled = last_fire_time(policy.trigger.cron, utcnow(), grace + timedelta(minutes=1))
+    with database.write() as session:
+        fence(url, session)
+        ran_by = leader.claim_run(session, job_id, scheduled, runtime.instance, runtime.epoch)
+        if ran_by is None:
+            payload: dict[str, Any] = {
+                "job": job_id,
+                "scheduled": scheduled.isoformat(),
+                "daemon": runtime.instance,
+            }
+            if runtime.epoch is not None:
+                payload["epoch"] = runtime.epoch
+            fired = f"the scheduled retrain due at {scheduled.isoformat()} runs"
+            event = audit.Event(
+                "trigger.fired", "policy", policy.name, fired, payload, policy.target.endpoint
+            )
+            audit.append(session, actor, event)
+    if ran_by is not None:
+        log.info("%s: the run due at %s was already claimed by %s", job_id, scheduled.isoformat(), ran_by)
         return
     if not windows.within(policy.trigger.windows, utcnow()):
         log.info("%s: outside the allowed windows; not retraining", job_id)
         return
-    database = _RUNTIMES[url].database
     waiting = _why_not_retrain(database, policy)
     if waiting is not None:
         log.info("%s: not retraining: %s", job_id, waiting, extra={"fields": {"job": job_id}})
@@ -323,6 +379,7 @@ def retrain_job(url: str, policy_path: str, job_id: str) -> None:
     )
     if done.approved:
         with database.write() as session:
+            fence(url, session)  # training took a while: lead still, or leave the rollout to the leader
             rollout = launch.start(session, policy, text, actor, utcnow())
             rollout_id = rollout.id
         log.info(
@@ -516,18 +573,30 @@ def _on_job_event(url: str, event: Any) -> None:
         extra={"fields": {"job": event.job_id, "scheduled": scheduled}},
     )
     if event.job_id.startswith("retrain:"):
-        record_missed(_RUNTIMES[url].database, event.job_id, scheduled)
+        from manager.registry.leader import NotLeading
+
+        try:
+            record_missed(url, event.job_id, event.scheduled_run_time.astimezone(UTC))
+        except NotLeading as exc:
+            log.warning("job %s: the missed run is left to the leader: %s", event.job_id, exc)
 
 
-def record_missed(database: Database, job_id: str, scheduled: str) -> None:
+def record_missed(url: str, job_id: str, scheduled: datetime) -> None:
+    """`trigger.missed` in the history, once per scheduled time (claimed like a run: a new leader that
+    finds the same run missed does not record it again)."""
     from manager import audit
     from manager.config import scheduler_actor
+    from manager.registry import leader
 
+    runtime = _RUNTIMES[url]
     name = job_id.removeprefix("retrain:")
-    reason = f"the scheduled retrain due at {scheduled} was missed (the daemon was not running) and skipped"
-    event = audit.Event("trigger.missed", "policy", name, reason, {"scheduled": scheduled, "job": job_id})
-    with database.write() as session:
-        audit.append(session, scheduler_actor(job_id), event)
+    due = scheduled.isoformat()
+    reason = f"the scheduled retrain due at {due} was missed (the daemon was not running) and skipped"
+    event = audit.Event("trigger.missed", "policy", name, reason, {"scheduled": due, "job": job_id})
+    with runtime.database.write() as session:
+        fence(url, session)
+        if leader.claim_run(session, job_id, scheduled, runtime.instance, runtime.epoch) is None:
+            audit.append(session, scheduler_actor(job_id), event)
 
 
 def _trigger(url: str, policy: Any, text: str) -> None:
@@ -543,6 +612,7 @@ def _trigger(url: str, policy: Any, text: str) -> None:
     actor = scheduler_actor(job_id)
     database = _RUNTIMES[url].database
     with database.write() as session:
+        fence(url, session)
         try:
             candidate = launch.candidate(session, policy)
         except UserError:
@@ -598,6 +668,8 @@ def digest_job(url: str, location: str, key_path: str | None) -> None:
     from manager import digests
 
     runtime = _RUNTIMES[url]
+    with runtime.database.write() as session:
+        fence(url, session)
     private = digests.load_private(Path(key_path) if key_path else digests.default_key_path())
     made = digests.write_digest(runtime.database, digests.store_for(location), private)
     log.info("digest %s: seqs %d..%d signed, in %s", made.name, made.first_seq, made.last_seq, location)
@@ -674,6 +746,7 @@ def run_shared(
     from apscheduler.schedulers.background import BackgroundScheduler
 
     _RUNTIMES[url] = build_runtime(url, instance)
+    _RUNTIMES[url].shared = True
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -759,9 +832,11 @@ class Elector:
         if self.scheduler is None or got.epoch != self.epoch:
             if self.scheduler is not None:
                 self.stop_leading(f"the lease moved to epoch {got.epoch}")
+            runtime.epoch = got.epoch  # before any job of the new scheduler can run
             try:
                 scheduler = self.start()
             except Exception as exc:  # e.g. the registry went away while the job store was read
+                runtime.epoch = None
                 log.warning(
                     "leader lease: could not start the scheduler under epoch %d (trying again in %gs): %s",
                     got.epoch,
@@ -778,6 +853,7 @@ class Elector:
         log.warning("no longer leading the scheduler (epoch %s): %s", self.epoch, why)
         scheduler, self.scheduler = self.scheduler, None
         _RUNTIMES[self.url].scheduler = None
+        _RUNTIMES[self.url].epoch = None  # a job still running is fenced from here on
         scheduler.shutdown(wait=False)
 
     def resign(self) -> None:
@@ -788,6 +864,7 @@ class Elector:
             return
         self.scheduler.shutdown(wait=True)
         self.scheduler = None
+        _RUNTIMES[self.url].epoch = None
         try:
             with _RUNTIMES[self.url].database.write() as session:
                 leader.release(session, self.instance, self.epoch)

@@ -234,3 +234,80 @@ def test_a_retrain_that_would_pile_up_versions_is_skipped_and_recorded(
     [skipped] = audit.history(runtime.database, audit.HistoryFilter(action="trigger.skipped"))
     assert "churn:1 is approved and was never rolled out" in (skipped.reason or "")
     assert not audit.history(runtime.database, audit.HistoryFilter(action="model.train")), "nothing trained"
+
+
+def test_the_scheduled_time_of_a_cron_run_is_its_latest_fire_time() -> None:
+    at = datetime(2026, 12, 3, 3, 0, 20, 500, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    assert daemon.last_fire_time("0 3 * * *", at, hour) == datetime(2026, 12, 3, 3, tzinfo=UTC)
+    assert daemon.last_fire_time("*/5 * * * *", at + timedelta(minutes=7), hour) == datetime(
+        2026, 12, 3, 3, 5, tzinfo=UTC
+    )
+    assert daemon.last_fire_time("0 3 * * *", at, timedelta(0)) == at.replace(microsecond=0), "none: now"
+
+
+@pytest.fixture
+def nightly(runtime: daemon.Runtime, tmp_path: Path, artifact: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A nightly retrain policy run at 03:00:20 (the clock fixed), with an approved version waiting,
+    so each run that goes through is recorded and skipped without training."""
+    from manager import clock
+    from manager.registry import models
+
+    monkeypatch.setattr(clock, "utcnow", lambda: datetime(2026, 12, 3, 3, 0, 20, tzinfo=UTC))
+    with runtime.database.write() as session:
+        models.register(session, models.NewVersion("churn", str(artifact), "sklearn", status="approved"), "t")
+    return write_policy(tmp_path, "nightly")
+
+
+def test_a_cron_run_is_claimed_once_per_scheduled_time(runtime: daemon.Runtime, nightly: Path) -> None:
+    """A second run for the same scheduled time (another leader after a failover) does nothing."""
+    from manager.registry.tables import ScheduledRun
+
+    for _ in range(2):
+        daemon.retrain_job(runtime.database.url, str(nightly), "retrain:nightly")
+    [fired] = audit.history(runtime.database, audit.HistoryFilter(action="trigger.fired"))
+    assert json.loads(fired.payload)["scheduled"] == "2026-12-03T03:00:00+00:00"
+    assert len(audit.history(runtime.database, audit.HistoryFilter(action="trigger.skipped"))) == 1
+    with runtime.database.read() as session:
+        [run] = session.query(ScheduledRun).all()
+        assert (run.job_id, run.scheduled_for) == ("retrain:nightly", datetime(2026, 12, 3, 3, tzinfo=UTC))
+
+
+def test_a_scheduled_job_of_a_daemon_that_no_longer_leads_writes_nothing(
+    runtime: daemon.Runtime, nightly: Path
+) -> None:
+    """Several daemons share the registry: a job whose daemon lost the scheduler's lease (another holds
+    it under a newer epoch) is refused at its first write; under its own unexpired lease it runs."""
+    from manager.registry import leader
+    from manager.registry.tables import LeaderLease
+
+    now = datetime.now(UTC)
+    with runtime.database.write() as session:
+        session.add(
+            LeaderLease(
+                name="scheduler",
+                holder="daemon-b",
+                epoch=2,
+                acquired_at=now,
+                expires_at=now + timedelta(minutes=5),
+            )
+        )
+    runtime.shared, runtime.instance, runtime.epoch = True, "daemon-a", 1
+    with pytest.raises(leader.NotLeading, match="held by daemon-b under epoch 2"):
+        daemon.retrain_job(runtime.database.url, str(nightly), "retrain:nightly")
+    assert not audit.history(runtime.database, audit.HistoryFilter(action="trigger.fired"))
+    runtime.instance, runtime.epoch = "daemon-b", 2
+    daemon.retrain_job(runtime.database.url, str(nightly), "retrain:nightly")
+    [fired] = audit.history(runtime.database, audit.HistoryFilter(action="trigger.fired"))
+    assert json.loads(fired.payload) | {"scheduled": None} == {
+        "job": "retrain:nightly",
+        "scheduled": None,
+        "daemon": "daemon-b",
+        "epoch": 2,
+    }
+    with runtime.database.write() as session:
+        lease = session.get(LeaderLease, "scheduler")
+        assert lease is not None
+        lease.expires_at = now - timedelta(seconds=1)
+    with pytest.raises(leader.NotLeading, match="expired"):
+        daemon.retrain_job(runtime.database.url, str(nightly), "retrain:nightly")

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from manager.clock import utcnow
 from manager.db import insert_for
-from manager.registry.tables import DaemonInstance, LeaderLease
+from manager.registry.tables import DaemonInstance, LeaderLease, ScheduledRun
 
 SCHEDULER = "scheduler"
 
@@ -96,3 +96,47 @@ def heartbeat(session: Session, instance: str, started_at: datetime, epoch: int 
 
 def leader(session: Session, name: str = SCHEDULER) -> LeaderLease | None:
     return session.get(LeaderLease, name)
+
+
+class NotLeading(Exception):
+    """A scheduled job's write refused: its daemon no longer holds the scheduler's lease under the
+    epoch the job runs under (it was frozen, cut off, or stopped leading while the job ran)."""
+
+
+def check(session: Session, instance: str, epoch: int | None, name: str = SCHEDULER) -> None:
+    """Raise NotLeading unless `instance` holds the lease under `epoch`, unexpired by the database's
+    clock. The row is share-locked, so a takeover waits for the caller's transaction to end: what the
+    caller writes in it is written under this epoch or not at all."""
+    row = session.scalars(
+        select(LeaderLease).where(LeaderLease.name == name).with_for_update(read=True)
+    ).first()
+    if epoch is None:
+        raise NotLeading("this daemon does not lead the scheduler")
+    if row is None or row.holder != instance or row.epoch != epoch:
+        held = f"{row.holder} under epoch {row.epoch}" if row is not None else "nobody"
+        raise NotLeading(f"the scheduler's lease is held by {held}, not by {instance} under epoch {epoch}")
+    if row.expires_at <= database_now(session):
+        raise NotLeading(f"the scheduler's lease under epoch {epoch} expired at {row.expires_at.isoformat()}")
+
+
+def claim_run(
+    session: Session, job_id: str, scheduled: datetime, instance: str, epoch: int | None
+) -> str | None:
+    """Claim the run of `job_id` due at `scheduled` (in the caller's write transaction). None when
+    claimed now; otherwise the daemon that claimed it before."""
+    inserted = session.execute(
+        insert_for(session)(ScheduledRun.__table__)
+        .values(
+            job_id=job_id,
+            scheduled_for=scheduled,
+            instance=instance,
+            epoch=epoch,
+            started_at=database_now(session),
+        )
+        .on_conflict_do_nothing()
+        .returning(ScheduledRun.__table__.c.job_id)
+    ).first()
+    if inserted is not None:
+        return None
+    earlier = session.get(ScheduledRun, (job_id, scheduled))
+    return earlier.instance if earlier is not None else "another daemon"

@@ -435,3 +435,16 @@ class DaemonInstance(Base):
     started_at: Mapped[datetime]
     seen_at: Mapped[datetime] = mapped_column(index=True)
     leader_epoch: Mapped[int | None]  # the epoch it leads under, if it leads
+
+
+class ScheduledRun(Base):
+    """A scheduled job's run for one scheduled time, claimed once: a second claim (another leader after
+    a failover, or a run the job store replays) finds the row and does nothing."""
+
+    __tablename__ = "scheduled_runs"
+
+    job_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    scheduled_for: Mapped[datetime] = mapped_column(primary_key=True)
+    instance: Mapped[str] = mapped_column(String(128))  # the daemon that ran it
+    epoch: Mapped[int | None]  # the scheduler lease's epoch it ran under (None: a lone daemon)
+    started_at: Mapped[datetime]
