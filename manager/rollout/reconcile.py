@@ -1,6 +1,7 @@
 """observe -> decide -> apply -> record, level-triggered and idempotent.
 
-Each tick, for each active rollout whose endpoint lease this reconciler holds:
+Each tick, for each active rollout whose endpoint lease this reconciler holds (or takes: several
+daemons share the rollouts of one registry, `Reconciler._share`):
 1. observe: the endpoint as the platform reports it (its status is written back to the registry),
    and new metric windows;
 2. finish what a previous tick (or a crashed process) started: the change it meant to make is
@@ -17,6 +18,7 @@ module holds the loop and the steps that call the platform.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -45,7 +47,7 @@ from manager.platforms.base import (
 )
 from manager.registry import endpoints, observations, pairs
 from manager.registry.rollouts import record_event
-from manager.registry.tables import EndpointLease, ModelVersion, Rollout
+from manager.registry.tables import DaemonInstance, EndpointLease, ModelVersion, Rollout
 from manager.rollout import configs, records, snapshot
 from manager.rollout.decide import Decision, decide
 from manager.rollout.pending import PendingChange
@@ -132,20 +134,58 @@ class Reconciler:
     _policies: dict[str, policies.RolloutPolicy] = field(default_factory=dict, repr=False)
 
     def tick(self) -> list[TickResult]:
-        """Every active rollout, from one snapshot of the registry (a few queries, not a few per rollout)."""
+        """Every active rollout this daemon works (`_share`), from one snapshot of the registry (a few
+        queries, not a few per rollout); the others are another daemon's, and left without a write."""
+        now = self.clock()
         with self.database.read() as session:
-            snaps = snapshot.read(session)
+            snaps, left = self._share(session, snapshot.read(session), now)
             wanted = {s.id: self._wanted(s) for s in snaps if s.state in ("running", "paused")}
             data = observations.phase_data_many(session, {k: v for k, v in wanted.items() if v is not None})
             paired = pairs.read_many(session, wanted)
-        results = []
-        now = self.clock()
+        results = [TickResult(s.id, s.endpoint, "skip", why) for s, why in left]
         for snap in snaps:
             if snap.retry_at is not None and snap.retry_at > now:
                 results.append(TickResult(snap.id, snap.endpoint, "wait", "backing off after an error"))
                 continue
             results.append(self._isolated(snap, data.get(snap.id), paired.get(snap.id)))
         return results
+
+    def _share(
+        self, session: Session, snaps: list[Snapshot], now: datetime
+    ) -> tuple[list[Snapshot], list[tuple[Snapshot, str]]]:
+        """The rollouts this daemon works this tick, and the others with the reason. Its own (by the
+        endpoint lease it holds); those whose lease expired with a daemon that stopped heartbeating,
+        taken at once whatever their number (a failover never waits for a fair share); and, of those
+        nobody holds, up to its fair share: ceil(active rollouts / daemons alive) in all, the others
+        left for the daemons alive to take. A lone daemon (no heartbeats: SQLite's) takes them all."""
+        alive = {self.owner}
+        if snaps:
+            alive.update(
+                session.scalars(
+                    select(DaemonInstance.instance).where(DaemonInstance.seen_at >= now - self.lease_ttl)
+                )
+            )
+        mine: list[Snapshot] = []
+        orphans: list[Snapshot] = []
+        free: list[Snapshot] = []
+        left: list[tuple[Snapshot, str]] = []
+        for snap in snaps:
+            expired = snap.lease_expires is None or snap.lease_expires <= now
+            if snap.lease_owner == self.owner:
+                mine.append(snap)
+            elif snap.lease_owner is not None and not expired:
+                left.append((snap, f"another daemon holds the lease ({snap.lease_owner})"))
+            elif snap.lease_owner is not None and snap.lease_owner not in alive:
+                orphans.append(snap)
+            else:
+                free.append(snap)
+        room = max(0, -(-len(snaps) // len(alive)) - len(mine) - len(orphans))
+        # each daemon tries a different order, so that daemons ticking at once rarely race for a row
+        free.sort(
+            key=lambda s: hashlib.blake2b(f"{self.owner}/{s.endpoint}".encode(), digest_size=8).digest()
+        )
+        left += [(snap, f"left to another daemon: {len(alive)} share the work") for snap in free[room:]]
+        return mine + orphans + free[:room], left
 
     def _isolated(self, snap: Snapshot, data: Data | None, paired: Paired | None = None) -> TickResult:
         """One rollout's tick, whatever it raises: an error here never stops another rollout. It is
