@@ -38,6 +38,14 @@ def train_artifacts(folder: Path) -> dict[str, Path]:
     return paths
 
 
+def flaky_artifact(path: Path, logistic: Path, failure_rate: float) -> Path:
+    """The `logistic` model wrapped to fail a share of its calls with a 5xx (the demo's FlakyModel)."""
+    from manager.demo import FlakyModel
+
+    joblib.dump(FlakyModel(joblib.load(logistic), failure_rate=failure_rate), path)
+    return path
+
+
 @functools.lru_cache(maxsize=1)
 def first_row() -> str:
     x, _ = load_breast_cancer(return_X_y=True)

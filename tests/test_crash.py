@@ -2,7 +2,9 @@
 the endpoint matches the registry, and the history verifies.
 
 The daemon runs as a real subprocess (`variantctl daemon`), against the local SageMaker in this
-process, and dies as by `kill -9` (os._exit) right after the point VARIANTCTL_CRASH_AT names."""
+process, and dies as by `kill -9` (os._exit) right after the point VARIANTCTL_CRASH_AT names. On a
+SQLite registry and on PostgreSQL, where the restarted daemon is a new instance: it takes the dead
+one's endpoint over once its lease expires (3 s here), under a new epoch."""
 
 from __future__ import annotations
 
@@ -11,18 +13,17 @@ import subprocess
 import time
 from pathlib import Path
 
-import joblib
 import pytest
-from sklearn.datasets import load_breast_cancer
 
 from manager import audit
-from manager.demo import FlakyModel
 from manager.registry.tables import Rollout
 
 from .daemon_support import start_daemon
+from .local_sagemaker_support import flaky_artifact
 from .rollout_support import World, make_world, platform_matches_registry, policy_text
 
-pytestmark = pytest.mark.slow  # each point restarts a real daemon: 5-9 s apiece
+pytestmark = [pytest.mark.slow, pytest.mark.backends]  # each point restarts a real daemon: 5-9 s apiece
+LEASE = "3"  # seconds: the endpoint lease and the scheduler's (PostgreSQL: a restart is a new daemon)
 
 PROMOTE_POINTS = [
     "deploy-intent",
@@ -40,8 +41,10 @@ ROLLBACK_POINTS = ["rollback-intent", "rollback-weights-zeroed", "rollback-updat
 
 
 def _daemon(world: World, crash_at: str | None = None) -> subprocess.Popen[bytes]:
-    extra = {"VARIANTCTL_CRASH_AT": crash_at} if crash_at else {}
-    return start_daemon(world.host.url, str(world.db_path), **extra)
+    extra = {"VARIANTCTL_ENDPOINT_LEASE_SECONDS": LEASE}
+    if crash_at:
+        extra["VARIANTCTL_CRASH_AT"] = crash_at
+    return start_daemon(world.host.url, world.db, "--lease-ttl", LEASE, **extra)
 
 
 def _state(world: World, rollout_id: int) -> str:
@@ -83,8 +86,10 @@ def _crash_and_recover(world: World, rollout_id: int, point: str, outcome: str) 
 
 
 @pytest.mark.parametrize("point", PROMOTE_POINTS)
-def test_crash_during_a_promotion(tmp_path: Path, artifacts: dict[str, Path], point: str) -> None:
-    with make_world(tmp_path, artifacts) as world:
+def test_crash_during_a_promotion(
+    tmp_path: Path, artifacts: dict[str, Path], point: str, db_url: str
+) -> None:
+    with make_world(tmp_path, artifacts, url=db_url) as world:
         rollout_id = world.start(policy_text(min_samples=20))
         _crash_and_recover(world, rollout_id, point, "promoted")
         assert platform_matches_registry(world) == {"candidate": "churn:2"}
@@ -98,15 +103,13 @@ def test_crash_during_a_promotion(tmp_path: Path, artifacts: dict[str, Path], po
 @pytest.fixture
 def flaky(artifacts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A candidate that fails a third of its requests with a 5xx."""
-    _x, _ = load_breast_cancer(return_X_y=True)
-    path = tmp_path_factory.mktemp("flaky") / "flaky.joblib"
-    joblib.dump(FlakyModel(joblib.load(artifacts["logistic"]), failure_rate=0.35), path)
+    path = flaky_artifact(tmp_path_factory.mktemp("flaky") / "flaky.joblib", artifacts["logistic"], 0.35)
     return {**artifacts, "flaky": path}
 
 
 @pytest.mark.parametrize("point", ROLLBACK_POINTS)
-def test_crash_during_a_rollback(tmp_path: Path, flaky: dict[str, Path], point: str) -> None:
-    with make_world(tmp_path, flaky, candidate="flaky") as world:
+def test_crash_during_a_rollback(tmp_path: Path, flaky: dict[str, Path], point: str, db_url: str) -> None:
+    with make_world(tmp_path, flaky, candidate="flaky", url=db_url) as world:
         rollout_id = world.start(policy_text(min_samples=20))
         _crash_and_recover(world, rollout_id, point, "rolled_back")
         assert platform_matches_registry(world) == {"baseline": "churn:1"}
@@ -120,8 +123,10 @@ SHADOW_STEPS = "[{shadow: {percent: 50, duration: 1s}}, {setWeight: {percent: 50
 
 
 @pytest.mark.parametrize("point", SHADOW_POINTS)
-def test_crash_during_a_shadow_step(tmp_path: Path, artifacts: dict[str, Path], point: str) -> None:
-    with make_world(tmp_path, artifacts) as world:
+def test_crash_during_a_shadow_step(
+    tmp_path: Path, artifacts: dict[str, Path], point: str, db_url: str
+) -> None:
+    with make_world(tmp_path, artifacts, url=db_url) as world:
         rollout_id = world.start(policy_text(SHADOW_STEPS, min_samples=20))
         _crash_and_recover(world, rollout_id, point, "promoted")
         assert platform_matches_registry(world) == {"candidate": "churn:2"}

@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import joblib
 import pytest
 from click.testing import CliRunner
 
 from manager import audit, daemon
 from manager.cli.main import cli
-from manager.demo import FlakyModel
 from manager.registry import models
 
+from .local_sagemaker_support import flaky_artifact
 from .rollout_support import ENDPOINT, World, make_world, platform_matches_registry
 
 pytestmark = pytest.mark.backends  # the daemon's work on SQLite and on PostgreSQL
@@ -35,9 +34,7 @@ decisions: {{maxDuration: 5m}}
 
 @pytest.fixture
 def flaky(artifacts: dict[str, Path], tmp_path: Path) -> Path:
-    path = tmp_path / "flaky.joblib"
-    joblib.dump(FlakyModel(joblib.load(artifacts["logistic"]), failure_rate=0.5), path)
-    return path
+    return flaky_artifact(tmp_path / "flaky.joblib", artifacts["logistic"], 0.5)
 
 
 def _approve(world: World, artifact: Path) -> str:
