@@ -300,3 +300,78 @@ def test_three_daemons_work_thirty_rollouts_and_fire_each_retrain_once(
         # the rollouts were spread: each daemon worked its share
         owners = Counter(lease["holder"] for lease in leases if lease["endpoint"] in world.candidates)
         assert set(owners) == {"daemon-a", "daemon-b", "daemon-c"} and min(owners.values()) >= 5, owners
+
+
+def test_the_leader_killed_mid_rollout_its_endpoints_and_next_retrain_go_to_the_others(
+    tmp_path: Path, artifacts: dict[str, Path]
+) -> None:
+    """kill -9 the leader while it works rollouts: another daemon leads and holds every endpoint the
+    dead one held within the lease plus a tick (both measured), runs the next scheduled retrain, and
+    every rollout still ends the right way, each decision once."""
+    with fleet(tmp_path, artifacts, 9) as world:
+        names = ("daemon-a", "daemon-b", "daemon-c")
+        daemons = dict(zip(names, (world.daemon(name) for name in names), strict=True))
+        try:
+            wait_for(
+                "three daemons alive and a leader",
+                lambda: (
+                    (s := status(world.url))["leader"] is not None
+                    and sum(d["alive"] for d in s["daemons"]) == 3
+                ),
+                60,
+                tmp_path,
+            )
+            rollouts = world.start()
+            expected = {e: "promoted" if m == "churn" else "rolled_back" for e, m in world.candidates.items()}
+            with world.traffic():
+
+                def leader_works() -> bool:
+                    s = status(world.url)
+                    held = [e for e in s["endpoint_leases"] if e["holder"] == s["leader"] and e["held"]]
+                    return len(held) >= 2 and set(world.states(rollouts).values()) == {"running"}
+
+                wait_for("the leader working rollouts", leader_works, 60, tmp_path)
+                before = status(world.url)
+                dead = before["leader"]
+                orphaned = {
+                    e["endpoint"] for e in before["endpoint_leases"] if e["holder"] == dead and e["held"]
+                }
+                daemons[dead].send_signal(signal.SIGKILL)
+                daemons[dead].wait()
+                killed_at = datetime.now(UTC)
+                led = wait_for(
+                    "another leader", lambda: status(world.url)["leader"] not in (None, dead), 30, tmp_path
+                )
+
+                def taken() -> bool:
+                    leases = {e["endpoint"]: e for e in status(world.url)["endpoint_leases"]}
+                    return all(leases[e]["holder"] != dead and leases[e]["held"] for e in orphaned)
+
+                took = led + wait_for("the dead daemon's endpoints taken over", taken, 30, tmp_path)
+                print(
+                    f"\nkill -9: a new leader in {led:.2f}s, {len(orphaned)} endpoints taken in {took:.2f}s"
+                )
+                # bounds: the lease (it expires at most LEASE after the last renewal), one renewal or
+                # one tick, and slack for a tick that runs long on a loaded machine and for polling
+                assert led <= LEASE + LEASE / 3 + 2.0, f"leader after {led:.2f}s"
+                assert took <= LEASE + 0.2 + 2.5, f"endpoints after {took:.2f}s"
+                wait_for(
+                    "every rollout ended", lambda: ended(world.states(rollouts), expected), 300, tmp_path
+                )
+            # the next scheduled retrain after the kill ran on a survivor, once
+            due = minutes_between(killed_at, killed_at + timedelta(minutes=1))[0]
+            wait_for(
+                "the next scheduled retrain",
+                lambda: all(due in dict(fired(world.database).get(f"retrain:{n}", [])) for n in CRONS),
+                90,
+                tmp_path,
+            )
+        finally:
+            codes = stop(list(daemons.values()))
+        assert codes.count(0) == 2, "the survivors stop cleanly"
+        for name in CRONS:
+            runs = fired(world.database)[f"retrain:{name}"]
+            assert len({at for at, _ in runs}) == len(runs), runs
+            assert dict(runs)[due] != dead
+        check_history(world, rollouts)
+        check_endpoints(world)
