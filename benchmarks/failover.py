@@ -3,7 +3,7 @@ with SIGKILL --kills times; each time, the seconds until the other leads (read w
 every 50 ms), against the configured lease (the bound: lease + one renewal + one look). The killed
 daemon is started again before the next kill. Median and max, and the bound, from the same run.
 
-    python benchmarks/failover.py [--kills 20] [--lease-ttl 3] [--db postgresql+psycopg://...]
+    python benchmarks/failover.py [--kills 20] [--lease-ttl 3]   (PostgreSQL: VARIANTCTL_TEST_PG)
 """
 
 from __future__ import annotations
@@ -17,20 +17,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
-from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pgdb import throwaway_database
 
 from manager.cli.main import cli
 from manager.db import Database
 from manager.registry import migrate
-
-ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def main() -> None:
@@ -40,21 +38,12 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--lease-ttl", type=float, default=3.0)
     args = parser.parse_args()
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"variantctl_failover_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    try:
+    with throwaway_database("failover") as url:
         database = Database(url)
         migrate.upgrade(database)
         database.dispose()
         with tempfile.TemporaryDirectory() as tmp:
             run(url, Path(tmp), args.kills, args.lease_ttl)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-        admin.dispose()
 
 
 def _daemon(url: str, instance: str, ttl: float, folder: Path) -> subprocess.Popen[bytes]:

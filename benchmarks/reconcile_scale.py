@@ -76,7 +76,8 @@ class FakeMetrics:
         return []
 
 
-def populate(database: Database, n: int, now: datetime) -> None:
+def populate(database: Database, n: int, now: datetime, windows: int = 30) -> None:
+    """`n` rollouts mid-analysis at 50/50, each with `windows` one-minute windows of observations."""
     with database.write() as session:
         base = ModelVersion(
             name="m", version=1, framework="sklearn", artifact_uri="s3://b/1", status="serving"
@@ -122,8 +123,8 @@ def populate(database: Database, n: int, now: datetime) -> None:
             session.flush()
             session.add(RolloutPhase(rollout_id=rollout.id, phase=2, started_at=now - timedelta(minutes=30)))
             rows = []
-            for minute in range(30):
-                start = now - timedelta(minutes=30 - minute)
+            for minute in range(windows):
+                start = now - timedelta(minutes=windows - minute)
                 for variant, acc in (("baseline", 0.85), ("candidate", 0.86)):
                     rows.append(
                         Observation(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from manager.errors import NotFound
@@ -30,6 +30,23 @@ def observe(session: Session, name: str, status: str, region: str | None, at: da
     endpoint.last_status, endpoint.last_observed_at = status, at
     endpoint.region = region or endpoint.region
     return True
+
+
+def observe_many(session: Session, seen: list[tuple[str, str, str | None, datetime]]) -> None:
+    """`observe` for many endpoints in one statement: (name, status, region, at) each."""
+    if not seen:
+        return
+    statement = (
+        update(Endpoint)
+        .where(Endpoint.name == bindparam("n"))
+        .values(
+            last_status=bindparam("s"),
+            last_observed_at=bindparam("at"),
+            region=func.coalesce(bindparam("r"), Endpoint.region),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.connection().execute(statement, [{"n": n, "s": s, "r": r, "at": at} for n, s, r, at in seen])
 
 
 def get(session: Session, name: str) -> Endpoint:

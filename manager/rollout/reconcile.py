@@ -58,6 +58,12 @@ log = logging.getLogger("variantctl.reconcile")
 Data = dict[str, list[PhaseData]]
 
 
+def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
+    """Slices small enough for one statement's parameters (SQLite allows 32,766)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 @dataclass(frozen=True)
 class TickResult:
     """What one tick did to one rollout."""
@@ -132,6 +138,8 @@ class Reconciler:
     actor: str = "daemon"
     retry_base: timedelta = timedelta(seconds=2)  # the first backoff after an error; it doubles each time
     _policies: dict[str, policies.RolloutPolicy] = field(default_factory=dict, repr=False)
+    # the endpoint statuses a tick saw, written together at its end (one commit, not one per endpoint)
+    _statuses: list[tuple[EndpointState, datetime]] | None = field(default=None, repr=False)
 
     def tick(self) -> list[TickResult]:
         """Every active rollout this daemon works (`_share`), from one snapshot of the registry (a few
@@ -139,16 +147,50 @@ class Reconciler:
         now = self.clock()
         with self.database.read() as session:
             snaps, left = self._share(session, snapshot.read(session), now)
+        snaps, renewed, lost = self._lease_many(snaps, now)
+        left += lost
+        with self.database.read() as session:
             wanted = {s.id: self._wanted(s) for s in snaps if s.state in ("running", "paused")}
             data = observations.phase_data_many(session, {k: v for k, v in wanted.items() if v is not None})
             paired = pairs.read_many(session, wanted)
         results = [TickResult(s.id, s.endpoint, "skip", why) for s, why in left]
-        for snap in snaps:
-            if snap.retry_at is not None and snap.retry_at > now:
-                results.append(TickResult(snap.id, snap.endpoint, "wait", "backing off after an error"))
-                continue
-            results.append(self._isolated(snap, data.get(snap.id), paired.get(snap.id)))
+        self._statuses = []
+        try:
+            for snap in snaps:
+                if snap.retry_at is not None and snap.retry_at > now:
+                    results.append(TickResult(snap.id, snap.endpoint, "wait", "backing off after an error"))
+                    continue
+                leased = snap.endpoint in renewed
+                results.append(self._isolated(snap, data.get(snap.id), paired.get(snap.id), leased))
+        finally:
+            self._write_statuses()
         return results
+
+    def _lease_many(
+        self, snaps: list[Snapshot], now: datetime
+    ) -> tuple[list[Snapshot], set[str], list[tuple[Snapshot, str]]]:
+        """The leases of this tick's rollouts taken or renewed in one transaction (one commit, not one
+        per endpoint: a failover claims a dead daemon's thousand endpoints at once), for those whose
+        lease is not this daemon's with more than half its time left. The snapshots as leased now,
+        the endpoints whose lease was taken or renewed, and those another daemon took meanwhile."""
+        half = self.lease_ttl.total_seconds() / 2
+        due = {s.endpoint for s in snaps if not s.lease_fresh(self.owner, now, half)}
+        if not due:
+            return snaps, due, []
+        with self.database.write() as session:
+            epochs = self._lease(session, sorted(due), now)
+        expires = now + self.lease_ttl
+        kept: list[Snapshot] = []
+        lost: list[tuple[Snapshot, str]] = []
+        for snap in snaps:
+            if snap.endpoint not in due:
+                kept.append(snap)
+            elif snap.endpoint in epochs:
+                epoch = epochs[snap.endpoint]
+                kept.append(replace(snap, lease_owner=self.owner, lease_expires=expires, lease_epoch=epoch))
+            else:
+                lost.append((snap, "another daemon holds the lease"))
+        return kept, set(epochs), lost
 
     def _share(
         self, session: Session, snaps: list[Snapshot], now: datetime
@@ -187,11 +229,13 @@ class Reconciler:
         left += [(snap, f"left to another daemon: {len(alive)} share the work") for snap in free[room:]]
         return mine + orphans + free[:room], left
 
-    def _isolated(self, snap: Snapshot, data: Data | None, paired: Paired | None = None) -> TickResult:
+    def _isolated(
+        self, snap: Snapshot, data: Data | None, paired: Paired | None = None, leased: bool = False
+    ) -> TickResult:
         """One rollout's tick, whatever it raises: an error here never stops another rollout. It is
         retried with backoff; after `records.MAX_FAILURES` in a row a running rollout is paused."""
         try:
-            result = self._reconcile(snap, data, paired)
+            result = self._reconcile(snap, data, paired, leased)
         except NotNow as exc:
             return TickResult(snap.id, snap.endpoint, "wait", str(exc))
         except Fenced as exc:
@@ -242,14 +286,17 @@ class Reconciler:
             *snap.variants,
         )
 
-    def _reconcile(self, snap: Snapshot, data: Data | None, paired: Paired | None = None) -> TickResult:
+    def _reconcile(
+        self, snap: Snapshot, data: Data | None, paired: Paired | None = None, leased: bool = False
+    ) -> TickResult:
+        """`leased`: the tick took or renewed the lease just now (`_lease_many`)."""
         now = self.clock()
         # Renew the lease only when half of it is gone: most ticks then write nothing to keep it.
-        renewed = not snap.lease_fresh(self.owner, now, self.lease_ttl.total_seconds() / 2)
+        renewed = leased or not snap.lease_fresh(self.owner, now, self.lease_ttl.total_seconds() / 2)
         epoch = snap.lease_epoch or 0
-        if renewed:
+        if renewed and not leased:
             with self.database.write() as session:
-                taken = self._lease(session, snap.endpoint, now)
+                taken = self._lease(session, [snap.endpoint], now).get(snap.endpoint)
             if taken is None:
                 return TickResult(snap.id, snap.endpoint, "skip", "another daemon holds the lease")
             epoch = taken
@@ -299,28 +346,34 @@ class Reconciler:
             paired = pairs.read_many(session, [rollout_id]).get(rollout_id)
         return snap, data, paired
 
-    def _lease(self, session: Session, endpoint: str, now: datetime) -> int | None:
-        """Take or renew the endpoint's lease (under a row lock, skipping a row another daemon has
-        locked: `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL); its epoch, or None while another
-        daemon holds it. Taking it over from another daemon starts a new epoch."""
-        created = session.execute(
-            insert_for(session)(EndpointLease.__table__)
-            .values(endpoint=endpoint, owner=self.owner, expires_at=now + self.lease_ttl, epoch=1)
-            .on_conflict_do_nothing()
-            .returning(EndpointLease.__table__.c.endpoint)
-        ).first()
-        if created is not None:
-            return 1
-        # Another daemon's tick holding the row right now is working this endpoint: skip it, never wait.
-        lease = session.scalars(
-            select(EndpointLease).where(EndpointLease.endpoint == endpoint).with_for_update(skip_locked=True)
-        ).first()
-        if lease is None or (lease.owner != self.owner and lease.expires_at > now):
-            return None
-        if lease.owner != self.owner:
-            lease.epoch += 1
-        lease.owner, lease.expires_at = self.owner, now + self.lease_ttl
-        return lease.epoch
+    def _lease(self, session: Session, names: list[str], now: datetime) -> dict[str, int]:
+        """Take or renew the endpoints' leases (under row locks, skipping rows another daemon has
+        locked: `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL): endpoint -> epoch, for those taken;
+        one another daemon holds is left out. Taking one over from another daemon starts a new epoch."""
+        expires = now + self.lease_ttl
+        table = EndpointLease.__table__
+        epochs: dict[str, int] = {}
+        for chunk in _chunks(names):  # sorted: daemons inserting at once wait in one order, never deadlock
+            rows = [{"endpoint": n, "owner": self.owner, "expires_at": expires, "epoch": 1} for n in chunk]
+            created = session.execute(
+                insert_for(session)(table).values(rows).on_conflict_do_nothing().returning(table.c.endpoint)
+            ).scalars()
+            epochs.update(dict.fromkeys(created, 1))
+        rest = [n for n in names if n not in epochs]
+        # Another daemon's tick holding a row right now is working that endpoint: skip it, never wait.
+        for chunk in _chunks(rest):
+            for lease in session.scalars(
+                select(EndpointLease)
+                .where(EndpointLease.endpoint.in_(chunk))
+                .with_for_update(skip_locked=True)
+            ):
+                if lease.owner != self.owner and lease.expires_at > now:
+                    continue
+                if lease.owner != self.owner:
+                    lease.epoch += 1
+                lease.owner, lease.expires_at = self.owner, expires
+                epochs[lease.endpoint] = lease.epoch
+        return epochs
 
     def _check(self, session: Session, look: Look, lock: bool) -> None:
         """Fenced unless the endpoint's lease is still this daemon's, under the tick's epoch, unexpired."""
@@ -351,9 +404,23 @@ class Reconciler:
         return FencedPlatform(self.platform, check)
 
     def _observed(self, state: EndpointState, now: datetime) -> None:
-        """The endpoint's status as the platform last reported it, for `endpoints list` and `show`."""
+        """The endpoint's status as the platform last reported it, for `endpoints list` and `show`
+        (kept for the end of the tick, when a tick is under way)."""
+        if self._statuses is not None:
+            self._statuses.append((state, now))
+            return
         with self.database.write() as session:
             endpoints.observe(session, state.name, state.status, state.region, now)
+
+    def _write_statuses(self) -> None:
+        statuses, self._statuses = self._statuses, None
+        if not statuses:
+            return
+        try:
+            with self.database.write() as session:
+                endpoints.observe_many(session, [(s.name, s.status, s.region, at) for s, at in statuses])
+        except Exception as exc:  # a status is informational: the next renewal writes it again
+            log.warning("could not record %d endpoint statuses: %s", len(statuses), exc)
 
     def _ensure(self, look: Look, spec: ConfigSpec, versions: list[ModelVersion]) -> None:
         platform = self._act(look)
