@@ -745,8 +745,17 @@ def run_shared(
     scheduled jobs (cron retrains, triggers, digests) in the registry's job store."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    _RUNTIMES[url] = build_runtime(url, instance)
-    _RUNTIMES[url].shared = True
+    from manager.registry import leader
+
+    runtime = _RUNTIMES[url] = build_runtime(url, instance)
+    runtime.shared = True
+    with runtime.database.read() as session:
+        other = leader.in_use(session, instance, timedelta(seconds=lease_ttl))
+    if other is not None:
+        raise UserError(
+            f"instance id {instance!r} is in use by another daemon ({other}): give each daemon its own"
+            f" --instance-id, or wait {lease_ttl:g}s if that one has stopped"
+        )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

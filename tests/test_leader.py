@@ -276,3 +276,29 @@ def test_a_leader_cut_off_from_the_database_stops_scheduling_and_resumes_cleanly
     finally:
         _stop(a)
         proxy.close()
+
+
+def test_a_second_daemon_under_an_instance_id_in_use_refuses_to_start(registry: str, tmp_path: Path) -> None:
+    """Two live daemons under one id would share leases and epochs, and fencing could not tell them
+    apart: the second refuses with one line. Once the first is killed, the id is free at once."""
+    assert CliRunner().invoke(cli, ["audit", "keygen", "--key", str(tmp_path / "key.pem")]).exit_code == 0
+    a = _daemon(registry, "daemon-a", tmp_path)
+    try:
+        _until(registry, lambda s: any(d["daemon"] == "daemon-a" and d["alive"] for d in s["daemons"]))
+        twin = start_daemon(
+            "http://127.0.0.1:9", registry, "--instance-id", "daemon-a", "--lease-ttl", str(TTL)
+        )
+        _, err = twin.communicate(timeout=60)
+        assert twin.returncode != 0
+        lines = err.decode().strip().splitlines()
+        assert "instance id 'daemon-a' is in use by another daemon (pid" in lines[-1], lines
+        assert "Traceback" not in err.decode()
+        a.send_signal(signal.SIGKILL)
+        a.wait()
+        again = _daemon(registry, "daemon-a", tmp_path)
+        a = again
+        _until(
+            registry, lambda s: s["leader"] == "daemon-a" and any(d["pid"] == again.pid for d in s["daemons"])
+        )
+    finally:
+        _stop(a)

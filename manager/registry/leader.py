@@ -94,6 +94,24 @@ def heartbeat(session: Session, instance: str, started_at: datetime, epoch: int 
         row.seen_at, row.leader_epoch, row.pid = now, epoch, os.getpid()
 
 
+def in_use(session: Session, instance: str, ttl: timedelta) -> str | None:
+    """Who else runs as `instance` right now, if anyone: a heartbeat under that id within `ttl` from
+    another process (on this host, one still alive; on another host, one still heartbeating)."""
+    row = session.get(DaemonInstance, instance)
+    if row is None or database_now(session) - row.seen_at > ttl:
+        return None
+    if row.host == socket.gethostname():
+        if row.pid == os.getpid():
+            return None
+        try:
+            os.kill(row.pid, 0)
+        except ProcessLookupError:
+            return None  # it died (kill -9, a crash): its id is free
+        except PermissionError:
+            pass  # alive, someone else's
+    return f"pid {row.pid} on {row.host}, seen {row.seen_at.isoformat()}"
+
+
 def leader(session: Session, name: str = SCHEDULER) -> LeaderLease | None:
     return session.get(LeaderLease, name)
 
