@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/reconcile_scale.py
 	$(BIN)/python benchmarks/failover.py
+	$(BIN)/python benchmarks/scale_out.py
 	$(BIN)/python benchmarks/decision_quality.py
 
 clean:
