@@ -69,6 +69,9 @@ def _make_engine(url: str, read_only: bool) -> Engine:
     return engine
 
 
+# A write transaction idle this long (its process frozen or stuck between statements) is ended by
+# PostgreSQL; no write transaction of the registry's waits on anything but the database for long.
+IDLE_IN_TRANSACTION_MS = 10_000
 WRITER_LOCK = 0x7661_7269  # "vari": the advisory lock every registry write transaction holds
 
 
@@ -83,7 +86,16 @@ def _postgres_engine(url: URL, read_only: bool) -> Engine:
         return create_engine(
             url, isolation_level="REPEATABLE READ", execution_options={"postgresql_readonly": True}
         )
-    engine = create_engine(url)
+    engine = create_engine(url, pool_pre_ping=True)
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # A process frozen mid-transaction (a stopped VM, SIGSTOP, a long pause) would hold the writer
+        # lock, and every other daemon's writes would wait on it for as long as it stays frozen: the
+        # server ends such a session instead, its transaction rolled back and its locks released.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}")
+        dbapi_connection.commit()
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
