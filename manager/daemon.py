@@ -818,6 +818,7 @@ class Elector:
         from manager.registry import leader
 
         runtime = _RUNTIMES[self.url]
+        asked = time.monotonic()  # the lease runs from no earlier than this, whatever the wait
         try:
             with runtime.database.write() as session:
                 got = leader.claim(session, self.instance, timedelta(seconds=self.ttl))
@@ -837,7 +838,7 @@ class Elector:
             if self.scheduler is not None:
                 self.stop_leading("another daemon holds the lease")
             return
-        self.renewed = time.monotonic()
+        self.renewed = asked
         if self.scheduler is None or got.epoch != self.epoch:
             if self.scheduler is not None:
                 self.stop_leading(f"the lease moved to epoch {got.epoch}")

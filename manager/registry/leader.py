@@ -36,9 +36,11 @@ class Leadership:
 
 
 def database_now(session: Session) -> datetime:
-    """The database's clock (PostgreSQL's `now()`); SQLite has none worth trusting, so this host's."""
+    """The database's clock as it reads now (PostgreSQL's `clock_timestamp()`, not `now()`, which is
+    when the transaction began: a claim that waited seconds for a lock would otherwise write a lease
+    already expired); SQLite has none worth trusting, so this host's."""
     if session.get_bind().dialect.name == "postgresql":
-        value = session.scalar(select(func.now()))
+        value = session.scalar(select(func.clock_timestamp()))
         assert isinstance(value, datetime)
         return value
     return utcnow()
@@ -59,6 +61,7 @@ def claim(session: Session, instance: str, ttl: timedelta, name: str = SCHEDULER
     )
     row = session.scalars(select(LeaderLease).where(LeaderLease.name == name).with_for_update()).one()
     session.refresh(row)
+    now = database_now(session)  # the row is locked: read the clock after any wait for it
     if row.holder == instance and row.expires_at > now:
         row.expires_at = now + ttl  # renewed: the same epoch
     elif row.expires_at <= now:
