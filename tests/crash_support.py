@@ -17,7 +17,7 @@ import time
 
 from manager.registry.tables import Rollout
 
-from .daemon_support import start_daemon
+from .daemon_support import died_at, start_daemon
 from .rollout_support import World
 
 LEASE = "3"  # seconds: the endpoint lease and the scheduler's
@@ -61,13 +61,7 @@ def _wait_ready(process: subprocess.Popen[bytes]) -> None:
 
 def crash_and_recover(world: World, rollout_id: int, point: str, outcome: str) -> None:
     with world.traffic():
-        dying = _daemon(world, point)
-        try:
-            code = dying.wait(timeout=90)
-        finally:
-            if dying.poll() is None:
-                dying.kill()
-        assert code == 137, f"the daemon did not die at {point}: exit {code}, {dying.stderr.read()!r}"  # type: ignore[union-attr]
+        died_at(_daemon(world, point), point)
         survivor = _daemon(world)
         _wait_ready(survivor)
         try:

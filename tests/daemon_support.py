@@ -47,3 +47,14 @@ def start_daemon(
 def log_file(folder: Path, name: str) -> Any:
     """A file for a daemon's log (closed when the test's process exits)."""
     return open(folder / f"{name}.log", "wb")
+
+
+def died_at(process: subprocess.Popen[bytes], point: str) -> None:
+    """Wait for a daemon started with VARIANTCTL_CRASH_AT=`point` to die there (exit 137, as kill -9)."""
+    try:
+        code = process.wait(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = process.stderr.read() if process.stderr is not None else b""
+    assert code == 137, f"the daemon did not die at {point}: exit {code}, {stderr!r}"

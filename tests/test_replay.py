@@ -34,7 +34,7 @@ from manager.rollout.reconcile import Reconciler
 from manager.traffic import LabelWriter, Traffic
 
 from .conftest import Cli
-from .daemon_support import start_daemon
+from .daemon_support import died_at, start_daemon
 
 ENDPOINT = "fraud-prod"
 POLICY = """
@@ -313,13 +313,7 @@ def test_kill_9_during_a_replay_converges_with_no_pair_counted_twice(
         rollout_id = world.start(
             world.policy(requests=400).replace("maxRequestsPerSecond: 2000", "maxRequestsPerSecond: 400")
         )
-        dying = _daemon(world, tmp_path / "registry.db", point)
-        try:
-            code = dying.wait(timeout=90)
-        finally:
-            if dying.poll() is None:
-                dying.kill()
-        assert code == 137, f"the daemon did not die at {point}: exit {code}, {dying.stderr.read()!r}"  # type: ignore[union-attr]
+        died_at(_daemon(world, tmp_path / "registry.db", point), point)
         before, _ = _pairs(world, rollout_id)
         survivor = _daemon(world, tmp_path / "registry.db")
         try:

@@ -184,6 +184,12 @@ def wait_for(what: str, check: Any, timeout: float, logs: Path | None = None) ->
     return time.monotonic() - started
 
 
+def settled(url: str, daemons: int) -> bool:
+    """`daemons` daemons alive and one of them leading."""
+    now = status(url)
+    return now["leader"] is not None and sum(d["alive"] for d in now["daemons"]) == daemons
+
+
 def stop(processes: list[subprocess.Popen[bytes]]) -> list[int | None]:
     for process in processes:
         if process.poll() is None:
@@ -258,15 +264,7 @@ def test_three_daemons_work_thirty_rollouts_and_fire_each_retrain_once(
     with fleet(tmp_path, artifacts, 30) as world:
         daemons = [world.daemon(name) for name in ("daemon-a", "daemon-b", "daemon-c")]
         try:
-            wait_for(
-                "three daemons alive and a leader",
-                lambda: (
-                    (s := status(world.url))["leader"] is not None
-                    and sum(d["alive"] for d in s["daemons"]) == 3
-                ),
-                60,
-                tmp_path,
-            )
+            wait_for("three daemons alive and a leader", lambda: settled(world.url, 3), 60, tmp_path)
             since = datetime.now(UTC)
             rollouts = world.start()
             expected = {e: "promoted" if m == "churn" else "rolled_back" for e, m in world.candidates.items()}
@@ -312,15 +310,7 @@ def test_the_leader_killed_mid_rollout_its_endpoints_and_next_retrain_go_to_the_
         names = ("daemon-a", "daemon-b", "daemon-c")
         daemons = dict(zip(names, (world.daemon(name) for name in names), strict=True))
         try:
-            wait_for(
-                "three daemons alive and a leader",
-                lambda: (
-                    (s := status(world.url))["leader"] is not None
-                    and sum(d["alive"] for d in s["daemons"]) == 3
-                ),
-                60,
-                tmp_path,
-            )
+            wait_for("three daemons alive and a leader", lambda: settled(world.url, 3), 60, tmp_path)
             rollouts = world.start()
             expected = {e: "promoted" if m == "churn" else "rolled_back" for e, m in world.candidates.items()}
             with world.traffic():
