@@ -220,3 +220,28 @@ def test_real_subprocess_end_to_end(tmp_path: Path, artifact: Path) -> None:
     missing = call("models", "show", "ghost")
     assert missing.returncode == 2
     assert missing.stderr == "error: no model 'ghost' in the registry\n"
+
+
+def test_shell_completion_scripts_and_completions() -> None:
+    """The installed `variantctl` writes each shell's completion script, and completes subcommands
+    and option choices (click's completion, as the README sets it up)."""
+    import os
+    import shutil
+    import subprocess
+
+    exe = shutil.which("variantctl", path=str(Path(sys.executable).parent))
+    assert exe is not None
+
+    def ask(**env: str) -> str:
+        done = subprocess.run([exe], env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    for shell in ("bash", "zsh", "fish"):
+        assert "_VARIANTCTL_COMPLETE" in ask(_VARIANTCTL_COMPLETE=f"{shell}_source")
+    words = ask(_VARIANTCTL_COMPLETE="bash_complete", COMP_WORDS="variantctl rollout ", COMP_CWORD="2")
+    assert {"plain,start", "plain,pause", "plain,abort", "plain,watch"} <= set(words.split())
+    formats = ask(
+        _VARIANTCTL_COMPLETE="bash_complete", COMP_WORDS="variantctl daemon --log-format ", COMP_CWORD="3"
+    )
+    assert set(formats.split()) == {"plain,text", "plain,json"}
