@@ -21,8 +21,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import brentq
-from scipy.special import betaln
 
 from manager.stats.sequences import Interval, optimal_ratio
 
@@ -34,6 +32,8 @@ SIGN_PRIOR = 5.0
 
 def _log_mixture(p: float, k: int, m: int, a: float = 1.0) -> float:
     """log of the Beta(a, a)-mixture likelihood ratio against the chance p (0 < p < 1), after k of m."""
+    from scipy.special import betaln  # here, not at import: scipy costs a daemon or a command 0.4 s
+
     return float(betaln(a + k, a + m - k) - betaln(a, a) - k * math.log(p) - (m - k) * math.log1p(-p))
 
 
@@ -42,6 +42,8 @@ def binomial_sequence(k: int, m: int, alpha: float, prior: float = 1.0) -> tuple
     mixture's prior is Beta(prior, prior) (any fixed prior gives a valid sequence)."""
     if m <= 0:
         return 0.0, 1.0
+    from scipy.optimize import brentq
+
     level = math.log(1.0 / alpha)
     a = prior
 

@@ -17,14 +17,13 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from scipy.optimize import minimize_scalar
-
 from manager.samples import Arm
 
 
 @lru_cache(maxsize=64)
 def optimal_ratio(alpha: float) -> float:
     """The tau^2 / V that makes the width narrowest at V (it depends on alpha alone)."""
+    from scipy.optimize import minimize_scalar
 
     def width_sq(log_r: float) -> float:
         r = math.exp(log_r)

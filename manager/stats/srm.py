@@ -15,8 +15,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy.special import betaln
-
 ALPHA = 0.001
 CONCENTRATION = 3000.0
 
@@ -44,6 +42,8 @@ def log_evalue(candidate: float, total: float, p0: float, k: float = CONCENTRATI
     """log of the mixture likelihood ratio against share p0 after `candidate` of `total`."""
     if total <= 0 or not 0.0 < p0 < 1.0:
         return 0.0
+    from scipy.special import betaln  # here, not at import: scipy costs a daemon or a command 0.4 s
+
     x, y = candidate, total - candidate
     a, b = k * p0, k * (1.0 - p0)
     return float(betaln(a + x, b + y) - betaln(a, b) - x * math.log(p0) - y * math.log1p(-p0))
