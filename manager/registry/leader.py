@@ -128,11 +128,11 @@ def check(session: Session, instance: str, epoch: int | None, name: str = SCHEDU
     """Raise NotLeading unless `instance` holds the lease under `epoch`, unexpired by the database's
     clock. The row is share-locked, so a takeover waits for the caller's transaction to end: what the
     caller writes in it is written under this epoch or not at all."""
+    if epoch is None:
+        raise NotLeading("this daemon does not lead the scheduler")
     row = session.scalars(
         select(LeaderLease).where(LeaderLease.name == name).with_for_update(read=True)
     ).first()
-    if epoch is None:
-        raise NotLeading("this daemon does not lead the scheduler")
     if row is None or row.holder != instance or row.epoch != epoch:
         held = f"{row.holder} under epoch {row.epoch}" if row is not None else "nobody"
         raise NotLeading(f"the scheduler's lease is held by {held}, not by {instance} under epoch {epoch}")
