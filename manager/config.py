@@ -103,7 +103,9 @@ class DaemonTuning:
     - ingest_lookback: how long after its last write a file is still watched for appends, and files
       named before it are still looked for; older ones are forgotten;
     - endpoint_lease: how long a daemon's lease on an endpoint lasts (renewed at half-life by its
-      ticks): with several daemons, how soon a dead one's endpoints pass to the others.
+      ticks): with several daemons, how soon a dead one's endpoints pass to the others;
+    - webhook_retry: the wait before a failed webhook delivery's first retry (it doubles each time, up
+      to 10 minutes; after `WEBHOOK_ATTEMPTS` attempts the delivery is marked failed, kept and listed).
     """
 
     metrics_lag: timedelta = timedelta(seconds=180)
@@ -111,6 +113,7 @@ class DaemonTuning:
     capture_settle: timedelta = timedelta(seconds=7200)
     ingest_lookback: timedelta = timedelta(days=2)
     endpoint_lease: timedelta = timedelta(seconds=60)
+    webhook_retry: timedelta = timedelta(seconds=2)
 
     @classmethod
     def from_env(cls) -> DaemonTuning:
@@ -120,6 +123,7 @@ class DaemonTuning:
             capture_settle=timedelta(seconds=_seconds("VARIANTCTL_CAPTURE_SETTLE_SECONDS", 7200)),
             ingest_lookback=timedelta(seconds=_seconds("VARIANTCTL_INGEST_LOOKBACK_SECONDS", 172800)),
             endpoint_lease=timedelta(seconds=_seconds("VARIANTCTL_ENDPOINT_LEASE_SECONDS", 60)),
+            webhook_retry=timedelta(seconds=_seconds("VARIANTCTL_WEBHOOK_RETRY_SECONDS", 2)),
         )
 
 

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from manager import audit, windows
 from manager.db import Database
@@ -125,6 +125,7 @@ class Runtime:
     instance: str = ""  # this daemon, as the registry's leases and scheduled runs name it
     shared: bool = False  # one of several daemons (PostgreSQL): scheduled jobs are fenced by `epoch`
     epoch: int | None = None  # the scheduler lease's epoch while this daemon leads
+    webhook_retry: timedelta = timedelta(seconds=2)  # the first wait before a failed delivery is retried
 
 
 def fence(url: str, session: Any) -> None:
@@ -166,7 +167,9 @@ def build_runtime(url: str, owner: str) -> Runtime:
 
     tuning = DaemonTuning.from_env()
     database = Database(url)
-    platform = SageMakerPlatform.connect()
+    from manager.telemetry import TimedPlatform
+
+    platform = cast(SageMakerPlatform, TimedPlatform(SageMakerPlatform.connect()))
     metrics = CloudWatchSource(
         boto3.client("cloudwatch", config=RETRIES), lag=tuning.metrics_lag, period=tuning.metrics_period
     )
@@ -181,11 +184,17 @@ def build_runtime(url: str, owner: str) -> Runtime:
             database, s3_client=s3, settle=tuning.capture_settle, lookback=tuning.ingest_lookback
         ),
         replayer=Replayer(database, platform, s3_client=s3, owner=owner),
+        webhook_retry=tuning.webhook_retry,
     )
 
 
 def reconcile_job(url: str) -> None:
-    for outcome in _RUNTIMES[url].reconciler.tick():
+    from manager import telemetry
+
+    with telemetry.TICK_SECONDS.time():
+        outcomes = _RUNTIMES[url].reconciler.tick()
+    for outcome in outcomes:
+        telemetry.TICK_RESULTS.labels(outcome.did).inc()
         if outcome.did not in ("wait", "skip"):
             log.info(
                 "rollout %s on %s: %s %s",
@@ -202,6 +211,22 @@ def reconcile_job(url: str) -> None:
                     }
                 },
             )
+
+
+def webhook_job(url: str) -> None:
+    """Event deliveries and gate calls (`manager.webhooks.worker`), apart from the reconcile tick."""
+    from manager.webhooks import worker
+
+    runtime = _RUNTIMES[url]
+    done = worker.run(runtime.database, runtime.webhook_retry)
+    if done.delivered or done.failed or done.gates:
+        log.info(
+            "webhooks: %d delivered, %d failed attempts, %d gate calls",
+            done.delivered,
+            done.failed,
+            done.gates,
+            extra={"fields": {"delivered": done.delivered, "failed": done.failed, "gates": done.gates}},
+        )
 
 
 def replay_job(url: str, budget: float = 20.0) -> None:
@@ -934,6 +959,8 @@ def _place_jobs(
         fixed.update(own_jobs(url, tick, ingest_every))
     if policies_dir is not None:
         fixed["triggers"] = ("manager.daemon:trigger_job", max(tick, 30.0), [url, str(policies_dir)])
+    # Deliveries and gate calls: on the leader alone, so that two daemons do not send each one twice.
+    fixed["webhooks"] = ("manager.daemon:webhook_job", min(max(tick, 0.2), 5.0), [url])
     if digests is not None:
         fixed["digest"] = (
             "manager.daemon:digest_job",

@@ -4,10 +4,11 @@ about the verdict. YAML, validated by pydantic; every error comes back with its 
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -270,6 +271,79 @@ class Trigger(Spec):
         return self
 
 
+# What an event webhook can be told of (the history's rollout events, grouped as operators think of
+# them); `webhooks.events` maps each history action to one.
+WebhookEvent = Literal[
+    "started",
+    "step_changed",
+    "paused",
+    "resumed",
+    "promoting",
+    "promoted",
+    "rolling_back",
+    "rolled_back",
+    "aborted",
+    "failed",
+    "sample_ratio_mismatch",
+    "data_problem",
+    "gate",
+]
+WEBHOOK_EVENTS: tuple[str, ...] = get_args(WebhookEvent)
+GateType = Literal["confirm-rollout", "pre-rollout", "confirm-promotion"]
+HOOK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class Webhook(Spec):
+    """An event webhook (told of what happens, never waited for) or a gate with Flagger's semantics:
+    `confirm-rollout` before the candidate is deployed, `pre-rollout` before it gets live traffic,
+    `confirm-promotion` before an analysis promotes it. A gate is asked every `every` until it answers
+    2xx; after `deadline` the rollout applies `onDeadline` (abort: it ends on the baseline)."""
+
+    name: str
+    type: Literal["event", "confirm-rollout", "pre-rollout", "confirm-promotion"] = "event"
+    url: str
+    format: Literal["json", "slack"] = "json"
+    events: list[WebhookEvent] = Field(default_factory=list, max_length=len(WEBHOOK_EVENTS))
+    secret_env: str | None = Field(None, alias="secretEnv", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    secret_file: str | None = Field(None, alias="secretFile", max_length=4096)
+    timeout: Duration = "5s"
+    every: Duration = "30s"
+    deadline: Duration = "1h"
+    on_deadline: Literal["abort", "proceed"] = Field("abort", alias="onDeadline")
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not HOOK_NAME.match(value):
+            raise ValueError("1-63 letters, digits, '-', '_' or '.', starting with a letter or digit")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > 2048:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_type(self) -> Webhook:
+        if self.secret_env and self.secret_file:
+            raise ValueError("give `secretEnv` or `secretFile`, not both")
+        if self.type != "event" and (self.format != "json" or self.events):
+            raise ValueError(f"a {self.type} gate is called with JSON; `format` and `events` are for events")
+        if parse_duration(self.timeout) > timedelta(minutes=5):
+            raise ValueError("`timeout` is at most 5m: a call never holds the daemon longer")
+        return self
+
+    @property
+    def gate(self) -> bool:
+        return self.type != "event"
+
+
 class RolloutPolicy(Spec):
     name: str
     target: Target
@@ -284,6 +358,7 @@ class RolloutPolicy(Spec):
     # a measured outcome), so replayed requests may judge the primary metric. Not for recommendations,
     # pricing or anything that changes what the user does: there replay only smoke-tests.
     labels_independent_of_serving: bool = Field(False, alias="labelsIndependentOfServing")
+    webhooks: list[Webhook] = Field(default_factory=list, max_length=50)
 
     @model_validator(mode="after")
     def _steps(self) -> RolloutPolicy:
@@ -302,6 +377,9 @@ class RolloutPolicy(Spec):
         names = [m.name for m in self.metrics]
         if len(set(names)) != len(names):
             raise ValueError("metric names must differ")
+        hooks = [w.name for w in self.webhooks]
+        if len(set(hooks)) != len(hooks):
+            raise ValueError("webhook names must differ")
         if any(m.source == "quality" for m in self.metrics) and not (
             self.target.capture_destination and self.target.ground_truth
         ):

@@ -27,6 +27,7 @@ from manager.cli.schema import db_group
 from manager.cli.simulate import simulate
 from manager.cli.traffic import traffic
 from manager.cli.train import train
+from manager.cli.webhooks import webhooks_group
 from manager.errors import UserError
 
 EXIT_FAILURE = 1
@@ -179,6 +180,7 @@ cli.add_command(daemon)
 cli.add_command(demo)
 cli.add_command(simulate)
 cli.add_command(traffic)
+cli.add_command(webhooks_group)
 
 
 def main() -> None:

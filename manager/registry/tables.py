@@ -448,3 +448,79 @@ class ScheduledRun(Base):
     instance: Mapped[str] = mapped_column(String(128))  # the daemon that ran it
     epoch: Mapped[int | None]  # the scheduler lease's epoch it ran under (None: a lone daemon)
     started_at: Mapped[datetime]
+
+
+DELIVERY_STATES = ("pending", "delivered", "failed")
+
+
+class WebhookTarget(Base):
+    """A registry-wide event webhook, told of every rollout's events besides each policy's own
+    (`variantctl webhooks add`)."""
+
+    __tablename__ = "webhook_targets"
+
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    spec: Mapped[dict[str, Any]]  # the policy's webhook schema, as JSON
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook, kept until delivered and after: sent at least once, under an
+    idempotency key (`key`) the receiver deduplicates on; retried with exponential backoff."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint(_in("state", DELIVERY_STATES), name="state"),
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    hook: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    source: Mapped[str] = mapped_column(String(16))  # "policy" or "registry"
+    url: Mapped[str] = mapped_column(String(2048))
+    format: Mapped[str] = mapped_column(String(8))
+    secret_env: Mapped[str | None] = mapped_column(String(128))
+    secret_file: Mapped[str | None] = mapped_column(String(4096))
+    timeout: Mapped[float] = mapped_column(Float)
+    event_seq: Mapped[int] = mapped_column(index=True)
+    rollout_id: Mapped[int | None] = mapped_column(index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    last_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+
+
+class WebhookCursor(Base):
+    """How far into the history the webhooks have been fanned out (the highest seq read)."""
+
+    __tablename__ = "webhook_cursor"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int]
+
+
+class GateCheck(Base):
+    """A rollout's gate (a `confirm-rollout`, `pre-rollout` or `confirm-promotion` webhook): when the
+    rollout reached it, how often it was asked and what it last answered, and how it ended."""
+
+    __tablename__ = "gate_checks"
+
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True)
+    gate: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    opened_at: Mapped[datetime]
+    deadline_at: Mapped[datetime]
+    next_call_at: Mapped[datetime] = mapped_column(index=True)
+    calls: Mapped[int] = mapped_column(default=0)
+    last_called_at: Mapped[datetime | None]
+    last_status: Mapped[int | None]
+    last_answer: Mapped[str | None] = mapped_column(Text)
+    passed_at: Mapped[datetime | None]
+    expired_at: Mapped[datetime | None]

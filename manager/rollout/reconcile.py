@@ -31,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from manager import policy as policies
+from manager import telemetry
 from manager.clock import parse_duration, utcnow
 from manager.crashpoints import crash_point
 from manager.db import Database, insert_for
@@ -48,7 +49,7 @@ from manager.platforms.base import (
 from manager.registry import endpoints, observations, pairs
 from manager.registry.rollouts import record_event
 from manager.registry.tables import DaemonInstance, EndpointLease, ModelVersion, Rollout
-from manager.rollout import configs, records, snapshot
+from manager.rollout import configs, gates, records, snapshot
 from manager.rollout.decide import Decision, decide
 from manager.rollout.pending import PendingChange
 from manager.rollout.snapshot import Snapshot
@@ -84,6 +85,7 @@ class Look:
     now: datetime
     variants: tuple[str, str]  # (baseline, candidate)
     epoch: int = 0  # of the endpoint lease this tick acts under (0: not known, checked by owner alone)
+    weight: float = 0.0  # the candidate's percent in force when the tick began
 
     @property
     def target(self) -> policies.Target:
@@ -306,7 +308,7 @@ class Reconciler:
             raise PlatformError(f"endpoint {snap.endpoint} does not exist on the platform")
         if renewed or state.status != snap.endpoint_status:
             self._observed(state, now)
-        look = Look(snap.id, policy, state, now, snap.variants, epoch)
+        look = Look(snap.id, policy, state, now, snap.variants, epoch, snap.weight)
         if snap.state == "pending":
             return self._deploy(look)
         if snap.pending is not None and snap.pending.finishing:
@@ -436,12 +438,21 @@ class Reconciler:
             rollout = _row(session, look.rollout_id)
             pending = PendingChange.from_json(rollout.pending)
             if rollout.intent == "abort" and pending is None:
-                rollout.state, rollout.outcome, rollout.finished_at = "aborted", "aborted", now
-                rollout.reason = f"aborted before deployment: {rollout.intent_reason or 'no reason given'}"
-                record_event(session, rollout, self.actor, "rollout.aborted", rollout.reason, {}, now)
-                return look.result("aborted")
-            # Once the deployment was asked for, the way out is back to the baseline alone.
-            stop = _abort_reason(rollout) or _overdue(look, rollout, "the candidate was not deployed")
+                return _aborted_undeployed(
+                    session, look, rollout, rollout.intent_reason or "no reason given", self.actor
+                )
+            gated = False
+            if pending is None:  # nothing deployed yet: `confirm-rollout` gates hold it here
+                gate = gates.hold(session, rollout, look.policy, ("confirm-rollout",), self.actor, now)
+                if gate.verdict == "abort":
+                    return _aborted_undeployed(session, look, rollout, gate.reason, self.actor)
+                if gate.verdict == "wait":
+                    return look.result("wait", gate.reason)
+                gated = any(w.type == "confirm-rollout" for w in look.policy.webhooks)
+            # Once the deployment was asked for, the way out is back to the baseline alone (the progress
+            # deadline counts from then, not from a wait at a gate).
+            overdue = None if gated else _overdue(look, rollout, "the candidate was not deployed")
+            stop = _abort_reason(rollout) or overdue
             if stop is not None:
                 records.decision(session, rollout, target, stop, self.actor, now)
                 return look.result("rollback", stop.reason)
@@ -534,9 +545,20 @@ class Reconciler:
     def _apply(self, look: Look, decision: Decision) -> TickResult:
         if decision.action == "wait":
             return look.result("wait", decision.reason)
+        kinds = gates.kinds_for(decision, look.weight)
+        if any(w.type in kinds for w in look.policy.webhooks):
+            with self._write(look) as session:
+                gate = gates.hold(
+                    session, _row(session, look.rollout_id), look.policy, kinds, self.actor, look.now
+                )
+            if gate.verdict == "wait":
+                return look.result("wait", gate.reason)
+            if gate.verdict == "abort":
+                decision = Decision("rollback", gate.reason, {"gate": list(kinds), "held": decision.action})
         with self._write(look) as session:
             rollout = _row(session, look.rollout_id)
             pending = records.decision(session, rollout, look.target, decision, self.actor, look.now)
+        telemetry.DECISIONS.labels(decision.action).inc()
         crash_point(f"{decision.action}-intent")
         if pending is not None and pending.op == "set_weight":
             assert pending.weight is not None
@@ -635,6 +657,14 @@ def _row(session: Session, rollout_id: int) -> Rollout:
     rollout = session.get(Rollout, rollout_id)
     assert rollout is not None, f"rollout {rollout_id} vanished"
     return rollout
+
+
+def _aborted_undeployed(session: Session, look: Look, rollout: Rollout, why: str, actor: str) -> TickResult:
+    """The rollout ends before anything was deployed: nothing to undo on the endpoint."""
+    rollout.state, rollout.outcome, rollout.finished_at = "aborted", "aborted", look.now
+    rollout.reason = f"aborted before deployment: {why}"
+    record_event(session, rollout, actor, "rollout.aborted", rollout.reason, {}, look.now)
+    return look.result("aborted", why)
 
 
 def _abort_reason(rollout: Rollout) -> Decision | None:

@@ -1,0 +1,112 @@
+"""Which history events a webhook is told of, and the body it gets. Pure: no I/O.
+
+The body is fixed when the event is fanned out and sent byte for byte on every attempt, so that its
+signature and its idempotency key (`id`) stay the same across retries."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from manager.clock import format_instant
+from manager.rollout.decide import SRM_REASON
+
+# A history action -> the event kind webhooks subscribe to (policy.WebhookEvent).
+KINDS = {
+    "rollout.start": "started",
+    "rollout.deployed": "step_changed",
+    "rollout.advance": "step_changed",
+    "rollout.phase": "step_changed",
+    "rollout.shadowing": "step_changed",
+    "rollout.shadow_ended": "step_changed",
+    "rollout.pause": "paused",
+    "rollout.paused_on_errors": "paused",
+    "rollout.resume": "resumed",
+    "rollout.promote": "promoting",
+    "rollout.promoted": "promoted",
+    "rollout.rollback": "rolling_back",
+    "rollout.rolled_back": "rolled_back",
+    "rollout.aborted": "aborted",
+    "rollout.failed": "failed",
+    "rollout.failing": "failed",
+    "rollout.replay_refused": "data_problem",
+    "gate.opened": "gate",
+    "gate.answered": "gate",
+    "gate.deadline": "gate",
+}
+ICONS = {
+    "started": ":rocket:",
+    "step_changed": ":arrow_forward:",
+    "paused": ":double_vertical_bar:",
+    "resumed": ":arrow_forward:",
+    "promoting": ":hourglass:",
+    "promoted": ":white_check_mark:",
+    "rolling_back": ":hourglass:",
+    "rolled_back": ":leftwards_arrow_with_hook:",
+    "aborted": ":no_entry:",
+    "failed": ":x:",
+    "sample_ratio_mismatch": ":warning:",
+    "data_problem": ":warning:",
+    "gate": ":construction:",
+}
+
+
+def kind_of(action: str, reason: str | None) -> str | None:
+    """The kind of event a history action is to webhooks; None for one they are not told of."""
+    kind = KINDS.get(action)
+    if kind in ("paused", "rolling_back") and (reason or "").startswith(SRM_REASON):
+        return "sample_ratio_mismatch"
+    return kind
+
+
+def body(event: Any, kind: str, key: str, rollout: dict[str, Any] | None) -> dict[str, Any]:
+    """The JSON body of one event: what happened, to which rollout and endpoint, the decision and the
+    evidence the history holds for it, and the event's place in the chain (seq, hash)."""
+    payload = json.loads(event.payload)
+    snapshot = payload.pop("rollout", None)
+    out: dict[str, Any] = {
+        "id": key,
+        "kind": kind,
+        "event": {
+            "seq": event.seq,
+            "at": format_instant(event.at),
+            "actor": event.actor,
+            "action": event.action,
+            "subject": f"{event.subject_type}/{event.subject_id}",
+            "reason": event.reason,
+            "hash": event.hash,
+        },
+        "rollout": None if rollout is None else {**rollout, **(snapshot or {})},
+        "endpoint": None if rollout is None else rollout["endpoint"],
+        "decision": {"action": event.action, "reason": event.reason, "evidence": payload},
+    }
+    out["text"] = line(out)
+    return out
+
+
+def line(body: dict[str, Any]) -> str:
+    """One readable line: what happened to which rollout, and why."""
+    r = body["rollout"] or {}
+    what = body["kind"].replace("_", " ")
+    where = f"rollout {r.get('id')} on {r.get('endpoint')}" if r else body["event"]["subject"]
+    models = f" ({r['candidate']} beside {r['baseline']})" if r.get("candidate") else ""
+    reason = body["event"]["reason"]
+    return f"{where}{models}: {what}" + (f": {reason}" if reason else "")
+
+
+def slack(body: dict[str, Any]) -> dict[str, Any]:
+    """Slack's incoming-webhook JSON: the line, and the event's seq, time and actor beneath it."""
+    text = f"{ICONS.get(body['kind'], '')} {body['text']}".strip()
+    e = body["event"]
+    return {
+        "text": text,
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+            {
+                "type": "context",
+                "elements": [
+                    {"type": "mrkdwn", "text": f"seq {e['seq']} · {e['at']} · {e['actor']} · `{e['action']}`"}
+                ],
+            },
+        ],
+    }
