@@ -84,3 +84,13 @@ class Pacer:
                 return None
             self._next = slot + self.interval
             return slot
+
+
+def instant_range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    """`--since` and `--until` as instants (each optional; durations count back from one `now`)."""
+    now = utcnow()
+    start = parse_instant(since, now) if since else None
+    end = parse_instant(until, now) if until else None
+    if start and end and start >= end:
+        raise UserError(f"--since ({since}) must be before --until ({until})")
+    return start, end

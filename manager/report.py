@@ -30,6 +30,7 @@ from manager import policy as policies
 from manager.clock import format_instant
 from manager.registry import observations, rollouts
 from manager.registry.tables import Observation, RolloutPhase
+from manager.registry.vocabulary import is_final
 from manager.rollout.decide import judge
 from manager.samples import PhaseData
 
@@ -60,7 +61,7 @@ def build(session: Session, rollout_id: int) -> dict[str, Any]:
             "check": rollouts.policy_problems(session, rollout_id)
             or ["the text matches its hash and the history"],
         },
-        "steps": _steps(policy, own),
+        "steps": _steps(policy, own, view.step, view.state),
         "phases": [
             {"phase": p.phase, "started_at": p.started_at, "ended_at": p.ended_at, "weights": p.weights}
             for p in phases
@@ -94,9 +95,10 @@ def _event(row: Any, with_payload: bool) -> dict[str, Any]:
     return out
 
 
-def _steps(policy: policies.RolloutPolicy, own: list[Any]) -> list[dict[str, Any]]:
+def _steps(policy: policies.RolloutPolicy, own: list[Any], step: int, state: str) -> list[dict[str, Any]]:
     """The plan, each step with when the rollout reached and left it (from the events' record of
-    the rollout) and the candidate's weight while it was there."""
+    the rollout), the candidate's weight while it was there, and where the rollout stands: done,
+    current, next (or not reached, once it has ended)."""
     plan = policies.describe_plan(policy)
     reached: dict[int, datetime] = {}
     left: dict[int, datetime] = {}
@@ -114,8 +116,22 @@ def _steps(policy: policies.RolloutPolicy, own: list[Any]) -> list[dict[str, Any
         current = step
         if snap["state"] in ("promoted", "rolled_back", "aborted", "failed") and step in reached:
             left.setdefault(step, event.at)
+
+    def where(i: int) -> str:
+        if is_final(state):
+            return "done" if i in reached else "not reached"
+        if state == "pending" or i > step:
+            return "next"
+        return "done" if i < step else "current"
+
     return [
-        {**row, "reached_at": reached.get(i), "left_at": left.get(i), "weight": weights.get(i)}
+        {
+            **row,
+            "state": where(i),
+            "reached_at": reached.get(i),
+            "left_at": left.get(i),
+            "weight": weights.get(i),
+        }
         for i, row in enumerate(plan)
     ]
 
@@ -253,6 +269,10 @@ def _asset(name: str) -> str:
     return resources.files("manager.web").joinpath("vendor", name).read_text(encoding="utf-8")
 
 
+def _static(name: str) -> str:
+    return resources.files("manager.web").joinpath("static", name).read_text(encoding="utf-8")
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return format_instant(value)
@@ -269,15 +289,15 @@ def to_json(report: dict[str, Any]) -> str:
     return json.dumps(_plain(report), indent=2, ensure_ascii=False, allow_nan=False)
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows
+        "<tr>" + "".join(f"<td>{html.escape(cell(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     if value is None:
         return "–"
     if isinstance(value, datetime):
@@ -289,7 +309,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def render_html(report: dict[str, Any]) -> str:
+def sections(report: dict[str, Any]) -> str:
+    """The report's sections as HTML, charts left as empty elements that `charts.js` fills from the
+    report's data (the same for `rollout report`'s page and the dashboard's live rollout page)."""
     r = report["rollout"]
     title = f"rollout {r['rollout']} on {r['endpoint']}: {r['state']}"
     decision = report["decision"]
@@ -299,14 +321,13 @@ def render_html(report: dict[str, Any]) -> str:
         else (
             f"<p class='decision'><b>{html.escape(decision['action'])}</b> "
             f"by {html.escape(decision['actor'])} "
-            f"at {html.escape(_cell(decision['at']))}: {html.escape(decision['reason'] or '')} "
+            f"at {html.escape(cell(decision['at']))}: {html.escape(decision['reason'] or '')} "
             f"(seq {decision['seq']}, hash <code>{decision['hash']}</code>)</p>"
             f"<details><summary>The exact numbers behind it</summary><pre>"
             f"{html.escape(json.dumps(_plain(decision['payload']), indent=2, sort_keys=True))}"
             "</pre></details>"
         )
     )
-    data = json.dumps(_plain(report), ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
     metric_blocks = "".join(
         f"<section class='metric' id='metric-{i}'><h3>{html.escape(m['metric'])} "
         f"<small>({html.escape(m['role'])}, {html.escape(m['kind'])}, {html.escape(m['test'])}"
@@ -315,91 +336,55 @@ def render_html(report: dict[str, Any]) -> str:
         f"{'' if m['points'] else '<p>No observations.</p>'}</section>"
         for i, m in enumerate(report["metrics"])
     )
+    return f"""<h1>{html.escape(title)}</h1>
+<p>{html.escape(r["candidate"])} (variant {html.escape(r["candidate_variant"])})
+against {html.escape(r["baseline"])} (variant {html.escape(r["baseline_variant"])});
+started by {html.escape(str(r.get("started_by")))} at
+{html.escape(cell(r["created_at"]))}; finished {html.escape(cell(r["finished_at"]))}.</p>
+<p class="why">{html.escape(r.get("reason") or "")}</p>
+<h2>Decision</h2>{decided}
+<h2>Steps</h2>{table(report["steps"], ["step", "state", "what", "until", "weight", "reached_at", "left_at"])}
+<h2>Weights over time</h2><div class="chart" id="weights"></div>
+{table(report["phases"], ["phase", "started_at", "ended_at", "weights"])}
+<h2>Metrics over time</h2>
+<p>Each metric judged at the end of every observation window on what had been observed by then, as the
+daemon judges it: the confidence sequence on the candidate's improvement against the margin, or the
+error e-value against its threshold, and the samples per arm.</p>{metric_blocks}
+<h2>Operator actions</h2>{table(report["operator_actions"], ["seq", "at", "actor", "action", "reason"])}
+<h2>Policy</h2><p>{html.escape(report["policy"]["name"])}, sha256 <code>{report["policy"]["hash"]}</code>:
+{html.escape("; ".join(report["policy"]["check"]))}</p><pre>{html.escape(report["policy"]["text"])}</pre>
+<h2>History</h2><p>{html.escape(report["chain"]["how_to_check"])}.</p>
+{table(report["events"], ["seq", "at", "actor", "action", "subject", "reason", "hash"])}"""
+
+
+def data_json(report: dict[str, Any]) -> str:
+    """The report as JSON that is safe inside a <script> element."""
+    return json.dumps(_plain(report), ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+
+
+STYLE = """
+body{font:14px system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}th{background:#f3f3f3}
+code,pre{font-size:12px}pre{background:#f7f7f7;padding:.7em;overflow:auto}
+.decision{font-size:16px}.chart{margin:.5em 0}small{color:#666;font-weight:normal}
+"""
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """One self-contained page: uPlot and the data inlined, and no request allowed (CSP)."""
+    r = report["rollout"]
+    title = f"rollout {r['rollout']} on {r['endpoint']}: {r['state']}"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy"
  content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:">
 <title>{html.escape(title)}</title>
-<style>{_asset("uPlot.min.css")}
-body{{font:14px system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}}
-table{{border-collapse:collapse;margin:.5em 0 1.5em}}
-td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}}th{{background:#f3f3f3}}
-code,pre{{font-size:12px}}pre{{background:#f7f7f7;padding:.7em;overflow:auto}}
-.decision{{font-size:16px}}.chart{{margin:.5em 0}}small{{color:#666;font-weight:normal}}
-</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p>{html.escape(r["candidate"])} (variant {html.escape(r["candidate_variant"])})
-against {html.escape(r["baseline"])} (variant {html.escape(r["baseline_variant"])});
-started by {html.escape(str(r.get("started_by")))} at
-{html.escape(_cell(r["created_at"]))}; finished {html.escape(_cell(r["finished_at"]))}.</p>
-<h2>Decision</h2>{decided}
-<h2>Steps</h2>{_table(report["steps"], ["step", "what", "until", "weight", "reached_at", "left_at"])}
-<h2>Weights over time</h2><div class="chart" id="weights"></div>
-{_table(report["phases"], ["phase", "started_at", "ended_at", "weights"])}
-<h2>Metrics over time</h2>
-<p>Each metric judged at the end of every observation window on what had been observed by then, as the
-daemon judges it: the confidence sequence on the candidate's improvement against the margin, or the
-error e-value against its threshold, and the samples per arm.</p>{metric_blocks}
-<h2>Operator actions</h2>{_table(report["operator_actions"], ["seq", "at", "actor", "action", "reason"])}
-<h2>Policy</h2><p>{html.escape(report["policy"]["name"])}, sha256 <code>{report["policy"]["hash"]}</code>:
-{html.escape("; ".join(report["policy"]["check"]))}</p><pre>{html.escape(report["policy"]["text"])}</pre>
-<h2>History</h2><p>{html.escape(report["chain"]["how_to_check"])}.</p>
-{_table(report["events"], ["seq", "at", "actor", "action", "subject", "reason", "hash"])}
-<script id="report-data" type="application/json">{data}</script>
+<style>{_asset("uPlot.min.css")}{STYLE}</style></head><body>
+{sections(report)}
+<script id="report-data" type="application/json">{data_json(report)}</script>
 <script>{_asset("uPlot.iife.min.js")}</script>
-<script>{_CHARTS}</script>
+<script>{_static("charts.js")}</script>
+<script>window.drawReport(JSON.parse(document.getElementById("report-data").textContent));</script>
 </body></html>
-"""
-
-
-# Builds the charts from the embedded data; `window.reportCharts` lists each chart and its point count.
-_CHARTS = r"""
-(function () {
-  const report = JSON.parse(document.getElementById("report-data").textContent);
-  const t = (iso) => Date.parse(iso) / 1000;
-  const width = Math.min(1000, document.body.clientWidth || 1000);
-  window.reportCharts = [];
-  function chart(id, title, labels, xs, columns, extra) {
-    const el = document.getElementById(id);
-    if (!el || xs.length === 0) return;
-    const series = [{}].concat(labels.map((label, i) => Object.assign(
-      {label: label, stroke: ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"][i % 5], width: 2},
-      (extra || {})[label] || {})));
-    const plot = new uPlot({title: title, width: width, height: 260, series: series,
-      scales: {x: {time: true}}}, [xs].concat(columns), el);
-    window.reportCharts.push({id: id, title: title, points: xs.length, series: labels});
-    return plot;
-  }
-  const phases = report.phases;
-  if (phases.length) {
-    const xs = [], cand = [];
-    const variant = report.rollout.candidate_variant;
-    phases.forEach((p) => {
-      xs.push(t(p.started_at)); cand.push(p.weights[variant] ?? 0);
-      xs.push(t(p.ended_at || p.started_at)); cand.push(p.weights[variant] ?? 0);
-    });
-    chart("weights", "candidate weight (%)", ["candidate %"], xs, [cand]);
-  }
-  report.metrics.forEach((m, i) => {
-    const pts = m.points;
-    if (!pts.length) return;
-    const xs = pts.map((p) => t(p.at));
-    if (m.kind === "errors") {
-      chart("stat-" + i, m.metric + ": error e-value against its threshold", ["e-value", "threshold"], xs,
-        [pts.map((p) => p.e_value), pts.map((p) => p.threshold)], {threshold: {dash: [6, 4]}});
-      chart("samples-" + i, m.metric + ": requests per arm", ["baseline", "candidate"], xs,
-        [pts.map((p) => p.baseline_requests), pts.map((p) => p.candidate_requests)]);
-    } else {
-      const low = pts.map((p) => p.improvement_low ?? null);
-      const high = pts.map((p) => p.improvement_high ?? null);
-      const margin = pts.map((p) => (p.margin == null ? null : -p.margin));
-      chart("stat-" + i, m.metric + ": confidence sequence on the improvement, against -margin",
-        ["lower bound", "upper bound", "estimate", "-margin"], xs,
-        [low, high, pts.map((p) => p.improvement_estimate ?? null), margin], {"-margin": {dash: [6, 4]}});
-      chart("samples-" + i, m.metric + ": samples per arm", ["baseline", "candidate"], xs,
-        [pts.map((p) => p.baseline_n ?? 0), pts.map((p) => p.candidate_n ?? 0)]);
-    }
-  });
-  document.body.setAttribute("data-charts", String(window.reportCharts.length));
-})();
 """

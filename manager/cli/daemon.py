@@ -23,6 +23,17 @@ from manager.cli.render import emit, emit_record, output_option
     type=click.Path(path_type=Path, file_okay=False),
     help="a directory of policies whose cron triggers retrain and roll out",
 )
+@click.option(
+    "--http",
+    "http_address",
+    metavar="HOST:PORT",
+    help="also serve the dashboard and /metrics there (e.g. 127.0.0.1:8080)",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="with --http: operators' `NAME TOKEN` lines, who may act from the dashboard",
+)
 @click.option("--once", is_flag=True, help="one ingestion and one tick, then exit")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option(
@@ -63,6 +74,8 @@ def daemon(
     signing_key: Path | None,
     instance_id: str | None,
     lease_ttl: float,
+    http_address: str | None,
+    token_file: Path | None,
 ) -> None:
     """Reconcile rollouts, ingest ground truth, run scheduled retrains and sign the history until SIGTERM.
 
@@ -86,6 +99,16 @@ def daemon(
     app.database()  # refuse a missing or old registry
     if instance_id is not None and not 0 < len(instance_id) <= 128:
         raise click.BadParameter("give 1-128 characters", param_hint="--instance-id")
+    if token_file is not None and http_address is None:
+        raise click.BadParameter("serves no dashboard without --http", param_hint="--token-file")
+    if http_address is not None and not once:
+        from manager.web import auth, serve
+
+        if token_file is not None:
+            auth.read_tokens(token_file)  # a bad file is refused before anything starts
+        host, port = serve.parse_address(http_address)
+        serve.start_in_thread(app.settings.db_url, host, port, token_file)
+        click.echo(f"dashboard and /metrics on http://{host}:{port}/", err=True)
     runner.run(app.settings.db_url, tick, ingest_every, policies_dir, once, schedule, instance_id, lease_ttl)
 
 

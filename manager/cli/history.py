@@ -69,8 +69,9 @@ def history(
     if ctx.invoked_subcommand is not None:
         return
     from manager import audit
+    from manager.clock import instant_range
 
-    start, end = _time_range(since, until)
+    start, end = instant_range(since, until)
     flt = audit.HistoryFilter(
         endpoint=endpoint,
         rollout=rollout,
@@ -91,19 +92,6 @@ def history(
                 f"showing the newest {len(rows)} of {total} matching events; --limit N, or -o csv for all",
                 err=True,
             )
-
-
-def _time_range(since: str | None, until: str | None) -> tuple[Any, Any]:
-    """`--since` and `--until` as instants (each optional; durations count back from one `now`)."""
-    from manager.clock import parse_instant, utcnow
-    from manager.errors import UserError
-
-    now = utcnow()
-    start = parse_instant(since, now) if since else None
-    end = parse_instant(until, now) if until else None
-    if start and end and start >= end:
-        raise UserError(f"--since ({since}) must be before --until ({until})")
-    return start, end
 
 
 @history.command("show")
@@ -305,9 +293,10 @@ def _verify_export(path: Path, kept: Any, good: list[Any], wanted: set[int]) -> 
 def export(app: AppContext, since: str | None, until: str | None, fmt: str, target: Path) -> None:
     """Write a contiguous range of events with their hashes, for `audit verify --file` anywhere."""
     from manager import exports
+    from manager.clock import instant_range
     from manager.errors import UserError
 
-    start, end = _time_range(since, until)
+    start, end = instant_range(since, until)
     with app.database().read() as session:
         span = exports.seq_range(session, start, end)
         if span is None:

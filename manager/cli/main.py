@@ -16,6 +16,7 @@ import click
 from manager import __version__
 from manager.cli.context import AppContext
 from manager.cli.daemon import daemon
+from manager.cli.dashboard import dashboard
 from manager.cli.demo import demo
 from manager.cli.endpoints import endpoints_group
 from manager.cli.history import audit_group, history
@@ -177,6 +178,7 @@ cli.add_command(train)
 cli.add_command(policy_group)
 cli.add_command(rollout_group)
 cli.add_command(daemon)
+cli.add_command(dashboard)
 cli.add_command(demo)
 cli.add_command(simulate)
 cli.add_command(traffic)

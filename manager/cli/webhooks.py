@@ -71,7 +71,13 @@ def add(
     from manager.errors import UserError
     from manager.webhooks import deliveries
 
-    fields = {"name": name, "url": url, "format": fmt, "events": list(kinds), "timeout": timeout}
+    fields: dict[str, object] = {
+        "name": name,
+        "url": url,
+        "format": fmt,
+        "events": list(kinds),
+        "timeout": timeout,
+    }
     fields.update({"secretEnv": secret_env, "secretFile": secret_file})
     try:
         spec = policies.Webhook.model_validate({k: v for k, v in fields.items() if v is not None})

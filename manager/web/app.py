@@ -1,0 +1,337 @@
+"""The dashboard: a Starlette app over the registry (`variantctl dashboard`, `variantctl daemon --http`).
+
+Read-only unless it was given a token file (`auth`); then a signed-in operator can pause, resume,
+approve a manual gate, abort or promote, each written as the CLI writes it (an intent in the
+registry, recorded in the history with the operator's name and their reason) and carried out by the
+daemon. It serves its scripts and styles itself (nothing from a CDN), under a Content-Security-Policy
+that allows nothing else, and `/metrics` for Prometheus.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from manager.db import Database
+from manager.errors import NotFound, UserError
+from manager.web import auth, pages
+from manager.web.metrics import Exposition
+
+STATIC = {
+    "uPlot.min.css": ("vendor", "text/css"),
+    "uPlot.iife.min.js": ("vendor", "text/javascript"),
+    "charts.js": ("static", "text/javascript"),
+    "dashboard.js": ("static", "text/javascript"),
+    "dashboard.css": ("static", "text/css"),
+}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self';"
+        " frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+HISTORY_LIMIT = 200
+
+
+def create_app(url: str, token_file: Path | None = None, poll: float = 2.0) -> Starlette:
+    """`poll`: seconds between the live rollout page's updates."""
+    database = Database(url)
+    operators = auth.Operators(auth.read_tokens(token_file)) if token_file is not None else None
+    exposition = Exposition(database)
+    dashboard = Dashboard(database, operators, poll)
+
+    def metrics(_request: Request) -> Response:
+        body, content_type = exposition()
+        return Response(body, media_type=content_type)
+
+    routes = [
+        Route("/", dashboard.endpoints),
+        Route("/rollouts", dashboard.rollouts),
+        Route("/rollouts/{rollout_id:int}", dashboard.rollout),
+        Route("/rollouts/{rollout_id:int}/live", dashboard.live),
+        Route("/rollouts/{rollout_id:int}/report.json", dashboard.report_json),
+        Route("/rollouts/{rollout_id:int}/actions", dashboard.act, methods=["POST"]),
+        Route("/models", dashboard.models),
+        Route("/history", dashboard.history),
+        Route("/history.csv", dashboard.history_csv),
+        Route("/login", dashboard.login, methods=["GET", "POST"]),
+        Route("/logout", dashboard.logout, methods=["POST"]),
+        Route("/static/{name}", static),
+        Route("/metrics", metrics),
+        Route("/healthz", lambda _r: PlainTextResponse("ok\n")),
+    ]
+    app = Starlette(routes=routes, exception_handlers={NotFound: _not_found, UserError: _refused})
+    app.add_middleware(_SecurityHeaders)
+    app.state.database = database
+    return app
+
+
+class _SecurityHeaders:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.setdefault("headers", [])
+                present = {k.lower() for k, _v in headers}
+                for name, value in SECURITY_HEADERS.items():
+                    if name.lower().encode() not in present:
+                        headers.append((name.lower().encode(), value.encode()))
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def static(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in STATIC:
+        return PlainTextResponse("not found\n", status_code=404)
+    folder, media = STATIC[name]
+    text = resources.files("manager.web").joinpath(folder, name).read_text(encoding="utf-8")
+    return Response(text, media_type=media, headers={"Cache-Control": "max-age=3600"})
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _error(request, 404, str(exc))
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    return _error(request, 409, str(exc))
+
+
+def _error(request: Request, status: int, message: str) -> Response:
+    if _wants_json(request):
+        return JSONResponse({"error": message}, status_code=status)
+    return HTMLResponse(pages.layout("error", f"<p class='error'>{_escape(message)}</p>", None, None), status)
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def _wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "") or "authorization" in request.headers
+
+
+class Dashboard:
+    def __init__(self, database: Database, operators: auth.Operators | None, poll: float) -> None:
+        self.database, self.operators, self.poll = database, operators, poll
+
+    def _operator(self, request: Request) -> str | None:
+        if self.operators is None:
+            return None
+        return self.operators.operator(request.cookies.get(auth.COOKIE))
+
+    def _page(self, request: Request, title: str, body: str, scripts: tuple[str, ...] = ()) -> HTMLResponse:
+        page = pages.layout(title, body, self._operator(request), self.operators is not None, scripts)
+        return HTMLResponse(page)
+
+    def endpoints(self, request: Request) -> Response:
+        from manager.cli.endpoints import endpoint_row
+        from manager.registry import endpoints, rollouts
+
+        with self.database.read() as session:
+            rows = [endpoint_row(r) for r in endpoints.list_endpoints(session)]
+            active = {v.endpoint: v.record() for v in rollouts.views(session)}
+        return self._page(request, "endpoints", pages.endpoints(rows, active))
+
+    def rollouts(self, request: Request) -> Response:
+        from manager.registry import rollouts
+
+        with self.database.read() as session:
+            rows = [v.record() for v in rollouts.views(session, everything=True)]
+        return self._page(request, "rollouts", pages.rollouts(rows))
+
+    def _report(self, rollout_id: int) -> dict[str, Any]:
+        from manager import report
+
+        with self.database.read() as session:
+            return report.build(session, rollout_id)
+
+    def rollout(self, request: Request) -> Response:
+        rollout_id = request.path_params["rollout_id"]
+        data = self._report(rollout_id)
+        operator = self._operator(request)
+        csrf = self.operators.csrf(request.cookies[auth.COOKIE]) if operator and self.operators else None
+        notice = request.query_params.get("notice", "")
+        body = pages.rollout_page(data, operator, csrf, self.operators is not None, self.poll, notice)
+        title = f"rollout {rollout_id}"
+        return self._page(request, title, body, ("uPlot.iife.min.js", "charts.js", "dashboard.js"))
+
+    def live(self, request: Request) -> Response:
+        from manager import report
+
+        data = self._report(request.path_params["rollout_id"])
+        body = '{"html": ' + json.dumps(report.sections(data)) + ', "report": ' + report.data_json(data) + "}"
+        return Response(body, media_type="application/json")
+
+    def report_json(self, request: Request) -> Response:
+        from manager import report
+
+        return Response(
+            report.to_json(self._report(request.path_params["rollout_id"])), media_type="application/json"
+        )
+
+    def models(self, request: Request) -> Response:
+        from manager.cli.models import headline, model_row
+        from manager.registry import models
+
+        with self.database.read() as session:
+            rows = [model_row(r) for r in models.list_versions(session, None, None)]
+        for row in rows:
+            row["metrics"] = headline(row["metrics"])
+        return self._page(request, "models", pages.models(rows))
+
+    def _filter(self, request: Request, limit: int | None) -> tuple[Any, dict[str, str]]:
+        from manager import audit
+        from manager.clock import instant_range
+
+        q = request.query_params
+        filters = {
+            k: q.get(k, "").strip()
+            for k in ("endpoint", "rollout", "model", "action", "actor", "since", "until", "limit")
+        }
+        for name in ("rollout", "limit"):
+            if filters[name] and not (filters[name].isdigit() and int(filters[name]) > 0):
+                raise UserError(f"{name} {filters[name]!r}: give a whole number above 0")
+        start, end = instant_range(filters["since"] or None, filters["until"] or None)
+        flt = audit.HistoryFilter(
+            endpoint=filters["endpoint"] or None,
+            rollout=int(filters["rollout"]) if filters["rollout"] else None,
+            model=filters["model"] or None,
+            action=filters["action"] or None,
+            actor=filters["actor"] or None,
+            since=start,
+            until=end,
+            limit=limit if limit is None else int(filters["limit"] or limit),
+        )
+        return flt, filters
+
+    def history(self, request: Request) -> Response:
+        from manager import audit
+        from manager.cli.history import event_row
+
+        flt, filters = self._filter(request, HISTORY_LIMIT)
+        rows = [event_row(r) for r in audit.history(self.database, flt)]
+        total = (
+            audit.history_count(self.database, flt)
+            if flt.limit is not None and len(rows) == flt.limit
+            else len(rows)
+        )
+        return self._page(request, "history", pages.history(rows, filters, len(rows), total))
+
+    def history_csv(self, request: Request) -> Response:
+        import io
+
+        from manager import audit, exports
+
+        flt, _filters = self._filter(request, None)
+        out = io.StringIO()
+        exports.write(sorted(audit.history(self.database, flt), key=lambda r: r.seq), "csv", out)
+        headers = {"Content-Disposition": "attachment; filename=variantctl-history.csv"}
+        return Response(out.getvalue(), media_type="text/csv", headers=headers)
+
+    async def login(self, request: Request) -> Response:
+        if self.operators is None:
+            return self._page(
+                request, "sign in", "<p>This dashboard is read-only: it was started without --token-file.</p>"
+            )
+        if request.method == "GET":
+            return self._page(request, "sign in", pages.login())
+        if not auth.same_origin(dict(request.headers), request.url.scheme, request.headers.get("host", "")):
+            return PlainTextResponse("refused: a sign-in from another site\n", status_code=403)
+        form = await request.form()
+        name = self.operators.by_token(str(form.get("token") or ""))
+        if name is None:
+            page = pages.layout(
+                "sign in", pages.login("That token is not in the dashboard's token file."), None, True
+            )
+            return HTMLResponse(page, status_code=401)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(
+            auth.COOKIE,
+            self.operators.session(name),
+            max_age=auth.SESSION_SECONDS,
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        response = RedirectResponse("/", status_code=303)
+        response.delete_cookie(auth.COOKIE)
+        return response
+
+    async def act(self, request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        rollout_id = request.path_params["rollout_id"]
+        if self.operators is None:
+            return _error(
+                request, 403, "this dashboard is read-only: start it with --token-file to act from it"
+            )
+        if not auth.same_origin(dict(request.headers), request.url.scheme, request.headers.get("host", "")):
+            return _error(request, 403, "refused: the request did not come from this dashboard's pages")
+        form = await request.form()
+        bearer = request.headers.get("authorization", "")
+        if bearer.lower().startswith("bearer "):
+            actor = self.operators.by_token(bearer[7:].strip())
+            if actor is None:
+                return _error(request, 401, "that token is not in the dashboard's token file")
+        else:
+            cookie = request.cookies.get(auth.COOKIE)
+            actor = self.operators.operator(cookie)
+            if actor is None:
+                return _error(request, 401, "sign in first: no operator session")
+            if not self.operators.csrf_ok(cookie, str(form.get("csrf") or "")):
+                return _error(request, 403, "refused: the form's CSRF token is missing or wrong")
+        intent = str(form.get("intent") or "")
+        reason = str(form.get("reason") or "").strip()
+        if intent not in pages.INTENTS:
+            return _error(request, 400, f"intent {intent!r}: one of {', '.join(pages.INTENTS)}")
+        if len(reason) < 3:
+            return _error(
+                request, 400, "give a reason (at least 3 characters): it is recorded in the history"
+            )
+        await run_in_threadpool(self._write_intent, rollout_id, intent, reason, actor)
+        said = f"{intent} requested by {actor}; the daemon acts within one tick"
+        if _wants_json(request):
+            return JSONResponse({"rollout": rollout_id, "intent": intent, "actor": actor, "reason": reason})
+        return RedirectResponse(f"/rollouts/{rollout_id}?" + urlencode({"notice": said}), status_code=303)
+
+    def _write_intent(self, rollout_id: int, intent: str, reason: str, actor: str) -> None:
+        from manager import policy as policies
+        from manager.registry import rollouts
+
+        with self.database.write() as session:
+            if intent == "approve":
+                view = rollouts.view(session, rollout_id)
+                plan = policies.parse(view.policy_yaml).plan
+                step = plan[view.step] if view.step < len(plan) else None
+                manual = step is not None and step.pause is not None and not step.pause.duration
+                if view.state != "paused" or not manual:
+                    raise UserError(
+                        f"rollout {rollout_id} is not waiting at a manual gate (it is {view.state})"
+                    )
+                rollouts.set_intent(session, rollout_id, "resume", f"manual gate approved: {reason}", actor)
+                return
+            rollouts.set_intent(session, rollout_id, intent, reason, actor)  # type: ignore[arg-type]

@@ -1,0 +1,173 @@
+"""The dashboard's pages, as HTML strings: one layout, and a function per page. Each page's data comes
+from the functions the CLI calls (`endpoints list`, `rollout list`, `models list`, `history`); the
+rollout page is `rollout report`'s sections and charts, kept live by `dashboard.js`."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+from urllib.parse import urlencode
+
+from manager import report
+
+INTENTS = ("pause", "resume", "approve", "abort", "promote")
+INTENT_HELP = {
+    "pause": "hold the rollout where it is",
+    "resume": "continue a paused rollout",
+    "approve": "release the manual gate the rollout waits at",
+    "abort": "roll back now: the endpoint ends on the baseline alone",
+    "promote": "promote WITHOUT the analysis (recorded loudly)",
+}
+
+
+def layout(
+    title: str, body: str, operator: str | None, signin: bool | None, scripts: tuple[str, ...] = ()
+) -> str:
+    """`signin`: whether operators may sign in (None: not said, on an error page)."""
+    who = (
+        f"signed in as <b>{html.escape(operator)}</b>"
+        f" <form class='inline' method='post' action='/logout'><button>sign out</button></form>"
+        if operator
+        else "<a href='/login'>sign in to act</a>"
+        if signin
+        else "read-only (started without --token-file)"
+        if signin is False
+        else ""
+    )
+    tags = "".join(f"<script src='/static/{html.escape(s)}'></script>" for s in scripts)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)} · variantctl</title>
+<link rel="stylesheet" href="/static/uPlot.min.css"><link rel="stylesheet" href="/static/dashboard.css">
+</head><body>
+<nav><b>variantctl</b> <a href="/">endpoints</a> <a href="/rollouts">rollouts</a> <a href="/models">models</a>
+<a href="/history">history</a> <span class="who">{who}</span></nav>
+<main>{body}</main>{tags}</body></html>
+"""
+
+
+def link(href: str, text: Any) -> str:
+    return f"<a href='{html.escape(href)}'>{html.escape(str(text))}</a>"
+
+
+def linked_table(rows: list[dict[str, Any]], columns: list[str], links: dict[str, str]) -> str:
+    """A table whose `links` columns link to `links[column].format(**row)`."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for c in columns:
+            text = report.cell(row.get(c))
+            cells.append(
+                f"<td>{link(links[c].format(**row), text)}</td>"
+                if c in links and row.get(c) is not None
+                else f"<td>{html.escape(text)}</td>"
+            )
+        body.append(f"<tr data-row='{html.escape(str(row.get(columns[0])))}'>{''.join(cells)}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def endpoints(rows: list[dict[str, Any]], active: dict[str, dict[str, Any]]) -> str:
+    for row in rows:
+        running = active.get(row["endpoint"])
+        row["variants"] = "; ".join(
+            f"{v['variant']}: {v['model']} (weight {v['weight']:g}{', shadow' if v['shadow'] else ''})"
+            for v in row["variant_details"]
+        )
+        row["rollout"] = None if running is None else running["rollout"]
+        row["rollout_state"] = (
+            None if running is None else f"{running['state']}, candidate at {running['weight']:g}%"
+        )
+    columns = ["endpoint", "status", "config", "variants", "rollout", "rollout_state", "observed_at"]
+    empty = "<p>No endpoints yet (`variantctl endpoints create`).</p>"
+    return "<h1>Endpoints</h1><p>As SageMaker last reported each, and the rollout on it.</p>" + (
+        linked_table(rows, columns, {"rollout": "/rollouts/{rollout}"}) if rows else empty
+    )
+
+
+def rollouts(rows: list[dict[str, Any]]) -> str:
+    columns = [
+        "rollout",
+        "endpoint",
+        "baseline",
+        "candidate",
+        "state",
+        "step",
+        "weight",
+        "reason",
+        "created_at",
+    ]
+    return "<h1>Rollouts</h1>" + (
+        linked_table(rows, columns, {"rollout": "/rollouts/{rollout}"}) if rows else "<p>No rollouts yet.</p>"
+    )
+
+
+def models(rows: list[dict[str, Any]]) -> str:
+    columns = [
+        "model",
+        "status",
+        "replaces",
+        "training_run_id",
+        "dataset_fingerprint",
+        "metrics",
+        "framework",
+        "artifact_uri",
+        "created_at",
+    ]
+    return (
+        "<h1>Models</h1><p>Each version with what it replaces, the training run that made it and its data's"
+        " fingerprint.</p>" + (linked_table(rows, columns, {}) if rows else "<p>No models registered.</p>")
+    )
+
+
+def history(rows: list[dict[str, Any]], filters: dict[str, str], shown: int, total: int) -> str:
+    fields = "".join(
+        f"<label>{name} <input name='{name}' value='{html.escape(filters.get(name, ''))}'></label> "
+        for name in ("endpoint", "rollout", "model", "action", "actor", "since", "until", "limit")
+    )
+    csv_link = "/history.csv?" + urlencode({k: v for k, v in filters.items() if k != "limit" and v})
+    columns = ["seq", "at", "actor", "action", "subject", "reason", "hash"]
+    more = f"<p>Showing the newest {shown} of {total} matching events.</p>" if total > shown else ""
+    return (
+        "<h1>History</h1><form method='get' class='filters'>"
+        f"{fields}<button>filter</button></form>"
+        f"<p><a id='csv' href='{html.escape(csv_link)}'>download every matching event as CSV</a>"
+        " (the columns of `variantctl audit export --format csv`)</p>"
+        + more
+        + (linked_table(rows, columns, {}) if rows else "<p>No events match.</p>")
+    )
+
+
+def rollout_page(
+    data: dict[str, Any], operator: str | None, csrf: str | None, signin: bool, poll: float, notice: str = ""
+) -> str:
+    r = data["rollout"]
+    actions = ""
+    if operator and csrf:
+        buttons = "".join(
+            f"<button name='intent' value='{i}' title='{html.escape(INTENT_HELP[i])}'>{i}</button>"
+            for i in INTENTS
+        )
+        actions = (
+            f"<form id='actions' method='post' action='/rollouts/{r['rollout']}/actions'>"
+            f"<input type='hidden' name='csrf' value='{html.escape(csrf)}'>"
+            "<label>reason (recorded in the history)"
+            " <input name='reason' required minlength='3' size='50'></label> "
+            f"{buttons}</form>"
+        )
+    elif signin:
+        actions = "<p><a href='/login'>Sign in</a> to pause, resume, approve, abort or promote.</p>"
+    flash = f"<p class='notice'>{html.escape(notice)}</p>" if notice else ""
+    return (
+        f"{flash}{actions}<div id='live' data-rollout='{r['rollout']}' data-poll='{poll:g}'>"
+        f"{report.sections(data)}</div>"
+        f"<script id='report-data' type='application/json'>{report.data_json(data)}</script>"
+    )
+
+
+def login(error: str = "") -> str:
+    shown = f"<p class='error'>{html.escape(error)}</p>" if error else ""
+    return (
+        f"<h1>Sign in</h1>{shown}<form method='post' action='/login'>"
+        "<label>operator token <input type='password' name='token' autocomplete='off' required></label>"
+        " <button>sign in</button></form><p>The token is your line of the dashboard's --token-file.</p>"
+    )
