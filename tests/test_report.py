@@ -6,8 +6,6 @@ has looks, no request to the network, and the page's numbers those of the histor
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +15,8 @@ import pytest
 from manager import audit
 from manager.db import Database
 
+from .browser_support import browser
 from .conftest import Cli
-
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-REQUIRE_BROWSER = os.environ.get("VARIANTCTL_REQUIRE_BROWSER") == "1"
 
 pytestmark = pytest.mark.slow  # one demo rollout for the module
 
@@ -64,29 +60,12 @@ def test_the_report_holds_the_registrys_numbers(demo_promoted: Path, report: dic
     assert looks[-1]["improvement_low"] == decision["payload"]["metrics"]["accuracy"]["improvement_low"]
 
 
-def _browser() -> Any:
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        reason = "no headless Chromium here (apt-get install chromium chromium-driver; `make test` does)"
-        if REQUIRE_BROWSER:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,2400"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-
-
 @pytest.fixture(scope="module")
 def page(demo_promoted: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
     folder = tmp_path_factory.mktemp("html")
     path = folder / "rollout-1.html"
     assert Cli(demo_promoted)("rollout", "report", "1", "-o", str(path)).exit_code == 0
-    driver = _browser()
+    driver = browser()
     try:
         driver.get(path.as_uri())
         from selenium.webdriver.support.ui import WebDriverWait

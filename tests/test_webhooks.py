@@ -19,7 +19,7 @@ from manager.rollout.reconcile import Reconciler
 from manager.webhooks import deliveries, events, worker
 
 from .rollout_support import CANARY, ENDPOINT, World, make_world, platform_matches_registry, policy_text
-from .webhook_support import Receiver, receiver
+from .webhook_support import receiver
 
 SECRET = b"s3cret-for-tests"
 FAST = timedelta(milliseconds=50)
@@ -117,9 +117,8 @@ def test_events_are_signed_retried_and_arrive_once_after_dedup(
         assert promoted["rollout"]["id"] == rollout_id and promoted["endpoint"] == ENDPOINT
         assert promoted["rollout"]["state"] == "promoted" and promoted["rollout"]["candidate"] == "churn:2"
         assert promoted["decision"]["action"] == "rollout.promoted"
-        with world.database.read() as session:
-            event = audit.event(world.database, promoted["event"]["seq"])
-            assert event is not None and event.hash == promoted["event"]["hash"]
+        event = audit.event(world.database, promoted["event"]["seq"])
+        assert event is not None and event.hash == promoted["event"]["hash"]
 
         [to_chat] = [d for d in rows if d.hook == "chat"]
         assert to_chat.kind == "promoted" and to_chat.attempts == 1
@@ -201,7 +200,8 @@ def test_gates_hold_while_they_answer_403_and_release_on_200(
 
         rounds_until(world, lambda: calls("confirm-rollout") >= 3, reconciler)
         assert world.rollout(rollout_id).state == "pending"
-        assert world.platform.describe(ENDPOINT).config_name == platform_config_before(world)
+        before = world.platform.describe(ENDPOINT)
+        assert before is not None and before.config_name == platform_config_before(world)
         open_gates.add("confirm-rollout")
         rounds_until(world, lambda: calls("pre-rollout") >= 3, reconciler)
         held = world.rollout(rollout_id)
@@ -214,7 +214,7 @@ def test_gates_hold_while_they_answer_403_and_release_on_200(
         assert platform_matches_registry(world) == {"candidate": "churn:2"}
 
         answered = audit.history(world.database, audit.HistoryFilter(action="gate.answered", limit=None))
-        statuses = {json.loads(e.payload)["gate"]: [] for e in answered}
+        statuses: dict[str, list[int | None]] = {json.loads(e.payload)["gate"]: [] for e in answered}
         for e in sorted(answered, key=lambda e: e.seq):
             statuses[json.loads(e.payload)["gate"]].append(json.loads(e.payload)["status"])
         for name in ("confirm-rollout", "pre-rollout", "confirm-promotion"):

@@ -70,7 +70,7 @@ def receiver(
     stop = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             request = Request(self.path, dict(self.headers.items()), self.rfile.read(length))
             status = state.handle(request)

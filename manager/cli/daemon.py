@@ -101,12 +101,14 @@ def daemon(
         raise click.BadParameter("give 1-128 characters", param_hint="--instance-id")
     if token_file is not None and http_address is None:
         raise click.BadParameter("serves no dashboard without --http", param_hint="--token-file")
-    if http_address is not None and not once:
+    if http_address is not None:
         from manager.web import auth, serve
 
+        host, port = serve.parse_address(http_address)
+        if once:
+            raise click.BadParameter("--once runs one tick and exits: it serves nothing", param_hint="--http")
         if token_file is not None:
             auth.read_tokens(token_file)  # a bad file is refused before anything starts
-        host, port = serve.parse_address(http_address)
         serve.start_in_thread(app.settings.db_url, host, port, token_file)
         click.echo(f"dashboard and /metrics on http://{host}:{port}/", err=True)
     runner.run(app.settings.db_url, tick, ingest_every, policies_dir, once, schedule, instance_id, lease_ttl)
