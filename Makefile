@@ -57,6 +57,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/reconcile_scale.py
 	$(BIN)/python benchmarks/failover.py
 	$(BIN)/python benchmarks/scale_out.py
+	$(BIN)/python benchmarks/dashboard.py
+	$(BIN)/python benchmarks/webhooks.py
 	$(BIN)/python benchmarks/decision_quality.py
 
 clean:

@@ -32,7 +32,8 @@ from manager.registry import observations, rollouts
 from manager.registry.tables import Observation, RolloutPhase
 from manager.registry.vocabulary import is_final
 from manager.rollout.decide import judge
-from manager.samples import PhaseData
+from manager.samples import ErrorWindow, PhaseData
+from manager.stats.evalues import HarmEvidence
 
 MAX_POINTS = 400  # per metric: a long rollout is thinned evenly (the last look always kept)
 FINISHING = ("rollout.promote", "rollout.rollback")
@@ -77,6 +78,25 @@ def build(session: Session, rollout_id: int) -> dict[str, Any]:
             "prints it, and `variantctl audit verify` recomputes the chain",
         },
     }
+
+
+def version(session: Session, rollout_id: int) -> tuple[Any, ...]:
+    """What `build` depends on, cheaply: the rollout's row as last updated, its observations (count,
+    last id, totals: a window merged with late data changes them) and its newest history event."""
+    from sqlalchemy import func
+
+    from manager.registry.tables import AuditEvent, Rollout
+
+    row = session.execute(
+        select(Rollout.updated_at, Rollout.state, Rollout.step, Rollout.phase).where(Rollout.id == rollout_id)
+    ).one_or_none()
+    observed = session.execute(
+        select(
+            func.count(), func.max(Observation.id), func.sum(Observation.n), func.sum(Observation.total)
+        ).where(Observation.rollout_id == rollout_id)
+    ).one()
+    newest = session.scalar(select(func.max(AuditEvent.seq)))
+    return (None if row is None else tuple(row), tuple(observed), newest)
 
 
 def _event(row: Any, with_payload: bool) -> dict[str, Any]:
@@ -138,26 +158,36 @@ def _steps(policy: policies.RolloutPolicy, own: list[Any], step: int, state: str
 
 @dataclass
 class _Accumulator:
-    """Observations summed window by window, as `registry.observations` sums them all at once."""
+    """Observations summed window by window, as `registry.observations` sums them all at once; for
+    each error measure, its e-value kept running over the windows both arms have reported (a look
+    then costs the windows since the last look, not all of them)."""
 
     baseline: str
     candidate: str
+    errors: frozenset[str]  # the measures judged by error counts
     sums: dict[tuple[str, int, str], list[float]] = field(
         default_factory=lambda: defaultdict(lambda: [0.0, 0.0, 0.0])
     )
-    windows: dict[tuple[str, int], dict[datetime, dict[str, tuple[float, float]]]] = field(
-        default_factory=lambda: defaultdict(dict)
-    )
+    arms: dict[tuple[str, int, datetime], dict[str, tuple[float, float]]] = field(default_factory=dict)
+    fresh: dict[str, list[ErrorWindow]] = field(default_factory=lambda: defaultdict(list))
+    harms: dict[str, HarmEvidence] = field(default_factory=lambda: defaultdict(HarmEvidence))
 
     def add(self, row: Any) -> None:
         s = self.sums[(row.metric, row.phase, row.variant_name)]
         s[0] += row.n
         s[1] += row.total
         s[2] += row.total_sq
-        self.windows[(row.metric, row.phase)].setdefault(row.window_start, {})[row.variant_name] = (
-            float(row.n),
-            float(row.total),
-        )
+        if row.metric not in self.errors:
+            return
+        arms = self.arms.setdefault((row.metric, row.phase, row.window_start), {})
+        arms[row.variant_name] = (float(row.n), float(row.total))
+        if len(arms) == 2 and self.baseline in arms and self.candidate in arms:
+            self.fresh[row.metric].append(ErrorWindow(*arms[self.baseline], *arms[self.candidate]))
+
+    def harm(self, measure: str) -> HarmEvidence:
+        harm = self.harms[measure]
+        harm.add_many(self.fresh.pop(measure, []))
+        return harm
 
     def phases(self, measure: str) -> list[PhaseData]:
         none = (0.0, 0.0, 0.0)
@@ -166,7 +196,7 @@ class _Accumulator:
                 phase,
                 self.sums.get((measure, phase, self.baseline), none),
                 self.sums.get((measure, phase, self.candidate), none),
-                self.windows.get((measure, phase), {}).items(),
+                (),
                 self.baseline,
                 self.candidate,
             )
@@ -205,22 +235,22 @@ def _series(
     if len(ends) > MAX_POINTS:
         step = len(ends) / MAX_POINTS
         ends = sorted({ends[int(i * step)] for i in range(MAX_POINTS)} | {ends[-1]})
-    looks = set(ends)
-    acc = _Accumulator(baseline, candidate)
+    acc = _Accumulator(
+        baseline, candidate, frozenset(m.measure for m in policy.metrics if m.kind == "errors")
+    )
     series: dict[str, list[dict[str, Any]]] = {m.name: [] for m in policy.metrics}
     index = 0
-    for end in sorted({r.window_end for r in rows}):
+    for end in ends:  # the looks, in time order: each sums the windows that ended by then
         while index < len(rows) and rows[index].window_end <= end:
             acc.add(rows[index])
             index += 1
-        if end not in looks:
-            continue
         for metric in policy.metrics:
             data = acc.phases(metric.measure)
             if not data:
                 continue
             phase = max(p.phase for p in data)
-            verdict = judge(metric, data, phase, policy, harm_only=False)
+            harm = acc.harm(metric.measure) if metric.kind == "errors" else None
+            verdict = judge(metric, data, phase, policy, harm_only=False, harm=harm)
             point = {"at": end, "source": "window", "status": verdict.status, **verdict.evidence}
             if point.get("estimate") is not None:  # in the bounds' orientation: positive is better
                 point["improvement_estimate"] = point["estimate"] * (1 if metric.higher_is_better else -1)

@@ -32,7 +32,7 @@ from manager.policy import Metric, RolloutPolicy, Step
 from manager.registry.vocabulary import is_final
 from manager.samples import Observations, Paired, PairedSums, PhaseData
 from manager.stats import srm
-from manager.stats.evalues import harm_evalue
+from manager.stats.evalues import HarmEvidence, harm_evalue
 from manager.stats.paired import (
     Differences,
     Pairs,
@@ -98,12 +98,19 @@ def _improvement(metric: Metric, interval_low: float, interval_high: float) -> t
 
 
 def judge(
-    metric: Metric, phases: Sequence[PhaseData], phase: int, policy: RolloutPolicy, harm_only: bool
+    metric: Metric,
+    phases: Sequence[PhaseData],
+    phase: int,
+    policy: RolloutPolicy,
+    harm_only: bool,
+    harm: HarmEvidence | None = None,
 ) -> MetricVerdict:
-    """One metric's verdict at this look."""
+    """One metric's verdict at this look. `harm`: for an error metric, its e-value accumulated over
+    every window so far, when the caller keeps one (`rollout report` does, look after look);
+    otherwise it is computed from the phases' windows."""
     evidence: dict[str, Any] = {"metric": metric.name, "role": metric.role, "phase": phase}
     if metric.kind == "errors":
-        return _judge_errors(metric, phases, evidence)
+        return _judge_errors(metric, phases, evidence, harm)
     current = next((p for p in phases if p.phase == phase), None)
     if current is None or current.candidate.n == 0 or current.baseline.n == 0:
         return MetricVerdict(metric.name, "no_data", evidence, metric.dry_run, metric.min_samples == 0)
@@ -120,16 +127,21 @@ def judge(
     return MetricVerdict(metric.name, status, evidence, metric.dry_run, samples_met)
 
 
-def _judge_errors(metric: Metric, phases: Sequence[PhaseData], evidence: dict[str, Any]) -> MetricVerdict:
+def _judge_errors(
+    metric: Metric, phases: Sequence[PhaseData], evidence: dict[str, Any], harm: HarmEvidence | None
+) -> MetricVerdict:
     """Error counts: the conditional-binomial e-value over every window of every phase."""
-    every = [w for data in phases for w in data.windows]
-    e = harm_evalue(every)
+    if harm is None:
+        every = [w for data in phases for w in data.windows]
+        e, windows = harm_evalue(every), len(every)
+    else:
+        e, windows = harm.value, harm.windows
     n_c = sum(p.candidate.n for p in phases)
     evidence.update(
         {
             "e_value": e,
             "threshold": 1 / metric.alpha,
-            "windows": len(every),
+            "windows": windows,
             "candidate_requests": n_c,
             "baseline_requests": sum(p.baseline.n for p in phases),
             "candidate_errors": sum(p.candidate.total for p in phases),

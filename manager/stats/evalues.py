@@ -11,7 +11,7 @@ test martingale under H0 (r <= 1). Reject when it reaches 1/alpha. With no error
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -37,32 +37,44 @@ def _mixed(log_lr: np.ndarray) -> float:
 
 
 class HarmEvidence:
-    """The e-value, accumulated one window at a time (the same number as `harm_evalue`)."""
+    """The e-value, accumulated window by window or batch by batch (the same number as `harm_evalue`
+    over the same windows, whatever their order: a product over windows)."""
 
     def __init__(self) -> None:
         self.log_lr = np.zeros(_R.size)
         self.informative = False
+        self.windows = 0  # every window added, informative or not (as `len(windows)` counts them)
 
     def add(self, w: ErrorWindow) -> None:
-        errors = w.baseline_errors + w.candidate_errors
-        if errors <= 0 or w.candidate_requests <= 0 or w.baseline_requests <= 0:
+        self.add_many([w])
+
+    def add_many(self, windows: Sequence[ErrorWindow]) -> None:
+        self.windows += len(windows)
+        if not windows:
             return
-        pi = w.candidate_requests / (w.baseline_requests + w.candidate_requests)
-        self.informative = True
-        self.log_lr += _log_lr(np.array([pi]), np.array([w.candidate_errors]), np.array([errors]))
+        bn, be, cn, ce = _columns(windows)
+        m = be + ce
+        keep = (bn > 0) & (cn > 0) & (m > 0)
+        if keep.any():
+            self.informative = True
+            self.log_lr += _log_lr(cn[keep] / (bn[keep] + cn[keep]), ce[keep], m[keep])
 
     @property
     def value(self) -> float:
         return _mixed(self.log_lr) if self.informative else 1.0
 
 
-def harm_evalue(windows: Iterable[ErrorWindow]) -> float:
-    """E-value against "the candidate's error rate is no higher than the baseline's" (all windows at once)."""
+def _columns(windows: Iterable[ErrorWindow]) -> np.ndarray:
     rows = np.array(
         [(w.baseline_requests, w.baseline_errors, w.candidate_requests, w.candidate_errors) for w in windows],
         dtype=np.float64,
     ).reshape(-1, 4)
-    bn, be, cn, ce = rows.T
+    return rows.T
+
+
+def harm_evalue(windows: Iterable[ErrorWindow]) -> float:
+    """E-value against "the candidate's error rate is no higher than the baseline's" (all windows at once)."""
+    bn, be, cn, ce = _columns(windows)
     m = be + ce
     keep = (bn > 0) & (cn > 0) & (m > 0)
     if not keep.any():

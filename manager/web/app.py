@@ -10,6 +10,7 @@ that allows nothing else, and `/metrics` for Prometheus.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 HISTORY_LIMIT = 200
+REPORTS_KEPT = 32  # rollout reports kept built, the most recently viewed
 
 
 def create_app(url: str, token_file: Path | None = None, poll: float = 2.0) -> Starlette:
@@ -135,6 +137,7 @@ def _wants_json(request: Request) -> bool:
 class Dashboard:
     def __init__(self, database: Database, operators: auth.Operators | None, poll: float) -> None:
         self.database, self.operators, self.poll = database, operators, poll
+        self._reports: OrderedDict[int, tuple[tuple[Any, ...], dict[str, Any]]] = OrderedDict()
 
     def _operator(self, request: Request) -> str | None:
         if self.operators is None:
@@ -162,10 +165,21 @@ class Dashboard:
         return self._page(request, "rollouts", pages.rollouts(rows))
 
     def _report(self, rollout_id: int) -> dict[str, Any]:
+        """The rollout's report, rebuilt only when something it shows changed (its row, its
+        observations, its events): a live page polls every few seconds, windows arrive every minute."""
         from manager import report
 
         with self.database.read() as session:
-            return report.build(session, rollout_id)
+            version = report.version(session, rollout_id)
+            cached = self._reports.get(rollout_id)
+            if cached is not None and cached[0] == version:
+                self._reports.move_to_end(rollout_id)
+                return cached[1]
+            data = report.build(session, rollout_id)
+        self._reports[rollout_id] = (version, data)
+        while len(self._reports) > REPORTS_KEPT:
+            self._reports.popitem(last=False)
+        return data
 
     def rollout(self, request: Request) -> Response:
         rollout_id = request.path_params["rollout_id"]
