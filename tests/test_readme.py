@@ -1,5 +1,5 @@
 """The README is executed: every ```sh block, in order, in a fresh directory (beside a copy of
-`examples/` and the project's .venv), with a free port in place of 8787. Any non-zero exit fails the
+`examples/` and the project's .venv), with free ports in place of 8787 and 8080. Any non-zero exit fails the
 test; the README announces each one it expects (`|| echo ...`). A block preceded by
 `<!-- not run by tests/test_readme.py: why -->` is skipped, and says why."""
 
@@ -58,11 +58,11 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     workdir.mkdir()
     shutil.copytree(ROOT / "examples", workdir / "examples")
     (workdir / ".venv").symlink_to(ROOT / ".venv")
-    port = str(_free_port())
+    port, dashboard = str(_free_port()), str(_free_port())
     script = ["set -eo pipefail", "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT"]
     for line, body in blocks:
         script.append(f'echo "### README.md line {line}" >&2')
-        script.append(body.replace("8787", port))
+        script.append(body.replace("8787", port).replace("8080", dashboard))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VARIANTCTL_", "AWS_"))}
     env.update({"HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "xdg"), "PATH": os.environ["PATH"]})
     done = subprocess.run(

@@ -42,7 +42,28 @@ def validate(path: Path, output: str) -> None:
     ]
     emit(metrics, tuple(metrics[0]), output, title="metrics")
     d = policy.decisions
+    if policy.webhooks:
+        hooks = [
+            {
+                "webhook": w.name,
+                "type": w.type,
+                "url": w.url,
+                "when": ", ".join(w.events or ["every event"]) if not w.gate else _gate_when(w.type),
+                "deadline": f"{w.deadline}, then {w.on_deadline}" if w.gate else "",
+                "signed": bool(w.secret_env or w.secret_file),
+            }
+            for w in policy.webhooks
+        ]
+        emit(hooks, tuple(hooks[0]), output, title="webhooks")
     click.echo(
         f"longest possible duration: {policies.longest_duration(policy)}; at most {d.max_samples} samples "
         f"per arm; inconclusive -> {d.on_inconclusive}; promotion by {d.promotion.mode}"
     )
+
+
+def _gate_when(kind: str) -> str:
+    return {
+        "confirm-rollout": "holds the deployment",
+        "pre-rollout": "holds the first live traffic",
+        "confirm-promotion": "holds the promotion",
+    }[kind]
