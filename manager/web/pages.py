@@ -85,17 +85,9 @@ def endpoints(rows: list[dict[str, Any]], active: dict[str, dict[str, Any]]) -> 
 
 
 def rollouts(rows: list[dict[str, Any]]) -> str:
-    columns = [
-        "rollout",
-        "endpoint",
-        "baseline",
-        "candidate",
-        "state",
-        "step",
-        "weight",
-        "reason",
-        "created_at",
-    ]
+    from manager.cli.rollout import COLUMNS  # the columns of `rollout list`
+
+    columns = [*COLUMNS, "created_at"]
     return "<h1>Rollouts</h1>" + (
         linked_table(rows, columns, {"rollout": "/rollouts/{rollout}"}) if rows else "<p>No rollouts yet.</p>"
     )
