@@ -4,6 +4,7 @@ file, whatever variant names the previous rollout left serving."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -129,7 +130,7 @@ def test_a_trigger_that_cannot_start_says_why_once(
 
 
 def test_a_cron_retrain_twice_gives_two_rollouts_that_both_complete(
-    tmp_path: Path, artifacts: dict[str, Path], db_url: str
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     train = tmp_path / "train.yaml"
     train.write_text(
@@ -142,6 +143,10 @@ def test_a_cron_retrain_twice_gives_two_rollouts_that_both_complete(
         + "trigger:\n  type: cron\n  cron: '0 3 * * *'\n"
         + f"  retrain: {{data: 'sklearn:breast_cancer', config: '{train}'}}\n"
     )
+    # Two nights: each run is for its own scheduled time (run twice in one second, an off-schedule run
+    # would be claimed once, as it should be: tests/test_daemon_jobs.py).
+    nights = [datetime(2026, 12, 1, 3, tzinfo=UTC), datetime(2026, 12, 2, 3, tzinfo=UTC)]
+    monkeypatch.setattr(daemon, "last_fire_time", lambda _cron, _now, _lookback: nights.pop(0))
     with make_world(tmp_path, artifacts, url=db_url) as world:
         world.set_aside_waiting_candidate()
         for _ in range(2):
