@@ -105,7 +105,8 @@ class DaemonTuning:
     - endpoint_lease: how long a daemon's lease on an endpoint lasts (renewed at half-life by its
       ticks): with several daemons, how soon a dead one's endpoints pass to the others;
     - webhook_retry: the wait before a failed webhook delivery's first retry (it doubles each time, up
-      to 10 minutes; after `WEBHOOK_ATTEMPTS` attempts the delivery is marked failed, kept and listed).
+      to 10 minutes; after `WEBHOOK_ATTEMPTS` attempts the delivery is marked failed, kept and listed);
+    - webhook_keep: how long a delivered webhook delivery is kept (failed ones are kept until sent).
     """
 
     metrics_lag: timedelta = timedelta(seconds=180)
@@ -114,6 +115,7 @@ class DaemonTuning:
     ingest_lookback: timedelta = timedelta(days=2)
     endpoint_lease: timedelta = timedelta(seconds=60)
     webhook_retry: timedelta = timedelta(seconds=2)
+    webhook_keep: timedelta = timedelta(days=30)
 
     @classmethod
     def from_env(cls) -> DaemonTuning:
@@ -124,6 +126,7 @@ class DaemonTuning:
             ingest_lookback=timedelta(seconds=_seconds("VARIANTCTL_INGEST_LOOKBACK_SECONDS", 172800)),
             endpoint_lease=timedelta(seconds=_seconds("VARIANTCTL_ENDPOINT_LEASE_SECONDS", 60)),
             webhook_retry=timedelta(seconds=_seconds("VARIANTCTL_WEBHOOK_RETRY_SECONDS", 2)),
+            webhook_keep=timedelta(seconds=_seconds("VARIANTCTL_WEBHOOK_KEEP_SECONDS", 30 * 86400)),
         )
 
 

@@ -126,6 +126,7 @@ class Runtime:
     shared: bool = False  # one of several daemons (PostgreSQL): scheduled jobs are fenced by `epoch`
     epoch: int | None = None  # the scheduler lease's epoch while this daemon leads
     webhook_retry: timedelta = timedelta(seconds=2)  # the first wait before a failed delivery is retried
+    webhook_keep: timedelta = timedelta(days=30)  # how long a delivered delivery is kept
 
 
 def fence(url: str, session: Any) -> None:
@@ -185,6 +186,7 @@ def build_runtime(url: str, owner: str) -> Runtime:
         ),
         replayer=Replayer(database, platform, s3_client=s3, owner=owner),
         webhook_retry=tuning.webhook_retry,
+        webhook_keep=tuning.webhook_keep,
     )
 
 
@@ -218,13 +220,14 @@ def webhook_job(url: str) -> None:
     from manager.webhooks import worker
 
     runtime = _RUNTIMES[url]
-    done = worker.run(runtime.database, runtime.webhook_retry)
-    if done.delivered or done.failed or done.gates:
+    done = worker.run(runtime.database, runtime.webhook_retry, keep=runtime.webhook_keep)
+    if done.delivered or done.failed or done.gates or done.pruned:
         log.info(
-            "webhooks: %d delivered, %d failed attempts, %d gate calls",
+            "webhooks: %d delivered, %d failed attempts, %d gate calls, %d old deliveries pruned",
             done.delivered,
             done.failed,
             done.gates,
+            done.pruned,
             extra={"fields": {"delivered": done.delivered, "failed": done.failed, "gates": done.gates}},
         )
 

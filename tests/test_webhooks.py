@@ -164,11 +164,16 @@ def test_a_delivery_that_gives_up_is_listed_and_can_be_sent_again(
             3,
         )
 
+        assert worker.run(world.database, FAST, keep=timedelta(0)).pruned == 0  # a failed one is kept
         healthy["yes"] = True
         requeued = runner.invoke(cli, [*db, "webhooks", "retry", "--all-failed"])
         assert requeued.exit_code == 0 and "1 deliveries queued again" in requeued.output
         rounds_until(world, lambda: [d.state for d in delivery_rows(world)] == ["delivered"])
         assert len(down.accepted) == 1
+        # Delivered ones are forgotten after the daemon's keep time (the history keeps the events).
+        assert worker.run(world.database, FAST, keep=timedelta(days=1)).pruned == 0
+        assert worker.run(world.database, FAST, keep=timedelta(0)).pruned == 1
+        assert delivery_rows(world) == []
         assert (
             json.loads(runner.invoke(cli, [*db, "webhooks", "list", "--failed", "--output", "json"]).output)
             == []

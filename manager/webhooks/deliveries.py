@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from manager import policy as policies
@@ -264,6 +264,20 @@ def listing(
         }
         for d in session.scalars(query)
     ]
+
+
+def prune(database: Database, keep: timedelta, limit: int = 5000) -> int:
+    """Forget deliveries delivered more than `keep` ago (at most `limit` a round); a failed or pending
+    one stays until it is sent. The history keeps every event they carried."""
+    cutoff = utcnow() - keep
+    with database.write() as session:
+        old = select(WebhookDelivery.id).where(
+            WebhookDelivery.state == "delivered", WebhookDelivery.delivered_at < cutoff
+        )
+        ids = list(session.scalars(old.limit(limit)))
+        if ids:
+            session.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
+    return len(ids)
 
 
 def counts(session: Session) -> dict[str, int]:

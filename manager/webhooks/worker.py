@@ -21,11 +21,12 @@ class Round:
     delivered: int
     failed: int
     gates: int
+    pruned: int = 0
 
 
-def run(database: Database, retry: timedelta, rounds: int = 10) -> Round:
-    """Catch up with the history (up to `rounds` batches), then send and ask. Each part's failure is
-    logged and leaves the others to run."""
+def run(database: Database, retry: timedelta, rounds: int = 10, keep: timedelta | None = None) -> Round:
+    """Catch up with the history (up to `rounds` batches), then send and ask, and forget deliveries
+    delivered longer than `keep` ago. Each part's failure is logged and leaves the others to run."""
     read = 0
     try:
         for _ in range(rounds):
@@ -45,4 +46,10 @@ def run(database: Database, retry: timedelta, rounds: int = 10) -> Round:
         asked = gates.call_due(database)
     except Exception:
         log.exception("webhooks: could not ask the gates")
-    return Round(read, sent.delivered, sent.failed, asked)
+    pruned = 0
+    if keep is not None:
+        try:
+            pruned = deliveries.prune(database, keep)
+        except Exception:
+            log.exception("webhooks: could not prune old deliveries")
+    return Round(read, sent.delivered, sent.failed, asked, pruned)
