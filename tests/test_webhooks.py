@@ -170,14 +170,41 @@ def test_a_delivery_that_gives_up_is_listed_and_can_be_sent_again(
         assert requeued.exit_code == 0 and "1 deliveries queued again" in requeued.output
         rounds_until(world, lambda: [d.state for d in delivery_rows(world)] == ["delivered"])
         assert len(down.accepted) == 1
-        # Delivered ones are forgotten after the daemon's keep time (the history keeps the events).
-        assert worker.run(world.database, FAST, keep=timedelta(days=1)).pruned == 0
-        assert worker.run(world.database, FAST, keep=timedelta(0)).pruned == 1
-        assert delivery_rows(world) == []
         assert (
             json.loads(runner.invoke(cli, [*db, "webhooks", "list", "--failed", "--output", "json"]).output)
             == []
         )
+        # Delivered ones are forgotten after the daemon's keep time (the history keeps the events).
+        assert worker.run(world.database, FAST, keep=timedelta(days=1)).pruned == 0
+        assert worker.run(world.database, FAST, keep=timedelta(0)).pruned == 1
+        assert delivery_rows(world) == []
+
+
+def test_the_daemon_still_tries_a_failed_delivery_later(
+    tmp_path: Path, artifacts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past its quick retries a delivery is `failed` and still tried (hourly; here every 0.2 s), so a
+    receiver down for a while gets its event without anyone requeuing it."""
+    monkeypatch.setattr(deliveries, "ATTEMPTS", 2)
+    monkeypatch.setattr(deliveries, "LATE_EVERY", timedelta(milliseconds=200))
+    healthy = {"yes": False}
+    with (
+        receiver(lambda _r, _n: 200 if healthy["yes"] else 502) as down,
+        make_world(tmp_path, artifacts) as world,
+    ):
+        db = ["--db", str(world.db_path)]
+        assert (
+            CliRunner()
+            .invoke(cli, [*db, "webhooks", "add", "later", "--url", down.url, "--event", "started"])
+            .exit_code
+            == 0
+        )
+        world.start(policy_text(CANARY))
+        rounds_until(world, lambda: [d.state for d in delivery_rows(world)] == ["failed"])
+        rounds_until(world, lambda: delivery_rows(world)[0].attempts >= 4)  # still tried while failed
+        healthy["yes"] = True
+        rounds_until(world, lambda: [d.state for d in delivery_rows(world)] == ["delivered"])
+        assert len(down.accepted) == 1
 
 
 def test_gates_hold_while_they_answer_403_and_release_on_200(

@@ -4,8 +4,10 @@
 rollout's policy's own and the registry-wide ones), moving the cursor in the same transaction: an
 event is fanned out once, or again after a crash (the delivery's key makes the second a no-op).
 `deliver_due` sends what is due, several at a time, and records each answer; a failure waits
-`retry`, twice that, ... up to 10 minutes, and after `ATTEMPTS` attempts the delivery is `failed`,
-kept and listed (`variantctl webhooks list --failed`) until `variantctl webhooks retry` requeues it.
+`retry`, twice that, ... up to 10 minutes, and after `ATTEMPTS` attempts the delivery is `failed`:
+kept and listed (`variantctl webhooks list --failed`), still tried once an hour for `LATE_FOR` after
+it was made (a receiver down for a weekend gets its events), and requeued at once by
+`variantctl webhooks retry`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 
 ATTEMPTS = 12
 BACKOFF_CAP = timedelta(minutes=10)
+LATE_EVERY = timedelta(hours=1)  # how often a failed delivery is still tried
+LATE_FOR = timedelta(days=3)  # for how long after the event
 BATCH = 500  # events fanned out, or deliveries sent, per transaction
 SENDERS = 8  # deliveries in flight at once
 CURSOR = "events"
@@ -180,7 +184,11 @@ def deliver_due(database: Database, retry: timedelta, limit: int = BATCH) -> Sen
         due = list(
             session.scalars(
                 select(WebhookDelivery)
-                .where(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= now)
+                .where(
+                    WebhookDelivery.next_attempt_at <= now,
+                    (WebhookDelivery.state == "pending")
+                    | ((WebhookDelivery.state == "failed") & (WebhookDelivery.created_at > now - LATE_FOR)),
+                )
                 .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
                 .limit(limit)
             )
@@ -205,14 +213,15 @@ def deliver_due(database: Database, retry: timedelta, limit: int = BATCH) -> Sen
                 )
                 values["next_attempt_at"] = now + min(retry * 2 ** (attempts - 1), BACKOFF_CAP)
                 if attempts >= ATTEMPTS:
-                    values["state"] = "failed"
-                    log.warning(
-                        "webhook %s gave up on event %s after %d attempts: %s",
-                        row.hook,
-                        row.event_seq,
-                        attempts,
-                        values["last_error"],
-                    )
+                    values["state"], values["next_attempt_at"] = "failed", now + LATE_EVERY
+                    if attempts == ATTEMPTS:
+                        log.warning(
+                            "webhook %s: event %s failed %d attempts (%s); tried hourly from now",
+                            row.hook,
+                            row.event_seq,
+                            attempts,
+                            values["last_error"],
+                        )
                 failed += 1
             session.execute(update(WebhookDelivery).where(WebhookDelivery.id == row.id).values(**values))
     telemetry.WEBHOOK_ATTEMPTS.labels("delivered").inc(delivered)
@@ -258,7 +267,7 @@ def listing(
             "attempts": d.attempts,
             "last_status": d.last_status,
             "last_error": d.last_error,
-            "next_attempt_at": None if d.state != "pending" else d.next_attempt_at,
+            "next_attempt_at": None if d.state == "delivered" else d.next_attempt_at,
             "delivered_at": d.delivered_at,
             "key": d.key,
         }
