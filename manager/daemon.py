@@ -288,7 +288,9 @@ def ingest_job(url: str) -> None:
                 continue
             fields["endpoint"] = target.endpoint
             report = runtime.ingestor.run(
-                QualitySpec(target.endpoint, target.capture_destination, target.ground_truth)
+                QualitySpec(
+                    target.endpoint, target.capture_destination, target.ground_truth, kind=policy.quality_kind
+                )
             )
         except Exception as exc:
             expected = isinstance(exc, UserError | OSError) or type(exc).__module__.startswith("botocore")

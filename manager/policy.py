@@ -26,6 +26,7 @@ MAX_DURATION = timedelta(days=366)
 MAX_COUNT = 1_000_000_000
 # What each source measures (tests/test_policy.py refuses anything else).
 QUALITY_MEASURES = ("accuracy", "abs_error", "squared_error")
+REGRESSION_MEASURES = ("abs_error", "squared_error")
 CLOUDWATCH_MEASURES = ("invocations", "errors_4xx", "errors_5xx", "model_latency_ms", "overhead_latency_ms")
 ERROR_MEASURES = ("errors_4xx", "errors_5xx")
 
@@ -377,6 +378,12 @@ class RolloutPolicy(Spec):
         names = [m.name for m in self.metrics]
         if len(set(names)) != len(names):
             raise ValueError("metric names must differ")
+        quality = {m.measure for m in self.metrics if m.source == "quality"}
+        if "accuracy" in quality and quality & set(REGRESSION_MEASURES):
+            raise ValueError(
+                "quality metrics judge a classifier (accuracy) or a regressor (abs_error, squared_error),"
+                " not both: the model's outputs are scored one way"
+            )
         hooks = [w.name for w in self.webhooks]
         if len(set(hooks)) != len(hooks):
             raise ValueError("webhook names must differ")
@@ -422,6 +429,13 @@ class RolloutPolicy(Spec):
             final = i == len(self.step_weights) - 1
             out.append(Step.model_validate({"analysis": {"final": final}}))
         return out
+
+    @property
+    def quality_kind(self) -> Literal["classification", "regression"]:
+        """What the model's outputs are, by what its quality metrics measure: accuracy judges a
+        classifier; absolute and squared error a regressor (a policy names one or the other)."""
+        measures = {m.measure for m in self.metrics if m.source == "quality"}
+        return "regression" if measures & set(REGRESSION_MEASURES) else "classification"
 
     @property
     def primary(self) -> Metric | None:

@@ -553,3 +553,37 @@ def test_an_unreachable_bucket_is_a_read_error_shown_not_a_crash(
     with database.read() as session:
         errors = ingest_status(session, "ep")["read_errors"]
     assert len(errors) == 2 and all("404" in e for e in errors), errors
+
+
+def test_the_daemons_ingest_scores_a_regression_policy_as_regression(
+    database: Database, files: Files, tmp_path: Path, now: datetime
+) -> None:
+    """The daemon's ingest job reads the kind of model from the rollout's policy: absolute and squared
+    error for one judged by `abs_error`, never accuracy against a rounded label."""
+    from manager import daemon
+    from manager.registry.tables import Rollout
+
+    rollout_id = _rollout(database, now - timedelta(hours=1))
+    capture, labels = (tmp_path / "capture").as_uri(), (tmp_path / "labels").as_uri()
+    policy = f"""
+name: regressor
+target: {{endpoint: ep, candidate: {{model: m, version: 2}}, captureDestination: '{capture}',
+         groundTruth: '{labels}'}}
+stepWeights: [5]
+metrics:
+  - {{name: mae, source: quality, measure: abs_error, kind: mean, higherIsBetter: false, role: primary}}
+"""
+    with database.write() as session:
+        row = session.get(Rollout, rollout_id)
+        assert row is not None
+        row.policy_yaml = policy
+    at = now - timedelta(minutes=3)
+    files.capture("baseline", "a.jsonl", [capture_line("r1", at, "10.0"), capture_line("r2", at, "4.0")])
+    files.labels("l.jsonl", [label_line("r1", "7.0"), label_line("r2", "5.0")])
+    daemon._RUNTIMES[database.url] = daemon.Runtime(database, None, _ingestor(database))
+    try:
+        daemon.ingest_job(database.url)
+    finally:
+        del daemon._RUNTIMES[database.url]
+    assert _observed(database, "abs_error") == {"baseline": (2, 4.0)}
+    assert _observed(database, "accuracy") == {}

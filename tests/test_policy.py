@@ -80,6 +80,28 @@ def test_the_base_policy_is_valid() -> None:
         ),
         (lambda t: t + "name: again\n", "given twice"),
         (lambda t: t + GUARDRAIL, "metric names must differ"),
+        (
+            lambda t: (
+                t
+                + "  - {name: mae, source: quality, measure: abs_error, kind: mean, higherIsBetter: false}\n"
+            ),
+            "a classifier (accuracy) or a regressor",
+        ),
+        (
+            lambda t: t + "webhooks:\n  - {name: gate, type: pre-rollout, url: 'ftp://ci/x'}\n",
+            "is not an http(s) URL",
+        ),
+        (
+            lambda t: (
+                t
+                + "webhooks:\n  - {name: gate, type: confirm-promotion, url: 'https://ci/x', format: slack}\n"
+            ),
+            "`format` and `events` are for events",
+        ),
+        (
+            lambda t: t + "webhooks:\n  - {name: a, url: 'https://x/1'}\n  - {name: a, url: 'https://x/2'}\n",
+            "webhook names must differ",
+        ),
     ],
     ids=[
         "no-metrics",
@@ -99,6 +121,10 @@ def test_the_base_policy_is_valid() -> None:
         "equal-variant-names",
         "duplicate-key",
         "duplicate-metric",
+        "classifier-and-regressor",
+        "webhook-not-http",
+        "gate-in-slack-format",
+        "duplicate-webhook",
     ],
 )
 def test_a_policy_that_cannot_mean_anything_is_refused(edit: object, message: str) -> None:

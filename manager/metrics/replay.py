@@ -313,7 +313,7 @@ class Replayer:
         report = ReplayReport(active.rollout_id)
         deadline = time.monotonic() + (budget or self.budget).total_seconds()
         pacer = Pacer(active.replay.max_requests_per_second)
-        kind, threshold = _kind(active.policy), 0.5
+        kind, threshold = active.policy.quality_kind, 0.5
         # About a second of answers per chunk, so that a decision taken meanwhile stops the replay soon.
         chunk = max(10, min(self.batch, round(active.replay.max_requests_per_second)))
         answers: queue.Queue[tuple[tuple[str, str | None, int], _Answer]] = queue.Queue()
@@ -548,11 +548,6 @@ def _pair(
 def _judges_quality(policy: policies.RolloutPolicy) -> bool:
     primary = policy.primary
     return primary is not None and primary.source == "quality"
-
-
-def _kind(policy: policies.RolloutPolicy) -> Kind:
-    measures = {m.measure for m in policy.metrics if m.source == "quality"}
-    return "regression" if measures & {"abs_error", "squared_error"} else "classification"
 
 
 def _lines(store: ObjectStore, prefix: str, start: datetime) -> Iterator[bytes]:
