@@ -381,6 +381,28 @@ def retrain_job(url: str, policy_path: str, job_id: str) -> None:
     if not windows.within(policy.trigger.windows, utcnow()):
         log.info("%s: outside the allowed windows; not retraining", job_id)
         return
+    orphan = _own_waiting(database, policy, actor)
+    if orphan is not None:
+        # This job trained and approved it, then stopped short of its rollout (fenced, or killed):
+        # roll it out now rather than skip night after night, or train yet another version.
+        with database.write() as session:
+            fence(url, session)
+            if _why_not_retrain(database, policy) == f"{orphan} is approved and was never rolled out":
+                rollout = launch.start(session, policy, text, actor, utcnow())
+                why = f"{orphan}, approved by an earlier run of {job_id} that did not start its rollout"
+                event = audit.Event(
+                    "trigger.resumed",
+                    "policy",
+                    policy.name,
+                    why,
+                    {"job": job_id, "rollout": rollout.id},
+                    policy.target.endpoint,
+                )
+                audit.append(session, actor, event)
+                log.info(
+                    "%s: started rollout %s of %s", job_id, rollout.id, why, extra={"fields": {"job": job_id}}
+                )
+                return
     waiting = _why_not_retrain(database, policy)
     if waiting is not None:
         log.info("%s: not retraining: %s", job_id, waiting, extra={"fields": {"job": job_id}})
@@ -419,6 +441,35 @@ def retrain_job(url: str, policy_path: str, job_id: str) -> None:
             done.ref,
             extra={"fields": {"job": job_id, "rollout": rollout_id}},
         )
+
+
+def _own_waiting(database: Database, policy: Any, actor: str) -> str | None:
+    """The newest approved version of the policy's model, when this job's own run approved it and it
+    was never rolled out, and the policy rolls out the newest approved version."""
+    from sqlalchemy import select
+
+    from manager.registry import models
+    from manager.registry.tables import AuditEvent, Rollout
+
+    if not policy.target.candidate.newest_approved:
+        return None
+    with database.read() as session:
+        approved = models.list_versions(session, policy.target.candidate.model, "approved")
+        if not approved:
+            return None
+        newest = approved[0]
+        tried = session.scalar(select(Rollout.id).where(Rollout.candidate_version_id == newest.id).limit(1))
+        gated_by = session.scalar(
+            select(AuditEvent.actor)
+            .where(
+                AuditEvent.subject_type == "model_version",
+                AuditEvent.subject_id == newest.ref,
+                AuditEvent.action == "model.gate",
+            )
+            .order_by(AuditEvent.seq.desc())
+            .limit(1)
+        )
+        return newest.ref if tried is None and gated_by == actor else None
 
 
 def _why_not_retrain(database: Database, policy: Any) -> str | None:

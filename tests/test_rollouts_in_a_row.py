@@ -162,6 +162,56 @@ def test_a_cron_retrain_twice_gives_two_rollouts_that_both_complete(
         assert _serving(world) == {"churn-v4": "churn:4"}
 
 
+def test_a_retrain_stopped_short_of_its_rollout_is_rolled_out_by_the_next_run(
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A night's retrain approves its version, then loses the scheduler's lease before the rollout
+    (fenced): the next night's run rolls that version out instead of skipping it, or training again."""
+    from manager.registry import leader
+
+    train = tmp_path / "train.yaml"
+    train.write_text(
+        f"model: churn\nestimator: logistic_regression\nobjective: {{metric: roc_auc}}\n"
+        f"output: {tmp_path / 'artifacts'}\n"
+    )
+    policy = tmp_path / "nightly.yaml"
+    policy.write_text(
+        POLICY.replace("minSamples: 30", "minSamples: 0")
+        + "trigger:\n  type: cron\n  cron: '0 3 * * *'\n"
+        + f"  retrain: {{data: 'sklearn:breast_cancer', config: '{train}'}}\n"
+    )
+    nights = [datetime(2026, 12, 1, 3, tzinfo=UTC), datetime(2026, 12, 2, 3, tzinfo=UTC)]
+    monkeypatch.setattr(daemon, "last_fire_time", lambda _cron, _now, _lookback: nights.pop(0))
+    fences = {"calls": 0}
+    real_fence = daemon.fence
+
+    def lost_after_training(url: str, session: object) -> None:
+        fences["calls"] += 1
+        if fences["calls"] == 2:  # the check after training, on the first night
+            raise leader.NotLeading("the scheduler's lease moved on while training")
+        real_fence(url, session)
+
+    monkeypatch.setattr(daemon, "fence", lost_after_training)
+    with make_world(tmp_path, artifacts, url=db_url) as world:
+        world.set_aside_waiting_candidate()
+        daemon._RUNTIMES[world.database.url] = daemon.Runtime(world.database, world.reconciler(), None)
+        try:
+            with pytest.raises(leader.NotLeading):
+                daemon.retrain_job(world.database.url, str(policy), "retrain:nightly")
+            assert not audit.history(world.database, audit.HistoryFilter(action="rollout.start"))
+            daemon.retrain_job(world.database.url, str(policy), "retrain:nightly")
+        finally:
+            del daemon._RUNTIMES[world.database.url]
+        [resumed] = audit.history(world.database, audit.HistoryFilter(action="trigger.resumed"))
+        assert "churn:3, approved by an earlier run of retrain:nightly" in (resumed.reason or "")
+        [started] = audit.history(world.database, audit.HistoryFilter(action="rollout.start"))
+        assert json.loads(started.payload)["candidate"] == "churn:3"
+        assert len(audit.history(world.database, audit.HistoryFilter(action="model.gate"))) == 1, (
+            "trained once"
+        )
+        assert world.tick_until(int(started.subject_id), ("promoted",)).state == "promoted"
+
+
 def test_a_poisoned_rollout_never_stops_a_healthy_one(
     tmp_path: Path, artifacts: dict[str, Path], db_url: str
 ) -> None:
