@@ -129,9 +129,10 @@ def test_a_trigger_that_cannot_start_says_why_once(
         assert len(warnings) == 2 and "cannot start a rollout of churn:2" in warnings[0].getMessage()
 
 
-def test_a_cron_retrain_twice_gives_two_rollouts_that_both_complete(
-    tmp_path: Path, artifacts: dict[str, Path], db_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _nightly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A nightly cron retrain policy whose runs are for two nights in turn (each run is for its own
+    scheduled time; two runs in one second off schedule would be claimed once, as they should be:
+    tests/test_daemon_jobs.py)."""
     train = tmp_path / "train.yaml"
     train.write_text(
         f"model: churn\nestimator: logistic_regression\nobjective: {{metric: roc_auc}}\n"
@@ -143,10 +144,15 @@ def test_a_cron_retrain_twice_gives_two_rollouts_that_both_complete(
         + "trigger:\n  type: cron\n  cron: '0 3 * * *'\n"
         + f"  retrain: {{data: 'sklearn:breast_cancer', config: '{train}'}}\n"
     )
-    # Two nights: each run is for its own scheduled time (run twice in one second, an off-schedule run
-    # would be claimed once, as it should be: tests/test_daemon_jobs.py).
     nights = [datetime(2026, 12, 1, 3, tzinfo=UTC), datetime(2026, 12, 2, 3, tzinfo=UTC)]
     monkeypatch.setattr(daemon, "last_fire_time", lambda _cron, _now, _lookback: nights.pop(0))
+    return policy
+
+
+def test_a_cron_retrain_twice_gives_two_rollouts_that_both_complete(
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = _nightly(tmp_path, monkeypatch)
     with make_world(tmp_path, artifacts, url=db_url) as world:
         world.set_aside_waiting_candidate()
         for _ in range(2):
@@ -169,19 +175,7 @@ def test_a_retrain_stopped_short_of_its_rollout_is_rolled_out_by_the_next_run(
     (fenced): the next night's run rolls that version out instead of skipping it, or training again."""
     from manager.registry import leader
 
-    train = tmp_path / "train.yaml"
-    train.write_text(
-        f"model: churn\nestimator: logistic_regression\nobjective: {{metric: roc_auc}}\n"
-        f"output: {tmp_path / 'artifacts'}\n"
-    )
-    policy = tmp_path / "nightly.yaml"
-    policy.write_text(
-        POLICY.replace("minSamples: 30", "minSamples: 0")
-        + "trigger:\n  type: cron\n  cron: '0 3 * * *'\n"
-        + f"  retrain: {{data: 'sklearn:breast_cancer', config: '{train}'}}\n"
-    )
-    nights = [datetime(2026, 12, 1, 3, tzinfo=UTC), datetime(2026, 12, 2, 3, tzinfo=UTC)]
-    monkeypatch.setattr(daemon, "last_fire_time", lambda _cron, _now, _lookback: nights.pop(0))
+    policy = _nightly(tmp_path, monkeypatch)
     fences = {"calls": 0}
     real_fence = daemon.fence
 
