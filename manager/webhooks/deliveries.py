@@ -230,17 +230,13 @@ def deliver_due(database: Database, retry: timedelta, limit: int = BATCH) -> Sen
 
 
 def _send(row: WebhookDelivery) -> send.Answer:
-    try:
-        key = send.secret(row.secret_env, row.secret_file)
-    except send.SecretMissing as exc:
-        return send.Answer(0, str(exc))
     headers = {
         "Idempotency-Key": row.key,
         "X-Variantctl-Delivery": row.key,
         "X-Variantctl-Event": row.kind,
         "X-Variantctl-Seq": str(row.event_seq),
     }
-    return send.post(row.url, row.body.encode(), headers, row.timeout, key)
+    return send.post(row.url, row.body.encode(), headers, row.timeout, row.secret_env, row.secret_file)
 
 
 def listing(

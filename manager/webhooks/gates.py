@@ -96,12 +96,9 @@ def _call(check: GateCheck, rollout: Rollout) -> tuple[tuple[int, str], policies
 
 
 def _ask(hook: policies.Webhook, body: bytes) -> send.Answer:
-    try:
-        key = send.secret(hook.secret_env, hook.secret_file)
-    except send.SecretMissing as exc:
-        return send.Answer(0, str(exc))
     headers = {"X-Variantctl-Event": "gate", "X-Variantctl-Gate": hook.type}
-    return send.post(hook.url, body, headers, parse_duration(hook.timeout).total_seconds(), key)
+    timeout = parse_duration(hook.timeout).total_seconds()
+    return send.post(hook.url, body, headers, timeout, hook.secret_env, hook.secret_file)
 
 
 def _record(

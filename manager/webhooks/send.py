@@ -50,7 +50,20 @@ def signature(key: bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
-def post(url: str, body: bytes, headers: dict[str, str], timeout: float, key: bytes | None = None) -> Answer:
+def post(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    timeout: float,
+    secret_env: str | None = None,
+    secret_file: str | None = None,
+) -> Answer:
+    """POST `body`, signed with the hook's secret when it names one; a secret that cannot be read is
+    an attempt that failed, with why, as a receiver that does not answer is."""
+    try:
+        key = secret(secret_env, secret_file)
+    except SecretMissing as exc:
+        return Answer(0, str(exc))
     sent = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers}
     if key is not None:
         sent[SIGNATURE_HEADER] = signature(key, body)
