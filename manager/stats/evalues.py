@@ -55,9 +55,14 @@ class HarmEvidence:
         bn, be, cn, ce = _columns(windows)
         m = be + ce
         keep = (bn > 0) & (cn > 0) & (m > 0)
-        if keep.any():
-            self.informative = True
-            self.log_lr += _log_lr(cn[keep] / (bn[keep] + cn[keep]), ce[keep], m[keep])
+        if not keep.any():
+            return
+        self.informative = True
+        # Windows with the same share contribute alike: merge them, then one row per distinct share.
+        shares, inverse = np.unique(cn[keep] / (bn[keep] + cn[keep]), return_inverse=True)
+        self.log_lr += _log_lr(
+            shares, np.bincount(inverse, weights=ce[keep]), np.bincount(inverse, weights=m[keep])
+        )
 
     @property
     def value(self) -> float:
@@ -74,13 +79,6 @@ def _columns(windows: Iterable[ErrorWindow]) -> np.ndarray:
 
 def harm_evalue(windows: Iterable[ErrorWindow]) -> float:
     """E-value against "the candidate's error rate is no higher than the baseline's" (all windows at once)."""
-    bn, be, cn, ce = _columns(windows)
-    m = be + ce
-    keep = (bn > 0) & (cn > 0) & (m > 0)
-    if not keep.any():
-        return 1.0
-    # Windows with the same share contribute alike: merge them, then one row per distinct share.
-    shares, inverse = np.unique(cn[keep] / (bn[keep] + cn[keep]), return_inverse=True)
-    return _mixed(
-        _log_lr(shares, np.bincount(inverse, weights=ce[keep]), np.bincount(inverse, weights=m[keep]))
-    )
+    evidence = HarmEvidence()
+    evidence.add_many(list(windows))
+    return evidence.value
