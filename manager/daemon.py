@@ -342,6 +342,7 @@ def retrain_job(url: str, policy_path: str, job_id: str) -> None:
     from manager.clock import parse_duration, utcnow
     from manager.config import scheduler_actor
     from manager.registry import leader
+    from manager.registry.rollouts import active_on
     from manager.rollout import launch
     from trainers.config import TrainConfig
     from trainers.datasets import load
@@ -387,7 +388,7 @@ def retrain_job(url: str, policy_path: str, job_id: str) -> None:
         # roll it out now rather than skip night after night, or train yet another version.
         with database.write() as session:
             fence(url, session)
-            if _why_not_retrain(database, policy) == f"{orphan} is approved and was never rolled out":
+            if active_on(session, policy.target.endpoint) is None:
                 rollout = launch.start(session, policy, text, actor, utcnow())
                 why = f"{orphan}, approved by an earlier run of {job_id} that did not start its rollout"
                 event = audit.Event(
