@@ -35,9 +35,7 @@ def render(database: Database, rollout_id: int) -> tuple[float, float, int, int]
         data = report.build(session, rollout_id)
     built = time.perf_counter()
     page = pages.layout("r", pages.rollout_page(data, None, None, True, 2.0), None, True)
-    live = (
-        '{"html": ' + report.json.dumps(report.sections(data)) + ', "report": ' + report.data_json(data) + "}"
-    )
+    live = report.live_json(data)
     done = time.perf_counter()
     return built - started, done - built, len(page.encode()), len(live.encode())
 

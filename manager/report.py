@@ -19,7 +19,6 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import resources
 from typing import Any
 
 from sqlalchemy import select
@@ -34,6 +33,7 @@ from manager.registry.vocabulary import is_final
 from manager.rollout.decide import judge
 from manager.samples import ErrorWindow, PhaseData
 from manager.stats.evalues import HarmEvidence
+from manager.web import asset
 
 MAX_POINTS = 400  # per metric: a long rollout is thinned evenly (the last look always kept)
 FINISHING = ("rollout.promote", "rollout.rollback")
@@ -295,14 +295,6 @@ def _decision_looks(own: list[Any], policy: policies.RolloutPolicy) -> list[tupl
 # The page.
 
 
-def _asset(name: str) -> str:
-    return resources.files("manager.web").joinpath("vendor", name).read_text(encoding="utf-8")
-
-
-def _static(name: str) -> str:
-    return resources.files("manager.web").joinpath("static", name).read_text(encoding="utf-8")
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return format_instant(value)
@@ -387,18 +379,18 @@ error e-value against its threshold, and the samples per arm.</p>{metric_blocks}
 {table(report["events"], ["seq", "at", "actor", "action", "subject", "reason", "hash"])}"""
 
 
+def live_json(report: dict[str, Any]) -> str:
+    """What a live page fetches: the sections' HTML and the data its charts are drawn from."""
+    return '{"html": ' + json.dumps(sections(report)) + ', "report": ' + data_json(report) + "}"
+
+
 def data_json(report: dict[str, Any]) -> str:
     """The report as JSON that is safe inside a <script> element."""
     return json.dumps(_plain(report), ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
 
 
-STYLE = """
-body{font:14px system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}
-td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}th{background:#f3f3f3}
-code,pre{font-size:12px}pre{background:#f7f7f7;padding:.7em;overflow:auto}
-.decision{font-size:16px}.chart{margin:.5em 0}small{color:#666;font-weight:normal}
-"""
+# The page's own layout; the sections' styles are static/report.css, the dashboard's too.
+PAGE_STYLE = "body{font:14px system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}"
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -410,11 +402,12 @@ def render_html(report: dict[str, Any]) -> str:
 <meta http-equiv="Content-Security-Policy"
  content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:">
 <title>{html.escape(title)}</title>
-<style>{_asset("uPlot.min.css")}{STYLE}</style></head><body>
+<style>{asset("vendor", "uPlot.min.css")}{PAGE_STYLE}
+{asset("static", "report.css")}</style></head><body>
 {sections(report)}
 <script id="report-data" type="application/json">{data_json(report)}</script>
-<script>{_asset("uPlot.iife.min.js")}</script>
-<script>{_static("charts.js")}</script>
+<script>{asset("vendor", "uPlot.iife.min.js")}</script>
+<script>{asset("static", "charts.js")}</script>
 <script>window.drawReport(JSON.parse(document.getElementById("report-data").textContent));</script>
 </body></html>
 """

@@ -9,9 +9,8 @@ that allows nothing else, and `/metrics` for Prometheus.
 
 from __future__ import annotations
 
-import json
+import html
 from collections import OrderedDict
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -23,11 +22,12 @@ from starlette.routing import Route
 
 from manager.db import Database
 from manager.errors import NotFound, UserError
-from manager.web import auth, pages
+from manager.web import asset, auth, pages
 from manager.web.metrics import Exposition
 
 STATIC = {
     "uPlot.min.css": ("vendor", "text/css"),
+    "report.css": ("static", "text/css"),
     "uPlot.iife.min.js": ("vendor", "text/javascript"),
     "charts.js": ("static", "text/javascript"),
     "dashboard.js": ("static", "text/javascript"),
@@ -106,8 +106,7 @@ def static(request: Request) -> Response:
     if name not in STATIC:
         return PlainTextResponse("not found\n", status_code=404)
     folder, media = STATIC[name]
-    text = resources.files("manager.web").joinpath(folder, name).read_text(encoding="utf-8")
-    return Response(text, media_type=media, headers={"Cache-Control": "max-age=3600"})
+    return Response(asset(folder, name), media_type=media, headers={"Cache-Control": "max-age=3600"})
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -121,13 +120,9 @@ async def _refused(request: Request, exc: Exception) -> Response:
 def _error(request: Request, status: int, message: str) -> Response:
     if _wants_json(request):
         return JSONResponse({"error": message}, status_code=status)
-    return HTMLResponse(pages.layout("error", f"<p class='error'>{_escape(message)}</p>", None, None), status)
-
-
-def _escape(text: str) -> str:
-    import html
-
-    return html.escape(text)
+    return HTMLResponse(
+        pages.layout("error", f"<p class='error'>{html.escape(message)}</p>", None, None), status
+    )
 
 
 def _wants_json(request: Request) -> bool:
@@ -195,8 +190,7 @@ class Dashboard:
         from manager import report
 
         data = self._report(request.path_params["rollout_id"])
-        body = '{"html": ' + json.dumps(report.sections(data)) + ', "report": ' + report.data_json(data) + "}"
-        return Response(body, media_type="application/json")
+        return Response(report.live_json(data), media_type="application/json")
 
     def report_json(self, request: Request) -> Response:
         from manager import report

@@ -37,7 +37,8 @@ def layout(
     tags = "".join(f"<script src='/static/{html.escape(s)}'></script>" for s in scripts)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)} · variantctl</title>
-<link rel="stylesheet" href="/static/uPlot.min.css"><link rel="stylesheet" href="/static/dashboard.css">
+<link rel="stylesheet" href="/static/uPlot.min.css"><link rel="stylesheet" href="/static/report.css">
+<link rel="stylesheet" href="/static/dashboard.css">
 </head><body>
 <nav><b>variantctl</b> <a href="/">endpoints</a> <a href="/rollouts">rollouts</a> <a href="/models">models</a>
 <a href="/history">history</a> <span class="who">{who}</span></nav>
