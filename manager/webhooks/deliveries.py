@@ -158,14 +158,7 @@ def _rollouts(
         except UserError:
             continue  # a policy that no longer parses has no hooks; the registry-wide ones still hear
         parsed[rollout.policy_hash] = policy
-        who = {
-            "id": rollout.id,
-            "endpoint": rollout.endpoint.name,
-            "baseline": rollout.baseline.ref,
-            "candidate": rollout.candidate.ref,
-            "policy": policy.name,
-        }
-        out[str(rollout.id)] = (who, policy)
+        out[str(rollout.id)] = (events.who(rollout, policy.name), policy)
     return out
 
 

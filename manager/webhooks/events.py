@@ -59,6 +59,17 @@ def kind_of(action: str, reason: str | None) -> str | None:
     return kind
 
 
+def who(rollout: Any, policy: str) -> dict[str, Any]:
+    """A rollout as webhooks name it (events and gates alike)."""
+    return {
+        "id": rollout.id,
+        "endpoint": rollout.endpoint.name,
+        "baseline": rollout.baseline.ref,
+        "candidate": rollout.candidate.ref,
+        "policy": policy,
+    }
+
+
 def body(event: Any, kind: str, key: str, rollout: dict[str, Any] | None) -> dict[str, Any]:
     """The JSON body of one event: what happened, to which rollout and endpoint, the decision and the
     evidence the history holds for it, and the event's place in the chain (seq, hash)."""

@@ -20,7 +20,7 @@ from manager.errors import UserError
 from manager.registry.rollouts import record_event, snapshot
 from manager.registry.tables import GateCheck, Rollout
 from manager.registry.vocabulary import ACTIVE_ROLLOUT_STATES
-from manager.webhooks import send
+from manager.webhooks import events, send
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +82,8 @@ def _call(check: GateCheck, rollout: Rollout) -> tuple[tuple[int, str], policies
         "opened_at": format_instant(check.opened_at),
         "deadline_at": format_instant(check.deadline_at),
         "rollout": {
-            "id": rollout.id,
-            "endpoint": rollout.endpoint.name,
-            "baseline": rollout.baseline.ref,
-            "candidate": rollout.candidate.ref,
+            **events.who(rollout, policy.name),
             "candidate_variant": rollout.candidate_variant,
-            "policy": policy.name,
             **snapshot(rollout),
         },
         "metadata": hook.metadata,
