@@ -242,10 +242,11 @@ def _csrf(driver: Any, base: str, rollout_id: int) -> str:
 
 @contextmanager
 def served(world: World, token_file: Path | None = None) -> Iterator[str]:
-    from manager.web import serve
+    from manager.web import auth, serve
 
     port = free_port()
-    server = serve.start_in_thread(world.database.url, "127.0.0.1", port, token_file)
+    tokens = auth.read_tokens(token_file) if token_file is not None else None
+    server = serve.start_in_thread(world.database.url, "127.0.0.1", port, tokens)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

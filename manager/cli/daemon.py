@@ -107,9 +107,9 @@ def daemon(
         host, port = serve.parse_address(http_address)
         if once:
             raise click.BadParameter("--once runs one tick and exits: it serves nothing", param_hint="--http")
-        if token_file is not None:
-            auth.read_tokens(token_file)  # a bad file is refused before anything starts
-        serve.start_in_thread(app.settings.db_url, host, port, token_file)
+        # a bad token file is refused before anything starts
+        operators = auth.read_tokens(token_file) if token_file is not None else None
+        serve.start_in_thread(app.settings.db_url, host, port, operators)
         click.echo(f"dashboard and /metrics on http://{host}:{port}/", err=True)
     runner.run(app.settings.db_url, tick, ingest_every, policies_dir, once, schedule, instance_id, lease_ttl)
 

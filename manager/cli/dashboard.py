@@ -35,8 +35,8 @@ def dashboard(app: AppContext, host: str, port: int, token_file: Path | None, po
     from manager.web import auth, serve
 
     app.database()  # refuse a missing or old registry before listening
-    operators = auth.read_tokens(token_file) if token_file is not None else {}
-    serving = serve.server(app.settings.db_url, host, port, token_file, poll)
+    operators = auth.read_tokens(token_file) if token_file is not None else None
+    serving = serve.server(app.settings.db_url, host, port, operators, poll)
     try:
         with socket.create_server((host, port)):
             pass  # in use, or not an address of this machine: one line, not a traceback

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -47,10 +46,11 @@ HISTORY_LIMIT = 200
 REPORTS_KEPT = 32  # rollout reports kept built, the most recently viewed
 
 
-def create_app(url: str, token_file: Path | None = None, poll: float = 2.0) -> Starlette:
-    """`poll`: seconds between the live rollout page's updates."""
+def create_app(url: str, tokens: dict[str, str] | None = None, poll: float = 2.0) -> Starlette:
+    """`tokens`: the token file's operators (`auth.read_tokens`), None for a read-only dashboard;
+    `poll`: seconds between the live rollout page's updates."""
     database = Database(url)
-    operators = auth.Operators(auth.read_tokens(token_file)) if token_file is not None else None
+    operators = auth.Operators(tokens) if tokens is not None else None
     exposition = Exposition(database)
     dashboard = Dashboard(database, operators, poll)
 

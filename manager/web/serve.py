@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from manager.errors import UserError
@@ -19,19 +18,22 @@ def parse_address(text: str) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1"), int(port)
 
 
-def server(url: str, host: str, port: int, token_file: Path | None, poll: float = 2.0) -> Any:
+def server(url: str, host: str, port: int, tokens: dict[str, str] | None, poll: float = 2.0) -> Any:
+    """`tokens`: the token file's operators (`auth.read_tokens`), None for a read-only dashboard."""
     import uvicorn
 
     from manager.web.app import create_app
 
-    app = create_app(url, token_file, poll)
+    app = create_app(url, tokens, poll)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, workers=1)
     return uvicorn.Server(config)
 
 
-def start_in_thread(url: str, host: str, port: int, token_file: Path | None, timeout: float = 15.0) -> Any:
+def start_in_thread(
+    url: str, host: str, port: int, tokens: dict[str, str] | None, timeout: float = 15.0
+) -> Any:
     """The dashboard and /metrics on a daemon thread; refused in one line if it cannot listen."""
-    serving = server(url, host, port, token_file)
+    serving = server(url, host, port, tokens)
     thread = threading.Thread(target=serving.run, name="http", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
