@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from manager.stats.evalues import ErrorWindow, HarmEvidence, harm_evalue
+from manager.stats.evalues import ErrorWindow, HarmEvidence, harm_log_evalue
 from manager.stats.group_sequential import bounds
 from manager.stats.sequences import Arm, difference_sequence, naive_interval
 
@@ -74,9 +74,9 @@ def test_no_data_is_an_unbounded_interval() -> None:
 
 
 def test_evalue_is_one_without_errors_or_requests() -> None:
-    assert harm_evalue([]) == 1.0
-    assert harm_evalue([ErrorWindow(100, 0, 100, 0)]) == 1.0
-    assert harm_evalue([ErrorWindow(0, 0, 0, 0)]) == 1.0
+    assert harm_log_evalue([]) == 0.0
+    assert harm_log_evalue([ErrorWindow(100, 0, 100, 0)]) == 0.0
+    assert harm_log_evalue([ErrorWindow(0, 0, 0, 0)]) == 0.0
 
 
 def test_evalue_false_alarms_stay_within_alpha() -> None:
@@ -86,7 +86,7 @@ def test_evalue_false_alarms_stay_within_alpha() -> None:
         evidence = HarmEvidence()
         for _ in range(100):  # 100 checks of 200 requests per arm at a 0.5% error rate on both
             evidence.add(ErrorWindow(200, rng.binomial(200, 0.005), 200, rng.binomial(200, 0.005)))
-            if evidence.value >= 1 / ALPHA:
+            if evidence.log_value >= math.log(1 / ALPHA):
                 alarms += 1
                 break
     assert alarms / runs <= ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / runs)
@@ -107,9 +107,9 @@ def test_evalue_finds_three_times_the_errors_across_phases_of_different_shares()
                     rng.binomial(candidate, 0.015),
                 )
             )
-    assert harm_evalue(windows) >= 1 / ALPHA
+    assert harm_log_evalue(windows) >= math.log(1 / ALPHA)
     fewer = [ErrorWindow(w.baseline_requests, w.baseline_errors, w.candidate_requests, 0) for w in windows]
-    assert harm_evalue(fewer) < 1  # a candidate with no errors is evidence against harm
+    assert harm_log_evalue(fewer) < 0  # a candidate with no errors is evidence against harm
 
 
 def test_group_sequential_bounds_match_gsdesign() -> None:
@@ -134,4 +134,4 @@ def test_the_batch_evalue_equals_the_incremental_one() -> None:
     incremental = HarmEvidence()
     for w in windows:
         incremental.add(w)
-    assert harm_evalue(windows) == pytest.approx(incremental.value, rel=1e-9)
+    assert harm_log_evalue(windows) == pytest.approx(incremental.log_value, rel=1e-9)

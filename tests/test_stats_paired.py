@@ -14,7 +14,7 @@ from manager.stats.paired import (
     Pairs,
     accuracy_difference_sequence,
     binomial_sequence,
-    discordant_evalue,
+    discordant_log_evalue,
     paired_mean_sequence,
 )
 from manager.stats.sequences import difference_sequence
@@ -80,7 +80,7 @@ def test_the_discordant_evalue_is_a_valid_test_under_the_null() -> None:
             wins = np.cumsum(c & ~b)
             losses = np.cumsum(b & ~c)
             if any(
-                discordant_evalue(Pairs(n, int(losses[n - 1]), int(wins[n - 1]))) >= 1 / ALPHA
+                discordant_log_evalue(Pairs(n, int(losses[n - 1]), int(wins[n - 1]))) >= math.log(1 / ALPHA)
                 for n in range(50, 3001, 50)
             ):
                 hits += 1
@@ -89,7 +89,7 @@ def test_the_discordant_evalue_is_a_valid_test_under_the_null() -> None:
     assert rejected(0.0) <= ALPHA
     assert rejected(-0.02) <= ALPHA
     assert rejected(0.03) >= 0.9
-    assert discordant_evalue(Pairs(100, 0, 0)) == 1.0
+    assert discordant_log_evalue(Pairs(100, 0, 0)) == 0.0
 
 
 def test_pairing_needs_far_fewer_labels_than_two_arms() -> None:

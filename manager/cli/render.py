@@ -12,6 +12,7 @@ from typing import IO, Any, TypeVar
 import click
 
 from manager.clock import format_instant
+from manager.stats.evalues import readable
 
 OUTPUTS = ("table", "json", "csv")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -152,6 +153,11 @@ def _plain_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], empt
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+def _evalue(v: dict[str, Any]) -> str:
+    """Records before log e-values were kept carry only the (finite) e-value."""
+    return readable(v["log_e_value"]) if "log_e_value" in v else f"{v['e_value']:.3g}"
+
+
 def metric_cells(v: dict[str, Any]) -> dict[str, str]:
     """A metric's verdict as four short cells: status, each arm, and its interval or e-value."""
     if "e_value" in v:
@@ -159,7 +165,7 @@ def metric_cells(v: dict[str, Any]) -> dict[str, str]:
             "status": v["status"],
             "baseline": f"{v['baseline_errors']:g}/{v['baseline_requests']:g}",
             "candidate": f"{v['candidate_errors']:g}/{v['candidate_requests']:g}",
-            "interval": f"e-value {v['e_value']:.3g} (reject at {v['threshold']:g})",
+            "interval": f"e-value {_evalue(v)} (reject at {v['threshold']:g})",
         }
     if "baseline_mean" not in v:
         return {"status": v["status"], "baseline": "-", "candidate": "-", "interval": "-"}

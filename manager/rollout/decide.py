@@ -32,14 +32,14 @@ from manager.policy import Metric, RolloutPolicy, Step
 from manager.registry.vocabulary import is_final
 from manager.samples import Observations, Paired, PairedSums, PhaseData
 from manager.stats import srm
-from manager.stats.evalues import HarmEvidence, harm_evalue
+from manager.stats.evalues import HarmEvidence, harm_log_evalue, readable, saturating_exp
 from manager.stats.paired import (
     Differences,
     Pairs,
     accuracy_difference_sequence,
     accuracy_sign_sequence,
     binomial_sequence,
-    discordant_evalue,
+    discordant_log_evalue,
     paired_mean_sequence,
 )
 from manager.stats.sequences import Interval, difference_sequence
@@ -133,13 +133,14 @@ def _judge_errors(
     """Error counts: the conditional-binomial e-value over every window of every phase."""
     if harm is None:
         every = [w for data in phases for w in data.windows]
-        e, windows = harm_evalue(every), len(every)
+        log_e, windows = harm_log_evalue(every), len(every)
     else:
-        e, windows = harm.value, harm.windows
+        log_e, windows = harm.log_value, harm.windows
     n_c = sum(p.candidate.n for p in phases)
     evidence.update(
         {
-            "e_value": e,
+            "log_e_value": log_e,
+            "e_value": saturating_exp(log_e),
             "threshold": 1 / metric.alpha,
             "windows": windows,
             "candidate_requests": n_c,
@@ -150,7 +151,7 @@ def _judge_errors(
     )
     if n_c == 0:
         return MetricVerdict(metric.name, "no_data", evidence, metric.dry_run, metric.min_samples == 0)
-    status: Status = "fail" if e >= 1 / metric.alpha else "pass"
+    status: Status = "fail" if log_e >= math.log(1 / metric.alpha) else "pass"
     return MetricVerdict(metric.name, status, evidence, metric.dry_run, n_c >= metric.min_samples)
 
 
@@ -378,6 +379,7 @@ def _sample_ratio(
             "total": r.total,
             "expected_share": r.expected_share,
             "observed_share": r.observed_share,
+            "log_e_value": r.log_e_value,
             "e_value": r.e_value,
             "threshold": 1 / r.alpha,
         }
@@ -390,7 +392,7 @@ def _sample_ratio(
     what = "requests" if name == "requests" else "labelled requests"
     reason = (
         f"{SRM_REASON}: the candidate got {r.candidate:,.0f} of {r.total:,.0f} {what}"
-        f" ({r.observed_share:.1%}, expected {r.expected_share:.1%}; e = {r.e_value:.3g}"
+        f" ({r.observed_share:.1%}, expected {r.expected_share:.1%}; e = {readable(r.log_e_value)}"
         f" >= {1 / r.alpha:g})"
     )
     if action == "rollback":
@@ -615,12 +617,14 @@ def paired_verdict(
     if metric.kind == "proportion":
         pairs = Pairs(int(sums.n), sums.baseline_only, sums.candidate_only)
         interval = accuracy_difference_sequence(pairs, metric.alpha)
+        log_better = discordant_log_evalue(pairs)
         evidence.update(
             {
                 "baseline_only": pairs.baseline_only,
                 "candidate_only": pairs.candidate_only,
                 "discordant": pairs.discordant,
-                "e_value_better": discordant_evalue(pairs),
+                "log_e_value_better": log_better,
+                "e_value_better": saturating_exp(log_better),
             }
         )
         if margin == 0:

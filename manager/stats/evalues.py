@@ -6,11 +6,16 @@ candidate's rate is r times the baseline's, that probability is p(r) = pi r / (p
 The e-value is the likelihood ratio of r against r = 1, mixed over a prior on r in [1, r_max]:
 a product over windows for each r, so windows of different shares (phases) combine, and it is a
 test martingale under H0 (r <= 1). Reject when it reaches 1/alpha. With no errors it is 1.
+
+Strong evidence takes the likelihood ratio past the largest float (a log ratio over ~709), so every
+e-value here is kept, combined and compared in log space: reject when log e >= log(1/alpha).
+`saturating_exp` turns one into a finite number for people and for JSON, never for a decision.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -30,14 +35,31 @@ def _log_lr(pi: np.ndarray, k: np.ndarray, m: np.ndarray) -> np.ndarray:
     return np.asarray(terms.sum(axis=0))
 
 
-def _mixed(log_lr: np.ndarray) -> float:
-    """The prior-weighted mean of exp(log_lr), computed without overflow."""
+_LOG_MAX = math.log(sys.float_info.max)
+
+
+def log_mean_exp(log_lr: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """log of the (weighted) mean of exp(log_lr), without ever forming exp of a large number."""
     peak = float(log_lr.max())
-    return float(math.exp(peak) * np.dot(_WEIGHTS, np.exp(log_lr - peak)))
+    inner = np.exp(log_lr - peak)
+    mean = float(np.mean(inner)) if weights is None else float(np.dot(weights, inner))
+    return peak + math.log(mean)
+
+
+def saturating_exp(log_e: float) -> float:
+    """exp(log_e), or the largest float where that overflows: for display and JSON only."""
+    return math.exp(min(log_e, _LOG_MAX))
+
+
+def readable(log_e: float) -> str:
+    """An e-value in a sentence: 3 significant digits, as 10^k once it is past any float."""
+    if log_e <= _LOG_MAX:
+        return f"{math.exp(log_e):.3g}"
+    return f"10^{log_e / math.log(10):.1f}"
 
 
 class HarmEvidence:
-    """The e-value, accumulated window by window or batch by batch (the same number as `harm_evalue`
+    """The e-value, accumulated window by window or batch by batch (the same number as `harm_log_evalue`
     over the same windows, whatever their order: a product over windows)."""
 
     def __init__(self) -> None:
@@ -65,8 +87,9 @@ class HarmEvidence:
         )
 
     @property
-    def value(self) -> float:
-        return _mixed(self.log_lr) if self.informative else 1.0
+    def log_value(self) -> float:
+        """log of the e-value (0 with no informative window)."""
+        return log_mean_exp(self.log_lr, _WEIGHTS) if self.informative else 0.0
 
 
 def _columns(windows: Iterable[ErrorWindow]) -> np.ndarray:
@@ -77,8 +100,9 @@ def _columns(windows: Iterable[ErrorWindow]) -> np.ndarray:
     return rows.T
 
 
-def harm_evalue(windows: Iterable[ErrorWindow]) -> float:
-    """E-value against "the candidate's error rate is no higher than the baseline's" (all windows at once)."""
+def harm_log_evalue(windows: Iterable[ErrorWindow]) -> float:
+    """log of the e-value against "the candidate's error rate is no higher than the baseline's" (all
+    windows at once)."""
     evidence = HarmEvidence()
     evidence.add_many(list(windows))
-    return evidence.value
+    return evidence.log_value

@@ -7,9 +7,9 @@ discordant pair favours the candidate. Both are binomial chances, each followed 
 mixture confidence sequence (Robbins): with a Beta(1, 1) prior, the mixture of likelihood ratios
 against p is a test martingale under p, so the set of p where it stays below 2/alpha covers p at
 every look with probability 1 - alpha/2 (Ville). The two sequences hold together with probability
-1 - alpha (a union bound), and Delta's bounds follow from theirs. `discordant_evalue` is the exact
-McNemar-style e-value against "theta <= 1/2" (the candidate no better): a mixture over theta in
-[1/2, 1], a supermartingale under every theta <= 1/2.
+1 - alpha (a union bound), and Delta's bounds follow from theirs. `discordant_log_evalue` is the log
+of the exact McNemar-style e-value against "theta <= 1/2" (the candidate no better): a mixture over
+theta in [1/2, 1], a supermartingale under every theta <= 1/2.
 
 Continuous losses. Per-request loss differences (candidate minus baseline) are one sample; the
 normal-mixture confidence sequence of `sequences` applies to their mean with V = s^2 / n.
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from manager.stats.evalues import log_mean_exp
 from manager.stats.sequences import Interval, optimal_ratio
 
 # The Beta(a, a) prior of the sign test's mixture: centred on 1/2, where the sign is decided, and wide
@@ -111,14 +112,13 @@ _THETA = np.linspace(0.5, 1.0, 401)[1:]
 _LOG_THETA, _LOG_NOT = np.log(_THETA), np.log1p(-np.minimum(_THETA, 1 - 1e-12))
 
 
-def discordant_evalue(pairs: Pairs) -> float:
-    """E-value against "the candidate is no more accurate" (theta <= 1/2), from discordant pairs."""
+def discordant_log_evalue(pairs: Pairs) -> float:
+    """log of the e-value against "the candidate is no more accurate" (theta <= 1/2), from discordant
+    pairs; it passes any float's range once the pairs are many and one-sided, so it stays a log."""
     b, c = pairs.baseline_only, pairs.candidate_only
     if b + c == 0:
-        return 1.0
-    log_lr = c * _LOG_THETA + b * _LOG_NOT + (b + c) * math.log(2.0)
-    peak = float(log_lr.max())
-    return float(math.exp(peak) * np.mean(np.exp(log_lr - peak)))
+        return 0.0
+    return log_mean_exp(c * _LOG_THETA + b * _LOG_NOT + (b + c) * math.log(2.0))
 
 
 @dataclass(frozen=True)

@@ -15,19 +15,27 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from manager.stats.evalues import saturating_exp
+
 ALPHA = 0.001
 CONCENTRATION = 3000.0
 
 
 @dataclass(frozen=True)
 class Ratio:
-    """The counts tested and the verdict: `e_value` >= 1/alpha is a mismatch."""
+    """The counts tested and the verdict: `log_e_value` >= log(1/alpha) is a mismatch."""
 
     candidate: float
     total: float
     expected_share: float
-    e_value: float
+    log_e_value: float
     alpha: float
+
+    @property
+    def e_value(self) -> float:
+        """For display and JSON: saturates at the largest float, which a mismatch of a few
+        thousand requests passes."""
+        return saturating_exp(self.log_e_value)
 
     @property
     def observed_share(self) -> float:
@@ -35,7 +43,7 @@ class Ratio:
 
     @property
     def mismatch(self) -> bool:
-        return self.e_value >= 1.0 / self.alpha
+        return self.log_e_value >= math.log(1.0 / self.alpha)
 
 
 def log_evalue(candidate: float, total: float, p0: float, k: float = CONCENTRATION) -> float:
@@ -50,5 +58,4 @@ def log_evalue(candidate: float, total: float, p0: float, k: float = CONCENTRATI
 
 
 def test(candidate: float, total: float, p0: float, alpha: float = ALPHA) -> Ratio:
-    e = math.exp(min(log_evalue(candidate, total, p0), 700.0))
-    return Ratio(candidate, total, p0, e, alpha)
+    return Ratio(candidate, total, p0, log_evalue(candidate, total, p0), alpha)
