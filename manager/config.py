@@ -12,6 +12,8 @@ from manager.errors import UserError
 
 ENV_DB = "VARIANTCTL_DB"
 ENV_ACTOR = "VARIANTCTL_ACTOR"
+# `local-sagemaker serve --clock`: "held" starts the host's clock stopped, for tests that move it.
+ENV_LOCAL_CLOCK = "VARIANTCTL_LOCAL_CLOCK"
 # The serving image of a version registered without one: the local SageMaker's scikit-learn server.
 DEFAULT_IMAGE = "local/sklearn:1.9"
 

@@ -99,6 +99,13 @@ def wait_status(sm: Any, endpoint: str, wanted: str = "InService", timeout: floa
         time.sleep(0.05)
 
 
+def settle(host: Any, sm: Any, endpoint: str, wanted: str = "InService", seconds: float = 3600) -> Any:
+    """With the host's clock held: move it past every timed step (`seconds`), then wait for what takes
+    real work (loading the models) to finish, polling."""
+    host.clock.advance(seconds)
+    return wait_status(sm, endpoint, wanted)
+
+
 def binomial_bounds(n: int, p: float, z: float = 3.29) -> tuple[float, float]:
     """A 99.9% normal-approximation interval for the share of n draws with probability p."""
     half = z * float(np.sqrt(p * (1 - p) / n))

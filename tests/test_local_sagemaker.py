@@ -20,6 +20,7 @@ from .local_sagemaker_support import (
     create_model,
     expected_scores,
     first_row,
+    settle,
     until,
     variant,
     wait_status,
@@ -108,7 +109,7 @@ def _metric_sum(cw: Any, endpoint: str, variant_name: str, metric: str, stat: st
 
 
 @pytest.mark.slow
-def test_public_ab_flow(sm: Any, rt: Any, cw: Any, artifacts: dict[str, Path]) -> None:
+def test_public_ab_flow(host: LocalSageMaker, sm: Any, rt: Any, cw: Any, artifacts: dict[str, Path]) -> None:
     # 1. two models, one config with two variants at weight 1
     _deploy(sm, artifacts)
     described = sm.describe_endpoint(EndpointName="ep")
@@ -125,7 +126,9 @@ def test_public_ab_flow(sm: Any, rt: Any, cw: Any, artifacts: dict[str, Path]) -
     # 3. TargetVariant overrides the weights
     assert _invoke_many(rt, 50, TargetVariant="B") == Counter({"B": 50})
 
-    # 4. weights to 25/75: Updating, then InService with the new CurrentWeight, and routed so
+    # 4. weights to 25/75: Updating, then InService with the new CurrentWeight, and routed so. The
+    # host's clock is held from here: each state lasts until the test moves it on.
+    host.clock.hold()
     sm.update_endpoint_weights_and_capacities(
         EndpointName="ep",
         DesiredWeightsAndCapacities=[
@@ -138,7 +141,8 @@ def test_public_ab_flow(sm: Any, rt: Any, cw: Any, artifacts: dict[str, Path]) -
     assert updating["ProductionVariants"][1]["DesiredWeight"] == 3.0
     assert updating["ProductionVariants"][1]["CurrentWeight"] == 1.0
     assert updating["ProductionVariants"][1]["VariantStatus"][0]["Status"] == "Updating"
-    done = wait_status(sm, "ep")
+    assert sm.describe_endpoint(EndpointName="ep")["EndpointStatus"] == "Updating"
+    done = settle(host, sm, "ep", seconds=1)
     assert [v["CurrentWeight"] for v in done["ProductionVariants"]] == [1.0, 3.0]
     shifted = _invoke_many(rt, 4000)
     low, high = binomial_bounds(4000, 0.25)
@@ -152,7 +156,7 @@ def test_public_ab_flow(sm: Any, rt: Any, cw: Any, artifacts: dict[str, Path]) -
             {"VariantName": "B", "DesiredWeight": 1},
         ],
     )
-    wait_status(sm, "ep")
+    settle(host, sm, "ep", seconds=1)
     assert _invoke_many(rt, 200) == Counter({"B": 200})
 
     # 6. UpdateEndpoint to a single-variant config
@@ -161,7 +165,7 @@ def test_public_ab_flow(sm: Any, rt: Any, cw: Any, artifacts: dict[str, Path]) -
     pending = sm.describe_endpoint(EndpointName="ep")
     assert pending["EndpointStatus"] == "Updating" and pending["EndpointConfigName"] == "ep-c1"
     assert pending["PendingDeploymentSummary"]["EndpointConfigName"] == "ep-c2"
-    final = wait_status(sm, "ep")
+    final = settle(host, sm, "ep", seconds=1)
     assert final["EndpointConfigName"] == "ep-c2"
     assert [v["VariantName"] for v in final["ProductionVariants"]] == ["B"]
     assert "PendingDeploymentSummary" not in final
@@ -181,6 +185,8 @@ def test_public_ab_flow(sm: Any, rt: Any, cw: Any, artifacts: dict[str, Path]) -
     assert sm.describe_endpoint(EndpointName="ep")["EndpointStatus"] == "Deleting"
     with pytest.raises(ClientError, match="not in service"):
         rt.invoke_endpoint(EndpointName="ep", ContentType="text/csv", Body=first_row())
+    assert sm.describe_endpoint(EndpointName="ep")["EndpointStatus"] == "Deleting"
+    host.clock.advance(1)
     sm.get_waiter("endpoint_deleted").wait(
         EndpointName="ep", WaiterConfig={"Delay": 0.05, "MaxAttempts": 200}
     )

@@ -77,7 +77,7 @@ def test_capture_files_are_model_monitor_records_sampled_as_configured(
     row, n = first_row(), 2000
     for i in range(n):
         rt.invoke_endpoint(EndpointName="ep", ContentType="text/csv", Body=row, InferenceId=f"req-{i}")
-    time.sleep(0.3)  # capture is written after each answer is sent
+    until(lambda: host.host.in_flight == 0, "the captures, written after each answer is sent")
     files, records = _capture_records(host.s3_root / "monitoring", 0)
 
     low, high = binomial_bounds(n, 0.30)
@@ -172,9 +172,9 @@ def test_latency_statistics_in_microseconds(host: LocalSageMaker, artifacts: dic
 
 def test_one_second_buckets_and_pagination(host: LocalSageMaker, artifacts: dict[str, Path]) -> None:
     _, rt = _endpoint(host, artifacts["logistic"])
+    host.clock.hold()
     rt.invoke_endpoint(EndpointName="ep", ContentType="text/csv", Body=first_row())
-    first_bucket = int(time.time())
-    until(lambda: int(time.time()) > first_bucket, "the first request's 1-second bucket to close")
+    host.clock.advance(1)  # the next 1-second bucket
     rt.invoke_endpoint(EndpointName="ep", ContentType="text/csv", Body=first_row())
     cw = host.client("cloudwatch")
     queries = [_query("Invocations", "Sum", period=1, query_id="a"), _query("Invocations", "Sum", 1, "b")]

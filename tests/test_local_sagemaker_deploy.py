@@ -43,7 +43,13 @@ def _scores(rt: Any, n: int) -> list[float]:
     ]
 
 
-def _wait_green(sm: Any, status: str, timeout: float = 10) -> dict[str, Any]:
+def _green(sm: Any) -> str | None:
+    """The new fleet's status while an update is pending."""
+    summary = sm.describe_endpoint(EndpointName="ep").get("PendingDeploymentSummary")
+    return str(summary["ProductionVariants"][0]["VariantStatus"][0]["Status"]) if summary else None
+
+
+def _wait_green(sm: Any, status: str, timeout: float = 30) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         described: dict[str, Any] = sm.describe_endpoint(EndpointName="ep")
@@ -68,13 +74,24 @@ def test_canary_shifts_a_share_then_all_traffic(host: LocalSageMaker, artifacts:
             "TerminationWaitInSeconds": 0,
         }
     }
+    # The clock stands still while the 600 requests go out, however long they take: the canary's
+    # 3-second wait cannot end in the middle of the sample.
+    host.clock.hold()
     sm.update_endpoint(EndpointName="ep", EndpointConfigName="green", DeploymentConfig=deployment)
+    assert _green(sm) == "Creating"
+    host.clock.advance(0.25)  # past the provisioning delay: ActivatingTraffic once the models load
     during = _wait_green(sm, "ActivatingTraffic")
     assert during["EndpointStatus"] == "Updating" and during["EndpointConfigName"] == "blue"
     canary = Counter(_scores(rt, 600))
     low, high = binomial_bounds(600, 0.2)
     assert low <= canary[scores["prior"]] / 600 <= high
-    final = wait_status(sm, "ep", timeout=20)
+    host.clock.advance(2.5)
+    assert _green(sm) == "ActivatingTraffic"  # 2.5 s into a 3 s wait: still the canary
+    host.clock.advance(0.75)
+    assert _green(sm) == "Baking"  # all traffic on the new fleet, for WaitIntervalInSeconds more
+    assert set(_scores(rt, 50)) == {scores["prior"]}
+    host.clock.advance(3)
+    final = wait_status(sm, "ep")
     assert final["EndpointConfigName"] == "green"
     assert final["LastDeploymentConfig"] == deployment
     assert set(_scores(rt, 50)) == {scores["prior"]}
@@ -91,10 +108,16 @@ def test_linear_steps_then_bake(host: LocalSageMaker, artifacts: dict[str, Path]
             }
         }
     }
+    host.clock.hold()
     sm.update_endpoint(EndpointName="ep", EndpointConfigName="green", DeploymentConfig=deployment)
-    _wait_green(sm, "ActivatingTraffic")
-    baking = _wait_green(sm, "Baking")
-    assert baking["EndpointStatus"] == "Updating"
+    host.clock.advance(0.25)
+    _wait_green(sm, "ActivatingTraffic")  # 50% of the traffic
+    host.clock.advance(0.5)
+    assert _green(sm) == "ActivatingTraffic"
+    host.clock.advance(0.75)  # the second step: 100%, then a bake of WaitIntervalInSeconds
+    baking = sm.describe_endpoint(EndpointName="ep")
+    assert _green(sm) == "Baking" and baking["EndpointStatus"] == "Updating"
+    host.clock.advance(1)
     assert wait_status(sm, "ep")["EndpointConfigName"] == "green"
 
 
@@ -145,11 +168,14 @@ def test_alarm_in_alarm_rolls_the_update_back(host: LocalSageMaker, artifacts: d
         },
         "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": "ep-5xx"}]},
     }
+    host.clock.hold()
     sm.update_endpoint(EndpointName="ep", EndpointConfigName="green", DeploymentConfig=deployment)
+    host.clock.advance(0.25)
     _wait_green(sm, "Baking")
     cw.set_alarm_state(AlarmName="ep-5xx", StateValue="ALARM", StateReason="test")
     assert cw.describe_alarms(AlarmNames=["ep-5xx"])["MetricAlarms"][0]["StateValue"] == "ALARM"
-    wait_status(sm, "ep", wanted="RollingBack")
+    assert sm.describe_endpoint(EndpointName="ep")["EndpointStatus"] == "RollingBack"
+    host.clock.advance(0.25)
     described = wait_status(sm, "ep")
     assert described["EndpointConfigName"] == "blue"
     assert "ep-5xx" in described["FailureReason"]
@@ -211,7 +237,7 @@ def test_shadow_variant_gets_a_copy_and_never_answers(
         assert response["InvokedProductionVariant"] == "Prod"
         answers.add(float(response["Body"].read()))
     assert answers == {expected_scores(artifacts)["logistic"]}
-    deadline = time.monotonic() + 5  # shadow copies run after each answer is sent
+    deadline = time.monotonic() + 30  # shadow copies run after each answer is sent
     while _shadow_count(host) < 40 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _shadow_count(host) == 40

@@ -210,6 +210,7 @@ def test_a_deleted_endpoint_shows_deleting_then_goes(tmp_path: Path, artifacts: 
         sm.create_endpoint_config(EndpointConfigName="c", ProductionVariants=[variant("A", "m")])
         sm.create_endpoint(EndpointName="ep", EndpointConfigName="c")
         wait_status(sm, "ep")
+        host.clock.hold()  # Deleting lasts until the clock moves, however slow the checks below
         sm.delete_endpoint(EndpointName="ep")
         assert sm.describe_endpoint(EndpointName="ep")["EndpointStatus"] == "Deleting"
         assert [e["EndpointStatus"] for e in sm.list_endpoints()["Endpoints"]] == ["Deleting"]
@@ -217,6 +218,7 @@ def test_a_deleted_endpoint_shows_deleting_then_goes(tmp_path: Path, artifacts: 
             rt.invoke_endpoint(EndpointName="ep", ContentType="text/csv", Body=first_row())
         code, message = _error(sm.create_endpoint, EndpointName="ep", EndpointConfigName="c")
         assert code == "ValidationException" and "already existing" in message
+        host.clock.release()
         sm.get_waiter("endpoint_deleted").wait(
             EndpointName="ep", WaiterConfig={"Delay": 0.1, "MaxAttempts": 100}
         )

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from manager.config import ENV_LOCAL_CLOCK
+
 
 @click.group("local-sagemaker")
 def local_group() -> None:
@@ -31,8 +33,21 @@ def local_group() -> None:
     help="seconds an endpoint stays Creating/Updating",
 )
 @click.option("--metric-bucket-seconds", type=click.IntRange(min=1), default=60, show_default=True)
+@click.option(
+    "--clock",
+    type=click.Choice(["real", "held"]),
+    default="real",
+    show_default=True,
+    envvar=ENV_LOCAL_CLOCK,
+    help="held: the host's clock stands still until POST /_local/clock moves it (tests)",
+)
 def serve(
-    host: str, port: int, state_dir: Path | None, provision_delay: float, metric_bucket_seconds: int
+    host: str,
+    port: int,
+    state_dir: Path | None,
+    provision_delay: float,
+    metric_bucket_seconds: int,
+    clock: str,
 ) -> None:
     """Serve until interrupted; prints the URL to give boto3 as endpoint_url."""
     from manager.config import data_dir
@@ -55,6 +70,8 @@ def serve(
 
     def ready(url: str) -> None:
         click.echo(f"local SageMaker listening on {url} (state in {directory})")
+        if clock == "held":
+            click.echo(f'its clock is held: POST {url}/_local/clock {{"advance": SECONDS}} moves it')
         click.echo("point boto3 at it:")
         for service in ("SAGEMAKER", "SAGEMAKER_RUNTIME", "CLOUDWATCH", "S3", "CLOUDWATCH_LOGS"):
             click.echo(f"  export AWS_ENDPOINT_URL_{service}={url}")
@@ -64,6 +81,14 @@ def serve(
         )
 
     try:
-        run(directory, host, port, provision_delay, metric_bucket_seconds, ready)
+        run(
+            directory,
+            host,
+            port,
+            provision_delay,
+            metric_bucket_seconds,
+            ready,
+            "held" if clock == "held" else "real",
+        )
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}") from None

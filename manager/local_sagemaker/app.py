@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from manager.local_sagemaker import metrics, protocol
 from manager.local_sagemaker.capture import CaptureWriter
+from manager.local_sagemaker.clock import ClockError, HostClock
 from manager.local_sagemaker.control import ControlPlane
 from manager.local_sagemaker.control import Route as VariantRoute
 from manager.local_sagemaker.protocol import ACCOUNT, AwsError
@@ -48,7 +49,12 @@ class Host:
         store: metrics.MetricStore,
         alarms: metrics.AlarmBook,
         capture: CaptureWriter,
+        clock: HostClock,
     ) -> None:
+        self.clock = clock
+        # Captures and shadow copies scheduled but not yet done (they run after the answer is sent):
+        # counted when scheduled, so a caller holding its answer can wait for this to reach 0.
+        self.in_flight = 0
         self.control = control
         self.store = store
         self.alarms = alarms
@@ -137,9 +143,20 @@ class Host:
             model_us,
             (time.perf_counter() - started) * 1e6 - (model_us or 0),
         )
-        if (route.capture and route.capture.sampled(self.capture.rng)) or route.shadows:
+        sampled = route.capture is not None and route.capture.sampled(self.capture.rng)
+        if sampled or route.shadows:
+            self.in_flight += 1
             response.background = BackgroundTask(
-                self._after, route, body, content_type, accept, payload, out_type, inference_id, status
+                self._after,
+                route,
+                sampled,
+                body,
+                content_type,
+                accept,
+                payload,
+                out_type,
+                inference_id,
+                status,
             )
         return response
 
@@ -215,6 +232,7 @@ class Host:
     async def _after(
         self,
         route: VariantRoute,
+        sampled: bool,
         body: bytes,
         content_type: str,
         accept: str | None,
@@ -223,9 +241,29 @@ class Host:
         inference_id: str | None,
         status: int,
     ) -> None:
-        """After the caller has its answer: capture it, and feed the shadow variants a copy."""
-        at = datetime.now(UTC)
-        if route.capture and status == 200:
+        """After the caller has its answer: capture it (if sampled), and feed the shadow variants a
+        copy (captured with it, if sampled)."""
+        try:
+            await self._capture_and_shadow(
+                route, sampled, body, content_type, accept, payload, out_type, inference_id, status
+            )
+        finally:
+            self.in_flight -= 1
+
+    async def _capture_and_shadow(
+        self,
+        route: VariantRoute,
+        sampled: bool,
+        body: bytes,
+        content_type: str,
+        accept: str | None,
+        payload: bytes,
+        out_type: str,
+        inference_id: str | None,
+        status: int,
+    ) -> None:
+        at = datetime.fromtimestamp(self.control.clock(), UTC)
+        if route.capture and sampled and status == 200:
             self.capture.write(
                 route.capture,
                 route.endpoint,
@@ -248,7 +286,7 @@ class Host:
                 model_us,
                 (time.perf_counter() - started) * 1e6 - (model_us or 0),
             )
-            if route.capture and s_status == 200:
+            if route.capture and sampled and s_status == 200:
                 self.capture.write(
                     route.capture,
                     route.endpoint,
@@ -268,8 +306,28 @@ class Host:
                 "status": "ok",
                 "endpoints": {n: e.status for n, e in self.control.endpoints.table.items()},
                 "models_loaded": sorted({m.name for m in self.control.loaded.values()}),
+                "background_tasks": self.in_flight,
             }
         )
+
+    async def clock_admin(self, request: Request) -> Response:
+        """GET: the host's clock. POST {"hold": true} | {"advance": seconds} | {"release": true}.
+        The POST takes JSON only, so a page on another origin cannot send it without a CORS
+        preflight, which this host never grants."""
+        if request.method == "POST":
+            if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+                return protocol.json_error(
+                    AwsError("UnsupportedMediaType", "send the clock request as application/json", 415)
+                )
+            try:
+                state = self.clock.apply(protocol.parse_json(await request.body()))
+            except AwsError as error:
+                return protocol.json_error(error)
+            except ClockError as exc:
+                return protocol.json_error(AwsError("ValidationException", str(exc)))
+            self.control.advance()  # transitions now due happen now, not at the next request
+            return JSONResponse(state)
+        return JSONResponse(self.clock.state())
 
     async def fallback(self, request: Request) -> Response:
         error = AwsError(
@@ -329,6 +387,7 @@ def _starlette(host: Host) -> Starlette:
             Route("/", host.json_rpc, methods=["POST"]),
             Route("/service/{service}/operation/{operation}", host.cbor_rpc, methods=["POST"]),
             Route("/_local/health", host.health, methods=["GET"]),
+            Route("/_local/clock", host.clock_admin, methods=["GET", "POST"]),
             Route("/{path:path}", host.fallback, methods=["GET", "POST", "PUT", "DELETE"]),
         ],
     )

@@ -51,9 +51,12 @@ class ControlPlane:
         self.endpoints = Endpoints(
             shared, self.models, self.configs, alarms, state_dir, s3_root, provision_delay, seed
         )
-        self.logs = LogStore(state_dir / "logs", region)
+        self.clock = clock
+        self.logs = LogStore(state_dir / "logs", region, clock)
         self._restore()
-        self.jobs = Jobs(region, state_dir, s3_root, self.logs, self.models.get, self._tag, seed=seed)
+        self.jobs = Jobs(
+            region, state_dir, s3_root, self.logs, self.models.get, self._tag, seed=seed, clock=clock
+        )
         self._handlers = (self.models, self.configs, self.endpoints, self.jobs, self.tagbook)
 
     # The endpoint table's knobs, as the host and the tests reach them.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
@@ -51,7 +50,7 @@ class Variant:
     desired_count: int
     shadow: bool = False
 
-    def summary(self, status: str | None = None, since: float | None = None) -> dict[str, Any]:
+    def summary(self, status: str | None = None, since: float = 0.0) -> dict[str, Any]:
         out: dict[str, Any] = {
             "VariantName": self.name,
             "CurrentWeight": self.weight,
@@ -60,7 +59,7 @@ class Variant:
             "DesiredInstanceCount": self.desired_count,
         }
         if status:
-            out["VariantStatus"] = [{"Status": status, "StartTime": iso(since or time.time())}]
+            out["VariantStatus"] = [{"Status": status, "StartTime": iso(since)}]
         return out
 
 
@@ -430,7 +429,8 @@ class Endpoints(Book[Endpoint]):
             "LastModifiedTime": iso(e.modified),
         }
         if e.status != "Creating" and e.variants:
-            out["ProductionVariants"] = [v.summary(blue_status, p.started if p else None) for v in e.variants]
+            since = p.started if p else e.modified
+            out["ProductionVariants"] = [v.summary(blue_status, since) for v in e.variants]
         if e.shadows and e.status != "Creating":
             out["ShadowProductionVariants"] = [v.summary() for v in e.shadows]
         if e.capture:

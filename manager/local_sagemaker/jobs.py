@@ -134,7 +134,9 @@ class Jobs:
         model_lookup: Callable[[str], dict[str, Any]],
         tag: Callable[[str, list[dict[str, str]]], None],
         seed: int | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.clock = clock  # the host's: timestamps and MaxRuntimeInSeconds follow it
         self.region = region
         self.state_dir = state_dir
         self.s3_root = s3_root
@@ -175,7 +177,7 @@ class Jobs:
             data = json.loads(self._file().read_text())
         except (OSError, ValueError):
             return
-        now = time.time()
+        now = self.clock()
         for kind, status_key in STATUS_KEY.items():
             table = getattr(self, kind)
             for name, job in data.get(kind, {}).items():
@@ -237,7 +239,7 @@ class Jobs:
                 pid = self.launcher.spawn(kind, spec, events)
             except (OSError, RuntimeError, ValueError) as exc:
                 return "failed", f"InternalServerError: cannot start the job's worker: {exc}"
-            started = time.time()
+            started = self.clock()
             group, stream_name = stream
             outcome: tuple[str, Any] | None = None
             with events.open() as feed:
@@ -267,7 +269,7 @@ class Jobs:
                         _terminate(pid)
                         outcome = ("stopped", "Stopped")
                         break
-                    if deadline_seconds is not None and time.time() - started > deadline_seconds:
+                    if deadline_seconds is not None and self.clock() - started > deadline_seconds:
                         _terminate(pid)
                         outcome = ("stopped", "MaxRuntimeExceeded")
                         break
@@ -294,7 +296,7 @@ class Jobs:
                         job[status_key] = "Failed"
                         job["FailureReason"] = reason
                         if kind == "training":
-                            self._secondary(job, "Failed", reason, time.time())
+                            self._secondary(job, "Failed", reason, self.clock())
                 with contextlib.suppress(Exception):
                     self.save()
 
@@ -387,7 +389,7 @@ class Jobs:
                 )
             _s3_uri(f"channel {channel.get('ChannelName')}: S3Uri", source.get("S3Uri"))
         arn = self.arn("training-job", name)
-        now = time.time()
+        now = self.clock()
         artifact = f"{output.rstrip('/')}/{name}/output/model.tar.gz"
         job: dict[str, Any] = {
             "TrainingJobName": name,
@@ -450,13 +452,13 @@ class Jobs:
                 name,
                 spec,
                 stream,
-                lambda status, message: self._secondary(job, status, message, time.time()),
+                lambda status, message: self._secondary(job, status, message, self.clock()),
                 job["StoppingCondition"]["MaxRuntimeInSeconds"],
             )
         except (JobInputError, ArtifactError, AwsError) as exc:
             outcome = ("failed", str(exc) if isinstance(exc, JobInputError) else f"ClientError: {exc}")
             self.logs.write(*stream, [outcome[1]])
-        now = time.time()
+        now = self.clock()
         with self.lock:
             job.setdefault(
                 "TrainingStartTime",
@@ -528,7 +530,7 @@ class Jobs:
                 return
             self.stopping.add(job["TrainingJobName"])
             job["TrainingJobStatus"] = "Stopping"
-            self._secondary(job, "Stopping", "Stopping the training job", time.time())
+            self._secondary(job, "Stopping", "Stopping the training job", self.clock())
         self.save()
 
     def op_ListTrainingJobs(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -580,7 +582,7 @@ class Jobs:
                 f"TrainingImage {algorithm.get('TrainingImage')!r}: the local SageMaker runs the "
                 "built-in XGBoost algorithm only"
             )
-        now = time.time()
+        now = self.clock()
         arn = self.arn("hyper-parameter-tuning-job", name)
         job = {
             "HyperParameterTuningJobName": name,
@@ -708,7 +710,7 @@ class Jobs:
             job["ObjectiveStatusCounters"] = objective
             if best is not None:
                 job["BestTrainingJob"] = self._summary(best[1], metric)
-            job["LastModifiedTime"] = time.time()
+            job["LastModifiedTime"] = self.clock()
 
     def _summary(self, name: str, metric: str) -> dict[str, Any]:
         t = self.training[name]
@@ -733,7 +735,7 @@ class Jobs:
         return {k: v for k, v in out.items() if v is not None}
 
     def _finish_tuning(self, job: dict[str, Any], status: str, reason: str | None) -> None:
-        now = time.time()
+        now = self.clock()
         with self.lock:
             job["HyperParameterTuningJobStatus"] = status
             job["HyperParameterTuningEndTime"] = now
@@ -861,7 +863,7 @@ class Jobs:
         check_instance_type(
             "TransformInstanceType", "transformResources.instanceType", resources.get("InstanceType")
         )
-        now = time.time()
+        now = self.clock()
         arn = self.arn("transform-job", name)
         job = {
             "TransformJobName": name,
@@ -900,7 +902,7 @@ class Jobs:
             out_root = resolve_uri(job["TransformOutput"]["S3OutputPath"].rstrip("/") + "/", self.s3_root)
             pairs = [(str(f), str(out_root / f"{f.relative_to(root)}.out")) for f in files]
             with self.lock:
-                job["TransformStartTime"] = time.time()
+                job["TransformStartTime"] = self.clock()
             spec = {
                 "model_name": model["ModelName"],
                 "model_data_url": served.get("ModelDataUrl"),
@@ -922,7 +924,7 @@ class Jobs:
         except (JobInputError, ArtifactError, AwsError) as exc:
             outcome = ("failed", str(exc) if isinstance(exc, JobInputError) else f"ClientError: {exc}")
             self.logs.write(*stream, [outcome[1]])
-        now = time.time()
+        now = self.clock()
         with self.lock:
             job.setdefault("TransformStartTime", now)
             job["TransformEndTime"] = now

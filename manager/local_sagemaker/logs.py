@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -25,7 +26,8 @@ def _missing(what: str) -> AwsError:
 
 
 class LogStore:
-    def __init__(self, directory: Path, region: str) -> None:
+    def __init__(self, directory: Path, region: str, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self.directory = directory
         self.region = region
         self.groups: dict[str, dict[str, list[tuple[int, str, int]]]] = {}
@@ -49,7 +51,7 @@ class LogStore:
     # ---- writing (the host) ---------------------------------------------------------------------
 
     def write(self, group: str, stream: str, messages: list[str], at_ms: int | None = None) -> None:
-        now = int(time.time() * 1000)
+        now = int(self.clock() * 1000)
         events = [(at_ms or now, m, now) for m in messages]
         with self.lock:
             self.created.setdefault(group, now)
@@ -85,7 +87,7 @@ class LogStore:
             raise AwsError("ResourceAlreadyExistsException", "The specified log group already exists")
         with self.lock:
             self.groups[name] = {}
-            self.created[name] = int(time.time() * 1000)
+            self.created[name] = int(self.clock() * 1000)
             (self.directory / quote(name, safe="")).mkdir(exist_ok=True)
         return {}
 

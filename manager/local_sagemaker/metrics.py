@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -102,7 +103,10 @@ class Bucket:
 
 class MetricStore:
     def __init__(
-        self, bucket_seconds: int = 60, retention_seconds: int = 3 * 3600, clock: Any = time.time
+        self,
+        bucket_seconds: int = 60,
+        retention_seconds: int = 3 * 3600,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.bucket_seconds = bucket_seconds
         self.retention_seconds = retention_seconds
@@ -379,20 +383,21 @@ class Alarm:
     state: str = "INSUFFICIENT_DATA"
     reason: str = "created"
     definition: dict[str, Any] = field(default_factory=dict)
-    updated: float = field(default_factory=time.time)
+    updated: float = 0.0  # set by the book, on the host's clock
 
 
 class AlarmBook:
     """Alarms exist to be named by blue/green deployments; their state is set, never evaluated."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self.alarms: dict[str, Alarm] = {}
 
     def put(self, request: dict[str, Any]) -> dict[str, Any]:
         name = request.get("AlarmName")
         if not name:
             raise invalid("AlarmName is required")
-        self.alarms[name] = Alarm(name, definition=request)
+        self.alarms[name] = Alarm(name, definition=request, updated=self.clock())
         return {}
 
     def set_state(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -403,7 +408,7 @@ class AlarmBook:
         if state not in ("OK", "ALARM", "INSUFFICIENT_DATA"):
             raise invalid("StateValue must be OK, ALARM or INSUFFICIENT_DATA")
         alarm = self.alarms[name]
-        alarm.state, alarm.reason, alarm.updated = state, request.get("StateReason", ""), time.time()
+        alarm.state, alarm.reason, alarm.updated = state, request.get("StateReason", ""), self.clock()
         return {}
 
     def describe(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import uvicorn
 
 from manager.local_sagemaker.app import Host, build_app
 from manager.local_sagemaker.capture import CaptureWriter
+from manager.local_sagemaker.clock import HostClock, Mode
 from manager.local_sagemaker.control import ControlPlane
 from manager.local_sagemaker.metrics import AlarmBook, MetricStore
 
@@ -42,8 +43,10 @@ class LocalSageMaker:
         region: str = DEFAULT_REGION,
         log_level: str = "warning",
         seed: int | None = None,
+        clock: HostClock | Mode = "real",
     ) -> None:
-        """`seed` makes routing, shadow copies and capture sampling repeatable (tests)."""
+        """`seed` makes routing, shadow copies and capture sampling repeatable (tests). `clock`:
+        "held" starts the host's clock stopped (see `clock.py`); `self.clock` moves it."""
         self._tmp = tempfile.TemporaryDirectory(prefix="local-sagemaker-") if state_dir is None else None
         self.state_dir = Path(state_dir if state_dir is not None else self._tmp.name)  # type: ignore[union-attr]
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -51,14 +54,16 @@ class LocalSageMaker:
         self.region = region
         self.bind = (host, port)
         self.log_level = log_level
-        self.alarms = AlarmBook()
-        self.metrics = MetricStore(bucket_seconds=metric_bucket_seconds)
+        self.clock = clock if isinstance(clock, HostClock) else HostClock(clock)
+        self.alarms = AlarmBook(self.clock)
+        self.metrics = MetricStore(bucket_seconds=metric_bucket_seconds, clock=self.clock)
         self.control = ControlPlane(
-            region, self.state_dir, self.s3_root, provision_delay, self.alarms, seed=seed
+            region, self.state_dir, self.s3_root, provision_delay, self.alarms, self.clock, seed=seed
         )
         self.capture = CaptureWriter(self.s3_root, random.Random(seed))
         self.control.on_endpoint_gone = self.capture.release
-        self.app = build_app(Host(self.control, self.metrics, self.alarms, self.capture))
+        self.host = Host(self.control, self.metrics, self.alarms, self.capture, self.clock)
+        self.app = build_app(self.host)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -134,7 +139,13 @@ class LocalSageMaker:
 
 
 def serve(
-    state_dir: Path, host: str, port: int, provision_delay: float, metric_bucket_seconds: int, on_ready: Any
+    state_dir: Path,
+    host: str,
+    port: int,
+    provision_delay: float,
+    metric_bucket_seconds: int,
+    on_ready: Any,
+    clock: Mode = "real",
 ) -> None:
     """Serve in the foreground until SIGINT or SIGTERM."""
     local = LocalSageMaker(
@@ -144,6 +155,7 @@ def serve(
         provision_delay=provision_delay,
         metric_bucket_seconds=metric_bucket_seconds,
         log_level="info",
+        clock=clock,
     )
     sock = local._socket()
     bound_host, bound_port = sock.getsockname()[:2]
