@@ -20,6 +20,7 @@ import numpy as np
 from manager.policy import Metric, RolloutPolicy
 from manager.rollout.decide import RolloutState, decide
 from manager.samples import Arm, ErrorWindow, Paired, PairedSums, PhaseData, ReplayProgress
+from manager.stats.evalues import HarmEvidence
 
 Truth = Literal["same", "better", "worse"]
 Conclusion = Literal["promote", "rollback", "undecided"]
@@ -108,6 +109,25 @@ class _Phase:
         return PhaseData(self.number, Arm(*arms["b"]), Arm(*arms["c"]), tuple(self.windows.get(metric, [])))
 
 
+class _Harms:
+    """Each error metric's e-value, fed only the windows that arrived since the last look: a run looks
+    up to 10,000 times, and re-summing every window at each look made long runs quadratic."""
+
+    def __init__(self, metrics: list[str]) -> None:
+        self.evidence = {name: HarmEvidence() for name in metrics}
+        self.seen: dict[tuple[str, int], int] = {}  # (metric, phase): windows fed so far
+
+    def fed(self, phases: list[_Phase]) -> dict[str, HarmEvidence]:
+        for name, evidence in self.evidence.items():
+            for p in phases:
+                windows = p.windows.get(name, [])
+                done = self.seen.get((name, p.number), 0)
+                if len(windows) > done:
+                    evidence.add_many(windows[done:])
+                    self.seen[name, p.number] = len(windows)
+        return self.evidence
+
+
 # What a metric the scenario does not name looks like: the same for both versions (an A/A stream).
 QUIET = {"proportion": 0.85, "errors": 0.005, "mean": 20.0}
 
@@ -162,11 +182,12 @@ def run_once(policy: RolloutPolicy, scenario: Scenario, streams: Streams, seed: 
     step_started = phase_started = START
     lags = {m.name: streams.label_delay_minutes if m.source == "quality" else 0.0 for m in policy.metrics}
     batch = 2 * streams.check_every
+    harms = _Harms([m.name for m in policy.metrics if m.kind == "errors"])
     for _ in range(10_000):
         now = started + timedelta(minutes=minutes)
         observations = {m.name: [p.data(m.name) for p in phases] for m in policy.metrics}
         state = RolloutState("running", step, phase_no, weight, started, step_started, phase_started)
-        decision = decide(state, policy, observations, now)
+        decision = decide(state, policy, observations, now, harms=harms.fed(phases))
         if decision.action in ("promote", "rollback"):
             limit = decision.reason.startswith("inconclusive")
             verdicts = decision.evidence.get("metrics", {})

@@ -191,8 +191,9 @@ def test_config_in_use_or_pending_is_never_deleted(env: Env) -> None:
     assert env.platform.delete_config("c1") is False
     assert env.platform.delete_config("spare") is True
     assert env.platform.delete_config("spare") is True  # already gone: still done
-    if env.kind == "local":
+    if env.host is not None:
         env.platform.ensure_endpoint_config(_config("c2", VariantSpec("a", "base", "ml.m5.large")))
+        env.host.clock.hold()  # the update stays pending while both configs are checked
         env.platform.update_endpoint("ep", "c2")
         assert env.platform.delete_config("c2") is False  # pending
         assert env.platform.delete_config("c1") is False  # still serving until the swap

@@ -17,7 +17,7 @@ from manager import policy as policies
 from manager.audit import canonical_json
 from manager.rollout.decide import RolloutState, decide
 from manager.samples import Arm, ErrorWindow, Paired, PairedSums, PhaseData, ReplayProgress
-from manager.stats import evalues, paired, sequences, srm
+from manager.stats import evalues, logspace, paired, sequences, srm
 from manager.stats.paired import Differences, Pairs
 
 ALPHA = 0.05
@@ -58,7 +58,7 @@ def test_the_harm_evalue_is_finite_and_points_the_right_way(more: int, fewer: in
         assert log_e > LEVEL
     if fewer >= more:
         assert log_e < LEVEL
-    assert finite(evalues.saturating_exp(log_e))
+    assert finite(logspace.saturating_exp(log_e))
 
 
 @pytest.mark.parametrize(("candidate", "total"), [(MILLION, MILLION), (0, MILLION), (10**9, 2 * 10**9)])

@@ -12,7 +12,7 @@ from typing import IO, Any, TypeVar
 import click
 
 from manager.clock import format_instant
-from manager.stats.evalues import readable
+from manager.stats.logspace import readable
 
 OUTPUTS = ("table", "json", "csv")
 F = TypeVar("F", bound=Callable[..., Any])

@@ -22,7 +22,7 @@ on which model served, and the candidate's error rate on the replayed requests.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -32,7 +32,8 @@ from manager.policy import Metric, RolloutPolicy, Step
 from manager.registry.vocabulary import is_final
 from manager.samples import Observations, Paired, PairedSums, PhaseData
 from manager.stats import srm
-from manager.stats.evalues import HarmEvidence, harm_log_evalue, readable, saturating_exp
+from manager.stats.evalues import HarmEvidence, harm_log_evalue
+from manager.stats.logspace import readable, saturating_exp
 from manager.stats.paired import (
     Differences,
     Pairs,
@@ -228,9 +229,11 @@ def decide(
     now: datetime,
     paired: Paired | None = None,
     requests: Sequence[PhaseData] = (),
+    harms: Mapping[str, HarmEvidence] | None = None,
 ) -> Decision:
     """`paired`: what a replay produced; `requests`: the invocations per phase and arm (for the
-    sample-ratio check of live phases)."""
+    sample-ratio check of live phases); `harms`: an error metric's e-value kept window by window by
+    a caller that looks often (`simulate`), the same number as from the phases' windows."""
     plan = policy.plan
     step = plan[state.step] if state.step < len(plan) else None
     early = _final(state) or _intents(state) or _paused(state, step, now) or _busy(state, policy, now)
@@ -238,7 +241,8 @@ def decide(
         return early
     harm_only = not (step is not None and step.analysis is not None and step.analysis.final)
     verdicts = [
-        judge(m, observations.get(m.name, ()), state.phase, policy, harm_only) for m in policy.metrics
+        judge(m, observations.get(m.name, ()), state.phase, policy, harm_only, (harms or {}).get(m.name))
+        for m in policy.metrics
     ]
     evidence = {
         "step": state.step,

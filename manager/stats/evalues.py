@@ -9,13 +9,12 @@ test martingale under H0 (r <= 1). Reject when it reaches 1/alpha. With no error
 
 Strong evidence takes the likelihood ratio past the largest float (a log ratio over ~709), so every
 e-value here is kept, combined and compared in log space: reject when log e >= log(1/alpha).
-`saturating_exp` turns one into a finite number for people and for JSON, never for a decision.
+`logspace.saturating_exp` turns one into a finite number for people and JSON, never for a decision.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -35,27 +34,12 @@ def _log_lr(pi: np.ndarray, k: np.ndarray, m: np.ndarray) -> np.ndarray:
     return np.asarray(terms.sum(axis=0))
 
 
-_LOG_MAX = math.log(sys.float_info.max)
-
-
 def log_mean_exp(log_lr: np.ndarray, weights: np.ndarray | None = None) -> float:
     """log of the (weighted) mean of exp(log_lr), without ever forming exp of a large number."""
     peak = float(log_lr.max())
     inner = np.exp(log_lr - peak)
     mean = float(np.mean(inner)) if weights is None else float(np.dot(weights, inner))
     return peak + math.log(mean)
-
-
-def saturating_exp(log_e: float) -> float:
-    """exp(log_e), or the largest float where that overflows: for display and JSON only."""
-    return math.exp(min(log_e, _LOG_MAX))
-
-
-def readable(log_e: float) -> str:
-    """An e-value in a sentence: 3 significant digits, as 10^k once it is past any float."""
-    if log_e <= _LOG_MAX:
-        return f"{math.exp(log_e):.3g}"
-    return f"10^{log_e / math.log(10):.1f}"
 
 
 class HarmEvidence:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from manager.stats.evalues import saturating_exp
+from manager.stats.logspace import saturating_exp
 
 ALPHA = 0.001
 CONCENTRATION = 3000.0
