@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export VARIANTCTL_DB ?= $(CURDIR)/.variantctl/registry.db
 
-.PHONY: run test test-fast lint typecheck unit bench clean browser
+.PHONY: run test test-fast test-under-load lint typecheck unit bench clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ browser:
 test-fast: lint
 	$(BIN)/pytest -q -m "not slow" -n 2 --dist loadfile
 
+# `make test` RUNS times in a row beside HOGS processes that each burn a core (a busy laptop, a shared CI
+# runner); stops at the first failure; each run's time goes to .variantctl/under-load.log.
+RUNS ?= 5
+HOGS ?= 2
+test-under-load: $(STAMP)
+	RUNS=$(RUNS) HOGS=$(HOGS) scripts/under-load $(MAKE) test
+
 lint: $(STAMP)
 	$(BIN)/ruff check manager trainers migrations tests benchmarks
 	$(BIN)/ruff format --check manager trainers migrations tests benchmarks
@@ -60,6 +67,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/dashboard.py
 	$(BIN)/python benchmarks/webhooks.py
 	$(BIN)/python benchmarks/decision_quality.py
+	$(BIN)/python benchmarks/offline_compare.py
 
 clean:
 	rm -rf $(VENV) .variantctl .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -61,7 +61,7 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     port, dashboard = str(_free_port()), str(_free_port())
     script = ["set -eo pipefail", "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT"]
     for line, body in blocks:
-        script.append(f'echo "### README.md line {line}" >&2')
+        script.append(f'echo "### README.md line {line} (at $SECONDS s)" >&2')
         script.append(body.replace("8787", port).replace("8080", dashboard))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VARIANTCTL_", "AWS_"))}
     env.update({"HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "xdg"), "PATH": os.environ["PATH"]})

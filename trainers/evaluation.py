@@ -45,26 +45,62 @@ def predict(model: Any, x: np.ndarray, task: Task) -> np.ndarray:
 
 
 def score(task: Task, metric: str, y: np.ndarray, scores: np.ndarray) -> float:
+    """One metric, as scikit-learn computes it. Binary and regression metrics are plain numpy (the
+    paired bootstrap scores thousands of resamples, and sklearn's input checks cost a millisecond a
+    call); tests/test_evaluation_metrics.py holds them equal to sklearn's."""
+    if task == "binary":
+        return _binary(metric, np.asarray(y, dtype=np.float64), np.asarray(scores, dtype=np.float64))
+    if task == "regression":
+        return _regression(metric, np.asarray(y, dtype=np.float64), np.asarray(scores, dtype=np.float64))
+    return _multiclass(metric, y, scores)
+
+
+def _binary(metric: str, y: np.ndarray, p: np.ndarray) -> float:
+    positive = y == 1
+    predicted = p >= 0.5
+    if metric == "accuracy":
+        return float(np.mean(predicted == positive))
+    if metric == "f1":
+        tp = float(np.sum(predicted & positive))
+        wrong = float(np.sum(predicted != positive))
+        return 0.0 if tp == 0 else 2 * tp / (2 * tp + wrong)  # sklearn's zero_division: 0
+    if metric == "log_loss":
+        eps = np.finfo(p.dtype).eps
+        clipped = np.clip(p, eps, 1 - eps)
+        return float(-np.mean(np.where(positive, np.log(clipped), np.log1p(-clipped))))
+    n_pos = int(np.sum(positive))
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    from scipy.stats import rankdata  # Mann-Whitney: AUC from average ranks (ties count half)
+
+    ranks = rankdata(p)
+    return float((np.sum(ranks[positive]) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _regression(metric: str, y: np.ndarray, predicted: np.ndarray) -> float:
+    residual = y - predicted
+    if metric == "rmse":
+        return float(np.sqrt(np.mean(residual**2)))
+    if metric == "mae":
+        return float(np.mean(np.abs(residual)))
+    ss_res, ss_tot = float(np.sum(residual**2)), float(np.sum((y - np.mean(y)) ** 2))
+    if ss_tot == 0:
+        return 1.0 if ss_res == 0 else 0.0  # sklearn's force_finite
+    return 1 - ss_res / ss_tot
+
+
+def _multiclass(metric: str, y: np.ndarray, scores: np.ndarray) -> float:
     from sklearn import metrics as m
 
-    if task == "regression":
-        if metric == "rmse":
-            return float(np.sqrt(m.mean_squared_error(y, scores)))
-        if metric == "mae":
-            return float(m.mean_absolute_error(y, scores))
-        return float(m.r2_score(y, scores))
-    predicted = (scores >= 0.5).astype(np.float64) if task == "binary" else np.argmax(scores, axis=1)
     if metric == "accuracy":
-        return float(m.accuracy_score(y, predicted))
+        return float(m.accuracy_score(y, np.argmax(scores, axis=1)))
     if metric == "f1":
-        return float(m.f1_score(y, predicted, average="binary" if task == "binary" else "macro"))
+        return float(m.f1_score(y, np.argmax(scores, axis=1), average="macro"))
     if metric == "log_loss":
-        probabilities = np.column_stack([1 - scores, scores]) if task == "binary" else scores
-        return float(m.log_loss(y, probabilities, labels=list(range(probabilities.shape[1]))))
+        return float(m.log_loss(y, scores, labels=list(range(scores.shape[1]))))
     if len(np.unique(y)) < 2:
         return float("nan")
-    if task == "binary":
-        return float(m.roc_auc_score(y, scores))
     return float(m.roc_auc_score(y, scores, multi_class="ovr"))
 
 
