@@ -16,7 +16,6 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
-from sklearn import metrics as m
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -24,18 +23,12 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.test_evaluation_metrics import sklearn_binary
 from trainers import evaluation
 
 
 def sklearn_score(task: str, metric: str, y: np.ndarray, p: np.ndarray) -> float:
-    predicted = (p >= 0.5).astype(np.float64)
-    if metric == "accuracy":
-        return float(m.accuracy_score(y, predicted))
-    if metric == "f1":
-        return float(m.f1_score(y, predicted, zero_division=0.0))
-    if metric == "log_loss":
-        return float(m.log_loss(y, np.column_stack([1 - p, p]), labels=[0, 1]))
-    return float(m.roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+    return sklearn_binary(metric, y, p)
 
 
 def main() -> None:

@@ -10,7 +10,9 @@ from sklearn import metrics as m
 from trainers.evaluation import compare, score
 
 
-def _sklearn_binary(metric: str, y: np.ndarray, p: np.ndarray) -> float:
+def sklearn_binary(metric: str, y: np.ndarray, p: np.ndarray) -> float:
+    """The reference: scikit-learn's metric functions, as `score` called them before (also
+    benchmarks/offline_compare.py's baseline)."""
     predicted = (p >= 0.5).astype(np.float64)
     if metric == "accuracy":
         return float(m.accuracy_score(y, predicted))
@@ -37,7 +39,7 @@ def _binary_cases() -> list[tuple[np.ndarray, np.ndarray]]:
 @pytest.mark.parametrize("metric", ["accuracy", "f1", "log_loss", "roc_auc"])
 def test_binary_metrics_equal_sklearns(metric: str) -> None:
     for y, p in _binary_cases():
-        ours, theirs = score("binary", metric, y, p), _sklearn_binary(metric, y, p)
+        ours, theirs = score("binary", metric, y, p), sklearn_binary(metric, y, p)
         if np.isnan(theirs):
             assert np.isnan(ours), (metric, y, p)
         else:
