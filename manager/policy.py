@@ -68,8 +68,9 @@ class Target(Spec):
     baseline_variant: str | None = Field(None, alias="baselineVariant")
     candidate_variant: str | None = Field(None, alias="candidateVariant")
     candidate: Candidate
-    instance_type: str = Field("ml.m5.large", alias="instanceType", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
-    instance_count: int = Field(1, alias="instanceCount", ge=1, le=100)
+    # The candidate's hosting; unset, it is hosted like the baseline (which keeps its own, always).
+    instance_type: str | None = Field(None, alias="instanceType", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    instance_count: int | None = Field(None, alias="instanceCount", ge=1, le=1000)
     capture_destination: str | None = Field(None, alias="captureDestination")
     ground_truth: str | None = Field(None, alias="groundTruth")
 
@@ -204,6 +205,8 @@ class BlueGreenPromotion(Spec):
             raise ValueError(f"{self.routing} routing needs `sizePercent`")
         if self.routing == "CANARY" and (self.size_percent or 0) > 50:
             raise ValueError("a canary may take at most 50 percent of the new fleet")
+        if self.routing == "LINEAR" and not 10 <= (self.size_percent or 0) <= 50:
+            raise ValueError("each linear step must be 10-50 percent of the new fleet (SageMaker's bounds)")
         return self
 
 
@@ -405,6 +408,11 @@ class RolloutPolicy(Spec):
             raise ValueError("a replay step reads captured requests: give target.captureDestination")
         if any(i > moved for i in replays):
             raise ValueError("a replay step comes before the first setWeight: it runs at weight 0")
+        if any(s.shadow for s in plan[moved:]):
+            raise ValueError(
+                "a shadow step comes before the first setWeight: SageMaker takes one production variant"
+                " beside a shadow, so the candidate shadows the baseline alone while it serves nobody"
+            )
         for i, step in enumerate(plan[:moved]):
             if not step.analysis or not any(r < i for r in replays):
                 continue  # (an analysis at weight 0 with no replay before it judges nothing, as ever)

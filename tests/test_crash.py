@@ -38,9 +38,9 @@ def test_crash_during_a_promotion(
     with make_world(tmp_path, artifacts, url=db_url) as world:
         rollout_id = world.start(policy_text(min_samples=20))
         crash_and_recover(world, rollout_id, point, "promoted")
-        assert platform_matches_registry(world) == {"candidate": "churn:2"}
+        assert platform_matches_registry(world) == {"baseline": "churn:2"}
         state = world.platform.describe("churn-prod")
-        assert state is not None and state.shares() == {"candidate": 1.0}
+        assert state is not None and state.shares() == {"baseline": 1.0}
         assert audit.verify(world.database).ok
         actions = [e.action for e in audit.history(world.database, audit.HistoryFilter(limit=200))]
         assert actions.count("rollout.promote") == 1 and actions.count("rollout.promoted") == 1

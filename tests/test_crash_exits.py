@@ -48,7 +48,7 @@ def test_crash_during_a_shadow_step(
     with make_world(tmp_path, artifacts, url=db_url) as world:
         rollout_id = world.start(policy_text(SHADOW_STEPS, min_samples=20))
         crash_and_recover(world, rollout_id, point, "promoted")
-        assert platform_matches_registry(world) == {"candidate": "churn:2"}
+        assert platform_matches_registry(world) == {"baseline": "churn:2"}
         assert audit.verify(world.database).ok
         actions = [e.action for e in audit.history(world.database, audit.HistoryFilter(limit=200))]
         assert actions.count("rollout.shadowing") == 1 and actions.count("rollout.shadow_ended") == 1

@@ -167,7 +167,7 @@ def test_a_daemon_frozen_between_intent_and_call_does_not_act_when_it_wakes(
                     assert time.monotonic() < deadline, (tmp_path / "daemon-a.log").read_text()
                     time.sleep(0.05)
                 # what the woken daemon saw was refused: the endpoint and the history are B's
-                assert platform_matches_registry(world) == {"candidate": "churn:2"}
+                assert platform_matches_registry(world) == {"baseline": "churn:2"}
                 history = audit.history(world.database, audit.HistoryFilter(limit=1000))
                 assert len(history) == events
                 actions = [e.action for e in history]

@@ -72,7 +72,7 @@ def test_manual_gate_waits_for_resume(tmp_path: Path, artifacts: dict[str, Path]
             rollouts.set_intent(session, rollout_id, "resume", "looked fine", "alice")
         done = world.tick_until(rollout_id, ("promoted",))
         assert done.weight == 50.0
-        assert platform_matches_registry(world) == {"candidate": "churn:2"}
+        assert platform_matches_registry(world) == {"baseline": "churn:2"}
         actions = [
             e.action for e in audit.history(world.database, audit.HistoryFilter(endpoint=ENDPOINT, limit=50))
         ]
@@ -139,7 +139,7 @@ def test_two_reconcilers_never_act_on_the_same_rollout(
         ]
         assert actions.count("rollout.promote") == 1 and actions.count("rollout.promoted") == 1
         assert actions.count("rollout.deploy") == 1
-        assert platform_matches_registry(world) == {"candidate": "churn:2"}
+        assert platform_matches_registry(world) == {"baseline": "churn:2"}
         assert audit.verify(world.database).ok
 
 
@@ -160,7 +160,7 @@ def test_promotion_with_sagemaker_blue_green_guardrails(
             "WaitIntervalInSeconds": 1,
             "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10},
         }
-        assert platform_matches_registry(world) == {"candidate": "churn:2"}
+        assert platform_matches_registry(world) == {"baseline": "churn:2"}
 
 
 def test_a_shadow_step_copies_traffic_to_the_candidate_then_continues(
@@ -179,7 +179,8 @@ def test_a_shadow_step_copies_traffic_to_the_candidate_then_continues(
                 if described.get("ShadowProductionVariants"):
                     seen_shadow = True
                     shares = {v["VariantName"]: v["CurrentWeight"] for v in described["ProductionVariants"]}
-                    assert shares == {"baseline": 100.0, "candidate": 0.0}
+                    # the shadow beside the baseline alone: SageMaker takes one production variant
+                    assert shares == {"baseline": 100.0}
                 if world.rollout(rollout_id).state == "promoted":
                     break
         assert shadowing is not None and seen_shadow
@@ -200,4 +201,4 @@ def test_a_shadow_step_copies_traffic_to_the_candidate_then_continues(
             < actions.index("rollout.shadowing")
             < actions.index("rollout.shadow")
         )  # newest first
-        assert platform_matches_registry(world) == {"candidate": "churn:2"}
+        assert platform_matches_registry(world) == {"baseline": "churn:2"}

@@ -71,11 +71,12 @@ def test_four_rollouts_in_a_row_with_one_policy_file(
             outcomes.append(done.state)
             served.append(_serving(world))
     assert outcomes == ["promoted", "promoted", "rolled_back", "promoted"]
+    # every survivor keeps the baseline's variant name (and hosting); the registry says which model
     assert served == [
-        {"churn-v2": "churn:2"},
-        {"churn-v3": "churn:3"},
-        {"churn-v3": "churn:3"},
-        {"churn-v5": "churn:5"},
+        {"baseline": "churn:2"},
+        {"baseline": "churn:3"},
+        {"baseline": "churn:3"},
+        {"baseline": "churn:5"},
     ]
     assert audit.verify(world.database).ok
 
@@ -104,7 +105,7 @@ def test_the_new_candidate_trigger_starts_rollout_after_rollout(
             [started] = audit.history(world.database, audit.HistoryFilter(action="rollout.start", limit=1))
             assert json.loads(started.payload)["candidate"] == expected
             world.tick_until(int(started.subject_id), ("promoted",))
-        assert _serving(world) == {"churn-v3": "churn:3"}
+        assert _serving(world) == {"baseline": "churn:3"}
 
 
 def test_a_trigger_that_cannot_start_says_why_once(
@@ -165,7 +166,7 @@ def test_a_cron_retrain_twice_gives_two_rollouts_that_both_complete(
             assert world.tick_until(int(started.subject_id), ("promoted",)).state == "promoted"
         starts = audit.history(world.database, audit.HistoryFilter(action="rollout.start"))
         assert [json.loads(e.payload)["candidate"] for e in reversed(starts)] == ["churn:3", "churn:4"]
-        assert _serving(world) == {"churn-v4": "churn:4"}
+        assert _serving(world) == {"baseline": "churn:4"}
 
 
 def test_a_retrain_stopped_short_of_its_rollout_is_rolled_out_by_the_next_run(

@@ -243,7 +243,7 @@ def test_gates_hold_while_they_answer_403_and_release_on_200(
         assert world.rollout(rollout_id).state == "running"
         open_gates.add("confirm-promotion")
         rounds_until(world, lambda: world.rollout(rollout_id).state == "promoted", reconciler)
-        assert platform_matches_registry(world) == {"candidate": "churn:2"}
+        assert platform_matches_registry(world) == {"baseline": "churn:2"}
 
         answered = audit.history(world.database, audit.HistoryFilter(action="gate.answered", limit=None))
         statuses: dict[str, list[int | None]] = {json.loads(e.payload)["gate"]: [] for e in answered}

@@ -95,8 +95,17 @@ class Configs(Book[dict[str, Any]]):
                 "1 validation error detected: Value at 'productionVariants' failed to "
                 f"satisfy constraint: Member must have length between 1 and {MAX_VARIANTS}"
             )
-        if len(shadows) > 1:
-            raise validation("An endpoint config can hold at most 1 shadow production variant")
+        if shadows and (len(production) != 1 or len(shadows) != 1):
+            # CreateEndpointConfig, ShadowProductionVariants: "If you use this field, you can only
+            # specify one variant for ProductionVariants and one variant for ShadowProductionVariants."
+            raise validation(
+                "If you use ShadowProductionVariants, you can only specify one variant for "
+                f"ProductionVariants and one variant for ShadowProductionVariants (got {len(production)} "
+                f"and {len(shadows)})."
+            )
+        if shadows and any(v.get("ServerlessConfig") for v in [*production, *shadows]):
+            # Developer guide, "Shadow tests: Exclusions": serverless inference cannot be shadow tested.
+            raise validation("Shadow variants are not supported for serverless inference endpoints.")
         seen: set[str] = set()
         for member, specs in (("productionVariants", production), ("shadowProductionVariants", shadows)):
             for index, spec in enumerate(specs, start=1):

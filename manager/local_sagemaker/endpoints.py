@@ -20,6 +20,7 @@ from typing import Any
 from manager.local_sagemaker.book import Book, Shared, find
 from manager.local_sagemaker.capture import CapturePolicy
 from manager.local_sagemaker.configs import Configs, finite
+from manager.local_sagemaker.deployments import ShiftPoint, same_variant_names, traffic_plan
 from manager.local_sagemaker.listing import page, sorted_by
 from manager.local_sagemaker.metrics import AlarmBook
 from manager.local_sagemaker.models import LIST_DEFAULT_MAX, Models, container
@@ -61,14 +62,6 @@ class Variant:
         if status:
             out["VariantStatus"] = [{"Status": status, "StartTime": iso(since)}]
         return out
-
-
-@dataclass
-class ShiftPoint:
-    """From `at` seconds after the new fleet is ready, `fraction` of traffic goes to it."""
-
-    at: float
-    fraction: float
 
 
 @dataclass
@@ -303,7 +296,9 @@ class Endpoints(Book[Endpoint]):
         deployment = req.get("DeploymentConfig")
         if deployment is None and req.get("RetainDeploymentConfig"):
             deployment = endpoint.last_deployment_config
-        steps, bake, alarms = self._traffic_plan(deployment, variants)
+        if deployment:
+            same_variant_names(endpoint.variants, variants)
+        steps, bake, alarms = traffic_plan(deployment, variants)
         now = self.shared.clock()
         endpoint.pending = Pending(
             "update",
@@ -322,52 +317,6 @@ class Endpoints(Book[Endpoint]):
         endpoint.status, endpoint.modified = "Updating", now
         self.shared.save()
         return {"EndpointArn": endpoint.arn}
-
-    @staticmethod
-    def _traffic_plan(
-        deployment: dict[str, Any] | None, variants: list[Variant]
-    ) -> tuple[list[ShiftPoint], float, list[str]]:
-        """Blue/green steps: when each share of traffic moves to the new fleet, and the bake after."""
-        if not deployment:
-            return [ShiftPoint(0, 1.0)], 0.0, []
-        if "RollingUpdatePolicy" in deployment:
-            raise validation(
-                "RollingUpdatePolicy is not supported by the local SageMaker; use BlueGreenUpdatePolicy"
-            )
-        policy = deployment.get("BlueGreenUpdatePolicy") or {}
-        routing = policy.get("TrafficRoutingConfiguration") or {}
-        kind = routing.get("Type", "ALL_AT_ONCE")
-        wait = float(routing.get("WaitIntervalInSeconds", 0))
-        if not 0 <= wait <= 3600:
-            raise validation("WaitIntervalInSeconds must be between 0 and 3600")
-        rollback = deployment.get("AutoRollbackConfiguration") or {}
-        alarms = [a["AlarmName"] for a in rollback.get("Alarms", [])]
-        instances = sum(v.count for v in variants)
-
-        def size(spec: dict[str, Any] | None, label: str) -> float:
-            if not spec:
-                raise validation(f"{label} is required for {kind} traffic routing")
-            value = spec.get("Value")
-            if spec.get("Type") == "CAPACITY_PERCENT" and isinstance(value, int | float) and 0 < value <= 100:
-                return float(value) / 100
-            if spec.get("Type") == "INSTANCE_COUNT" and isinstance(value, int) and 0 < value <= instances:
-                return value / instances
-            raise validation(f"{label} must be CAPACITY_PERCENT 1-100 or INSTANCE_COUNT 1-{instances}")
-
-        if kind == "ALL_AT_ONCE":
-            steps = [ShiftPoint(0, 1.0)]
-        elif kind == "CANARY":
-            canary = size(routing.get("CanarySize"), "CanarySize")
-            if canary > 0.5:
-                raise validation("CanarySize must be at most 50% of the new fleet")
-            steps = [ShiftPoint(0, canary), ShiftPoint(wait, 1.0)]
-        elif kind == "LINEAR":
-            step = size(routing.get("LinearStepSize"), "LinearStepSize")
-            count = int(1 / step) + (0 if abs(1 / step - round(1 / step)) < 1e-9 else 1)
-            steps = [ShiftPoint(i * wait, min(1.0, (i + 1) * step)) for i in range(count)]
-        else:
-            raise validation(f"Unknown TrafficRoutingConfiguration Type {kind}")
-        return steps, steps[-1].at + wait, alarms
 
     def op_UpdateEndpointWeightsAndCapacities(self, req: dict[str, Any]) -> dict[str, Any]:
         endpoint = self.get(req.get("EndpointName", ""))

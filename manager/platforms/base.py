@@ -8,9 +8,9 @@ and may call again after a crash between any two lines.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from manager.errors import UserError
 
@@ -52,12 +52,28 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class VariantSpec:
+    """One variant of an endpoint config. A serverless variant has no instance type or count: its
+    `ServerlessConfig` is in `settings`, with every other setting of SageMaker's ProductionVariant
+    (volume, timeouts, routing, managed instance scaling, ...), kept as SageMaker describes them."""
+
     name: str
     model_name: str
-    instance_type: str
-    instance_count: int = 1
+    instance_type: str | None
+    instance_count: int | None = 1
     weight: float = 1.0
     shadow: bool = False
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def serverless(self) -> bool:
+        return bool(self.settings.get("ServerlessConfig"))
+
+    def hosted_like(self, other: VariantSpec, instance_count: int | None = None) -> VariantSpec:
+        """This variant's name, model and weight on `other`'s hosting (its count, or `instance_count`)."""
+        count = other.instance_count if instance_count is None or other.serverless else instance_count
+        return replace(
+            self, instance_type=other.instance_type, instance_count=count, settings=dict(other.settings)
+        )
 
 
 @dataclass(frozen=True)
@@ -178,6 +194,11 @@ class EndpointPlatform(Protocol):
     ) -> Invocation:
         """Send one request to one variant (`TargetVariant`). The model's own error comes back in the
         Invocation; throttling or a transport failure raises PlatformError (send again later)."""
+        ...
+
+    def hosting(self, state: EndpointState) -> ConfigSpec:
+        """The config a described endpoint serves, each variant with its live instance count, its
+        weight and every setting the platform describes (what a rollout keeps for the baseline)."""
         ...
 
     def served(self, state: EndpointState) -> tuple[ConfigSpec, dict[str, ModelSpec]]:

@@ -9,7 +9,6 @@ endpoint is NotNow, never a failure. Nothing here sleeps or waits.
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -17,21 +16,31 @@ from typing import Any
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from manager.errors import UserError
-from manager.names import check_name
 from manager.platforms.base import (
     BlueGreen,
     CaptureSpec,
     ConfigSpec,
     EndpointState,
-    InvalidSpec,
     Invocation,
     ModelSpec,
     NotNow,
     PlatformError,
     SpecConflict,
-    VariantSpec,
     VariantState,
+)
+from manager.platforms.requests import (
+    check_weight,
+    checked_name,
+    comparable_capture,
+    comparable_variants,
+    config_request,
+    deployment_config,
+    hosting_of,
+    invalid,
+    model_request,
+    validate_blue_green,
+    validate_config,
+    validate_model,
 )
 
 RETRIES = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60)
@@ -42,180 +51,6 @@ RUNTIME_RETRIES = Config(
     read_timeout=60,
     max_pool_connections=16,
 )
-MAX_VARIANTS = 10
-INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
-IMAGE_URI = re.compile(r"^\S{1,255}$")
-ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-/]{1,512}$")
-MODEL_DATA_URL = re.compile(r"^(https|s3|file)://([^/]+)?/?(.*)$")
-CAPTURE_URI = re.compile(r"^(https|s3|file)://([^/]+)?/?(.*)$")
-ENV_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-ALARM_NAME = re.compile(r"^(?!\s*$).{1,255}$")
-
-
-def _invalid(message: str) -> InvalidSpec:
-    return InvalidSpec(message)
-
-
-def _name(kind: str, value: str) -> str:
-    try:
-        return check_name(kind, value)
-    except UserError as exc:
-        raise _invalid(str(exc)) from None
-
-
-def validate_model(spec: ModelSpec) -> None:
-    _name("model", spec.name)
-    if not IMAGE_URI.match(spec.image_uri):
-        raise _invalid(f"image URI {spec.image_uri!r} must be 1-255 characters with no spaces")
-    if len(spec.artifact_uri) > 1024 or not MODEL_DATA_URL.match(spec.artifact_uri):
-        raise _invalid(f"artifact URI {spec.artifact_uri!r} must be an s3:// URI of at most 1024 characters")
-    if spec.role_arn is not None and not ROLE_ARN.match(spec.role_arn):
-        raise _invalid(f"execution role {spec.role_arn!r} is not an IAM role ARN")
-    if len(spec.environment) > 100:
-        raise _invalid("a model's environment holds at most 100 variables")
-    for key, value in spec.environment.items():
-        if not ENV_KEY.match(key) or len(key) > 1024 or len(value) > 1024:
-            raise _invalid(
-                f"environment variable {key!r}: name must match [a-zA-Z_][a-zA-Z0-9_]* and "
-                "name and value be at most 1024 characters"
-            )
-
-
-def validate_config(spec: ConfigSpec) -> None:
-    _name("endpoint config", spec.name)
-    production = spec.production
-    shadows = [v for v in spec.variants if v.shadow]
-    if not 1 <= len(production) <= MAX_VARIANTS:
-        raise _invalid(f"config {spec.name} has {len(production)} production variants; SageMaker allows 1-10")
-    if len(shadows) > 1:
-        raise _invalid(f"config {spec.name} has {len(shadows)} shadow variants; SageMaker allows 1")
-    names = [v.name for v in spec.variants]
-    if len(set(names)) != len(names):
-        raise _invalid(f"config {spec.name} repeats a variant name: {', '.join(names)}")
-    for v in spec.variants:
-        _name("variant", v.name)
-        _name("model", v.model_name)
-        if not INSTANCE_TYPE.match(v.instance_type):
-            raise _invalid(f"variant {v.name}: instance type {v.instance_type!r} is not like ml.m5.large")
-        if not 1 <= v.instance_count <= 1000:
-            raise _invalid(f"variant {v.name}: instance count must be 1-1000, not {v.instance_count}")
-        _check_weight(v.name, v.weight)
-    if sum(v.weight for v in production) <= 0:
-        raise _invalid(f"config {spec.name}: at least one production variant needs a weight above 0")
-    if spec.capture is not None:
-        if not 0 <= spec.capture.sampling_percentage <= 100:
-            raise _invalid("data capture sampling percentage must be 0-100")
-        if not CAPTURE_URI.match(spec.capture.destination) or len(spec.capture.destination) > 512:
-            raise _invalid(f"data capture destination {spec.capture.destination!r} must be an s3:// URI")
-        if not (spec.capture.capture_input or spec.capture.capture_output):
-            raise _invalid("data capture must capture the input, the output or both")
-
-
-def _check_weight(variant: str, weight: float) -> None:
-    if not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
-        raise _invalid(f"variant {variant}: weight must be a finite number >= 0, not {weight!r}")
-
-
-def validate_blue_green(bg: BlueGreen) -> None:
-    if bg.routing not in ("ALL_AT_ONCE", "CANARY", "LINEAR"):
-        raise _invalid(f"traffic routing {bg.routing!r} must be ALL_AT_ONCE, CANARY or LINEAR")
-    if not 0 <= bg.wait_seconds <= 3600:
-        raise _invalid("blue/green wait interval must be 0-3600 seconds")
-    if not 0 <= bg.termination_wait_seconds <= 3600:
-        raise _invalid("blue/green termination wait must be 0-3600 seconds")
-    if bg.max_execution_seconds is not None and not 600 <= bg.max_execution_seconds <= 28800:
-        raise _invalid("blue/green maximum execution time must be 600-28800 seconds")
-    if bg.routing != "ALL_AT_ONCE" and (bg.size_percent is None or not 1 <= bg.size_percent <= 100):
-        raise _invalid(f"{bg.routing} traffic routing needs a step size of 1-100 percent")
-    if bg.routing == "CANARY" and bg.size_percent is not None and bg.size_percent > 50:
-        raise _invalid("a canary may take at most 50 percent of the new fleet")
-    if len(bg.alarms) > 10:
-        raise _invalid("auto-rollback takes at most 10 alarms")
-    for alarm in bg.alarms:
-        if not ALARM_NAME.match(alarm):
-            raise _invalid(f"alarm name {alarm!r} must be 1-255 characters")
-
-
-def deployment_config(bg: BlueGreen) -> dict[str, Any]:
-    routing: dict[str, Any] = {"Type": bg.routing, "WaitIntervalInSeconds": bg.wait_seconds}
-    if bg.routing == "CANARY":
-        routing["CanarySize"] = {"Type": "CAPACITY_PERCENT", "Value": bg.size_percent}
-    elif bg.routing == "LINEAR":
-        routing["LinearStepSize"] = {"Type": "CAPACITY_PERCENT", "Value": bg.size_percent}
-    policy: dict[str, Any] = {
-        "TrafficRoutingConfiguration": routing,
-        "TerminationWaitInSeconds": bg.termination_wait_seconds,
-    }
-    if bg.max_execution_seconds is not None:
-        policy["MaximumExecutionTimeoutInSeconds"] = bg.max_execution_seconds
-    config: dict[str, Any] = {"BlueGreenUpdatePolicy": policy}
-    if bg.alarms:
-        config["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": a} for a in bg.alarms]}
-    return config
-
-
-def _model_request(spec: ModelSpec) -> dict[str, Any]:
-    container: dict[str, Any] = {"Image": spec.image_uri, "ModelDataUrl": spec.artifact_uri}
-    if spec.environment:
-        container["Environment"] = dict(spec.environment)
-    request: dict[str, Any] = {"ModelName": spec.name, "PrimaryContainer": container}
-    if spec.role_arn:
-        request["ExecutionRoleArn"] = spec.role_arn
-    return request
-
-
-def _variant_request(v: Any) -> dict[str, Any]:
-    return {
-        "VariantName": v.name,
-        "ModelName": v.model_name,
-        "InstanceType": v.instance_type,
-        "InitialInstanceCount": v.instance_count,
-        "InitialVariantWeight": float(v.weight),
-    }
-
-
-def _config_request(spec: ConfigSpec) -> dict[str, Any]:
-    request: dict[str, Any] = {
-        "EndpointConfigName": spec.name,
-        "ProductionVariants": [_variant_request(v) for v in spec.production],
-    }
-    shadows = [_variant_request(v) for v in spec.variants if v.shadow]
-    if shadows:
-        request["ShadowProductionVariants"] = shadows
-    if spec.capture is not None:
-        c = spec.capture
-        modes = [m for m, on in (("Input", c.capture_input), ("Output", c.capture_output)) if on]
-        request["DataCaptureConfig"] = {
-            "EnableCapture": True,
-            "InitialSamplingPercentage": c.sampling_percentage,
-            "DestinationS3Uri": c.destination,
-            "CaptureOptions": [{"CaptureMode": m} for m in modes],
-        }
-    return request
-
-
-def _comparable_variants(variants: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    return sorted(
-        (
-            v["VariantName"],
-            v["ModelName"],
-            v.get("InstanceType"),
-            int(v.get("InitialInstanceCount", 1)),
-            float(v.get("InitialVariantWeight", 1.0)),
-        )
-        for v in variants
-    )
-
-
-def _comparable_capture(capture: dict[str, Any] | None) -> tuple[Any, ...] | None:
-    if not capture or not capture.get("EnableCapture", True):
-        return None
-    modes = sorted(o["CaptureMode"] for o in capture.get("CaptureOptions", []))
-    return (
-        int(capture.get("InitialSamplingPercentage", 100)),
-        capture["DestinationS3Uri"].rstrip("/"),
-        modes,
-    )
 
 
 class SageMakerPlatform:
@@ -279,7 +114,7 @@ class SageMakerPlatform:
 
     def ensure_model(self, spec: ModelSpec) -> None:
         validate_model(spec)
-        request = _model_request(spec)
+        request = model_request(spec)
         existing = self._describe_or_none("describe_model", ModelName=spec.name)
         if existing is None:
             try:
@@ -319,7 +154,7 @@ class SageMakerPlatform:
 
     def ensure_endpoint_config(self, spec: ConfigSpec) -> None:
         validate_config(spec)
-        request = _config_request(spec)
+        request = config_request(spec)
         existing = self._describe_or_none("describe_endpoint_config", EndpointConfigName=spec.name)
         if existing is None:
             try:
@@ -330,19 +165,19 @@ class SageMakerPlatform:
                     raise
                 existing = self._call("describe_endpoint_config", EndpointConfigName=spec.name)
         same = (
-            _comparable_variants(existing.get("ProductionVariants") or [])
-            == _comparable_variants(request["ProductionVariants"])
-            and _comparable_variants(existing.get("ShadowProductionVariants") or [])
-            == _comparable_variants(request.get("ShadowProductionVariants") or [])
-            and _comparable_capture(existing.get("DataCaptureConfig"))
-            == _comparable_capture(request.get("DataCaptureConfig"))
+            comparable_variants(existing.get("ProductionVariants") or [])
+            == comparable_variants(request["ProductionVariants"])
+            and comparable_variants(existing.get("ShadowProductionVariants") or [])
+            == comparable_variants(request.get("ShadowProductionVariants") or [])
+            and comparable_capture(existing.get("DataCaptureConfig"))
+            == comparable_capture(request.get("DataCaptureConfig"))
         )
         if not same:
             raise SpecConflict(f"endpoint config {spec.name} exists with other variants or data capture")
 
     def delete_config(self, name: str) -> bool:
         """Delete an endpoint config unless an endpoint serves it or is moving to it."""
-        _name("endpoint config", name)
+        checked_name("endpoint config", name)
         for endpoint in self._endpoint_names():
             state = self.describe(endpoint)
             if state is not None and name in (state.config_name, state.pending_config):
@@ -366,7 +201,7 @@ class SageMakerPlatform:
     # ---- endpoints ----------------------------------------------------------------------------
 
     def delete_endpoint(self, name: str) -> None:
-        _name("endpoint", name)
+        checked_name("endpoint", name)
         try:
             self._call("delete_endpoint", EndpointName=name)
         except PlatformError as exc:
@@ -374,28 +209,10 @@ class SageMakerPlatform:
                 raise
 
     def served(self, state: EndpointState) -> tuple[ConfigSpec, dict[str, ModelSpec]]:
-        raw = self._call("describe_endpoint_config", EndpointConfigName=state.config_name)
-        weights = {v.name: v.current_weight for v in state.variants}
-        variants = tuple(
-            VariantSpec(
-                v["VariantName"],
-                v["ModelName"],
-                v.get("InstanceType") or "ml.m5.large",
-                int(v.get("InitialInstanceCount") or 1),
-                float(weights.get(v["VariantName"], v.get("InitialVariantWeight", 1.0))),
-            )
-            for v in raw.get("ProductionVariants") or []
-        )
-        capture = raw.get("DataCaptureConfig") or {}
-        spec = ConfigSpec(
-            state.config_name,
-            variants,
-            CaptureSpec(capture["DestinationS3Uri"])
-            if capture.get("EnableCapture", True) and capture
-            else None,
-        )
+        """What a described endpoint serves: `hosting`, and each variant's model."""
+        spec = self.hosting(state)
         models = {}
-        for v in variants:
+        for v in spec.variants:
             model = self._call("describe_model", ModelName=v.model_name)
             container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
             models[v.name] = ModelSpec(
@@ -407,8 +224,28 @@ class SageMakerPlatform:
             )
         return spec, models
 
+    def hosting(self, state: EndpointState) -> ConfigSpec:
+        """The config an endpoint serves, each variant on the hosting it has now (its live instance
+        count, its weight) with every setting SageMaker describes."""
+        raw = self._call("describe_endpoint_config", EndpointConfigName=state.config_name)
+        live = {v.name: v for v in state.variants}
+        variants = tuple(
+            hosting_of(
+                v,
+                live[v["VariantName"]].current_weight
+                if v["VariantName"] in live
+                else float(v.get("InitialVariantWeight", 1.0)),
+                live[v["VariantName"]].desired_instances or None if v["VariantName"] in live else None,
+                shadow,
+            )
+            for member, shadow in (("ProductionVariants", False), ("ShadowProductionVariants", True))
+            for v in raw.get(member) or []
+        )
+        capture = raw.get("DataCaptureConfig") or {}
+        return ConfigSpec(state.config_name, variants, _capture_of(capture))
+
     def describe(self, name: str) -> EndpointState | None:
-        _name("endpoint", name)
+        checked_name("endpoint", name)
         raw = self._describe_or_none("describe_endpoint", EndpointName=name)
         if raw is None:
             return None
@@ -442,8 +279,8 @@ class SageMakerPlatform:
         return state
 
     def create_endpoint(self, name: str, config_name: str) -> None:
-        _name("endpoint", name)
-        _name("endpoint config", config_name)
+        checked_name("endpoint", name)
+        checked_name("endpoint config", config_name)
         state = self.describe(name)
         if state is None:
             try:
@@ -461,8 +298,8 @@ class SageMakerPlatform:
             )
 
     def update_endpoint(self, name: str, config_name: str, blue_green: BlueGreen | None = None) -> None:
-        _name("endpoint", name)
-        _name("endpoint config", config_name)
+        checked_name("endpoint", name)
+        checked_name("endpoint config", config_name)
         if blue_green is not None:
             validate_blue_green(blue_green)
         state = self._require(name)
@@ -484,8 +321,8 @@ class SageMakerPlatform:
     def invoke(
         self, name: str, variant: str, body: bytes, content_type: str, inference_id: str | None = None
     ) -> Invocation:
-        _name("endpoint", name)
-        _name("variant", variant)
+        checked_name("endpoint", name)
+        checked_name("variant", variant)
         request: dict[str, Any] = {
             "EndpointName": name,
             "TargetVariant": variant,
@@ -513,20 +350,20 @@ class SageMakerPlatform:
         return Invocation(data, answer.get("ContentType", "application/octet-stream"), took)
 
     def set_weights(self, name: str, weights: Mapping[str, float]) -> None:
-        _name("endpoint", name)
+        checked_name("endpoint", name)
         if not weights:
-            raise _invalid("set_weights needs at least one variant")
+            raise invalid("set_weights needs at least one variant")
         for variant, weight in weights.items():
-            _name("variant", variant)
-            _check_weight(variant, weight)
+            checked_name("variant", variant)
+            check_weight(variant, weight)
         state = self._require(name)
         current = {v.name: v for v in state.variants}
         unknown = sorted(set(weights) - set(current))
         if unknown:
-            raise _invalid(f"endpoint {name} has no variant {', '.join(unknown)}")
+            raise invalid(f"endpoint {name} has no variant {', '.join(unknown)}")
         after = {n: float(weights.get(n, v.current_weight)) for n, v in current.items()}
         if sum(after.values()) <= 0:
-            raise _invalid(f"endpoint {name}: the weights would all be 0")
+            raise invalid(f"endpoint {name}: the weights would all be 0")
         if all(
             math.isclose(after[n], v.current_weight) and math.isclose(after[n], v.desired_weight)
             for n, v in current.items()
@@ -541,3 +378,17 @@ class SageMakerPlatform:
                 {"VariantName": n, "DesiredWeight": float(w)} for n, w in weights.items()
             ],
         )
+
+
+def _capture_of(capture: dict[str, Any]) -> CaptureSpec | None:
+    """DataCaptureConfig as DescribeEndpointConfig gives it: destination, sampling and modes."""
+    if not capture or not capture.get("EnableCapture", True):
+        return None
+    modes = {o.get("CaptureMode") for o in capture.get("CaptureOptions") or []}
+    both = "InputAndOutput" in modes or not modes
+    return CaptureSpec(
+        capture["DestinationS3Uri"],
+        int(capture.get("InitialSamplingPercentage", 100)),
+        both or "Input" in modes,
+        both or "Output" in modes,
+    )

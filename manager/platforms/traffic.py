@@ -25,12 +25,25 @@ def _settling(state: EndpointState) -> TrafficStage:
 
 
 def promote(
-    platform: EndpointPlatform, endpoint: str, winner: ConfigSpec, blue_green: BlueGreen | None = None
+    platform: EndpointPlatform,
+    endpoint: str,
+    winner: ConfigSpec,
+    blue_green: BlueGreen | None = None,
+    via: ConfigSpec | None = None,
+    candidate_variant: str | None = None,
 ) -> TrafficStage:
-    """UpdateEndpoint to a config holding the winner alone, with SageMaker's guardrails if asked."""
+    """UpdateEndpoint to a config holding the winner alone, with SageMaker's guardrails if asked.
+    Guardrails need the new config to have the variant names the endpoint has, so a guarded promotion
+    from both variants goes first to `via` (the baseline alone, as a rollback would), then updates the
+    baseline's variant to the winner's model under SageMaker's canary or linear shift."""
     state = _state(platform, endpoint)
     if state.busy or state.config_name == winner.name:
         return _settling(state)
+    names = {v.name for v in winner.production}
+    if blue_green is not None and via is not None and {v.name for v in state.variants} != names:
+        stage = rollback(platform, endpoint, candidate_variant or "", via)
+        if stage != "done":
+            return stage
     platform.ensure_endpoint_config(winner)
     platform.update_endpoint(endpoint, winner.name, blue_green)
     return "updating"

@@ -131,10 +131,11 @@ class ConfigVariant(Base):
     config_id: Mapped[int] = mapped_column(ForeignKey("endpoint_configs.id", ondelete="CASCADE"))
     variant_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"))
-    instance_type: Mapped[str] = mapped_column(String(64))
-    instance_count: Mapped[int] = mapped_column(default=1)
+    instance_type: Mapped[str | None] = mapped_column(String(64))  # none: serverless
+    instance_count: Mapped[int | None]
     initial_weight: Mapped[float] = mapped_column(Float, default=1.0)
     is_shadow: Mapped[bool] = mapped_column(Boolean, default=False)
+    settings: Mapped[dict[str, Any] | None]  # the rest of SageMaker's ProductionVariant, as described
 
     config: Mapped[EndpointConfig] = relationship(back_populates="variants")
     model_version: Mapped[ModelVersion] = relationship()

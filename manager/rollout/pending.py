@@ -21,6 +21,9 @@ class PendingChange:
     config: str | None = None  # the endpoint config the change moves to (all but set_weight)
     weight: float | None = None  # the candidate's percent (set_weight), the shadow's percent (shadow)
     aborted: bool = False  # a rollback the operator asked for ends `aborted`, not `rolled_back`
+    # A blue/green promotion goes through the baseline alone (`via`) first: SageMaker's guardrails
+    # need the new config to have the same variant names as the one the endpoint serves.
+    via: str | None = None
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -47,6 +50,8 @@ class PendingChange:
             out["weight"] = self.weight
         if self.op == "rollback":
             out["aborted"] = self.aborted
+        if self.via is not None:
+            out["via"] = self.via
         return out
 
     @classmethod
@@ -59,4 +64,5 @@ class PendingChange:
             raw.get("config"),
             float(weight) if weight is not None else None,
             bool(raw.get("aborted", False)),
+            raw.get("via"),
         )

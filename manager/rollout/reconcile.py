@@ -432,8 +432,13 @@ class Reconciler:
 
     # The steps below each end in one platform call, or in recording that the endpoint got there.
 
+    def _serving(self, look: Look) -> ConfigSpec:
+        """What the endpoint serves now, each variant on its live hosting: the baseline keeps it."""
+        return self.platform.hosting(look.state)
+
     def _deploy(self, look: Look) -> TickResult:
         target, state, now = look.target, look.state, look.now
+        served = self._serving(look)
         with self._write(look) as session:
             rollout = _row(session, look.rollout_id)
             pending = PendingChange.from_json(rollout.pending)
@@ -454,13 +459,13 @@ class Reconciler:
             overdue = None if gated else _overdue(look, rollout, "the candidate was not deployed")
             stop = _abort_reason(rollout) or overdue
             if stop is not None:
-                records.decision(session, rollout, target, stop, self.actor, now)
+                records.decision(session, rollout, target, stop, self.actor, now, served)
                 return look.result("rollback", stop.reason)
             placements = configs.ab_placements(rollout, 0.0)
-            spec = configs.config_spec(
-                target, placements, "ab", now, name=pending.config if pending else None
-            )
-            if pending is None:
+            if pending is not None:
+                spec = configs.recorded(session, pending.target_config)
+            else:
+                spec = configs.config_spec(target, placements, "ab", now, served, rollout.baseline_variant)
                 rollout.pending = PendingChange("deploy", spec.name).to_json()
                 rollout.step_started_at = now  # the progress deadline counts from here
                 configs.record(
@@ -555,9 +560,19 @@ class Reconciler:
                 return look.result("wait", gate.reason)
             if gate.verdict == "abort":
                 decision = Decision("rollback", gate.reason, {"gate": list(kinds), "held": decision.action})
+        served = self._serving(look) if decision.action in records.CONFIG_ACTIONS else None
         with self._write(look) as session:
             rollout = _row(session, look.rollout_id)
-            pending = records.decision(session, rollout, look.target, decision, self.actor, look.now)
+            pending = records.decision(
+                session,
+                rollout,
+                look.target,
+                decision,
+                self.actor,
+                look.now,
+                served,
+                blue_green=_blue_green(look.policy) is not None,
+            )
         telemetry.DECISIONS.labels(decision.action).inc()
         crash_point(f"{decision.action}-intent")
         if pending is not None and pending.op == "set_weight":
@@ -581,11 +596,10 @@ class Reconciler:
             return look.result("wait", f"endpoint {state.status}")
         if state.config_name != pending.config:
             with self.database.read() as session:
+                spec = configs.recorded(session, pending.target_config)
                 rollout = _row(session, look.rollout_id)
-                spec, versions = configs.shadow_spec(
-                    target, rollout, pending.op, pending.weight, now, name=pending.config
-                )
-                self._ensure(look, spec, list({v.id: v for v in versions.values()}.values()))
+                versions = [rollout.baseline, rollout.candidate]
+            self._ensure(look, spec, versions)
             self._act(look).update_endpoint(target.endpoint, spec.name)
             crash_point(f"{pending.op}-call")
             return look.result(pending.op, spec.name)
@@ -623,19 +637,23 @@ class Reconciler:
                     look, rollout, "the promotion did not complete", _blue_green_allowance(look.policy)
                 )
             keep = configs.survivor(rollout, pending.op == "promote")
+            spec = configs.recorded(session, pending.target_config)
+            via = configs.recorded(session, pending.via) if pending.via else None
         if stop is not None:
             # Reverting a promotion: whatever the update did, the endpoint ends on the baseline alone.
+            served = self._serving(look)
             with self._write(look) as session:
                 rollout = _row(session, look.rollout_id)
                 if rollout.state == "promoting":
-                    records.decision(session, rollout, target, stop, self.actor, now)
+                    records.decision(session, rollout, target, stop, self.actor, now, served)
             crash_point("revert-intent")
             return look.result("rollback", stop.reason)
-        spec = configs.config_spec(target, [keep], pending.op, now, name=pending.config)
         platform = self._act(look)
         platform.ensure_model(self.images.model(keep[1]))
         if pending.op == "promote":
-            step = traffic.promote(platform, target.endpoint, spec, _blue_green(look.policy))
+            step = traffic.promote(
+                platform, target.endpoint, spec, _blue_green(look.policy), via, look.variants[1]
+            )
         else:
             step = traffic.rollback(platform, target.endpoint, look.variants[1], spec)
         crash_point(f"{pending.op}-{step}")

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from manager import policy as policies
+from manager.platforms.base import ConfigSpec
 from manager.registry import models
 from manager.registry.rollouts import record_event
 from manager.registry.tables import ModelVersion, Rollout, RolloutPhase
@@ -19,6 +20,8 @@ from manager.rollout.pending import Op, PendingChange
 
 # The decision that carries out each operator intent.
 INTENT_EFFECT = {"abort": "rollback", "promote": "promote", "pause": "pause", "resume": "resume"}
+# The decisions that move the endpoint to a new config (built from what it serves now).
+CONFIG_ACTIONS = frozenset({"shadow", "unshadow", "promote", "rollback"})
 MAX_FAILURES = 8  # consecutive failed ticks before a running rollout is paused
 BACKOFF_CAP = timedelta(minutes=10)
 
@@ -56,9 +59,14 @@ def decision(
     decided: Decision,
     actor: str,
     now: datetime,
+    served: ConfigSpec | None = None,
+    blue_green: bool = False,
 ) -> PendingChange | None:
     """The decision's effect on the row and its event; the platform change it intends, if any. A
-    decision that carries out an operator's intent names the operator, with their reason."""
+    decision that carries out an operator's intent names the operator, with their reason. `served`:
+    what the endpoint serves now, for a decision in CONFIG_ACTIONS (its new config keeps that hosting)."""
+    if decided.action in CONFIG_ACTIONS and served is None:
+        raise ValueError(f"a {decided.action} decision needs what the endpoint serves now")
     asked = None
     if rollout.intent is not None and INTENT_EFFECT.get(rollout.intent) == decided.action:
         asked = {"intent": rollout.intent, "actor": rollout.intent_actor, "reason": rollout.intent_reason}
@@ -68,7 +76,8 @@ def decision(
         pending = PendingChange("set_weight", weight=decided.weight)
     elif decided.action in ("shadow", "unshadow"):
         op: Op = "shadow" if decided.action == "shadow" else "unshadow"
-        spec, versions = configs.shadow_spec(target, rollout, op, decided.weight, now)
+        assert served is not None
+        spec, versions = configs.shadow_spec(target, rollout, op, decided.weight, now, served)
         configs.record(session, rollout.endpoint, spec, versions, False, actor, now)
         pending = PendingChange(op, spec.name, decided.weight)
     elif decided.action == "advance":
@@ -85,12 +94,20 @@ def decision(
     else:
         promoting = decided.action == "promote"
         keep = configs.survivor(rollout, promoting)
-        spec = configs.config_spec(target, [keep], "promoted" if promoting else "rolledback", now)
+        assert served is not None
+        label = "promoted" if promoting else "rolledback"
+        spec = configs.config_spec(target, [keep], label, now, served, rollout.baseline_variant)
         configs.record(session, rollout.endpoint, spec, configs.versions_of([keep]), False, actor, now)
+        via = None
+        if promoting and blue_green:
+            back = configs.survivor(rollout, False)
+            staged = configs.config_spec(target, [back], "blue", now, served, rollout.baseline_variant)
+            configs.record(session, rollout.endpoint, staged, configs.versions_of([back]), False, actor, now)
+            via = staged.name
         rollout.state, rollout.reason = ("promoting" if promoting else "rolling_back"), decided.reason
         rollout.step_started_at = now  # the progress deadline of the promotion counts from here
         aborted = not promoting and rollout.intent == "abort"
-        pending = PendingChange("promote" if promoting else "rollback", spec.name, aborted=aborted)
+        pending = PendingChange("promote" if promoting else "rollback", spec.name, aborted=aborted, via=via)
     if pending is not None:
         rollout.pending = pending.to_json()
     payload = {"decision": decided.action, **decided.evidence}
