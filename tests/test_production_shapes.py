@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from manager import policy as policies
@@ -314,3 +315,42 @@ def test_policies_aws_would_refuse_are_refused_with_the_reason(steps: str, promo
         )
     with pytest.raises(Exception, match=why):
         policies.parse(text)
+
+
+def test_config_and_guardrail_limits_are_aws_s(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    with adopted_fleet(tmp_path, artifacts, C5) as fleet:
+        prod = {"ModelName": "churn-v1", **C5}
+        eleven = [{"VariantName": f"v{i}", **prod} for i in range(11)]
+        message = _refused(
+            fleet.sagemaker.create_endpoint_config, EndpointConfigName="x", ProductionVariants=eleven
+        )
+        assert "Member must have length between 1 and 10" in message
+        twice = [{"VariantName": "Blue", **prod}, {"VariantName": "blue", **prod}]
+        message = _refused(
+            fleet.sagemaker.create_endpoint_config, EndpointConfigName="x", ProductionVariants=twice
+        )
+        assert "not unique" in message
+        fleet.sagemaker.create_endpoint_config(
+            EndpointConfigName="same", ProductionVariants=[{"VariantName": "prod", **prod}]
+        )
+        routing = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}
+        # botocore checks `min` itself: send as AWS would receive it, unchecked
+        unchecked = fleet.host.client("sagemaker", config=Config(parameter_validation=False))
+        for policy, rollback, says in (
+            ({"TerminationWaitInSeconds": 3601}, None, "between 0 and 3600"),
+            ({"MaximumExecutionTimeoutInSeconds": 599}, None, "between 600 and 28800"),
+            ({}, {"Alarms": [{"AlarmName": f"a{i}"} for i in range(11)]}, "less than or equal to 10"),
+        ):
+            deployment: dict[str, Any] = {
+                "BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": routing, **policy}
+            }
+            if rollback:
+                deployment["AutoRollbackConfiguration"] = rollback
+            message = _refused(
+                unchecked.update_endpoint,
+                EndpointName=ENDPOINT,
+                EndpointConfigName="same",
+                DeploymentConfig=deployment,
+            )
+            assert says in message, message
+        assert fleet.endpoint()["EndpointStatus"] == "InService"

@@ -17,7 +17,7 @@ from typing import Any
 from manager.local_sagemaker.book import Book, Shared, find
 from manager.local_sagemaker.listing import page, sorted_by
 from manager.local_sagemaker.models import LIST_DEFAULT_MAX, Models
-from manager.local_sagemaker.protocol import check_instance_type, check_name, iso, validation
+from manager.local_sagemaker.protocol import check_bounds, check_instance_type, check_name, iso, validation
 from manager.local_sagemaker.runtime import s3_problem
 
 MAX_VARIANTS = 10
@@ -32,7 +32,7 @@ def finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _bound(value: Any, field: str, low: int, high: int) -> None:
+def bound(value: Any, field: str, low: int, high: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise validation(
             f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: "
@@ -42,15 +42,15 @@ def _bound(value: Any, field: str, low: int, high: int) -> None:
 
 def check_serverless(config: dict[str, Any], where: str) -> None:
     memory = config.get("MemorySizeInMB")
-    _bound(memory, f"{where}.serverlessConfig.memorySizeInMB", SERVERLESS_MEMORY[0], SERVERLESS_MEMORY[-1])
+    bound(memory, f"{where}.serverlessConfig.memorySizeInMB", SERVERLESS_MEMORY[0], SERVERLESS_MEMORY[-1])
     if memory not in SERVERLESS_MEMORY:
         raise validation(
             f"MemorySizeInMB {memory} is not offered: choose one of {', '.join(map(str, SERVERLESS_MEMORY))}"
         )
-    _bound(config.get("MaxConcurrency"), f"{where}.serverlessConfig.maxConcurrency", 1, 200)
+    bound(config.get("MaxConcurrency"), f"{where}.serverlessConfig.maxConcurrency", 1, 200)
     provisioned = config.get("ProvisionedConcurrency")
     if provisioned is not None:
-        _bound(provisioned, f"{where}.serverlessConfig.provisionedConcurrency", 1, 200)
+        bound(provisioned, f"{where}.serverlessConfig.provisionedConcurrency", 1, 200)
         if provisioned > config["MaxConcurrency"]:
             raise validation(
                 f"ProvisionedConcurrency ({provisioned}) must not exceed MaxConcurrency "
@@ -90,6 +90,11 @@ class Configs(Book[dict[str, Any]]):
                 raise validation(f"{setting} is not supported: {reason}")
         production = req.get("ProductionVariants") or []
         shadows = req.get("ShadowProductionVariants") or []
+        if req.get("ShadowProductionVariants") == []:  # botocore: min 1 when given
+            raise validation(
+                "1 validation error detected: Value '[]' at 'shadowProductionVariants' failed to satisfy "
+                "constraint: Member must have length greater than or equal to 1"
+            )
         if not 1 <= len(production) <= MAX_VARIANTS:
             raise validation(
                 "1 validation error detected: Value at 'productionVariants' failed to "
@@ -134,6 +139,8 @@ class Configs(Book[dict[str, Any]]):
             raise validation(f"Variant name {variant} is not unique within the endpoint config")
         seen.add(variant.lower())
         self.models.get(spec.get("ModelName", ""))
+        # VolumeSizeInGB, the timeouts, ...: botocore's bounds (the count is checked below)
+        check_bounds("ProductionVariant", spec, where, skip=("InitialInstanceCount",))
         weight = spec.get("InitialVariantWeight", 1.0)
         if not finite(weight) or weight < 0:
             raise validation(f"InitialVariantWeight of {variant} must be a number >= 0")

@@ -4,9 +4,11 @@ plan (all at once, canary or linear, with their waits and the bake), and the rul
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from manager.local_sagemaker.configs import bound
 from manager.local_sagemaker.protocol import validation
 
 if TYPE_CHECKING:
@@ -37,8 +39,35 @@ def traffic_plan(
     wait = float(routing.get("WaitIntervalInSeconds", 0))
     if not 0 <= wait <= 3600:
         raise validation("WaitIntervalInSeconds must be between 0 and 3600")
+    for member, low, high in (
+        ("TerminationWaitInSeconds", 0, 3600),
+        ("MaximumExecutionTimeoutInSeconds", 600, 28800),
+    ):
+        if policy.get(member) is not None:  # botocore's bounds for BlueGreenUpdatePolicy
+            bound(
+                policy[member],
+                f"deploymentConfig.blueGreenUpdatePolicy.{member[0].lower()}{member[1:]}",
+                low,
+                high,
+            )
     rollback = deployment.get("AutoRollbackConfiguration") or {}
-    alarms = [a["AlarmName"] for a in rollback.get("Alarms", [])]
+    listed = rollback.get("Alarms")
+    if listed is not None and not 1 <= len(listed) <= 10:  # botocore's AlarmList: min 1, max 10
+        raise validation(
+            "1 validation error detected: Value at 'deploymentConfig.autoRollbackConfiguration.alarms' "
+            "failed to satisfy constraint: Member must have length less than or equal to 10"
+            if listed
+            else "1 validation error detected: Value at 'deploymentConfig.autoRollbackConfiguration.alarms' "
+            "failed to satisfy constraint: Member must have length greater than or equal to 1"
+        )
+    alarms = [str(a.get("AlarmName")) for a in listed or []]
+    for alarm in alarms:  # botocore's AlarmName: 1-255 characters, not blank
+        if not re.fullmatch(r"(?!\s*$).{1,255}", alarm, re.DOTALL):
+            raise validation(
+                f"1 validation error detected: Value '{alarm[:300]}' at "
+                "'deploymentConfig.autoRollbackConfiguration.alarms.1.member.alarmName' failed to satisfy "
+                "constraint: Member must have length between 1 and 255 and not be blank"
+            )
     instances = sum(v.count for v in variants)
 
     def size(spec: dict[str, Any] | None, label: str) -> float:

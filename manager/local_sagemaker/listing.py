@@ -43,7 +43,9 @@ def page(
     default_sort: str = "CreationTime",
     default_max: int = 10,
 ) -> dict[str, Any]:
-    limit = req.get("MaxResults") or default_max
+    limit = req.get("MaxResults")
+    if limit is None:
+        limit = default_max
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100:
         raise validation(
             f"1 validation error detected: Value '{limit}' at 'maxResults' failed to satisfy "

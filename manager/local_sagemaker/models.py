@@ -25,6 +25,9 @@ def container(model: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+ROLE_ARN = r"arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+"
+
+
 class Models(Book[dict[str, Any]]):
     kind = noun = "model"
 
@@ -43,6 +46,20 @@ class Models(Book[dict[str, Any]]):
         served = req.get("PrimaryContainer") or (containers or [None])[0]
         if not served:
             raise validation("Either PrimaryContainer or Containers must be provided")
+        role = req.get("ExecutionRoleArn")
+        if role is not None and not (
+            20 <= len(str(role)) <= 2048 and re.fullmatch(ROLE_ARN, str(role))
+        ):  # botocore's RoleArn
+            raise validation(
+                f"1 validation error detected: Value '{role}' at 'executionRoleArn' failed to satisfy "
+                f"constraint: Member must satisfy regular expression pattern: {ROLE_ARN}"
+            )
+        image = served.get("Image")
+        if image is not None and not re.fullmatch(r"\S{1,255}", str(image)):  # botocore's ContainerImage
+            raise validation(
+                f"1 validation error detected: Value '{image}' at 'primaryContainer.image' failed to satisfy "
+                "constraint: Member must satisfy regular expression pattern: [\\S]+"
+            )
         url = served.get("ModelDataUrl")
         if url is not None and not re.match(r"^(s3|file)://", str(url)):
             raise validation(f"ModelDataUrl {url!r} must be an s3:// or file:// URI")

@@ -93,6 +93,34 @@ def _enum(shape: str) -> tuple[str, ...]:
     return tuple(model.shape_for(shape).enum)
 
 
+def check_bounds(structure: str, value: dict[str, Any], where: str, skip: tuple[str, ...] = ()) -> None:
+    """Each integer member of `value` against the min/max botocore's model gives the `structure`
+    shape, worded as AWS's validation errors are (`where`: the member path AWS names)."""
+    import botocore.session
+
+    shape = botocore.session.get_session().get_service_model("sagemaker").shape_for(structure)
+    for name, member in shape.members.items():
+        if name in skip or name not in value or member.type_name != "integer":
+            continue
+        got, low, high = value[name], member.metadata.get("min"), member.metadata.get("max")
+        field = f"{where}.{name[0].lower()}{name[1:]}"
+        if not isinstance(got, int) or isinstance(got, bool):
+            raise validation(f"1 validation error detected: Value '{got}' at '{field}' must be an integer")
+        broken = (low is not None and got < low) or (high is not None and got > high)
+        if broken:
+            rule = (
+                f"Member must have value between {low} and {high}"
+                if low is not None and high is not None
+                else f"Member must have value greater than or equal to {low}"
+                if low is not None
+                else f"Member must have value less than or equal to {high}"
+            )
+            raise validation(
+                f"1 validation error detected: Value '{got}' at '{field}' failed to satisfy "
+                f"constraint: {rule}"
+            )
+
+
 def check_instance_type(shape: str, field: str, value: Any) -> str:
     """InstanceType against the service model's enum, worded as AWS's validation errors are."""
     allowed = _enum(shape)
