@@ -110,3 +110,53 @@ def binomial_bounds(n: int, p: float, z: float = 3.29) -> tuple[float, float]:
     """A 99.9% normal-approximation interval for the share of n draws with probability p."""
     half = z * float(np.sqrt(p * (1 - p) / n))
     return p - half, p + half
+
+
+def raw_sagemaker(url: str, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+    """A SageMaker JSON 1.1 call as sent on the wire, its answer unparsed: what boto3 would parse
+    (boto3 itself silently drops members the service model does not know)."""
+    import json
+    import urllib.request
+
+    sent = urllib.request.Request(
+        url,
+        data=json.dumps(request).encode(),
+        headers={
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": f"SageMaker.{operation}",
+            "Authorization": "AWS4-HMAC-SHA256 Credential=local/20261206/us-east-1/sagemaker/aws4_request",
+        },
+        method="POST",
+    )
+    with urllib.request.urlopen(sent, timeout=30) as answer:
+        out: dict[str, Any] = json.loads(answer.read())
+    return out
+
+
+def shape_problems(operation: str, response: dict[str, Any]) -> list[str]:
+    """Where a raw SageMaker response breaks botocore's output shape for `operation`: a required member
+    missing, or a member the shape does not have, at any depth."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    problems: list[str] = []
+
+    def walk(shape: Any, value: Any, path: str) -> None:
+        if shape.type_name == "structure" and isinstance(value, dict):
+            problems.extend(
+                f"{path}.{k}: missing" for k in shape.metadata.get("required", []) if k not in value
+            )
+            for key, item in value.items():
+                if key not in shape.members:
+                    problems.append(f"{path}.{key}: not in the shape")
+                else:
+                    walk(shape.members[key], item, f"{path}.{key}")
+        elif shape.type_name == "list" and isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(shape.member, item, f"{path}[{i}]")
+        elif shape.type_name == "map" and isinstance(value, dict):
+            for key, item in value.items():
+                walk(shape.value, item, f"{path}[{key}]")
+
+    walk(model.operation_model(operation).output_shape, response, operation)
+    return problems

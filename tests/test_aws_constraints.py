@@ -171,3 +171,38 @@ def test_every_constraint_on_what_variantctl_sends_is_refused_as_aws_refuses_it(
     assert not accepted, "\n".join(accepted)
     state = sm.describe_endpoint(EndpointName="ep")
     assert (state["EndpointStatus"], state["EndpointConfigName"]) == ("InService", "base"), "nothing changed"
+
+
+@pytest.mark.parametrize(
+    "operation", ["GetMetricData", "PutMetricData", "GetMetricStatistics", "SetAlarmState"]
+)
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"MetricDataQueries": ["x"], "StartTime": 0, "EndTime": 100},
+        {"MetricDataQueries": "x", "MetricData": "x", "Namespace": "A", "MetricName": "B"},
+        {"MetricData": ["x"], "Namespace": "A", "Dimensions": "x", "Statistics": 3},
+        {"AlarmName": {"a": 1}, "StateValue": {}, "StateReason": []},
+    ],
+)
+def test_cloudwatch_members_of_the_wrong_type_are_a_client_error_never_a_500(
+    tmp_path: Path, operation: str, body: dict[str, Any]
+) -> None:
+    """Smithy RPC v2 CBOR, as newer botocore sends CloudWatch: a member of the wrong type is the
+    caller's mistake (4xx with an error type), never the host's 500."""
+    import urllib.error
+    import urllib.request
+
+    import cbor2
+
+    with LocalSageMaker(tmp_path / "state") as host:
+        sent = urllib.request.Request(
+            f"{host.url}/service/GraniteServiceVersion20100801/operation/{operation}",
+            data=cbor2.dumps(body),
+            headers={"Content-Type": "application/cbor", "Smithy-Protocol": "rpc-v2-cbor"},
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(sent, timeout=30)
+        assert 400 <= caught.value.code < 500, caught.value.code
+        assert cbor2.loads(caught.value.read())["__type"]

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from manager.local_sagemaker import LocalSageMaker
 
-from .local_sagemaker_support import until
+from .local_sagemaker_support import raw_sagemaker, shape_problems, until
 
 xgb = pytest.importorskip("xgboost", reason="xgboost is in the test extra")
 
@@ -169,7 +169,17 @@ def test_a_job_that_cannot_train_fails_with_the_containers_reason(
     assert described["TrainingJobStatus"] == "Failed"
     assert described["FailureReason"].startswith(reason)
     assert described["SecondaryStatus"] == "Failed"
-    assert "ModelArtifacts" not in described
+    # ModelArtifacts is required in DescribeTrainingJob's output shape: it names where the model would
+    # be, and nothing is there
+    where = described["ModelArtifacts"]["S3ModelArtifacts"]
+    assert where == "s3://jobs-bucket/out/bad/output/model.tar.gz", where
+    assert not (local.s3_root / where.removeprefix("s3://")).exists()
+    assert (
+        shape_problems(
+            "DescribeTrainingJob", raw_sagemaker(local.url, "DescribeTrainingJob", {"TrainingJobName": "bad"})
+        )
+        == []
+    )
 
 
 def test_stopping_a_running_job(local: LocalSageMaker) -> None:
@@ -252,6 +262,12 @@ def test_batch_transform_writes_one_line_per_row_and_fails_as_aws(local: LocalSa
     )
     missing = transform("missing", "nothing-here")
     assert missing["FailureReason"].startswith("ClientError: No S3 objects found")
+    # the raw answers, before boto3 drops what it does not know, have botocore's output shapes
+    for name in ("good", "bad", "missing"):
+        raw = raw_sagemaker(local.url, "DescribeTransformJob", {"TransformJobName": name})
+        assert shape_problems("DescribeTransformJob", raw) == []
+    raw = raw_sagemaker(local.url, "DescribeTrainingJob", {"TrainingJobName": "t"})
+    assert shape_problems("DescribeTrainingJob", raw) == []
 
 
 def test_tags_on_models_and_jobs(local: LocalSageMaker, tmp_path: Path) -> None:

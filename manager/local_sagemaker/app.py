@@ -76,7 +76,14 @@ class Host:
                 "UnknownOperationException",
                 f"The local SageMaker's CloudWatch does not implement {operation}",
             )
-        return handler(request)
+        try:
+            return handler(request)
+        except (TypeError, AttributeError, ValueError, KeyError) as exc:
+            # A member of the wrong type or shape (a string for a structure, a word for a number): a
+            # client error, as AWS answers it, never a 500.
+            raise AwsError(
+                "ValidationError", f"malformed {operation} request: {type(exc).__name__}: {exc}"
+            ) from None
 
     # ---- AWS JSON 1.1 (SageMaker) and 1.0 (CloudWatch) on POST / -----------------------------
 

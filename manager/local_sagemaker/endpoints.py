@@ -389,8 +389,8 @@ class Endpoints(Book[Endpoint]):
                 "CurrentSamplingPercentage": e.capture.get("InitialSamplingPercentage", 100),
                 "DestinationS3Uri": e.capture["DestinationS3Uri"],
             }
-            if e.capture.get("KmsKeyId"):
-                out["DataCaptureConfig"]["KmsKeyId"] = e.capture["KmsKeyId"]
+            # Required in DataCaptureConfigSummary; the host encrypts nothing, so no key unless given.
+            out["DataCaptureConfig"]["KmsKeyId"] = e.capture.get("KmsKeyId") or ""
         if e.failure_reason:
             out["FailureReason"] = e.failure_reason
         if e.last_deployment_config:

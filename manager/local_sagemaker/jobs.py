@@ -511,6 +511,12 @@ class Jobs:
         with self.lock:
             out = json.loads(json.dumps(job))
         out.pop("_nthread", None)
+        if "ModelArtifacts" not in out:
+            # Required in DescribeTrainingJob's output shape: where the model will be, before it is.
+            root = str((out.get("OutputDataConfig") or {}).get("S3OutputPath", "")).rstrip("/")
+            out["ModelArtifacts"] = {
+                "S3ModelArtifacts": f"{root}/{out['TrainingJobName']}/output/model.tar.gz"
+            }
         result: dict[str, Any] = wire_times(out)
         return result
 
@@ -948,7 +954,9 @@ class Jobs:
     def op_DescribeTransformJob(self, req: dict[str, Any]) -> dict[str, Any]:
         job = self._transform_job(req.get("TransformJobName"))
         with self.lock:
-            result: dict[str, Any] = wire_times(json.loads(json.dumps(job)))
+            out = json.loads(json.dumps(job))
+        out.pop("LastModifiedTime", None)  # kept for ListTransformJobs; not in DescribeTransformJob's shape
+        result: dict[str, Any] = wire_times(out)
         return result
 
     def op_StopTransformJob(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -203,8 +203,8 @@ def get_metric_data(store: MetricStore, request: dict[str, Any]) -> dict[str, An
         raise rejected("The values for parameter id in MetricDataQueries are not unique.")
     start = as_datetime(request.get("StartTime"), "StartTime")
     end = as_datetime(request.get("EndTime"), "EndTime")
-    # AWS's wording, as moto copies it.
-    if start == end:
+    # AWS's wording, as moto copies it. AWS compares whole seconds: two times in one second are equal.
+    if int(start.timestamp()) == int(end.timestamp()):
         raise rejected("The parameter StartTime must not equal parameter EndTime.")
     if start > end:
         raise rejected("The parameter EndTime must be greater than StartTime.")
