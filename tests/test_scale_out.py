@@ -255,7 +255,10 @@ def check_endpoints(fleet: Fleet) -> None:
     for endpoint, model in fleet.candidates.items():
         state = fleet.platform.describe(endpoint)
         assert state is not None
-        assert state.shares() == ({"candidate": 1.0} if model == "churn" else {"baseline": 1.0}), endpoint
+        # the survivor keeps the baseline's variant name; which model it carries says how it ended
+        assert state.shares() == {"baseline": 1.0}, endpoint
+        [survivor] = fleet.platform.hosting(state).variants
+        assert survivor.model_name == (f"{model}-v2" if model == "churn" else f"{model}-v1"), endpoint
 
 
 def test_three_daemons_work_thirty_rollouts_and_fire_each_retrain_once(
