@@ -317,7 +317,7 @@ def test_policies_aws_would_refuse_are_refused_with_the_reason(steps: str, promo
         policies.parse(text)
 
 
-def test_config_and_guardrail_limits_are_aws_s(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+def test_config_and_guardrail_limits_are_those_aws_states(tmp_path: Path, artifacts: dict[str, Path]) -> None:
     with adopted_fleet(tmp_path, artifacts, C5) as fleet:
         prod = {"ModelName": "churn-v1", **C5}
         eleven = [{"VariantName": f"v{i}", **prod} for i in range(11)]

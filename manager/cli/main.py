@@ -22,6 +22,7 @@ from manager.cli.endpoints import endpoints_group
 from manager.cli.history import audit_group, history
 from manager.cli.local import local_group
 from manager.cli.models import models_group
+from manager.cli.plan import plan_command
 from manager.cli.policy import policy_group
 from manager.cli.rollout import rollout_group
 from manager.cli.schema import db_group
@@ -176,6 +177,7 @@ cli.add_command(audit_group)
 cli.add_command(local_group)
 cli.add_command(train)
 cli.add_command(policy_group)
+rollout_group.add_command(plan_command)
 cli.add_command(rollout_group)
 cli.add_command(daemon)
 cli.add_command(dashboard)

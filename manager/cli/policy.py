@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
+from manager.cli.context import AppContext, pass_app
 from manager.cli.render import emit, output_option
 
 
@@ -16,9 +18,11 @@ def policy_group() -> None:
 
 @policy_group.command("validate")
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--endpoint", help="also plan its calls against this endpoint as it is now (`rollout plan`)")
 @output_option
-def validate(path: Path, output: str) -> None:
-    """Check a policy; print the plan it implies."""
+@pass_app
+def validate(app: AppContext, path: Path, endpoint: str | None, output: str) -> None:
+    """Check a policy; print the plan it implies (and, with --endpoint, the calls it would make)."""
     from manager import policy as policies
 
     policy, _ = policies.load(path)
@@ -59,6 +63,11 @@ def validate(path: Path, output: str) -> None:
         f"longest possible duration: {policies.longest_duration(policy)}; at most {d.max_samples} samples "
         f"per arm; inconclusive -> {d.on_inconclusive}; promotion by {d.promotion.mode}"
     )
+    if endpoint is not None:
+        from manager.cli.plan import show
+
+        if not show(app, policy, endpoint, output):
+            sys.exit(1)
 
 
 def _gate_when(kind: str) -> str:

@@ -1,0 +1,151 @@
+"""`rollout plan`: the SageMaker calls a rollout would make against an endpoint as it is now, each
+checked against AWS's rules (docs/aws-rules.md), changing nothing, like `terraform plan`.
+
+The configs are built by the very functions the reconciler uses (`rollout/configs.py`), from the
+hosting SageMaker describes now, so what the plan shows is what a rollout would send. A call AWS
+would refuse carries the rule that refuses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from manager import policy as policies
+from manager.platforms.base import BlueGreen, ConfigSpec, PlatformError
+from manager.platforms.requests import config_request, deployment_config, validate_blue_green, validate_config
+from manager.registry.tables import ModelVersion, Rollout
+from manager.rollout import configs
+
+
+@dataclass(frozen=True)
+class Call:
+    """One platform call: when in the rollout, which operation, what it does, and whether AWS takes it."""
+
+    when: str
+    operation: str
+    what: str
+    request: dict[str, Any] = field(default_factory=dict)
+    refused: str | None = None  # the rule AWS would refuse it by
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "when": self.when,
+            "call": self.operation,
+            "what": self.what,
+            "aws": f"REFUSED: {self.refused}" if self.refused else "ok",
+        }
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What the rollout would compare: the variant serving now and its version, and the candidate."""
+
+    baseline_variant: str
+    baseline: ModelVersion
+    candidate_variant: str
+    candidate: ModelVersion
+
+
+def calls(policy: policies.RolloutPolicy, served: ConfigSpec, subject: Subject, now: datetime) -> list[Call]:
+    """Deploy, each step, then the promotion and (what any step may lead to) the rollback."""
+    rollout = Rollout(
+        baseline_variant=subject.baseline_variant, candidate_variant=subject.candidate_variant, weight=0.0
+    )
+    rollout.baseline, rollout.candidate = subject.baseline, subject.candidate
+    target = policy.target
+    out = [Call("deploy", "CreateModel", f"{configs.Images().model(subject.candidate).name} (if absent)")]
+    ab = configs.config_spec(
+        target, configs.ab_placements(rollout, 0.0), "ab", now, served, rollout.baseline_variant
+    )
+    out += _update("deploy", ab, served)
+    current, weight = ab, 0.0
+    for i, step in enumerate(policy.plan, start=1):
+        when = f"step {i}"
+        if step.set_weight is not None:
+            weight = step.set_weight.percent
+            weights = {subject.baseline_variant: 100.0 - weight, subject.candidate_variant: weight}
+            out.append(_weights(when, weights, current))
+        elif step.shadow is not None:
+            spec, _ = configs.shadow_spec(target, rollout, "shadow", step.shadow.percent, now, current)
+            out += _update(f"{when} shadow", spec, current)
+            back, _ = configs.shadow_spec(target, rollout, "unshadow", None, now, spec)
+            out += _update(f"{when} end of shadow", back, spec)
+            current = back
+    out += _promotion(policy, rollout, current, now)
+    back = configs.config_spec(
+        target, [configs.survivor(rollout, False)], "rolledback", now, current, rollout.baseline_variant
+    )
+    out.append(_weights("rollback", {subject.candidate_variant: 0.0}, current))
+    out += _update("rollback", back, current)
+    return out
+
+
+def _promotion(
+    policy: policies.RolloutPolicy, rollout: Rollout, current: ConfigSpec, now: datetime
+) -> list[Call]:
+    target, promotion = policy.target, policy.decisions.promotion
+    winner = configs.config_spec(
+        target, [configs.survivor(rollout, True)], "promoted", now, current, rollout.baseline_variant
+    )
+    bg = promotion.blue_green if promotion.mode == "blueGreen" else None
+    if bg is None:
+        return _update("promote", winner, current)
+    guard = BlueGreen(bg.routing, bg.size_percent, bg.wait_seconds, tuple(bg.alarms))
+    blue = configs.config_spec(
+        target, [configs.survivor(rollout, False)], "blue", now, current, rollout.baseline_variant
+    )
+    out = [_weights("promote", {rollout.candidate_variant: 0.0}, current)]
+    out += _update("promote: the baseline alone first", blue, current)
+    out += _update("promote: guarded", winner, blue, guard)
+    return out
+
+
+def _update(when: str, spec: ConfigSpec, before: ConfigSpec, guard: BlueGreen | None = None) -> list[Call]:
+    """CreateEndpointConfig for `spec`, then UpdateEndpoint to it from `before` (with `guard`)."""
+    refused = _refusal(lambda: validate_config(spec))
+    hosting = "; ".join(_variant(v) for v in spec.variants)
+    create = Call(when, "CreateEndpointConfig", f"{spec.name}: {hosting}", config_request(spec), refused)
+    request: dict[str, Any] = {"EndpointConfigName": spec.name, "RetainAllVariantProperties": False}
+    what = f"to {spec.name}"
+    problem = None
+    if guard is not None:
+        request["DeploymentConfig"] = deployment_config(guard)
+        what += f" with blue/green {guard.routing.lower()}" + (
+            f" {guard.size_percent}%" if guard.size_percent else ""
+        )
+        problem = _refusal(lambda: validate_blue_green(guard))
+        old, new = sorted(v.name for v in before.production), sorted(v.name for v in spec.production)
+        if problem is None and old != new:
+            problem = f"guardrails need the same variant names ({', '.join(old)} -> {', '.join(new)})"
+    return [create, Call(when, "UpdateEndpoint", what, request, problem)]
+
+
+def _weights(when: str, weights: dict[str, float], config: ConfigSpec) -> Call:
+    names = {v.name for v in config.production}
+    missing = sorted(set(weights) - names)
+    refused = f"the endpoint has no variant {', '.join(missing)}" if missing else None
+    shown = ", ".join(f"{k} {v:g}" for k, v in weights.items())
+    desired = [{"VariantName": k, "DesiredWeight": v} for k, v in weights.items()]
+    return Call(
+        when, "UpdateEndpointWeightsAndCapacities", shown, {"DesiredWeightsAndCapacities": desired}, refused
+    )
+
+
+def _variant(v: Any) -> str:
+    if v.serverless:
+        where = f"serverless {v.settings['ServerlessConfig'].get('MemorySizeInMB')} MB"
+    else:
+        where = f"{v.instance_count} x {v.instance_type}"
+    extra = f" +{len(v.settings)} settings" if v.settings and not v.serverless else ""
+    kind = "shadow " if v.shadow else ""
+    return f"{kind}{v.name}={v.model_name} weight {v.weight:g} on {where}{extra}"
+
+
+def _refusal(check: Any) -> str | None:
+    try:
+        check()
+    except PlatformError as exc:
+        return str(exc)
+    return None
