@@ -97,3 +97,19 @@ def test_a_call_aws_would_refuse_exits_1_naming_the_call_and_the_rule(
         code, out = _plan(fleet, tmp_path, policy_text(), monkeypatch, "rollout", "plan")
         assert code == 0, out
         assert "serverless 2048 MB" in out
+
+
+def test_policy_validate_with_an_endpoint_gives_one_json_document(
+    tmp_path: Path, artifacts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with adopted_fleet(tmp_path, artifacts, C5) as fleet:
+        args = ("policy", "validate", "--endpoint", "fleet-prod", "-o", "json")
+        code, out = _plan(fleet, tmp_path, policy_text(STEPS), monkeypatch, *args)
+        assert code == 0, out
+        document = json.loads(out)
+        assert [s["what"] for s in document["steps"]][:2] == [
+            "shadow 50% of requests",
+            "set candidate weight to 20%",
+        ]
+        assert document["calls"][0]["call"] == "CreateModel"
+        assert all(c["aws"] == "ok" for c in document["calls"])

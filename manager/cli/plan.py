@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -30,6 +31,29 @@ def plan_command(app: AppContext, path: Path, endpoint: str | None, output: str)
 
 def show(app: AppContext, policy: object, endpoint: str | None, output: str) -> bool:
     """Print the plan; False when AWS would refuse a call (each refusal named with its rule)."""
+    title, calls = planned(app, policy, endpoint)
+    if output == "json":
+        click.echo(json.dumps([as_record(c) for c in calls], indent=2, default=str))
+    else:
+        emit([c.row() for c in calls], ("when", "call", "what", "aws"), output, title=title)
+    return refusals(calls)
+
+
+def as_record(call: Any) -> dict[str, Any]:
+    return {**call.row(), "request": call.request}
+
+
+def refusals(calls: list[Any]) -> bool:
+    """Say each call AWS would refuse, on stderr; True when there is none."""
+    refused = [c for c in calls if c.refused]
+    for call in refused:
+        click.echo(f"error: AWS would refuse {call.operation} ({call.when}): {call.refused}", err=True)
+    return not refused
+
+
+def planned(app: AppContext, policy: object, endpoint: str | None) -> tuple[str, list[Any]]:
+    """The calls a rollout under `policy` would make against `endpoint` (the policy's target by
+    default) as SageMaker and the registry have it now, and a title naming what is compared."""
     from sqlalchemy import select
 
     from manager import policy as policies
@@ -62,12 +86,4 @@ def show(app: AppContext, policy: object, endpoint: str | None, output: str) -> 
             candidate,
         )
         calls = plan.calls(policy, platform.hosting(state), subject, utcnow())
-    refused = [c for c in calls if c.refused]
-    if output == "json":
-        click.echo(json.dumps([{**c.row(), "request": c.request} for c in calls], indent=2, default=str))
-    else:
-        title = f"{policy.name} on {name}: {subject.candidate.ref} beside {subject.baseline.ref}"
-        emit([c.row() for c in calls], ("when", "call", "what", "aws"), output, title=title)
-    for call in refused:
-        click.echo(f"error: AWS would refuse {call.operation} ({call.when}): {call.refused}", err=True)
-    return not refused
+    return f"{policy.name} on {name}: {subject.candidate.ref} beside {subject.baseline.ref}", calls

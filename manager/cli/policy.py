@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -27,8 +28,21 @@ def validate(app: AppContext, path: Path, endpoint: str | None, output: str) -> 
 
     policy, _ = policies.load(path)
     rows = policies.describe_plan(policy)
+    if output == "json" and endpoint is not None:  # one document: the steps and the calls
+        from manager.cli.plan import as_record, planned, refusals
+
+        _, calls = planned(app, policy, endpoint)
+        click.echo(json.dumps({"steps": rows, "calls": [as_record(c) for c in calls]}, indent=2, default=str))
+        if not refusals(calls):
+            sys.exit(1)
+        return
     if output != "table":
         emit(rows, ("step", "what", "until"), output)
+        if endpoint is not None:
+            from manager.cli.plan import show
+
+            if not show(app, policy, endpoint, output):
+                sys.exit(1)
         return
     emit(rows, ("step", "what", "until"), output, title=f"{policy.name}: {policy.target.endpoint}")
     metrics = [
