@@ -44,3 +44,27 @@ def test_crash_during_a_promotion(
         assert audit.verify(world.database).ok
         actions = [e.action for e in audit.history(world.database, audit.HistoryFilter(limit=200))]
         assert actions.count("rollout.promote") == 1 and actions.count("rollout.promoted") == 1
+
+
+GUARDED = "  promotion: {mode: blueGreen, blueGreen: {routing: LINEAR, sizePercent: 50, waitSeconds: 1}}\n"
+# A guarded promotion: the candidate's weight to 0, the baseline alone, then SageMaker's guarded update.
+GUARDED_POINTS = ["promote-weights-zeroed", "promote-updating", "promote-guarded"]
+
+
+@pytest.mark.parametrize("point", GUARDED_POINTS)
+def test_crash_during_a_guarded_promotion(tmp_path: Path, artifacts: dict[str, Path], point: str) -> None:
+    text = (policy_text(min_samples=20) + GUARDED).replace(
+        "decisions: {maxDuration: 5m}\n", "decisions:\n  maxDuration: 5m\n"
+    )
+    with make_world(tmp_path, artifacts) as world:
+        rollout_id = world.start(text)
+        crash_and_recover(world, rollout_id, point, "promoted")
+        assert platform_matches_registry(world) == {"baseline": "churn:2"}
+        described = world.host.client("sagemaker").describe_endpoint(EndpointName="churn-prod")
+        assert (
+            described["LastDeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"]
+            == "LINEAR"
+        )
+        assert audit.verify(world.database).ok
+        actions = [e.action for e in audit.history(world.database, audit.HistoryFilter(limit=200))]
+        assert actions.count("rollout.promote") == 1 and actions.count("rollout.promoted") == 1

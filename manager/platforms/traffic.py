@@ -9,7 +9,7 @@ from typing import Literal
 
 from manager.platforms.base import BlueGreen, ConfigSpec, EndpointPlatform, EndpointState, PlatformError
 
-TrafficStage = Literal["done", "waiting", "weights-zeroed", "updating"]
+TrafficStage = Literal["done", "waiting", "weights-zeroed", "updating", "guarded"]
 
 
 def _state(platform: EndpointPlatform, endpoint: str) -> EndpointState:
@@ -46,7 +46,7 @@ def promote(
             return stage
     platform.ensure_endpoint_config(winner)
     platform.update_endpoint(endpoint, winner.name, blue_green)
-    return "updating"
+    return "updating" if blue_green is None else "guarded"
 
 
 def rollback(
