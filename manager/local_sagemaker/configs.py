@@ -32,7 +32,7 @@ def finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def bound(value: Any, field: str, low: int, high: int) -> None:
+def _bound(value: Any, field: str, low: int, high: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise validation(
             f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: "
@@ -42,15 +42,15 @@ def bound(value: Any, field: str, low: int, high: int) -> None:
 
 def check_serverless(config: dict[str, Any], where: str) -> None:
     memory = config.get("MemorySizeInMB")
-    bound(memory, f"{where}.serverlessConfig.memorySizeInMB", SERVERLESS_MEMORY[0], SERVERLESS_MEMORY[-1])
+    _bound(memory, f"{where}.serverlessConfig.memorySizeInMB", SERVERLESS_MEMORY[0], SERVERLESS_MEMORY[-1])
     if memory not in SERVERLESS_MEMORY:
         raise validation(
             f"MemorySizeInMB {memory} is not offered: choose one of {', '.join(map(str, SERVERLESS_MEMORY))}"
         )
-    bound(config.get("MaxConcurrency"), f"{where}.serverlessConfig.maxConcurrency", 1, 200)
+    _bound(config.get("MaxConcurrency"), f"{where}.serverlessConfig.maxConcurrency", 1, 200)
     provisioned = config.get("ProvisionedConcurrency")
     if provisioned is not None:
-        bound(provisioned, f"{where}.serverlessConfig.provisionedConcurrency", 1, 200)
+        _bound(provisioned, f"{where}.serverlessConfig.provisionedConcurrency", 1, 200)
         if provisioned > config["MaxConcurrency"]:
             raise validation(
                 f"ProvisionedConcurrency ({provisioned}) must not exceed MaxConcurrency "

@@ -8,8 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from manager.local_sagemaker.configs import bound
-from manager.local_sagemaker.protocol import validation
+from manager.local_sagemaker.protocol import check_bounds, validation
 
 if TYPE_CHECKING:
     from manager.local_sagemaker.endpoints import Variant
@@ -39,17 +38,8 @@ def traffic_plan(
     wait = float(routing.get("WaitIntervalInSeconds", 0))
     if not 0 <= wait <= 3600:
         raise validation("WaitIntervalInSeconds must be between 0 and 3600")
-    for member, low, high in (
-        ("TerminationWaitInSeconds", 0, 3600),
-        ("MaximumExecutionTimeoutInSeconds", 600, 28800),
-    ):
-        if policy.get(member) is not None:  # botocore's bounds for BlueGreenUpdatePolicy
-            bound(
-                policy[member],
-                f"deploymentConfig.blueGreenUpdatePolicy.{member[0].lower()}{member[1:]}",
-                low,
-                high,
-            )
+    # TerminationWaitInSeconds, MaximumExecutionTimeoutInSeconds: botocore's bounds
+    check_bounds("BlueGreenUpdatePolicy", policy, "deploymentConfig.blueGreenUpdatePolicy")
     rollback = deployment.get("AutoRollbackConfiguration") or {}
     listed = rollback.get("Alarms")
     if listed is not None and not 1 <= len(listed) <= 10:  # botocore's AlarmList: min 1, max 10

@@ -85,24 +85,37 @@ def check_name(field_name: str, value: Any, limit: int = 63) -> str:
 
 
 @functools.cache
-def _enum(shape: str) -> tuple[str, ...]:
-    """The values SageMaker's service model allows for an enum shape (from botocore's own copy)."""
+def _sagemaker_model() -> Any:
+    """botocore's copy of SageMaker's service model, loaded once (it takes ~80 ms to load)."""
     import botocore.session
 
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    return tuple(model.shape_for(shape).enum)
+    return botocore.session.get_session().get_service_model("sagemaker")
+
+
+@functools.cache
+def _enum(shape: str) -> tuple[str, ...]:
+    """The values SageMaker's service model allows for an enum shape (from botocore's own copy)."""
+    return tuple(_sagemaker_model().shape_for(shape).enum)
+
+
+@functools.cache
+def _integer_bounds(structure: str) -> tuple[tuple[str, int | None, int | None], ...]:
+    """(member, min, max) of each integer member of a structure shape of SageMaker's model."""
+    shape = _sagemaker_model().shape_for(structure)
+    return tuple(
+        (name, member.metadata.get("min"), member.metadata.get("max"))
+        for name, member in shape.members.items()
+        if member.type_name == "integer"
+    )
 
 
 def check_bounds(structure: str, value: dict[str, Any], where: str, skip: tuple[str, ...] = ()) -> None:
     """Each integer member of `value` against the min/max botocore's model gives the `structure`
     shape, worded as AWS's validation errors are (`where`: the member path AWS names)."""
-    import botocore.session
-
-    shape = botocore.session.get_session().get_service_model("sagemaker").shape_for(structure)
-    for name, member in shape.members.items():
-        if name in skip or name not in value or member.type_name != "integer":
+    for name, low, high in _integer_bounds(structure):
+        if name in skip or name not in value:
             continue
-        got, low, high = value[name], member.metadata.get("min"), member.metadata.get("max")
+        got = value[name]
         field = f"{where}.{name[0].lower()}{name[1:]}"
         if not isinstance(got, int) or isinstance(got, bool):
             raise validation(f"1 validation error detected: Value '{got}' at '{field}' must be an integer")
