@@ -46,8 +46,26 @@ def policy_text(steps: str = CANARY, min_samples: int = 0) -> str:
     return POLICY.replace("STEPS", steps).replace("MIN", str(min_samples))
 
 
+class RolloutRows:
+    """Starting a rollout from policy text, and reading its row back, on a world's `database`."""
+
+    database: Database
+
+    def start(self, text: str) -> int:
+        policy = policies.parse(text)
+        with self.database.write() as session:
+            return launch.start(session, policy, text, "tester", datetime.now(UTC)).id
+
+    def rollout(self, rollout_id: int) -> Rollout:
+        with self.database.read() as session:
+            row = session.get(Rollout, rollout_id)
+            assert row is not None
+            session.expunge(row)
+            return row
+
+
 @dataclass
-class World:
+class World(RolloutRows):
     host: LocalSageMaker
     database: Database
     platform: SageMakerPlatform
@@ -65,18 +83,6 @@ class World:
         with self.database.write() as session:
             waiting = models.get(session, "churn:2")
             models.transition(session, waiting, "rejected", "tester", reason="set aside for a retrain")
-
-    def start(self, text: str) -> int:
-        policy = policies.parse(text)
-        with self.database.write() as session:
-            return launch.start(session, policy, text, "tester", datetime.now(UTC)).id
-
-    def rollout(self, rollout_id: int) -> Rollout:
-        with self.database.read() as session:
-            row = session.get(Rollout, rollout_id)
-            assert row is not None
-            session.expunge(row)
-            return row
 
     def tick_until(
         self,

@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,11 @@ from manager.local_sagemaker import LocalSageMaker
 from manager.platforms.sagemaker import SageMakerPlatform
 from manager.registry import migrate, models, rollouts
 from manager.registry.tables import Rollout
-from manager.rollout import configs, endpoints, launch
+from manager.registry.vocabulary import RolloutIntent
+from manager.rollout import configs, endpoints
 from manager.rollout.reconcile import Reconciler
+
+from .rollout_support import RolloutRows
 
 ENDPOINT = "fleet-prod"
 C5 = {
@@ -58,22 +60,11 @@ def policy_text(steps: str = CANARY, hosting: str = "", promotion: str = "") -> 
 
 
 @dataclass
-class Fleet:
+class Fleet(RolloutRows):
     host: LocalSageMaker
     database: Database
     platform: SageMakerPlatform
     sagemaker: Any
-
-    def start(self, text: str) -> int:
-        with self.database.write() as session:
-            return launch.start(session, policies.parse(text), text, "tester", datetime.now(UTC)).id
-
-    def rollout(self, rollout_id: int) -> Rollout:
-        with self.database.read() as session:
-            row = session.get(Rollout, rollout_id)
-            assert row is not None
-            session.expunge(row)
-            return row
 
     def tick_until(self, rollout_id: int, done: Any, timeout: float = 60) -> Rollout:
         reconciler = Reconciler(self.database, self.platform, None, owner="test")
@@ -87,7 +78,7 @@ class Fleet:
         row = self.rollout(rollout_id)
         raise AssertionError(f"rollout {rollout_id} stayed {row.state}: {row.last_error}, {self.endpoint()}")
 
-    def intend(self, rollout_id: int, intent: str) -> None:
+    def intend(self, rollout_id: int, intent: RolloutIntent) -> None:
         with self.database.write() as session:
             rollouts.set_intent(session, rollout_id, intent, "looked fine", "alice")
 

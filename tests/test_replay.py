@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -29,12 +28,13 @@ from manager.metrics.replay import NO_INPUT, Replayer
 from manager.platforms.sagemaker import SageMakerPlatform
 from manager.registry import migrate, models
 from manager.registry.tables import PairedSum, ReplayRequest, Rollout
-from manager.rollout import endpoints, launch
+from manager.rollout import endpoints
 from manager.rollout.reconcile import Reconciler
 from manager.traffic import LabelWriter, Traffic
 
 from .conftest import Cli
 from .daemon_support import died_at, start_daemon
+from .rollout_support import RolloutRows
 
 ENDPOINT = "fraud-prod"
 POLICY = """
@@ -59,7 +59,7 @@ decisions: {maxDuration: 10m, plannedSamples: 300}
 
 
 @dataclass
-class ReplayWorld:
+class ReplayWorld(RolloutRows):
     host: LocalSageMaker
     database: Database
     platform: SageMakerPlatform
@@ -73,17 +73,6 @@ class ReplayWorld:
             .replace("LABELS", self.labels.as_uri())
             .replace("REQUESTS", str(requests))
         )
-
-    def start(self, text: str) -> int:
-        with self.database.write() as session:
-            return launch.start(session, policies.parse(text), text, "tester", datetime.now(UTC)).id
-
-    def rollout(self, rollout_id: int) -> Rollout:
-        with self.database.read() as session:
-            row = session.get(Rollout, rollout_id)
-            assert row is not None
-            session.expunge(row)
-            return row
 
     def candidate_share(self) -> float:
         state = self.platform.describe(ENDPOINT)
