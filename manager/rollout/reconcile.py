@@ -438,7 +438,11 @@ class Reconciler:
 
     def _deploy(self, look: Look) -> TickResult:
         target, state, now = look.target, look.state, look.now
-        served = self._serving(look)
+        # What serves is read to build the deploy config, once; the ticks that wait for the endpoint
+        # to take it (pending set) replay the recorded config and need no extra describe call.
+        with self.database.read() as session:
+            first = _row(session, look.rollout_id).pending is None
+        served = self._serving(look) if first else None
         with self._write(look) as session:
             rollout = _row(session, look.rollout_id)
             pending = PendingChange.from_json(rollout.pending)
@@ -458,13 +462,15 @@ class Reconciler:
             # deadline counts from then, not from a wait at a gate).
             overdue = None if gated else _overdue(look, rollout, "the candidate was not deployed")
             stop = _abort_reason(rollout) or overdue
-            if stop is not None:
+            if stop is not None:  # (once per rollout: the rollback config is built from what serves)
+                served = served or self._serving(look)
                 records.decision(session, rollout, target, stop, self.actor, now, served)
                 return look.result("rollback", stop.reason)
             placements = configs.ab_placements(rollout, 0.0)
             if pending is not None:
                 spec = configs.recorded(session, pending.target_config)
             else:
+                served = served or self._serving(look)  # (pending was cleared since the read above)
                 spec = configs.config_spec(target, placements, "ab", now, served, rollout.baseline_variant)
                 rollout.pending = PendingChange("deploy", spec.name).to_json()
                 rollout.step_started_at = now  # the progress deadline counts from here
