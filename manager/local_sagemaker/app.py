@@ -37,6 +37,7 @@ log = logging.getLogger("local_sagemaker")
 SAGEMAKER_PREFIX = "SageMaker."
 CLOUDWATCH_PREFIX = "GraniteServiceVersion20100801."
 LOGS_PREFIX = "Logs_20140328."
+AUTOSCALING_PREFIX = "AnyScaleFrontendService."
 INFERENCE_ID_MAX = 64
 
 
@@ -98,6 +99,9 @@ class Host:
                 result = self.cloudwatch(target[len(CLOUDWATCH_PREFIX) :], body)
             elif target.startswith(LOGS_PREFIX):
                 result = self.control.logs.handle(target[len(LOGS_PREFIX) :], body)
+            elif target.startswith(AUTOSCALING_PREFIX):
+                self.control.endpoints.advance()
+                result = self.control.scaling.handle(target[len(AUTOSCALING_PREFIX) :], body)
             else:
                 raise AwsError("UnknownOperationException", f"unknown X-Amz-Target {target!r}")
         except AwsError as error:

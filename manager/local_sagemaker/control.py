@@ -15,13 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from manager.local_sagemaker.autoscaling import ScalingBook
 from manager.local_sagemaker.book import Shared, find
 from manager.local_sagemaker.configs import Configs
 from manager.local_sagemaker.endpoints import Endpoints, Route
 from manager.local_sagemaker.files import atomic_write
 from manager.local_sagemaker.jobs import Jobs
 from manager.local_sagemaker.logs import LogStore
-from manager.local_sagemaker.metrics import AlarmBook
+from manager.local_sagemaker.metrics import AlarmBook, MetricStore
 from manager.local_sagemaker.models import Models
 from manager.local_sagemaker.protocol import AwsError, validation
 from manager.local_sagemaker.tags import TagBook
@@ -39,6 +40,7 @@ class ControlPlane:
         alarms: AlarmBook,
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
+        metrics: MetricStore | None = None,
     ) -> None:
         self.region = region
         self.state_dir = state_dir
@@ -51,6 +53,9 @@ class ControlPlane:
         self.endpoints = Endpoints(
             shared, self.models, self.configs, alarms, state_dir, s3_root, provision_delay, seed
         )
+        self.scaling = ScalingBook(region, clock, self.endpoints, metrics, self._save)
+        self.endpoints.scaling_guard = self.scaling.guard_update
+        self.endpoints.scaling_forget = self.scaling.forget
         self.clock = clock
         self.logs = LogStore(state_dir / "logs", region, clock)
         self._restore()
@@ -103,6 +108,7 @@ class ControlPlane:
 
     def advance(self) -> None:
         self.endpoints.advance()
+        self.scaling.advance()
 
     def route(self, name: str, target_variant: str | None) -> Route:
         return self.endpoints.route(name, target_variant)
@@ -137,6 +143,7 @@ class ControlPlane:
                 "configs": self.configs.table,
                 "tags": self.tagbook.tags,
                 "endpoints": self.endpoints.to_json(),
+                "autoscaling": self.scaling.to_json(),
             }
             atomic_write(self._state_file, json.dumps(state, default=str))
 
@@ -148,6 +155,7 @@ class ControlPlane:
         self.models.table, self.configs.table = state["models"], state["configs"]
         self.tagbook.tags = state.get("tags", {})
         self.endpoints.restore(state["endpoints"])
+        self.scaling.restore(state.get("autoscaling") or {})
 
     def close(self) -> None:
         self.jobs.close()

@@ -146,6 +146,9 @@ class Endpoints(Book[Endpoint]):
         self._capture_cache: dict[int, tuple[dict[str, Any] | None, CapturePolicy | None]] = {}
         # Told when an endpoint stops serving for good (the host closes its capture files).
         self.on_gone: Callable[[str], None] = lambda _name: None
+        # Application Auto Scaling's say over updates and deletes (set by the control plane).
+        self.scaling_guard: Callable[[Endpoint, list[Variant]], None] = lambda _e, _v: None
+        self.scaling_forget: Callable[[str], None] = lambda _name: None
 
     def _variants(self, config: dict[str, Any]) -> tuple[list[Variant], list[Variant]]:
         def build(spec: dict[str, Any], shadow: bool) -> Variant:
@@ -242,6 +245,7 @@ class Endpoints(Book[Endpoint]):
         if endpoint.status == "Deleting":
             return {}
         self.on_gone(endpoint.name)
+        self.scaling_forget(endpoint.name)
         now = self.shared.clock()
         endpoint.status, endpoint.modified = "Deleting", now
         endpoint.pending = Pending("delete", now, now + self.delay)
@@ -280,6 +284,7 @@ class Endpoints(Book[Endpoint]):
         config = self.configs.get(config_name)
         self._require_in_service(endpoint)
         variants, shadows = self._variants(config)
+        self.scaling_guard(endpoint, variants + shadows)
         capture = config.get("DataCaptureConfig")
         if req.get("RetainAllVariantProperties"):
             exclusions = req.get("ExcludeRetainedVariantProperties") or []
@@ -362,6 +367,13 @@ class Endpoints(Book[Endpoint]):
         endpoint.status, endpoint.modified = "Updating", now
         self.shared.save()
         return {"EndpointArn": endpoint.arn}
+
+    def scale(self, endpoint: Endpoint, variant: Variant, count: int) -> None:
+        """Application Auto Scaling sets a variant's count, as UpdateEndpointWeightsAndCapacities does."""
+        now = self.shared.clock()
+        variant.desired_count = count
+        endpoint.pending = Pending("weights", now, now + self.delay)
+        endpoint.status, endpoint.modified = "Updating", now
 
     def op_DescribeEndpoint(self, req: dict[str, Any]) -> dict[str, Any]:
         e = self.get(req.get("EndpointName", ""))
@@ -482,7 +494,7 @@ class Endpoints(Book[Endpoint]):
             if now < p.ready_at + p.bake_until:
                 return False
         if p.kind == "weights":
-            for v in e.variants:
+            for v in [*e.variants, *e.shadows]:
                 v.weight, v.count = v.desired_weight, v.desired_count
         elif p.kind in ("create", "update"):
             e.config_name = p.config_name or e.config_name

@@ -58,7 +58,14 @@ class LocalSageMaker:
         self.alarms = AlarmBook(self.clock)
         self.metrics = MetricStore(bucket_seconds=metric_bucket_seconds, clock=self.clock)
         self.control = ControlPlane(
-            region, self.state_dir, self.s3_root, provision_delay, self.alarms, self.clock, seed=seed
+            region,
+            self.state_dir,
+            self.s3_root,
+            provision_delay,
+            self.alarms,
+            self.clock,
+            seed=seed,
+            metrics=self.metrics,
         )
         self.capture = CaptureWriter(self.s3_root, random.Random(seed))
         self.control.on_endpoint_gone = self.capture.release
