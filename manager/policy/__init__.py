@@ -4,88 +4,49 @@ about the verdict. YAML, validated by pydantic; every error comes back with its 
 from __future__ import annotations
 
 import hashlib
-import re
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from manager import windows, yamlconfig
 from manager.clock import parse_duration
-from manager.errors import UserError
-from manager.names import RESOURCE_NAME
+from manager.policy.specs import (
+    CLOUDWATCH_MEASURES,
+    ERROR_MEASURES,
+    MAX_COUNT,
+    MAX_DURATION,
+    QUALITY_MEASURES,
+    REGRESSION_MEASURES,
+    Count,
+    Duration,
+    Spec,
+)
+from manager.policy.target import Candidate, Capacity, Target
+from manager.policy.webhooks import HOOK_NAME, WEBHOOK_EVENTS, GateType, Webhook, WebhookEvent
 
-
-class Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-MAX_DURATION = timedelta(days=366)
-MAX_COUNT = 1_000_000_000
-# What each source measures (tests/test_policy.py refuses anything else).
-QUALITY_MEASURES = ("accuracy", "abs_error", "squared_error")
-REGRESSION_MEASURES = ("abs_error", "squared_error")
-CLOUDWATCH_MEASURES = ("invocations", "errors_4xx", "errors_5xx", "model_latency_ms", "overhead_latency_ms")
-ERROR_MEASURES = ("errors_4xx", "errors_5xx")
-
-
-def _bounded_duration(text: str) -> str:
-    try:
-        too_long = parse_duration(text) > MAX_DURATION
-    except UserError:
-        too_long = True
-    if too_long:
-        raise ValueError(f"at most {MAX_DURATION.days} days")
-    return text
-
-
-Duration = Annotated[
-    str, Field(pattern=r"^\s*\d{1,9}(\.\d{1,9})?\s*(ms|s|m|h|d|w)\s*$"), AfterValidator(_bounded_duration)
+__all__ = [
+    "CLOUDWATCH_MEASURES",
+    "ERROR_MEASURES",
+    "HOOK_NAME",
+    "MAX_COUNT",
+    "MAX_DURATION",
+    "QUALITY_MEASURES",
+    "REGRESSION_MEASURES",
+    "WEBHOOK_EVENTS",
+    "Candidate",
+    "Capacity",
+    "Count",
+    "Duration",
+    "GateType",
+    "RolloutPolicy",
+    "Spec",
+    "Target",
+    "Webhook",
+    "WebhookEvent",
 ]
-Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
-
-
-class Candidate(Spec):
-    model: str
-    version: int | None = Field(None, ge=1)
-    newest_approved: bool = Field(False, alias="newestApproved")
-
-    @model_validator(mode="after")
-    def _one(self) -> Candidate:
-        if (self.version is None) == (not self.newest_approved):
-            raise ValueError("give the candidate's `version`, or `newestApproved: true`, not both")
-        return self
-
-
-class Target(Spec):
-    """Where to roll out. Variant names are the engine's: the baseline is the variant serving now
-    (`baselineVariant` picks one only when the endpoint serves several), and the candidate's variant is
-    `candidateVariant` when given and not serving already, else `<model>-v<version>`."""
-
-    endpoint: str
-    baseline_variant: str | None = Field(None, alias="baselineVariant")
-    candidate_variant: str | None = Field(None, alias="candidateVariant")
-    candidate: Candidate
-    # The candidate's hosting; unset, it is hosted like the baseline (which keeps its own, always).
-    instance_type: str | None = Field(None, alias="instanceType", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
-    instance_count: int | None = Field(None, alias="instanceCount", ge=1, le=1000)
-    capture_destination: str | None = Field(None, alias="captureDestination")
-    ground_truth: str | None = Field(None, alias="groundTruth")
-
-    @field_validator("endpoint", "baseline_variant", "candidate_variant")
-    @classmethod
-    def _sagemaker_name(cls, value: str | None) -> str | None:
-        if value is not None and not RESOURCE_NAME.match(value):
-            raise ValueError("must be 1-63 letters, digits and hyphens, starting and ending alphanumeric")
-        return value
-
-    @model_validator(mode="after")
-    def _distinct(self) -> Target:
-        if self.baseline_variant is not None and self.baseline_variant == self.candidate_variant:
-            raise ValueError("baselineVariant and candidateVariant must differ")
-        return self
 
 
 class SetWeight(Spec):
@@ -273,79 +234,6 @@ class Trigger(Spec):
             except ValueError as exc:
                 raise ValueError(f"cron {self.cron!r}: {exc}") from None
         return self
-
-
-# What an event webhook can be told of (the history's rollout events, grouped as operators think of
-# them); `webhooks.events` maps each history action to one.
-WebhookEvent = Literal[
-    "started",
-    "step_changed",
-    "paused",
-    "resumed",
-    "promoting",
-    "promoted",
-    "rolling_back",
-    "rolled_back",
-    "aborted",
-    "failed",
-    "sample_ratio_mismatch",
-    "data_problem",
-    "gate",
-]
-WEBHOOK_EVENTS: tuple[str, ...] = get_args(WebhookEvent)
-GateType = Literal["confirm-rollout", "pre-rollout", "confirm-promotion"]
-HOOK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-
-
-class Webhook(Spec):
-    """An event webhook (told of what happens, never waited for) or a gate with Flagger's semantics:
-    `confirm-rollout` before the candidate is deployed, `pre-rollout` before it gets live traffic,
-    `confirm-promotion` before an analysis promotes it. A gate is asked every `every` until it answers
-    2xx; after `deadline` the rollout applies `onDeadline` (abort: it ends on the baseline)."""
-
-    name: str
-    type: Literal["event", "confirm-rollout", "pre-rollout", "confirm-promotion"] = "event"
-    url: str
-    format: Literal["json", "slack"] = "json"
-    events: list[WebhookEvent] = Field(default_factory=list, max_length=len(WEBHOOK_EVENTS))
-    secret_env: str | None = Field(None, alias="secretEnv", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-    secret_file: str | None = Field(None, alias="secretFile", max_length=4096)
-    timeout: Duration = "5s"
-    every: Duration = "30s"
-    deadline: Duration = "1h"
-    on_deadline: Literal["abort", "proceed"] = Field("abort", alias="onDeadline")
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not HOOK_NAME.match(value):
-            raise ValueError("1-63 letters, digits, '-', '_' or '.', starting with a letter or digit")
-        return value
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > 2048:
-            raise ValueError(f"{value!r} is not an http(s) URL")
-        return value
-
-    @model_validator(mode="after")
-    def _fits_type(self) -> Webhook:
-        if self.secret_env and self.secret_file:
-            raise ValueError("give `secretEnv` or `secretFile`, not both")
-        if self.type != "event" and (self.format != "json" or self.events):
-            raise ValueError(f"a {self.type} gate is called with JSON; `format` and `events` are for events")
-        if parse_duration(self.timeout) > timedelta(minutes=5):
-            raise ValueError("`timeout` is at most 5m: a call never holds the daemon longer")
-        return self
-
-    @property
-    def gate(self) -> bool:
-        return self.type != "event"
 
 
 class RolloutPolicy(Spec):

@@ -1,0 +1,84 @@
+"""Event webhooks and gates: who is told of a rollout's events, and who must answer before it moves."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Literal, get_args
+
+from pydantic import Field, field_validator, model_validator
+
+from manager.clock import parse_duration
+from manager.policy.specs import Duration, Spec
+
+# What an event webhook can be told of (the history's rollout events, grouped as operators think of
+# them); `webhooks.events` maps each history action to one.
+WebhookEvent = Literal[
+    "started",
+    "step_changed",
+    "paused",
+    "resumed",
+    "promoting",
+    "promoted",
+    "rolling_back",
+    "rolled_back",
+    "aborted",
+    "failed",
+    "sample_ratio_mismatch",
+    "data_problem",
+    "gate",
+]
+WEBHOOK_EVENTS: tuple[str, ...] = get_args(WebhookEvent)
+GateType = Literal["confirm-rollout", "pre-rollout", "confirm-promotion"]
+HOOK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class Webhook(Spec):
+    """An event webhook (told of what happens, never waited for) or a gate with Flagger's semantics:
+    `confirm-rollout` before the candidate is deployed, `pre-rollout` before it gets live traffic,
+    `confirm-promotion` before an analysis promotes it. A gate is asked every `every` until it answers
+    2xx; after `deadline` the rollout applies `onDeadline` (abort: it ends on the baseline)."""
+
+    name: str
+    type: Literal["event", "confirm-rollout", "pre-rollout", "confirm-promotion"] = "event"
+    url: str
+    format: Literal["json", "slack"] = "json"
+    events: list[WebhookEvent] = Field(default_factory=list, max_length=len(WEBHOOK_EVENTS))
+    secret_env: str | None = Field(None, alias="secretEnv", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    secret_file: str | None = Field(None, alias="secretFile", max_length=4096)
+    timeout: Duration = "5s"
+    every: Duration = "30s"
+    deadline: Duration = "1h"
+    on_deadline: Literal["abort", "proceed"] = Field("abort", alias="onDeadline")
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not HOOK_NAME.match(value):
+            raise ValueError("1-63 letters, digits, '-', '_' or '.', starting with a letter or digit")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > 2048:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_type(self) -> Webhook:
+        if self.secret_env and self.secret_file:
+            raise ValueError("give `secretEnv` or `secretFile`, not both")
+        if self.type != "event" and (self.format != "json" or self.events):
+            raise ValueError(f"a {self.type} gate is called with JSON; `format` and `events` are for events")
+        if parse_duration(self.timeout) > timedelta(minutes=5):
+            raise ValueError("`timeout` is at most 5m: a call never holds the daemon longer")
+        return self
+
+    @property
+    def gate(self) -> bool:
+        return self.type != "event"
