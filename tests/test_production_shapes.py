@@ -94,9 +94,11 @@ class Fleet(RolloutRows):
 
 
 @contextmanager
-def adopted_fleet(tmp_path: Path, artifacts: dict[str, Path], hosting: dict[str, Any]) -> Iterator[Fleet]:
+def adopted_fleet(
+    tmp_path: Path, artifacts: dict[str, Path], hosting: dict[str, Any], clock: str = "real"
+) -> Iterator[Fleet]:
     """An endpoint made outside variantctl on `hosting` (one variant, `prod`), then adopted; churn:2
-    approved beside it."""
+    approved beside it. `clock="held"`: the host's clock moves only when the test moves it."""
     database = Database(f"sqlite:///{tmp_path / 'registry.db'}")
     migrate.upgrade(database)
     with database.write() as session:
@@ -105,7 +107,12 @@ def adopted_fleet(tmp_path: Path, artifacts: dict[str, Path], hosting: dict[str,
             session, models.NewVersion("churn", str(artifacts["prior"]), "sklearn", status="approved"), "t"
         )
         model = configs.Images().model(v1)
-    with LocalSageMaker(tmp_path / "sagemaker", provision_delay=0.05, metric_bucket_seconds=1) as host:
+    with LocalSageMaker(
+        tmp_path / "sagemaker",
+        provision_delay=0.05,
+        metric_bucket_seconds=1,
+        clock=clock,  # type: ignore[arg-type]
+    ) as host:
         sagemaker = host.client("sagemaker")
         platform = SageMakerPlatform(sagemaker)
         platform.ensure_model(model)
@@ -115,7 +122,12 @@ def adopted_fleet(tmp_path: Path, artifacts: dict[str, Path], hosting: dict[str,
         )
         sagemaker.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName="fleet-made-by-hand")
         fleet = Fleet(host, database, platform, sagemaker)
-        _wait(lambda: fleet.endpoint()["EndpointStatus"] == "InService")
+        _wait(
+            lambda: (
+                (not host.clock.held or host.clock.advance(1))
+                and fleet.endpoint()["EndpointStatus"] == "InService"
+            )
+        )
         endpoints.adopt(database, platform, ENDPOINT, "operator")
         yield fleet
     database.dispose()
@@ -141,9 +153,12 @@ def test_a_rollout_keeps_the_baselines_fleet_and_hosts_the_candidate_like_it(
         both = fleet.serving()
         assert set(both) == {"prod", "candidate"}
         assert _hosting(both["prod"]) == C5, "the baseline keeps its type, count and every setting"
-        assert _hosting(both["candidate"]) == C5, (
-            "the policy names no hosting: the candidate's is the baseline's"
+        assert _hosting(both["candidate"]) == {**C5, "InitialInstanceCount": 1}, (
+            "the policy names no hosting: the candidate's is the baseline's, its count its share's"
         )
+        # 20% beside 3 baseline instances: 3 x 20/80 = 0.75 instances' worth of load, so 1 instance.
+        live = {v["VariantName"]: v for v in fleet.endpoint()["ProductionVariants"]}
+        assert (live["prod"]["DesiredInstanceCount"], live["candidate"]["DesiredInstanceCount"]) == (3, 1)
         fleet.intend(rollout_id, "promote")
         fleet.tick_until(rollout_id, lambda r: r.state == "promoted")
         survivor = fleet.serving()

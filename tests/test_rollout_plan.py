@@ -60,7 +60,10 @@ def test_the_plan_shows_each_call_on_the_endpoints_own_fleet_and_changes_nothing
         ]
         deploy = calls[1]["request"]["ProductionVariants"]
         assert [v["VariantName"] for v in deploy] == ["prod", "candidate"]
-        assert all({k: v[k] for k in C5} == C5 for v in deploy), "both on the baseline's fleet"
+        assert {k: deploy[0][k] for k in C5} == C5, "the baseline on its own fleet"
+        assert {k: deploy[1][k] for k in C5} == {**C5, "InitialInstanceCount": 1}, (
+            "the candidate hosted like it, at the count its weight (0) needs"
+        )
         shadow = next(
             c for c in calls if c["when"] == "step 1 shadow" and c["call"] == "CreateEndpointConfig"
         )
@@ -69,7 +72,11 @@ def test_the_plan_shows_each_call_on_the_endpoints_own_fleet_and_changes_nothing
             "candidate-shadow"
         ]
         weights = [c["what"] for c in calls if c["call"] == "UpdateEndpointWeightsAndCapacities"]
-        assert weights[:2] == ["prod 80, candidate 20", "prod 50, candidate 50"]
+        assert weights[:3] == [
+            "prod 80, candidate 20",  # 3 x 20/80 = 0.75 instances' worth: the 1 it has
+            "candidate to 3 instance(s) before its weight rises (load per instance 1.00x the baseline's)",
+            "prod 50, candidate 50",
+        ]
         guarded = next(c for c in calls if c["when"] == "promote: guarded" and c["call"] == "UpdateEndpoint")
         assert (
             guarded["request"]["DeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"][

@@ -85,5 +85,5 @@ def planned(app: AppContext, policy: object, endpoint: str | None) -> tuple[str,
             rollouts.candidate_variant_name(serving.variant_name, candidate, target.candidate_variant),
             candidate,
         )
-        calls = plan.calls(policy, platform.hosting(state), subject, utcnow())
+        calls = plan.calls(policy, platform.hosting(state), subject, utcnow(), platform.scaling(name))
     return f"{policy.name} on {name}: {subject.candidate.ref} beside {subject.baseline.ref}", calls

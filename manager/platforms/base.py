@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from manager.errors import UserError
+
+if TYPE_CHECKING:
+    from manager.platforms.scaling import Scaling
 
 TrafficRouting = Literal["ALL_AT_ONCE", "CANARY", "LINEAR"]
 BUSY_STATUSES = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
@@ -182,6 +185,16 @@ class EndpointPlatform(Protocol):
     def update_endpoint(self, name: str, config_name: str, blue_green: BlueGreen | None = None) -> None: ...
 
     def set_weights(self, name: str, weights: Mapping[str, float]) -> None: ...
+
+    def set_capacity(self, name: str, counts: Mapping[str, int]) -> None: ...
+
+    def scaling(self, name: str) -> dict[str, Scaling]:
+        """The endpoint's variants registered with Application Auto Scaling, and how."""
+        ...
+
+    def scale(self, name: str, variant: str, wanted: Scaling | None, have: Scaling | None = None) -> None:
+        """Register `variant` (its range and policies) as `wanted` says, or deregister it (None)."""
+        ...
 
     def describe(self, name: str) -> EndpointState | None: ...
 

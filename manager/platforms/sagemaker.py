@@ -16,6 +16,7 @@ from typing import Any
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from manager.crashpoints import crash_point
 from manager.platforms.base import (
     BlueGreen,
     CaptureSpec,
@@ -42,6 +43,7 @@ from manager.platforms.requests import (
     validate_config,
     validate_model,
 )
+from manager.platforms.scaling import AutoScaling, Scaling
 
 RETRIES = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60)
 # Invocations are retried by the caller (a replay keeps the request queued), so botocore tries twice.
@@ -56,9 +58,10 @@ RUNTIME_RETRIES = Config(
 class SageMakerPlatform:
     """EndpointPlatform on a boto3 `sagemaker` client (inject one aimed at AWS, moto or the local host)."""
 
-    def __init__(self, client: Any, runtime: Any = None) -> None:
+    def __init__(self, client: Any, runtime: Any = None, autoscaling: Any = None) -> None:
         self.client = client
         self._runtime = runtime
+        self._autoscaling = AutoScaling(autoscaling) if autoscaling is not None else None
 
     @classmethod
     def connect(
@@ -70,24 +73,48 @@ class SageMakerPlatform:
         return cls(
             session.client("sagemaker", endpoint_url=endpoint_url, config=RETRIES),
             session.client("sagemaker-runtime", endpoint_url=endpoint_url, config=RUNTIME_RETRIES),
+            session.client("application-autoscaling", endpoint_url=endpoint_url, config=RETRIES),
+        )
+
+    def _beside(self, service: str, config: Config) -> Any:
+        """A client of `service` beside the sagemaker client (the same host when that is not AWS's,
+        as for the local SageMaker and moto)."""
+        import boto3
+
+        meta = self.client.meta
+        url = meta.endpoint_url
+        # The sagemaker client's own credentials (a client built with explicit keys, as for the
+        # local SageMaker, has them in no chain; `connect` passes every client from one session).
+        credentials = getattr(getattr(self.client, "_request_signer", None), "_credentials", None)
+        keys = {}
+        if credentials is not None:
+            frozen = credentials.get_frozen_credentials()
+            keys = {
+                "aws_access_key_id": frozen.access_key,
+                "aws_secret_access_key": frozen.secret_key,
+                "aws_session_token": frozen.token,
+            }
+        return boto3.client(
+            service,
+            region_name=meta.region_name,
+            endpoint_url=None if "amazonaws.com" in url else url,
+            config=config,
+            **keys,
         )
 
     @property
     def runtime(self) -> Any:
-        """The sagemaker-runtime client: the one given, or one beside the sagemaker client (the same
-        host when that is not AWS's, as for the local SageMaker and moto)."""
+        """The sagemaker-runtime client: the one given, or one beside the sagemaker client."""
         if self._runtime is None:
-            import boto3
-
-            meta = self.client.meta
-            url = meta.endpoint_url
-            self._runtime = boto3.client(
-                "sagemaker-runtime",
-                region_name=meta.region_name,
-                endpoint_url=None if "amazonaws.com" in url else url,
-                config=RUNTIME_RETRIES,
-            )
+            self._runtime = self._beside("sagemaker-runtime", RUNTIME_RETRIES)
         return self._runtime
+
+    @property
+    def autoscaling(self) -> AutoScaling:
+        """Application Auto Scaling: the client given, or one beside the sagemaker client."""
+        if self._autoscaling is None:
+            self._autoscaling = AutoScaling(self._beside("application-autoscaling", RETRIES))
+        return self._autoscaling
 
     # ---- calls ------------------------------------------------------------------------------
 
@@ -309,14 +336,77 @@ class SageMakerPlatform:
             raise NotNow(f"endpoint {name} is {state.status}")
         if state.config_name == config_name:
             return
+        registered = self.autoscaling.registered(name)
         request: dict[str, Any] = {
             "EndpointName": name,
             "EndpointConfigName": config_name,
-            "RetainAllVariantProperties": False,
+            # An autoscaled endpoint keeps each variant's live count (AWS's procedure for updating
+            # one); the weights are the new config's.
+            "RetainAllVariantProperties": bool(registered),
         }
+        if registered:
+            request["ExcludeRetainedVariantProperties"] = [{"VariantPropertyType": "DesiredWeight"}]
+            self._free(name, state, config_name, registered)
         if blue_green is not None:
             request["DeploymentConfig"] = deployment_config(blue_green)
         self._call("update_endpoint", **request)
+
+    def _free(
+        self, name: str, state: EndpointState, config_name: str, registered: Mapping[str, Scaling]
+    ) -> None:
+        """AWS refuses an update that removes a variant registered with Application Auto Scaling or
+        changes its instance type: such variants are deregistered first, their policies deleted."""
+        types = {}
+        for config in (state.config_name, config_name):
+            raw = self._call("describe_endpoint_config", EndpointConfigName=config)
+            types[config] = {
+                v["VariantName"]: v.get("InstanceType")
+                for member in ("ProductionVariants", "ShadowProductionVariants")
+                for v in raw.get(member) or []
+            }
+        old, new = types[state.config_name], types[config_name]
+        for variant, scaling in sorted(registered.items()):
+            if variant in old and (variant not in new or new[variant] != old[variant]):
+                self.autoscaling.deregister(name, variant, scaling)
+                crash_point("scaling-deregistered")
+
+    def scaling(self, name: str) -> dict[str, Scaling]:
+        """The endpoint's variants registered with Application Auto Scaling, and how."""
+        checked_name("endpoint", name)
+        return self.autoscaling.registered(name)
+
+    def scale(self, name: str, variant: str, wanted: Scaling | None, have: Scaling | None = None) -> None:
+        """Register `variant` as `wanted` says (range and policies), or deregister it (None)."""
+        checked_name("endpoint", name)
+        checked_name("variant", variant)
+        if wanted is None:
+            self.autoscaling.deregister(name, variant, have)
+        else:
+            self.autoscaling.register(name, variant, wanted, have)
+
+    def set_capacity(self, name: str, counts: Mapping[str, int]) -> None:
+        """Each variant's DesiredInstanceCount (its weight unchanged)."""
+        checked_name("endpoint", name)
+        for variant, count in counts.items():
+            checked_name("variant", variant)
+            if not isinstance(count, int) or not 1 <= count <= 1000:
+                raise invalid(f"instance count of {variant} must be 1-1000, not {count!r}")
+        state = self._require(name)
+        current = {v.name: v for v in state.variants}
+        unknown = sorted(set(counts) - set(current))
+        if unknown:
+            raise invalid(f"endpoint {name} has no variant {', '.join(unknown)}")
+        if all(current[v].desired_instances == c for v, c in counts.items()):
+            return
+        if state.busy:
+            raise NotNow(f"endpoint {name} is {state.status}")
+        self._call(
+            "update_endpoint_weights_and_capacities",
+            EndpointName=name,
+            DesiredWeightsAndCapacities=[
+                {"VariantName": v, "DesiredInstanceCount": c} for v, c in counts.items()
+            ],
+        )
 
     def invoke(
         self, name: str, variant: str, body: bytes, content_type: str, inference_id: str | None = None

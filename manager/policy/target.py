@@ -62,6 +62,15 @@ class Target(Spec):
     capture_destination: str | None = Field(None, alias="captureDestination")
     ground_truth: str | None = Field(None, alias="groundTruth")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _count_fixes_capacity(cls, value: Any) -> Any:
+        """A policy that gives the candidate's `instanceCount` keeps it: `capacity: fixed` unless
+        it says otherwise."""
+        if isinstance(value, dict) and value.get("instanceCount") is not None and "capacity" not in value:
+            return {**value, "capacity": "fixed"}
+        return value
+
     @field_validator("endpoint", "baseline_variant", "candidate_variant")
     @classmethod
     def _sagemaker_name(cls, value: str | None) -> str | None:

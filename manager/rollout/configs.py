@@ -18,6 +18,7 @@ from manager.platforms.base import CaptureSpec, ConfigSpec, ModelSpec, PlatformE
 from manager.policy import Target
 from manager.registry import attest
 from manager.registry.tables import ConfigVariant, Endpoint, EndpointConfig, ModelVersion, Rollout
+from manager.rollout.capacity import candidate_count
 
 # (variant name, the version it serves, its weight)
 Placement = tuple[str, ModelVersion, float]
@@ -73,9 +74,22 @@ def config_spec(
     baseline = hosting(served, baseline_variant)
     serving = {v.name: v for v in served.production}
     fresh = candidate_hosting(target, baseline)
+
+    def hosted(variant: str, weight: float, shadow: bool) -> VariantSpec:
+        if variant in serving:
+            return serving[variant]
+        if variant == baseline_variant:
+            return baseline
+        if shadow or fresh.serverless or target.capacity.mode != "proportional":
+            return fresh  # a shadow sees a copy of all the traffic: it is hosted like the baseline
+        # Proportional capacity: as many instances as the candidate's share of the traffic needs.
+        return replace(
+            fresh, instance_count=candidate_count(target.capacity, baseline.instance_count or 1, weight)
+        )
+
     specs = tuple(
         VariantSpec(variant, model_name(v.name, v.version), None, None, weight, shadow).hosted_like(
-            serving.get(variant) or (baseline if variant == baseline_variant else fresh)
+            hosted(variant, weight, shadow)
         )
         for (variant, v, weight), shadow in [*((p, False) for p in production), *((p, True) for p in shadows)]
     )

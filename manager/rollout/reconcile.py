@@ -52,6 +52,7 @@ from manager.registry.tables import DaemonInstance, EndpointLease, ModelVersion,
 from manager.rollout import configs, gates, records, snapshot
 from manager.rollout.decide import Decision, decide
 from manager.rollout.pending import PendingChange
+from manager.rollout.scaling_steps import ScalingSteps
 from manager.rollout.snapshot import Snapshot
 from manager.samples import Paired, PhaseData
 
@@ -107,6 +108,8 @@ MUTATIONS = frozenset(
         "create_endpoint",
         "update_endpoint",
         "set_weights",
+        "set_capacity",
+        "scale",
         "delete_config",
         "delete_endpoint",
     }
@@ -129,7 +132,7 @@ class FencedPlatform:
 
 
 @dataclass
-class Reconciler:
+class Reconciler(ScalingSteps):
     database: Database
     platform: EndpointPlatform
     metrics: MetricSource | None = None
@@ -484,13 +487,15 @@ class Reconciler:
             versions = [rollout.baseline, rollout.candidate]
         crash_point("deploy-intent")
         if state.config_name == spec.name and not state.busy:
-            return self._deployed(look, spec.name)
+            moved = self._rescale(look, spec, 0.0)
+            return look.result("scaling", moved) if moved else self._deployed(look, spec.name)
         if state.busy:
             return look.result("wait", f"endpoint {state.status}")
         if state.failure_reason and state.pending_config is None and state.config_name != spec.name:
             # An update to the two-variant config ended on the old config: report, and retry next tick.
             log.warning("deploy of rollout %s failed: %s", look.rollout_id, state.failure_reason)
         self._ensure(look, spec, versions)
+        self._unscale(look, spec)
         self._act(look).update_endpoint(target.endpoint, spec.name)
         crash_point("deploy-call")
         return look.result("deploying", spec.name)
@@ -519,12 +524,20 @@ class Reconciler:
         if not arrived:
             self._set_weight(look, wanted)
             return look.result("set_weight", f"{wanted:g}% (again)")
+        with self.database.read() as session:
+            spec = configs.recorded(session, state.config_name)
+        moved = self._rescale(look, spec, wanted) or self._capacity(look, wanted, rising=False)
+        if moved:
+            return look.result("scaling", moved)
         with self._write(look) as session:
             records.new_phase(session, _row(session, look.rollout_id), wanted, self.actor, look.now)
         crash_point("phase")
         return None
 
     def _set_weight(self, look: Look, weight: float) -> None:
+        """The candidate's capacity first (another tick sets the weight once it is there)."""
+        if self._capacity(look, weight, rising=True):
+            return
         baseline, candidate = look.variants
         self._act(look).set_weights(look.target.endpoint, {baseline: 100.0 - weight, candidate: weight})
         crash_point("weight-call")
@@ -606,10 +619,16 @@ class Reconciler:
                 rollout = _row(session, look.rollout_id)
                 versions = [rollout.baseline, rollout.candidate]
             self._ensure(look, spec, versions)
+            self._unscale(look, spec)
             self._act(look).update_endpoint(target.endpoint, spec.name)
             crash_point(f"{pending.op}-call")
             return look.result(pending.op, spec.name)
         on = pending.op == "shadow"
+        with self.database.read() as session:
+            serving = configs.recorded(session, pending.target_config)
+        moved = self._rescale(look, serving, look.weight)
+        if moved:
+            return look.result("scaling", moved)
         with self._write(look) as session:
             rollout = _row(session, look.rollout_id)
             configs.record_current(session, rollout.endpoint, pending.target_config, self.actor, now)
@@ -656,6 +675,8 @@ class Reconciler:
             return look.result("rollback", stop.reason)
         platform = self._act(look)
         platform.ensure_model(self.images.model(keep[1]))
+        if not look.state.busy and look.state.config_name != spec.name:
+            self._unscale(look, spec)
         if pending.op == "promote":
             step = traffic.promote(
                 platform, target.endpoint, spec, _blue_green(look.policy), via, look.variants[1]
@@ -665,6 +686,9 @@ class Reconciler:
         crash_point(f"{pending.op}-{step}")
         if step != "done":
             return look.result(pending.op, step)
+        moved = self._rescale(look, spec, 100.0)
+        if moved:
+            return look.result("scaling", moved)
         with self._write(look) as session:
             rollout = _row(session, look.rollout_id)
             if rollout.state not in ("promoting", "rolling_back"):

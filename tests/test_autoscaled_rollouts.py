@@ -1,0 +1,178 @@
+"""An autoscaled production endpoint through rollout after rollout (issue 27's acceptance): 3 x
+ml.c5.xlarge under a target-tracking policy (min 2, max 6), adopted, then promote, abort (the rollback
+path, asked by an operator), promote, with one unchanged policy file that has a shadow step and two
+canary weights, and traffic all along.
+
+The host's clock is held and moved a minute a tick, so its autoscaling really acts (the baseline
+scales in while the rollouts run). At every tick: the baseline's instance type never changes and its
+count changes only by a scaling activity; once a step is done every variant that carries traffic has
+its scalable target, and the candidate's load per instance is within 25% of the baseline's where
+whole instances allow it (never above). Each survivor ends registered with the baseline's policy;
+the history says each autoscaling call, and verifies. The reconciler is the daemon's own loop body,
+run in-process (the daemon process itself, killed at the new points, is tests/test_crash_scaling.py's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from manager import audit
+from manager.platforms.scaling import Scaling, ScalingPolicy
+from manager.registry import models
+from manager.rollout.reconcile import Reconciler
+
+from .local_sagemaker_support import first_row
+from .test_production_shapes import C5, ENDPOINT, Fleet, adopted_fleet
+
+pytestmark = pytest.mark.slow
+
+RESOURCE = f"endpoint/{ENDPOINT}/variant/prod"
+DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+TRACKING = {
+    "TargetValue": 100.0,
+    "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+    "ScaleInCooldown": 120,
+    "ScaleOutCooldown": 60,
+}
+BASELINE_SCALING = Scaling(2, 6, (ScalingPolicy("invocations", "TargetTrackingScaling", TRACKING),))
+POLICY = f"""
+name: autoscaled
+target:
+  endpoint: {ENDPOINT}
+  candidate: {{model: churn, newestApproved: true}}
+steps:
+  - shadow: {{percent: 100, duration: 1s}}
+  - setWeight: {{percent: 25}}
+  - setWeight: {{percent: 50}}
+  - pause: {{}}
+metrics:
+  - {{name: 5xx, role: primary, source: cloudwatch, measure: errors_5xx, kind: errors, higherIsBetter: false,
+     minSamples: 0, onNoData: pass}}
+decisions: {{maxDuration: 10m}}
+"""
+
+
+@dataclass
+class Watch:
+    """What the checks saw across ticks."""
+
+    count: int = 3
+    activities: int = 0
+    scaled_in: bool = False
+    load_ratios: list[tuple[float, int, int, float]] = field(
+        default_factory=list
+    )  # (weight, n_c, n_b, ratio)
+
+
+def _autoscale(fleet: Fleet) -> Any:
+    aas = fleet.host.client("application-autoscaling")
+    where = {"ServiceNamespace": "sagemaker", "ResourceId": RESOURCE, "ScalableDimension": DIMENSION}
+    aas.register_scalable_target(MinCapacity=2, MaxCapacity=6, **where)
+    aas.put_scaling_policy(
+        PolicyName="invocations",
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration=TRACKING,
+        **where,
+    )
+    return aas
+
+
+def _activities(aas: Any) -> int:
+    rows = aas.describe_scaling_activities(ServiceNamespace="sagemaker", ResourceId=RESOURCE)
+    return len(rows["ScalingActivities"])
+
+
+def _check(fleet: Fleet, aas: Any, watch: Watch, rollout_id: int) -> None:
+    described = fleet.endpoint()
+    config = fleet.sagemaker.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
+    prod = next(v for v in config["ProductionVariants"] if v["VariantName"] == "prod")
+    assert prod["InstanceType"] == "ml.c5.xlarge", "the baseline's instance type never changes"
+    live = {v["VariantName"]: v for v in described.get("ProductionVariants", [])}
+    count, activities = int(live["prod"]["DesiredInstanceCount"]), _activities(aas)
+    if count != watch.count:
+        assert activities > watch.activities, f"prod went {watch.count} -> {count} with no scaling activity"
+        watch.scaled_in |= count < watch.count
+    watch.count, watch.activities = count, activities
+    row = fleet.rollout(rollout_id)
+    if (
+        described["EndpointStatus"] != "InService"
+        or row.pending is not None
+        or row.state
+        not in (
+            "running",
+            "paused",
+        )
+    ):
+        return
+    registered = fleet.platform.scaling(ENDPOINT)
+    carrying = [n for n, v in live.items() if v["CurrentWeight"] > 0]
+    carrying += [v["VariantName"] for v in described.get("ShadowProductionVariants", [])]
+    assert set(carrying) <= set(registered), f"{carrying} carry traffic, registered: {sorted(registered)}"
+    candidate = next((n for n in live if n != "prod"), None)
+    if candidate is not None and 0 < live[candidate]["CurrentWeight"] < 100:
+        weight = 100 * live[candidate]["CurrentWeight"] / sum(v["CurrentWeight"] for v in live.values())
+        n_c, n_b = int(live[candidate]["CurrentInstanceCount"]), int(live["prod"]["CurrentInstanceCount"])
+        ratio = (weight / n_c) / ((100 - weight) / n_b)
+        one_fewer = (weight / (n_c - 1)) / ((100 - weight) / n_b) if n_c > 1 else float("inf")
+        assert ratio <= 1.25 + 1e-9, f"the candidate is overloaded: {ratio:.2f}x at {weight:g}%"
+        assert ratio >= 0.75 - 1e-9 or one_fewer > 1.25, f"{n_c} instances where fewer would do"
+        watch.load_ratios.append((weight, n_c, n_b, ratio))
+
+
+def _run(fleet: Fleet, aas: Any, watch: Watch, then: str) -> str:
+    """Start the policy's rollout and drive it, a minute of the host's clock and some traffic a tick,
+    to the operator's `then` (promote or abort) at its pause, and to its end."""
+    runtime = fleet.host.client("sagemaker-runtime")
+    rollout_id = fleet.start(POLICY)
+    reconciler = Reconciler(fleet.database, fleet.platform, None, owner="test")
+    for _ in range(400):
+        fleet.host.clock.advance(60)
+        for _ in range(3):
+            runtime.invoke_endpoint(EndpointName=ENDPOINT, ContentType="text/csv", Body=first_row())
+        reconciler.tick()
+        _check(fleet, aas, watch, rollout_id)
+        row = fleet.rollout(rollout_id)
+        if row.state == "paused" and row.intent is None:
+            fleet.intend(rollout_id, then)  # type: ignore[arg-type]
+        if row.state in ("promoted", "aborted", "rolled_back", "failed"):
+            return row.state
+    raise AssertionError(f"rollout {rollout_id} stayed {fleet.rollout(rollout_id).state}")
+
+
+def _approve(fleet: Fleet, artifact: Path) -> None:
+    with fleet.database.write() as session:
+        version = models.register(session, models.NewVersion("churn", str(artifact), "sklearn"), "t")
+        models.transition(session, version, "approved", "t", reason="test")
+
+
+def test_three_rollouts_in_a_row_on_an_autoscaled_fleet(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    with adopted_fleet(tmp_path, artifacts, C5, clock="held") as fleet:
+        aas = _autoscale(fleet)
+        watch = Watch(activities=_activities(aas))
+        outcomes = []
+        for then, artifact in (("promote", None), ("abort", "logistic"), ("promote", "prior")):
+            if artifact is not None:
+                _approve(fleet, artifacts[artifact])
+            outcomes.append(_run(fleet, aas, watch, then))
+            assert fleet.platform.scaling(ENDPOINT) == {"prod": BASELINE_SCALING}, (
+                "the survivor alone is registered, with the baseline's range and policy"
+            )
+            assert list(fleet.serving()) == ["prod"]
+        assert outcomes == ["promoted", "aborted", "promoted"]
+        assert watch.scaled_in, "the baseline's own autoscaling acted while the rollouts ran"
+        assert {round(w) for w, *_ in watch.load_ratios} == {25, 50}, watch.load_ratios
+        history = audit.history(fleet.database, audit.HistoryFilter(limit=1000))
+        actions = [e.action for e in history]
+        # Per rollout: the candidate registered at deploy, freed for the shadow step (the shadow config
+        # has the baseline alone beside it), the shadow registered then freed, the candidate registered
+        # again, its range raised for 50% (after its count), and freed for the promotion or rollback.
+        assert actions.count("rollout.scaled") >= 3 * 4, actions
+        assert actions.count("rollout.unscaled") == 3 * 3, [
+            (e.action, e.reason) for e in reversed(history) if "scal" in e.action
+        ]
+        assert actions.count("rollout.capacity") >= 3, actions
+        assert audit.verify(fleet.database).ok
