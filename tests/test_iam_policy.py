@@ -22,13 +22,19 @@ POLICY = ROOT / "docs" / "iam-policy.json"
 # The modules that call AWS (DESIGN.md: everything else reaches it through their protocols).
 AWS_MODULES = (
     "manager/platforms/sagemaker.py",
+    "manager/platforms/scaling.py",
     "manager/metrics/cloudwatch.py",
     "manager/metrics/stores.py",
     "trainers/sagemaker_job.py",
 )
 # IAM names a few operations differently from the API.
 IAM_ACTION = {("s3", "ListObjectsV2"): "s3:ListBucket", ("s3", "ListObjects"): "s3:ListBucket"}
-IAM_PREFIX = {"sagemaker": "sagemaker", "cloudwatch": "cloudwatch", "s3": "s3"}
+IAM_PREFIX = {
+    "sagemaker": "sagemaker",
+    "cloudwatch": "cloudwatch",
+    "s3": "s3",
+    "application-autoscaling": "application-autoscaling",
+}
 
 
 def allowed_actions() -> list[str]:
@@ -69,7 +75,7 @@ OPERATOR_ONLY = {("sagemaker", "DeleteEndpoint")}
 
 def test_policy_allows_every_operation_the_product_can_call() -> None:
     called = operations_in_source() - OPERATOR_ONLY
-    assert {service for service, _ in called} == {"sagemaker", "cloudwatch", "s3"}, called
+    assert {service for service, _ in called} == {"sagemaker", "cloudwatch", "s3", "application-autoscaling"}
     assert ("sagemaker", "UpdateEndpoint") in called and ("cloudwatch", "GetMetricData") in called
     actions = allowed_actions()
     missing = sorted(

@@ -27,6 +27,7 @@ from manager.platforms.base import (
     VariantSpec,
 )
 from manager.platforms.sagemaker import SageMakerPlatform
+from manager.platforms.scaling import Scaling, ScalingPolicy
 
 from .aws_support import moto_with_update_endpoint, record_operations
 
@@ -314,3 +315,51 @@ def test_readable_names_fit_sagemaker() -> None:
     other = ConfigSpec("x", (VariantSpec("a", "m", "ml.m5.xlarge"),))
     assert readable_name(long_base, other, now) != name
     assert readable_name("ep_1", spec, now).startswith("ep-1-")
+
+
+SCALING = Scaling(
+    1,
+    3,
+    (
+        ScalingPolicy(
+            "invocations",
+            "TargetTrackingScaling",
+            {
+                "TargetValue": 50.0,
+                "PredefinedMetricSpecification": {
+                    "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+                },
+            },
+        ),
+    ),
+)
+
+
+def test_a_variant_registers_for_autoscaling_and_deregisters_with_its_policies(env: Env) -> None:
+    """moto keeps targets and policies as given; it checks neither that the variant exists nor that
+    an update keeps registered variants (the local host does: tests/test_local_autoscaling.py)."""
+    _two_variant_endpoint(env)
+    assert env.platform.scaling("ep") == {}
+    env.platform.scale("ep", "baseline", SCALING)
+    env.platform.scale("ep", "baseline", SCALING, SCALING)  # again: the same, nothing doubled
+    assert env.platform.scaling("ep") == {"baseline": SCALING}
+    env.settle("ep")
+    env.platform.scale("ep", "baseline", None, SCALING)
+    env.platform.scale("ep", "baseline", None, SCALING)  # gone already: done
+    assert env.platform.scaling("ep") == {}
+
+
+def test_an_update_deregisters_what_it_removes_and_keeps_what_stays(env: Env) -> None:
+    """AWS refuses an update that removes a registered variant: the adapter deregisters it first, and
+    keeps the live count of what stays (RetainAllVariantProperties). moto runs no update rule and
+    retains nothing, so there only the registrations are checked."""
+    _two_variant_endpoint(env)
+    env.platform.scale("ep", "baseline", SCALING)
+    env.platform.scale("ep", "candidate", SCALING)
+    env.settle("ep")
+    baseline = _config("base-alone", VariantSpec("baseline", "base", "ml.m5.large"))
+    env.platform.ensure_endpoint_config(baseline)
+    env.platform.update_endpoint("ep", "base-alone")
+    state = env.settle("ep")
+    assert state.config_name == "base-alone"
+    assert env.platform.scaling("ep") == {"baseline": SCALING}
