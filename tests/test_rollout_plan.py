@@ -120,3 +120,51 @@ def test_policy_validate_with_an_endpoint_gives_one_json_document(
         ]
         assert document["calls"][0]["call"] == "CreateModel"
         assert all(c["aws"] == "ok" for c in document["calls"])
+
+
+def test_on_an_autoscaled_endpoint_the_plan_shows_the_autoscaling_calls(
+    tmp_path: Path, artifacts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with adopted_fleet(tmp_path, artifacts, C5) as fleet:
+        aas = fleet.host.client("application-autoscaling")
+        where = {
+            "ServiceNamespace": "sagemaker",
+            "ResourceId": "endpoint/fleet-prod/variant/prod",
+            "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+        }
+        aas.register_scalable_target(MinCapacity=2, MaxCapacity=6, **where)
+        tracking = {
+            "TargetValue": 100.0,
+            "PredefinedMetricSpecification": {
+                "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+            },
+        }
+        aas.put_scaling_policy(
+            PolicyName="invocations",
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration=tracking,
+            **where,
+        )
+        code, out = _plan(fleet, tmp_path, policy_text(STEPS), monkeypatch, "rollout", "plan", "-o", "json")
+        assert code == 0, out
+        calls = [(c["when"], c["call"], c["what"]) for c in json.loads(out)]
+        assert ("deploy", "RegisterScalableTarget", "candidate: 1-6 instances") in calls
+        assert (
+            "step 1 shadow",
+            "DeregisterScalableTarget",
+            "candidate: AWS refuses the update otherwise",
+        ) in calls
+        assert ("step 1 shadow", "RegisterScalableTarget", "candidate-shadow: 2-6 instances") in calls
+        promote = [c for c in calls if c[0] == "promote"]
+        assert [c[1] for c in promote] == [
+            "DeleteScalingPolicy",
+            "DeregisterScalableTarget",
+            "CreateEndpointConfig",
+            "UpdateEndpoint",
+        ], promote
+        updates = [c for c in json.loads(out) if c["call"] == "UpdateEndpoint"]
+        assert all(u["request"]["RetainAllVariantProperties"] is True for u in updates)
+        assert (
+            aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"][0]["ResourceId"]
+            == (where["ResourceId"])
+        ), "the plan changed nothing"
