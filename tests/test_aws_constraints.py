@@ -59,6 +59,13 @@ def _requests(artifact: Path) -> dict[str, dict[str, Any]]:
     }
 
 
+def _java(pattern: str) -> str:
+    """A model's pattern as Python reads it: Java's \\p{Print}, and ranges of surrogate pairs."""
+    return pattern.replace(r"\p{Print}", r"[\x20-\x7e]").replace(
+        r"\uD800\uDC00-\uDBFF\uDFFF", r"\U00010000-\U0010FFFF"
+    )
+
+
 def _broken(shape: Any, value: Any) -> Iterator[tuple[str, Any]]:
     """(constraint, a value that breaks it) for one member's own constraints."""
     meta = shape.metadata
@@ -66,7 +73,8 @@ def _broken(shape: Any, value: Any) -> Iterator[tuple[str, Any]]:
         if "enum" in meta:
             yield "enum", "NOT-ONE-OF-THEM"
         if "pattern" in meta:
-            bad = next((b for b in PATTERN_BREAKERS if not re.fullmatch(meta["pattern"], b)), None)
+            pattern = _java(meta["pattern"])
+            bad = next((b for b in PATTERN_BREAKERS if not re.fullmatch(pattern, b)), None)
             if bad is not None:
                 yield "pattern", bad
         if "max" in meta:
@@ -171,6 +179,85 @@ def test_every_constraint_on_what_variantctl_sends_is_refused_as_aws_refuses_it(
     assert not accepted, "\n".join(accepted)
     state = sm.describe_endpoint(EndpointName="ep")
     assert (state["EndpointStatus"], state["EndpointConfigName"]) == ("InService", "base"), "nothing changed"
+
+
+class _Recorder:
+    """Stands in for the application-autoscaling client to capture the requests the adapter makes."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, dict[str, Any]] = {}
+
+    def __getattr__(self, method: str) -> Any:
+        def call(**request: Any) -> dict[str, Any]:
+            operation = AUTOSCALING.operation_model(
+                next(o for o in AUTOSCALING.operation_names if botocore.xform_name(o) == method)
+            ).name
+            self.sent.setdefault(operation, request)
+            return {}
+
+        return call
+
+
+AUTOSCALING = botocore.session.get_session().get_service_model("application-autoscaling")
+
+
+def _autoscaling_requests() -> dict[str, dict[str, Any]]:
+    """The requests variantctl's adapter (`platforms/scaling.py`) sends, for an endpoint `ep` whose
+    variant `prod` is registered with a target-tracking policy."""
+    from manager.platforms.scaling import AutoScaling, Scaling, ScalingPolicy
+
+    tracking = {
+        "TargetValue": 100.0,
+        "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+        "ScaleInCooldown": 60,
+    }
+    scaling = Scaling(1, 3, (ScalingPolicy("invocations", "TargetTrackingScaling", tracking),))
+    recorder = _Recorder()
+    adapter = AutoScaling(recorder)
+    adapter.register("ep", "prod", scaling)
+    adapter.registered("ep")
+    recorder.sent["DescribeScalingPolicies"] = {
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": "endpoint/ep/variant/prod",
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+    }
+    adapter.deregister("ep", "prod", scaling)
+    return recorder.sent
+
+
+def test_every_constraint_on_what_variantctl_sends_application_auto_scaling_is_refused(
+    world: tuple[LocalSageMaker, Any],
+) -> None:
+    host, _ = world
+    aas = host.client(
+        "application-autoscaling", config=Config(parameter_validation=False, retries={"max_attempts": 1})
+    )
+    requests = _autoscaling_requests()
+    assert set(requests) == {
+        "RegisterScalableTarget",
+        "PutScalingPolicy",
+        "DescribeScalableTargets",
+        "DescribeScalingPolicies",
+        "DeleteScalingPolicy",
+        "DeregisterScalableTarget",
+    }
+    accepted, checked = [], 0
+    for operation, request in requests.items():
+        shape = AUTOSCALING.operation_model(operation).input_shape
+        for path, constraint, where, bad in _walk(shape, request, ""):
+            try:
+                getattr(aas, botocore.xform_name(operation))(**_set(request, where, bad))
+                accepted.append(f"{operation} {path} ({constraint}): accepted")
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ValidationException":
+                    accepted.append(f"{operation} {path} ({constraint}): {exc.response['Error']['Code']}")
+            checked += 1
+    print(f"\n{checked} Application Auto Scaling constraints checked over {len(requests)} operations")
+    assert checked >= 15, checked
+    assert not accepted, "\n".join(accepted)
+    assert aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == [], (
+        "nothing changed"
+    )
 
 
 @pytest.mark.parametrize(

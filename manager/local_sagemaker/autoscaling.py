@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from manager.local_sagemaker import constraints
 from manager.local_sagemaker.book import find
 from manager.local_sagemaker.protocol import ACCOUNT, AwsError, validation, wire_times
 
@@ -145,6 +146,7 @@ class ScalingBook:
                 "UnknownOperationException",
                 f"The local SageMaker's Application Auto Scaling does not implement {operation}",
             )
+        constraints.check("application-autoscaling", operation, request)
         self.advance()
         try:
             result: dict[str, Any] = wire_times(handler(request))
