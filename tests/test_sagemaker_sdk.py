@@ -23,7 +23,7 @@ import pytest
 
 from manager.local_sagemaker import LocalSageMaker
 
-from .local_sagemaker_support import until
+from .local_sagemaker_support import raw_sagemaker, shape_problems, until
 
 sagemaker = pytest.importorskip("sagemaker", reason="the SageMaker SDK is in the test extra")
 xgb = pytest.importorskip("xgboost", reason="xgboost is in the test extra")
@@ -190,6 +190,15 @@ def test_sdk_xgboost_workflow(
     lines = scored.splitlines()
     assert len(lines) == 100
     assert [float(v) for v in lines] == pytest.approx(booster_best.predict(xgb.DMatrix(x[test])), abs=1e-6)
+    # Each job's response as sent on the wire (boto3 drops what its model does not know, so the SDK
+    # would never see a stray member): every required member there, and none the shape lacks.
+    for operation, request in (
+        ("DescribeTrainingJob", {"TrainingJobName": estimator.latest_training_job.name}),
+        ("DescribeHyperParameterTuningJob", {"HyperParameterTuningJobName": tuner.latest_tuning_job.name}),
+        ("DescribeTransformJob", {"TransformJobName": transformer.latest_transform_job.name}),
+        ("DescribeEndpoint", {"EndpointName": predictor.endpoint_name}),
+    ):
+        assert shape_problems(operation, raw_sagemaker(sdk_env.url, operation, request)) == [], operation
     predictor.delete_endpoint()
 
     # ---- A/B: the first model against the best, then the winner alone --------------------------------
