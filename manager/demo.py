@@ -33,7 +33,7 @@ from manager.traffic import LabelWriter, Traffic
 
 if TYPE_CHECKING:
     from manager.registry.rollouts import RolloutView
-    from manager.rollout.reconcile import TickResult
+    from manager.rollout.look import TickResult
 
 SCENARIOS = ("promote", "regression", "error-spike", "replay")
 TRAINERS = ("sklearn", "sagemaker")

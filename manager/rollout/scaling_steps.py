@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -16,9 +16,7 @@ from manager.platforms.base import ConfigSpec, EndpointPlatform
 from manager.registry.rollouts import record_event
 from manager.registry.tables import Rollout
 from manager.rollout import capacity
-
-if TYPE_CHECKING:
-    from manager.rollout.reconcile import Look
+from manager.rollout.look import Look
 
 
 class ScalingSteps:
