@@ -34,7 +34,8 @@ from manager.local_sagemaker.book import find
 from manager.local_sagemaker.protocol import ACCOUNT, AwsError, validation, wire_times
 
 if TYPE_CHECKING:
-    from manager.local_sagemaker.endpoints import Endpoint, Endpoints, Variant
+    from manager.local_sagemaker.endpoints import Endpoints
+    from manager.local_sagemaker.fleet import Endpoint, Variant
     from manager.local_sagemaker.metrics import MetricStore
 
 NAMESPACE = "sagemaker"

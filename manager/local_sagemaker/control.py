@@ -18,8 +18,9 @@ from typing import Any
 from manager.local_sagemaker.autoscaling import ScalingBook
 from manager.local_sagemaker.book import Shared, find
 from manager.local_sagemaker.configs import Configs
-from manager.local_sagemaker.endpoints import Endpoints, Route
+from manager.local_sagemaker.endpoints import Endpoints
 from manager.local_sagemaker.files import atomic_write
+from manager.local_sagemaker.fleet import Route
 from manager.local_sagemaker.jobs import Jobs
 from manager.local_sagemaker.logs import LogStore
 from manager.local_sagemaker.metrics import AlarmBook, MetricStore

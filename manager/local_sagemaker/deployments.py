@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from manager.local_sagemaker.protocol import check_bounds, validation
 
 if TYPE_CHECKING:
-    from manager.local_sagemaker.endpoints import Variant
+    from manager.local_sagemaker.fleet import Variant
 
 
 @dataclass

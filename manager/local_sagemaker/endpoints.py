@@ -13,7 +13,7 @@ import logging
 import random
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,12 @@ from manager.local_sagemaker.book import Book, Shared, find
 from manager.local_sagemaker.capture import CapturePolicy
 from manager.local_sagemaker.configs import Configs, finite
 from manager.local_sagemaker.deployments import ShiftPoint, same_variant_names, traffic_plan
+from manager.local_sagemaker.fleet import Endpoint, Pending, Variant, plain
 from manager.local_sagemaker.listing import page, sorted_by
 from manager.local_sagemaker.metrics import AlarmBook
 from manager.local_sagemaker.models import LIST_DEFAULT_MAX, Models, container
-from manager.local_sagemaker.protocol import ACCOUNT, AwsError, check_name, iso, validation
+from manager.local_sagemaker.protocol import check_name, iso, validation
+from manager.local_sagemaker.routing import Routing
 from manager.local_sagemaker.runtime import ArtifactError, LoadedModel, load_model
 
 BUSY_STATES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed")
@@ -32,94 +34,7 @@ BUSY_STATES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deletin
 log = logging.getLogger("local_sagemaker")
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, Variant | ShiftPoint):
-        return asdict(value)
-    return value
-
-
-@dataclass
-class Variant:
-    name: str
-    model_name: str
-    instance_type: str | None
-    weight: float
-    desired_weight: float
-    count: int
-    desired_count: int
-    shadow: bool = False
-
-    def summary(self, status: str | None = None, since: float = 0.0) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "VariantName": self.name,
-            "CurrentWeight": self.weight,
-            "DesiredWeight": self.desired_weight,
-            "CurrentInstanceCount": self.count,
-            "DesiredInstanceCount": self.desired_count,
-        }
-        if status:
-            out["VariantStatus"] = [{"Status": status, "StartTime": iso(since)}]
-        return out
-
-
-@dataclass
-class Pending:
-    kind: str  # create | update | weights | rollback | delete
-    started: float
-    ready_at: float
-    config_name: str | None = None
-    variants: list[Variant] = field(default_factory=list)
-    shadows: list[Variant] = field(default_factory=list)
-    capture: dict[str, Any] | None = None
-    steps: list[ShiftPoint] = field(default_factory=list)
-    bake_until: float = 0.0  # seconds after ready_at when the update completes
-    alarms: list[str] = field(default_factory=list)
-    deployment_config: dict[str, Any] | None = None
-    failure: str | None = None  # for rollback: why
-    load: Future[dict[str, LoadedModel]] | None = field(default=None, repr=False)
-
-    def fraction(self, now: float) -> float:
-        elapsed = now - self.ready_at
-        current = 0.0
-        for step in self.steps:
-            if elapsed >= step.at:
-                current = step.fraction
-        return current
-
-    def to_json(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "load"}
-
-
-@dataclass
-class Endpoint:
-    name: str
-    arn: str
-    config_name: str
-    status: str
-    created: float
-    modified: float
-    variants: list[Variant] = field(default_factory=list)
-    shadows: list[Variant] = field(default_factory=list)
-    capture: dict[str, Any] | None = None
-    failure_reason: str | None = None
-    last_deployment_config: dict[str, Any] | None = None
-    pending: Pending | None = None
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where one request goes: the variant, its model, and what else to do with it."""
-
-    endpoint: str
-    variant: str
-    model: LoadedModel
-    capture: CapturePolicy | None
-    shadows: tuple[tuple[str, LoadedModel], ...]
-
-
-class Endpoints(Book[Endpoint]):
+class Endpoints(Book[Endpoint], Routing):
     kind = noun = "endpoint"
 
     def __init__(
@@ -507,90 +422,12 @@ class Endpoints(Book[Endpoint]):
         e.status, e.pending, e.modified = "InService", None, now
         return True
 
-    # ---- runtime ----------------------------------------------------------------------------
-
-    def route(self, name: str, target_variant: str | None) -> Route:
-        """Pick the variant for one request: TargetVariant if given, else at random by weight."""
-        self.advance()
-        e = find(self.table, name)
-        if e is None or e.status in ("Creating", "Failed", "Deleting"):
-            state = "not found" if e is None else f"not in service ({e.status})"
-            raise AwsError("ValidationError", f"Endpoint {name} of account {ACCOUNT} {state}.")
-        variants, capture, shadows = e.variants, e.capture, e.shadows
-        p = e.pending
-        if (
-            p is not None
-            and p.kind == "update"
-            and p.load is not None
-            and p.load.done()
-            and p.load.exception() is None
-            and self.rng.random() < p.fraction(self.shared.clock())
-        ):
-            variants, capture, shadows = p.variants, p.capture, p.shadows
-        if target_variant is not None:
-            chosen = next((v for v in variants if v.name == target_variant), None)
-            if chosen is None:
-                raise AwsError(
-                    "ValidationError", f"Target variant {target_variant} is not present in endpoint {name}."
-                )
-        else:
-            chosen = self._by_weight(variants)
-            others = [v for v in variants if v is not chosen and v.weight > 0]
-            away = self._loaded(chosen.model_name).fault.route_away
-            if others and away and self.rng.random() < away:
-                chosen = self._by_weight(others)
-        return Route(
-            e.name,
-            chosen.name,
-            self._loaded(chosen.model_name),
-            self._capture(capture),
-            tuple(
-                (s.name, self._loaded(s.model_name))
-                for s in shadows
-                if self.rng.random() < self._shadow_share(s, variants)
-            ),
-        )
-
-    def _by_weight(self, variants: list[Variant]) -> Variant:
-        total = sum(v.weight for v in variants)
-        if total <= 0:
-            raise AwsError("ValidationError", "No production variant has a positive weight.")
-        pick = self.rng.random() * total
-        for v in variants:
-            pick -= v.weight
-            if pick < 0:
-                return v
-        return variants[-1]
-
-    @staticmethod
-    def _shadow_share(shadow: Variant, production: list[Variant]) -> float:
-        """A shadow variant gets a copy of (its weight / production weight) of the requests."""
-        total = sum(v.weight for v in production)
-        return min(1.0, shadow.weight / total) if total > 0 else 0.0
-
-    def _loaded(self, model_name: str) -> LoadedModel:
-        model = find(self.models.table, model_name)
-        loaded = self.loaded.get(f"{model_name}@{model['CreationTime']}") if model else None
-        if loaded is None:
-            # Deleting a Model does not stop an endpoint that serves it; find it by name.
-            loaded = next((m for k, m in self.loaded.items() if k.split("@")[0] == model_name), None)
-        if loaded is None:
-            raise AwsError("ModelNotReadyException", f"Model {model_name} is not loaded yet.", status=429)
-        return loaded
-
-    def _capture(self, config: dict[str, Any] | None) -> CapturePolicy | None:
-        # Keyed by identity, holding the config itself so that its id cannot be reused.
-        cached = self._capture_cache.get(id(config))
-        if cached is None or cached[0] is not config:
-            cached = self._capture_cache[id(config)] = (config, CapturePolicy.from_config(config))
-        return cached[1]
-
     # ---- persistence ------------------------------------------------------------------------
 
     def to_json(self) -> list[dict[str, Any]]:
         return [
             {
-                **{f.name: _plain(getattr(e, f.name)) for f in fields(e) if f.name != "pending"},
+                **{f.name: plain(getattr(e, f.name)) for f in fields(e) if f.name != "pending"},
                 "pending": e.pending.to_json() if e.pending else None,
             }
             for e in self.table.values()
