@@ -194,6 +194,16 @@ def test_a_serverless_endpoint_stays_serverless_through_a_rollout(
             "prod": SERVERLESS,
             "candidate": SERVERLESS,
         }
+        # A serverless variant has no instance count, as AWS describes it: no capacity to follow.
+        for live in fleet.endpoint()["ProductionVariants"]:
+            assert "CurrentInstanceCount" not in live and "DesiredInstanceCount" not in live
+            assert live["CurrentServerlessConfig"] == SERVERLESS["ServerlessConfig"]
+        message = _refused(
+            fleet.sagemaker.update_endpoint_weights_and_capacities,
+            EndpointName=ENDPOINT,
+            DesiredWeightsAndCapacities=[{"VariantName": "candidate", "DesiredInstanceCount": 2}],
+        )
+        assert "serverless" in message
         fleet.intend(rollout_id, "promote")
         fleet.tick_until(rollout_id, lambda r: r.state == "promoted")
         survivor = fleet.serving()

@@ -78,6 +78,7 @@ class Endpoints(Book[Endpoint], Routing):
                 count,
                 count,
                 shadow,
+                spec.get("ServerlessConfig"),
             )
 
         return (
@@ -267,6 +268,10 @@ class Endpoints(Book[Endpoint], Routing):
                 raise validation(f"DesiredWeight of {d['VariantName']} must be a number >= 0")
             if count is not None and (not isinstance(count, int) or count < 1):
                 raise validation(f"DesiredInstanceCount of {d['VariantName']} must be an integer >= 1")
+            if count is not None and by_name[d["VariantName"]].serverless is not None:
+                raise validation(
+                    f"DesiredInstanceCount cannot be set for the serverless variant {d['VariantName']}"
+                )
             if weight is not None:
                 weights[d["VariantName"]] = float(weight)
         if sum(weights.values()) <= 0:
@@ -331,8 +336,7 @@ class Endpoints(Book[Endpoint], Routing):
                     "VariantName": v.name,
                     "CurrentWeight": v.weight if status != "Creating" else 0.0,
                     "DesiredWeight": v.desired_weight,
-                    "CurrentInstanceCount": 0 if status == "Creating" else v.count,
-                    "DesiredInstanceCount": v.desired_count,
+                    **v.capacity(0 if status == "Creating" else v.count),
                     "InstanceType": v.instance_type,
                     "VariantStatus": [{"Status": status, "StartTime": iso(p.started)}],
                 }

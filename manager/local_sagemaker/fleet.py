@@ -31,18 +31,25 @@ class Variant:
     count: int
     desired_count: int
     shadow: bool = False
+    serverless: dict[str, Any] | None = None  # its ServerlessConfig: then it has no instances
 
     def summary(self, status: str | None = None, since: float = 0.0) -> dict[str, Any]:
         out: dict[str, Any] = {
             "VariantName": self.name,
             "CurrentWeight": self.weight,
             "DesiredWeight": self.desired_weight,
-            "CurrentInstanceCount": self.count,
-            "DesiredInstanceCount": self.desired_count,
+            **self.capacity(self.count),
         }
         if status:
             out["VariantStatus"] = [{"Status": status, "StartTime": iso(since)}]
         return out
+
+    def capacity(self, current: int) -> dict[str, Any]:
+        """Its capacity as DescribeEndpoint reports it: instance counts, or a serverless variant's
+        current and desired serverless config (it has no instance count)."""
+        if self.serverless is not None:
+            return {"CurrentServerlessConfig": self.serverless, "DesiredServerlessConfig": self.serverless}
+        return {"CurrentInstanceCount": current, "DesiredInstanceCount": self.desired_count}
 
 
 @dataclass
