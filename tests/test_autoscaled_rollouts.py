@@ -21,11 +21,13 @@ from typing import Any
 import pytest
 
 from manager import audit
+from manager.db import Database
 from manager.platforms.scaling import Scaling, ScalingPolicy
 from manager.registry import models
 from manager.rollout.reconcile import Reconciler
 
 from .local_sagemaker_support import first_row
+from .rollout_support import RolloutRows
 from .test_production_shapes import C5, ENDPOINT, Fleet, adopted_fleet
 
 pytestmark = pytest.mark.slow
@@ -176,3 +178,83 @@ def test_three_rollouts_in_a_row_on_an_autoscaled_fleet(tmp_path: Path, artifact
         ]
         assert actions.count("rollout.capacity") >= 3, actions
         assert audit.verify(fleet.database).ok
+
+
+@dataclass
+class _Rows(RolloutRows):
+    database: Database
+
+
+def test_the_same_rollout_through_moto(
+    tmp_path: Path, artifacts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rollout on moto (with its Application Auto Scaling): the calls are AWS's shapes and moto
+    keeps the registrations. moto cannot check the rest: it runs no update rule (it would accept the
+    update that AWS refuses), changes endpoints at once (no Updating), ignores weights when invoked,
+    forgets instance counts once a weight changes (so the capacity step has nothing to follow), drops
+    shadow variants, and never scales; the local SageMaker covers those above."""
+    import boto3
+    from moto import mock_aws
+
+    from manager.platforms.sagemaker import SageMakerPlatform
+    from manager.registry import migrate
+    from manager.rollout import configs, endpoints
+
+    from .aws_support import moto_with_update_endpoint
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    database = Database(f"sqlite:///{tmp_path / 'registry.db'}")
+    migrate.upgrade(database)
+    with mock_aws(), moto_with_update_endpoint(monkeypatch):
+        sagemaker = boto3.client("sagemaker", region_name="us-east-1")
+        platform = SageMakerPlatform(sagemaker)
+        with database.write() as session:
+            v1 = models.register(
+                session, models.NewVersion("churn", str(artifacts["logistic"]), "sklearn"), "t"
+            )
+            models.register(
+                session,
+                models.NewVersion("churn", str(artifacts["prior"]), "sklearn", status="approved"),
+                "t",
+            )
+            model = configs.Images().model(v1)
+        platform.ensure_model(model)
+        sagemaker.create_endpoint_config(
+            EndpointConfigName="by-hand",
+            ProductionVariants=[{"VariantName": "prod", "ModelName": model.name, **C5}],
+        )
+        sagemaker.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName="by-hand")
+        endpoints.adopt(database, platform, ENDPOINT, "operator")
+        aas = boto3.client("application-autoscaling", region_name="us-east-1")
+        where = {"ServiceNamespace": "sagemaker", "ResourceId": RESOURCE, "ScalableDimension": DIMENSION}
+        aas.register_scalable_target(MinCapacity=2, MaxCapacity=6, **where)
+        aas.put_scaling_policy(
+            PolicyName="invocations",
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration=TRACKING,
+            **where,
+        )
+        rows = _Rows(database)
+        text = POLICY.replace("  - shadow: {percent: 100, duration: 1s}\n", "")  # moto drops shadow variants
+        rollout_id = rows.start(text)
+        reconciler = Reconciler(database, platform, None, owner="test")
+        for _ in range(200):
+            reconciler.tick()
+            row = rows.rollout(rollout_id)
+            if row.state == "paused" and row.intent is None:
+                with database.write() as session:
+                    from manager.registry import rollouts
+
+                    rollouts.set_intent(session, rollout_id, "promote", "looked fine", "alice")
+            if row.state in ("promoted", "failed", "rolled_back", "aborted"):
+                break
+        assert rows.rollout(rollout_id).state == "promoted", rows.rollout(rollout_id).last_error
+        assert platform.scaling(ENDPOINT) == {"prod": BASELINE_SCALING}
+        history = [e.action for e in audit.history(database, audit.HistoryFilter(limit=500))]
+        # The candidate registered after the deploy, freed before the promotion. (moto's
+        # UpdateEndpointWeightsAndCapacities drops every variant's instance counts from its description,
+        # so after the first weight change there are no counts for the capacity step to follow.)
+        assert history.count("rollout.scaled") == 1 and history.count("rollout.unscaled") == 1, history
+        assert audit.verify(database).ok
+    database.dispose()
