@@ -8,12 +8,17 @@ scales in while the rollouts run). At every tick: the baseline's instance type n
 count changes only by a scaling activity; once a step is done every variant that carries traffic has
 its scalable target, and the candidate's load per instance is within 25% of the baseline's where
 whole instances allow it (never above). Each survivor ends registered with the baseline's policy;
-the history says each autoscaling call, and verifies. The reconciler is the daemon's own loop body,
-run in-process (the daemon process itself, killed at the new points, is tests/test_crash_scaling.py's).
+the history says each autoscaling call, and verifies. Run twice: by the reconciler's ticks in this
+process (every tick checked), and under a real `variantctl daemon` (checked at every poll); killed
+at the new points, the daemon is tests/test_crash_scaling.py's.
 """
 
 from __future__ import annotations
 
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ from manager.platforms.scaling import Scaling, ScalingPolicy
 from manager.registry import models
 from manager.rollout.reconcile import Reconciler
 
+from .daemon_support import log_file, start_daemon
 from .local_sagemaker_support import first_row
 from .rollout_support import RolloutRows
 from .test_production_shapes import C5, ENDPOINT, Fleet, adopted_fleet
@@ -125,17 +131,18 @@ def _check(fleet: Fleet, aas: Any, watch: Watch, rollout_id: int) -> None:
         watch.load_ratios.append((weight, n_c, n_b, ratio))
 
 
-def _run(fleet: Fleet, aas: Any, watch: Watch, then: str) -> str:
-    """Start the policy's rollout and drive it, a minute of the host's clock and some traffic a tick,
-    to the operator's `then` (promote or abort) at its pause, and to its end."""
+def _run(fleet: Fleet, aas: Any, watch: Watch, then: str, step: Callable[[], None]) -> str:
+    """Start the policy's rollout and drive it, a minute of the host's clock and some traffic at each
+    `step` (a reconciler tick, or a poll while the daemon ticks), to the operator's `then` (promote
+    or abort) at its pause, and to its end."""
     runtime = fleet.host.client("sagemaker-runtime")
     rollout_id = fleet.start(POLICY)
-    reconciler = Reconciler(fleet.database, fleet.platform, None, owner="test")
-    for _ in range(400):
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
         fleet.host.clock.advance(60)
         for _ in range(3):
             runtime.invoke_endpoint(EndpointName=ENDPOINT, ContentType="text/csv", Body=first_row())
-        reconciler.tick()
+        step()
         _check(fleet, aas, watch, rollout_id)
         row = fleet.rollout(rollout_id)
         if row.state == "paused" and row.intent is None:
@@ -145,21 +152,43 @@ def _run(fleet: Fleet, aas: Any, watch: Watch, then: str) -> str:
     raise AssertionError(f"rollout {rollout_id} stayed {fleet.rollout(rollout_id).state}")
 
 
+@contextmanager
+def _driver(fleet: Fleet, kind: str, logs: Path) -> Iterator[Callable[[], None]]:
+    """`reconciler`: the daemon's loop body, one tick per step, in this process. `daemon`: a real
+    `variantctl daemon` process ticking on its own (every 0.2 s); each step polls."""
+    if kind == "reconciler":
+        yield Reconciler(fleet.database, fleet.platform, None, owner="test").tick
+        return
+    db = str(fleet.database.url).removeprefix("sqlite:///")
+    daemon = start_daemon(fleet.host.url, db, stderr=log_file(logs, "daemon"))
+    try:
+        yield lambda: time.sleep(0.05)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0, (logs / "daemon.log").read_text()[-3000:]
+
+
 def _approve(fleet: Fleet, artifact: Path) -> None:
     with fleet.database.write() as session:
         version = models.register(session, models.NewVersion("churn", str(artifact), "sklearn"), "t")
         models.transition(session, version, "approved", "t", reason="test")
 
 
-def test_three_rollouts_in_a_row_on_an_autoscaled_fleet(tmp_path: Path, artifacts: dict[str, Path]) -> None:
-    with adopted_fleet(tmp_path, artifacts, C5, clock="held") as fleet:
+@pytest.mark.parametrize("driver", ["reconciler", "daemon"])
+def test_three_rollouts_in_a_row_on_an_autoscaled_fleet(
+    tmp_path: Path, artifacts: dict[str, Path], driver: str
+) -> None:
+    with (
+        adopted_fleet(tmp_path, artifacts, C5, clock="held") as fleet,
+        _driver(fleet, driver, tmp_path) as step,
+    ):
         aas = _autoscale(fleet)
         watch = Watch(activities=_activities(aas))
         outcomes = []
         for then, artifact in (("promote", None), ("abort", "logistic"), ("promote", "prior")):
             if artifact is not None:
                 _approve(fleet, artifacts[artifact])
-            outcomes.append(_run(fleet, aas, watch, then))
+            outcomes.append(_run(fleet, aas, watch, then, step))
             assert fleet.platform.scaling(ENDPOINT) == {"prod": BASELINE_SCALING}, (
                 "the survivor alone is registered, with the baseline's range and policy"
             )
