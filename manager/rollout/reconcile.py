@@ -382,9 +382,7 @@ class Reconciler(ConfigChanges):
         if not arrived:
             self._set_weight(look, wanted)
             return look.result("set_weight", f"{wanted:g}% (again)")
-        with self.database.read() as session:
-            spec = configs.recorded(session, state.config_name)
-        moved = self._rescale(look, spec, wanted) or self._capacity(look, wanted, rising=False)
+        moved = self._rescale(look, None, wanted) or self._capacity(look, wanted, rising=False)
         if moved:
             return look.result("scaling", moved)
         with self._write(look) as session:

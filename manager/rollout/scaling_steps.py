@@ -45,14 +45,15 @@ class ScalingSteps:
             self._act(look).scale(endpoint, variant, None, have[variant])
             crash_point("unscale-call")
 
-    def _rescale(self, look: Look, spec: ConfigSpec, weight: float) -> str | None:
-        """Once the endpoint serves `spec`, the candidate at `weight`: register each variant that
-        carries traffic as `wanted` says. Returns what it registered (one variant a tick), None when
-        all are as wanted."""
+    def _rescale(self, look: Look, spec: ConfigSpec | None, weight: float) -> str | None:
+        """Once the endpoint serves `spec` (None: the config it serves, described only if needed), the
+        candidate at `weight`: register each variant that carries traffic as `wanted` says. Returns
+        what it registered (one variant a tick), None when all are as wanted."""
         endpoint = look.target.endpoint
         have = self.platform.scaling(endpoint)
         if not have:
             return None
+        spec = spec if spec is not None else self.platform.hosting(look.state)
         baseline, candidate = look.variants
         base, live = look.state.variant(baseline), look.state.variant(candidate)
         cap = look.target.capacity
