@@ -26,6 +26,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("VARIANTCTL_ACTOR", raising=False)
     monkeypatch.delenv("VARIANTCTL_DEBUG", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    # Webhook receivers in tests listen on 127.0.0.1, which the daemon calls only when told to
+    # (manager/webhooks/destinations.py); tests of the destination policy set their own.
+    monkeypatch.setenv("VARIANTCTL_WEBHOOK_ALLOW", "loopback")
 
 
 @pytest.fixture

@@ -1,19 +1,26 @@
 """One HTTP POST of a webhook: the body signed with the hook's secret, the answer or why there was
-none. Standard library only (`urllib`), so that a call is bounded by its timeout and nothing else."""
+none. Standard library only (`http.client`), so that a call is bounded by its timeout and nothing
+else, and goes only where `destinations` allows: to the address it checked, never redirected."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
+import json
 import os
-import urllib.error
-import urllib.request
+import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from manager.webhooks import destinations
+
 SIGNATURE_HEADER = "X-Variantctl-Signature-256"
 USER_AGENT = "variantctl-webhooks/1"
-ANSWER_KEPT = 500  # characters of a receiver's answer kept in the registry
+ANSWER_KEPT = 500  # characters of why there was no answer, kept in the registry
+ANSWER_READ = 4096  # bytes of an answer read, at most
+REASON_KEPT = 200  # characters of a receiver's own reason kept in the registry
 
 
 @dataclass(frozen=True)
@@ -58,25 +65,83 @@ def post(
     secret_env: str | None = None,
     secret_file: str | None = None,
 ) -> Answer:
-    """POST `body`, signed with the hook's secret when it names one; a secret that cannot be read is
-    an attempt that failed, with why, as a receiver that does not answer is."""
+    """POST `body` to a destination the policy allows (`destinations.check`), signed with the hook's
+    secret when it names one. A secret that cannot be read, a refused destination or a receiver that
+    does not answer is an attempt that failed, with why. A redirect is never followed."""
     try:
         key = secret(secret_env, secret_file)
-    except SecretMissing as exc:
-        return Answer(0, str(exc))
+        where = destinations.check(url)
+    except (SecretMissing, destinations.Refused) as exc:
+        return Answer(0, f"not sent: {exc}"[:ANSWER_KEPT])
     sent = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers}
     if key is not None:
         sent[SIGNATURE_HEADER] = signature(key, body)
-    request = urllib.request.Request(url, data=body, headers=sent, method="POST")
+    connection = _connection(where, timeout)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return Answer(response.status, _text(response.read(ANSWER_KEPT * 4)))
-    except urllib.error.HTTPError as exc:
-        return Answer(exc.code, _text(exc.read(ANSWER_KEPT * 4) if exc.fp else b""))
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return Answer(0, f"no answer: {reason}"[:ANSWER_KEPT])
+        connection.request("POST", where.target, body=body, headers={**sent, "Host": _host(where)})
+        response = connection.getresponse()
+        status, raw = response.status, response.read(ANSWER_READ)
+        kind = response.getheader("Content-Type") or ""
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        return Answer(0, f"no answer: {exc}"[:ANSWER_KEPT])
+    finally:
+        connection.close()
+    if 300 <= status < 400:
+        return Answer(status, "a redirect, not followed")
+    return Answer(status, reason(raw, kind))
 
 
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "replace")[:ANSWER_KEPT]
+def _host(where: destinations.Destination) -> str:
+    default = 443 if where.scheme == "https" else 80
+    name = f"[{where.host}]" if ":" in where.host else where.host
+    return name if where.port == default else f"{name}:{where.port}"
+
+
+class _Pinned(http.client.HTTPConnection):
+    """An HTTP connection to the address the destination policy checked, whatever DNS says now."""
+
+    def __init__(self, where: destinations.Destination, timeout: float) -> None:
+        super().__init__(where.host, where.port, timeout=timeout)
+        self.address = where.address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedTLS(http.client.HTTPSConnection):
+    """HTTPS to the checked address; the certificate is verified against the URL's host name."""
+
+    def __init__(self, where: destinations.Destination, timeout: float) -> None:
+        super().__init__(where.host, where.port, timeout=timeout, context=ssl.create_default_context())
+        self.address = where.address
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+def _connection(where: destinations.Destination, timeout: float) -> http.client.HTTPConnection:
+    return _PinnedTLS(where, timeout) if where.scheme == "https" else _Pinned(where, timeout)
+
+
+def reason(raw: bytes, content_type: str) -> str:
+    """What is kept of an answer: a JSON body's `reason` (or `message`, `error`), one printable line of
+    at most REASON_KEPT characters; of any other body only its size and type. A body is never kept
+    whole: it could be a page the receiver had no business showing (see `destinations`)."""
+    if "json" in content_type.lower():
+        try:
+            value = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            value = None
+        if isinstance(value, dict):
+            said = next(
+                (value[k] for k in ("reason", "message", "error") if isinstance(value.get(k), str)), None
+            )
+            if said is not None:
+                line = "".join(c if c.isprintable() else " " for c in said).strip()
+                return line[:REASON_KEPT]
+    if not raw:
+        return ""
+    shown = content_type.split(";")[0].strip() or "no content type"
+    more = "+" if len(raw) >= ANSWER_READ else ""
+    return f"({len(raw)}{more} bytes of {shown}, not kept)"
