@@ -385,8 +385,10 @@ def live_json(report: dict[str, Any]) -> str:
 
 
 def data_json(report: dict[str, Any]) -> str:
-    """The report as JSON that is safe inside a <script> element."""
-    return json.dumps(_plain(report), ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+    """The report as JSON that is safe inside a <script> element: `<`, `>` and `&` as JSON escapes
+    (`\\u003c`, ...), so no text in it (`</script>`, `<!--<script>`) can end or change the element."""
+    text = json.dumps(_plain(report), ensure_ascii=False, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 # The page's own layout; the sections' styles are static/report.css, the dashboard's too.

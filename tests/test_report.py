@@ -113,3 +113,46 @@ def test_the_pages_numbers_are_the_historys(page: tuple[Any, Path], report: dict
     decision = report["decision"]
     assert f"seq {decision['seq']}" in text and decision["hash"] in text
     assert report["policy"]["hash"] in text and "name: demo-canary" in text
+
+
+def test_a_reason_that_opens_a_comment_in_a_script_leaves_the_charts_drawn(
+    demo_promoted: Path, tmp_path: Path
+) -> None:
+    """Issue 28, finding 4: `<!--<script>` in a reason put the embedded JSON's script element into
+    the HTML parser's "double escaped" state, and the page lost its data and its charts."""
+    import shutil
+
+    from manager.registry.rollouts import record_event
+    from manager.registry.tables import Rollout
+
+    copy = tmp_path / "registry.db"
+    shutil.copy(demo_promoted, copy)
+    database = Database(f"sqlite:///{copy}")
+    reason = "looked fine <!--<script>document.title='pwned'</script> & more"
+    try:
+        with database.write() as session:
+            rollout = session.get(Rollout, 1)
+            assert rollout is not None
+            record_event(session, rollout, "mallory", "rollout.note", reason, {"why": reason})
+    finally:
+        database.dispose()
+    path = tmp_path / "rollout-1.html"
+    assert Cli(copy)("rollout", "report", "1", "-o", str(path)).exit_code == 0
+    assert "<!--<script>" not in path.read_text().split('id="report-data"')[1].split("</script>")[0]
+    driver = browser()
+    try:
+        driver.get(path.as_uri())
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(driver, 30).until(
+            lambda d: d.find_element("tag name", "body").get_attribute("data-charts")
+        )
+        charts = driver.execute_script("return window.reportCharts")
+        assert charts and driver.execute_script(
+            "return document.querySelectorAll('.uplot canvas').length"
+        ) == len(charts)
+        assert driver.title != "pwned"
+        data = driver.execute_script("return JSON.parse(document.getElementById('report-data').textContent)")
+        assert any(e.get("reason") == reason for e in data["events"]), "the reason itself is kept, as written"
+    finally:
+        driver.quit()
