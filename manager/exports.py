@@ -97,16 +97,30 @@ def _line(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
-def write(events: Iterable[Any], fmt: str, out: IO[str]) -> int:
-    """Stream `events` (rows, oldest first) to `out`; returns how many were written."""
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(value: Any) -> Any:
+    """A text cell a spreadsheet will not run: one that begins like a formula (`=`, `+`, `-`, `@`, a
+    tab or a carriage return) gets a leading `'`, as OWASP's CSV-injection guidance says. Numbers
+    and other text are left as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def write(events: Iterable[Any], fmt: str, out: IO[str], spreadsheet: bool = False) -> int:
+    """Stream `events` (rows, oldest first) to `out`; returns how many were written. `spreadsheet`
+    (CSV for people to open, not to verify): cells that would run as formulas are neutralised."""
     count = 0
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(FIELDS)
+        cell = spreadsheet_cell if spreadsheet else (lambda v: v)
         for row in events:
             rec = record(row)
             rec["payload"] = row.payload
-            writer.writerow(["" if rec[f] is None else rec[f] for f in FIELDS])
+            writer.writerow(["" if rec[f] is None else cell(rec[f]) for f in FIELDS])
             count += 1
         return count
     if fmt == "jsonl":

@@ -301,7 +301,9 @@ def test_the_history_page_filters_as_the_cli_does_and_its_csv_is_audit_exports(
 ) -> None:
     with make_world(tmp_path, artifacts) as world, served(world) as base:
         rollout_id = world.start(policy_text(CANARY))
+        formula = '=HYPERLINK("http://evil.example","click")'
         with world.database.write() as session:
+            rollouts.set_intent(session, rollout_id, "abort", formula, "=mallory")
             rollouts.set_intent(session, rollout_id, "abort", "wrong candidate", "bob")
         status, page = http("GET", f"{base}/history?actor=bob")
         assert status == 200 and "operator.abort" in page and "rollout.start" not in page
@@ -310,6 +312,18 @@ def test_the_history_page_filters_as_the_cli_does_and_its_csv_is_audit_exports(
         assert status == 200 and cli.exit_code == 0
         lines = text.strip().splitlines()
         assert lines[0].startswith("seq,") and len(lines) - 1 == len(cli.output.strip().splitlines()) - 1
+        # Issue 28, finding 5: what people open in a spreadsheet runs no formula (OWASP: a leading ');
+        # the verifiable export keeps every byte.
+        import csv
+        import io
+
+        for table in (text, cli.output):
+            cells = [c for row in csv.reader(io.StringIO(table)) for c in row]
+            assert "'=mallory" in cells and "'" + formula in cells and "=mallory" not in cells
+        export = Cli(world.db_path)("audit", "export", "--format", "csv")
+        assert export.exit_code == 0
+        cells = [c for row in csv.reader(io.StringIO(export.output)) for c in row]
+        assert "=mallory" in cells and formula in cells
         bad = http("GET", f"{base}/history?since=yesterday-ish")
         assert bad[0] == 409 and "yesterday-ish" in bad[1]
 

@@ -90,9 +90,11 @@ def emit(
 
     frame = pd.DataFrame([{c: _plain(row.get(c)) for c in columns} for row in rows], columns=list(columns))
     if output == "csv":
+        from manager.exports import spreadsheet_cell
+
         for column in columns:
             frame[column] = frame[column].map(
-                lambda v: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
+                lambda v: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else spreadsheet_cell(v)
             )
         sys.stdout.write(frame.to_csv(index=False))
 

@@ -254,7 +254,8 @@ class Dashboard:
 
         flt, _filters = self._filter(request, None)
         out = io.StringIO()
-        exports.write(sorted(audit.history(self.database, flt), key=lambda r: r.seq), "csv", out)
+        events = sorted(audit.history(self.database, flt), key=lambda r: r.seq)
+        exports.write(events, "csv", out, spreadsheet=True)
         headers = {"Content-Disposition": "attachment; filename=variantctl-history.csv"}
         return Response(out.getvalue(), media_type="text/csv", headers=headers)
 
