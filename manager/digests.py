@@ -92,11 +92,15 @@ def load_public(path: Path) -> Any:
         key: Any = serialization.load_pem_public_key(data)
     except ValueError:
         try:
-            key = serialization.load_pem_private_key(data, password=None)
+            private = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError):
-            raise UserError(f"{path} is not a PEM public key") from None
-        if isinstance(key, Ed25519PrivateKey):
-            key = key.public_key()
+            private = None
+        if isinstance(private, Ed25519PrivateKey) or b"PRIVATE KEY" in data:
+            # A verifier never needs the signing key; handing it around is how it leaks.
+            raise UserError(
+                f"{path} is a private key: give the public key (`variantctl audit public-key` prints it)"
+            ) from None
+        raise UserError(f"{path} is not a PEM public key") from None
     if not isinstance(key, Ed25519PublicKey):
         raise UserError(f"{path} is not an Ed25519 public key")
     return key
@@ -242,7 +246,11 @@ def _parse(name: str, data: bytes) -> Digest:
         int(body["first_seq"]), int(body["last_seq"])
         return Digest(name, body, str(value["signature"]))
     except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"digest {name} is not a variantctl digest: {exc}") from None
+        raise CorruptDigest(f"digest {name} is corrupt: not a variantctl digest ({exc})") from None
+
+
+class CorruptDigest(UserError):
+    """A digest file that does not parse: evidence of tampering (or damage), not a usage mistake."""
 
 
 def load_all(store: Store) -> list[Digest]:

@@ -177,7 +177,9 @@ def test_an_export_is_anchored_by_digests_with_no_database(
             audit.canonical_json(record["payload"]),
         )
     export.write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert offline("audit", "verify", "--file", str(export)).output.startswith("unanchored")
+    assert offline("audit", "verify", "--file", str(export)).output.startswith(
+        "self-consistent, not anchored"
+    )
     bad = offline(
         "audit", "verify", "--file", str(export), "--digests", str(signed), "--public-key", str(key[1])
     )
@@ -239,3 +241,38 @@ def test_the_daemon_writes_digests_on_its_schedule(database: Database, tmp_path:
         digests.load_all(digests.DirectoryStore(where)), digests.load_public(key[1])
     )
     assert problems == [] and good[0].first_seq == 1
+
+
+def test_a_truncated_export_is_named_by_the_digests_past_its_end(
+    signed: Path, db_path: Path, tmp_path: Path, key: Any
+) -> None:
+    """Issue 28, finding 6: an export cut short (seqs 7..10 of 12) said ok with --digests, ignoring
+    the digest that vouches for seqs to 12."""
+    export = tmp_path / "cut.jsonl"
+    assert Cli(db_path)("audit", "export", "-o", str(export)).exit_code == 0
+    lines = export.read_text().splitlines()
+    export.write_text("\n".join(lines[6:10]) + "\n")
+    offline = Cli("/nonexistent/registry.db")
+    args = ("audit", "verify", "--file", str(export), "--digests", str(signed), "--public-key", str(key[1]))
+    cut = offline(*args)
+    assert cut.exit_code == 1 and "truncated: it ends at seq 10" in cut.output and "to seq 12" in cut.output
+    part = offline(*args, "--partial")  # a range exported on purpose
+    assert part.exit_code == 0 and "1 signed digests agree" in part.output, part.output
+
+
+def test_a_corrupt_digest_is_tampering_with_its_file_named(
+    signed: Path, db_path: Path, tmp_path: Path, key: Any
+) -> None:
+    victim = sorted(signed.iterdir())[0]
+    victim.write_text("{not json")
+    result = _check(db_path, signed, key[1])
+    assert result.exit_code == 1 and f"digest {victim.name} is corrupt" in result.output
+    assert "TAMPERED" in result.output and "Traceback" not in result.output
+
+
+def test_a_private_key_is_refused_as_the_public_key(signed: Path, db_path: Path, key: Any) -> None:
+    result = _check(db_path, signed, key[0])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: {key[0]} is a private key: give the public key (`variantctl audit public-key` prints it)"
+    ]

@@ -55,11 +55,47 @@ def _verify(path: Path, *args: str) -> Any:
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "cdevents"])
 def test_an_export_verifies_offline_in_each_format(registry: Path, tmp_path: Path, fmt: str) -> None:
     path = _export(registry, tmp_path, fmt)
-    result = _verify(path)
-    assert result.exit_code == 0, result.output
     head = Cli(registry)("audit", "verify").output.split("head ")[1].split()[0]
+    result = _verify(path, "--expect-head", head)
+    assert result.exit_code == 0, result.output
     assert result.output.startswith("ok: ") and f"last {head}" in result.output
-    assert "starts at the genesis" in result.output
+    assert "the kept head matches" in result.output
+    alone = _verify(path)  # from seq 1, but nothing vouches for it
+    assert alone.exit_code == 1 and alone.output.startswith("self-consistent, not anchored"), alone.output
+    allowed = _verify(path, "--allow-unanchored")
+    assert allowed.exit_code == 0 and "self-consistent, not anchored" in allowed.output
+
+
+def test_an_export_forged_from_the_genesis_does_not_verify(registry: Path, tmp_path: Path) -> None:
+    """Issue 28, finding 6: an export rewritten consistently from seq 1 verified ("starts at the
+    genesis"): anyone can write a consistent chain from the genesis."""
+    from manager import audit
+
+    path = _export(registry, tmp_path, "jsonl")
+    head = Cli(registry)("audit", "verify").output.split("head ")[1].split()[0]
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    previous = audit.GENESIS
+    for record in records:
+        record["actor"] = "nobody"
+        record["prev_hash"] = previous
+        record["hash"] = previous = audit.hash_fields(
+            previous,
+            record["seq"],
+            record["at"],
+            record["actor"],
+            record["action"],
+            record["subject_type"],
+            record["subject_id"],
+            record["endpoint"],
+            record["model"],
+            record["reason"],
+            audit.canonical_json(record["payload"]),
+        )
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    forged = _verify(path)
+    assert forged.exit_code == 1 and "not anchored" in forged.output
+    caught = _verify(path, "--expect-head", head)
+    assert caught.exit_code == 1 and "TAMPERED" in caught.output
 
 
 def test_a_partial_export_needs_an_anchor(registry: Path, tmp_path: Path) -> None:
@@ -68,7 +104,7 @@ def test_a_partial_export_needs_an_anchor(registry: Path, tmp_path: Path) -> Non
     part = _export(registry, tmp_path, "jsonl", "--since", middle["at"])
     first = json.loads(part.read_text().splitlines()[0])
     unanchored = _verify(part)
-    assert unanchored.exit_code == 1 and unanchored.output.startswith("unanchored: ")
+    assert unanchored.exit_code == 1 and unanchored.output.startswith("self-consistent, not anchored: ")
     anchored = _verify(part, "--expect-head", f"{first['seq'] - 1}:{first['prev_hash']}")
     assert anchored.exit_code == 0 and "the kept head matches" in anchored.output
     wrong = _verify(part, "--expect-head", f"{first['seq'] - 1}:{'0' * 64}")

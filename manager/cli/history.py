@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -132,7 +132,7 @@ def _kept_head(expect_head: str | None) -> Any:
         raise click.BadParameter(str(exc), param_hint="--expect-head") from None
 
 
-def _tampered(message: str) -> None:
+def _tampered(message: str) -> NoReturn:
     click.echo(f"TAMPERED: {message}", err=True)
     sys.exit(1)
 
@@ -160,6 +160,16 @@ def _tampered(message: str) -> None:
 @click.option(
     "--max-age", metavar="DURATION", help="fail when the newest digest is older than this (e.g. 2h)"
 )
+@click.option(
+    "--allow-unanchored",
+    is_flag=True,
+    help="with --file: exit 0 for an export that is only self-consistent (nothing vouches for it)",
+)
+@click.option(
+    "--partial",
+    is_flag=True,
+    help="with --file and --digests: the export is a range, so digests past its end are expected",
+)
 @pass_app
 def verify(
     app: AppContext,
@@ -168,6 +178,8 @@ def verify(
     digests: str | None,
     public_key: Path | None,
     max_age: str | None,
+    allow_unanchored: bool,
+    partial: bool,
 ) -> None:
     """Recompute the hash chain (of the registry, or of an export with --file), and check it against
     a kept head or signed digests. Exit 0 if intact, 1 naming the first problem."""
@@ -181,13 +193,17 @@ def verify(
         public = signed.load_public(public_key) if public_key else _public_from_signing_key()
         age = parse_duration(max_age) if max_age else None
         store = signed.store_for(digests)
-        problems, good = signed.check_digests(signed.load_all(store), public, age)
+        try:
+            loaded = signed.load_all(store)
+        except signed.CorruptDigest as exc:
+            _tampered(f"{exc} (in {store.where})")
+        problems, good = signed.check_digests(loaded, public, age)
         problems = [p.replace("there are no digests", f"{store.where} holds no digests") for p in problems]
         if problems:
             _tampered(problems[0] + "".join(f"\n  also: {p}" for p in problems[1:]))
     wanted = {d.last_seq for d in good}
     if export_file is not None:
-        _verify_export(export_file, kept, good, wanted)
+        _verify_export(export_file, kept, good, wanted, allow_unanchored, partial)
         return
     verdict = audit.verify(app.database(), kept, collect=wanted)
     if verdict.ok and good:
@@ -220,8 +236,11 @@ def _public_from_signing_key() -> Any:
     return signed.load_private(signed.default_key_path()).public_key()
 
 
-def _verify_export(path: Path, kept: Any, good: list[Any], wanted: set[int]) -> None:
-    """The chain inside an export, its first link anchored by the genesis, a kept head or digests."""
+def _verify_export(
+    path: Path, kept: Any, good: list[Any], wanted: set[int], allow_unanchored: bool, partial: bool
+) -> None:
+    """The chain inside an export, its first link anchored by a kept head or digests. Starting at the
+    genesis proves nothing by itself: anyone can write a consistent chain from seq 1."""
     from manager import audit, exports
     from manager import digests as signed
     from manager.errors import UserError
@@ -233,10 +252,8 @@ def _verify_export(path: Path, kept: Any, good: list[Any], wanted: set[int]) -> 
         raise UserError(f"{path} holds no events")
     assert result.first_seq is not None and result.last_seq is not None
     anchors = []
-    if result.first_seq == 1:
-        if result.first_prev_hash != audit.GENESIS:
-            _tampered(f"{path}: seq 1 does not chain from the genesis")
-        anchors.append("starts at the genesis")
+    if result.first_seq == 1 and result.first_prev_hash != audit.GENESIS:
+        _tampered(f"{path}: seq 1 does not chain from the genesis")
     if kept is not None:
         before = result.first_seq - 1
         matches = (kept.seq in (None, before) and kept.hash == result.first_prev_hash) or (
@@ -259,14 +276,24 @@ def _verify_export(path: Path, kept: Any, good: list[Any], wanted: set[int]) -> 
                 f"{path}: no digest falls inside seqs {result.first_seq - 1}..{result.last_seq}; "
                 "nothing anchors it"
             )
+        beyond = [d for d in good if d.last_seq > result.last_seq]
+        if beyond and not partial:
+            last = max(beyond, key=lambda d: d.last_seq)
+            _tampered(
+                f"{path}: truncated: it ends at seq {result.last_seq}, but digest {last.describe()} vouches "
+                f"for events to seq {last.last_seq} (an export of a range: pass --partial)"
+            )
         anchors.append(f"{len(inside)} signed digests agree")
     if not anchors:
-        click.echo(
-            f"unanchored: {result.count} events (seqs {result.first_seq}..{result.last_seq}), chain intact, "
-            f"but its first link {result.first_seq - 1}:{result.first_prev_hash} is vouched for by nothing; "
-            "pass --expect-head or --digests",
-            err=True,
+        said = (
+            f"self-consistent, not anchored: {result.count} events (seqs {result.first_seq}.."
+            f"{result.last_seq}), chain intact, but nothing vouches for its first link "
+            f"{result.first_seq - 1}:{result.first_prev_hash}"
         )
+        if allow_unanchored:
+            click.echo(f"{said} (--allow-unanchored)")
+            return
+        click.echo(f"{said}; pass --expect-head or --digests (or --allow-unanchored)", err=True)
         sys.exit(1)
     click.echo(
         f"ok: {result.count} events (seqs {result.first_seq}..{result.last_seq}), chain intact, "
