@@ -30,8 +30,21 @@ def stubbed() -> Iterator[tuple[SageMakerPlatform, Stubber, list[str]]]:
     client.meta.events.register("before-sleep", lambda **_: None)
     calls: list[str] = []
     record_operations(client, calls)
-    with Stubber(client) as stubber:  # Stubber answers before botocore's retry loop: no retries here
-        yield SageMakerPlatform(client), stubber, calls
+    # Application Auto Scaling, asked before each UpdateEndpoint which variants are registered: none.
+    scaling = boto3.client(
+        "application-autoscaling", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    with Stubber(client) as stubber, Stubber(scaling) as unscaled:  # no retries: Stubber answers first
+        for _ in range(3):
+            unscaled.add_response(
+                "describe_scalable_targets",
+                {"ScalableTargets": []},
+                {
+                    "ServiceNamespace": "sagemaker",
+                    "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+                },
+            )
+        yield SageMakerPlatform(client, autoscaling=scaling), stubber, calls
         stubber.assert_no_pending_responses()
 
 
