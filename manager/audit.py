@@ -204,6 +204,9 @@ def verify(
     wanted, hashes = set(collect), {}
     with database.read() as session:
         for row in _rows_in_order(session):
+            if isinstance(row, str):  # a row that could not be read as an event
+                unreadable = f"seq {expected_seq} cannot be read as an event ({row}): it was altered"
+                return ChainCheck(False, expected_seq - 1, expected_seq - 1, running, expected_seq, unreadable)
             problem = _check(session, row, expected_seq, running)
             if problem:
                 bad_seq = expected_seq if "missing" in problem else row.seq
@@ -225,6 +228,12 @@ def verify(
             problem = f"events {count + 1}..{head.seq} were deleted from the end of the history"
             return ChainCheck(False, count, count, running, count + 1, problem)
         return ChainCheck(False, count, count, running, head.seq, "the history head was altered")
+    if expect_head is not None and expect_head.seq is not None and expect_head.seq > count:
+        problem = (
+            f"the kept head is at seq {expect_head.seq}, but the history ends at seq {count}: "
+            "events were deleted from its end"
+        )
+        return ChainCheck(False, count, count, running, count + 1, problem)
     if not kept_found:
         assert expect_head is not None
         where = f"seq {expect_head.seq}" if expect_head.seq is not None else "any event"
@@ -237,10 +246,20 @@ def verify(
 
 
 def _rows_in_order(session: Session) -> Iterator[Any]:
-    """Plain rows, not ORM objects: verify reads every event once and keeps none."""
+    """Plain rows, not ORM objects: verify reads every event once and keeps none. A row whose stored
+    values do not read as an event's (a time that is not a time) ends the walk with why, as a str."""
     table = AuditEvent.__table__
     stmt = select(table).order_by(table.c.seq).execution_options(yield_per=VERIFY_BATCH)
-    yield from session.execute(stmt)
+    rows = iter(session.execute(stmt))
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except (ValueError, TypeError, OverflowError) as exc:
+            yield f"{type(exc).__name__}: {exc}"
+            return
+        yield row
 
 
 def _check(session: Session, row: Any, expected_seq: int, running: str) -> str | None:

@@ -86,3 +86,11 @@ def _timed(operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
             PLATFORM_SECONDS.labels(operation).observe(time.perf_counter() - started)
 
     return timed
+
+
+SIGNIN_FAILURES = Counter(
+    "variantctl_dashboard_signin_failures",
+    "Failed dashboard sign-ins, by how (sign-in form, bearer token): each is logged with its address.",
+    ["how"],
+    registry=REGISTRY,
+)

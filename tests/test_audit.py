@@ -247,3 +247,31 @@ def test_deleted_head_row_is_reported(database: Database, db_path: Path) -> None
     _tamper(db_path, "DELETE FROM audit_head")
     verdict = audit.verify(database)
     assert not verdict.ok and "head row was deleted" in (verdict.problem or "")
+
+
+def test_a_deleted_tail_with_its_head_row_moved_back_is_named_as_deleted(
+    database: Database, db_path: Path
+) -> None:
+    """Issue 28: the tail deleted and the head row moved back to match said "rewritten"."""
+    _fill(database, 6)
+    first = audit.verify(database)
+    kept = audit.Head(first.head_hash, first.head_seq)
+    _tamper(db_path, "DELETE FROM audit_events WHERE seq > 4")
+    conn = sqlite3.connect(db_path)
+    seq4 = conn.execute("SELECT hash FROM audit_events WHERE seq = 4").fetchone()[0]
+    conn.execute(f"UPDATE audit_head SET seq = 4, hash = '{seq4}'")
+    conn.commit()
+    conn.close()
+    assert audit.verify(database).ok  # self-consistent once the head row moved back...
+    verdict = audit.verify(database, expect_head=kept)
+    assert not verdict.ok and "events were deleted from its end" in (verdict.problem or "")
+    assert "rewritten" not in (verdict.problem or "")
+
+
+def test_an_event_whose_stored_time_is_not_a_time_is_named(database: Database, db_path: Path) -> None:
+    """Issue 28: 'last tuesday' as a stored time ended `audit verify` in an internal ValueError."""
+    _fill(database, 4)
+    _tamper(db_path, "UPDATE audit_events SET at = 'last tuesday' WHERE seq = 3")
+    verdict = audit.verify(database)
+    assert (verdict.ok, verdict.first_bad_seq) == (False, 3)
+    assert "seq 3 cannot be read as an event" in (verdict.problem or "")

@@ -108,8 +108,11 @@ def daemon(
         if once:
             raise click.BadParameter("--once runs one tick and exits: it serves nothing", param_hint="--http")
         # a bad token file is refused before anything starts
-        operators = auth.read_tokens(token_file) if token_file is not None else None
+        operators = auth.Operators.from_file(token_file) if token_file is not None else None
+        for warning in auth.warnings(operators, host):
+            click.echo(f"warning: {warning}", err=True)
         serve.start_in_thread(app.settings.db_url, host, port, operators)
+        serve.reload_on_sighup(operators)
         click.echo(f"dashboard and /metrics on http://{host}:{port}/", err=True)
     runner.run(app.settings.db_url, tick, ingest_every, policies_dir, once, schedule, instance_id, lease_ttl)
 

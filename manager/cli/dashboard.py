@@ -35,13 +35,16 @@ def dashboard(app: AppContext, host: str, port: int, token_file: Path | None, po
     from manager.web import auth, serve
 
     app.database()  # refuse a missing or old registry before listening
-    operators = auth.read_tokens(token_file) if token_file is not None else None
+    operators = auth.Operators.from_file(token_file) if token_file is not None else None
+    for warning in auth.warnings(operators, host):
+        click.echo(f"warning: {warning}", err=True)
     serving = serve.server(app.settings.db_url, host, port, operators, poll)
+    serve.reload_on_sighup(operators)
     try:
         with socket.create_server((host, port)):
             pass  # in use, or not an address of this machine: one line, not a traceback
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    mode = f"{len(operators)} operators may act" if operators else "read-only"
+    mode = f"{len(operators.tokens)} operators may act" if operators else "read-only"
     click.echo(f"dashboard on http://{host}:{port}/ ({mode}); Ctrl-C to stop", err=True)
     serving.run()

@@ -41,6 +41,14 @@ def local_group() -> None:
     envvar=ENV_LOCAL_CLOCK,
     help="held: the host's clock stands still until POST /_local/clock moves it (tests)",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    envvar="VARIANTCTL_LOCAL_ALLOWED_HOSTS",
+    help="another name requests may give as Host (loopback names and the bound address always work); "
+    "any other Host is refused, against DNS rebinding",
+)
 def serve(
     host: str,
     port: int,
@@ -48,6 +56,7 @@ def serve(
     provision_delay: float,
     metric_bucket_seconds: int,
     clock: str,
+    allowed_hosts: tuple[str, ...],
 ) -> None:
     """Serve until interrupted; prints the URL to give boto3 as endpoint_url."""
     from manager.config import data_dir
@@ -73,7 +82,8 @@ def serve(
         if clock == "held":
             click.echo(f'its clock is held: POST {url}/_local/clock {{"advance": SECONDS}} moves it')
         click.echo("point boto3 at it:")
-        for service in ("SAGEMAKER", "SAGEMAKER_RUNTIME", "CLOUDWATCH", "S3", "CLOUDWATCH_LOGS"):
+        services = ("SAGEMAKER", "SAGEMAKER_RUNTIME", "CLOUDWATCH", "S3", "CLOUDWATCH_LOGS")
+        for service in (*services, "APPLICATION_AUTO_SCALING"):
             click.echo(f"  export AWS_ENDPOINT_URL_{service}={url}")
         click.echo(f"  (or AWS_ENDPOINT_URL={url} for every service, as the SageMaker SDK needs)")
         click.echo(
@@ -89,6 +99,7 @@ def serve(
             metric_bucket_seconds,
             ready,
             "held" if clock == "held" else "real",
+            allowed_hosts,
         )
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}") from None

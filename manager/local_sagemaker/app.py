@@ -7,7 +7,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from manager.local_sagemaker.capture import CaptureWriter
 from manager.local_sagemaker.clock import ClockError, HostClock
 from manager.local_sagemaker.control import ControlPlane
 from manager.local_sagemaker.control import Route as VariantRoute
+from manager.local_sagemaker.guard import Guard
 from manager.local_sagemaker.protocol import ACCOUNT, AwsError
 from manager.local_sagemaker.runtime import (
     MAX_PAYLOAD_BYTES,
@@ -386,8 +387,9 @@ class Services:
             await self.app(scope, receive, send)
 
 
-def build_app(host: Host) -> Services:
-    return Services(_starlette(host), S3App(host.control.s3_root, host.control.region))
+def build_app(host: Host, allowed_hosts: Iterable[str] = ()) -> Guard:
+    """Every route behind the guard: only the Host names it serves, and nothing a web page sends."""
+    return Guard(Services(_starlette(host), S3App(host.control.s3_root, host.control.region)), allowed_hosts)
 
 
 def _starlette(host: Host) -> Starlette:

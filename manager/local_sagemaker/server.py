@@ -44,6 +44,7 @@ class LocalSageMaker:
         log_level: str = "warning",
         seed: int | None = None,
         clock: HostClock | Mode = "real",
+        allowed_hosts: tuple[str, ...] = (),
     ) -> None:
         """`seed` makes routing, shadow copies and capture sampling repeatable (tests). `clock`:
         "held" starts the host's clock stopped (see `clock.py`); `self.clock` moves it."""
@@ -70,7 +71,9 @@ class LocalSageMaker:
         self.capture = CaptureWriter(self.s3_root, random.Random(seed))
         self.control.on_endpoint_gone = self.capture.release
         self.host = Host(self.control, self.metrics, self.alarms, self.capture, self.clock)
-        self.app = build_app(self.host)
+        # The names a request's Host may give: loopback's, the bound address, and those named.
+        bound = () if host in ("0.0.0.0", "::") else (host,)
+        self.app = build_app(self.host, (*bound, *allowed_hosts))
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -153,6 +156,7 @@ def serve(
     metric_bucket_seconds: int,
     on_ready: Any,
     clock: Mode = "real",
+    allowed_hosts: tuple[str, ...] = (),
 ) -> None:
     """Serve in the foreground until SIGINT or SIGTERM."""
     local = LocalSageMaker(
@@ -163,6 +167,7 @@ def serve(
         metric_bucket_seconds=metric_bucket_seconds,
         log_level="info",
         clock=clock,
+        allowed_hosts=allowed_hosts,
     )
     sock = local._socket()
     bound_host, bound_port = sock.getsockname()[:2]

@@ -43,16 +43,24 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 HISTORY_LIMIT = 200
+MAX_ID = 2**63 - 1  # the largest id (or limit) a database column holds
 REPORTS_KEPT = 32  # rollout reports kept built, the most recently viewed
 
 
-def create_app(url: str, tokens: dict[str, str] | None = None, poll: float = 2.0) -> Starlette:
-    """`tokens`: the token file's operators (`auth.read_tokens`), None for a read-only dashboard;
-    `poll`: seconds between the live rollout page's updates."""
+def create_app(
+    url: str,
+    operators: auth.Operators | None = None,
+    poll: float = 2.0,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> Starlette:
+    """`operators`: the token file's (`auth.Operators.from_file`), None for a read-only dashboard;
+    `poll`: seconds between the live rollout page's updates; `host` and `port`: where it is served
+    (the Host names it answers, its cookie's name, and whether that cookie is Secure)."""
     database = Database(url)
-    operators = auth.Operators(tokens) if tokens is not None else None
     exposition = Exposition(database)
-    dashboard = Dashboard(database, operators, poll)
+    secure = host not in auth.LOOPBACK
+    dashboard = Dashboard(database, operators, poll, auth.cookie_name(port, secure), secure)
 
     def metrics(_request: Request) -> Response:
         body, content_type = exposition()
@@ -76,8 +84,39 @@ def create_app(url: str, tokens: dict[str, str] | None = None, poll: float = 2.0
     ]
     app = Starlette(routes=routes, exception_handlers={NotFound: _not_found, UserError: _refused})
     app.add_middleware(_SecurityHeaders)
+    app.add_middleware(_KnownHosts, allowed=_allowed_hosts(host))
     app.state.database = database
     return app
+
+
+def _allowed_hosts(host: str) -> set[str]:
+    """The Host names the dashboard answers: loopback's, the address it is bound to, and those
+    VARIANTCTL_DASHBOARD_HOSTS names (comma-separated), so a rebound DNS name cannot reach it."""
+    import os
+
+    named = (os.environ.get("VARIANTCTL_DASHBOARD_HOSTS") or "").split(",")
+    bound = () if host in ("0.0.0.0", "::") else (host,)
+    return {h.strip().lower().strip("[]") for h in (*auth.LOOPBACK, *bound, *named) if h.strip()}
+
+
+class _KnownHosts:
+    """Refuses a request whose Host is not one the dashboard serves (DNS rebinding)."""
+
+    def __init__(self, app: Any, allowed: set[str]) -> None:
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            raw = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1").strip().lower()
+            name = raw[1 : raw.find("]")] if raw.startswith("[") else raw.rsplit(":", 1)[0]
+            if name not in self.allowed:
+                response = PlainTextResponse(
+                    f"refused: Host {raw!r} is not one this dashboard serves (VARIANTCTL_DASHBOARD_HOSTS)\n",
+                    status_code=403,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _SecurityHeaders:
@@ -130,17 +169,30 @@ def _wants_json(request: Request) -> bool:
 
 
 class Dashboard:
-    def __init__(self, database: Database, operators: auth.Operators | None, poll: float) -> None:
+    def __init__(
+        self, database: Database, operators: auth.Operators | None, poll: float, cookie: str, secure: bool
+    ) -> None:
         self.database, self.operators, self.poll = database, operators, poll
+        self.cookie, self.secure = cookie, secure
         self._reports: OrderedDict[int, tuple[tuple[Any, ...], dict[str, Any]]] = OrderedDict()
+
+    def _session(self, request: Request) -> str | None:
+        return request.cookies.get(self.cookie)
 
     def _operator(self, request: Request) -> str | None:
         if self.operators is None:
             return None
-        return self.operators.operator(request.cookies.get(auth.COOKIE))
+        return self.operators.operator(self._session(request))
+
+    def _csrf(self, request: Request) -> str | None:
+        session = self._session(request)
+        return (
+            self.operators.csrf(session) if self.operators and session and self._operator(request) else None
+        )
 
     def _page(self, request: Request, title: str, body: str, scripts: tuple[str, ...] = ()) -> HTMLResponse:
-        page = pages.layout(title, body, self._operator(request), self.operators is not None, scripts)
+        signin = self.operators is not None
+        page = pages.layout(title, body, self._operator(request), signin, scripts, self._csrf(request))
         return HTMLResponse(page)
 
     def endpoints(self, request: Request) -> Response:
@@ -164,6 +216,8 @@ class Dashboard:
         observations, its events): a live page polls every few seconds, windows arrive every minute."""
         from manager import report
 
+        if not 0 < rollout_id <= MAX_ID:
+            raise NotFound(f"no rollout {rollout_id}")
         with self.database.read() as session:
             version = report.version(session, rollout_id)
             cached = self._reports.get(rollout_id)
@@ -180,8 +234,10 @@ class Dashboard:
         rollout_id = request.path_params["rollout_id"]
         data = self._report(rollout_id)
         operator = self._operator(request)
-        csrf = self.operators.csrf(request.cookies[auth.COOKIE]) if operator and self.operators else None
-        notice = request.query_params.get("notice", "")
+        csrf = self._csrf(request)
+        # Only a notice this dashboard words itself: a link cannot make the page say anything else.
+        asked = request.query_params.get("requested", "")
+        notice = f"{asked} requested; the daemon acts within one tick" if asked in pages.INTENTS else ""
         body = pages.rollout_page(data, operator, csrf, self.operators is not None, self.poll, notice)
         title = f"rollout {rollout_id}"
         return self._page(request, title, body, ("uPlot.iife.min.js", "charts.js", "dashboard.js"))
@@ -219,8 +275,8 @@ class Dashboard:
             for k in ("endpoint", "rollout", "model", "action", "actor", "since", "until", "limit")
         }
         for name in ("rollout", "limit"):
-            if filters[name] and not (filters[name].isdigit() and int(filters[name]) > 0):
-                raise UserError(f"{name} {filters[name]!r}: give a whole number above 0")
+            if filters[name] and not (filters[name].isdigit() and 0 < int(filters[name]) <= MAX_ID):
+                raise UserError(f"{name} {filters[name]!r}: give a whole number from 1 to {MAX_ID}")
         start, end = instant_range(filters["since"] or None, filters["until"] or None)
         flt = audit.HistoryFilter(
             endpoint=filters["endpoint"] or None,
@@ -268,26 +324,55 @@ class Dashboard:
             return self._page(request, "sign in", pages.login())
         if not auth.same_origin(dict(request.headers), request.url.scheme, request.headers.get("host", "")):
             return PlainTextResponse("refused: a sign-in from another site\n", status_code=403)
+        address = request.client.host if request.client else "unknown"
+        wait = self.operators.throttled(address)
+        if wait:
+            return PlainTextResponse(
+                f"refused: too many failed sign-ins from {address}; try again in {wait:.0f} s\n",
+                status_code=429,
+            )
         form = await request.form()
         name = self.operators.by_token(str(form.get("token") or ""))
         if name is None:
+            self._failed(address, "sign-in")
             page = pages.layout(
                 "sign in", pages.login("That token is not in the dashboard's token file."), None, True
             )
             return HTMLResponse(page, status_code=401)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(
-            auth.COOKIE,
+            self.cookie,
             self.operators.session(name),
-            max_age=auth.SESSION_SECONDS,
+            max_age=int(self.operators.max_age),
             httponly=True,
             samesite="strict",
+            secure=self.secure,
+            path="/",
         )
         return response
 
+    def _failed(self, address: str, how: str) -> None:
+        from manager import telemetry
+
+        assert self.operators is not None
+        self.operators.failed(address)
+        telemetry.SIGNIN_FAILURES.labels(how).inc()
+        auth.log.warning("failed %s from %s: the token is not in the token file", how, address)
+
     async def logout(self, request: Request) -> Response:
+        """Ends the session here, not only in the browser; only from the dashboard's own pages."""
+        if not auth.same_origin(dict(request.headers), request.url.scheme, request.headers.get("host", "")):
+            return PlainTextResponse("refused: a sign-out from another site\n", status_code=403)
+        form = await request.form()
+        session = self._session(request)
+        if self.operators is not None and session is not None:
+            if not self.operators.csrf_ok(session, str(form.get("csrf") or "")):
+                return PlainTextResponse(
+                    "refused: the form's CSRF token is missing or wrong\n", status_code=403
+                )
+            self.operators.end(session)
         response = RedirectResponse("/", status_code=303)
-        response.delete_cookie(auth.COOKIE)
+        response.delete_cookie(self.cookie, path="/", secure=self.secure, httponly=True, samesite="strict")
         return response
 
     async def act(self, request: Request) -> Response:
@@ -303,11 +388,18 @@ class Dashboard:
         form = await request.form()
         bearer = request.headers.get("authorization", "")
         if bearer.lower().startswith("bearer "):
+            address = request.client.host if request.client else "unknown"
+            wait = self.operators.throttled(address)
+            if wait:
+                return _error(
+                    request, 429, f"too many failed tokens from {address}; try again in {wait:.0f} s"
+                )
             actor = self.operators.by_token(bearer[7:].strip())
             if actor is None:
+                self._failed(address, "bearer")
                 return _error(request, 401, "that token is not in the dashboard's token file")
         else:
-            cookie = request.cookies.get(auth.COOKIE)
+            cookie = self._session(request)
             actor = self.operators.operator(cookie)
             if actor is None:
                 return _error(request, 401, "sign in first: no operator session")
@@ -322,10 +414,11 @@ class Dashboard:
                 request, 400, "give a reason (at least 3 characters): it is recorded in the history"
             )
         await run_in_threadpool(self._write_intent, rollout_id, intent, reason, actor)
-        said = f"{intent} requested by {actor}; the daemon acts within one tick"
         if _wants_json(request):
             return JSONResponse({"rollout": rollout_id, "intent": intent, "actor": actor, "reason": reason})
-        return RedirectResponse(f"/rollouts/{rollout_id}?" + urlencode({"notice": said}), status_code=303)
+        return RedirectResponse(
+            f"/rollouts/{rollout_id}?" + urlencode({"requested": intent}), status_code=303
+        )
 
     def _write_intent(self, rollout_id: int, intent: str, reason: str, actor: str) -> None:
         from manager import policy as policies

@@ -21,12 +21,18 @@ INTENT_HELP = {
 
 
 def layout(
-    title: str, body: str, operator: str | None, signin: bool | None, scripts: tuple[str, ...] = ()
+    title: str,
+    body: str,
+    operator: str | None,
+    signin: bool | None,
+    scripts: tuple[str, ...] = (),
+    csrf: str | None = None,
 ) -> str:
     """`signin`: whether operators may sign in (None: not said, on an error page)."""
     who = (
         f"signed in as <b>{html.escape(operator)}</b>"
-        f" <form class='inline' method='post' action='/logout'><button>sign out</button></form>"
+        " <form class='inline' method='post' action='/logout'>"
+        f"<input type='hidden' name='csrf' value='{html.escape(csrf or '')}'><button>sign out</button></form>"
         if operator
         else "<a href='/login'>sign in to act</a>"
         if signin

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from typing import Any
@@ -18,22 +19,20 @@ def parse_address(text: str) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1"), int(port)
 
 
-def server(url: str, host: str, port: int, tokens: dict[str, str] | None, poll: float = 2.0) -> Any:
-    """`tokens`: the token file's operators (`auth.read_tokens`), None for a read-only dashboard."""
+def server(url: str, host: str, port: int, operators: Any, poll: float = 2.0) -> Any:
+    """`operators`: the token file's (`auth.Operators.from_file`), None for a read-only dashboard."""
     import uvicorn
 
     from manager.web.app import create_app
 
-    app = create_app(url, tokens, poll)
+    app = create_app(url, operators, poll, host, port)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, workers=1)
     return uvicorn.Server(config)
 
 
-def start_in_thread(
-    url: str, host: str, port: int, tokens: dict[str, str] | None, timeout: float = 15.0
-) -> Any:
+def start_in_thread(url: str, host: str, port: int, operators: Any, timeout: float = 15.0) -> Any:
     """The dashboard and /metrics on a daemon thread; refused in one line if it cannot listen."""
-    serving = server(url, host, port, tokens)
+    serving = server(url, host, port, operators)
     thread = threading.Thread(target=serving.run, name="http", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
@@ -42,3 +41,10 @@ def start_in_thread(
             raise UserError(f"--http {host}:{port}: could not listen there (in use, or not an address here)")
         time.sleep(0.02)
     return serving
+
+
+def reload_on_sighup(operators: Any) -> None:
+    """`kill -HUP` makes the dashboard read its token file again (it also does when the file
+    changes): for the commands that serve it, in their main thread."""
+    if operators is not None:
+        signal.signal(signal.SIGHUP, lambda *_: operators.reload())

@@ -105,10 +105,16 @@ def line(body: dict[str, Any]) -> str:
     return f"{where}{models}: {what}" + (f": {reason}" if reason else "")
 
 
+def slack_escape(text: str) -> str:
+    """Text as Slack shows it, never as markup: `&`, `<` and `>` escaped as Slack's formatting guide
+    says, so a reason holding `<!channel>` or `<https://evil|a link>` notifies no one and links nowhere."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack(body: dict[str, Any]) -> dict[str, Any]:
     """Slack's incoming-webhook JSON: the line, and the event's seq, time and actor beneath it."""
-    text = f"{ICONS.get(body['kind'], '')} {body['text']}".strip()
-    e = body["event"]
+    text = slack_escape(f"{ICONS.get(body['kind'], '')} {body['text']}".strip())
+    e = {k: slack_escape(str(v)) for k, v in body["event"].items() if k in ("seq", "at", "actor", "action")}
     return {
         "text": text,
         "blocks": [
