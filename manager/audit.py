@@ -206,7 +206,9 @@ def verify(
         for row in _rows_in_order(session):
             if isinstance(row, str):  # a row that could not be read as an event
                 unreadable = f"seq {expected_seq} cannot be read as an event ({row}): it was altered"
-                return ChainCheck(False, expected_seq - 1, expected_seq - 1, running, expected_seq, unreadable)
+                return ChainCheck(
+                    False, expected_seq - 1, expected_seq - 1, running, expected_seq, unreadable
+                )
             problem = _check(session, row, expected_seq, running)
             if problem:
                 bad_seq = expected_seq if "missing" in problem else row.seq
