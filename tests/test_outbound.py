@@ -169,7 +169,18 @@ def test_a_redirecting_gate_holds_and_leaks_nothing(tmp_path: Path, artifacts: d
         assert internal_seen == []
         answered = audit.history(world.database, audit.HistoryFilter(action="gate.answered", limit=None))
         assert answered and all(json.loads(e.payload)["status"] == 302 for e in answered)
+        # The history shows the hook's host and a hash of its URL, never its path (finding 7).
+        assert all(json.loads(e.payload)["url"] == destinations.redacted(f"{url}/approve") for e in answered)
+        assert all("/approve" not in json.loads(e.payload)["url"] for e in answered)
         everything = json.dumps(
             [(e.reason, e.payload) for e in audit.history(world.database, audit.HistoryFilter(limit=None))]
         )
         assert "AccessKeyId" not in everything
+
+
+def test_a_hook_url_is_shown_without_its_path_query_or_credentials() -> None:
+    secret = "https://user:pw@hooks.slack.com:443/services/T000/B000/XXXXSECRET?token=abc"
+    shown = destinations.redacted(secret)
+    assert shown.startswith("https://hooks.slack.com:443/…#sha256:")
+    assert not any(part in shown for part in ("services", "XXXXSECRET", "token", "user", "pw"))
+    assert destinations.redacted(secret) == shown != destinations.redacted(secret + "x")

@@ -145,3 +145,14 @@ def _resolve(host: str, port: int) -> list[Address]:
     if not found:
         raise Refused(f"{host} does not resolve")
     return found
+
+
+def redacted(url: str) -> str:
+    """A hook URL as the history and the pages show it: scheme, host and port, and a hash of the
+    whole URL to tell two apart, never its path or query (a Slack or Teams URL is a credential)."""
+    import hashlib
+
+    parts = urlsplit(url)
+    where = parts.netloc.rsplit("@", 1)[-1]  # never a user:password@ either
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    return f"{parts.scheme}://{where}/…#sha256:{digest}"

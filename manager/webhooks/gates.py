@@ -20,7 +20,7 @@ from manager.errors import UserError
 from manager.registry.rollouts import record_event, snapshot
 from manager.registry.tables import GateCheck, Rollout
 from manager.registry.vocabulary import ACTIVE_ROLLOUT_STATES
-from manager.webhooks import events, send
+from manager.webhooks import destinations, events, send
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def _record(
     payload: dict[str, Any] = {
         "gate": hook.name,
         "type": hook.type,
-        "url": hook.url,
+        "url": destinations.redacted(hook.url),
         "call": row.calls,
         "status": answer.status or None,
         "answer": answer.text,
