@@ -58,7 +58,7 @@ def build(session: Session, rollout_id: int) -> dict[str, Any]:
         "policy": {
             "name": policy.name,
             "hash": view.policy_hash,
-            "text": view.policy_yaml,
+            "text": policies.redacted_text(view.policy_yaml),
             "check": rollouts.policy_problems(session, rollout_id)
             or ["the text matches its hash and the history"],
         },

@@ -184,3 +184,79 @@ def test_a_hook_url_is_shown_without_its_path_query_or_credentials() -> None:
     assert shown.startswith("https://hooks.slack.com:443/…#sha256:")
     assert not any(part in shown for part in ("services", "XXXXSECRET", "token", "user", "pw"))
     assert destinations.redacted(secret) == shown != destinations.redacted(secret + "x")
+
+
+def test_a_hook_url_that_is_a_secret_is_read_by_the_daemon_and_never_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 7: a Slack URL is a credential. `urlFrom: env:NAME` (or `file:PATH`) keeps it out of
+    the registry; an inline URL is recorded redacted."""
+    from manager.db import Database
+    from manager.registry import migrate
+    from manager.registry.tables import WebhookTarget
+
+    from .conftest import Cli
+
+    with server(_reply(200, b"", "text/plain")) as (url, seen):
+        secret_url = f"{url}/services/T000/B000/XXXXSECRET"
+        monkeypatch.setenv("TEAM_HOOK_URL", secret_url)
+        db = tmp_path / "registry.db"
+        run = Cli(db)
+        assert run("db", "upgrade").exit_code == 0
+        added = run("webhooks", "add", "team", "--url-from", "env:TEAM_HOOK_URL", "--format", "slack")
+        assert added.exit_code == 0 and "from env:TEAM_HOOK_URL" in added.output, added.output
+        inline = run("webhooks", "add", "sink", "--url", f"{url}/sink?token=abc123")
+        assert inline.exit_code == 0 and "token=abc123" not in inline.output
+        both = run("webhooks", "add", "x", "--url", url, "--url-from", "env:TEAM_HOOK_URL")
+        assert both.exit_code == 2 and "give `url`, or `urlFrom`" in both.output
+        listed = run("webhooks", "targets", "-o", "json")
+        assert "XXXXSECRET" not in listed.output and "token=abc123" not in listed.output
+        assert "from the daemon (urlFrom)" in listed.output and "inline (shown redacted)" in listed.output
+        history = run("history", "-o", "json")
+        assert "XXXXSECRET" not in history.output and "abc123" not in history.output
+        database = Database(f"sqlite:///{db}")
+        migrate.upgrade(database)
+        with database.read() as session:
+            assert session.get(WebhookTarget, "team").spec["urlFrom"] == "env:TEAM_HOOK_URL"
+        database.dispose()
+        # The daemon reads the URL when it sends; without the variable it says so.
+        assert send.post("env:TEAM_HOOK_URL", b"{}", {}, 2.0).ok
+        assert seen[-1].startswith("POST /services/T000/B000/XXXXSECRET")
+        monkeypatch.delenv("TEAM_HOOK_URL")
+        missing = send.post("env:TEAM_HOOK_URL", b"{}", {}, 2.0)
+        assert missing.status == 0 and "TEAM_HOOK_URL is not set in the daemon" in missing.text
+        (tmp_path / "hook-url").write_text(secret_url + "\n")
+        assert send.post(f"file:{tmp_path / 'hook-url'}", b"{}", {}, 2.0).ok
+
+
+def test_an_inline_hook_url_is_redacted_in_the_history_and_on_every_surface(
+    tmp_path: Path, artifacts: dict[str, Path]
+) -> None:
+    """Finding 7: a policy's inline hook URL went into the history inside the policy text, to every
+    receiver in the `started` event, and onto pages shown without sign-in."""
+    from manager.registry.tables import Rollout
+
+    from .conftest import Cli
+
+    hooks = "  - {name: team, url: 'https://hooks.slack.com/services/T000/B000/XXXXSECRET', format: slack}\n"
+    with make_world(tmp_path, artifacts) as world:
+        rollout_id = world.start(hooked(hooks))
+        with world.database.read() as session:
+            row = session.get(Rollout, rollout_id)
+            assert row is not None and "XXXXSECRET" in row.policy_yaml, "the daemon keeps what it calls"
+        everything = json.dumps(
+            [(e.reason, e.payload) for e in audit.history(world.database, audit.HistoryFilter(limit=None))],
+            ensure_ascii=False,
+        )
+        assert "XXXXSECRET" not in everything and "hooks.slack.com/…#sha256:" in everything.replace(
+            "\\u2026", "…"
+        )
+        run = Cli(world.db_path)
+        shown = run("rollout", "show", str(rollout_id), "--policy")
+        assert shown.exit_code == 0, shown.output
+        assert (
+            "XXXXSECRET" not in shown.output and "the text matches its hash and the history" in shown.output
+        )
+        report = run("rollout", "report", str(rollout_id), "--format", "json", "-o", str(tmp_path / "r.json"))
+        assert report.exit_code == 0 and "XXXXSECRET" not in (tmp_path / "r.json").read_text()
+        assert audit.verify(world.database).ok

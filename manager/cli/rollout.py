@@ -83,7 +83,8 @@ def list_rollouts(app: AppContext, everything: bool, output: str) -> None:
 def show(app: AppContext, rollout_id: int, with_policy: bool, output: str) -> None:
     """One rollout as recorded: who started it, its candidate, state and outcome. With --policy, the
     policy text it ran under, checked against the hash in its row and in its `rollout.start` event
-    (exit 1 when they disagree)."""
+    (exit 1 when they disagree); hook URLs given inline are shown redacted."""
+    from manager.redaction import redact_urls
     from manager.registry import rollouts
 
     with app.database().read() as session:
@@ -94,10 +95,10 @@ def show(app: AppContext, rollout_id: int, with_policy: bool, output: str) -> No
     if with_policy and output == "table":
         emit_record({k: record[k] for k in ("rollout", "endpoint", "policy_hash", "policy_check")}, output)
         click.echo("---")
-        click.echo(view.policy_yaml.rstrip("\n"))
+        click.echo(redact_urls(view.policy_yaml).rstrip("\n"))
     else:
         if with_policy:
-            record["policy_yaml"] = view.policy_yaml
+            record["policy_yaml"] = redact_urls(view.policy_yaml)
         emit_record(record, output, title=f"rollout {rollout_id}")
     if problems:
         click.echo(f"error: rollout {rollout_id}'s policy: {problems[0]}", err=True)

@@ -28,7 +28,13 @@ def webhooks_group() -> None:
 
 @webhooks_group.command("add")
 @click.argument("name")
-@click.option("--url", required=True, help="where each event is POSTed")
+@click.option(
+    "--url", help="where each event is POSTed (kept in the registry: not for a URL that is a secret)"
+)
+@click.option(
+    "--url-from",
+    help="env:NAME or file:PATH: the daemon reads the URL there when it sends (for a Slack or Teams URL)",
+)
 @click.option(
     "--format",
     "fmt",
@@ -56,7 +62,8 @@ def webhooks_group() -> None:
 def add(
     app: AppContext,
     name: str,
-    url: str,
+    url: str | None,
+    url_from: str | None,
     fmt: str,
     kinds: tuple[str, ...],
     secret_env: str | None,
@@ -74,6 +81,7 @@ def add(
     fields: dict[str, object] = {
         "name": name,
         "url": url,
+        "urlFrom": url_from,
         "format": fmt,
         "events": list(kinds),
         "timeout": timeout,
@@ -87,7 +95,9 @@ def add(
         raise UserError(f"webhook {name!r}: {where}: {first['msg']}") from None
     with app.database().write() as session:
         deliveries.add_target(session, spec, app.actor, utcnow())
-    click.echo(f"webhook {name} added: every rollout's events go to {url} from the daemon's next round")
+    click.echo(
+        f"webhook {name} added: every rollout's events go to {spec.shown} from the daemon's next round"
+    )
 
 
 @webhooks_group.command("remove")
@@ -107,14 +117,19 @@ def remove(app: AppContext, name: str) -> None:
 @output_option
 @pass_app
 def targets(app: AppContext, output: str) -> None:
-    """The registry-wide event webhooks."""
+    """The registry-wide event webhooks: each URL shown redacted, and whether it is kept inline or
+    read by the daemon (`urlFrom`)."""
+    from manager.policy.webhooks import shown
     from manager.registry.tables import WebhookTarget
 
     with app.database().read() as session:
         rows = [
             {
                 "name": t.name,
-                "url": t.spec["url"],
+                "url": shown(t.spec.get("url") or t.spec.get("urlFrom") or ""),
+                "url_form": "from the daemon (urlFrom)"
+                if t.spec.get("urlFrom")
+                else "inline (shown redacted)",
                 "format": t.spec.get("format", "json"),
                 "events": ", ".join(t.spec.get("events") or ["all"]),
                 "signed": bool(t.spec.get("secretEnv") or t.spec.get("secretFile")),
@@ -125,7 +140,7 @@ def targets(app: AppContext, output: str) -> None:
         ]
     emit(
         rows,
-        ("name", "url", "format", "events", "signed", "created_by", "created_at"),
+        ("name", "url", "url_form", "format", "events", "signed", "created_by", "created_at"),
         output,
         title="registry-wide webhooks",
         empty="no registry-wide webhooks (`variantctl webhooks add`); policies may name their own",

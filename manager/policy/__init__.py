@@ -355,6 +355,14 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def redacted_text(text: str) -> str:
+    """The policy text as the history, the events and the pages show it: its hook URLs redacted
+    (`redaction.redact_urls`). The rollout keeps the whole text, whose hash is the policy's."""
+    from manager.redaction import redact_urls
+
+    return redact_urls(text)
+
+
 def longest_duration(policy: RolloutPolicy) -> timedelta:
     """The longest the rollout can run: every timed step, or the max duration, whichever is longer."""
     timed = sum(

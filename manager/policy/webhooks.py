@@ -41,7 +41,12 @@ class Webhook(Spec):
 
     name: str
     type: Literal["event", "confirm-rollout", "pre-rollout", "confirm-promotion"] = "event"
-    url: str
+    url: str | None = None
+    # Where the URL is read from when it is a credential (a Slack or Teams URL): `env:NAME` (the
+    # daemon's environment) or `file:PATH`, read when it is sent; never stored or shown.
+    url_from: str | None = Field(
+        None, alias="urlFrom", pattern=r"^(env:[A-Za-z_][A-Za-z0-9_]{0,127}|file:[^\x00]{1,4096})$"
+    )
     format: Literal["json", "slack"] = "json"
     events: list[WebhookEvent] = Field(default_factory=list, max_length=len(WEBHOOK_EVENTS))
     secret_env: str | None = Field(None, alias="secretEnv", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -61,9 +66,11 @@ class Webhook(Spec):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, value: str) -> str:
+    def _url(cls, value: str | None) -> str | None:
         from urllib.parse import urlsplit
 
+        if value is None:
+            return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > 2048:
             raise ValueError(f"{value!r} is not an http(s) URL")
@@ -71,6 +78,8 @@ class Webhook(Spec):
 
     @model_validator(mode="after")
     def _fits_type(self) -> Webhook:
+        if (self.url is None) == (self.url_from is None):
+            raise ValueError("give `url`, or `urlFrom` (env:NAME or file:PATH) for a URL that is a secret")
         if self.secret_env and self.secret_file:
             raise ValueError("give `secretEnv` or `secretFile`, not both")
         if self.type != "event" and (self.format != "json" or self.events):
@@ -82,3 +91,19 @@ class Webhook(Spec):
     @property
     def gate(self) -> bool:
         return self.type != "event"
+
+    @property
+    def target(self) -> str:
+        """What a call is sent to: the URL, or the `env:`/`file:` reference read at send time."""
+        return self.url if self.url is not None else str(self.url_from)
+
+    @property
+    def shown(self) -> str:
+        """The hook's URL as the history and the pages may show it."""
+        return shown(self.target)
+
+
+def shown(target: str) -> str:
+    from manager.redaction import shown as redacted
+
+    return redacted(target)

@@ -131,7 +131,8 @@ def start(session: Session, request: StartRequest, actor: str, now: datetime) ->
             "variants": {"baseline": rollout.baseline_variant, "candidate": rollout.candidate_variant},
             "policy": request.policy_name,
             "policy_hash": rollout.policy_hash,
-            "policy_yaml": request.policy_yaml,
+            # Hook URLs given inline shown redacted: the history is read by more people than the daemon.
+            "policy_yaml": _shown_policy(request.policy_yaml),
         },
         at=now,
     )
@@ -239,9 +240,16 @@ def policy_problems(session: Session, rollout_id: int) -> list[str]:
     payload = json.loads(started)
     if payload.get("policy_hash") != row.policy_hash:
         problems.append(f"the history's rollout.start says policy_hash {payload.get('policy_hash')}")
-    if "policy_yaml" in payload and payload["policy_yaml"] != row.policy_yaml:
+    shown = (row.policy_yaml, _shown_policy(row.policy_yaml))  # (older histories hold the whole text)
+    if "policy_yaml" in payload and payload["policy_yaml"] not in shown:
         problems.append("the history's rollout.start holds a different policy text")
     return problems
+
+
+def _shown_policy(text: str) -> str:
+    from manager.redaction import redact_urls
+
+    return redact_urls(text)
 
 
 @dataclass(frozen=True)

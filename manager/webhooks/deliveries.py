@@ -65,8 +65,13 @@ def add_target(session: Session, spec: policies.Webhook, actor: str, now: dateti
         raise UserError(f"a webhook named {spec.name!r} exists; remove it first to change it")
     stored = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     session.add(WebhookTarget(name=spec.name, spec=stored, created_at=now, created_by=actor))
+    # The history keeps the hook, its URL redacted: it is read by anyone who reads the history.
+    recorded = {**stored, "url": spec.shown} if spec.url is not None else stored
     audit.append(
-        session, actor, audit.Event("webhook.added", "webhook", spec.name, None, {"webhook": stored}), at=now
+        session,
+        actor,
+        audit.Event("webhook.added", "webhook", spec.name, None, {"webhook": recorded}),
+        at=now,
     )
 
 
@@ -129,7 +134,7 @@ def _delivery(
         "key": key,
         "hook": spec.name,
         "source": hook.source,
-        "url": spec.url,
+        "url": spec.target,
         "format": spec.format,
         "secret_env": spec.secret_env,
         "secret_file": spec.secret_file,

@@ -149,10 +149,7 @@ def _resolve(host: str, port: int) -> list[Address]:
 
 def redacted(url: str) -> str:
     """A hook URL as the history and the pages show it: scheme, host and port, and a hash of the
-    whole URL to tell two apart, never its path or query (a Slack or Teams URL is a credential)."""
-    import hashlib
+    whole URL to tell two apart, never its path, query or credentials (a Slack URL is a secret)."""
+    from manager.policy.webhooks import shown
 
-    parts = urlsplit(url)
-    where = parts.netloc.rsplit("@", 1)[-1]  # never a user:password@ either
-    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
-    return f"{parts.scheme}://{where}/…#sha256:{digest}"
+    return shown(url)

@@ -20,7 +20,7 @@ from manager.errors import UserError
 from manager.registry.rollouts import record_event, snapshot
 from manager.registry.tables import GateCheck, Rollout
 from manager.registry.vocabulary import ACTIVE_ROLLOUT_STATES
-from manager.webhooks import destinations, events, send
+from manager.webhooks import events, send
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def _call(check: GateCheck, rollout: Rollout) -> tuple[tuple[int, str], policies
 def _ask(hook: policies.Webhook, body: bytes) -> send.Answer:
     headers = {"X-Variantctl-Event": "gate", "X-Variantctl-Gate": hook.type}
     timeout = parse_duration(hook.timeout).total_seconds()
-    return send.post(hook.url, body, headers, timeout, hook.secret_env, hook.secret_file)
+    return send.post(hook.target, body, headers, timeout, hook.secret_env, hook.secret_file)
 
 
 def _record(
@@ -117,7 +117,7 @@ def _record(
     payload: dict[str, Any] = {
         "gate": hook.name,
         "type": hook.type,
-        "url": destinations.redacted(hook.url),
+        "url": hook.shown,
         "call": row.calls,
         "status": answer.status or None,
         "answer": answer.text,

@@ -52,6 +52,22 @@ def secret(env: str | None, file: str | None) -> bytes | None:
     return None
 
 
+def resolve(target: str) -> str:
+    """A hook's URL: given, or read now from the daemon's environment (`env:NAME`) or a file
+    (`file:PATH`), so that a URL which is a credential is never stored in the registry."""
+    if target.startswith("env:"):
+        value = os.environ.get(target[4:], "").strip()
+        if not value:
+            raise SecretMissing(f"the hook's URL variable {target[4:]} is not set in the daemon")
+        return value
+    if target.startswith("file:"):
+        try:
+            return Path(target[5:]).expanduser().read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SecretMissing(f"the hook's URL file {target[5:]}: {exc}") from None
+    return target
+
+
 def signature(key: bytes, body: bytes) -> str:
     """`sha256=` and the hex HMAC-SHA256 of the exact body bytes (as GitHub signs its webhooks)."""
     return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
@@ -70,7 +86,7 @@ def post(
     does not answer is an attempt that failed, with why. A redirect is never followed."""
     try:
         key = secret(secret_env, secret_file)
-        where = destinations.check(url)
+        where = destinations.check(resolve(url))
     except (SecretMissing, destinations.Refused) as exc:
         return Answer(0, f"not sent: {exc}"[:ANSWER_KEPT])
     sent = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers}
