@@ -166,3 +166,13 @@ def test_bad_session_lifetimes_are_one_clear_error(
             monkeypatch.setenv(name, value)
     with pytest.raises(UserError, match="VARIANTCTL_SESSION_"):
         auth.Operators.from_file(tokens)
+
+
+def test_an_operator_name_with_a_bar_keeps_a_working_session(tmp_path: Path) -> None:
+    """Finding 8: a token-file name holding `|` gave a dead session (the old cookie was NAME|EXPIRY|SIG)."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"ops|oncall {TOKEN}\n")
+    operators = auth.Operators.from_file(tokens)
+    sid = operators.session("ops|oncall")
+    assert operators.operator(sid) == "ops|oncall"
+    assert operators.csrf_ok(sid, operators.csrf(sid)) and not operators.csrf_ok(sid, "é" * 64)
