@@ -18,6 +18,7 @@ DELIVERY_COLUMNS = (
     "last_status",
     "next_attempt_at",
     "last_error",
+    "url",
 )
 
 

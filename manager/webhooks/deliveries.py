@@ -26,6 +26,7 @@ from manager import policy as policies
 from manager.clock import parse_duration, utcnow
 from manager.db import Database, insert_for
 from manager.errors import NotFound, UserError
+from manager.redaction import shown
 from manager.registry.tables import AuditEvent, Rollout, WebhookCursor, WebhookDelivery, WebhookTarget
 from manager.webhooks import events, send
 
@@ -264,6 +265,8 @@ def listing(
             "next_attempt_at": None if d.state == "delivered" else d.next_attempt_at,
             "delivered_at": d.delivered_at,
             "key": d.key,
+            # Redacted when given inline, `from env:NAME` / `from file:PATH` when the daemon reads it.
+            "url": shown(d.url),
         }
         for d in session.scalars(query)
     ]
