@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from botocore.config import Config
@@ -62,6 +62,7 @@ class SageMakerPlatform:
         self.client = client
         self._runtime = runtime
         self._autoscaling = AutoScaling(autoscaling) if autoscaling is not None else None
+        self._autoscaling_client: Callable[[], Any] | None = None
 
     @classmethod
     def connect(
@@ -70,11 +71,15 @@ class SageMakerPlatform:
         import boto3
 
         session = boto3.Session(profile_name=profile, region_name=region)
-        return cls(
+        platform = cls(
             session.client("sagemaker", endpoint_url=endpoint_url, config=RETRIES),
             session.client("sagemaker-runtime", endpoint_url=endpoint_url, config=RUNTIME_RETRIES),
-            session.client("application-autoscaling", endpoint_url=endpoint_url, config=RETRIES),
         )
+        # Built when first needed (a config change), from the same session: most commands never do.
+        platform._autoscaling_client = lambda: session.client(
+            "application-autoscaling", endpoint_url=endpoint_url, config=RETRIES
+        )
+        return platform
 
     def _beside(self, service: str, config: Config) -> Any:
         """A client of `service` beside the sagemaker client (the same host when that is not AWS's,
@@ -113,7 +118,9 @@ class SageMakerPlatform:
     def autoscaling(self) -> AutoScaling:
         """Application Auto Scaling: the client given, or one beside the sagemaker client."""
         if self._autoscaling is None:
-            self._autoscaling = AutoScaling(self._beside("application-autoscaling", RETRIES))
+            make = self._autoscaling_client
+            client = make() if make is not None else self._beside("application-autoscaling", RETRIES)
+            self._autoscaling = AutoScaling(client)
         return self._autoscaling
 
     # ---- calls ------------------------------------------------------------------------------
