@@ -398,11 +398,7 @@ class SageMakerPlatform:
             checked_name("variant", variant)
             if not isinstance(count, int) or not 1 <= count <= 1000:
                 raise invalid(f"instance count of {variant} must be 1-1000, not {count!r}")
-        state = self._require(name)
-        current = {v.name: v for v in state.variants}
-        unknown = sorted(set(counts) - set(current))
-        if unknown:
-            raise invalid(f"endpoint {name} has no variant {', '.join(unknown)}")
+        state, current = self._variants_named(name, counts)
         if all(current[v].desired_instances == c for v, c in counts.items()):
             return
         if state.busy:
@@ -446,6 +442,18 @@ class SageMakerPlatform:
         took = (time.perf_counter() - started) * 1000
         return Invocation(data, answer.get("ContentType", "application/octet-stream"), took)
 
+    def _variants_named(
+        self, name: str, named: Mapping[str, Any]
+    ) -> tuple[EndpointState, dict[str, VariantState]]:
+        """The endpoint as described now and its variants by name; a change naming a variant it does
+        not have is refused before any call."""
+        state = self._require(name)
+        current = {v.name: v for v in state.variants}
+        unknown = sorted(set(named) - set(current))
+        if unknown:
+            raise invalid(f"endpoint {name} has no variant {', '.join(unknown)}")
+        return state, current
+
     def set_weights(self, name: str, weights: Mapping[str, float]) -> None:
         checked_name("endpoint", name)
         if not weights:
@@ -453,11 +461,7 @@ class SageMakerPlatform:
         for variant, weight in weights.items():
             checked_name("variant", variant)
             check_weight(variant, weight)
-        state = self._require(name)
-        current = {v.name: v for v in state.variants}
-        unknown = sorted(set(weights) - set(current))
-        if unknown:
-            raise invalid(f"endpoint {name} has no variant {', '.join(unknown)}")
+        state, current = self._variants_named(name, weights)
         after = {n: float(weights.get(n, v.current_weight)) for n, v in current.items()}
         if sum(after.values()) <= 0:
             raise invalid(f"endpoint {name}: the weights would all be 0")
