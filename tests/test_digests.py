@@ -19,6 +19,7 @@ import pytest
 from manager import audit, daemon, digests
 from manager.db import Database
 
+from .audit_support import rechain
 from .conftest import Cli
 from .test_audit import _tamper
 
@@ -159,23 +160,9 @@ def test_an_export_is_anchored_by_digests_with_no_database(
     assert ok.exit_code == 0 and "2 signed digests agree" in ok.output, ok.output
     # A rewritten export (hashes recomputed from seq 7 on) no longer matches what was signed.
     records = [json.loads(line) for line in export.read_text().splitlines()]
-    previous = records[0]["prev_hash"]
     for record in records:
         record["reason"] = "rewritten"
-        record["prev_hash"] = previous
-        record["hash"] = previous = audit.hash_fields(
-            previous,
-            record["seq"],
-            record["at"],
-            record["actor"],
-            record["action"],
-            record["subject_type"],
-            record["subject_id"],
-            record["endpoint"],
-            record["model"],
-            record["reason"],
-            audit.canonical_json(record["payload"]),
-        )
+    rechain(records, records[0]["prev_hash"])
     export.write_text("".join(json.dumps(r) + "\n" for r in records))
     assert offline("audit", "verify", "--file", str(export)).output.startswith(
         "self-consistent, not anchored"

@@ -16,6 +16,7 @@ import pytest
 from manager.registry import rollouts
 from manager.rollout import endpoints
 
+from .audit_support import rechain
 from .conftest import Cli
 from .rollout_support import CANARY, ENDPOINT, checkpointed, forced_promotion, make_world, policy_text
 
@@ -74,23 +75,9 @@ def test_an_export_forged_from_the_genesis_does_not_verify(registry: Path, tmp_p
     path = _export(registry, tmp_path, "jsonl")
     head = Cli(registry)("audit", "verify").output.split("head ")[1].split()[0]
     records = [json.loads(line) for line in path.read_text().splitlines()]
-    previous = audit.GENESIS
     for record in records:
         record["actor"] = "nobody"
-        record["prev_hash"] = previous
-        record["hash"] = previous = audit.hash_fields(
-            previous,
-            record["seq"],
-            record["at"],
-            record["actor"],
-            record["action"],
-            record["subject_type"],
-            record["subject_id"],
-            record["endpoint"],
-            record["model"],
-            record["reason"],
-            audit.canonical_json(record["payload"]),
-        )
+    rechain(records, audit.GENESIS)
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     forged = _verify(path)
     assert forged.exit_code == 1 and "not anchored" in forged.output
