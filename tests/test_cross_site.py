@@ -4,47 +4,19 @@ through the CBOR route. And neither server answers a Host it does not serve (DNS
 
 from __future__ import annotations
 
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from manager.local_sagemaker import LocalSageMaker
 
-from .browser_support import browser
+from .browser_support import browser, page_elsewhere
 from .local_sagemaker_support import create_model, first_row, variant, wait_status
 
 pytestmark = pytest.mark.slow
-
-
-@contextmanager
-def attacker(page: bytes) -> Iterator[str]:
-    """A page served from another origin (another port, and the name `localhost`)."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.end_headers()
-            self.wfile.write(page)
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://localhost:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _invocations(host: LocalSageMaker) -> float:
@@ -94,7 +66,7 @@ def test_a_page_on_another_port_cannot_make_the_local_sagemaker_act(
         ).encode()
         driver = browser()
         try:
-            with attacker(page) as url:
+            with page_elsewhere(page) as url:
                 driver.get(url)
                 deadline = time.monotonic() + 30
                 while driver.title != "sent":

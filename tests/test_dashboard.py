@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from manager import audit
 from manager.registry import rollouts
 
-from .browser_support import browser, screenshot
+from .browser_support import browser, page_elsewhere, screenshot
 from .conftest import Cli
 from .daemon_support import log_file, start_daemon
 from .rollout_support import CANARY, World, make_world, policy_text
@@ -85,24 +83,9 @@ def other_site(target: str) -> Iterator[str]:
         "<script>document.getElementById('f').submit()</script></body></html>"
     ).encode()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.end_headers()
-            self.wfile.write(page)
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        # another origin: a different host name for the same machine
-        yield f"http://localhost:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    # another origin: a different host name for the same machine
+    with page_elsewhere(page) as url:
+        yield url
 
 
 @pytest.mark.slow
