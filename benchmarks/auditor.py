@@ -35,9 +35,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from manager import audit, digests
 from manager.db import Database
-from manager.registry import migrate, timeline
+from manager.history import audit, digests, timeline
+from manager.registry import migrate
 
 sys.path.insert(0, str(Path(__file__).parent))
 from history_query import insert

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from reconcile_scale import populate
 
-from manager import report
 from manager.db import Database
+from manager.history import report
 from manager.registry import migrate
 from manager.registry.tables import Rollout
 from manager.web import pages, serve

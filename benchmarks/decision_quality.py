@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from manager import policy as policies
-from manager.simulate import SCENARIOS, Scenario, Streams, Summary, correct_outcome, simulate
+from manager.rollout.simulate import SCENARIOS, Scenario, Streams, Summary, correct_outcome, simulate
 from manager.stats import srm
 
 ROOT = Path(__file__).resolve().parent.parent

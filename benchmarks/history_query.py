@@ -27,9 +27,9 @@ from types import SimpleNamespace
 
 from sqlalchemy import select, text
 
-from manager import audit
 from manager.clock import format_instant
 from manager.db import Database
+from manager.history import audit
 from manager.registry import migrate
 from manager.registry.tables import AuditEvent
 

@@ -63,7 +63,7 @@ def child(records: int) -> None:
     """Generate, then ingest, in this process; print one JSON line of figures."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from manager.db import Database
-    from manager.metrics.groundtruth import GroundTruthIngestor, QualitySpec
+    from manager.groundtruth.ingest import GroundTruthIngestor, QualitySpec
     from manager.registry import migrate
     from tests.registry_fixtures import bare_rollout
 

@@ -33,14 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from manager import policy as policies
 from manager.db import Database
+from manager.demo.loadgen import LabelWriter, Traffic
 from manager.local_sagemaker import LocalSageMaker
-from manager.metrics.replay import Replayer
 from manager.platforms.sagemaker import SageMakerPlatform
 from manager.registry import migrate, models
 from manager.registry.tables import PairedSum, ReplayRequest, Rollout
 from manager.rollout import endpoints, launch
 from manager.rollout.reconcile import Reconciler
-from manager.traffic import LabelWriter, Traffic
+from manager.rollout.replay import Replayer
 
 POLICY = """
 name: bench-replay

@@ -26,9 +26,9 @@ from typing import Any
 from reconcile_scale import FakeMetrics, FakePlatform, populate
 from sqlalchemy import func, select
 
-from manager import audit
 from manager import policy as policies
 from manager.db import Database
+from manager.history import audit
 from manager.registry import migrate
 from manager.registry.rollouts import snapshot
 from manager.registry.tables import Rollout, WebhookDelivery

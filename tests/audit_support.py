@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from manager import audit
+from manager.history import audit
 
 
 def rechain(records: list[dict[str, Any]], previous: str) -> None:

@@ -155,7 +155,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def demo_promoted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The registry a real `promote` demo leaves behind (one per test worker; read it, never write)."""
-    from manager import demo
+    from manager.demo import scenarios as demo
 
     workdir = tmp_path_factory.mktemp("demo-promoted")
     result = demo.run(workdir, "promote", timeout=110, say=lambda _: None)

@@ -40,7 +40,7 @@ def train_artifacts(folder: Path) -> dict[str, Path]:
 
 def flaky_artifact(path: Path, logistic: Path, failure_rate: float) -> Path:
     """The `logistic` model wrapped to fail a share of its calls with a 5xx (the demo's FlakyModel)."""
-    from manager.demo import FlakyModel
+    from manager.demo.scenarios import FlakyModel
 
     joblib.dump(FlakyModel(joblib.load(logistic), failure_rate=failure_rate), path)
     return path

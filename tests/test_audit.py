@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from manager import audit
 from manager.config import actor, scheduler_actor
 from manager.db import Database
+from manager.history import audit
 
 
 def _fill(database: Database, count: int = 6) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from manager import audit
 from manager.db import Database
+from manager.history import audit
 from manager.registry import migrate, models
 
 from .rollout_support import CANARY, checkpointed, forced_promotion, make_world, policy_text

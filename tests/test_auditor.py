@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from manager import audit, demo
 from manager.clock import format_instant
 from manager.db import Database
+from manager.demo import scenarios as demo
+from manager.history import audit
 from manager.registry import models, rollouts
 
 from .conftest import Cli

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from manager import audit
 from manager.db import Database
+from manager.history import audit
 from manager.platforms.scaling import Scaling, ScalingPolicy
 from manager.registry import models
 from manager.rollout.reconcile import Reconciler

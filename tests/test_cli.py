@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from manager import audit
 from manager.db import Database
+from manager.history import audit
 
 from .conftest import Cli
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from manager import audit, daemon
+from manager import daemon
 from manager.cli.main import cli
+from manager.history import audit
+from manager.policy.windows import within
 from manager.registry.tables import Rollout
-from manager.windows import within
 
 from .rollout_support import CANARY, ENDPOINT, make_world, policy_text
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from manager import audit
+from manager.history import audit
 
 from .crash_support import cases, crash_and_recover
 from .rollout_support import make_world, platform_matches_registry, policy_text

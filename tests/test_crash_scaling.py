@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from manager import audit
+from manager.history import audit
 from manager.platforms.scaling import Scaling, ScalingPolicy
 
 from .crash_support import crash_and_recover

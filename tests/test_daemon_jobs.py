@@ -19,8 +19,9 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from manager import audit, daemon
+from manager import daemon
 from manager.db import Database
+from manager.history import audit
 
 pytestmark = pytest.mark.backends  # the job store on SQLite and on PostgreSQL
 

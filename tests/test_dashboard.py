@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from manager import audit
+from manager.history import audit
 from manager.registry import rollouts
 
 from .browser_support import browser, page_elsewhere, screenshot

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from manager import policy as policies
+from manager.metrics.samples import Arm, Paired, PairedSums, PhaseData, ReplayProgress
 from manager.rollout.decide import SRM_REASON, RolloutState, decide
-from manager.samples import Arm, Paired, PairedSums, PhaseData, ReplayProgress
 from manager.stats import srm
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)

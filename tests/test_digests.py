@@ -16,8 +16,9 @@ from typing import Any
 import boto3
 import pytest
 
-from manager import audit, daemon, digests
+from manager import daemon
 from manager.db import Database
+from manager.history import audit, digests
 
 from .audit_support import rechain
 from .conftest import Cli

@@ -70,7 +70,7 @@ def test_an_export_verifies_offline_in_each_format(registry: Path, tmp_path: Pat
 def test_an_export_forged_from_the_genesis_does_not_verify(registry: Path, tmp_path: Path) -> None:
     """Issue 28, finding 6: an export rewritten consistently from seq 1 verified ("starts at the
     genesis"): anyone can write a consistent chain from the genesis."""
-    from manager import audit
+    from manager.history import audit
 
     path = _export(registry, tmp_path, "jsonl")
     head = Cli(registry)("audit", "verify").output.split("head ")[1].split()[0]

@@ -17,13 +17,13 @@ from moto import mock_aws
 from sqlalchemy import func, select
 
 from manager.db import Database
-from manager.metrics.groundtruth import (
+from manager.groundtruth.ingest import (
     GroundTruthIngestor,
     QualitySpec,
     outcomes,
     parse_capture,
 )
-from manager.metrics.stores import LocalStore, ObjectStore, open_store
+from manager.groundtruth.stores import LocalStore, ObjectStore, open_store
 from manager.registry.endpoints import ingest_status
 from manager.registry.tables import (
     CapturedInference,

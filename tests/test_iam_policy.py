@@ -24,7 +24,7 @@ AWS_MODULES = (
     "manager/platforms/sagemaker.py",
     "manager/platforms/scaling.py",
     "manager/metrics/cloudwatch.py",
-    "manager/metrics/stores.py",
+    "manager/groundtruth/stores.py",
     "trainers/sagemaker_job.py",
 )
 # IAM names a few operations differently from the API.

@@ -24,7 +24,7 @@ PURE = (
     "typing",
 )
 PURE_MANAGER = (
-    "manager.samples",
+    "manager.metrics.samples",
     "manager.stats",
     "manager.policy",
     "manager.clock",
@@ -104,7 +104,11 @@ RULES = {
         ("manager",),
         ("manager.local_sagemaker",),
     ),
-    "the observation types are a leaf": (("manager.samples",), ("manager",), ("manager.samples",)),
+    "the observation types are a leaf": (
+        ("manager.metrics.samples",),
+        ("manager",),
+        ("manager.metrics.samples",),
+    ),
 }
 
 
@@ -114,7 +118,7 @@ def test_import_rule(rule: str) -> None:
     assert _violations(_files(*packages), forbidden, allowed) == [], rule
 
 
-@pytest.mark.parametrize("module", ["manager.rollout.decide", "manager.stats", "manager.samples"])
+@pytest.mark.parametrize("module", ["manager.rollout.decide", "manager.stats", "manager.metrics.samples"])
 def test_the_decision_core_does_no_io(module: str) -> None:
     """decide and stats import only pure modules: no database, no network, no files."""
     bad = [

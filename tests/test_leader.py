@@ -134,7 +134,7 @@ def test_a_daemon_frozen_between_intent_and_call_does_not_act_when_it_wakes(
 ) -> None:
     """SIGSTOP a daemon after it wrote a weight change and before it called SageMaker; its lease
     expires, another daemon finishes the rollout; SIGCONT: no stale call, no event from it."""
-    from manager import audit
+    from manager.history import audit
     from manager.registry.tables import Rollout
 
     from .rollout_support import make_world, platform_matches_registry, policy_text

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from manager import audit, daemon
+from manager import daemon
 from manager.cli.main import cli
 from manager.cli.simulate import SCENARIO_NAMES
 from manager.db import Database
+from manager.history import audit
 from manager.registry import models
 from manager.registry.vocabulary import (
     ACTIVE_ROLLOUT_STATES,
@@ -27,7 +28,7 @@ from manager.registry.vocabulary import (
     is_final,
 )
 from manager.rollout.pending import PendingChange
-from manager.simulate import SCENARIOS
+from manager.rollout.simulate import SCENARIOS
 
 from .rollout_support import CANARY, ENDPOINT, make_world, policy_text
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from manager import audit
+from manager.history import audit
 from manager.webhooks import destinations, send
 
 from .rollout_support import make_world

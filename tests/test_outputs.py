@@ -23,8 +23,8 @@ REASONS = [
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Path:
-    from manager import audit
     from manager.db import Database
+    from manager.history import audit
     from manager.registry import migrate
 
     path = tmp_path / "registry.db"

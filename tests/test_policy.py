@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from manager import policy
-from manager.yamlconfig import MAX_BYTES, ConfigError
+from manager.config.yamlfile import MAX_BYTES, ConfigError
 
 BASE = """
 name: p

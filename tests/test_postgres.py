@@ -16,8 +16,8 @@ from alembic import command
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError, InternalError
 
-from manager import audit
 from manager.db import Database
+from manager.history import audit
 from manager.registry import migrate, models
 from manager.registry.errors import explain
 from manager.registry.tables import ModelVersion

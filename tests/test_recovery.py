@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from manager import audit
 from manager.cli.main import cli
 from manager.db import Database
+from manager.history import audit
 from manager.local_sagemaker import LocalSageMaker
 from manager.registry import rollouts
 from manager.rollout.reconcile import Reconciler

@@ -19,18 +19,18 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 from sqlalchemy import func, select
 
-from manager import audit
 from manager import policy as policies
 from manager.db import Database
+from manager.demo.loadgen import LabelWriter, Traffic
+from manager.groundtruth.records import REPLAY_PREFIX, parse_capture
+from manager.history import audit
 from manager.local_sagemaker import LocalSageMaker
-from manager.metrics.monitor_records import REPLAY_PREFIX, parse_capture
-from manager.metrics.replay import NO_INPUT, Replayer
 from manager.platforms.sagemaker import SageMakerPlatform
 from manager.registry import migrate, models
 from manager.registry.tables import PairedSum, ReplayRequest, Rollout
 from manager.rollout import endpoints
 from manager.rollout.reconcile import Reconciler
-from manager.traffic import LabelWriter, Traffic
+from manager.rollout.replay import NO_INPUT, Replayer
 
 from .conftest import Cli
 from .daemon_support import died_at, start_daemon
@@ -326,7 +326,7 @@ def test_kill_9_during_a_replay_converges_with_no_pair_counted_twice(
 
 @pytest.mark.slow
 def test_the_replay_demo_shows_the_decision_the_pairs_and_the_agreement(tmp_path: Path) -> None:
-    from manager import demo
+    from manager.demo import scenarios as demo
 
     said: list[str] = []
     started = time.monotonic()

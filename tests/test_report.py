@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from manager import audit
 from manager.db import Database
+from manager.history import audit
 
 from .browser_support import browser
 from .conftest import Cli

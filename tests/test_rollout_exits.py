@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from manager import audit
 from manager.errors import UserError
+from manager.history import audit
 from manager.registry import rollouts
 from manager.registry.tables import ModelVersion, Rollout
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from manager import audit, demo
 from manager.db import Database
+from manager.demo import scenarios as demo
+from manager.history import audit
 from manager.registry import rollouts
 from manager.registry.tables import ModelVersion
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from manager import audit, daemon
+from manager import daemon
 from manager.cli.main import cli
+from manager.history import audit
 from manager.registry import models
 
 from .local_sagemaker_support import flaky_artifact

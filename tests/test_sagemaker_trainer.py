@@ -20,10 +20,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from manager.config.yamlfile import parse
 from manager.db import Database
 from manager.registry import models
 from manager.rollout.configs import Images
-from manager.yamlconfig import parse
 from trainers.base import register
 from trainers.config import TrainConfig
 from trainers.datasets import load

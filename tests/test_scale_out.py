@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from manager import audit
 from manager import policy as policies
 from manager.cli.main import cli
 from manager.db import Database
+from manager.history import audit
 from manager.local_sagemaker import LocalSageMaker
 from manager.platforms.sagemaker import SageMakerPlatform
 from manager.registry import migrate, models

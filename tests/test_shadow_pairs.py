@@ -12,11 +12,11 @@ from pathlib import Path
 from sklearn.datasets import load_breast_cancer
 from sqlalchemy import func, select
 
-from manager import audit
-from manager.metrics.groundtruth import GroundTruthIngestor, QualitySpec
+from manager.demo.loadgen import LabelWriter, Traffic
+from manager.groundtruth.ingest import GroundTruthIngestor, QualitySpec
+from manager.history import audit
 from manager.registry.tables import PairedSum, ShadowAnswer
 from manager.rollout.reconcile import Reconciler
-from manager.traffic import LabelWriter, Traffic
 
 from .test_replay import ENDPOINT, ReplayWorld, replay_world
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from manager.cli.main import cli
-from manager.simulate import SCENARIOS, Streams, simulate
+from manager.rollout.simulate import SCENARIOS, Streams, simulate
 
 POLICY = (Path(__file__).resolve().parent.parent / "examples" / "policies" / "benchmark.yaml").read_text()
 # An A/A scenario's runs bound its false decisions at 5% + 3 standard errors (6.4% at 1,000 runs: the

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from manager import policy as policies
-from manager.audit import canonical_json
+from manager.history.audit import canonical_json
+from manager.metrics.samples import Arm, ErrorWindow, Paired, PairedSums, PhaseData, ReplayProgress
 from manager.rollout.decide import RolloutState, decide
-from manager.samples import Arm, ErrorWindow, Paired, PairedSums, PhaseData, ReplayProgress
 from manager.stats import evalues, logspace, paired, sequences, srm
 from manager.stats.paired import Differences, Pairs
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from manager.samples import Arm
+from manager.metrics.samples import Arm
 from manager.stats.paired import (
     Differences,
     Pairs,

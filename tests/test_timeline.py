@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from manager.clock import utcnow
-from manager.registry import models, rollouts, timeline
+from manager.history import timeline
+from manager.registry import models, rollouts
 from manager.registry.vocabulary import is_final
 from manager.rollout import endpoints
 
@@ -168,7 +169,7 @@ def test_the_history_at_every_instant_equals_the_registry_then(
             if got_fast != expected or got_slow != expected:
                 mismatches.append((at, expected, got_fast, got_slow))
         # And at the time of every event, the indexed answer is the state just after it.
-        from manager import audit
+        from manager.history import audit
 
         for event in audit.history(world.database, audit.HistoryFilter(limit=None)):
             fast = timeline.state_at(session, ENDPOINT, event.at)
@@ -208,8 +209,8 @@ def test_a_registry_from_before_0010_says_from_which_seq_it_is_exact(tmp_path: P
 
     from sqlalchemy import text
 
-    from manager import audit
     from manager.db import Database
+    from manager.history import audit
     from manager.registry import migrate
 
     database = Database(f"sqlite:///{tmp_path / 'old.db'}")

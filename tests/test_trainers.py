@@ -14,14 +14,14 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.dummy import DummyClassifier
 from sqlalchemy import select
 
-from manager import audit
 from manager.cli.main import cli
+from manager.config.yamlfile import ConfigError, parse
 from manager.db import Database
 from manager.errors import UserError
+from manager.history import audit
 from manager.local_sagemaker import LocalSageMaker
 from manager.registry import models
 from manager.registry.tables import ModelVersion, TrainingRun
-from manager.yamlconfig import ConfigError, parse
 from trainers.config import TrainConfig
 from trainers.datasets import apply_shift, load, split
 from trainers.gate import local_scorer, offline_gate

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from manager import audit
 from manager.cli.main import cli
+from manager.history import audit
 from manager.registry.tables import GateCheck, WebhookDelivery
 from manager.rollout.reconcile import Reconciler
 from manager.webhooks import deliveries, events, worker

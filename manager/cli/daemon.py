@@ -84,8 +84,8 @@ def daemon(
     if ctx.invoked_subcommand is not None:
         return
     from manager import daemon as runner
-    from manager import digests
     from manager.clock import parse_duration
+    from manager.history import digests
 
     runner.configure_logging(log_format)
     schedule = None

@@ -1,4 +1,4 @@
-"""`variantctl demo`: the whole loop on this machine, shown live (see `manager.demo`)."""
+"""`variantctl demo`: the whole loop on this machine, shown live (see `manager.demo.scenarios`)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def demo(scenario: str, trainer: str, workdir: Path) -> None:
     from rich.live import Live
     from rich.table import Table
 
-    from manager import demo as runner
+    from manager.demo import scenarios as runner
     from manager.errors import UserError
 
     marker = workdir / ".variantctl-demo"

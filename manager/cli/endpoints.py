@@ -147,7 +147,7 @@ def list_endpoints(app: AppContext, output: str, at_text: str | None) -> None:
     from manager.registry import endpoints
 
     if at_text is not None:
-        from manager.registry import timeline
+        from manager.history import timeline
 
         at = parse_instant(at_text)
         with app.database().read() as session:
@@ -180,7 +180,7 @@ def show(app: AppContext, name: str, output: str, at_text: str | None) -> None:
 
     if at_text is not None:
         from manager.errors import NotFound
-        from manager.registry import timeline
+        from manager.history import timeline
 
         at = parse_instant(at_text)
         with app.database().read() as session:

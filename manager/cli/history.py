@@ -22,7 +22,7 @@ RECORD_COLUMNS = EVENT_FIELDS
 
 def event_row(row: AuditEvent) -> dict[str, Any]:
     """An event as `audit export` records it, with `at` as an instant and the subject in one column."""
-    from manager.exports import record
+    from manager.history.exports import record
 
     return {**record(row), "at": row.at, "subject": f"{row.subject_type}/{row.subject_id}"}
 
@@ -68,8 +68,8 @@ def history(
     """The deployment history, newest first (`history show SEQ` for one event, whole)."""
     if ctx.invoked_subcommand is not None:
         return
-    from manager import audit
     from manager.clock import instant_range
+    from manager.history import audit
 
     start, end = instant_range(since, until)
     flt = audit.HistoryFilter(
@@ -100,8 +100,8 @@ def history(
 @pass_app
 def show_event(app: AppContext, seq: int, output: str) -> None:
     """One event, whole: every field, its payload pretty-printed, and its place in the chain."""
-    from manager import audit
     from manager.errors import NotFound
+    from manager.history import audit
 
     row = audit.event(app.database(), seq)
     if row is None:
@@ -124,7 +124,7 @@ def audit_group() -> None:
 
 
 def _kept_head(expect_head: str | None) -> Any:
-    from manager import audit
+    from manager.history import audit
 
     try:
         return audit.Head.parse(expect_head) if expect_head is not None else None
@@ -183,9 +183,9 @@ def verify(
 ) -> None:
     """Recompute the hash chain (of the registry, or of an export with --file), and check it against
     a kept head or signed digests. Exit 0 if intact, 1 naming the first problem."""
-    from manager import audit
-    from manager import digests as signed
     from manager.clock import parse_duration
+    from manager.history import audit
+    from manager.history import digests as signed
 
     kept = _kept_head(expect_head)
     good: list[Any] = []
@@ -231,7 +231,7 @@ def verify(
 
 
 def _public_from_signing_key() -> Any:
-    from manager import digests as signed
+    from manager.history import digests as signed
 
     return signed.load_private(signed.default_key_path()).public_key()
 
@@ -241,9 +241,9 @@ def _verify_export(
 ) -> None:
     """The chain inside an export, its first link anchored by a kept head or digests. Starting at the
     genesis proves nothing by itself: anyone can write a consistent chain from seq 1."""
-    from manager import audit, exports
-    from manager import digests as signed
     from manager.errors import UserError
+    from manager.history import audit, exports
+    from manager.history import digests as signed
 
     result = exports.check(exports.read(path), wanted, kept.hash if kept is not None else None)
     if not result.ok:
@@ -319,9 +319,9 @@ def _verify_export(
 @pass_app
 def export(app: AppContext, since: str | None, until: str | None, fmt: str, target: Path) -> None:
     """Write a contiguous range of events with their hashes, for `audit verify --file` anywhere."""
-    from manager import exports
     from manager.clock import instant_range
     from manager.errors import UserError
+    from manager.history import exports
 
     start, end = instant_range(since, until)
     with app.database().read() as session:
@@ -345,7 +345,7 @@ KEY_OPTION = click.option(
 @KEY_OPTION
 def keygen(key_path: Path | None) -> None:
     """Create the signing key for digests (never overwrites one) and print its public key."""
-    from manager import digests as signed
+    from manager.history import digests as signed
 
     path = key_path or signed.default_key_path()
     click.echo(signed.generate_key(path), nl=False)
@@ -358,7 +358,7 @@ def keygen(key_path: Path | None) -> None:
 @KEY_OPTION
 def public_key_command(key_path: Path | None) -> None:
     """Print the public key auditors check digests with."""
-    from manager import digests as signed
+    from manager.history import digests as signed
 
     click.echo(
         signed.public_pem(signed.load_private(key_path or signed.default_key_path()).public_key()), nl=False
@@ -373,7 +373,7 @@ def public_key_command(key_path: Path | None) -> None:
 @pass_app
 def digest(app: AppContext, location: str, key_path: Path | None) -> None:
     """Sign the history's head now: a digest chained to the previous one in the same place."""
-    from manager import digests as signed
+    from manager.history import digests as signed
 
     private = signed.load_private(key_path or signed.default_key_path())
     made = signed.write_digest(app.database(), signed.store_for(location), private)

@@ -90,7 +90,7 @@ def emit(
 
     frame = pd.DataFrame([{c: _plain(row.get(c)) for c in columns} for row in rows], columns=list(columns))
     if output == "csv":
-        from manager.exports import spreadsheet_cell
+        from manager.history.exports import spreadsheet_cell
 
         for column in columns:
             frame[column] = frame[column].map(

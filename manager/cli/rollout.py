@@ -84,7 +84,7 @@ def show(app: AppContext, rollout_id: int, with_policy: bool, output: str) -> No
     """One rollout as recorded: who started it, its candidate, state and outcome. With --policy, the
     policy text it ran under, checked against the hash in its row and in its `rollout.start` event
     (exit 1 when they disagree); hook URLs given inline are shown redacted."""
-    from manager.redaction import redact_urls
+    from manager.history.redaction import redact_urls
     from manager.registry import rollouts
 
     with app.database().read() as session:
@@ -120,7 +120,7 @@ def report(app: AppContext, rollout_id: int, fmt: str, target: Path | None) -> N
     """The rollout's decision record: policy, steps, each metric's statistics over time as charts, the
     decision and its numbers, operator actions, and the history events with their hashes. The HTML
     page is self-contained: it opens without network access."""
-    from manager import report as reports
+    from manager.history import report as reports
 
     with app.database().read() as session:
         record = reports.build(session, rollout_id)

@@ -17,8 +17,8 @@ def db_group() -> None:
 @pass_app
 def upgrade(app: AppContext, revision: str) -> None:
     """Create the registry, or migrate it to this release's schema."""
-    from manager import audit
     from manager.db import describe_location, ensure_parent_writable
+    from manager.history import audit
     from manager.registry import migrate
 
     ensure_parent_writable(app.settings.db_url)

@@ -9,7 +9,7 @@ import click
 
 from manager.cli.render import emit_record, output_option
 
-# The names of manager.simulate.SCENARIOS, kept here so that `--help` imports no numpy
+# The names of manager.rollout.simulate.SCENARIOS, kept here so that `--help` imports no numpy
 # (tests/test_cli.py keeps the two equal).
 SCENARIO_NAMES = (
     "aa-accuracy",
@@ -94,8 +94,8 @@ def simulate(
 
     from manager import policy as policies
     from manager.errors import UserError
-    from manager.simulate import SCENARIOS, Scenario, Streams, check_paired, metric_for
-    from manager.simulate import simulate as monte_carlo
+    from manager.rollout.simulate import SCENARIOS, Scenario, Streams, check_paired, metric_for
+    from manager.rollout.simulate import simulate as monte_carlo
 
     policy, text = policies.load(path)
     if scenario:

@@ -63,8 +63,8 @@ def traffic(
     from rich.console import Console
 
     from manager.clock import parse_duration
+    from manager.demo.loadgen import LabelWriter, Traffic
     from manager.platforms.sagemaker import RETRIES
-    from manager.traffic import LabelWriter, Traffic
     from trainers.datasets import load
 
     seconds = parse_duration(duration).total_seconds()

@@ -52,7 +52,7 @@ def train(
     output: str,
 ) -> None:
     """Train a candidate model. Exits 1 when the offline gate rejects it."""
-    from manager import yamlconfig
+    from manager.config import yamlfile as yamlconfig
     from trainers.config import TrainConfig
     from trainers.datasets import load
     from trainers.pipeline import retrain

@@ -11,8 +11,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from manager import windows, yamlconfig
 from manager.clock import parse_duration
+from manager.config import yamlfile as yamlconfig
+from manager.policy import windows
 from manager.policy.specs import (
     CLOUDWATCH_MEASURES,
     ERROR_MEASURES,
@@ -358,7 +359,7 @@ def digest(text: str) -> str:
 def redacted_text(text: str) -> str:
     """The policy text as the history, the events and the pages show it: its hook URLs redacted
     (`redaction.redact_urls`). The rollout keeps the whole text, whose hash is the policy's."""
-    from manager.redaction import redact_urls
+    from manager.history.redaction import redact_urls
 
     return redact_urls(text)
 

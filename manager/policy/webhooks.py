@@ -104,6 +104,6 @@ class Webhook(Spec):
 
 
 def shown(target: str) -> str:
-    from manager.redaction import shown as redacted
+    from manager.history.redaction import shown as redacted
 
     return redacted(target)

@@ -13,8 +13,8 @@ from urllib.parse import urlparse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from manager import audit
 from manager.errors import NotFound, UserError
+from manager.history import audit
 from manager.names import check_name
 from manager.registry.tables import ModelVersion
 from manager.registry.vocabulary import MODEL_STATUSES, MODEL_TRANSITIONS, ModelStatus

@@ -5,7 +5,7 @@ Two writers feed it and differ only in how a window that is already stored merge
   nothing (the reconciler re-reads after a crash);
 - joined ground truth (`merge="add"`): labels for one minute arrive over hours, so each batch adds
   its counts to the minute's row (the ingestor's cursor guarantees a batch is added once).
-Reads aggregate in SQL, for many rollouts at once, into the leaf types of `manager.samples`.
+Reads aggregate in SQL, for many rollouts at once, into the leaf types of `manager.metrics.samples`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from manager.db import insert_for
+from manager.metrics.samples import Arm, ErrorWindow, PhaseData
 from manager.registry.tables import Observation
-from manager.samples import Arm, ErrorWindow, PhaseData
 
 Merge = Literal["keep", "add"]
 _KEY = ["rollout_id", "phase", "variant_name", "metric", "window_start"]

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from manager.db import insert_for
+from manager.metrics.samples import Paired, PairedSums, ReplayProgress
 from manager.registry.tables import PairedSum, ReplayRequest, Rollout
-from manager.samples import Paired, PairedSums, ReplayProgress
 
 
 @dataclass

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from manager import audit
 from manager.errors import NotFound, UserError
+from manager.history import audit
 from manager.names import model_name
 from manager.registry import models
 from manager.registry.tables import ConfigVariant, Endpoint, ModelVersion, Rollout
@@ -247,7 +247,7 @@ def policy_problems(session: Session, rollout_id: int) -> list[str]:
 
 
 def _shown_policy(text: str) -> str:
-    from manager.redaction import redact_urls
+    from manager.history.redaction import redact_urls
 
     return redact_urls(text)
 

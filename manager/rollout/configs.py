@@ -13,10 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from manager.config import DEFAULT_IMAGE
+from manager.history import attest
 from manager.names import model_name, readable_name, shadow_variant
 from manager.platforms.base import CaptureSpec, ConfigSpec, ModelSpec, PlatformError, VariantSpec
 from manager.policy import Target
-from manager.registry import attest
 from manager.registry.tables import ConfigVariant, Endpoint, EndpointConfig, ModelVersion, Rollout
 from manager.rollout.capacity import candidate_count
 

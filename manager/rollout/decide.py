@@ -28,9 +28,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 from manager.clock import parse_duration
+from manager.metrics.samples import Observations, Paired, PairedSums, PhaseData
 from manager.policy import Metric, RolloutPolicy, Step
 from manager.registry.vocabulary import is_final
-from manager.samples import Observations, Paired, PairedSums, PhaseData
 from manager.stats import srm
 from manager.stats.evalues import HarmEvidence, harm_log_evalue
 from manager.stats.logspace import readable, saturating_exp

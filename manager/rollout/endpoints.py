@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from manager import audit
 from manager.clock import utcnow
 from manager.db import Database
 from manager.errors import NotFound, UserError
+from manager.history import attest, audit
 from manager.names import readable_name
 from manager.platforms.base import (
     CaptureSpec,
@@ -24,7 +24,7 @@ from manager.platforms.base import (
     VariantSpec,
 )
 from manager.platforms.traffic import wait_for, wait_gone
-from manager.registry import attest, models
+from manager.registry import models
 from manager.registry.rollouts import active_on
 from manager.registry.tables import AuditEvent, Endpoint, EndpointConfig, ModelVersion, Rollout
 from manager.rollout import configs

@@ -30,12 +30,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from manager import policy as policies
-from manager import telemetry
 from manager.clock import utcnow
 from manager.crashpoints import crash_point
+from manager.daemon import telemetry
 from manager.db import Database, insert_for
 from manager.errors import UserError
 from manager.metrics.base import MetricSource, MetricsUnavailable
+from manager.metrics.samples import Paired, PhaseData
 from manager.platforms.base import (
     ConfigSpec,
     EndpointPlatform,
@@ -51,7 +52,6 @@ from manager.rollout.decide import Decision, decide
 from manager.rollout.look import Fenced, FencedPlatform, Look, TickResult
 from manager.rollout.pending import PendingChange
 from manager.rollout.snapshot import Snapshot
-from manager.samples import Paired, PhaseData
 
 log = logging.getLogger("variantctl.reconcile")
 Data = dict[str, list[PhaseData]]

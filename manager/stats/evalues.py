@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from manager.samples import ErrorWindow
+from manager.metrics.samples import ErrorWindow
 
 # A log-uniform prior on the rate ratio r in [1, 50], on a grid fine enough for a smooth integral.
 _R = np.exp(np.linspace(0.0, math.log(50.0), 400))

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from manager.samples import Arm
+from manager.metrics.samples import Arm
 
 
 @lru_cache(maxsize=64)

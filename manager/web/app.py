@@ -214,7 +214,7 @@ class Dashboard:
     def _report(self, rollout_id: int) -> dict[str, Any]:
         """The rollout's report, rebuilt only when something it shows changed (its row, its
         observations, its events): a live page polls every few seconds, windows arrive every minute."""
-        from manager import report
+        from manager.history import report
 
         if not 0 < rollout_id <= MAX_ID:
             raise NotFound(f"no rollout {rollout_id}")
@@ -243,13 +243,13 @@ class Dashboard:
         return self._page(request, title, body, ("uPlot.iife.min.js", "charts.js", "dashboard.js"))
 
     def live(self, request: Request) -> Response:
-        from manager import report
+        from manager.history import report
 
         data = self._report(request.path_params["rollout_id"])
         return Response(report.live_json(data), media_type="application/json")
 
     def report_json(self, request: Request) -> Response:
-        from manager import report
+        from manager.history import report
 
         return Response(
             report.to_json(self._report(request.path_params["rollout_id"])), media_type="application/json"
@@ -266,8 +266,8 @@ class Dashboard:
         return self._page(request, "models", pages.models(rows))
 
     def _filter(self, request: Request, limit: int | None) -> tuple[Any, dict[str, str]]:
-        from manager import audit
         from manager.clock import instant_range
+        from manager.history import audit
 
         q = request.query_params
         filters = {
@@ -291,8 +291,8 @@ class Dashboard:
         return flt, filters
 
     def history(self, request: Request) -> Response:
-        from manager import audit
         from manager.cli.history import event_row
+        from manager.history import audit
 
         flt, filters = self._filter(request, HISTORY_LIMIT)
         rows = [event_row(r) for r in audit.history(self.database, flt)]
@@ -306,7 +306,7 @@ class Dashboard:
     def history_csv(self, request: Request) -> Response:
         import io
 
-        from manager import audit, exports
+        from manager.history import audit, exports
 
         flt, _filters = self._filter(request, None)
         out = io.StringIO()
@@ -352,7 +352,7 @@ class Dashboard:
         return response
 
     def _failed(self, address: str, how: str) -> None:
-        from manager import telemetry
+        from manager.daemon import telemetry
 
         assert self.operators is not None
         self.operators.failed(address)

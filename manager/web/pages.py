@@ -8,7 +8,7 @@ import html
 from typing import Any
 from urllib.parse import urlencode
 
-from manager import report
+from manager.history import report
 
 INTENTS = ("pause", "resume", "approve", "abort", "promote")
 INTENT_HELP = {

@@ -26,7 +26,7 @@ from manager import policy as policies
 from manager.clock import parse_duration, utcnow
 from manager.db import Database, insert_for
 from manager.errors import NotFound, UserError
-from manager.redaction import shown
+from manager.history.redaction import shown
 from manager.registry.tables import AuditEvent, Rollout, WebhookCursor, WebhookDelivery, WebhookTarget
 from manager.webhooks import events, send
 
@@ -58,7 +58,7 @@ def targets(session: Session) -> list[Hook]:
 
 
 def add_target(session: Session, spec: policies.Webhook, actor: str, now: datetime) -> None:
-    from manager import audit
+    from manager.history import audit
 
     if spec.gate:
         raise UserError("a registry-wide webhook is an event webhook; gates belong to a policy's `webhooks:`")
@@ -77,7 +77,7 @@ def add_target(session: Session, spec: policies.Webhook, actor: str, now: dateti
 
 
 def remove_target(session: Session, name: str, actor: str, now: datetime) -> None:
-    from manager import audit
+    from manager.history import audit
 
     row = session.get(WebhookTarget, name)
     if row is None:
@@ -176,7 +176,7 @@ class Sent:
 
 def deliver_due(database: Database, retry: timedelta, limit: int = BATCH) -> Sent:
     """Send every delivery that is due (up to `limit`), `SENDERS` at a time; record each answer."""
-    from manager import telemetry
+    from manager.daemon import telemetry
 
     now = utcnow()
     with database.read() as session:

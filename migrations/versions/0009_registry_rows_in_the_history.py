@@ -24,8 +24,8 @@ ACTOR = "migration:0009"
 
 
 def upgrade() -> None:
-    from manager import audit
-    from manager.registry.attest import CONFIG_EVENT, SERVES_EVENT
+    from manager.history import audit
+    from manager.history.attest import CONFIG_EVENT, SERVES_EVENT
 
     conn = op.get_bind()
     configs: dict[int, dict] = {}

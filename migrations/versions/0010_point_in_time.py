@@ -28,8 +28,8 @@ ACTOR = "migration:0010"
 
 
 def upgrade() -> None:
-    from manager import audit
-    from manager.registry.timeline import MARKER_EVENT
+    from manager.history import audit
+    from manager.history.timeline import MARKER_EVENT
 
     with op.batch_alter_table("rollouts", schema=None) as batch_op:
         batch_op.add_column(sa.Column("started_by", sa.String(length=128), nullable=True))

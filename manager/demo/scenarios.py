@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from manager.traffic import LabelWriter, Traffic
+from manager.demo.loadgen import LabelWriter, Traffic
 
 if TYPE_CHECKING:
     from manager.registry.rollouts import RolloutView
@@ -95,7 +95,7 @@ class DemoTick:
 
 def _train(workdir: Path, scenario: str) -> tuple[Any, Any, Any]:
     """(baseline result, candidate result, held-out split) for the scenario."""
-    from manager import yamlconfig
+    from manager.config import yamlfile as yamlconfig
     from trainers.config import TrainConfig
     from trainers.datasets import load, split
     from trainers.sklearn_local import SklearnTrainer
@@ -211,7 +211,7 @@ def _register_xgboost(
 ) -> tuple[tuple[str, str], Any]:
     """Both versions trained by local SageMaker jobs through the one retrain pipeline; the candidate
     gated offline by batch transform (but for the regression scenario: see the module docstring)."""
-    from manager import yamlconfig
+    from manager.config import yamlfile as yamlconfig
     from manager.errors import UserError
     from trainers.config import TrainConfig
     from trainers.datasets import load, split
@@ -327,12 +327,12 @@ def _drive(
 ) -> None:
     """Traffic flows while ingestion and the reconciler (and the replayer) run, once a second, until a
     final state."""
+    from manager.groundtruth.ingest import GroundTruthIngestor, QualitySpec
     from manager.metrics.cloudwatch import CloudWatchSource
-    from manager.metrics.groundtruth import GroundTruthIngestor, QualitySpec
-    from manager.metrics.replay import Replayer
     from manager.registry import rollouts
     from manager.registry.vocabulary import is_final
     from manager.rollout.reconcile import Reconciler
+    from manager.rollout.replay import Replayer
 
     reconciler = Reconciler(
         database,
@@ -377,7 +377,7 @@ def _drive(
 
 def _result(database: Any, rollout_id: int, refs: tuple[str, str]) -> dict[str, Any]:
     """The outcome, and the evidence of the decision that led to it (from the history)."""
-    from manager import audit
+    from manager.history import audit
     from manager.registry import rollouts
 
     with database.read() as session:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from manager.metrics.stores import ObjectInfo, ObjectStore
+from manager.groundtruth.stores import ObjectInfo, ObjectStore
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from manager import audit
+from manager.history import audit
 from manager.registry.tables import Endpoint, EndpointConfig, ModelVersion, Rollout
 from manager.registry.vocabulary import FINAL_ROLLOUT_STATES, is_final
 

@@ -39,7 +39,8 @@ from manager.clock import Pacer, parse_duration, utcnow
 from manager.crashpoints import crash_point
 from manager.db import Database, insert_for
 from manager.errors import UserError
-from manager.metrics.monitor_records import (
+from manager.groundtruth.pairing import label_free, labelled
+from manager.groundtruth.records import (
     REPLAY_PREFIX,
     Kind,
     Malformed,
@@ -48,8 +49,7 @@ from manager.metrics.monitor_records import (
     parse_label,
     request_body,
 )
-from manager.metrics.pairing import label_free, labelled
-from manager.metrics.stores import ObjectStore, open_store
+from manager.groundtruth.stores import ObjectStore, open_store
 from manager.platforms.base import EndpointPlatform, Invocation, PlatformError
 from manager.registry import pairs
 from manager.registry.rollouts import record_event

@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from manager.metrics.samples import Arm, ErrorWindow, Paired, PairedSums, PhaseData, ReplayProgress
 from manager.policy import Metric, RolloutPolicy
 from manager.rollout.decide import RolloutState, decide
-from manager.samples import Arm, ErrorWindow, Paired, PairedSums, PhaseData, ReplayProgress
 from manager.stats.evalues import HarmEvidence
 
 Truth = Literal["same", "better", "worse"]

@@ -30,8 +30,9 @@ from sqlalchemy.orm import Session
 
 from manager.clock import utcnow
 from manager.db import Database, insert_for
-from manager.metrics.incremental import Cursor, read_new
-from manager.metrics.monitor_records import (
+from manager.groundtruth.incremental import Cursor, read_new
+from manager.groundtruth.pairing import label_free, labelled
+from manager.groundtruth.records import (
     REPLAY_PREFIX,
     Kind,
     Malformed,
@@ -39,8 +40,7 @@ from manager.metrics.monitor_records import (
     parse_capture,
     parse_label,
 )
-from manager.metrics.pairing import label_free, labelled
-from manager.metrics.stores import ObjectStore, open_store
+from manager.groundtruth.stores import ObjectStore, open_store
 from manager.names import shadow_variant
 from manager.registry import observations
 from manager.registry.observations import ObservedWindow

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from manager.metrics.monitor_records import Kind, Malformed, outcomes, predicted_class
+from manager.groundtruth.records import Kind, Malformed, outcomes, predicted_class
 from manager.registry.pairs import Delta
 
 Rows = Sequence[Sequence[float]]

@@ -196,7 +196,7 @@ def verify(
     snapshot, even while writers append); then, with `rows`, compare the registry's rows with what the
     history says they should be. `expect_head`, a head kept earlier, must be part of the chain: a
     live registry that only grew since passes, a rewritten one does not."""
-    from manager.registry.attest import Expected
+    from manager.history.attest import Expected
 
     expected_seq, running = 1, GENESIS
     expected = Expected()

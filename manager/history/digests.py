@@ -27,9 +27,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from manager import audit
 from manager.clock import format_instant, parse_instant, utcnow
 from manager.errors import UserError
+from manager.history import audit
 
 FORMAT = "variantctl-digest/1"
 PREFIX = "variantctl-digest-"

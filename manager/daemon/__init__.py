@@ -28,9 +28,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO, cast
 
-from manager import audit, windows
 from manager.db import Database
 from manager.errors import UserError
+from manager.history import audit
+from manager.policy import windows
 
 log = logging.getLogger("variantctl.daemon")
 
@@ -160,15 +161,15 @@ def build_runtime(url: str, owner: str) -> Runtime:
     import boto3
 
     from manager.config import DaemonTuning
+    from manager.groundtruth.ingest import GroundTruthIngestor
     from manager.metrics.cloudwatch import CloudWatchSource
-    from manager.metrics.groundtruth import GroundTruthIngestor
-    from manager.metrics.replay import Replayer
     from manager.platforms.sagemaker import RETRIES, SageMakerPlatform
     from manager.rollout.reconcile import Reconciler
+    from manager.rollout.replay import Replayer
 
     tuning = DaemonTuning.from_env()
     database = Database(url)
-    from manager.telemetry import TimedPlatform
+    from manager.daemon.telemetry import TimedPlatform
 
     platform = cast(SageMakerPlatform, TimedPlatform(SageMakerPlatform.connect()))
     metrics = CloudWatchSource(
@@ -191,7 +192,7 @@ def build_runtime(url: str, owner: str) -> Runtime:
 
 
 def reconcile_job(url: str) -> None:
-    from manager import telemetry
+    from manager.daemon import telemetry
 
     with telemetry.TICK_SECONDS.time():
         outcomes = _RUNTIMES[url].reconciler.tick()
@@ -264,7 +265,7 @@ def ingest_job(url: str) -> None:
     from sqlalchemy import select
 
     from manager import policy as policies
-    from manager.metrics.groundtruth import QualitySpec
+    from manager.groundtruth.ingest import QualitySpec
     from manager.registry.tables import Rollout
     from manager.registry.vocabulary import ACTIVE_ROLLOUT_STATES
 
@@ -338,9 +339,9 @@ def ingest_job(url: str) -> None:
 def retrain_job(url: str, policy_path: str, job_id: str) -> None:
     """A cron trigger: retrain, gate offline, then start the rollout, with no human in the loop."""
     from manager import policy as policies
-    from manager import yamlconfig
     from manager.clock import parse_duration, utcnow
     from manager.config import scheduler_actor
+    from manager.config import yamlfile as yamlconfig
     from manager.registry import leader
     from manager.registry.rollouts import active_on
     from manager.rollout import launch
@@ -666,8 +667,8 @@ def _on_job_event(url: str, event: Any) -> None:
 def record_missed(url: str, job_id: str, scheduled: datetime) -> None:
     """`trigger.missed` in the history, once per scheduled time (claimed like a run: a new leader that
     finds the same run missed does not record it again)."""
-    from manager import audit
     from manager.config import scheduler_actor
+    from manager.history import audit
     from manager.registry import leader
 
     runtime = _RUNTIMES[url]
@@ -720,7 +721,7 @@ def record_refusal(session: Any, actor: str, policy: Any, candidate: str, reason
     """`trigger.refused` in the history, once per policy, candidate and reason (not every 30 s)."""
     from sqlalchemy import select
 
-    from manager import audit
+    from manager.history import audit
     from manager.registry.tables import AuditEvent
 
     last = session.scalar(
@@ -747,7 +748,7 @@ class DigestSchedule:
 
 def digest_job(url: str, location: str, key_path: str | None) -> None:
     """Sign the history's head, chained to the previous digest at `location`."""
-    from manager import digests
+    from manager.history import digests
 
     runtime = _RUNTIMES[url]
     with runtime.database.write() as session:

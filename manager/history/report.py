@@ -24,14 +24,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from manager import audit
 from manager import policy as policies
 from manager.clock import format_instant
+from manager.history import audit
+from manager.metrics.samples import ErrorWindow, PhaseData
 from manager.registry import observations, rollouts
 from manager.registry.tables import Observation, RolloutPhase
 from manager.registry.vocabulary import is_final
 from manager.rollout.decide import judge
-from manager.samples import ErrorWindow, PhaseData
 from manager.stats.evalues import HarmEvidence
 from manager.web import asset
 

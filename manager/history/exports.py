@@ -29,9 +29,9 @@ from typing import IO, Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from manager import audit
 from manager.clock import format_instant
 from manager.errors import UserError
+from manager.history import audit
 from manager.registry.tables import AuditEvent
 from manager.registry.vocabulary import EVENT_FIELDS
 
