@@ -108,7 +108,7 @@ def _daemon(
 
 
 def test_a_second_daemon_exits_with_a_clear_message(database: object, db_path: Path) -> None:
-    with daemon.scheduler_lock(Path(f"{db_path}.daemon.lock")):
+    with daemon.scheduler.scheduler_lock(Path(f"{db_path}.daemon.lock")):
         result = _daemon(db_path, "--once")
     assert result.returncode == 2
     assert "holds the scheduler lock" in result.stderr and "Traceback" not in result.stderr
@@ -147,12 +147,12 @@ def test_a_new_approved_candidate_triggers_a_rollout(tmp_path: Path, artifacts: 
             "{model: churn, version: 2}", "{model: churn, newestApproved: true}"
         )
         (folder / "auto.yaml").write_text(text + "trigger: {type: newApprovedCandidate}\n")
-        daemon._RUNTIMES[world.database.url] = daemon.Runtime(world.database, world.reconciler(), None)
+        daemon.RUNTIMES[world.database.url] = daemon.runtime.Runtime(world.database, world.reconciler(), None)
         try:
             daemon.trigger_job(world.database.url, str(folder))
             daemon.trigger_job(world.database.url, str(folder))  # once per candidate
         finally:
-            del daemon._RUNTIMES[world.database.url]
+            del daemon.RUNTIMES[world.database.url]
         events = audit.history(world.database, audit.HistoryFilter(action="rollout.start"))
         assert len(events) == 1 and events[0].actor == "scheduler:trigger:test-policy"
         assert events[0].endpoint == ENDPOINT
@@ -188,11 +188,11 @@ def test_a_cron_retrain_trains_gates_and_starts_a_rollout(tmp_path: Path, artifa
             f"  retrain: {{data: 'sklearn:breast_cancer', config: '{train}', shift: 'noise:0.05'}}\n"
         )
         world.set_aside_waiting_candidate()
-        daemon._RUNTIMES[world.database.url] = daemon.Runtime(world.database, world.reconciler(), None)
+        daemon.RUNTIMES[world.database.url] = daemon.runtime.Runtime(world.database, world.reconciler(), None)
         try:
             daemon.retrain_job(world.database.url, str(policy), "retrain:test-policy")
         finally:
-            del daemon._RUNTIMES[world.database.url]
+            del daemon.RUNTIMES[world.database.url]
         history = audit.history(world.database, audit.HistoryFilter(limit=20))
         by_action = {e.action: e for e in history}
         assert by_action["model.train"].actor == "scheduler:retrain:test-policy"

@@ -46,14 +46,14 @@ def write_policy(folder: Path, name: str, cron: str = "0 3 * * *", grace: str = 
 
 
 @pytest.fixture
-def runtime(database: Database) -> Iterator[daemon.Runtime]:
+def runtime(database: Database) -> Iterator[daemon.runtime.Runtime]:
     url = database.url
-    daemon._RUNTIMES[url] = daemon.Runtime(database, None, None)
-    daemon._REPORTED.clear()
-    yield daemon._RUNTIMES[url]
-    if daemon._RUNTIMES[url].scheduler is not None:
-        daemon._RUNTIMES[url].scheduler.shutdown(wait=False)
-    del daemon._RUNTIMES[url]
+    daemon.RUNTIMES[url] = daemon.runtime.Runtime(database, None, None)
+    daemon.policies.REPORTED.clear()
+    yield daemon.RUNTIMES[url]
+    if daemon.RUNTIMES[url].scheduler is not None:
+        daemon.RUNTIMES[url].scheduler.shutdown(wait=False)
+    del daemon.RUNTIMES[url]
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def retrain_jobs(scheduler: BackgroundScheduler) -> dict[str, str]:
 
 
 def test_jobs_follow_the_policy_files(
-    runtime: daemon.Runtime, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    runtime: daemon.runtime.Runtime, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     folder = tmp_path / "policies"
     folder.mkdir()
@@ -90,7 +90,7 @@ def test_jobs_follow_the_policy_files(
     (folder / "a.yaml").unlink()  # removed
     write_policy(folder, "c")  # added
     (folder / "bad.yaml").write_text(CRON_POLICY.format(name="bad", cron="61 * * * *", grace="1h"))
-    done = daemon.sync_jobs(scheduler, runtime.database.url, daemon.read_policies(folder))
+    done = daemon.policies.sync_jobs(scheduler, runtime.database.url, daemon.policies.read_policies(folder))
     assert done == {"added": ["retrain:c"], "changed": ["retrain:b"], "removed": ["retrain:a"]}
     assert "hour='5', minute='30'" in retrain_jobs(scheduler)["retrain:b"]
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
@@ -99,14 +99,14 @@ def test_jobs_follow_the_policy_files(
     # Nothing changed: nothing is touched, and the bad file's error is not logged again.
     caplog.clear()
     c_next = scheduler.get_job("retrain:c").next_run_time
-    again = daemon.sync_jobs(scheduler, runtime.database.url, daemon.read_policies(folder))
+    again = daemon.policies.sync_jobs(scheduler, runtime.database.url, daemon.policies.read_policies(folder))
     assert again == {"added": [], "changed": [], "removed": []}
     assert scheduler.get_job("retrain:c").next_run_time == c_next
     assert not [r for r in caplog.records if r.levelno == logging.ERROR]
     assert before is not None
 
 
-def test_a_bad_policy_file_at_start_skips_only_itself(runtime: daemon.Runtime, tmp_path: Path) -> None:
+def test_a_bad_policy_file_at_start_skips_only_itself(runtime: daemon.runtime.Runtime, tmp_path: Path) -> None:
     folder = tmp_path / "policies"
     folder.mkdir()
     write_policy(folder, "good")
@@ -118,8 +118,8 @@ def test_a_bad_policy_file_at_start_skips_only_itself(runtime: daemon.Runtime, t
     (folder / "twin.yaml").write_text(CRON_POLICY.format(name="good", cron="0 5 * * *", grace="1h"))
     scheduler = daemon.start_scheduler(runtime.database.url, 3600, 3600, folder)
     assert set(retrain_jobs(scheduler)) == {"retrain:good"}
-    assert "Funday" in daemon._REPORTED[str(folder / "window.yaml")]
-    assert "already used by" in daemon._REPORTED[str(folder / "twin.yaml")]
+    assert "Funday" in daemon.policies.REPORTED[str(folder / "window.yaml")]
+    assert "already used by" in daemon.policies.REPORTED[str(folder / "twin.yaml")]
 
 
 def far_cron() -> str:
@@ -142,7 +142,7 @@ def _persist_overdue_job(
         Job(
             holder,
             id=job_id,
-            func=daemon.RETRAIN_JOB,
+            func=daemon.policies.RETRAIN_JOB,
             trigger=CronTrigger.from_crontab(cron, timezone=UTC),
             executor="default",
             args=[database.url, str(policy), job_id],
@@ -157,7 +157,7 @@ def _persist_overdue_job(
 
 
 def test_a_run_missed_within_its_grace_runs_once_at_start(
-    runtime: daemon.Runtime, tmp_path: Path, ran: list[str]
+    runtime: daemon.runtime.Runtime, tmp_path: Path, ran: list[str]
 ) -> None:
     folder = tmp_path / "policies"
     folder.mkdir()
@@ -173,7 +173,7 @@ def test_a_run_missed_within_its_grace_runs_once_at_start(
 
 
 def test_a_run_missed_beyond_its_grace_is_skipped_and_recorded(
-    runtime: daemon.Runtime, tmp_path: Path, ran: list[str]
+    runtime: daemon.runtime.Runtime, tmp_path: Path, ran: list[str]
 ) -> None:
     folder = tmp_path / "policies"
     folder.mkdir()
@@ -192,13 +192,13 @@ def test_a_run_missed_beyond_its_grace_is_skipped_and_recorded(
 
 
 def test_json_logs_carry_a_failing_jobs_error(
-    runtime: daemon.Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    runtime: daemon.runtime.Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lines: list[str] = []
 
     class Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            lines.append(daemon.JsonLines().format(record))
+            lines.append(daemon.logs.JsonLines().format(record))
 
     def broken(url: str, policy_path: str, job_id: str) -> None:
         raise RuntimeError("the training data vanished")
@@ -224,7 +224,7 @@ def test_json_logs_carry_a_failing_jobs_error(
 
 
 def test_a_retrain_that_would_pile_up_versions_is_skipped_and_recorded(
-    runtime: daemon.Runtime, tmp_path: Path, artifact: Path
+    runtime: daemon.runtime.Runtime, tmp_path: Path, artifact: Path
 ) -> None:
     from manager.registry import models
 
@@ -240,15 +240,17 @@ def test_a_retrain_that_would_pile_up_versions_is_skipped_and_recorded(
 def test_the_scheduled_time_of_a_cron_run_is_its_latest_fire_time() -> None:
     at = datetime(2026, 12, 3, 3, 0, 20, 500, tzinfo=UTC)
     hour = timedelta(hours=1)
-    assert daemon.last_fire_time("0 3 * * *", at, hour) == datetime(2026, 12, 3, 3, tzinfo=UTC)
-    assert daemon.last_fire_time("*/5 * * * *", at + timedelta(minutes=7), hour) == datetime(
+    assert daemon.runtime.last_fire_time("0 3 * * *", at, hour) == datetime(2026, 12, 3, 3, tzinfo=UTC)
+    assert daemon.runtime.last_fire_time("*/5 * * * *", at + timedelta(minutes=7), hour) == datetime(
         2026, 12, 3, 3, 5, tzinfo=UTC
     )
-    assert daemon.last_fire_time("0 3 * * *", at, timedelta(0)) == at.replace(microsecond=0), "none: now"
+    assert daemon.runtime.last_fire_time("0 3 * * *", at, timedelta(0)) == at.replace(microsecond=0), (
+        "none: now"
+    )
 
 
 @pytest.fixture
-def nightly(runtime: daemon.Runtime, tmp_path: Path, artifact: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def nightly(runtime: daemon.runtime.Runtime, tmp_path: Path, artifact: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A nightly retrain policy run at 03:00:20 (the clock fixed), with an approved version waiting,
     so each run that goes through is recorded and skipped without training."""
     from manager import clock
@@ -260,7 +262,7 @@ def nightly(runtime: daemon.Runtime, tmp_path: Path, artifact: Path, monkeypatch
     return write_policy(tmp_path, "nightly")
 
 
-def test_a_cron_run_is_claimed_once_per_scheduled_time(runtime: daemon.Runtime, nightly: Path) -> None:
+def test_a_cron_run_is_claimed_once_per_scheduled_time(runtime: daemon.runtime.Runtime, nightly: Path) -> None:
     """A second run for the same scheduled time (another leader after a failover) does nothing."""
     from manager.registry.tables import ScheduledRun
 
@@ -275,7 +277,7 @@ def test_a_cron_run_is_claimed_once_per_scheduled_time(runtime: daemon.Runtime, 
 
 
 def test_a_scheduled_job_of_a_daemon_that_no_longer_leads_writes_nothing(
-    runtime: daemon.Runtime, nightly: Path
+    runtime: daemon.runtime.Runtime, nightly: Path
 ) -> None:
     """Several daemons share the registry: a job whose daemon lost the scheduler's lease (another holds
     it under a newer epoch) is refused at its first write; under its own unexpired lease it runs."""

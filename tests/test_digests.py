@@ -209,7 +209,7 @@ def test_digests_on_s3(s3: str, database: Database, db_path: Path, key: Any) -> 
 
 def test_the_daemon_writes_digests_on_its_schedule(database: Database, tmp_path: Path, key: Any) -> None:
     url = database.url
-    daemon._RUNTIMES[url] = daemon.Runtime(database, None, None)
+    daemon.RUNTIMES[url] = daemon.runtime.Runtime(database, None, None)
     where = tmp_path / "daemon-digests"
     _note(database, 2)
     schedule = daemon.DigestSchedule(str(where), every=0.5, key_path=str(key[0]))
@@ -224,7 +224,7 @@ def test_the_daemon_writes_digests_on_its_schedule(database: Database, tmp_path:
         assert done.is_set(), "the daemon wrote fewer than two digests"
     finally:
         scheduler.shutdown(wait=True)
-        del daemon._RUNTIMES[url]
+        del daemon.RUNTIMES[url]
     problems, good = digests.check_digests(
         digests.load_all(digests.DirectoryStore(where)), digests.load_public(key[1])
     )

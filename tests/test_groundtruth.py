@@ -580,10 +580,10 @@ metrics:
     at = now - timedelta(minutes=3)
     files.capture("baseline", "a.jsonl", [capture_line("r1", at, "10.0"), capture_line("r2", at, "4.0")])
     files.labels("l.jsonl", [label_line("r1", "7.0"), label_line("r2", "5.0")])
-    daemon._RUNTIMES[database.url] = daemon.Runtime(database, None, _ingestor(database))
+    daemon.RUNTIMES[database.url] = daemon.runtime.Runtime(database, None, _ingestor(database))
     try:
         daemon.ingest_job(database.url)
     finally:
-        del daemon._RUNTIMES[database.url]
+        del daemon.RUNTIMES[database.url]
     assert _observed(database, "abs_error") == {"baseline": (2, 4.0)}
     assert _observed(database, "accuracy") == {}

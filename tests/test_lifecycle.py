@@ -163,11 +163,11 @@ def test_a_retrain_with_no_gate_ends_the_same_from_the_cli_and_the_daemon(
     with make_world(tmp_path, artifacts) as world:
         policy = _cron_policy(tmp_path, gate="")
         world.set_aside_waiting_candidate()
-        daemon._RUNTIMES[world.database.url] = daemon.Runtime(world.database, world.reconciler(), None)
+        daemon.RUNTIMES[world.database.url] = daemon.runtime.Runtime(world.database, world.reconciler(), None)
         try:
             daemon.retrain_job(world.database.url, str(policy), "retrain:test-policy")
         finally:
-            del daemon._RUNTIMES[world.database.url]
+            del daemon.RUNTIMES[world.database.url]
         result = CliRunner().invoke(
             cli,
             [

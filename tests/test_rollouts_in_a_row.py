@@ -83,11 +83,11 @@ def test_four_rollouts_in_a_row_with_one_policy_file(
 
 
 def _run_trigger(world: World, folder: Path) -> None:
-    daemon._RUNTIMES[world.database.url] = daemon.Runtime(world.database, world.reconciler(), None)
+    daemon.RUNTIMES[world.database.url] = daemon.runtime.Runtime(world.database, world.reconciler(), None)
     try:
         daemon.trigger_job(world.database.url, str(folder))
     finally:
-        del daemon._RUNTIMES[world.database.url]
+        del daemon.RUNTIMES[world.database.url]
 
 
 def test_the_new_candidate_trigger_starts_rollout_after_rollout(
@@ -147,7 +147,7 @@ def _nightly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         + f"  retrain: {{data: 'sklearn:breast_cancer', config: '{train}'}}\n"
     )
     nights = [datetime(2026, 12, 1, 3, tzinfo=UTC), datetime(2026, 12, 2, 3, tzinfo=UTC)]
-    monkeypatch.setattr(daemon, "last_fire_time", lambda _cron, _now, _lookback: nights.pop(0))
+    monkeypatch.setattr(daemon.runtime, "last_fire_time", lambda _cron, _now, _lookback: nights.pop(0))
     return policy
 
 
@@ -158,11 +158,13 @@ def test_a_cron_retrain_twice_gives_two_rollouts_that_both_complete(
     with make_world(tmp_path, artifacts, url=db_url) as world:
         world.set_aside_waiting_candidate()
         for _ in range(2):
-            daemon._RUNTIMES[world.database.url] = daemon.Runtime(world.database, world.reconciler(), None)
+            daemon.RUNTIMES[world.database.url] = daemon.runtime.Runtime(
+                world.database, world.reconciler(), None
+            )
             try:
                 daemon.retrain_job(world.database.url, str(policy), "retrain:nightly")
             finally:
-                del daemon._RUNTIMES[world.database.url]
+                del daemon.RUNTIMES[world.database.url]
             [started] = audit.history(world.database, audit.HistoryFilter(action="rollout.start", limit=1))
             assert world.tick_until(int(started.subject_id), ("promoted",)).state == "promoted"
         starts = audit.history(world.database, audit.HistoryFilter(action="rollout.start"))
@@ -179,7 +181,7 @@ def test_a_retrain_stopped_short_of_its_rollout_is_rolled_out_by_the_next_run(
 
     policy = _nightly(tmp_path, monkeypatch)
     fences = {"calls": 0}
-    real_fence = daemon.fence
+    real_fence = daemon.runtime.fence
 
     def lost_after_training(url: str, session: object) -> None:
         fences["calls"] += 1
@@ -187,17 +189,17 @@ def test_a_retrain_stopped_short_of_its_rollout_is_rolled_out_by_the_next_run(
             raise leader.NotLeading("the scheduler's lease moved on while training")
         real_fence(url, session)
 
-    monkeypatch.setattr(daemon, "fence", lost_after_training)
+    monkeypatch.setattr(daemon.runtime, "fence", lost_after_training)
     with make_world(tmp_path, artifacts, url=db_url) as world:
         world.set_aside_waiting_candidate()
-        daemon._RUNTIMES[world.database.url] = daemon.Runtime(world.database, world.reconciler(), None)
+        daemon.RUNTIMES[world.database.url] = daemon.runtime.Runtime(world.database, world.reconciler(), None)
         try:
             with pytest.raises(leader.NotLeading):
                 daemon.retrain_job(world.database.url, str(policy), "retrain:nightly")
             assert not audit.history(world.database, audit.HistoryFilter(action="rollout.start"))
             daemon.retrain_job(world.database.url, str(policy), "retrain:nightly")
         finally:
-            del daemon._RUNTIMES[world.database.url]
+            del daemon.RUNTIMES[world.database.url]
         [resumed] = audit.history(world.database, audit.HistoryFilter(action="trigger.resumed"))
         assert "churn:3, approved by an earlier run of retrain:nightly" in (resumed.reason or "")
         [started] = audit.history(world.database, audit.HistoryFilter(action="rollout.start"))

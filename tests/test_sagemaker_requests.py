@@ -12,8 +12,9 @@ import pytest
 from botocore.config import Config
 from botocore.stub import Stubber
 
+from manager.platforms.aws import RETRIES
 from manager.platforms.base import BlueGreen, NotNow, PlatformError
-from manager.platforms.sagemaker import RETRIES, SageMakerPlatform
+from manager.platforms.sagemaker import SageMakerPlatform
 
 from .aws_support import record_operations
 

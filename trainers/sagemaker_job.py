@@ -23,7 +23,7 @@ from manager.clock import utcnow
 from manager.errors import UserError
 from manager.names import readable_name
 from manager.platforms.base import ModelSpec
-from manager.platforms.sagemaker import RETRIES, SageMakerPlatform
+from manager.platforms.sagemaker import SageMakerPlatform
 from trainers.base import Progress, TrainingResult
 from trainers.config import Range, SageMakerJob, TrainConfig
 from trainers.datasets import Dataset, Task, split, to_csv_bytes
@@ -125,13 +125,13 @@ class SageMakerTrainer:
 
     @classmethod
     def connect(cls, config: TrainConfig) -> SageMakerTrainer:
-        import boto3
+        from manager.platforms import aws
 
-        region = (config.sagemaker.region if config.sagemaker else None) or boto3.Session().region_name
+        region = (config.sagemaker.region if config.sagemaker else None) or aws.session().region_name
         if not region:
             raise UserError("set the region: sagemaker.region in train.yaml, or AWS_REGION")
-        session = boto3.Session(region_name=region)
-        return cls(session.client("sagemaker", config=RETRIES), session.client("s3", config=RETRIES), region)
+        session = aws.session(region)
+        return cls(aws.client("sagemaker", on=session), aws.client("s3", on=session), region)
 
     # ---- looking once, and waiting (for the CLI) ---------------------------------------------------
 

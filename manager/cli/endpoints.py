@@ -223,11 +223,11 @@ def live_status(app: AppContext, name: str, wait: bool, timeout: float, poll: fl
 
     from rich.console import Console
 
+    from manager.platforms import aws
     from manager.platforms.base import PlatformError
-    from manager.platforms.sagemaker import SageMakerPlatform
     from manager.platforms.traffic import wait_for
 
-    platform = SageMakerPlatform.connect()
+    platform = aws.platform()
     state = platform.describe(name)
     if state is None:
         from manager.errors import NotFound
@@ -307,10 +307,10 @@ def create(
     SageMaker has decided: exit 0 when it serves, 1 with SageMaker's reason when it failed."""
     from rich.console import Console
 
-    from manager.platforms.sagemaker import SageMakerPlatform
+    from manager.platforms import aws
     from manager.rollout import endpoints
 
-    platform = SageMakerPlatform.connect()
+    platform = aws.platform()
     options: dict[str, Any] = {
         "variant": variant,
         "instance_type": instance_type,
@@ -351,9 +351,9 @@ def forget(app: AppContext, name: str, reason: str, delete_endpoint: bool) -> No
 
     platform = None
     if delete_endpoint:
-        from manager.platforms.sagemaker import SageMakerPlatform
+        from manager.platforms import aws
 
-        platform = SageMakerPlatform.connect()
+        platform = aws.platform()
     endpoints.forget(app.database(), platform, name, app.actor, reason)
     deleted = (
         " and its SageMaker endpoint is being deleted (it shows Deleting until gone)"
@@ -370,8 +370,8 @@ def forget(app: AppContext, name: str, reason: str, delete_endpoint: bool) -> No
 def adopt(app: AppContext, name: str, framework: str) -> None:
     """Manage an endpoint that already runs on SageMaker, as `DescribeEndpoint` reports it. Each
     variant's model is the registry version with the same artifact, or one registered from it."""
-    from manager.platforms.sagemaker import SageMakerPlatform
+    from manager.platforms import aws
     from manager.rollout import endpoints
 
-    refs = endpoints.adopt(app.database(), SageMakerPlatform.connect(), name, app.actor, framework)
+    refs = endpoints.adopt(app.database(), aws.platform(), name, app.actor, framework)
     click.echo(f"endpoint {name} is managed now, serving {', '.join(refs)}")

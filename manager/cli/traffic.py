@@ -59,19 +59,18 @@ def traffic(
     with AWS_ENDPOINT_URL (see `variantctl local-sagemaker serve`)."""
     import sys
 
-    import boto3
     from rich.console import Console
 
     from manager.clock import parse_duration
     from manager.demo.loadgen import LabelWriter, Traffic
-    from manager.platforms.sagemaker import RETRIES
+    from manager.platforms import aws
     from trainers.datasets import load
 
     seconds = parse_duration(duration).total_seconds()
     delay = parse_duration(label_delay).total_seconds()
     dataset = load(data)
     writer = LabelWriter(labels) if labels else None
-    runtime = boto3.client("sagemaker-runtime", config=RETRIES)
+    runtime = aws.client("sagemaker-runtime")
     sender = Traffic(runtime, endpoint, dataset.x, dataset.y, writer, rate, delay, label_noise, threads, seed)
     console = Console(stderr=True)
     with console.status(f"{endpoint}: sending") as spinner:

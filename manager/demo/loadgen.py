@@ -39,9 +39,9 @@ class LabelWriter:
             self.folder = None
             self.bucket, self.prefix = parsed.netloc, parsed.path.strip("/")
             if s3_client is None:
-                import boto3
+                from manager.platforms import aws
 
-                s3_client = boto3.client("s3")
+                s3_client = aws.client("s3")
             self.s3 = s3_client
         else:
             raise UserError(

@@ -108,9 +108,9 @@ def open_store(uri: str, s3_client: Any = None) -> tuple[ObjectStore, str]:
         if not parsed.netloc:
             raise UserError(f"{uri!r} needs a bucket: s3://bucket/prefix")
         if s3_client is None:
-            import boto3
+            from manager.platforms import aws
 
-            s3_client = boto3.client("s3")
+            s3_client = aws.client("s3")
         prefix = parsed.path.strip("/")
         return S3Store(s3_client, parsed.netloc), (prefix + "/" if prefix else "")
     if parsed.scheme in ("file", ""):

@@ -151,6 +151,16 @@ def append(session: Session, actor: str, event: Event, at: datetime | None = Non
     return row
 
 
+def latest(session: Session, action: str, subject_id: str) -> AuditEvent | None:
+    """The newest event `action` about `subject_id`, if any."""
+    return session.scalar(
+        select(AuditEvent)
+        .where(AuditEvent.action == action, AuditEvent.subject_id == subject_id)
+        .order_by(AuditEvent.seq.desc())
+        .limit(1)
+    )
+
+
 def record(database: Database, actor: str, event: Event) -> AuditEvent:
     """Append one event in a transaction of its own."""
     with database.write() as session:

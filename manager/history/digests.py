@@ -198,10 +198,10 @@ def store_for(location: str, client_factory: Callable[[], Any] | None = None) ->
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         if client_factory is None:
-            import boto3
+            from manager.platforms import aws
 
             def client_factory() -> Any:
-                return boto3.client("s3")
+                return aws.client("s3")
 
         return S3Store(bucket, prefix, client_factory())
     return DirectoryStore(Path(location))

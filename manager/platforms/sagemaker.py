@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from manager.crashpoints import crash_point
+from manager.platforms import aws
 from manager.platforms.base import (
     BlueGreen,
     CaptureSpec,
@@ -45,15 +45,6 @@ from manager.platforms.requests import (
 )
 from manager.platforms.scaling import AutoScaling, Scaling
 
-RETRIES = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60)
-# Invocations are retried by the caller (a replay keeps the request queued), so botocore tries twice.
-RUNTIME_RETRIES = Config(
-    retries={"mode": "standard", "max_attempts": 2},
-    connect_timeout=5,
-    read_timeout=60,
-    max_pool_connections=16,
-)
-
 
 class SageMakerPlatform:
     """EndpointPlatform on a boto3 `sagemaker` client (inject one aimed at AWS, moto or the local host)."""
@@ -62,64 +53,22 @@ class SageMakerPlatform:
         self.client = client
         self._runtime = runtime
         self._autoscaling = AutoScaling(autoscaling) if autoscaling is not None else None
-        self._autoscaling_client: Callable[[], Any] | None = None
-
-    @classmethod
-    def connect(
-        cls, region: str | None = None, endpoint_url: str | None = None, profile: str | None = None
-    ) -> SageMakerPlatform:
-        import boto3
-
-        session = boto3.Session(profile_name=profile, region_name=region)
-        platform = cls(
-            session.client("sagemaker", endpoint_url=endpoint_url, config=RETRIES),
-            session.client("sagemaker-runtime", endpoint_url=endpoint_url, config=RUNTIME_RETRIES),
-        )
-        # Built when first needed (a config change), from the same session: most commands never do.
-        platform._autoscaling_client = lambda: session.client(
-            "application-autoscaling", endpoint_url=endpoint_url, config=RETRIES
-        )
-        return platform
-
-    def _beside(self, service: str, config: Config) -> Any:
-        """A client of `service` beside the sagemaker client (the same host when that is not AWS's,
-        as for the local SageMaker and moto)."""
-        import boto3
-
-        meta = self.client.meta
-        url = meta.endpoint_url
-        # The sagemaker client's own credentials (a client built with explicit keys, as for the
-        # local SageMaker, has them in no chain; `connect` passes every client from one session).
-        credentials = getattr(getattr(self.client, "_request_signer", None), "_credentials", None)
-        keys = {}
-        if credentials is not None:
-            frozen = credentials.get_frozen_credentials()
-            keys = {
-                "aws_access_key_id": frozen.access_key,
-                "aws_secret_access_key": frozen.secret_key,
-                "aws_session_token": frozen.token,
-            }
-        return boto3.client(
-            service,
-            region_name=meta.region_name,
-            endpoint_url=None if "amazonaws.com" in url else url,
-            config=config,
-            **keys,
-        )
+        # How to build the Application Auto Scaling client when first needed (`aws.platform` sets it).
+        self.make_autoscaling: Callable[[], Any] | None = None
 
     @property
     def runtime(self) -> Any:
         """The sagemaker-runtime client: the one given, or one beside the sagemaker client."""
         if self._runtime is None:
-            self._runtime = self._beside("sagemaker-runtime", RUNTIME_RETRIES)
+            self._runtime = aws.beside(self.client, "sagemaker-runtime", aws.RUNTIME_RETRIES)
         return self._runtime
 
     @property
     def autoscaling(self) -> AutoScaling:
         """Application Auto Scaling: the client given, or one beside the sagemaker client."""
         if self._autoscaling is None:
-            make = self._autoscaling_client
-            client = make() if make is not None else self._beside("application-autoscaling", RETRIES)
+            make = self.make_autoscaling
+            client = make() if make is not None else aws.beside(self.client, "application-autoscaling")
             self._autoscaling = AutoScaling(client)
         return self._autoscaling
 

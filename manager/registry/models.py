@@ -198,3 +198,19 @@ def record_event(
     """One history event about a model version, in the caller's transaction."""
     event = audit.Event(action, "model_version", version.ref, reason, payload, endpoint, version.name)
     audit.append(session, actor, event, at=at)
+
+
+def gated_by(session: Session, ref: str) -> str | None:
+    """Who recorded the newest offline gate decision on the version `ref` (None: no gate ran)."""
+    from manager.registry.tables import AuditEvent
+
+    return session.scalar(
+        select(AuditEvent.actor)
+        .where(
+            AuditEvent.subject_type == "model_version",
+            AuditEvent.subject_id == ref,
+            AuditEvent.action == "model.gate",
+        )
+        .order_by(AuditEvent.seq.desc())
+        .limit(1)
+    )

@@ -67,6 +67,27 @@ def active_on(session: Session, endpoint: str) -> Rollout | None:
     )
 
 
+def active_policies(session: Session) -> list[tuple[int, str]]:
+    """(id, policy text) of every rollout under way."""
+    rows = session.execute(
+        select(Rollout.id, Rollout.policy_yaml).where(Rollout.state.in_(ACTIVE_ROLLOUT_STATES))
+    )
+    return [(rollout_id, text) for rollout_id, text in rows]
+
+
+def was_rolled_out(session: Session, version: ModelVersion) -> bool:
+    """Whether any rollout, of any outcome, has had `version` as its candidate."""
+    return (
+        session.scalar(select(Rollout.id).where(Rollout.candidate_version_id == version.id).limit(1))
+        is not None
+    )
+
+
+def never_rolled_out(session: Session, model: str) -> list[ModelVersion]:
+    """The approved versions of `model`, newest first, that no rollout has had as its candidate."""
+    return [v for v in models.list_versions(session, model, "approved") if not was_rolled_out(session, v)]
+
+
 @dataclass(frozen=True)
 class StartRequest:
     """What starting a rollout needs from its policy, as plain values."""

@@ -30,9 +30,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from manager import policy as policies
+from manager import telemetry
 from manager.clock import utcnow
 from manager.crashpoints import crash_point
-from manager.daemon import telemetry
 from manager.db import Database, insert_for
 from manager.errors import UserError
 from manager.metrics.base import MetricSource, MetricsUnavailable

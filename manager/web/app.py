@@ -352,7 +352,7 @@ class Dashboard:
         return response
 
     def _failed(self, address: str, how: str) -> None:
-        from manager.daemon import telemetry
+        from manager import telemetry
 
         assert self.operators is not None
         self.operators.failed(address)

@@ -1,4 +1,4 @@
-"""`/metrics`: this process's counters (`manager.daemon.telemetry`) and gauges read from the registry at each
+"""`/metrics`: this process's counters (`manager.telemetry`) and gauges read from the registry at each
 scrape: rollouts by state, endpoint leases by holder, the scheduler's leader, ingestion's records,
 malformed records and lag per endpoint, webhook deliveries by state and gates waiting."""
 
@@ -13,8 +13,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from manager import telemetry
 from manager.clock import utcnow
-from manager.daemon import telemetry
 from manager.db import Database
 from manager.registry.tables import (
     DELIVERY_STATES,

@@ -176,7 +176,7 @@ class Sent:
 
 def deliver_due(database: Database, retry: timedelta, limit: int = BATCH) -> Sent:
     """Send every delivery that is due (up to `limit`), `SENDERS` at a time; record each answer."""
-    from manager.daemon import telemetry
+    from manager import telemetry
 
     now = utcnow()
     with database.read() as session:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def call_due(database: Database, limit: int = 100) -> int:
     """Ask every gate that is due; how many were asked."""
-    from manager.daemon import telemetry
+    from manager import telemetry
 
     now = utcnow()
     with database.read() as session:
