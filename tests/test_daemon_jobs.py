@@ -106,7 +106,9 @@ def test_jobs_follow_the_policy_files(
     assert before is not None
 
 
-def test_a_bad_policy_file_at_start_skips_only_itself(runtime: daemon.runtime.Runtime, tmp_path: Path) -> None:
+def test_a_bad_policy_file_at_start_skips_only_itself(
+    runtime: daemon.runtime.Runtime, tmp_path: Path
+) -> None:
     folder = tmp_path / "policies"
     folder.mkdir()
     write_policy(folder, "good")
@@ -250,7 +252,9 @@ def test_the_scheduled_time_of_a_cron_run_is_its_latest_fire_time() -> None:
 
 
 @pytest.fixture
-def nightly(runtime: daemon.runtime.Runtime, tmp_path: Path, artifact: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def nightly(
+    runtime: daemon.runtime.Runtime, tmp_path: Path, artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """A nightly retrain policy run at 03:00:20 (the clock fixed), with an approved version waiting,
     so each run that goes through is recorded and skipped without training."""
     from manager import clock
@@ -262,7 +266,9 @@ def nightly(runtime: daemon.runtime.Runtime, tmp_path: Path, artifact: Path, mon
     return write_policy(tmp_path, "nightly")
 
 
-def test_a_cron_run_is_claimed_once_per_scheduled_time(runtime: daemon.runtime.Runtime, nightly: Path) -> None:
+def test_a_cron_run_is_claimed_once_per_scheduled_time(
+    runtime: daemon.runtime.Runtime, nightly: Path
+) -> None:
     """A second run for the same scheduled time (another leader after a failover) does nothing."""
     from manager.registry.tables import ScheduledRun
 
