@@ -19,7 +19,7 @@ from manager.history import audit
 from manager.policy.windows import within
 from manager.registry.tables import Rollout
 
-from .rollout_support import CANARY, ENDPOINT, make_world, policy_text
+from .rollout_support import CANARY, ENDPOINT, GATED, make_world, policy_text
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "policies"
 
@@ -81,6 +81,8 @@ def test_rollout_commands_write_intents_the_reconciler_follows(
         assert (
             wrong.exit_code == 2 and "is paused; pause applies to a rollout that is running" in wrong.stderr
         )
+        no_gate = run.invoke(cli, [*args, "rollout", "approve", str(rollout_id), "--reason", "ok"])
+        assert no_gate.exit_code == 2 and "is not waiting at a manual gate (it is paused)" in no_gate.stderr
         refused = run.invoke(cli, [*args, "rollout", "promote", str(rollout_id), "--reason", "x"])
         assert refused.exit_code == 2  # --full is required
         forced = run.invoke(
@@ -93,6 +95,25 @@ def test_rollout_commands_write_intents_the_reconciler_follows(
         assert actors["rollout.promoted"] == "daemon"
         missing = run.invoke(cli, [*args, "rollout", "status", "999"])
         assert missing.exit_code == 2 and "no rollout 999" in missing.stderr
+
+
+def test_rollout_approve_releases_a_manual_gate_as_the_dashboard_does(
+    tmp_path: Path, artifacts: dict[str, Path]
+) -> None:
+    with make_world(tmp_path, artifacts) as world:
+        rollout_id = world.start(policy_text(GATED))
+        args = ["--db", str(world.db_path), "--actor", "alice"]
+        early = CliRunner().invoke(cli, [*args, "rollout", "approve", str(rollout_id), "--reason", "ok"])
+        assert early.exit_code == 2 and "not waiting at a manual gate" in early.stderr
+        assert world.tick_until(rollout_id, ("paused",)).step == 1  # at the `pause: {}` step
+        approved = CliRunner().invoke(
+            cli, [*args, "rollout", "approve", str(rollout_id), "--reason", "checked"]
+        )
+        assert approved.exit_code == 0, approved.output
+        assert world.rollout(rollout_id).intent == "resume"
+        [event] = audit.history(world.database, audit.HistoryFilter(action="operator.resume"))
+        assert (event.actor, event.reason) == ("alice", "manual gate approved: checked")
+        assert world.tick_until(rollout_id, ("promoted",)).weight == 50.0
 
 
 def _daemon(

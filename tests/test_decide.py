@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from manager import policy as policies
-from manager.rollout.decide import PhaseData, RolloutState, decide
+from manager.metrics.samples import PhaseData
+from manager.rollout.decide import decide
+from manager.rollout.verdicts import RolloutState
 from manager.stats.evalues import ErrorWindow
 from manager.stats.sequences import Arm
 

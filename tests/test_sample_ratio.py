@@ -14,7 +14,7 @@ from manager.names import model_name
 from manager.platforms.base import ModelSpec
 from manager.platforms.sagemaker import SageMakerPlatform
 from manager.registry import observations, rollouts
-from manager.rollout.decide import SRM_REASON
+from manager.rollout.verdicts import SRM_REASON
 
 from .rollout_support import World, make_world
 

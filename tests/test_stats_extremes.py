@@ -16,7 +16,8 @@ import pytest
 from manager import policy as policies
 from manager.history.audit import canonical_json
 from manager.metrics.samples import Arm, ErrorWindow, Paired, PairedSums, PhaseData, ReplayProgress
-from manager.rollout.decide import RolloutState, decide
+from manager.rollout.decide import decide
+from manager.rollout.verdicts import RolloutState
 from manager.stats import evalues, logspace, paired, sequences, srm
 from manager.stats.paired import Differences, Pairs
 

@@ -9,10 +9,10 @@ import click
 from manager.cli.context import AppContext, pass_app
 from manager.cli.render import emit, emit_record, output_option
 from manager.clock import format_instant, parse_instant
+from manager.views.rows import endpoint_row
 
 if TYPE_CHECKING:
     from manager.platforms.base import EndpointState
-    from manager.registry.tables import Endpoint
 
 AT_RECORD_COLUMNS = (
     "endpoint",
@@ -28,32 +28,6 @@ AT_RECORD_COLUMNS = (
     "note",
 )
 LIST_COLUMNS = ("endpoint", "platform", "region", "status", "config", "variants", "observed_at")
-
-
-def endpoint_row(row: Endpoint) -> dict[str, Any]:
-    config = row.current_config
-    variants = [
-        {
-            "variant": v.variant_name,
-            "model": v.model_version.ref,
-            "weight": v.initial_weight,
-            "instance_type": v.instance_type,
-            "instance_count": v.instance_count,
-            "shadow": v.is_shadow,
-        }
-        for v in (config.variants if config else [])
-    ]
-    return {
-        "endpoint": row.name,
-        "platform": row.platform,
-        "region": row.region,
-        "status": row.last_status,
-        "config": config.name if config else None,
-        "variants": {v["variant"]: f"{v['model']} w={v['weight']:g}" for v in variants},
-        "variant_details": variants,
-        "observed_at": row.last_observed_at,
-        "created_at": row.created_at,
-    }
 
 
 @click.group("endpoints")

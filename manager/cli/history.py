@@ -12,19 +12,13 @@ import click
 from manager.cli.context import AppContext, pass_app
 from manager.cli.render import atomic_output, emit, emit_record, output_option
 from manager.registry.vocabulary import EVENT_FIELDS
+from manager.views.rows import event_row
 
 if TYPE_CHECKING:
-    from manager.registry.tables import AuditEvent
+    pass
 
 TABLE_COLUMNS = ("seq", "at", "actor", "action", "subject", "reason")
 RECORD_COLUMNS = EVENT_FIELDS
-
-
-def event_row(row: AuditEvent) -> dict[str, Any]:
-    """An event as `audit export` records it, with `at` as an instant and the subject in one column."""
-    from manager.history.exports import record
-
-    return {**record(row), "at": row.at, "subject": f"{row.subject_type}/{row.subject_id}"}
 
 
 TABLE_LIMIT = 50

@@ -12,40 +12,12 @@ from manager.cli.context import AppContext, pass_app
 from manager.cli.render import emit, emit_record, output_option
 from manager.errors import UserError
 from manager.registry.vocabulary import MODEL_STATUSES
+from manager.views.rows import headline, model_row
 
 if TYPE_CHECKING:
-    from manager.registry.tables import ModelVersion
+    pass
 
 LIST_COLUMNS: tuple[str, ...] = ("model", "status", "framework", "artifact_uri", "metrics", "created_at")
-
-
-def model_row(row: ModelVersion) -> dict[str, Any]:
-    return {
-        "model": row.ref,
-        "name": row.name,
-        "version": row.version,
-        "status": row.status,
-        "framework": row.framework,
-        "framework_version": row.framework_version,
-        "artifact_uri": row.artifact_uri,
-        "image_uri": row.image_uri,
-        "metrics": row.metrics,
-        "dataset_fingerprint": row.dataset_fingerprint,
-        "training_run_id": row.training_run_id,
-        "replaces": row.replaces.ref if row.replaces else None,
-        "description": row.description,
-        "created_at": row.created_at,
-    }
-
-
-def headline(metrics: dict[str, Any]) -> str:
-    """The test metrics when training recorded splits, else the flat metrics, to 3 decimals."""
-    chosen = metrics.get("test") or metrics.get("validation") or metrics
-    return ", ".join(
-        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-        for k, v in chosen.items()
-        if not isinstance(v, dict)
-    )
 
 
 def parse_metrics(pairs: tuple[str, ...], metrics_file: Path | None) -> dict[str, Any]:

@@ -11,22 +11,10 @@ import click
 
 from manager.cli.context import AppContext, pass_app
 from manager.cli.render import atomic_output, emit, emit_record, metric_cells, output_option
+from manager.views.rows import ROLLOUT_COLUMNS
 
 if TYPE_CHECKING:
-    from manager.registry.vocabulary import RolloutIntent
-
-COLUMNS = (
-    "rollout",
-    "endpoint",
-    "baseline",
-    "candidate",
-    "state",
-    "step",
-    "phase",
-    "weight",
-    "intent",
-    "reason",
-)
+    from manager.views.intents import OperatorIntent
 
 
 @click.group("rollout")
@@ -67,7 +55,9 @@ def list_rollouts(app: AppContext, everything: bool, output: str) -> None:
 
     with app.database().read() as session:
         rows = [v.record() for v in rollouts.views(session, everything)]
-    emit(rows, COLUMNS, output, title="rollouts", empty="no active rollouts (--all for finished ones)")
+    emit(
+        rows, ROLLOUT_COLUMNS, output, title="rollouts", empty="no active rollouts (--all for finished ones)"
+    )
 
 
 @rollout_group.command("show")
@@ -332,16 +322,17 @@ def watch(app: AppContext, rollout_id: int, every: float) -> None:
     _finish(record)
 
 
-def _intent(app: AppContext, rollout_id: int, intent: RolloutIntent, reason: str | None) -> None:
-    from manager.registry import rollouts
+def _intent(app: AppContext, rollout_id: int, intent: OperatorIntent, reason: str | None) -> None:
+    from manager.views import intents
 
     with app.database().write() as session:
-        rollouts.set_intent(session, rollout_id, intent, reason, app.actor)
+        intents.request(session, rollout_id, intent, reason, app.actor)
     click.echo(f"rollout {rollout_id}: {intent} requested; the daemon acts within one tick")
 
 
-def _intent_command(intent: RolloutIntent, summary: str) -> None:
-    """`rollout pause|resume|abort ID [--reason]`: each writes one intent, nothing more."""
+def _intent_command(intent: OperatorIntent) -> None:
+    """`rollout pause|resume|approve ID [--reason]`: each writes one intent, nothing more."""
+    from manager.views.intents import INTENT_HELP
 
     @click.argument("rollout_id", type=int)
     @click.option("--reason", help="recorded in the history")
@@ -349,12 +340,12 @@ def _intent_command(intent: RolloutIntent, summary: str) -> None:
     def command(app: AppContext, rollout_id: int, reason: str | None) -> None:
         _intent(app, rollout_id, intent, reason)
 
-    command.__doc__ = summary
+    command.__doc__ = INTENT_HELP[intent].capitalize() + "."
     rollout_group.command(intent)(command)
 
 
-_intent_command("pause", "Hold the rollout where it is.")
-_intent_command("resume", "Continue a paused rollout (or release a manual gate).")
+for _simple in ("pause", "resume", "approve"):  # abort and promote have options of their own, below
+    _intent_command(_simple)
 
 
 @rollout_group.command("abort")

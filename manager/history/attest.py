@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from manager.history import audit
+from manager.history import chain
 from manager.registry.tables import Endpoint, EndpointConfig, ModelVersion, Rollout
 from manager.registry.vocabulary import FINAL_ROLLOUT_STATES, is_final
 
@@ -48,7 +48,7 @@ def describe_config(config: EndpointConfig) -> dict[str, Any]:
 
 
 def config_recorded(session: Session, config: EndpointConfig, actor: str, at: datetime | None = None) -> None:
-    event = audit.Event(
+    event = chain.Event(
         CONFIG_EVENT,
         "endpoint_config",
         config.name,
@@ -56,7 +56,7 @@ def config_recorded(session: Session, config: EndpointConfig, actor: str, at: da
         describe_config(config),
         config.endpoint_name,
     )
-    audit.append(session, actor, event, at=at)
+    chain.append(session, actor, event, at=at)
 
 
 def serve(
@@ -70,7 +70,7 @@ def serve(
         "config": config.name,
         "variants": {v.variant_name: v.model_version.ref for v in config.variants},
     }
-    event = audit.Event(
+    event = chain.Event(
         SERVES_EVENT,
         "endpoint",
         endpoint.name,
@@ -78,7 +78,7 @@ def serve(
         payload,
         endpoint.name,
     )
-    audit.append(session, actor, event, at=at)
+    chain.append(session, actor, event, at=at)
 
 
 def unserve(session: Session, endpoint: Endpoint, actor: str, at: datetime | None = None) -> None:
@@ -86,7 +86,7 @@ def unserve(session: Session, endpoint: Endpoint, actor: str, at: datetime | Non
     if endpoint.current_config_id is None:
         return
     endpoint.current_config_id = None
-    event = audit.Event(
+    event = chain.Event(
         SERVES_EVENT,
         "endpoint",
         endpoint.name,
@@ -94,7 +94,7 @@ def unserve(session: Session, endpoint: Endpoint, actor: str, at: datetime | Non
         {"config": None},
         endpoint.name,
     )
-    audit.append(session, actor, event, at=at)
+    chain.append(session, actor, event, at=at)
 
 
 @dataclass

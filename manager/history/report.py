@@ -31,7 +31,7 @@ from manager.metrics.samples import ErrorWindow, PhaseData
 from manager.registry import observations, rollouts
 from manager.registry.tables import Observation, RolloutPhase
 from manager.registry.vocabulary import is_final
-from manager.rollout.decide import judge
+from manager.rollout.judge import judge
 from manager.stats.evalues import HarmEvidence
 from manager.web import asset
 

@@ -22,10 +22,10 @@ from manager.platforms.base import BlueGreen, ConfigSpec
 from manager.registry.rollouts import record_event
 from manager.registry.tables import ModelVersion, Rollout
 from manager.rollout import configs, gates, records
-from manager.rollout.decide import Decision
 from manager.rollout.look import Look, TickResult
 from manager.rollout.pending import PendingChange
 from manager.rollout.scaling_steps import ScalingSteps
+from manager.rollout.verdicts import Decision
 
 log = logging.getLogger("variantctl.reconcile")
 

@@ -23,7 +23,7 @@ from manager import policy as policies
 from manager.clock import format_instant, parse_duration
 from manager.registry.rollouts import record_event
 from manager.registry.tables import GateCheck, Rollout
-from manager.rollout.decide import Decision
+from manager.rollout.verdicts import Decision
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ PASS = Hold("pass")
 def kinds_for(decision: Decision, weight_now: float) -> tuple[policies.GateType, ...]:
     """The gates a decision must get past before it is applied."""
     if decision.action == "promote":
-        if decision.evidence.get("forced"):
+        if decision.forced:
             return ()  # the operator who forced it is the gate, and is recorded
         return ("pre-rollout", "confirm-promotion") if weight_now == 0 else ("confirm-promotion",)
     if decision.action == "set_weight" and (decision.weight or 0) > 0 and weight_now == 0:

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from manager import policy as policies
+from manager.errors import UserError
 from manager.registry import rollouts
 from manager.registry.tables import ModelVersion, Rollout
 
@@ -34,3 +35,16 @@ def candidate(session: Session, policy: policies.RolloutPolicy) -> ModelVersion:
     """The version `policy` would roll out now."""
     spec = policy.target.candidate
     return rollouts.resolve_candidate(session, spec.model, spec.version)
+
+
+def approve_gate(session: Session, rollout_id: int, reason: str | None, actor: str) -> Rollout:
+    """Release the manual gate (a `pause` step with no duration) the rollout waits at: a `resume`,
+    recorded as the gate's approval. Refused when the rollout is not paused at such a step."""
+    view = rollouts.view(session, rollout_id)
+    plan = policies.parse(view.policy_yaml).plan
+    step = plan[view.step] if view.step < len(plan) else None
+    manual = step is not None and step.pause is not None and not step.pause.duration
+    if view.state != "paused" or not manual:
+        raise UserError(f"rollout {rollout_id} is not waiting at a manual gate (it is {view.state})")
+    why = f"manual gate approved: {reason or 'no reason given'}"
+    return rollouts.set_intent(session, rollout_id, "resume", why, actor)

@@ -48,10 +48,11 @@ from manager.registry import endpoints, observations, pairs
 from manager.registry.tables import DaemonInstance, EndpointLease, ModelVersion
 from manager.rollout import configs, gates, records, snapshot
 from manager.rollout.changes import ConfigChanges, _blue_green, _row
-from manager.rollout.decide import Decision, decide
+from manager.rollout.decide import decide
 from manager.rollout.look import Fenced, FencedPlatform, Look, TickResult
 from manager.rollout.pending import PendingChange
 from manager.rollout.snapshot import Snapshot
+from manager.rollout.verdicts import Decision
 
 log = logging.getLogger("variantctl.reconcile")
 Data = dict[str, list[PhaseData]]

@@ -15,8 +15,8 @@ from manager.registry.rollouts import record_event
 from manager.registry.tables import ModelVersion, Rollout, RolloutPhase
 from manager.registry.vocabulary import ModelStatus
 from manager.rollout import configs
-from manager.rollout.decide import Decision
 from manager.rollout.pending import Op, PendingChange
+from manager.rollout.verdicts import Decision
 
 # The decision that carries out each operator intent.
 INTENT_EFFECT = {"abort": "rollback", "promote": "promote", "pause": "pause", "resume": "resume"}
@@ -89,7 +89,7 @@ def decision(
         rollout.state, rollout.intent, rollout.reason = "running", None, None
         rollout.step = decided.next_step if decided.next_step is not None else rollout.step
         rollout.step_started_at = now
-        if decided.evidence.get("restart_phase"):
+        if decided.restart_phase:
             new_phase(session, rollout, rollout.weight, actor, now)
     else:
         promoting = decided.action == "promote"
@@ -111,6 +111,8 @@ def decision(
     if pending is not None:
         rollout.pending = pending.to_json()
     payload = {"decision": decided.action, **decided.evidence}
+    # The flags are recorded as the history always had them, beside the evidence.
+    payload.update({flag: True for flag in ("forced", "restart_phase") if getattr(decided, flag)})
     if asked is not None:
         payload["requested_by"] = asked
     record_event(session, rollout, actor, f"rollout.{decided.action}", decided.reason, payload, now)

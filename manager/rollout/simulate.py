@@ -19,7 +19,8 @@ import numpy as np
 
 from manager.metrics.samples import Arm, ErrorWindow, Paired, PairedSums, PhaseData, ReplayProgress
 from manager.policy import Metric, RolloutPolicy
-from manager.rollout.decide import RolloutState, decide
+from manager.rollout.decide import decide
+from manager.rollout.verdicts import RolloutState
 from manager.stats.evalues import HarmEvidence
 
 Truth = Literal["same", "better", "worse"]

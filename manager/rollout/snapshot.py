@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from manager.registry.tables import Endpoint, EndpointLease, Rollout, RolloutPhase
 from manager.registry.vocabulary import ACTIVE_ROLLOUT_STATES
-from manager.rollout.decide import SRM_REASON, RolloutState
 from manager.rollout.pending import PendingChange
+from manager.rollout.verdicts import SRM_REASON, RolloutState
 
 PhaseSpan = tuple[int, datetime, datetime | None]  # phase, started, ended (None while it lasts)
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from manager import policy as policies
 from manager.registry import endpoints, observations, pairs, rollouts
 from manager.registry.vocabulary import is_final
-from manager.rollout.decide import judge, paired_evidence, paired_verdict
+from manager.rollout.judge import judge, paired_evidence, paired_verdict
 
 # `rollout watch` and `rollout status --wait` end with these (README: Rolling out).
 EXIT_BY_OUTCOME = {"promoted": 0, "rolled_back": 3, "aborted": 3, "failed": 4}

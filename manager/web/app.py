@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 from collections import OrderedDict
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from starlette.applications import Starlette
@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from manager.db import Database
 from manager.errors import NotFound, UserError
+from manager.views import intents
 from manager.web import asset, auth, pages
 from manager.web.metrics import Exposition
 
@@ -196,8 +197,8 @@ class Dashboard:
         return HTMLResponse(page)
 
     def endpoints(self, request: Request) -> Response:
-        from manager.cli.endpoints import endpoint_row
         from manager.registry import endpoints, rollouts
+        from manager.views.rows import endpoint_row
 
         with self.database.read() as session:
             rows = [endpoint_row(r) for r in endpoints.list_endpoints(session)]
@@ -237,7 +238,7 @@ class Dashboard:
         csrf = self._csrf(request)
         # Only a notice this dashboard words itself: a link cannot make the page say anything else.
         asked = request.query_params.get("requested", "")
-        notice = f"{asked} requested; the daemon acts within one tick" if asked in pages.INTENTS else ""
+        notice = f"{asked} requested; the daemon acts within one tick" if asked in intents.INTENTS else ""
         body = pages.rollout_page(data, operator, csrf, self.operators is not None, self.poll, notice)
         title = f"rollout {rollout_id}"
         return self._page(request, title, body, ("uPlot.iife.min.js", "charts.js", "dashboard.js"))
@@ -256,8 +257,8 @@ class Dashboard:
         )
 
     def models(self, request: Request) -> Response:
-        from manager.cli.models import headline, model_row
         from manager.registry import models
+        from manager.views.rows import headline, model_row
 
         with self.database.read() as session:
             rows = [model_row(r) for r in models.list_versions(session, None, None)]
@@ -291,8 +292,8 @@ class Dashboard:
         return flt, filters
 
     def history(self, request: Request) -> Response:
-        from manager.cli.history import event_row
         from manager.history import audit
+        from manager.views.rows import event_row
 
         flt, filters = self._filter(request, HISTORY_LIMIT)
         rows = [event_row(r) for r in audit.history(self.database, flt)]
@@ -407,8 +408,8 @@ class Dashboard:
                 return _error(request, 403, "refused: the form's CSRF token is missing or wrong")
         intent = str(form.get("intent") or "")
         reason = str(form.get("reason") or "").strip()
-        if intent not in pages.INTENTS:
-            return _error(request, 400, f"intent {intent!r}: one of {', '.join(pages.INTENTS)}")
+        if intent not in intents.INTENTS:
+            return _error(request, 400, f"intent {intent!r}: one of {', '.join(intents.INTENTS)}")
         if len(reason) < 3:
             return _error(
                 request, 400, "give a reason (at least 3 characters): it is recorded in the history"
@@ -421,19 +422,5 @@ class Dashboard:
         )
 
     def _write_intent(self, rollout_id: int, intent: str, reason: str, actor: str) -> None:
-        from manager import policy as policies
-        from manager.registry import rollouts
-
         with self.database.write() as session:
-            if intent == "approve":
-                view = rollouts.view(session, rollout_id)
-                plan = policies.parse(view.policy_yaml).plan
-                step = plan[view.step] if view.step < len(plan) else None
-                manual = step is not None and step.pause is not None and not step.pause.duration
-                if view.state != "paused" or not manual:
-                    raise UserError(
-                        f"rollout {rollout_id} is not waiting at a manual gate (it is {view.state})"
-                    )
-                rollouts.set_intent(session, rollout_id, "resume", f"manual gate approved: {reason}", actor)
-                return
-            rollouts.set_intent(session, rollout_id, intent, reason, actor)  # type: ignore[arg-type]
+            intents.request(session, rollout_id, cast(intents.OperatorIntent, intent), reason, actor)

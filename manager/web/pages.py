@@ -9,15 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from manager.history import report
-
-INTENTS = ("pause", "resume", "approve", "abort", "promote")
-INTENT_HELP = {
-    "pause": "hold the rollout where it is",
-    "resume": "continue a paused rollout",
-    "approve": "release the manual gate the rollout waits at",
-    "abort": "roll back now: the endpoint ends on the baseline alone",
-    "promote": "promote WITHOUT the analysis (recorded loudly)",
-}
+from manager.views import intents
 
 
 def layout(
@@ -92,7 +84,7 @@ def endpoints(rows: list[dict[str, Any]], active: dict[str, dict[str, Any]]) -> 
 
 
 def rollouts(rows: list[dict[str, Any]]) -> str:
-    from manager.cli.rollout import COLUMNS  # the columns of `rollout list`
+    from manager.views.rows import ROLLOUT_COLUMNS as COLUMNS
 
     columns = [*COLUMNS, "created_at"]
     return "<h1>Rollouts</h1>" + (
@@ -143,8 +135,8 @@ def rollout_page(
     actions = ""
     if operator and csrf:
         buttons = "".join(
-            f"<button name='intent' value='{i}' title='{html.escape(INTENT_HELP[i])}'>{i}</button>"
-            for i in INTENTS
+            f"<button name='intent' value='{i}' title='{html.escape(intents.INTENT_HELP[i])}'>{i}</button>"
+            for i in intents.INTENTS
         )
         actions = (
             f"<form id='actions' method='post' action='/rollouts/{r['rollout']}/actions'>"

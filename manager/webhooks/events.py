@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from manager.clock import format_instant
-from manager.rollout.decide import SRM_REASON
+from manager.rollout.verdicts import SRM_REASON
 
 # A history action -> the event kind webhooks subscribe to (policy.WebhookEvent).
 KINDS = {

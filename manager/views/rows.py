@@ -1,0 +1,83 @@
+"""The rows the CLI's tables and records and the dashboard's pages show, from the registry's rows."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from manager.registry.tables import AuditEvent, Endpoint, ModelVersion
+
+ROLLOUT_COLUMNS = (
+    "rollout",
+    "endpoint",
+    "baseline",
+    "candidate",
+    "state",
+    "step",
+    "phase",
+    "weight",
+    "intent",
+    "reason",
+)  # the columns of `rollout list` and the dashboard's rollouts page
+
+
+def endpoint_row(row: Endpoint) -> dict[str, Any]:
+    config = row.current_config
+    variants = [
+        {
+            "variant": v.variant_name,
+            "model": v.model_version.ref,
+            "weight": v.initial_weight,
+            "instance_type": v.instance_type,
+            "instance_count": v.instance_count,
+            "shadow": v.is_shadow,
+        }
+        for v in (config.variants if config else [])
+    ]
+    return {
+        "endpoint": row.name,
+        "platform": row.platform,
+        "region": row.region,
+        "status": row.last_status,
+        "config": config.name if config else None,
+        "variants": {v["variant"]: f"{v['model']} w={v['weight']:g}" for v in variants},
+        "variant_details": variants,
+        "observed_at": row.last_observed_at,
+        "created_at": row.created_at,
+    }
+
+
+def model_row(row: ModelVersion) -> dict[str, Any]:
+    return {
+        "model": row.ref,
+        "name": row.name,
+        "version": row.version,
+        "status": row.status,
+        "framework": row.framework,
+        "framework_version": row.framework_version,
+        "artifact_uri": row.artifact_uri,
+        "image_uri": row.image_uri,
+        "metrics": row.metrics,
+        "dataset_fingerprint": row.dataset_fingerprint,
+        "training_run_id": row.training_run_id,
+        "replaces": row.replaces.ref if row.replaces else None,
+        "description": row.description,
+        "created_at": row.created_at,
+    }
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    """The test metrics when training recorded splits, else the flat metrics, to 3 decimals."""
+    chosen = metrics.get("test") or metrics.get("validation") or metrics
+    return ", ".join(
+        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in chosen.items()
+        if not isinstance(v, dict)
+    )
+
+
+def event_row(row: AuditEvent) -> dict[str, Any]:
+    """An event as `audit export` records it, with `at` as an instant and the subject in one column."""
+    from manager.history.exports import record
+
+    return {**record(row), "at": row.at, "subject": f"{row.subject_type}/{row.subject_id}"}
