@@ -32,7 +32,8 @@ from manager.local_sagemaker.runtime import (
     format_predictions,
     parse_rows,
 )
-from manager.local_sagemaker.s3 import S3App, is_s3_request
+from manager.local_sagemaker.s3 import S3App
+from manager.local_sagemaker.s3_store import is_s3_request
 
 log = logging.getLogger("local_sagemaker")
 SAGEMAKER_PREFIX = "SageMaker."

@@ -39,11 +39,18 @@ def find(table: dict[str, T], name: Any) -> T | None:
     return next((entry for n, entry in tuple(table.items()) if n.lower() == key), None)
 
 
+LIST_DEFAULT_MAX = 100  # what the control plane's lists have always returned without MaxResults
+
+
 class Book(Generic[T]):
-    """One kind of resource by name: `kind` as its ARNs spell it, `noun` as AWS's messages do."""
+    """One kind of resource by name: `kind` as its ARNs spell it, `noun` as AWS's messages do. A
+    resource kept as a dict with `<Noun>Name`, `<Noun>Arn` and `CreationTime` (`field`, e.g.
+    "Model"; `plural` names its List response's key) gets Delete and List from `delete` and `listing`."""
 
     kind: str
     noun: str
+    field: str = ""
+    plural: str = ""
 
     def __init__(self, shared: Shared) -> None:
         self.shared = shared
@@ -57,3 +64,22 @@ class Book(Generic[T]):
         if entry is None:
             raise validation(f'Could not find {self.noun} "{self.arn(str(name))}".')
         return entry
+
+    def delete(self, req: dict[str, Any]) -> dict[str, Any]:
+        """`Delete<Noun>`: gone by any spelling of its name, with its tags."""
+        entry: Any = self.get(req.get(f"{self.field}Name", ""))
+        del self.table[entry[f"{self.field}Name"]]
+        self.shared.tags.forget(entry[f"{self.field}Arn"])
+        self.shared.save()
+        return {}
+
+    def listing(self, req: dict[str, Any]) -> dict[str, Any]:
+        """`List<Nouns>`: name, ARN and creation time, sorted and paged as AWS does."""
+        from manager.local_sagemaker.listing import page, sorted_by
+
+        name, arn = f"{self.field}Name", f"{self.field}Arn"
+        rows = [
+            {name: e[name], arn: e[arn], "CreationTime": e["CreationTime"]}  # type: ignore[index]
+            for e in self.table.values()
+        ]
+        return page(req, rows, self.plural, sorted_by(name), default_max=LIST_DEFAULT_MAX)

@@ -15,8 +15,7 @@ import re
 from typing import Any
 
 from manager.local_sagemaker.book import Book, Shared, find
-from manager.local_sagemaker.listing import page, sorted_by
-from manager.local_sagemaker.models import LIST_DEFAULT_MAX, Models
+from manager.local_sagemaker.models import Models
 from manager.local_sagemaker.protocol import check_bounds, check_instance_type, check_name, iso, validation
 from manager.local_sagemaker.runtime import s3_problem
 
@@ -76,6 +75,7 @@ def check_capture(capture: dict[str, Any]) -> None:
 
 class Configs(Book[dict[str, Any]]):
     kind, noun = "endpoint-config", "endpoint configuration"
+    field, plural = "EndpointConfig", "EndpointConfigs"
 
     def __init__(self, shared: Shared, models: Models) -> None:
         super().__init__(shared)
@@ -168,21 +168,7 @@ class Configs(Book[dict[str, Any]]):
 
     def op_DeleteEndpointConfig(self, req: dict[str, Any]) -> dict[str, Any]:
         # Like AWS, an endpoint config may be deleted while an endpoint uses it.
-        config = self.get(req.get("EndpointConfigName", ""))
-        del self.table[config["EndpointConfigName"]]
-        self.shared.tags.forget(config["EndpointConfigArn"])
-        self.shared.save()
-        return {}
+        return self.delete(req)
 
     def op_ListEndpointConfigs(self, req: dict[str, Any]) -> dict[str, Any]:
-        rows = [
-            {
-                "EndpointConfigName": c["EndpointConfigName"],
-                "EndpointConfigArn": c["EndpointConfigArn"],
-                "CreationTime": c["CreationTime"],
-            }
-            for c in self.table.values()
-        ]
-        return page(
-            req, rows, "EndpointConfigs", sorted_by("EndpointConfigName"), default_max=LIST_DEFAULT_MAX
-        )
+        return self.listing(req)

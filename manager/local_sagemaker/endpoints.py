@@ -17,14 +17,14 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from manager.local_sagemaker.book import Book, Shared, find
+from manager.local_sagemaker.book import LIST_DEFAULT_MAX, Book, Shared, find
 from manager.local_sagemaker.capture import CapturePolicy
 from manager.local_sagemaker.configs import Configs, finite
 from manager.local_sagemaker.deployments import ShiftPoint, same_variant_names, traffic_plan
 from manager.local_sagemaker.fleet import Endpoint, Pending, Variant, plain
 from manager.local_sagemaker.listing import page, sorted_by
 from manager.local_sagemaker.metrics import AlarmBook
-from manager.local_sagemaker.models import LIST_DEFAULT_MAX, Models, container
+from manager.local_sagemaker.models import Models, container
 from manager.local_sagemaker.protocol import check_name, iso, validation
 from manager.local_sagemaker.routing import Routing
 from manager.local_sagemaker.runtime import ArtifactError, LoadedModel, load_model

@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from manager.local_sagemaker.s3 import is_s3_request
+from manager.local_sagemaker.s3_store import is_s3_request
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 FORM_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")

@@ -12,11 +12,8 @@ import re
 from typing import Any
 
 from manager.local_sagemaker.book import Book, find
-from manager.local_sagemaker.listing import page, sorted_by
 from manager.local_sagemaker.protocol import check_name, iso, validation
 from manager.local_sagemaker.runtime import s3_problem
-
-LIST_DEFAULT_MAX = 100  # what the control plane's lists have always returned without MaxResults
 
 
 def container(model: dict[str, Any]) -> dict[str, Any]:
@@ -30,6 +27,7 @@ ROLE_ARN = r"arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+"
 
 class Models(Book[dict[str, Any]]):
     kind = noun = "model"
+    field, plural = "Model", "Models"
 
     def op_CreateModel(self, req: dict[str, Any]) -> dict[str, Any]:
         name = check_name("modelName", req.get("ModelName"))
@@ -80,15 +78,7 @@ class Models(Book[dict[str, Any]]):
         return {**model, "CreationTime": iso(model["CreationTime"])}
 
     def op_DeleteModel(self, req: dict[str, Any]) -> dict[str, Any]:
-        model = self.get(req.get("ModelName", ""))
-        del self.table[model["ModelName"]]
-        self.shared.tags.forget(model["ModelArn"])
-        self.shared.save()
-        return {}
+        return self.delete(req)
 
     def op_ListModels(self, req: dict[str, Any]) -> dict[str, Any]:
-        rows = [
-            {"ModelName": m["ModelName"], "ModelArn": m["ModelArn"], "CreationTime": m["CreationTime"]}
-            for m in self.table.values()
-        ]
-        return page(req, rows, "Models", sorted_by("ModelName"), default_max=LIST_DEFAULT_MAX)
+        return self.listing(req)
