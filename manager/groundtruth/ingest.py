@@ -17,47 +17,27 @@ a file that cannot be read is reported and retried later; neither stops the rest
 
 from __future__ import annotations
 
-import bisect
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, String, Table, delete, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from manager.clock import utcnow
-from manager.db import Database, insert_for
+from manager.db import Database
+from manager.groundtruth import shadows
 from manager.groundtruth.incremental import Cursor, read_new
-from manager.groundtruth.pairing import label_free, labelled
-from manager.groundtruth.records import (
-    REPLAY_PREFIX,
-    Kind,
-    Malformed,
-    outcomes,
-    parse_capture,
-    parse_label,
-)
+from manager.groundtruth.records import REPLAY_PREFIX, Kind, Malformed, outcomes, parse_capture, parse_label
 from manager.groundtruth.stores import ObjectStore, open_store
-from manager.names import shadow_variant
-from manager.registry import observations
+from manager.registry import captures, observations
+from manager.registry.captures import CAPTURED, SHADOWS, RegistryPhases
 from manager.registry.observations import ObservedWindow
-from manager.registry.pairs import Delta
-from manager.registry.pairs import add as add_pairs
-from manager.registry.tables import (
-    CapturedInference,
-    Endpoint,
-    IngestCursor,
-    PendingLabel,
-    Rollout,
-    RolloutPhase,
-    ShadowAnswer,
-)
+from manager.registry.tables import IngestCursor
 
-PAIRED_SOURCE = "shadow"
-IN_CHUNK = 2000  # ids per IN (...) clause: well inside SQLite's and PostgreSQL's parameter limits
+Deltas = dict[tuple[int, int, str, str, datetime], list[float]]
 
 
 @dataclass(frozen=True)
@@ -86,54 +66,6 @@ class IngestReport:
     expired_labels: int = 0
     replaced_files: int = 0  # changed in place, read again (what was seen already is dropped by id)
     file_errors: list[str] = field(default_factory=list)
-
-
-# ---- phases -------------------------------------------------------------------------------------
-
-
-class RegistryPhases:
-    """Which rollout phase was live on an endpoint at an instant, from `rollout_phases`."""
-
-    def __init__(self, session: Session, endpoint: str) -> None:
-        rows = session.execute(
-            select(
-                RolloutPhase.started_at, RolloutPhase.ended_at, RolloutPhase.rollout_id, RolloutPhase.phase
-            )
-            .join(Rollout, Rollout.id == RolloutPhase.rollout_id)
-            .join(Endpoint, Endpoint.id == Rollout.endpoint_id)
-            .where(Endpoint.name == endpoint)
-            .order_by(RolloutPhase.started_at)
-        ).all()
-        self.starts = [r[0] for r in rows]
-        self.rows = rows
-        # Each rollout's shadow variant: captured answers filed under it are a shadow's, to be paired.
-        self.shadows = {
-            rid: shadow_variant(candidate)
-            for rid, candidate in session.execute(
-                select(Rollout.id, Rollout.candidate_variant).where(Rollout.id.in_({r[2] for r in rows}))
-            )
-        }
-
-    def shadow(self, variant: str, rollout_id: int) -> bool:
-        """Whether `variant` is the rollout's candidate shadowing production."""
-        return self.shadows.get(rollout_id) == variant
-
-    def __call__(self, variant: str, at: datetime) -> tuple[int, int] | None:
-        i = bisect.bisect_right(self.starts, at) - 1
-        if i < 0:
-            return None
-        _started, ended, rollout_id, phase = self.rows[i]
-        if ended is not None and at >= ended:
-            return None
-        return rollout_id, phase
-
-
-# ---- writing ------------------------------------------------------------------------------------
-
-
-def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
-    for i in range(0, len(items), IN_CHUNK):
-        yield items[i : i + IN_CHUNK]
 
 
 def _minute_key(stored: str | datetime) -> str | datetime:
@@ -254,13 +186,7 @@ class GroundTruthIngestor:
     def _record_error(self, spec: QualitySpec, cursor_id: str, error: str) -> None:
         """A read error where no cursor has been stored yet: `endpoints show` lists it all the same."""
         with self.database.write() as session:
-            row = session.get(IngestCursor, cursor_id)
-            if row is None:
-                row = IngestCursor(
-                    prefix=cursor_id, endpoint=spec.endpoint, kind="capture", records=0, malformed=0
-                )
-                session.add(row)
-            row.last_error = error[:2000]
+            captures.cursor(session, cursor_id, spec.endpoint, "capture").last_error = error[:2000]
 
     def _flush(
         self,
@@ -275,12 +201,7 @@ class GroundTruthIngestor:
     ) -> None:
         with self.database.write() as session:
             malformed = (handle(session, lines) if lines else 0) + oversized
-            row = session.get(IngestCursor, cursor_id)
-            if row is None:
-                row = IngestCursor(
-                    prefix=cursor_id, endpoint=spec.endpoint, kind=kind, records=0, malformed=0
-                )
-                session.add(row)
+            row = captures.cursor(session, cursor_id, spec.endpoint, kind)
             row.position = cursor.as_json()
             row.records += len(lines) - (malformed - oversized)
             row.malformed += malformed
@@ -299,91 +220,19 @@ class GroundTruthIngestor:
         now: datetime,
         report: IngestReport,
     ) -> int:
-        rows: dict[str, dict[str, Any]] = {}
-        shadows: dict[str, dict[str, Any]] = {}
-        malformed = 0
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                inference_id, at, outputs = parse_capture(line)
-            except Malformed:
-                malformed += 1
-                continue
-            if inference_id.startswith(REPLAY_PREFIX):
-                report.replayed += 1
-                continue
-            phase = resolve(variant, at)
-            if phase is None:
-                report.outside_rollout += 1
-                continue
-            if resolve.shadow(variant, phase[0]):
-                if inference_id in shadows:
-                    report.duplicates += 1
-                    continue
-                shadows[inference_id] = {
-                    "endpoint": spec.endpoint,
-                    "inference_id": inference_id,
-                    "rollout_id": phase[0],
-                    "outputs": json.dumps(outputs, separators=(",", ":")),
-                    "compared": False,
-                    "paired": False,
-                    "expires_at": at + spec.label_ttl,
-                }
-                continue
-            if inference_id in rows:
-                report.duplicates += 1
-                continue
-            rows[inference_id] = {
-                "endpoint": spec.endpoint,
-                "inference_id": inference_id,
-                "variant": variant,
-                "rollout_id": phase[0],
-                "phase": phase[1],
-                "inference_at": at,
-                "outputs": json.dumps(outputs, separators=(",", ":")),
-                "expires_at": at + spec.label_ttl,
-            }
-        report.malformed += malformed
-        conn = session.connection()
-        # The same inference again (waiting or already joined) conflicts with its row and is skipped.
-        inserted = (
-            list(
-                conn.scalars(
-                    insert_for(session)(_CAPTURED)
-                    .on_conflict_do_nothing()
-                    .returning(_CAPTURED.c.inference_id),
-                    list(rows.values()),
-                )
-            )
-            if rows
-            else []
-        )
+        rows, shadowed_rows, malformed = _read_captures(spec, variant, lines, resolve, report)
+        inserted = captures.insert_new(session, CAPTURED, list(rows.values()))
         report.duplicates += len(rows) - len(inserted)
         report.predictions += len(inserted)
-        shadowed = (
-            list(
-                conn.scalars(
-                    insert_for(session)(_SHADOWS).on_conflict_do_nothing().returning(_SHADOWS.c.inference_id),
-                    list(shadows.values()),
-                )
-            )
-            if shadows
-            else []
-        )
-        report.duplicates += len(shadows) - len(shadowed)
+        shadowed = captures.insert_new(session, SHADOWS, list(shadowed_rows.values()))
+        report.duplicates += len(shadowed_rows) - len(shadowed)
         report.shadow_answers += len(shadowed)
         if shadowed or inserted:
-            self._compare(session, spec, inserted + shadowed)
-        waiting = {
-            inference_id: json.loads(labels)
-            for inference_id, labels in _matching(
-                conn, _LABELS, spec.endpoint, inserted, _LABELS.c.inference_id, _LABELS.c.labels
-            )
-        }
+            shadows.compare(session, spec, inserted + shadowed)
+        waiting = captures.take_waiting_labels(session, spec.endpoint, inserted)
         if waiting:
-            _delete(conn, _LABELS, spec.endpoint, list(waiting))
-            malformed += self._join(session, spec, waiting, now, report)
+            labels = {inference_id: json.loads(text) for inference_id, text in waiting.items()}
+            malformed += self._join(session, spec, labels, now, report)
         return malformed
 
     # -- labels --
@@ -421,51 +270,11 @@ class GroundTruthIngestor:
     ) -> int:
         """Pair labels with their captured predictions and add the outcomes to `observations`. A label
         for an inference already joined is a duplicate; one whose prediction is not read yet waits."""
-        conn = session.connection()
-        deltas: dict[tuple[int, int, str, str, datetime], list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
-        matched: list[str] = []
+        deltas: Deltas = defaultdict(lambda: [0, 0.0, 0.0])
         answered: dict[str, list[list[float]]] = {}  # production's outputs, for a shadow's answer
-        seen: set[str] = set()
-        malformed = 0
-        # The stored time as text: only its minute is needed, and parsing each row's datetime costs more
-        # than the rest of the join (one parse per distinct minute instead).
-        minutes: dict[str | datetime, datetime] = {}
-        columns = (
-            _CAPTURED.c.inference_id,
-            _CAPTURED.c.joined,
-            _CAPTURED.c.variant,
-            _CAPTURED.c.rollout_id,
-            _CAPTURED.c.phase,
-            type_coerce(_CAPTURED.c.inference_at, String),
-            _CAPTURED.c.outputs,
-        )
-        for inference_id, joined, variant, rollout_id, phase, at, outputs in _matching(
-            conn, _CAPTURED, spec.endpoint, list(labels), *columns
-        ):
-            seen.add(inference_id)
-            if joined:
-                report.duplicates += 1
-                continue
-            matched.append(inference_id)
-            try:
-                produced = json.loads(outputs)
-                pairs = outcomes(spec.kind, spec.threshold, produced, labels[inference_id])
-            except Malformed:
-                malformed += 1
-                continue
-            answered[inference_id] = produced
-            key = _minute_key(at)
-            minute = minutes.get(key)
-            if minute is None:
-                minute = minutes[key] = _minute_of(key)
-            for metric, value in pairs:
-                delta = deltas[(rollout_id, phase, variant, metric, minute)]
-                delta[0] += 1
-                delta[1] += value
-                delta[2] += value * value
+        matched, seen, malformed = _outcomes(session, spec, labels, deltas, answered, report)
         report.joined += len(matched)
         report.malformed += malformed
-        insert = insert_for(session)
         observations.record(
             session,
             [
@@ -475,134 +284,17 @@ class GroundTruthIngestor:
             merge="add",
         )
         if answered:
-            self._pair_labelled(session, spec, answered, labels, report)
-        _update(conn, _CAPTURED, spec.endpoint, matched, joined=True, outputs=None)
-        unmatched = [i for i in labels if i not in seen]
-        if unmatched:
-            conn.execute(
-                insert(_LABELS).on_conflict_do_nothing(),
-                [
-                    {
-                        "endpoint": spec.endpoint,
-                        "inference_id": i,
-                        "expires_at": now + spec.label_ttl,
-                        "labels": json.dumps(labels[i], separators=(",", ":")),
-                    }
-                    for i in unmatched
-                ],
-            )
+            shadows.pair_labelled(session, spec, answered, labels, report)
+        captures.mark_joined(session, spec.endpoint, matched)
+        unmatched = {i: json.dumps(labels[i], separators=(",", ":")) for i in labels if i not in seen}
+        captures.wait_for_predictions(session, spec.endpoint, unmatched, now + spec.label_ttl)
         return malformed
-
-    # -- shadow answers --
-
-    def _compare(self, session: Session, spec: QualitySpec, ids: list[str]) -> None:
-        """Label-free evidence for shadow answers whose production answer is here too (either may
-        come first): agreement and score shift, counted once per shadow answer."""
-        conn = session.connection()
-        deltas: dict[int, dict[str, Delta]] = defaultdict(dict)
-        compared: list[str] = []
-        for chunk in _chunks(ids):
-            for inference_id, rollout_id, shadow_out, production_out in conn.execute(
-                select(
-                    _SHADOWS.c.inference_id, _SHADOWS.c.rollout_id, _SHADOWS.c.outputs, _CAPTURED.c.outputs
-                )
-                .join(
-                    _CAPTURED,
-                    (_CAPTURED.c.endpoint == _SHADOWS.c.endpoint)
-                    & (_CAPTURED.c.inference_id == _SHADOWS.c.inference_id),
-                )
-                .where(
-                    _SHADOWS.c.endpoint == spec.endpoint,
-                    _SHADOWS.c.inference_id.in_(chunk),
-                    _SHADOWS.c.compared.is_(False),
-                    _SHADOWS.c.outputs.isnot(None),
-                    _CAPTURED.c.outputs.isnot(None),
-                )
-            ):
-                compared.append(inference_id)
-                label_free(
-                    deltas[rollout_id],
-                    spec.kind,
-                    spec.threshold,
-                    json.loads(production_out),
-                    json.loads(shadow_out),
-                )
-        for rollout_id, measures in deltas.items():
-            add_pairs(session, rollout_id, PAIRED_SOURCE, measures)
-        _update(conn, _SHADOWS, spec.endpoint, compared, compared=True)
-
-    def _pair_labelled(
-        self,
-        session: Session,
-        spec: QualitySpec,
-        answered: dict[str, list[list[float]]],
-        labels: dict[str, list[list[float]]],
-        report: IngestReport,
-    ) -> None:
-        """Production answers that just met their label: any shadow answer to the same request becomes
-        a labelled pair (its outputs are dropped once counted)."""
-        conn = session.connection()
-        deltas: dict[int, dict[str, Delta]] = defaultdict(dict)
-        paired: list[str] = []
-        for inference_id, rollout_id, shadow_out in _matching(
-            conn,
-            _SHADOWS,
-            spec.endpoint,
-            list(answered),
-            _SHADOWS.c.inference_id,
-            _SHADOWS.c.rollout_id,
-            _SHADOWS.c.outputs,
-        ):
-            if shadow_out is None:
-                continue  # counted already
-            paired.append(inference_id)
-            labelled(
-                deltas[rollout_id],
-                spec.kind,
-                spec.threshold,
-                answered[inference_id],
-                json.loads(shadow_out),
-                labels[inference_id],
-            )
-        for rollout_id, measures in deltas.items():
-            add_pairs(session, rollout_id, PAIRED_SOURCE, measures)
-        report.shadow_pairs += len(paired)
-        _update(conn, _SHADOWS, spec.endpoint, paired, paired=True, compared=True, outputs=None)
 
     def _expire(self, spec: QualitySpec, capture_prefix: str, now: datetime, report: IngestReport) -> None:
         """Forget what waited too long to be joined, counting it on the prefix it was read from."""
-        endpoint = spec.endpoint
         with self.database.write() as session:
-            conn = session.connection()
-            unjoined = conn.execute(
-                delete(_CAPTURED)
-                .where(
-                    _CAPTURED.c.endpoint == endpoint,
-                    _CAPTURED.c.expires_at < now,
-                    _CAPTURED.c.joined.is_(False),
-                )
-                .returning(_CAPTURED.c.variant)
-            ).scalars()
-            per_variant: dict[str, int] = defaultdict(int)
-            for variant in unjoined:
-                per_variant[variant] += 1
-            # joined long enough ago that no replay is expected any more
-            conn.execute(
-                delete(_CAPTURED).where(_CAPTURED.c.endpoint == endpoint, _CAPTURED.c.expires_at < now)
-            )
-            labels = int(
-                conn.execute(
-                    delete(_LABELS).where(_LABELS.c.endpoint == endpoint, _LABELS.c.expires_at < now)
-                ).rowcount
-                or 0
-            )
-            # a shadow's answer whose production answer never met a label (or met it first): counted
-            gone = conn.execute(
-                delete(_SHADOWS)
-                .where(_SHADOWS.c.endpoint == endpoint, _SHADOWS.c.expires_at < now)
-                .returning(_SHADOWS.c.paired)
-            ).scalars()
-            report.expired_shadow_answers += sum(1 for paired in gone if not paired)
+            per_variant, labels, unpaired = captures.expire(session, spec.endpoint, now)
+            report.expired_shadow_answers += unpaired
             report.expired_predictions += sum(per_variant.values())
             report.expired_labels += labels
             counts = {
@@ -611,39 +303,88 @@ class GroundTruthIngestor:
             if labels:
                 label_root = self.stores(spec.ground_truth_uri, self.s3_client)[1]
                 counts[f"{spec.ground_truth_uri}#{label_root}"] = labels
-            for cursor_id, n in counts.items():
-                conn.execute(
-                    update(IngestCursor)
-                    .where(IngestCursor.prefix == cursor_id)
-                    .values(expired=IngestCursor.expired + n)
-                )
+            captures.count_expired(session, counts)
 
 
-_CAPTURED: Table = CapturedInference.__table__  # type: ignore[assignment]
-_LABELS: Table = PendingLabel.__table__  # type: ignore[assignment]
-_SHADOWS: Table = ShadowAnswer.__table__  # type: ignore[assignment]
+def _read_captures(
+    spec: QualitySpec, variant: str, lines: list[bytes], resolve: RegistryPhases, report: IngestReport
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], int]:
+    """(production's predictions, a shadow's answers, malformed lines) of captured lines, by inference
+    id; replays, requests outside any rollout phase and duplicates counted and left out."""
+    rows: dict[str, dict[str, Any]] = {}
+    shadowed: dict[str, dict[str, Any]] = {}
+    malformed = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            inference_id, at, outputs = parse_capture(line)
+        except Malformed:
+            malformed += 1
+            continue
+        if inference_id.startswith(REPLAY_PREFIX):
+            report.replayed += 1
+            continue
+        phase = resolve(variant, at)
+        if phase is None:
+            report.outside_rollout += 1
+            continue
+        into = shadowed if resolve.shadow(variant, phase[0]) else rows
+        if inference_id in into:
+            report.duplicates += 1
+            continue
+        row: dict[str, Any] = {
+            "endpoint": spec.endpoint,
+            "inference_id": inference_id,
+            "rollout_id": phase[0],
+            "outputs": json.dumps(outputs, separators=(",", ":")),
+            "expires_at": at + spec.label_ttl,
+        }
+        if into is shadowed:
+            row.update(compared=False, paired=False)
+        else:
+            row.update(variant=variant, phase=phase[1], inference_at=at)
+        into[inference_id] = row
+    report.malformed += malformed
+    return rows, shadowed, malformed
 
 
-def _matching(
-    conn: Connection, table: Table, endpoint: str, ids: Sequence[str], *columns: Any
-) -> Iterator[Any]:
-    """Rows of `table` for these inference ids of `endpoint`, a bounded IN (...) at a time.
-    Core, not the ORM: this runs for every record ingested."""
-    for chunk in _chunks(ids):
-        yield from conn.execute(
-            select(*columns).where(table.c.endpoint == endpoint, table.c.inference_id.in_(chunk))
-        )
-
-
-def _update(conn: Connection, table: Table, endpoint: str, ids: Sequence[str], **values: Any) -> None:
-    for chunk in _chunks(ids):
-        conn.execute(
-            update(table)
-            .where(table.c.endpoint == endpoint, table.c.inference_id.in_(chunk))
-            .values(**values)
-        )
-
-
-def _delete(conn: Connection, table: Table, endpoint: str, ids: Sequence[str]) -> None:
-    for chunk in _chunks(ids):
-        conn.execute(delete(table).where(table.c.endpoint == endpoint, table.c.inference_id.in_(chunk)))
+def _outcomes(
+    session: Session,
+    spec: QualitySpec,
+    labels: dict[str, list[list[float]]],
+    deltas: Deltas,
+    answered: dict[str, list[list[float]]],
+    report: IngestReport,
+) -> tuple[list[str], set[str], int]:
+    """Each label's outcome added to the deltas of its prediction's minute: (joined ids, ids whose
+    prediction is here, malformed)."""
+    matched: list[str] = []
+    seen: set[str] = set()
+    malformed = 0
+    minutes: dict[str | datetime, datetime] = {}  # one parse per distinct minute
+    for inference_id, joined, variant, rollout_id, phase, at, outputs in captures.captured_for(
+        session, spec.endpoint, list(labels)
+    ):
+        seen.add(inference_id)
+        if joined:
+            report.duplicates += 1
+            continue
+        matched.append(inference_id)
+        try:
+            produced = json.loads(outputs)
+            pairs = outcomes(spec.kind, spec.threshold, produced, labels[inference_id])
+        except Malformed:
+            malformed += 1
+            continue
+        answered[inference_id] = produced
+        key = _minute_key(at)
+        minute = minutes.get(key)
+        if minute is None:
+            minute = minutes[key] = _minute_of(key)
+        for metric, value in pairs:
+            delta = deltas[(rollout_id, phase, variant, metric, minute)]
+            delta[0] += 1
+            delta[1] += value
+            delta[2] += value * value
+    return matched, seen, malformed
