@@ -125,7 +125,27 @@ def simulate(
             processes,
             progress=lambda done: bar.update(task, completed=done),
         )
-    record = {
+    record = _record(summary, target, policy, disagreement, max_per_arm)
+    if output != "table":
+        emit_record(record, output)
+        return
+    for line in record["warnings"]:
+        click.echo(f"warning: {line}", err=True)
+    shown = _shown(summary, record, target, policy, disagreement)
+    emit_record(shown, "table", title=f"{policy.name}: {runs} seeded runs")
+
+
+def _metric_line(target: Any, policy: Any) -> str:
+    role = "dry run" if target.dry_run else target.role
+    every = ", ".join(m.name + (" (dry run)" if m.dry_run else "") for m in policy.metrics)
+    return f"{target.name} ({role}); every metric simulated: {every}"
+
+
+def _record(
+    summary: Any, target: Any, policy: Any, disagreement: float | None, max_per_arm: int
+) -> dict[str, Any]:
+    """The summary as `-o json` gives it, with its warnings."""
+    record: dict[str, Any] = {
         "scenario": summary.scenario,
         "truth": summary.truth,
         "runs": summary.runs,
@@ -161,11 +181,13 @@ def simulate(
             + "with no evidence: undecidable within them"
         )
     record["warnings"] = warnings
-    if output != "table":
-        emit_record(record, output)
-        return
-    for line in warnings:
-        click.echo(f"warning: {line}", err=True)
+    return record
+
+
+def _shown(
+    summary: Any, record: dict[str, Any], target: Any, policy: Any, disagreement: float | None
+) -> dict[str, str]:
+    """The summary as the table shows it."""
     unit = "labelled pairs (replayed requests)" if disagreement is not None else "samples per arm"
     shown = {
         "scenario": f"{summary.scenario} (the candidate is {summary.truth})"
@@ -181,10 +203,4 @@ def simulate(
         "minutes to a decision": f"median {summary.median_minutes:,.1f}, p90 {summary.p90_minutes:,.1f}",
         "harm exposure": f"{summary.exposure:,.0f} requests served by the worse model (mean)",
     }
-    emit_record(shown, "table", title=f"{policy.name}: {runs} seeded runs")
-
-
-def _metric_line(target: Any, policy: Any) -> str:
-    role = "dry run" if target.dry_run else target.role
-    every = ", ".join(m.name + (" (dry run)" if m.dry_run else "") for m in policy.metrics)
-    return f"{target.name} ({role}); every metric simulated: {every}"
+    return shown

@@ -22,31 +22,7 @@ from manager.local_sagemaker.s3_store import (
 
 def list_objects(store: Store, bucket: str, q: Any) -> Response:
     """`ListObjects` and `ListObjectsV2`: prefix, delimiter, marker or continuation, url encoding."""
-    v2 = q.get("list-type") == "2"
-    prefix = q.get("prefix", "")
-    delimiter = q.get("delimiter", "")
-    encode = q.get("encoding-type") == "url"
-    try:
-        max_keys = int(q.get("max-keys", MAX_KEYS))
-    except ValueError:
-        raise S3Error(
-            "InvalidArgument", "Provided max-keys not an integer or within integer range", 400
-        ) from None
-    if max_keys < 0:
-        raise S3Error("InvalidArgument", "Argument maxKeys must be an integer between 0 and 2147483647", 400)
-    max_keys = min(max_keys, MAX_KEYS)
-    if v2:
-        token = q.get("continuation-token")
-        after = q.get("start-after", "")
-        if token is not None:
-            try:
-                after = base64.urlsafe_b64decode(token.encode()).decode()
-            except (ValueError, UnicodeDecodeError):
-                raise S3Error(
-                    "InvalidArgument", "The continuation token provided is incorrect", 400
-                ) from None
-    else:
-        after = q.get("marker", "")
+    v2, prefix, delimiter, encode, max_keys, after = _arguments(q)
 
     def enc(value: str) -> str:
         return quote(value, safe="/~") if encode else value
@@ -88,6 +64,57 @@ def list_objects(store: Store, bucket: str, q: Any) -> Response:
             f"{xml_tag('StorageClass', 'STANDARD')}{owner}</Contents>"
         )
         last = key
+    key_count = len(contents) + len(prefixes)
+    head = _head(q, bucket, v2, prefix, delimiter, encode, max_keys, after, truncated, last, key_count, enc)
+    root = "ListBucketResult"
+    return xml_response(f'<{root} xmlns="{NS}">{head}{"".join(contents)}{"".join(prefixes)}</{root}>')
+
+
+def _arguments(q: Any) -> tuple[bool, str, str, bool, int, str]:
+    """(V2, prefix, delimiter, url-encoded, max keys, the key to list after) of a listing's query."""
+    v2 = q.get("list-type") == "2"
+    prefix = q.get("prefix", "")
+    delimiter = q.get("delimiter", "")
+    encode = q.get("encoding-type") == "url"
+    try:
+        max_keys = int(q.get("max-keys", MAX_KEYS))
+    except ValueError:
+        raise S3Error(
+            "InvalidArgument", "Provided max-keys not an integer or within integer range", 400
+        ) from None
+    if max_keys < 0:
+        raise S3Error("InvalidArgument", "Argument maxKeys must be an integer between 0 and 2147483647", 400)
+    max_keys = min(max_keys, MAX_KEYS)
+    if v2:
+        token = q.get("continuation-token")
+        after = q.get("start-after", "")
+        if token is not None:
+            try:
+                after = base64.urlsafe_b64decode(token.encode()).decode()
+            except (ValueError, UnicodeDecodeError):
+                raise S3Error(
+                    "InvalidArgument", "The continuation token provided is incorrect", 400
+                ) from None
+    else:
+        after = q.get("marker", "")
+    return v2, prefix, delimiter, encode, max_keys, after
+
+
+def _head(
+    q: Any,
+    bucket: str,
+    v2: bool,
+    prefix: str,
+    delimiter: str,
+    encode: bool,
+    max_keys: int,
+    after: str,
+    truncated: bool,
+    last: str,
+    key_count: int,
+    enc: Any,
+) -> str:
+    """The listing's fields before its contents: what was asked, and where the next page starts."""
     head = (
         f"{xml_tag('Name', bucket)}{xml_tag('Prefix', enc(prefix))}{xml_tag('MaxKeys', max_keys)}"
         f"{xml_tag('IsTruncated', str(truncated).lower())}"
@@ -97,17 +124,15 @@ def list_objects(store: Store, bucket: str, q: Any) -> Response:
     if encode:
         head += xml_tag("EncodingType", "url")
     if v2:
-        head += xml_tag("KeyCount", len(contents) + len(prefixes))
+        head += xml_tag("KeyCount", key_count)
         if "continuation-token" in q:
             head += xml_tag("ContinuationToken", q["continuation-token"])
         if "start-after" in q:
             head += xml_tag("StartAfter", enc(q["start-after"]))
         if truncated:
             head += xml_tag("NextContinuationToken", base64.urlsafe_b64encode(last.encode()).decode())
-        root = "ListBucketResult"
     else:
         head += xml_tag("Marker", enc(after))
         if truncated and delimiter:
             head += xml_tag("NextMarker", enc(last))
-        root = "ListBucketResult"
-    return xml_response(f'<{root} xmlns="{NS}">{head}{"".join(contents)}{"".join(prefixes)}</{root}>')
+    return head

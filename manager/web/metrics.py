@@ -17,7 +17,6 @@ from manager import telemetry
 from manager.clock import utcnow
 from manager.db import Database
 from manager.registry.tables import (
-    DELIVERY_STATES,
     EndpointLease,
     GateCheck,
     IngestCursor,
@@ -26,6 +25,7 @@ from manager.registry.tables import (
     WebhookDelivery,
 )
 from manager.registry.vocabulary import ROLLOUT_STATES
+from manager.registry.work_tables import DELIVERY_STATES
 
 log = logging.getLogger(__name__)
 
