@@ -197,11 +197,11 @@ def live_status(app: AppContext, name: str, wait: bool, timeout: float, poll: fl
 
     from rich.console import Console
 
-    from manager.platforms import aws
+    from manager.platforms import factory
     from manager.platforms.base import PlatformError
     from manager.platforms.traffic import wait_for
 
-    platform = aws.platform()
+    platform = factory.platform()
     state = platform.describe(name)
     if state is None:
         from manager.errors import NotFound
@@ -281,10 +281,10 @@ def create(
     SageMaker has decided: exit 0 when it serves, 1 with SageMaker's reason when it failed."""
     from rich.console import Console
 
-    from manager.platforms import aws
+    from manager.platforms import factory
     from manager.rollout import endpoints
 
-    platform = aws.platform()
+    platform = factory.platform()
     options: dict[str, Any] = {
         "variant": variant,
         "instance_type": instance_type,
@@ -325,9 +325,9 @@ def forget(app: AppContext, name: str, reason: str, delete_endpoint: bool) -> No
 
     platform = None
     if delete_endpoint:
-        from manager.platforms import aws
+        from manager.platforms import factory
 
-        platform = aws.platform()
+        platform = factory.platform()
     endpoints.forget(app.database(), platform, name, app.actor, reason)
     deleted = (
         " and its SageMaker endpoint is being deleted (it shows Deleting until gone)"
@@ -344,8 +344,8 @@ def forget(app: AppContext, name: str, reason: str, delete_endpoint: bool) -> No
 def adopt(app: AppContext, name: str, framework: str) -> None:
     """Manage an endpoint that already runs on SageMaker, as `DescribeEndpoint` reports it. Each
     variant's model is the registry version with the same artifact, or one registered from it."""
-    from manager.platforms import aws
+    from manager.platforms import factory
     from manager.rollout import endpoints
 
-    refs = endpoints.adopt(app.database(), aws.platform(), name, app.actor, framework)
+    refs = endpoints.adopt(app.database(), factory.platform(), name, app.actor, framework)
     click.echo(f"endpoint {name} is managed now, serving {', '.join(refs)}")

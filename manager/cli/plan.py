@@ -59,7 +59,7 @@ def planned(app: AppContext, policy: object, endpoint: str | None) -> tuple[str,
     from manager import policy as policies
     from manager.clock import utcnow
     from manager.errors import NotFound, UserError
-    from manager.platforms import aws
+    from manager.platforms import factory
     from manager.registry import rollouts
     from manager.registry.tables import Endpoint
     from manager.rollout import plan
@@ -67,7 +67,7 @@ def planned(app: AppContext, policy: object, endpoint: str | None) -> tuple[str,
     assert isinstance(policy, policies.RolloutPolicy)
     target = policy.target
     name = endpoint or target.endpoint
-    platform = aws.platform()
+    platform = factory.platform()
     state = platform.describe(name)
     if state is None:
         raise NotFound(f"SageMaker has no endpoint {name!r}")

@@ -59,7 +59,7 @@ def build_runtime(url: str, owner: str) -> Runtime:
     from manager.config import DaemonTuning
     from manager.groundtruth.ingest import GroundTruthIngestor
     from manager.metrics.cloudwatch import CloudWatchSource
-    from manager.platforms import aws
+    from manager.platforms import aws, factory
     from manager.platforms.sagemaker import SageMakerPlatform
     from manager.rollout.reconcile import Reconciler
     from manager.rollout.replay import Replayer
@@ -67,7 +67,7 @@ def build_runtime(url: str, owner: str) -> Runtime:
 
     tuning = DaemonTuning.from_env()
     database = Database(url)
-    platform = cast(SageMakerPlatform, TimedPlatform(aws.platform()))
+    platform = cast(SageMakerPlatform, TimedPlatform(factory.platform()))
     metrics = CloudWatchSource(aws.client("cloudwatch"), lag=tuning.metrics_lag, period=tuning.metrics_period)
     s3 = aws.client("s3")
     return Runtime(

@@ -11,6 +11,7 @@ Registries from before these events get them from migration 0009, as found at up
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -130,33 +131,35 @@ class Expected:
         return [*self._models(session), *self._configs(session), *self._rollouts(session)]
 
     def _models(self, session: Session) -> list[str]:
-        out = []
+        def differ(ref: str, version: ModelVersion, expected: dict[str, Any]) -> list[str]:
+            return [
+                f"model {ref}: {name} is {getattr(version, name)!r}, the history says {value!r}"
+                for name, value in expected.items()
+                if getattr(version, name) != value
+            ]
+
         rows = {v.ref: v for v in session.scalars(select(ModelVersion))}
-        for ref, version in rows.items():
-            expected = self.models.get(ref)
-            if expected is None:
-                out.append(f"model {ref} is in the registry but the history never registered it")
-                continue
-            for name, value in expected.items():
-                actual = getattr(version, name)
-                if actual != value:
-                    out.append(f"model {ref}: {name} is {actual!r}, the history says {value!r}")
-        out += [f"model {ref} was registered but its row is gone" for ref in self.models.keys() - rows.keys()]
-        return out
+        return _against(
+            rows,
+            self.models,
+            "model {} is in the registry but the history never registered it",
+            "model {} was registered but its row is gone",
+            differ,
+        )
 
     def _configs(self, session: Session) -> list[str]:
-        out = []
+        def differ(name: str, config: EndpointConfig, expected: dict[str, Any]) -> list[str]:
+            same = describe_config(config) == expected
+            return [] if same else [f"endpoint config {name} differs from the history's record of it"]
+
         rows = {c.name: c for c in session.scalars(select(EndpointConfig))}
-        for name, config in rows.items():
-            expected = self.configs.get(name)
-            if expected is None:
-                out.append(f"endpoint config {name} is in the registry but not in the history")
-            elif describe_config(config) != expected:
-                out.append(f"endpoint config {name} differs from the history's record of it")
-        out += [
-            f"endpoint config {name} was recorded but its row is gone"
-            for name in self.configs.keys() - rows.keys()
-        ]
+        out = _against(
+            rows,
+            self.configs,
+            "endpoint config {} is in the registry but not in the history",
+            "endpoint config {} was recorded but its row is gone",
+            differ,
+        )
         for endpoint in session.scalars(select(Endpoint)):
             current = endpoint.current_config.name if endpoint.current_config else None
             said = self.serving.get(endpoint.name)
@@ -167,16 +170,37 @@ class Expected:
         return out
 
     def _rollouts(self, session: Session) -> list[str]:
-        out = []
-        rows = {r.id: r.state for r in session.scalars(select(Rollout))}
-        for rollout_id, state in rows.items():
-            final = self.finals.get(rollout_id)
-            if rollout_id not in self.rollouts:
-                out.append(f"rollout {rollout_id} is in the registry but the history never started it")
-            elif is_final(state) and final != state:
+        def differ(rollout_id: int, state: str, final: str | None) -> list[str]:
+            if is_final(state) and final != state:
                 said = final or "not finished"
-                out.append(f"rollout {rollout_id} is {state} in the registry, {said} in the history")
-            elif not is_final(state) and final is not None:
-                out.append(f"rollout {rollout_id} is {state} in the registry, {final} in the history")
-        out += [f"rollout {i} was started but its row is gone" for i in sorted(self.rollouts - rows.keys())]
-        return out
+                return [f"rollout {rollout_id} is {state} in the registry, {said} in the history"]
+            if not is_final(state) and final is not None:
+                return [f"rollout {rollout_id} is {state} in the registry, {final} in the history"]
+            return []
+
+        rows = {r.id: r.state for r in session.scalars(select(Rollout))}
+        return _against(
+            rows,
+            {i: self.finals.get(i) for i in self.rollouts},
+            "rollout {} is in the registry but the history never started it",
+            "rollout {} was started but its row is gone",
+            differ,
+        )
+
+
+def _against(
+    rows: Mapping[Any, Any],
+    recorded: Mapping[Any, Any],
+    unrecorded: str,
+    gone: str,
+    differ: Callable[..., list[str]],
+) -> list[str]:
+    """The registry's rows against what the history recorded of them: a row the history never recorded,
+    a recorded one whose row is gone, and what `differ(key, row, recorded)` finds in each of the rest."""
+    out: list[str] = []
+    for key, row in rows.items():
+        if key not in recorded:
+            out.append(unrecorded.format(key))
+        else:
+            out += differ(key, row, recorded[key])
+    return out + [gone.format(key) for key in sorted(recorded.keys() - rows.keys())]

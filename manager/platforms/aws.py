@@ -1,17 +1,14 @@
 """The one place that builds AWS clients: a boto3 session (the default chain, or a named profile and
-region), clients on it with our retry settings, and the SageMaker platform on those clients. Every
+region) and clients on it with our retry settings (`factory.py` builds the platform on them). Every
 other module asks here (the layering test names the modules that may import boto3), so the endpoint
 URL, credentials and retries of every client come from one place: AWS, moto or the local SageMaker
 alike, by `AWS_ENDPOINT_URL` or an explicit `endpoint_url`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.config import Config
-
-if TYPE_CHECKING:
-    from manager.platforms.sagemaker import SageMakerPlatform
 
 RETRIES = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60)
 # Invocations are retried by the caller (a replay keeps the request queued), so botocore tries twice.
@@ -33,22 +30,6 @@ def session(region: str | None = None, profile: str | None = None) -> Any:
 def client(service: str, config: Config = RETRIES, endpoint_url: str | None = None, on: Any = None) -> Any:
     """A client of `service` (on the session `on`, or the default one) with our retries."""
     return (on or session()).client(service, endpoint_url=endpoint_url, config=config)
-
-
-def platform(
-    region: str | None = None, endpoint_url: str | None = None, profile: str | None = None
-) -> SageMakerPlatform:
-    """The SageMaker platform on one session's clients; Application Auto Scaling's client is built
-    when first needed (a config change): most commands never need it."""
-    from manager.platforms.sagemaker import SageMakerPlatform
-
-    made = session(region, profile)
-    built = SageMakerPlatform(
-        client("sagemaker", RETRIES, endpoint_url, made),
-        client("sagemaker-runtime", RUNTIME_RETRIES, endpoint_url, made),
-    )
-    built.make_autoscaling = lambda: client("application-autoscaling", RETRIES, endpoint_url, made)
-    return built
 
 
 def beside(sagemaker: Any, service: str, config: Config = RETRIES) -> Any:

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -37,8 +35,6 @@ class ConfigChanges(ScalingSteps):
     images: configs.Images
     _serving: Callable[[Look], ConfigSpec]
     _ensure: Callable[[Look, ConfigSpec, list[ModelVersion]], None]
-    _act: Callable[[Look], Any]
-    _write: Callable[[Look], AbstractContextManager[Session]]
 
     def _deploy(self, look: Look) -> TickResult:
         target, state, now = look.target, look.state, look.now

@@ -3,13 +3,11 @@ change checked against the endpoint's lease first (`FencedPlatform`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from manager import policy as policies
-from manager.platforms.base import EndpointPlatform, EndpointState
+from manager.platforms.base import EndpointState
 
 
 @dataclass(frozen=True)
@@ -40,38 +38,3 @@ class Look:
 
     def result(self, did: str, detail: str = "") -> TickResult:
         return TickResult(self.rollout_id, self.target.endpoint, did, detail)
-
-
-class Fenced(Exception):
-    """The endpoint's lease is no longer this daemon's under the epoch it acted under: it must neither
-    write nor call the platform for that rollout (another daemon carries on)."""
-
-
-MUTATIONS = frozenset(
-    {
-        "ensure_model",
-        "ensure_endpoint_config",
-        "create_endpoint",
-        "update_endpoint",
-        "set_weights",
-        "set_capacity",
-        "scale",
-        "delete_config",
-        "delete_endpoint",
-    }
-)
-
-
-class FencedPlatform:
-    """The platform as one tick may use it: every change is preceded by a check that the endpoint's
-    lease is still this daemon's, under the epoch the tick took it at (reads pass straight through)."""
-
-    def __init__(self, platform: EndpointPlatform, check: Callable[[], None]) -> None:
-        self._platform = platform
-        self._check = check
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._platform, name)
-        if name in MUTATIONS:
-            self._check()
-        return attribute

@@ -18,22 +18,17 @@ module holds the loop and the steps that call the platform.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from manager import policy as policies
 from manager import telemetry
 from manager.clock import utcnow
 from manager.crashpoints import crash_point
-from manager.db import Database, insert_for
+from manager.db import Database
 from manager.errors import UserError
 from manager.metrics.base import MetricSource, MetricsUnavailable
 from manager.metrics.samples import Paired, PhaseData
@@ -44,24 +39,19 @@ from manager.platforms.base import (
     NotNow,
     PlatformError,
 )
-from manager.registry import endpoints, observations, pairs
-from manager.registry.tables import DaemonInstance, EndpointLease, ModelVersion
+from manager.registry import endpoints, leases, observations, pairs
+from manager.registry.tables import ModelVersion
 from manager.rollout import configs, gates, records, snapshot
 from manager.rollout.changes import ConfigChanges, _blue_green, _row
 from manager.rollout.decide import decide
-from manager.rollout.look import Fenced, FencedPlatform, Look, TickResult
+from manager.rollout.fencing import Fenced
+from manager.rollout.look import Look, TickResult
 from manager.rollout.pending import PendingChange
 from manager.rollout.snapshot import Snapshot
 from manager.rollout.verdicts import Decision
 
 log = logging.getLogger("variantctl.reconcile")
 Data = dict[str, list[PhaseData]]
-
-
-def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
-    """Slices small enough for one statement's parameters (SQLite allows 32,766)."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 @dataclass
@@ -103,69 +93,6 @@ class Reconciler(ConfigChanges):
         finally:
             self._write_statuses()
         return results
-
-    def _lease_many(
-        self, snaps: list[Snapshot], now: datetime
-    ) -> tuple[list[Snapshot], set[str], list[tuple[Snapshot, str]]]:
-        """The leases of this tick's rollouts taken or renewed in one transaction (one commit, not one
-        per endpoint: a failover claims a dead daemon's thousand endpoints at once), for those whose
-        lease is not this daemon's with more than half its time left. The snapshots as leased now,
-        the endpoints whose lease was taken or renewed, and those another daemon took meanwhile."""
-        half = self.lease_ttl.total_seconds() / 2
-        due = {s.endpoint for s in snaps if not s.lease_fresh(self.owner, now, half)}
-        if not due:
-            return snaps, due, []
-        with self.database.write() as session:
-            epochs = self._lease(session, sorted(due), now)
-        expires = now + self.lease_ttl
-        kept: list[Snapshot] = []
-        lost: list[tuple[Snapshot, str]] = []
-        for snap in snaps:
-            if snap.endpoint not in due:
-                kept.append(snap)
-            elif snap.endpoint in epochs:
-                epoch = epochs[snap.endpoint]
-                kept.append(replace(snap, lease_owner=self.owner, lease_expires=expires, lease_epoch=epoch))
-            else:
-                lost.append((snap, "another daemon holds the lease"))
-        return kept, set(epochs), lost
-
-    def _share(
-        self, session: Session, snaps: list[Snapshot], now: datetime
-    ) -> tuple[list[Snapshot], list[tuple[Snapshot, str]]]:
-        """The rollouts this daemon works this tick, and the others with the reason. Its own (by the
-        endpoint lease it holds); those whose lease expired with a daemon that stopped heartbeating,
-        taken at once whatever their number (a failover never waits for a fair share); and, of those
-        nobody holds, up to its fair share: ceil(active rollouts / daemons alive) in all, the others
-        left for the daemons alive to take. A lone daemon (no heartbeats: SQLite's) takes them all."""
-        alive = {self.owner}
-        if snaps:
-            alive.update(
-                session.scalars(
-                    select(DaemonInstance.instance).where(DaemonInstance.seen_at >= now - self.lease_ttl)
-                )
-            )
-        mine: list[Snapshot] = []
-        orphans: list[Snapshot] = []
-        free: list[Snapshot] = []
-        left: list[tuple[Snapshot, str]] = []
-        for snap in snaps:
-            expired = snap.lease_expires is None or snap.lease_expires <= now
-            if snap.lease_owner == self.owner:
-                mine.append(snap)
-            elif snap.lease_owner is not None and not expired:
-                left.append((snap, f"another daemon holds the lease ({snap.lease_owner})"))
-            elif snap.lease_owner is not None and snap.lease_owner not in alive:
-                orphans.append(snap)
-            else:
-                free.append(snap)
-        room = max(0, -(-len(snaps) // len(alive)) - len(mine) - len(orphans))
-        # each daemon tries a different order, so that daemons ticking at once rarely race for a row
-        free.sort(
-            key=lambda s: hashlib.blake2b(f"{self.owner}/{s.endpoint}".encode(), digest_size=8).digest()
-        )
-        left += [(snap, f"left to another daemon: {len(alive)} share the work") for snap in free[room:]]
-        return mine + orphans + free[:room], left
 
     def _isolated(
         self, snap: Snapshot, data: Data | None, paired: Paired | None = None, leased: bool = False
@@ -234,10 +161,10 @@ class Reconciler(ConfigChanges):
         epoch = snap.lease_epoch or 0
         if renewed and not leased:
             with self.database.write() as session:
-                taken = self._lease(session, [snap.endpoint], now).get(snap.endpoint)
-            if taken is None:
+                taken = leases.take(session, self.owner, [snap.endpoint], now, self.lease_ttl)
+            if snap.endpoint not in taken:
                 return TickResult(snap.id, snap.endpoint, "skip", "another daemon holds the lease")
-            epoch = taken
+            epoch = taken[snap.endpoint]
         policy = self._policy(snap)
         state = self.platform.describe(snap.endpoint)
         if state is None:
@@ -283,63 +210,6 @@ class Reconciler(ConfigChanges):
             data = observations.phase_data_many(session, {rollout_id: wanted})[rollout_id] if wanted else {}
             paired = pairs.read_many(session, [rollout_id]).get(rollout_id)
         return snap, data, paired
-
-    def _lease(self, session: Session, names: list[str], now: datetime) -> dict[str, int]:
-        """Take or renew the endpoints' leases (under row locks, skipping rows another daemon has
-        locked: `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL): endpoint -> epoch, for those taken;
-        one another daemon holds is left out. Taking one over from another daemon starts a new epoch."""
-        expires = now + self.lease_ttl
-        table = EndpointLease.__table__
-        epochs: dict[str, int] = {}
-        for chunk in _chunks(names):  # sorted: daemons inserting at once wait in one order, never deadlock
-            rows = [{"endpoint": n, "owner": self.owner, "expires_at": expires, "epoch": 1} for n in chunk]
-            created = session.execute(
-                insert_for(session)(table).values(rows).on_conflict_do_nothing().returning(table.c.endpoint)
-            ).scalars()
-            epochs.update(dict.fromkeys(created, 1))
-        rest = [n for n in names if n not in epochs]
-        # Another daemon's tick holding a row right now is working that endpoint: skip it, never wait.
-        for chunk in _chunks(rest):
-            for lease in session.scalars(
-                select(EndpointLease)
-                .where(EndpointLease.endpoint.in_(chunk))
-                .with_for_update(skip_locked=True)
-            ):
-                if lease.owner != self.owner and lease.expires_at > now:
-                    continue
-                if lease.owner != self.owner:
-                    lease.epoch += 1
-                lease.owner, lease.expires_at = self.owner, expires
-                epochs[lease.endpoint] = lease.epoch
-        return epochs
-
-    def _check(self, session: Session, look: Look, lock: bool) -> None:
-        """Fenced unless the endpoint's lease is still this daemon's, under the tick's epoch, unexpired."""
-        lease = session.get(EndpointLease, look.target.endpoint, with_for_update=lock, populate_existing=True)
-        if lease is None or lease.owner != self.owner or (look.epoch and lease.epoch != look.epoch):
-            holder = f"{lease.owner} (epoch {lease.epoch})" if lease is not None else "nobody"
-            raise Fenced(
-                f"the lease on {look.target.endpoint} is held by {holder}; this daemon acted under epoch"
-                f" {look.epoch}: nothing written, no platform call"
-            )
-        if lease.expires_at <= self.clock():
-            raise Fenced(f"the lease on {look.target.endpoint} expired at {lease.expires_at.isoformat()}")
-
-    @contextmanager
-    def _write(self, look: Look) -> Iterator[Session]:
-        """A write transaction for the rollout of `look`, refused (Fenced) if its lease has moved on."""
-        with self.database.write() as session:
-            self._check(session, look, lock=True)
-            yield session
-
-    def _act(self, look: Look) -> FencedPlatform:
-        """The platform, each change checked against the lease first."""
-
-        def check() -> None:
-            with self.database.read() as session:
-                self._check(session, look, lock=False)
-
-        return FencedPlatform(self.platform, check)
 
     def _observed(self, state: EndpointState, now: datetime) -> None:
         """The endpoint's status as the platform last reported it, for `endpoints list` and `show`
@@ -455,12 +325,11 @@ class Reconciler(ConfigChanges):
             assert pending.weight is not None
             self._set_weight(look, pending.weight)
         elif pending is not None:
-            state = self.platform.describe(look.target.endpoint)
-            assert state is not None
-            now_seen = replace(look, state=state)
+            # The endpoint as described at the tick's start: nothing has changed it since (the decision
+            # only wrote its intent), so it is not described again.
             if pending.finishing:
-                return self._finish(now_seen)
-            moved = self._settle_shadow(now_seen, pending)
+                return self._finish(look)
+            moved = self._settle_shadow(look, pending)
             if moved is not None:
                 return moved
         return look.result(decision.action, decision.reason)

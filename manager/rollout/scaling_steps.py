@@ -5,27 +5,22 @@ tick, which sees what Application Auto Scaling and the endpoint report and makes
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any
-
-from sqlalchemy.orm import Session
 
 from manager.crashpoints import crash_point
 from manager.platforms.base import ConfigSpec, EndpointPlatform
 from manager.registry.rollouts import record_event
 from manager.registry.tables import Rollout
 from manager.rollout import capacity
+from manager.rollout.fencing import Fencing
 from manager.rollout.look import Look
 
 
-class ScalingSteps:
+class ScalingSteps(Fencing):
     """Mixed into the Reconciler, which provides these."""
 
     platform: EndpointPlatform
     actor: str
-    _write: Callable[[Look], AbstractContextManager[Session]]
-    _act: Callable[[Look], Any]
 
     def _event(self, look: Look, action: str, reason: str, detail: dict[str, Any]) -> None:
         with self._write(look) as session:
