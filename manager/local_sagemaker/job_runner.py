@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from manager.local_sagemaker.files import atomic_write
+from manager.local_sagemaker.listing import page, sorted_by
 from manager.local_sagemaker.logs import LogStore
 from manager.local_sagemaker.protocol import (
     sagemaker_arn,
@@ -34,6 +35,16 @@ STATUS_KEY = {
     "training": "TrainingJobStatus",
     "transform": "TransformJobStatus",
     "tuning": "HyperParameterTuningJobStatus",
+}
+NAME_KEY = {
+    "training": "TrainingJobName",
+    "transform": "TransformJobName",
+    "tuning": "HyperParameterTuningJobName",
+}
+SUMMARIES = {
+    "training": "TrainingJobSummaries",
+    "transform": "TransformJobSummaries",
+    "tuning": "HyperParameterTuningJobSummaries",
 }
 log = logging.getLogger("local_sagemaker")
 TRAINING_COUNTERS = ("Completed", "InProgress", "RetryableError", "NonRetryableError", "Stopped")
@@ -289,6 +300,38 @@ class JobRunner:
         thread = threading.Thread(target=guarded, name=f"{kind}-{name}", daemon=True)
         self.threads.append(thread)
         thread.start()
+
+    # ---- what every kind of job answers the same way ------------------------------------------------
+
+    def _described(self, job: dict[str, Any], *drop: str) -> dict[str, Any]:
+        """Describe*: a copy of the job as it is now, without the host's own (`_`) fields."""
+        with self.lock:
+            out: dict[str, Any] = json.loads(
+                json.dumps({k: v for k, v in job.items() if not k.startswith("_")})
+            )
+        for key in drop:
+            out.pop(key, None)
+        return out
+
+    def _listing(
+        self, req: dict[str, Any], kind: str, summary: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """List*Jobs: each job's summary, filtered, sorted and paged as AWS does."""
+        rows = [summary(j) for j in list(getattr(self, kind).values())]
+        sorts = sorted_by(NAME_KEY[kind], STATUS_KEY[kind])
+        return page(req, rows, SUMMARIES[kind], sorts, status_key=STATUS_KEY[kind])
+
+    def _ask_to_stop(self, job: dict[str, Any], kind: str) -> bool:
+        """Stop* on a running job: `Stopping` until its thread ends it. False when it is not running."""
+        with self.lock:
+            if job[STATUS_KEY[kind]] != "InProgress":
+                return False
+            self.stopping.add(job[NAME_KEY[kind]])
+            job[STATUS_KEY[kind]] = "Stopping"
+            if kind == "training":
+                self._secondary(job, "Stopping", "Stopping the training job", self.clock())
+        self.save()
+        return True
 
     def close(self) -> None:
         self.closed.set()

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from manager.local_sagemaker.book import find
@@ -13,7 +12,6 @@ from manager.local_sagemaker.job_runner import (
     JobRunner,
     _s3_uri,
 )
-from manager.local_sagemaker.listing import page, sorted_by
 from manager.local_sagemaker.protocol import (
     AwsError,
     check_instance_type,
@@ -153,9 +151,7 @@ class TrainingJobs(JobRunner):
 
     def op_DescribeTrainingJob(self, req: dict[str, Any]) -> dict[str, Any]:
         job = self._training_job(req.get("TrainingJobName"))
-        with self.lock:
-            out = json.loads(json.dumps(job))
-        out.pop("_nthread", None)
+        out = self._described(job)
         if "ModelArtifacts" not in out:
             # Required in DescribeTrainingJob's output shape: where the model will be, before it is.
             root = str((out.get("OutputDataConfig") or {}).get("S3OutputPath", "")).rstrip("/")
@@ -176,34 +172,12 @@ class TrainingJobs(JobRunner):
 
     def _stop_training(self, job: dict[str, Any]) -> None:
         """Ask a running training job to stop (its thread ends it); nothing if it is not running."""
-        with self.lock:
-            if job["TrainingJobStatus"] != "InProgress":
-                return
-            self.stopping.add(job["TrainingJobName"])
-            job["TrainingJobStatus"] = "Stopping"
-            self._secondary(job, "Stopping", "Stopping the training job", self.clock())
-        self.save()
+        self._ask_to_stop(job, "training")
 
     def op_ListTrainingJobs(self, req: dict[str, Any]) -> dict[str, Any]:
-        rows = [
-            {
-                "TrainingJobName": j["TrainingJobName"],
-                "TrainingJobArn": j["TrainingJobArn"],
-                "CreationTime": j["CreationTime"],
-                "TrainingEndTime": j.get("TrainingEndTime"),
-                "LastModifiedTime": j["LastModifiedTime"],
-                "TrainingJobStatus": j["TrainingJobStatus"],
-                "SecondaryStatus": j["SecondaryStatus"],
-            }
-            for j in list(self.training.values())
-        ]
-        return page(
-            req,
-            rows,
-            "TrainingJobSummaries",
-            sorted_by("TrainingJobName", "TrainingJobStatus"),
-            status_key="TrainingJobStatus",
-        )
+        keys = ("TrainingJobName", "TrainingJobArn", "CreationTime", "TrainingEndTime", "LastModifiedTime",
+                "TrainingJobStatus", "SecondaryStatus")  # fmt: skip
+        return self._listing(req, "training", lambda j: {k: j.get(k) for k in keys})
 
 
 def _checked_training(req: dict[str, Any]) -> dict[str, Any]:

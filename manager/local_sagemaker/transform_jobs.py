@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from manager.local_sagemaker.book import find
@@ -12,7 +11,6 @@ from manager.local_sagemaker.job_runner import (
     JobRunner,
     _s3_uri,
 )
-from manager.local_sagemaker.listing import page, sorted_by
 from manager.local_sagemaker.models import container
 from manager.local_sagemaker.protocol import (
     AwsError,
@@ -158,38 +156,16 @@ class TransformJobs(JobRunner):
 
     def op_DescribeTransformJob(self, req: dict[str, Any]) -> dict[str, Any]:
         job = self._transform_job(req.get("TransformJobName"))
-        with self.lock:
-            out = json.loads(json.dumps(job))
-        out.pop("LastModifiedTime", None)  # kept for ListTransformJobs; not in DescribeTransformJob's shape
+        out = self._described(job, "LastModifiedTime")  # kept for ListTransformJobs; not in Describe's shape
         result: dict[str, Any] = wire_times(out)
         return result
 
     def op_StopTransformJob(self, req: dict[str, Any]) -> dict[str, Any]:
         job = self._transform_job(req.get("TransformJobName"))
-        if job["TransformJobStatus"] == "InProgress":
-            with self.lock:
-                self.stopping.add(job["TransformJobName"])
-                job["TransformJobStatus"] = "Stopping"
-            self.save()
+        self._ask_to_stop(job, "transform")  # a job not running: nothing to do, and no error (as on AWS)
         return {}
 
     def op_ListTransformJobs(self, req: dict[str, Any]) -> dict[str, Any]:
-        rows = [
-            {
-                "TransformJobName": j["TransformJobName"],
-                "TransformJobArn": j["TransformJobArn"],
-                "CreationTime": j["CreationTime"],
-                "TransformEndTime": j.get("TransformEndTime"),
-                "LastModifiedTime": j["LastModifiedTime"],
-                "TransformJobStatus": j["TransformJobStatus"],
-                "FailureReason": j.get("FailureReason"),
-            }
-            for j in list(self.transform.values())
-        ]
-        return page(
-            req,
-            rows,
-            "TransformJobSummaries",
-            sorted_by("TransformJobName", "TransformJobStatus"),
-            status_key="TransformJobStatus",
-        )
+        keys = ("TransformJobName", "TransformJobArn", "CreationTime", "TransformEndTime", "LastModifiedTime",
+                "TransformJobStatus", "FailureReason")  # fmt: skip
+        return self._listing(req, "transform", lambda j: {k: j.get(k) for k in keys})

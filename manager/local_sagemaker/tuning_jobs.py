@@ -3,7 +3,6 @@ hyperparameters chosen by the job's strategy (`tuning.py`)."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -225,9 +224,7 @@ class TuningJobs(TrainingJobs):
 
     def op_DescribeHyperParameterTuningJob(self, req: dict[str, Any]) -> dict[str, Any]:
         job = self._tuning_job(req.get("HyperParameterTuningJobName"))
-        with self.lock:
-            out = json.loads(json.dumps({k: v for k, v in job.items() if not k.startswith("_")}))
-        result: dict[str, Any] = wire_times(out)
+        result: dict[str, Any] = wire_times(self._described(job))
         return result
 
     def op_StopHyperParameterTuningJob(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -237,35 +234,26 @@ class TuningJobs(TrainingJobs):
                 "The request was rejected because the tuning job is in status "
                 f"{job['HyperParameterTuningJobStatus']}."
             )
-        with self.lock:
-            self.stopping.add(job["HyperParameterTuningJobName"])
-            job["HyperParameterTuningJobStatus"] = "Stopping"
-        self.save()
+        self._ask_to_stop(job, "tuning")
         return {}
 
     def op_ListHyperParameterTuningJobs(self, req: dict[str, Any]) -> dict[str, Any]:
-        rows = [
-            {
+        def summary(j: dict[str, Any]) -> dict[str, Any]:
+            config = j["HyperParameterTuningJobConfig"]
+            return {
                 "HyperParameterTuningJobName": j["HyperParameterTuningJobName"],
                 "HyperParameterTuningJobArn": j["HyperParameterTuningJobArn"],
                 "HyperParameterTuningJobStatus": j["HyperParameterTuningJobStatus"],
-                "Strategy": j["HyperParameterTuningJobConfig"].get("Strategy"),
+                "Strategy": config.get("Strategy"),
                 "CreationTime": j["CreationTime"],
                 "HyperParameterTuningEndTime": j.get("HyperParameterTuningEndTime"),
                 "LastModifiedTime": j["LastModifiedTime"],
                 "TrainingJobStatusCounters": j["TrainingJobStatusCounters"],
                 "ObjectiveStatusCounters": j["ObjectiveStatusCounters"],
-                "ResourceLimits": j["HyperParameterTuningJobConfig"].get("ResourceLimits"),
+                "ResourceLimits": config.get("ResourceLimits"),
             }
-            for j in list(self.tuning.values())
-        ]
-        return page(
-            req,
-            rows,
-            "HyperParameterTuningJobSummaries",
-            sorted_by("HyperParameterTuningJobName", "HyperParameterTuningJobStatus"),
-            status_key="HyperParameterTuningJobStatus",
-        )
+
+        return self._listing(req, "tuning", summary)
 
     def op_ListTrainingJobsForHyperParameterTuningJob(self, req: dict[str, Any]) -> dict[str, Any]:
         job = self._tuning_job(req.get("HyperParameterTuningJobName"))

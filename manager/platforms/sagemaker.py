@@ -97,16 +97,9 @@ class SageMakerPlatform:
 
     def ensure_model(self, spec: ModelSpec) -> None:
         validate_model(spec)
-        request = model_request(spec)
-        existing = self._describe_or_none("describe_model", ModelName=spec.name)
+        existing = self._create_or_describe("model", model_request(spec), ModelName=spec.name)
         if existing is None:
-            try:
-                self._call("create_model", **request)
-                return
-            except PlatformError as exc:
-                if "already existing" not in str(exc):
-                    raise
-                existing = self._call("describe_model", ModelName=spec.name)
+            return
         container = existing.get("PrimaryContainer") or {}
         same = (
             container.get("Image") == spec.image_uri
@@ -138,15 +131,9 @@ class SageMakerPlatform:
     def ensure_endpoint_config(self, spec: ConfigSpec) -> None:
         validate_config(spec)
         request = config_request(spec)
-        existing = self._describe_or_none("describe_endpoint_config", EndpointConfigName=spec.name)
+        existing = self._create_or_describe("endpoint_config", request, EndpointConfigName=spec.name)
         if existing is None:
-            try:
-                self._call("create_endpoint_config", **request)
-                return
-            except PlatformError as exc:
-                if "already existing" not in str(exc):
-                    raise
-                existing = self._call("describe_endpoint_config", EndpointConfigName=spec.name)
+            return
         same = (
             comparable_variants(existing.get("ProductionVariants") or [])
             == comparable_variants(request["ProductionVariants"])
@@ -157,6 +144,21 @@ class SageMakerPlatform:
         )
         if not same:
             raise SpecConflict(f"endpoint config {spec.name} exists with other variants or data capture")
+
+    def _create_or_describe(self, kind: str, request: dict[str, Any], **key: str) -> dict[str, Any] | None:
+        """Create the resource (`kind`: model, endpoint_config) unless it exists: None once created;
+        else what exists, for the caller to compare with what it wants (one made meanwhile, by a
+        racing call, included)."""
+        existing = self._describe_or_none(f"describe_{kind}", **key)
+        if existing is not None:
+            return existing
+        try:
+            self._call(f"create_{kind}", **request)
+            return None
+        except PlatformError as exc:
+            if "already existing" not in str(exc):
+                raise
+        return self._call(f"describe_{kind}", **key)
 
     def delete_config(self, name: str) -> bool:
         """Delete an endpoint config unless an endpoint serves it or is moving to it."""
