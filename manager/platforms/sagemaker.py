@@ -352,14 +352,8 @@ class SageMakerPlatform:
         state, current = self._variants_named(name, counts)
         if all(current[v].desired_instances == c for v, c in counts.items()):
             return
-        if state.busy:
-            raise NotNow(f"endpoint {name} is {state.status}")
-        self._call(
-            "update_endpoint_weights_and_capacities",
-            EndpointName=name,
-            DesiredWeightsAndCapacities=[
-                {"VariantName": v, "DesiredInstanceCount": c} for v, c in counts.items()
-            ],
+        self._weights_and_capacities(
+            state, [{"VariantName": v, "DesiredInstanceCount": c} for v, c in counts.items()]
         )
 
     def invoke(
@@ -421,14 +415,18 @@ class SageMakerPlatform:
             for n, v in current.items()
         ):
             return
+        self._weights_and_capacities(
+            state, [{"VariantName": n, "DesiredWeight": float(w)} for n, w in weights.items()]
+        )
+
+    def _weights_and_capacities(self, state: EndpointState, desired: list[dict[str, Any]]) -> None:
+        """UpdateEndpointWeightsAndCapacities, unless the endpoint is busy (NotNow: try next tick)."""
         if state.busy:
-            raise NotNow(f"endpoint {name} is {state.status}")
+            raise NotNow(f"endpoint {state.name} is {state.status}")
         self._call(
             "update_endpoint_weights_and_capacities",
-            EndpointName=name,
-            DesiredWeightsAndCapacities=[
-                {"VariantName": n, "DesiredWeight": float(w)} for n, w in weights.items()
-            ],
+            EndpointName=state.name,
+            DesiredWeightsAndCapacities=desired,
         )
 
 
