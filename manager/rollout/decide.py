@@ -23,14 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 from manager.clock import parse_duration
 from manager.metrics.samples import Observations, Paired, PhaseData
 from manager.policy import Metric, RolloutPolicy, Step
 from manager.registry.vocabulary import is_final
 from manager.rollout.judge import judge, pair_count, paired_evidence, paired_verdict, replay_errors
-from manager.rollout.verdicts import SRM_REASON, Decision, MetricVerdict, RolloutState
+from manager.rollout.verdicts import SRM_REASON, Decision, Evidence, MetricVerdict, RolloutState
 from manager.stats import srm
 from manager.stats.evalues import HarmEvidence
 from manager.stats.logspace import readable
@@ -58,11 +57,11 @@ def decide(
         judge(m, observations.get(m.name, ()), state.phase, policy, harm_only, (harms or {}).get(m.name))
         for m in policy.metrics
     ]
-    evidence = {
+    evidence: Evidence = {
         "step": state.step,
         "phase": state.phase,
         "weight": state.weight,
-        "metrics": {v.metric: {**v.evidence, "status": v.status, "dry_run": v.dry_run} for v in verdicts},
+        "metrics": {v.metric: v.record() for v in verdicts},
     }
     if paired is not None:
         evidence["paired"] = paired_evidence(paired, policy)
@@ -137,7 +136,7 @@ def _busy(state: RolloutState, policy: RolloutPolicy, now: datetime) -> Decision
 
 
 def _harm(
-    state: RolloutState, policy: RolloutPolicy, verdicts: list[MetricVerdict], evidence: dict[str, Any]
+    state: RolloutState, policy: RolloutPolicy, verdicts: list[MetricVerdict], evidence: Evidence
 ) -> Decision | None:
     """Rule 4: at every step with traffic, a guardrail's harm (or the primary's) rolls back."""
     if state.weight <= 0:
@@ -159,7 +158,7 @@ def _harm(
     return None
 
 
-def _primary_worse(primary: Metric, evidence: dict[str, Any]) -> Decision:
+def _primary_worse(primary: Metric, evidence: Evidence) -> Decision:
     return Decision(
         "rollback",
         f"{primary.name}: the candidate is worse than the baseline by more than the margin "
@@ -173,7 +172,7 @@ def _sample_ratio(
     policy: RolloutPolicy,
     observations: Observations,
     requests: Sequence[PhaseData],
-    evidence: dict[str, Any],
+    evidence: Evidence,
 ) -> Decision | None:
     """Rule 5: in a live phase, requests per variant against the weights, and labels per variant
     against requests; a mismatch biases every unpaired comparison, so `onSampleRatioMismatch` applies."""
@@ -220,7 +219,7 @@ def _sample_ratio(
 
 
 def _out_of_time(
-    state: RolloutState, policy: RolloutPolicy, step: Step | None, evidence: dict[str, Any], now: datetime
+    state: RolloutState, policy: RolloutPolicy, step: Step | None, evidence: Evidence, now: datetime
 ) -> Decision | None:
     """Rule 5: past the maximum duration, `onInconclusive` applies (unless the plan is done)."""
     if step is not None and now - state.started_at >= parse_duration(policy.decisions.max_duration):
@@ -235,7 +234,7 @@ def _step(
     policy: RolloutPolicy,
     step: Step | None,
     verdicts: list[MetricVerdict],
-    evidence: dict[str, Any],
+    evidence: Evidence,
     now: datetime,
     paired: Paired | None = None,
 ) -> Decision:
@@ -288,7 +287,7 @@ def _shadow_step(
     state: RolloutState,
     policy: RolloutPolicy,
     step: Step,
-    evidence: dict[str, Any],
+    evidence: Evidence,
     now: datetime,
     paired: Paired | None = None,
 ) -> Decision:
@@ -306,7 +305,7 @@ def _shadow_step(
         verdict = paired_verdict(primary, paired.sums.get(primary.measure), policy, harm_only=True)
         evidence["metrics"] = {
             **evidence.get("metrics", {}),
-            primary.name: {**verdict.evidence, "status": verdict.status, "dry_run": verdict.dry_run},
+            primary.name: verdict.record(),
         }
         if verdict.status == "fail":
             return _primary_worse(primary, evidence)
@@ -328,7 +327,7 @@ def _analysis(
     policy: RolloutPolicy,
     state: RolloutState,
     verdicts: list[MetricVerdict],
-    evidence: dict[str, Any],
+    evidence: Evidence,
     now: datetime,
     final: bool,
 ) -> Decision:
@@ -373,9 +372,7 @@ def _shown(policy: RolloutPolicy) -> str:
     return "superiority shown" if policy.decisions.superiority else "non-inferiority shown"
 
 
-def _limits_or_wait(
-    policy: RolloutPolicy, state: RolloutState, evidence: dict[str, Any], why: str
-) -> Decision:
+def _limits_or_wait(policy: RolloutPolicy, state: RolloutState, evidence: Evidence, why: str) -> Decision:
     samples = max((m.get("candidate_n", 0) for m in evidence["metrics"].values()), default=0)
     if samples >= policy.decisions.max_samples:
         return _inconclusive(
@@ -384,7 +381,7 @@ def _limits_or_wait(
     return Decision("wait", why, evidence)
 
 
-def _inconclusive(policy: RolloutPolicy, why: str, evidence: dict[str, Any], state: RolloutState) -> Decision:
+def _inconclusive(policy: RolloutPolicy, why: str, evidence: Evidence, state: RolloutState) -> Decision:
     action = policy.decisions.on_inconclusive
     if action == "rollback":
         return Decision("rollback", f"inconclusive: {why}", evidence)
@@ -397,7 +394,7 @@ def _inconclusive(policy: RolloutPolicy, why: str, evidence: dict[str, Any], sta
 
 
 def _replay_step(
-    state: RolloutState, policy: RolloutPolicy, paired: Paired | None, evidence: dict[str, Any]
+    state: RolloutState, policy: RolloutPolicy, paired: Paired | None, evidence: Evidence
 ) -> Decision:
     """The replay's plan is made by the replayer; once it exists, the analyses after it judge."""
     progress = paired.progress if paired is not None else None
@@ -420,7 +417,7 @@ def _paired_analysis(
     policy: RolloutPolicy,
     state: RolloutState,
     paired: Paired | None,
-    evidence: dict[str, Any],
+    evidence: Evidence,
     now: datetime,
     final: bool,
 ) -> Decision:
@@ -452,7 +449,7 @@ def _paired_analysis(
                 verdicts.append(paired_verdict(metric, paired.sums.get(metric.measure), policy, not final))
     evidence["metrics"] = {
         **evidence.get("metrics", {}),
-        **{v.metric: {**v.evidence, "status": v.status, "dry_run": v.dry_run} for v in verdicts},
+        **{v.metric: v.record() for v in verdicts},
     }
     live = [v for v in verdicts if not v.dry_run]
     primary = policy.primary

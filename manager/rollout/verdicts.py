@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 Action = Literal[
     "wait", "set_weight", "shadow", "unshadow", "advance", "pause", "resume", "promote", "rollback"
@@ -30,11 +30,29 @@ class RolloutState:
     ratio_paused: bool = False  # paused on a sample ratio mismatch: a resume starts the phase afresh
 
 
+class Evidence(TypedDict, total=False):
+    """What a decision rests on, as the history records it beside the decision: a closed set of keys
+    (each metric's own evidence is its verdict's record)."""
+
+    step: int
+    phase: int
+    weight: float
+    metrics: dict[str, dict[str, Any]]  # metric -> its verdict's record (`MetricVerdict.record`)
+    paired: dict[str, Any]  # the pairs a replay or a shadow made, per source
+    sample_ratio: dict[str, dict[str, Any]]  # check -> the split expected and observed
+    replay_errors: dict[str, Any]  # the candidate's error rate on the replayed requests
+    intent: str  # the operator intent the decision carries out
+    gate: list[str]  # the gates that refused the decision...
+    held: str  # ... and the decision they held
+    state: str  # a decision taken outside a look (an abort, a missed deadline): the rollout's state
+    since: str  # ... and, for a missed progress deadline, when the change was asked for
+
+
 @dataclass(frozen=True)
 class Decision:
     action: Action
     reason: str
-    evidence: dict[str, Any] = field(default_factory=dict)
+    evidence: Evidence = field(default_factory=lambda: Evidence())
     weight: float | None = None  # for set_weight, and the shadow's percent for shadow
     next_step: int | None = None  # for advance and resume
     forced: bool = False  # a promotion the operator forced: it skips the analysis and the gates
@@ -54,6 +72,10 @@ class MetricVerdict:
     evidence: dict[str, Any]
     dry_run: bool
     samples_met: bool
+
+    def record(self) -> dict[str, Any]:
+        """The verdict as the decision's evidence and the history keep it."""
+        return {**self.evidence, "status": self.status, "dry_run": self.dry_run}
 
 
 Status = Literal["pass", "fail", "inconclusive", "no_data"]
