@@ -6,7 +6,6 @@ arrival after it; the autoscaling around each change is `scaling_steps`'s."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy.orm import Session
@@ -16,35 +15,33 @@ from manager.clock import parse_duration
 from manager.crashpoints import crash_point
 from manager.db import Database
 from manager.platforms import traffic
-from manager.platforms.base import BlueGreen, ConfigSpec
+from manager.platforms.base import BlueGreen
 from manager.registry.rollouts import record_event
-from manager.registry.tables import ModelVersion, Rollout
+from manager.registry.tables import Rollout
 from manager.rollout import configs, gates, records
 from manager.rollout.look import Look, TickResult
 from manager.rollout.pending import PendingChange
-from manager.rollout.scaling_steps import ScalingSteps
+from manager.rollout.steps import PlatformSteps
 from manager.rollout.verdicts import Decision
 
 log = logging.getLogger("variantctl.reconcile")
 
 
-class ConfigChanges(ScalingSteps):
+class ConfigChanges(PlatformSteps):
     """Mixed into the Reconciler, which provides these."""
 
     database: Database
     images: configs.Images
-    _serving: Callable[[Look], ConfigSpec]
-    _ensure: Callable[[Look, ConfigSpec, list[ModelVersion]], None]
 
     def _deploy(self, look: Look) -> TickResult:
         target, state, now = look.target, look.state, look.now
         # What serves is read to build the deploy config, once; the ticks that wait for the endpoint
         # to take it (pending set) replay the recorded config and need no extra describe call.
         with self.database.read() as session:
-            first = _row(session, look.rollout_id).pending is None
+            first = records.row(session, look.rollout_id).pending is None
         served = self._serving(look) if first else None
         with self._write(look) as session:
-            rollout = _row(session, look.rollout_id)
+            rollout = records.row(session, look.rollout_id)
             pending = PendingChange.from_json(rollout.pending)
             if rollout.intent == "abort" and pending is None:
                 return _aborted_undeployed(
@@ -101,7 +98,7 @@ class ConfigChanges(ScalingSteps):
         """Both variants serve `config` (recorded with the deploy intent): the first phase begins."""
         now = look.now
         with self._write(look) as session:
-            rollout = _row(session, look.rollout_id)
+            rollout = records.row(session, look.rollout_id)
             configs.record_current(session, rollout.endpoint, config, self.actor, now)
             records.new_phase(session, rollout, 0.0, self.actor, now, first=True)
             rollout.state, rollout.step, rollout.step_started_at = "running", 0, now
@@ -118,7 +115,7 @@ class ConfigChanges(ScalingSteps):
         if state.config_name != pending.config:
             with self.database.read() as session:
                 spec = configs.recorded(session, pending.target_config)
-                rollout = _row(session, look.rollout_id)
+                rollout = records.row(session, look.rollout_id)
                 versions = [rollout.baseline, rollout.candidate]
             self._ensure(look, spec, versions)
             self._unscale(look, spec)
@@ -132,7 +129,7 @@ class ConfigChanges(ScalingSteps):
         if moved:
             return look.result("scaling", moved)
         with self._write(look) as session:
-            rollout = _row(session, look.rollout_id)
+            rollout = records.row(session, look.rollout_id)
             configs.record_current(session, rollout.endpoint, pending.target_config, self.actor, now)
             rollout.shadow_config = pending.config if on else None
             rollout.pending, rollout.step_started_at = None, now
@@ -155,7 +152,7 @@ class ConfigChanges(ScalingSteps):
         survivor alone."""
         target, now = look.target, look.now
         with self.database.read() as session:
-            rollout = _row(session, look.rollout_id)
+            rollout = records.row(session, look.rollout_id)
             pending = PendingChange.from_json(rollout.pending)
             assert pending is not None and pending.finishing
             stop = None
@@ -170,7 +167,7 @@ class ConfigChanges(ScalingSteps):
             # Reverting a promotion: whatever the update did, the endpoint ends on the baseline alone.
             served = self._serving(look)
             with self._write(look) as session:
-                rollout = _row(session, look.rollout_id)
+                rollout = records.row(session, look.rollout_id)
                 if rollout.state == "promoting":
                     records.decision(session, rollout, target, stop, self.actor, now, served)
             crash_point("revert-intent")
@@ -192,7 +189,7 @@ class ConfigChanges(ScalingSteps):
         if moved:
             return look.result("scaling", moved)
         with self._write(look) as session:
-            rollout = _row(session, look.rollout_id)
+            rollout = records.row(session, look.rollout_id)
             if rollout.state not in ("promoting", "rolling_back"):
                 return look.result("skip", "already finished")
             configs.record(
@@ -201,12 +198,6 @@ class ConfigChanges(ScalingSteps):
             records.conclusion(session, rollout, pending, spec.name, self.actor, now)
         crash_point(f"{pending.op}-recorded")
         return look.result("promoted" if pending.op == "promote" else "rolled_back")
-
-
-def _row(session: Session, rollout_id: int) -> Rollout:
-    rollout = session.get(Rollout, rollout_id)
-    assert rollout is not None, f"rollout {rollout_id} vanished"
-    return rollout
 
 
 def _aborted_undeployed(session: Session, look: Look, rollout: Rollout, why: str, actor: str) -> TickResult:

@@ -33,16 +33,14 @@ from manager.errors import UserError
 from manager.metrics.base import MetricSource, MetricsUnavailable
 from manager.metrics.samples import Paired, PhaseData
 from manager.platforms.base import (
-    ConfigSpec,
     EndpointPlatform,
     EndpointState,
     NotNow,
     PlatformError,
 )
 from manager.registry import endpoints, leases, observations, pairs
-from manager.registry.tables import ModelVersion
 from manager.rollout import configs, gates, records, snapshot
-from manager.rollout.changes import ConfigChanges, _blue_green, _row
+from manager.rollout.changes import ConfigChanges, _blue_green
 from manager.rollout.decide import decide
 from manager.rollout.fencing import Fenced
 from manager.rollout.look import Look, TickResult
@@ -116,12 +114,12 @@ class Reconciler(ConfigChanges):
             error = str(exc) if expected else f"{type(exc).__name__}: {exc}"
             with self.database.write() as session:
                 records.failed(
-                    session, _row(session, snap.id), error, self.actor, self.clock(), self.retry_base
+                    session, records.row(session, snap.id), error, self.actor, self.clock(), self.retry_base
                 )
             return TickResult(snap.id, snap.endpoint, "error", error)
         if snap.failures:
             with self.database.write() as session:
-                records.recovered(_row(session, snap.id))
+                records.recovered(records.row(session, snap.id))
         return result
 
     def reconcile(self, rollout_id: int) -> TickResult:
@@ -182,8 +180,11 @@ class Reconciler(ConfigChanges):
             if unsettled is not None:
                 return unsettled
             snap, data, paired = self._refresh(snap.id)
-        if self._read_metrics(snap, policy, now) or data is None:
+        new_windows = self._read_metrics(snap, policy, now)
+        if data is None:
             snap, data, paired = self._refresh(snap.id)
+        elif new_windows:
+            data = self._observations(snap)  # the rollout and its pairs are as read; only these changed
         observed = {m.name: data.get(m.measure, []) for m in policy.metrics}
         decision = decide(
             snap.decision_state(state.busy),
@@ -202,6 +203,13 @@ class Reconciler(ConfigChanges):
             "unshadow": self._settle_shadow,
             "set_weight": self._settle_weight,
         }
+
+    def _observations(self, snap: Snapshot) -> Data:
+        wanted = self._wanted(snap)
+        if not wanted:
+            return {}
+        with self.database.read() as session:
+            return observations.phase_data_many(session, {snap.id: wanted})[snap.id]
 
     def _refresh(self, rollout_id: int) -> tuple[Snapshot, Data, Paired | None]:
         with self.database.read() as session:
@@ -230,45 +238,6 @@ class Reconciler(ConfigChanges):
         except Exception as exc:  # a status is informational: the next renewal writes it again
             log.warning("could not record %d endpoint statuses: %s", len(statuses), exc)
 
-    def _ensure(self, look: Look, spec: ConfigSpec, versions: list[ModelVersion]) -> None:
-        platform = self._act(look)
-        for version in versions:
-            platform.ensure_model(self.images.model(version))
-        platform.ensure_endpoint_config(spec)
-
-    # The steps below each end in one platform call, or in recording that the endpoint got there.
-
-    def _serving(self, look: Look) -> ConfigSpec:
-        """What the endpoint serves now, each variant on its live hosting: the baseline keeps it."""
-        return self.platform.hosting(look.state)
-
-    def _settle_weight(self, look: Look, pending: PendingChange) -> TickResult | None:
-        """Finish a weight change: once the endpoint reports it, a new phase begins."""
-        state = look.state
-        assert pending.weight is not None
-        wanted = pending.weight
-        arrived = abs(state.shares().get(look.variants[1], 0.0) * 100 - wanted) < 1e-6
-        if state.busy:
-            return look.result("wait", "weights are changing")
-        if not arrived:
-            self._set_weight(look, wanted)
-            return look.result("set_weight", f"{wanted:g}% (again)")
-        moved = self._rescale(look, None, wanted) or self._capacity(look, wanted, rising=False)
-        if moved:
-            return look.result("scaling", moved)
-        with self._write(look) as session:
-            records.new_phase(session, _row(session, look.rollout_id), wanted, self.actor, look.now)
-        crash_point("phase")
-        return None
-
-    def _set_weight(self, look: Look, weight: float) -> None:
-        """The candidate's capacity first (another tick sets the weight once it is there)."""
-        if self._capacity(look, weight, rising=True):
-            return
-        baseline, candidate = look.variants
-        self._act(look).set_weights(look.target.endpoint, {baseline: 100.0 - weight, candidate: weight})
-        crash_point("weight-call")
-
     def _read_metrics(self, snap: Snapshot, policy: policies.RolloutPolicy, now: datetime) -> bool:
         """New CloudWatch windows into `observations`; True when any were stored."""
         ratio = policy.decisions.on_sample_ratio_mismatch != "ignore" and any(
@@ -290,7 +259,7 @@ class Reconciler(ConfigChanges):
         ]
         with self.database.write() as session:
             observations.record(session, rows, merge="keep")
-            _row(session, snap.id).metrics_cursor = max(w.end for w in windows)
+            records.row(session, snap.id).metrics_cursor = max(w.end for w in windows)
         return bool(rows)
 
     def _apply(self, look: Look, decision: Decision) -> TickResult:
@@ -300,7 +269,7 @@ class Reconciler(ConfigChanges):
         if any(w.type in kinds for w in look.policy.webhooks):
             with self._write(look) as session:
                 gate = gates.hold(
-                    session, _row(session, look.rollout_id), look.policy, kinds, self.actor, look.now
+                    session, records.row(session, look.rollout_id), look.policy, kinds, self.actor, look.now
                 )
             if gate.verdict == "wait":
                 return look.result("wait", gate.reason)
@@ -308,7 +277,7 @@ class Reconciler(ConfigChanges):
                 decision = Decision("rollback", gate.reason, {"gate": list(kinds), "held": decision.action})
         served = self._serving(look) if decision.action in records.CONFIG_ACTIONS else None
         with self._write(look) as session:
-            rollout = _row(session, look.rollout_id)
+            rollout = records.row(session, look.rollout_id)
             pending = records.decision(
                 session,
                 rollout,

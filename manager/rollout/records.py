@@ -180,3 +180,10 @@ def conclusion(
         models.transition(session, version, status, actor, reason=reason, endpoint=endpoint, at=now)
     reason = f"{served.ref} serves all traffic"
     record_event(session, rollout, actor, f"rollout.{rollout.state}", reason, {"config": config}, now)
+
+
+def row(session: Session, rollout_id: int) -> Rollout:
+    """The rollout's row, which a tick knows exists (rollouts are never deleted while active)."""
+    rollout = session.get(Rollout, rollout_id)
+    assert rollout is not None, f"rollout {rollout_id} vanished"
+    return rollout
