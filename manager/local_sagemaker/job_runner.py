@@ -109,7 +109,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _s3_uri(field: str, value: Any) -> str:
+def checked_s3_uri(field: str, value: Any) -> str:
     uri = str(value or "")
     problem = s3_problem(uri) if uri.startswith("s3://") else "must be an s3:// URI"
     if problem is not None:

@@ -10,7 +10,7 @@ from manager.local_sagemaker.job_runner import (
     TRAINING_LOGS,
     JobInputError,
     JobRunner,
-    _s3_uri,
+    checked_s3_uri,
 )
 from manager.local_sagemaker.protocol import (
     AwsError,
@@ -24,7 +24,7 @@ from manager.local_sagemaker.xgboost_algorithm import is_xgboost_image
 
 
 class TrainingJobs(JobRunner):
-    # ---- training jobs -------------------------------------------------------------------------------
+    """Training jobs: created, run by `_train` in a worker, described, listed and stopped."""
 
     def op_CreateTrainingJob(self, req: dict[str, Any]) -> dict[str, Any]:
         name = check_name("trainingJobName", req.get("TrainingJobName"))
@@ -200,7 +200,9 @@ def _checked_training(req: dict[str, Any]) -> dict[str, Any]:
             "1 validation error detected: Value null at 'roleArn' failed to satisfy constraint: "
             "Member must not be null"
         )
-    output = _s3_uri("OutputDataConfig.S3OutputPath", (req.get("OutputDataConfig") or {}).get("S3OutputPath"))
+    output = checked_s3_uri(
+        "OutputDataConfig.S3OutputPath", (req.get("OutputDataConfig") or {}).get("S3OutputPath")
+    )
     resources = req.get("ResourceConfig") or {}
     check_instance_type("TrainingInstanceType", "resourceConfig.instanceType", resources.get("InstanceType"))
     if not isinstance(resources.get("VolumeSizeInGB"), int) or resources["VolumeSizeInGB"] < 1:
@@ -257,4 +259,4 @@ def _check_channels(channels: list[dict[str, Any]]) -> None:
             raise validation(
                 f"channel {channel.get('ChannelName')}: the local SageMaker reads uncompressed channels only"
             )
-        _s3_uri(f"channel {channel.get('ChannelName')}: S3Uri", source.get("S3Uri"))
+        checked_s3_uri(f"channel {channel.get('ChannelName')}: S3Uri", source.get("S3Uri"))

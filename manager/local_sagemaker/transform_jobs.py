@@ -9,7 +9,7 @@ from manager.local_sagemaker.job_runner import (
     TRANSFORM_LOGS,
     JobInputError,
     JobRunner,
-    _s3_uri,
+    checked_s3_uri,
 )
 from manager.local_sagemaker.models import container
 from manager.local_sagemaker.protocol import (
@@ -23,7 +23,7 @@ from manager.local_sagemaker.runtime import ArtifactError, resolve_uri
 
 
 class TransformJobs(JobRunner):
-    # ---- batch transform --------------------------------------------------------------------------------
+    """Batch transform jobs: each input object scored by the model's container emulation."""
 
     def op_CreateTransformJob(self, req: dict[str, Any]) -> dict[str, Any]:
         name = check_name("transformJobName", req.get("TransformJobName"))
@@ -36,7 +36,7 @@ class TransformJobs(JobRunner):
         model_name = str(req.get("ModelName", ""))
         model = self.model_lookup(model_name)
         source = ((req.get("TransformInput") or {}).get("DataSource") or {}).get("S3DataSource") or {}
-        _s3_uri("TransformInput.DataSource.S3DataSource.S3Uri", source.get("S3Uri"))
+        checked_s3_uri("TransformInput.DataSource.S3DataSource.S3Uri", source.get("S3Uri"))
         if source.get("S3DataType", "S3Prefix") != "S3Prefix":
             raise validation("the local SageMaker reads S3DataType S3Prefix only")
         transform_input = req["TransformInput"]
@@ -49,7 +49,7 @@ class TransformJobs(JobRunner):
         if transform_input.get("CompressionType", "None") != "None":
             raise validation("the local SageMaker reads uncompressed transform input only")
         output = req.get("TransformOutput") or {}
-        _s3_uri("TransformOutput.S3OutputPath", output.get("S3OutputPath"))
+        checked_s3_uri("TransformOutput.S3OutputPath", output.get("S3OutputPath"))
         assemble = output.get("AssembleWith", "None")
         if assemble not in ("None", "Line"):
             raise validation(f"AssembleWith {assemble!r} must be one of [None, Line]")

@@ -26,7 +26,7 @@ from manager.local_sagemaker.xgboost_algorithm import is_xgboost_image
 
 
 class TuningJobs(TrainingJobs):
-    # ---- tuning jobs ------------------------------------------------------------------------------------
+    """Tuning jobs: training jobs launched by a strategy, the best one named."""
 
     def op_CreateHyperParameterTuningJob(self, req: dict[str, Any]) -> dict[str, Any]:
         name = check_name(
