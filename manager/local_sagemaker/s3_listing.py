@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from starlette.responses import Response
@@ -20,13 +20,25 @@ from manager.local_sagemaker.s3_store import (
 )
 
 
+class Asked(NamedTuple):
+    """What a listing's query asks for."""
+
+    v2: bool
+    prefix: str
+    delimiter: str
+    encode: bool  # encoding-type=url
+    max_keys: int
+    after: str  # list the keys after this one (marker, start-after or the continuation token)
+
+    def enc(self, value: str) -> str:
+        return quote(value, safe="/~") if self.encode else value
+
+
 def list_objects(store: Store, bucket: str, q: Any) -> Response:
     """`ListObjects` and `ListObjectsV2`: prefix, delimiter, marker or continuation, url encoding."""
-    v2, prefix, delimiter, encode, max_keys, after = _arguments(q)
-
-    def enc(value: str) -> str:
-        return quote(value, safe="/~") if encode else value
-
+    asked = _arguments(q)
+    v2, prefix, delimiter, _encode, max_keys, after = asked
+    enc = asked.enc
     contents: list[str] = []
     prefixes: list[str] = []
     seen_prefixes: set[str] = set()
@@ -64,14 +76,13 @@ def list_objects(store: Store, bucket: str, q: Any) -> Response:
             f"{xml_tag('StorageClass', 'STANDARD')}{owner}</Contents>"
         )
         last = key
-    key_count = len(contents) + len(prefixes)
-    head = _head(q, bucket, v2, prefix, delimiter, encode, max_keys, after, truncated, last, key_count, enc)
-    root = "ListBucketResult"
-    return xml_response(f'<{root} xmlns="{NS}">{head}{"".join(contents)}{"".join(prefixes)}</{root}>')
+    head = _head(q, bucket, asked, truncated, last, len(contents) + len(prefixes))
+    body = f"{head}{''.join(contents)}{''.join(prefixes)}"
+    return xml_response(f'<ListBucketResult xmlns="{NS}">{body}</ListBucketResult>')
 
 
-def _arguments(q: Any) -> tuple[bool, str, str, bool, int, str]:
-    """(V2, prefix, delimiter, url-encoded, max keys, the key to list after) of a listing's query."""
+def _arguments(q: Any) -> Asked:
+    """What the query asks for, refused with S3's error when it is not a listing S3 would do."""
     v2 = q.get("list-type") == "2"
     prefix = q.get("prefix", "")
     delimiter = q.get("delimiter", "")
@@ -97,33 +108,21 @@ def _arguments(q: Any) -> tuple[bool, str, str, bool, int, str]:
                 ) from None
     else:
         after = q.get("marker", "")
-    return v2, prefix, delimiter, encode, max_keys, after
+    return Asked(v2, prefix, delimiter, encode, max_keys, after)
 
 
-def _head(
-    q: Any,
-    bucket: str,
-    v2: bool,
-    prefix: str,
-    delimiter: str,
-    encode: bool,
-    max_keys: int,
-    after: str,
-    truncated: bool,
-    last: str,
-    key_count: int,
-    enc: Any,
-) -> str:
+def _head(q: Any, bucket: str, asked: Asked, truncated: bool, last: str, key_count: int) -> str:
     """The listing's fields before its contents: what was asked, and where the next page starts."""
+    enc, prefix, delimiter = asked.enc, asked.prefix, asked.delimiter
     head = (
-        f"{xml_tag('Name', bucket)}{xml_tag('Prefix', enc(prefix))}{xml_tag('MaxKeys', max_keys)}"
+        f"{xml_tag('Name', bucket)}{xml_tag('Prefix', enc(prefix))}{xml_tag('MaxKeys', asked.max_keys)}"
         f"{xml_tag('IsTruncated', str(truncated).lower())}"
     )
     if delimiter:
         head += xml_tag("Delimiter", enc(delimiter))
-    if encode:
+    if asked.encode:
         head += xml_tag("EncodingType", "url")
-    if v2:
+    if asked.v2:
         head += xml_tag("KeyCount", key_count)
         if "continuation-token" in q:
             head += xml_tag("ContinuationToken", q["continuation-token"])
@@ -132,7 +131,7 @@ def _head(
         if truncated:
             head += xml_tag("NextContinuationToken", base64.urlsafe_b64encode(last.encode()).decode())
     else:
-        head += xml_tag("Marker", enc(after))
+        head += xml_tag("Marker", enc(asked.after))
         if truncated and delimiter:
             head += xml_tag("NextMarker", enc(last))
     return head

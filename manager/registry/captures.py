@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, String, Table, delete, select, type_coerce, update
 from sqlalchemy.orm import Session
 
-from manager.db import insert_for
+from manager.db import chunks, insert_for
 from manager.names import shadow_variant
 from manager.registry.tables import (
     CapturedInference,
@@ -72,23 +72,18 @@ class RegistryPhases:
 # ---- by inference id ------------------------------------------------------------------------------
 
 
-def chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
-    for i in range(0, len(items), IN_CHUNK):
-        yield items[i : i + IN_CHUNK]
-
-
 def matching(
     conn: Connection, table: Table, endpoint: str, ids: Sequence[str], *columns: Any
 ) -> Iterator[Any]:
     """Rows of `table` for these inference ids of `endpoint`."""
-    for chunk in chunks(ids):
+    for chunk in chunks(ids, IN_CHUNK):
         yield from conn.execute(
             select(*columns).where(table.c.endpoint == endpoint, table.c.inference_id.in_(chunk))
         )
 
 
 def update_ids(conn: Connection, table: Table, endpoint: str, ids: Sequence[str], **values: Any) -> None:
-    for chunk in chunks(ids):
+    for chunk in chunks(ids, IN_CHUNK):
         conn.execute(
             update(table)
             .where(table.c.endpoint == endpoint, table.c.inference_id.in_(chunk))
@@ -97,7 +92,7 @@ def update_ids(conn: Connection, table: Table, endpoint: str, ids: Sequence[str]
 
 
 def delete_ids(conn: Connection, table: Table, endpoint: str, ids: Sequence[str]) -> None:
-    for chunk in chunks(ids):
+    for chunk in chunks(ids, IN_CHUNK):
         conn.execute(delete(table).where(table.c.endpoint == endpoint, table.c.inference_id.in_(chunk)))
 
 
@@ -155,7 +150,7 @@ def shadow_and_production(session: Session, endpoint: str, ids: list[str]) -> It
     """(inference id, rollout, shadow's outputs, production's outputs) of shadow answers not compared
     yet whose production answer is here too."""
     conn = session.connection()
-    for chunk in chunks(ids):
+    for chunk in chunks(ids, IN_CHUNK):
         yield from conn.execute(
             select(SHADOWS.c.inference_id, SHADOWS.c.rollout_id, SHADOWS.c.outputs, CAPTURED.c.outputs)
             .join(

@@ -4,20 +4,15 @@ and platform calls check the epoch they acted under)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from manager.db import insert_for
+from manager.db import chunks, insert_for
 from manager.registry.tables import DaemonInstance, EndpointLease
 
-
-def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
-    """Slices small enough for one statement's parameters (SQLite allows 32,766)."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+LEASE_CHUNK = 500  # endpoints per statement
 
 
 def take(session: Session, owner: str, names: list[str], now: datetime, ttl: timedelta) -> dict[str, int]:
@@ -27,7 +22,9 @@ def take(session: Session, owner: str, names: list[str], now: datetime, ttl: tim
     expires = now + ttl
     table = EndpointLease.__table__
     epochs: dict[str, int] = {}
-    for chunk in _chunks(names):  # sorted: daemons inserting at once wait in one order, never deadlock
+    for chunk in chunks(
+        names, LEASE_CHUNK
+    ):  # sorted: daemons inserting at once wait in one order, never deadlock
         rows = [{"endpoint": n, "owner": owner, "expires_at": expires, "epoch": 1} for n in chunk]
         created = session.execute(
             insert_for(session)(table).values(rows).on_conflict_do_nothing().returning(table.c.endpoint)
@@ -35,7 +32,7 @@ def take(session: Session, owner: str, names: list[str], now: datetime, ttl: tim
         epochs.update(dict.fromkeys(created, 1))
     rest = [n for n in names if n not in epochs]
     # Another daemon's tick holding a row right now is working that endpoint: skip it, never wait.
-    for chunk in _chunks(rest):
+    for chunk in chunks(rest, LEASE_CHUNK):
         for lease in session.scalars(
             select(EndpointLease).where(EndpointLease.endpoint.in_(chunk)).with_for_update(skip_locked=True)
         ):

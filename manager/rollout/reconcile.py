@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from sqlalchemy.orm import Session
+
 from manager import policy as policies
 from manager import telemetry
 from manager.clock import utcnow
@@ -184,7 +186,8 @@ class Reconciler(ConfigChanges):
         if data is None:
             snap, data, paired = self._refresh(snap.id)
         elif new_windows:
-            data = self._observations(snap)  # the rollout and its pairs are as read; only these changed
+            with self.database.read() as session:  # the rollout and its pairs are as read: only these changed
+                data = self._data(session, snap)
         observed = {m.name: data.get(m.measure, []) for m in policy.metrics}
         decision = decide(
             snap.decision_state(state.busy),
@@ -204,18 +207,15 @@ class Reconciler(ConfigChanges):
             "set_weight": self._settle_weight,
         }
 
-    def _observations(self, snap: Snapshot) -> Data:
+    def _data(self, session: Session, snap: Snapshot) -> Data:
+        """The observations of the phases `snap`'s policy judges."""
         wanted = self._wanted(snap)
-        if not wanted:
-            return {}
-        with self.database.read() as session:
-            return observations.phase_data_many(session, {snap.id: wanted})[snap.id]
+        return observations.phase_data_many(session, {snap.id: wanted})[snap.id] if wanted else {}
 
     def _refresh(self, rollout_id: int) -> tuple[Snapshot, Data, Paired | None]:
         with self.database.read() as session:
             [snap] = snapshot.read(session, rollout_id)
-            wanted = self._wanted(snap)
-            data = observations.phase_data_many(session, {rollout_id: wanted})[rollout_id] if wanted else {}
+            data = self._data(session, snap)
             paired = pairs.read_many(session, [rollout_id]).get(rollout_id)
         return snap, data, paired
 
