@@ -34,6 +34,8 @@ from manager.local_sagemaker.runtime import (
 )
 from manager.local_sagemaker.s3 import S3App
 from manager.local_sagemaker.s3_store import is_s3_request
+from manager.local_sagemaker.sqs import MAX_WAIT, TARGET_PREFIX as SQS_PREFIX
+from manager.local_sagemaker.sqs import Queues
 
 log = logging.getLogger("local_sagemaker")
 SAGEMAKER_PREFIX = "SageMaker."
@@ -62,6 +64,8 @@ class Host:
         self.store = store
         self.alarms = alarms
         self.capture = capture
+        self.sqs = Queues(control.state_dir, control.clock)
+        control.packages.on_event = self.sqs.publish
         self._cloudwatch: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "GetMetricData": functools.partial(metrics.get_metric_data, store),
             "GetMetricStatistics": functools.partial(metrics.get_metric_statistics, store),
@@ -92,6 +96,8 @@ class Host:
 
     async def json_rpc(self, request: Request) -> Response:
         target = request.headers.get("x-amz-target", "")
+        if target.startswith(SQS_PREFIX):
+            return await self.sqs_rpc(request, target[len(SQS_PREFIX) :])
         content_type = protocol.JSON_10 if target.startswith(CLOUDWATCH_PREFIX) else protocol.JSON_11
         try:
             body = protocol.parse_json(await request.body())
@@ -114,6 +120,26 @@ class Host:
                 AwsError("InternalFailure", f"{type(exc).__name__}: {exc}", 500), content_type
             )
         return protocol.json_response(result, content_type)
+
+    async def sqs_rpc(self, request: Request, operation: str) -> Response:
+        """SQS's JSON 1.0. A ReceiveMessage with WaitTimeSeconds waits (in real time) until a message
+        is visible or the wait is over, as a long poll does. Errors carry the query-protocol code in
+        `x-amzn-query-error`, which botocore reports for SQS (`awsQueryCompatible`), as AWS sends it."""
+        base = f"{request.url.scheme}://{request.url.netloc}"
+        try:
+            body = protocol.parse_json(await request.body())
+            wait = body.get("WaitTimeSeconds") if operation == "ReceiveMessage" else None
+            if isinstance(wait, int) and 0 < wait <= MAX_WAIT:
+                deadline = time.monotonic() + wait
+                while time.monotonic() < deadline and not self.sqs.waiting(body.get("QueueUrl")):
+                    await asyncio.sleep(0.02)
+            result = self.sqs.handle(operation, body, base)
+        except AwsError as error:
+            response = protocol.json_error(error, protocol.JSON_10)
+            legacy = "AWS.SimpleQueueService.NonExistentQueue" if error.code == "QueueDoesNotExist" else error.code
+            response.headers["x-amzn-query-error"] = f"{legacy};Sender"
+            return response
+        return protocol.json_response(result, protocol.JSON_10)
 
     # ---- Smithy RPC v2 CBOR (CloudWatch, as newer botocore sends it) --------------------------
 

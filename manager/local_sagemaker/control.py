@@ -25,6 +25,7 @@ from manager.local_sagemaker.jobs import Jobs
 from manager.local_sagemaker.logs import LogStore
 from manager.local_sagemaker.metrics import AlarmBook, MetricStore
 from manager.local_sagemaker.models import Models
+from manager.local_sagemaker.packages import Packages
 from manager.local_sagemaker.protocol import AwsError, validation
 from manager.local_sagemaker.tags import TagBook
 
@@ -50,6 +51,8 @@ class ControlPlane:
         self.tagbook = TagBook(self._exists)
         shared = Shared(region, clock, self._save, self.tagbook)
         self.models = Models(shared)
+        self.packages = Packages(shared)
+        self.models.packages = self.packages
         self.configs = Configs(shared, self.models)
         self.endpoints = Endpoints(
             shared, self.models, self.configs, alarms, state_dir, s3_root, provision_delay, seed
@@ -63,7 +66,7 @@ class ControlPlane:
         self.jobs = Jobs(
             region, state_dir, s3_root, self.logs, self.models.get, self._tag, seed=seed, clock=clock
         )
-        self._handlers = (self.models, self.configs, self.endpoints, self.jobs, self.tagbook)
+        self._handlers = (self.models, self.packages, self.configs, self.endpoints, self.jobs, self.tagbook)
 
     # The endpoint table's knobs, as the host and the tests reach them.
     @property
@@ -122,6 +125,7 @@ class ControlPlane:
             "training-job": self.jobs.training,
             "transform-job": self.jobs.transform,
             "hyper-parameter-tuning-job": self.jobs.tuning,
+            "model-package-group": self.packages.groups,
         }
         return find(tables.get(kind, {}), name) is not None
 
@@ -145,6 +149,7 @@ class ControlPlane:
                 "tags": self.tagbook.tags,
                 "endpoints": self.endpoints.to_json(),
                 "autoscaling": self.scaling.to_json(),
+                "packages": self.packages.to_json(),
             }
             atomic_write(self._state_file, json.dumps(state, default=str))
 
@@ -157,6 +162,7 @@ class ControlPlane:
         self.tagbook.tags = state.get("tags", {})
         self.endpoints.restore(state["endpoints"])
         self.scaling.restore(state.get("autoscaling") or {})
+        self.packages.restore(state.get("packages") or {})
 
     def close(self) -> None:
         self.jobs.close()

@@ -28,6 +28,8 @@ ROLE_ARN = r"arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+"
 class Models(Book[dict[str, Any]]):
     kind = noun = "model"
     field, plural = "Model", "Models"
+    # Resolves a container's ModelPackageName to the package's container (set by the control plane).
+    packages: Any = None
 
     def op_CreateModel(self, req: dict[str, Any]) -> dict[str, Any]:
         name = check_name("modelName", req.get("ModelName"))
@@ -44,6 +46,9 @@ class Models(Book[dict[str, Any]]):
         served = req.get("PrimaryContainer") or (containers or [None])[0]
         if not served:
             raise validation("Either PrimaryContainer or Containers must be provided")
+        if served.get("ModelPackageName"):
+            served = self._from_package(served)
+            req = {**req, **({"Containers": [served]} if containers else {"PrimaryContainer": served})}
         role = req.get("ExecutionRoleArn")
         if role is not None and not (
             20 <= len(str(role)) <= 2048 and re.fullmatch(ROLE_ARN, str(role))
@@ -72,6 +77,14 @@ class Models(Book[dict[str, Any]]):
         }
         self.shared.save()
         return {"ModelArn": self.arn(name)}
+
+    def _from_package(self, served: dict[str, Any]) -> dict[str, Any]:
+        """A container named by `ModelPackageName` serves the package's image and artifact, as on AWS,
+        and keeps the package's ARN for lineage."""
+        package = self.packages.servable(served["ModelPackageName"])
+        entry = self.packages.package(served["ModelPackageName"])
+        taken = {k: package[k] for k in ("Image", "ModelDataUrl", "Environment") if package.get(k) is not None}
+        return {**taken, **served, "ModelPackageName": entry["ModelPackageArn"]}
 
     def op_DescribeModel(self, req: dict[str, Any]) -> dict[str, Any]:
         model = self.get(req.get("ModelName", ""))
