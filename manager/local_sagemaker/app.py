@@ -34,8 +34,8 @@ from manager.local_sagemaker.runtime import (
 )
 from manager.local_sagemaker.s3 import S3App
 from manager.local_sagemaker.s3_store import is_s3_request
-from manager.local_sagemaker.sqs import MAX_WAIT, TARGET_PREFIX as SQS_PREFIX
-from manager.local_sagemaker.sqs import Queues
+from manager.local_sagemaker.sqs import MAX_WAIT, Queues
+from manager.local_sagemaker.sqs import TARGET_PREFIX as SQS_PREFIX
 
 log = logging.getLogger("local_sagemaker")
 SAGEMAKER_PREFIX = "SageMaker."
@@ -136,7 +136,9 @@ class Host:
             result = self.sqs.handle(operation, body, base)
         except AwsError as error:
             response = protocol.json_error(error, protocol.JSON_10)
-            legacy = "AWS.SimpleQueueService.NonExistentQueue" if error.code == "QueueDoesNotExist" else error.code
+            legacy = (
+                "AWS.SimpleQueueService.NonExistentQueue" if error.code == "QueueDoesNotExist" else error.code
+            )
             response.headers["x-amzn-query-error"] = f"{legacy};Sender"
             return response
         return protocol.json_response(result, protocol.JSON_10)

@@ -83,7 +83,9 @@ class Models(Book[dict[str, Any]]):
         and keeps the package's ARN for lineage."""
         package = self.packages.servable(served["ModelPackageName"])
         entry = self.packages.package(served["ModelPackageName"])
-        taken = {k: package[k] for k in ("Image", "ModelDataUrl", "Environment") if package.get(k) is not None}
+        taken = {
+            k: package[k] for k in ("Image", "ModelDataUrl", "Environment") if package.get(k) is not None
+        }
         return {**taken, **served, "ModelPackageName": entry["ModelPackageArn"]}
 
     def op_DescribeModel(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,8 @@ DESCRIPTION_MAX = 1024
 
 def _failed(value: Any, where: str, constraint: str) -> Exception:
     return validation(
-        f"1 validation error detected: Value '{value}' at '{where}' failed to satisfy constraint: {constraint}"
+        f"1 validation error detected: Value '{value}' at '{where}' failed to satisfy "
+        f"constraint: {constraint}"
     )
 
 

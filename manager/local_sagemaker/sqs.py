@@ -84,7 +84,7 @@ class Queues:
         attributes = {str(k): str(v) for k, v in (req.get("Attributes") or {}).items()}
         visibility = int(attributes.get("VisibilityTimeout", DEFAULT_VISIBILITY))
         if not 0 <= visibility <= MAX_VISIBILITY:
-            raise AwsError("InvalidAttributeValue", f"Invalid value for the parameter VisibilityTimeout.")
+            raise AwsError("InvalidAttributeValue", "Invalid value for the parameter VisibilityTimeout.")
         if name not in self.queues:
             self.queues[name] = {"visibility": visibility, "messages": []}
             self._save()
@@ -133,7 +133,7 @@ class Queues:
         _bounded(req, "WaitTimeSeconds", 0, MAX_WAIT, 0)
         now = self._clock()
         wanted = {*(req.get("AttributeNames") or []), *(req.get("MessageSystemAttributeNames") or [])}
-        out = []
+        out: list[dict[str, Any]] = []
         for message in queue["messages"]:
             if len(out) == count:
                 break
