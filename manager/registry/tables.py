@@ -35,6 +35,7 @@ from manager.registry.vocabulary import (
     ROLLOUT_STATES,
     RUN_OUTCOMES,
 )
+from manager.registry.package_tables import PackageClaim, PackageWriteback  # re-exported
 from manager.registry.work_tables import (  # re-exported: every table is importable from here
     CapturedInference,
     DaemonInstance,
@@ -61,6 +62,8 @@ __all__ = [
     "GateCheck",
     "IngestCursor",
     "LeaderLease",
+    "PackageClaim",
+    "PackageWriteback",
     "PairedSum",
     "PendingLabel",
     "ReplayRequest",
@@ -107,6 +110,8 @@ class ModelVersion(Base):
     status: Mapped[str] = mapped_column(String(16), default="candidate")
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Lineage: the SageMaker model package this version is (registered there, or imported from it).
+    model_package_arn: Mapped[str | None] = mapped_column(String(2048), index=True)
     # Lineage: the serving version this one was trained to replace.
     replaces_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"))
 
