@@ -98,6 +98,15 @@ class SageMakerJob(Strict):
     tuning: Tuning | None = None
 
 
+class ModelPackage(Strict):
+    """Register each trained version in this SageMaker model package group: `manual` leaves a version
+    the gate passed PendingManualApproval for a person, `auto` approves it; the gate's rejects are
+    registered Rejected."""
+
+    group: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+    approval: Literal["manual", "auto"] = "manual"
+
+
 class TrainConfig(Strict):
     model: str
     estimator: Estimator = "hist_gradient_boosting"
@@ -108,6 +117,7 @@ class TrainConfig(Strict):
     output: str = "./artifacts"
     sagemaker: SageMakerJob | None = None
     gate: Gate | None = None
+    model_package: ModelPackage | None = None
 
     @field_validator("model")
     @classmethod

@@ -8,7 +8,8 @@ retrain and an operator's `train` therefore leave the same status for the same i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from manager.db import Database
 from manager.registry import models
@@ -30,6 +31,8 @@ class Retrained:
     replaces: str | None
     gate: str  # one sentence: the gate's verdict, or why there was none
     result: TrainingResult
+    package: str | None = None  # the model package it was registered as, and its approval status
+    package_status: str | None = None
 
     @property
     def approved(self) -> bool:
@@ -47,6 +50,7 @@ def retrain(
     replaces: str | None = None,
     gate: bool = True,
     progress: Progress | None = None,
+    registry: Any = None,
 ) -> Retrained:
     """Train a candidate of `config.model` on `data`, register it, and gate it against what it replaces
     (`replaces`, else the serving version, else the newest approved)."""
@@ -69,4 +73,17 @@ def retrain(
                 payload={"reason": skipped},
             )
             sentence = f"not run ({skipped}); approved for its rollout"
-        return Retrained(version.ref, version.status, baseline.ref if baseline else None, sentence, result)
+        done = Retrained(version.ref, version.status, baseline.ref if baseline else None, sentence, result)
+    if config.model_package is None:
+        return done
+    from trainers.packages import register_package
+
+    if registry is None:
+        from manager.platforms.factory import model_registry
+
+        registry = model_registry()
+    package = config.model_package
+    arn, status = register_package(
+        database, registry, done.ref, package.group, package.approval, done.gate, actor
+    )
+    return replace(done, package=arn, package_status=status)

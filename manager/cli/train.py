@@ -38,6 +38,17 @@ from manager.cli.render import emit_record, output_option
     help="the version this candidate is meant to replace [default: the serving, else newest approved]",
 )
 @click.option("--no-gate", is_flag=True, help="register without the offline gate")
+@click.option(
+    "--model-package-group",
+    metavar="GROUP",
+    help="also register it as a model package in this SageMaker Model Registry group (created if missing)",
+)
+@click.option(
+    "--package-approval",
+    type=click.Choice(["manual", "auto"]),
+    help="a version the gate passes: PendingManualApproval (manual) or Approved (auto) [default: the "
+    "config's model_package.approval, else manual]",
+)
 @output_option
 @pass_app
 def train(
@@ -49,6 +60,8 @@ def train(
     seed: int,
     replaces: str | None,
     no_gate: bool,
+    model_package_group: str | None,
+    package_approval: str | None,
     output: str,
 ) -> None:
     """Train a candidate model. Exits 1 when the offline gate rejects it."""
@@ -57,7 +70,7 @@ def train(
     from trainers.datasets import load
     from trainers.pipeline import retrain
 
-    config = yamlconfig.load(config_path, TrainConfig)
+    config = _with_package(yamlconfig.load(config_path, TrainConfig), model_package_group, package_approval)
     database = app.database()  # refuse a missing or old registry before spending time on training
     data = load(source, shift, seed)
     runner, scorer = _trainer(trainer, config, data)
@@ -87,10 +100,36 @@ def train(
         "seconds": round(result.seconds, 2),
         "gate": done.gate,
     }
+    if done.package:
+        record["model_package"] = f"{done.package} ({done.package_status})"
     emit_record(record, output, title=f"trained {done.ref}")
     if done.status == "rejected":
         click.echo(f"error: {done.ref} rejected: {done.gate}", err=True)
         sys.exit(1)
+
+
+def _with_package(config: Any, group: str | None, approval: str | None) -> Any:
+    """The config with `--model-package-group` / `--package-approval` applied (checked as the config's
+    own `model_package` is)."""
+    from pydantic import ValidationError
+
+    from manager.errors import UserError
+    from trainers.config import ModelPackage
+
+    if group is None and approval is None:
+        return config
+    current = config.model_package
+    if group is None and current is None:
+        raise UserError("--package-approval needs --model-package-group (or model_package in the config)")
+    try:
+        package = ModelPackage(
+            group=group or current.group, approval=approval or (current.approval if current else "manual")
+        )
+    except ValidationError:
+        raise UserError(
+            f"--model-package-group {group!r}: 1-63 letters, digits and hyphens, starting and ending alphanumeric"
+        ) from None
+    return config.model_copy(update={"model_package": package})
 
 
 def _trainer(trainer: str, config: Any, data: Any) -> tuple[Any, Any]:

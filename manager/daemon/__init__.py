@@ -21,6 +21,7 @@ registry's stored jobs keep running after an upgrade.
 
 from manager.daemon.jobs.digests import DigestSchedule, digest_job
 from manager.daemon.jobs.ingest import ingest_job
+from manager.daemon.jobs.packages import package_job
 from manager.daemon.jobs.reconcile import reconcile_job
 from manager.daemon.jobs.replay import replay_job
 from manager.daemon.jobs.retrain import retrain_job
@@ -36,6 +37,7 @@ __all__ = [
     "configure_logging",
     "digest_job",
     "ingest_job",
+    "package_job",
     "reconcile_job",
     "replay_job",
     "retrain_job",

@@ -76,7 +76,11 @@ def sync_jobs(scheduler: Any, url: str, files: list[PolicyFile]) -> dict[str, li
     unchanged job is left alone, so its next run time (and a run missed while the daemon was down)
     is kept."""
     done: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
-    desired = {f"retrain:{f.policy.name}": f for f in files if f.policy.trigger.type == "cron"}
+    desired = {
+        f"retrain:{f.policy.name}": f
+        for f in files
+        if f.policy.trigger.type in ("cron", "modelPackageApproved") and f.policy.trigger.cron is not None
+    }
     existing = {job.id: job for job in scheduler.get_jobs() if job.id.startswith("retrain:")}
     for job_id in existing.keys() - desired.keys():
         scheduler.remove_job(job_id)

@@ -25,6 +25,7 @@ class Runtime:
     epoch: int | None = None  # the scheduler lease's epoch while this daemon leads
     webhook_retry: timedelta = timedelta(seconds=2)  # the first wait before a failed delivery is retried
     webhook_keep: timedelta = timedelta(days=30)  # how long a delivered delivery is kept
+    model_registry: Any = None  # the SageMaker Model Registry and its event queue (platforms.packages)
 
 
 RUNTIMES: dict[str, Runtime] = {}  # by registry URL: the jobs' only argument is the URL
@@ -60,6 +61,7 @@ def build_runtime(url: str, owner: str) -> Runtime:
     from manager.groundtruth.ingest import GroundTruthIngestor
     from manager.metrics.cloudwatch import CloudWatchSource
     from manager.platforms import aws, factory
+    from manager.platforms.packages import ModelRegistry
     from manager.platforms.sagemaker import SageMakerPlatform
     from manager.rollout.reconcile import Reconciler
     from manager.rollout.replay import Replayer
@@ -82,4 +84,5 @@ def build_runtime(url: str, owner: str) -> Runtime:
         replayer=Replayer(database, platform, s3_client=s3, owner=owner),
         webhook_retry=tuning.webhook_retry,
         webhook_keep=tuning.webhook_keep,
+        model_registry=ModelRegistry(aws.client("sagemaker"), aws.client("sqs")),
     )

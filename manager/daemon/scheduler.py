@@ -255,6 +255,9 @@ def _place_jobs(
         fixed.update(own_jobs(url, tick, ingest_every))
     if policies_dir is not None:
         fixed["triggers"] = ("manager.daemon:trigger_job", max(tick, 30.0), [url, str(policies_dir)])
+    # Model package approvals (queue reads, polls when due) and outcome write-backs: often, each cheap.
+    package_tick = min(max(tick, 0.5), 2.0)
+    fixed["packages"] = ("manager.daemon:package_job", package_tick, [url, str(policies_dir or "")])
     # Deliveries and gate calls: on the leader alone, so that two daemons do not send each one twice.
     fixed["webhooks"] = ("manager.daemon:webhook_job", min(max(tick, 0.2), 5.0), [url])
     if digests is not None:

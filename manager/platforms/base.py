@@ -51,6 +51,8 @@ class ModelSpec:
     artifact_uri: str
     role_arn: str | None = None
     environment: Mapping[str, str] = field(default_factory=dict)
+    # Created from this SageMaker model package (`ModelPackageName`): its image and artifact.
+    model_package_arn: str | None = None
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,23 @@ and the daemon use it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from manager.platforms import aws
 from manager.platforms.sagemaker import SageMakerPlatform
+
+
+def model_registry(
+    region: str | None = None, endpoint_url: str | None = None, profile: str | None = None
+) -> Any:
+    """The SageMaker Model Registry and SQS (its event queue) on one session's clients."""
+    from manager.platforms.packages import ModelRegistry
+
+    made = aws.session(region, profile)
+    return ModelRegistry(
+        aws.client("sagemaker", aws.RETRIES, endpoint_url, made),
+        aws.client("sqs", aws.RETRIES, endpoint_url, made),
+    )
 
 
 def platform(

@@ -169,6 +169,8 @@ def deployment_config(bg: BlueGreen) -> dict[str, Any]:
 
 def model_request(spec: ModelSpec) -> dict[str, Any]:
     container: dict[str, Any] = {"Image": spec.image_uri, "ModelDataUrl": spec.artifact_uri}
+    if spec.model_package_arn:  # the package's container, and its lineage on SageMaker's side
+        container = {"ModelPackageName": spec.model_package_arn}
     if spec.environment:
         container["Environment"] = dict(spec.environment)
     request: dict[str, Any] = {"ModelName": spec.name, "PrimaryContainer": container}

@@ -100,10 +100,14 @@ class SageMakerPlatform:
         existing = self._create_or_describe("model", model_request(spec), ModelName=spec.name)
         if existing is None:
             return
-        container = existing.get("PrimaryContainer") or {}
+        container = existing.get("PrimaryContainer") or (existing.get("Containers") or [{}])[0]
         same = (
-            container.get("Image") == spec.image_uri
-            and container.get("ModelDataUrl") == spec.artifact_uri
+            (
+                container.get("ModelPackageName") == spec.model_package_arn
+                if spec.model_package_arn
+                else container.get("Image") == spec.image_uri
+                and container.get("ModelDataUrl") == spec.artifact_uri
+            )
             and (container.get("Environment") or {}) == dict(spec.environment)
             and (spec.role_arn is None or existing.get("ExecutionRoleArn") == spec.role_arn)
         )
@@ -206,6 +210,7 @@ class SageMakerPlatform:
                 container.get("ModelDataUrl", ""),
                 model.get("ExecutionRoleArn"),
                 container.get("Environment") or {},
+                container.get("ModelPackageName"),
             )
         return spec, models
 

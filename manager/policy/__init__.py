@@ -14,6 +14,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from manager.clock import parse_duration
 from manager.config import yamlfile as yamlconfig
 from manager.policy import windows
+from manager.policy.packages import LifeCycle, PackageTrigger
 from manager.policy.specs import (
     CLOUDWATCH_MEASURES,
     ERROR_MEASURES,
@@ -42,6 +43,8 @@ __all__ = [
     "Count",
     "Duration",
     "GateType",
+    "LifeCycle",
+    "PackageTrigger",
     "RolloutPolicy",
     "Spec",
     "Target",
@@ -209,9 +212,12 @@ class Retrain(Spec):
 
 
 class Trigger(Spec):
-    type: Literal["manual", "newApprovedCandidate", "cron"] = "manual"
+    type: Literal["manual", "newApprovedCandidate", "cron", "modelPackageApproved"] = "manual"
+    # With `modelPackageApproved`, `cron` and `retrain` are optional: the retrain registers a package
+    # (its config's `modelPackage`), and the package's approval starts the rollout.
     cron: str | None = None
     retrain: Retrain | None = None
+    model_package_approved: PackageTrigger | None = Field(None, alias="modelPackageApproved")
     windows: list[str] = Field(default_factory=list, max_length=50)  # e.g. "Mon-Fri 09:00-17:00", UTC
     # A cron run missed while the daemon was down runs once at start if it is this late at most.
     misfire_grace: Duration = Field("1h", alias="misfireGrace")
@@ -227,6 +233,12 @@ class Trigger(Spec):
     def _cron(self) -> Trigger:
         if self.type == "cron" and (not self.cron or self.retrain is None):
             raise ValueError("a cron trigger needs `cron` and `retrain`")
+        if (self.type == "modelPackageApproved") != (self.model_package_approved is not None):
+            raise ValueError(
+                "`modelPackageApproved: {group: ...}` goes with `type: modelPackageApproved`, and only there"
+            )
+        if (self.cron is None) != (self.retrain is None) and self.type == "modelPackageApproved":
+            raise ValueError("a retrain on a schedule needs both `cron` and `retrain`")
         if self.cron is not None:
             from apscheduler.triggers.cron import CronTrigger
 

@@ -37,6 +37,7 @@ class NewVersion:
     description: str | None = None
     status: ModelStatus = "candidate"
     version: int | None = None
+    model_package_arn: str | None = None  # lineage: the SageMaker model package this version is
 
 
 def _bounded(field: str, value: str | None, limit: int, required: bool = False) -> None:
@@ -110,6 +111,7 @@ def register(session: Session, spec: NewVersion, actor: str) -> ModelVersion:
         training_run_id=spec.training_run_id,
         description=spec.description,
         status=spec.status,
+        model_package_arn=spec.model_package_arn,
     )
     session.add(row)
     session.flush()
@@ -128,6 +130,7 @@ def register(session: Session, spec: NewVersion, actor: str) -> ModelVersion:
             "dataset_fingerprint": row.dataset_fingerprint,
             "training_run": row.training_run_id,
             "status": row.status,
+            **({"model_package_arn": row.model_package_arn} if row.model_package_arn else {}),
         },
     )
     return row

@@ -15,7 +15,7 @@ from manager.errors import NotFound, UserError
 from manager.history import audit
 from manager.names import model_name
 from manager.registry import models
-from manager.registry.tables import ConfigVariant, Endpoint, ModelVersion, Rollout
+from manager.registry.tables import AuditEvent, ConfigVariant, Endpoint, ModelVersion, Rollout
 from manager.registry.vocabulary import ACTIVE_ROLLOUT_STATES, RolloutIntent
 
 
@@ -203,12 +203,12 @@ def record_event(
     reason: str | None,
     payload: Mapping[str, Any],
     at: datetime | None = None,
-) -> None:
+) -> AuditEvent:
     """One history event about `rollout`, in the caller's transaction, with the rollout as it stands
     after the event (what `endpoints show --at` and `rollout report` read)."""
     names = (rollout.endpoint.name, rollout.candidate.name)
     payload = {**payload, SNAPSHOT: snapshot(rollout)}
-    audit.append(
+    return audit.append(
         session, actor, audit.Event(action, "rollout", str(rollout.id), reason, payload, *names), at=at
     )
 

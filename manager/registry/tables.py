@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from manager.clock import utcnow
+from manager.registry.package_tables import PackageClaim, PackageWriteback  # re-exported
 from manager.registry.schema import NAME_LENGTH, Base, check_in
 from manager.registry.vocabulary import (
     ACTIVE_ROLLOUT_STATES,
@@ -35,7 +36,6 @@ from manager.registry.vocabulary import (
     ROLLOUT_STATES,
     RUN_OUTCOMES,
 )
-from manager.registry.package_tables import PackageClaim, PackageWriteback  # re-exported
 from manager.registry.work_tables import (  # re-exported: every table is importable from here
     CapturedInference,
     DaemonInstance,

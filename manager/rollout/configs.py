@@ -37,6 +37,7 @@ class Images:
             version.image_uri or self.default_image,
             version.artifact_uri,
             self.role_arn,
+            model_package_arn=version.model_package_arn,
         )
 
 

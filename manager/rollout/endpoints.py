@@ -220,7 +220,14 @@ def adopt(
 
 
 def _version_for(session: Session, model: ModelSpec, framework: str, actor: str) -> ModelVersion:
-    """The registry version a SageMaker model is: the same artifact and image, or a new one."""
+    """The registry version a SageMaker model is: the version of its model package, the same artifact
+    and image, or a new one (with the package as its lineage)."""
+    if model.model_package_arn:
+        from manager.registry.packages import by_arn
+
+        packaged = by_arn(session, model.model_package_arn)
+        if packaged is not None:
+            return packaged
     found = session.scalar(
         select(ModelVersion)
         .where(ModelVersion.artifact_uri == model.artifact_uri)
@@ -238,6 +245,7 @@ def _version_for(session: Session, model: ModelSpec, framework: str, actor: str)
             framework,
             image_uri=model.image_uri or None,
             description=f"adopted from SageMaker model {model.name}",
+            model_package_arn=model.model_package_arn,
         ),
         actor,
     )

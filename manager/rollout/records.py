@@ -14,7 +14,7 @@ from manager.registry import models
 from manager.registry.rollouts import record_event
 from manager.registry.tables import ModelVersion, Rollout, RolloutPhase
 from manager.registry.vocabulary import ModelStatus
-from manager.rollout import configs
+from manager.rollout import configs, packages
 from manager.rollout.pending import Op, PendingChange
 from manager.rollout.verdicts import Decision
 
@@ -179,7 +179,8 @@ def conclusion(
     for version, status, reason in moves:
         models.transition(session, version, status, actor, reason=reason, endpoint=endpoint, at=now)
     reason = f"{served.ref} serves all traffic"
-    record_event(session, rollout, actor, f"rollout.{rollout.state}", reason, {"config": config}, now)
+    event = record_event(session, rollout, actor, f"rollout.{rollout.state}", reason, {"config": config}, now)
+    packages.queue_writeback(session, rollout, event, now)
 
 
 def row(session: Session, rollout_id: int) -> Rollout:

@@ -24,7 +24,7 @@ def retrain_job(url: str, policy_path: str, job_id: str) -> None:
 
     actor = scheduler_actor(job_id)
     policy, text = policies.load(Path(policy_path))
-    if policy.trigger.retrain is None or policy.trigger.type != "cron" or policy.trigger.cron is None:
+    if policy.trigger.retrain is None or policy.trigger.cron is None or not _scheduled(policy):
         log.warning("%s: %s no longer has a cron trigger; not retraining", job_id, policy_path)
         return
     if not _claim(url, policy, job_id, actor):
@@ -32,7 +32,7 @@ def retrain_job(url: str, policy_path: str, job_id: str) -> None:
     if not windows.within(policy.trigger.windows, utcnow()):
         log.info("%s: outside the allowed windows; not retraining", job_id)
         return
-    if _resume_own(url, policy, text, job_id, actor):
+    if not _packaged(policy) and _resume_own(url, policy, text, job_id, actor):
         return
     database = rt.RUNTIMES[url].database
     with database.read() as session:
@@ -47,6 +47,15 @@ def retrain_job(url: str, policy_path: str, job_id: str) -> None:
             )
         return
     _retrain(url, policy, text, job_id, actor)
+
+
+def _scheduled(policy: Any) -> bool:
+    return policy.trigger.type in ("cron", "modelPackageApproved")
+
+
+def _packaged(policy: Any) -> bool:
+    """The retrain registers a model package, and the package's approval starts the rollout."""
+    return policy.trigger.type == "modelPackageApproved"
 
 
 def _claim(url: str, policy: Any, job_id: str, actor: str) -> bool:
@@ -115,9 +124,17 @@ def _retrain(url: str, policy: Any, text: str, job_id: str, actor: str) -> None:
     spec = policy.trigger.retrain
     database = rt.RUNTIMES[url].database
     config = yamlfile.load(Path(spec.config), TrainConfig)
+    if _packaged(policy) and config.model_package is None:
+        from trainers.config import ModelPackage
+
+        group = policy.trigger.model_package_approved.group
+        config = config.model_copy(update={"model_package": ModelPackage(group=group)})
     data = load(spec.data, spec.shift)
     log.info("%s: retraining %s on %s", job_id, config.model, spec.data, extra={"fields": {"job": job_id}})
-    done = retrain(database, SklearnTrainer(), local_scorer(data.task), config, data, actor)
+    registry = rt.RUNTIMES[url].model_registry
+    done = retrain(
+        database, SklearnTrainer(), local_scorer(data.task), config, data, actor, registry=registry
+    )
     log.info(
         "%s: trained %s; gate: %s (%s)",
         job_id,
@@ -126,7 +143,16 @@ def _retrain(url: str, policy: Any, text: str, job_id: str, actor: str) -> None:
         done.gate,
         extra={"fields": {"job": job_id}},
     )
-    if not done.approved:
+    if done.package is not None:
+        log.info(
+            "%s: registered %s as model package %s (%s): its approval starts the rollout",
+            job_id,
+            done.ref,
+            done.package,
+            done.package_status,
+            extra={"fields": {"job": job_id, "package": done.package}},
+        )
+    if not done.approved or _packaged(policy):
         return
     with database.write() as session:
         rt.fence(url, session)  # training took a while: lead still, or leave the rollout to the leader
@@ -162,6 +188,8 @@ def _why_not_retrain(session: Any, policy: Any) -> str | None:
     active = active_on(session, policy.target.endpoint)
     if active is not None:
         return f"rollout {active.id} is {active.state} on {policy.target.endpoint}"
+    if _packaged(policy):  # what waits is in the Model Registry, for a person: training goes on
+        return None
     waiting = never_rolled_out(session, policy.target.candidate.model)
     return f"{waiting[0].ref} is approved and was never rolled out" if waiting else None
 
