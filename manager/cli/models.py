@@ -136,12 +136,44 @@ def list_models(app: AppContext, name: str | None, status: str | None, output: s
 @output_option
 @pass_app
 def show(app: AppContext, ref: str, output: str) -> None:
-    """Show one model version (the newest when VERSION is omitted)."""
+    """Show one model version (the newest when VERSION is omitted), with its model package and the
+    outcomes written back to it."""
     from manager.registry import models
+    from manager.views.rows import writebacks_of
 
     with app.database().read() as session:
-        record = model_row(models.get(session, ref))
+        version = models.get(session, ref)
+        record = model_row(version)
+        if version.model_package_arn:
+            record["package_writebacks"] = writebacks_of(session, version)
     emit_record(record, output, title=record["model"])
+
+
+@models_group.command("import")
+@click.option("--model-package-arn", "arn", required=True, help="a versioned SageMaker model package")
+@click.option("--name", help="the model it is a version of [default: the package's group]")
+@output_option
+@pass_app
+def import_package(app: AppContext, arn: str, name: str | None, output: str) -> None:
+    """Register an existing SageMaker model package as a version, with the package as its lineage:
+    Approved packages come in approved, Rejected ones rejected, the rest as candidates."""
+    from manager.platforms.factory import model_registry
+    from manager.rollout.packages import import_existing
+
+    if not arn.startswith("arn:") or ":model-package/" not in arn:
+        raise UserError(
+            f"--model-package-arn {arn!r} is not a model package ARN "
+            "(arn:aws:sagemaker:REGION:ACCOUNT:model-package/GROUP/N)"
+        )
+    database = app.database()
+    package = model_registry().describe(arn)
+    with database.write() as session:
+        version, new = import_existing(session, package, name or package.group, app.actor)
+        record = model_row(version)
+    emit_record(record, output, title=record["model"])
+    if output == "table":
+        said = "imported" if new else "already imported as"
+        click.echo(f"{said} {record['model']} ({record['status']}) from model package {package.ref}")
 
 
 def _decide(app: AppContext, ref: str, to: str, reason: str) -> None:

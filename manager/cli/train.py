@@ -127,7 +127,8 @@ def _with_package(config: Any, group: str | None, approval: str | None) -> Any:
         )
     except ValidationError:
         raise UserError(
-            f"--model-package-group {group!r}: 1-63 letters, digits and hyphens, starting and ending alphanumeric"
+            f"--model-package-group {group!r}: 1-63 letters, digits and hyphens, "
+            "starting and ending alphanumeric"
         ) from None
     return config.model_copy(update={"model_package": package})
 

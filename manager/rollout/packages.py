@@ -181,3 +181,24 @@ def queue_writeback(session: Session, rollout: Rollout, event: AuditEvent, now: 
     arn = rollout.candidate.model_package_arn
     if arn:
         claims.add_writeback(session, rollout.id, arn, outcome_request(rollout, event), now)
+
+
+def import_existing(session: Session, package: Any, model: str, actor: str) -> tuple[ModelVersion, bool]:
+    """`models import --model-package-arn`: the version already carrying the package, or a new one whose
+    status follows the package's approval. (version, whether it is new)"""
+    found = claims.by_arn(session, package.arn)
+    if found is not None:
+        return found, False
+    if not package.artifact:
+        raise UserError(f"model package {package.ref} has no ModelDataUrl in its first container")
+    status = {"Approved": "approved", "Rejected": "rejected"}.get(package.approval, "candidate")
+    spec = models.NewVersion(
+        name=model,
+        artifact_uri=package.artifact,
+        framework=_framework(package),
+        image_uri=package.image,
+        description=f"imported from SageMaker model package {package.ref}",
+        status=status,  # type: ignore[arg-type]
+        model_package_arn=package.arn,
+    )
+    return models.register(session, spec, actor), True

@@ -62,8 +62,39 @@ def model_row(row: ModelVersion) -> dict[str, Any]:
         "training_run_id": row.training_run_id,
         "replaces": row.replaces.ref if row.replaces else None,
         "description": row.description,
+        "model_package": package_lineage(row.model_package_arn),
         "created_at": row.created_at,
     }
+
+
+def package_lineage(arn: str | None) -> str | None:
+    """A model package ARN with its group and version spelt out: `group/3 (arn:...)`."""
+    if not arn:
+        return None
+    tail = arn.split(":model-package/", 1)[-1]
+    return f"{tail} ({arn})"
+
+
+def writebacks_of(session: Any, version: ModelVersion) -> list[str]:
+    """Each rollout of `version` whose outcome goes to its package: done, or pending with its tries."""
+    from sqlalchemy import select
+
+    from manager.registry.tables import PackageWriteback, Rollout
+
+    rows = session.scalars(
+        select(PackageWriteback)
+        .join(Rollout, Rollout.id == PackageWriteback.rollout_id)
+        .where(Rollout.candidate_version_id == version.id)
+        .order_by(PackageWriteback.rollout_id)
+    )
+    out = []
+    for w in rows:
+        if w.state == "done":
+            out.append(f"rollout {w.rollout_id}: written {w.done_at:%Y-%m-%d %H:%M:%S}Z")
+        else:
+            tried = f", {w.attempts} failed, last: {w.last_error}" if w.attempts else ""
+            out.append(f"rollout {w.rollout_id}: pending{tried}")
+    return out
 
 
 def headline(metrics: dict[str, Any]) -> str:

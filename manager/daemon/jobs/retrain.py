@@ -50,12 +50,12 @@ def retrain_job(url: str, policy_path: str, job_id: str) -> None:
 
 
 def _scheduled(policy: Any) -> bool:
-    return policy.trigger.type in ("cron", "modelPackageApproved")
+    return bool(policy.trigger.type in ("cron", "modelPackageApproved"))
 
 
 def _packaged(policy: Any) -> bool:
     """The retrain registers a model package, and the package's approval starts the rollout."""
-    return policy.trigger.type == "modelPackageApproved"
+    return bool(policy.trigger.type == "modelPackageApproved")
 
 
 def _claim(url: str, policy: Any, job_id: str, actor: str) -> bool:
