@@ -11,6 +11,7 @@ rollout into an UpdateModelPackage request kept in the registry until it is sent
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,8 +46,10 @@ def take(
     approved: list[Any],
     actor: str,
     now: datetime,
+    describe: Callable[[str], Any] | None = None,
 ) -> Taken:
-    """Roll out the newest approved, untaken version of the policy's group, or say why not."""
+    """Roll out the newest approved, untaken version of the policy's group, or say why not. `approved`
+    are ListModelPackages' summaries; `describe` gives the chosen one's containers."""
     taken = claims.claims(session, policy.name)
     rolled = [c.package_version for c in taken.values() if c.state == "started"]
     newest_rolled = max(rolled, default=0)
@@ -70,7 +73,7 @@ def take(
         skipped.append(package.ref)
     if chosen is None:
         return Taken(skipped=tuple(skipped))
-    version = import_package(session, chosen, policy.target.candidate.model, actor)
+    version = import_package(session, chosen, policy.target.candidate.model, actor, describe)
     pinned = policy.model_copy(
         update={"target": policy.target.model_copy(update={"candidate": _pinned(policy, version)})}
     )
@@ -100,7 +103,9 @@ def _record(
     )
 
 
-def import_package(session: Session, package: Any, model: str, actor: str) -> ModelVersion:
+def import_package(
+    session: Session, package: Any, model: str, actor: str, describe: Callable[[str], Any] | None = None
+) -> ModelVersion:
     """The registry's version for `package`: the one registered with it (trained here), approved if it
     was not; else a new version of `model` with the package's container and its ARN as lineage."""
     found = claims.by_arn(session, package.arn)
@@ -109,6 +114,8 @@ def import_package(session: Session, package: Any, model: str, actor: str) -> Mo
             why = f"model package {package.ref} was approved in the SageMaker Model Registry"
             models.transition(session, found, "approved", actor, reason=why, payload={"package": package.arn})
         return found
+    if not package.artifact and describe is not None:
+        package = describe(package.arn)
     if not package.artifact:
         raise UserError(f"model package {package.ref} has no ModelDataUrl in its first container")
     spec = models.NewVersion(

@@ -97,7 +97,7 @@ def _poll(url: str, registry: Any, policy: Any, text: str) -> None:
     try:
         with database.write() as session:
             rt.fence(url, session)
-            taken = packages.take(session, policy, text, approved, actor, utcnow())
+            taken = packages.take(session, policy, text, approved, actor, utcnow(), registry.describe)
     except UserError as exc:
         log.warning("packages:%s: cannot start a rollout of %s: %s", policy.name, approved[0].ref, exc)
         with database.write() as session:

@@ -1,0 +1,250 @@
+"""Scheduled jobs the SageMaker way (issue 30): a cron retrain registers a model package, a person
+approves it in the Model Registry, the approval starts the rollout, and the outcome goes back to the
+package. The daemon's jobs run in this process, on the local SageMaker, against real boto3 clients;
+tests/test_model_packages_daemon.py runs the same under real daemons."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from manager import daemon
+from manager.cli.main import cli
+from manager.history import audit
+from manager.platforms.packages import ModelRegistry
+from manager.registry import models
+from manager.registry import packages as rows
+
+from .local_sagemaker_support import flaky_artifact
+from .rollout_support import ENDPOINT, World, make_world
+
+pytestmark = pytest.mark.backends
+
+POLICY = f"""
+name: approvals
+target:
+  endpoint: {ENDPOINT}
+  candidate: {{model: churn, newestApproved: true}}
+steps: [{{setWeight: {{percent: 50}}}}, {{analysis: {{}}}}]
+metrics:
+  - {{name: 5xx, source: cloudwatch, measure: errors_5xx, kind: errors, higherIsBetter: false,
+     role: primary, minSamples: 30, onNoData: pass}}
+decisions: {{maxDuration: 5m}}
+trigger:
+  type: modelPackageApproved
+  modelPackageApproved: {{group: churn-models, rejectOnRollback: trueQUEUE}}
+"""
+
+
+@contextmanager
+def jobs(world: World) -> Iterator[ModelRegistry]:
+    """The runtime the daemon's jobs use, on this world's local SageMaker."""
+    registry = ModelRegistry(world.host.client("sagemaker"), world.host.client("sqs"))
+    daemon.RUNTIMES[world.database.url] = daemon.runtime.Runtime(
+        world.database, world.reconciler(), None, model_registry=registry
+    )
+    try:
+        yield registry
+    finally:
+        del daemon.RUNTIMES[world.database.url]
+        daemon.jobs.packages.LAST_POLL.clear()
+
+
+def _folder(tmp_path: Path, queue: str = "", extra: str = "") -> Path:
+    folder = tmp_path / "policies"
+    folder.mkdir(exist_ok=True)
+    (folder / "approvals.yaml").write_text(POLICY.replace("QUEUE", queue) + extra)
+    return folder
+
+
+def _package(world: World, artifact: Path, status: str = "PendingManualApproval") -> str:
+    sm = world.host.client("sagemaker")
+    if not sm.list_model_package_groups(NameContains="churn-models")["ModelPackageGroupSummaryList"]:
+        sm.create_model_package_group(ModelPackageGroupName="churn-models")
+    spec = {"Containers": [{"Image": "local/sklearn:1.9", "ModelDataUrl": artifact.as_uri()}]}
+    arn: str = sm.create_model_package(
+        ModelPackageGroupName="churn-models", InferenceSpecification=spec, ModelApprovalStatus=status
+    )["ModelPackageArn"]
+    return arn
+
+
+def _approve(world: World, arn: str) -> None:
+    """As an approver would: `aws sagemaker update-model-package --model-approval-status Approved`."""
+    world.host.client("sagemaker").update_model_package(
+        ModelPackageArn=arn, ModelApprovalStatus="Approved", ApprovalDescription="reviewed by a person"
+    )
+
+
+def _started(world: World) -> list[dict[str, Any]]:
+    events = audit.history(world.database, audit.HistoryFilter(action="package.rollout"))
+    return [json.loads(e.payload) for e in reversed(events)]
+
+
+def _outcome_event(world: World, rollout: int) -> audit.AuditEvent:
+    ends = [
+        e
+        for e in audit.history(world.database, audit.HistoryFilter(rollout=rollout))
+        if e.subject_id == str(rollout) and e.action in ("rollout.promoted", "rollout.rolled_back")
+    ]
+    assert len(ends) == 1
+    return ends[0]
+
+
+def test_a_cron_retrain_registers_a_package_and_its_approval_rolls_it_out_and_back(
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train = tmp_path / "train.yaml"
+    train.write_text(
+        "model: churn\nestimator: logistic_regression\nobjective: {metric: roc_auc}\n"
+        f"output: {tmp_path / 'artifacts'}\n"
+    )
+    retrain = f"  cron: '0 3 * * *'\n  retrain: {{data: 'sklearn:breast_cancer', config: '{train}'}}\n"
+    folder = _folder(tmp_path, extra=retrain)
+    night = datetime(2026, 12, 1, 3, tzinfo=UTC)
+    monkeypatch.setattr(daemon.runtime, "last_fire_time", lambda _cron, _now, _lookback: night)
+    with make_world(tmp_path, artifacts, url=db_url) as world, world.traffic(), jobs(world) as registry:
+        sm = world.host.client("sagemaker")
+        # 1. the cron retrain registers a package, waiting for a person
+        daemon.retrain_job(world.database.url, str(folder / "approvals.yaml"), "retrain:approvals")
+        [summary] = sm.list_model_packages(ModelPackageGroupName="churn-models")["ModelPackageSummaryList"]
+        assert summary["ModelApprovalStatus"] == "PendingManualApproval"
+        with world.database.read() as session:
+            trained = models.get(session, "churn:3")
+            assert trained.model_package_arn == summary["ModelPackageArn"]
+        assert not audit.history(world.database, audit.HistoryFilter(action="rollout.start"))
+        daemon.package_job(world.database.url, str(folder))
+        assert not _started(world), "nothing is approved yet"
+        # 2. a person approves it; 3. the next poll starts its rollout, which is promoted
+        _approve(world, summary["ModelPackageArn"])
+        daemon.jobs.packages.LAST_POLL.clear()  # the poll is due (30 s in the policy; not waited here)
+        daemon.package_job(world.database.url, str(folder))
+        [started] = _started(world)
+        assert started["model"] == "churn:3" and started["version"] == 1
+        assert world.tick_until(started["rollout"], ("promoted",)).state == "promoted"
+        # 4. the package shows the outcome and the history's seq:hash
+        daemon.package_job(world.database.url, str(folder))
+        promoted = sm.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+        event = _outcome_event(world, started["rollout"])
+        metadata = promoted["CustomerMetadataProperties"]
+        assert metadata["variantctl-outcome"] == "promoted"
+        assert metadata["variantctl-rollout"] == str(started["rollout"])
+        assert metadata["variantctl-evidence"] == f"{event.seq}:{event.hash}"
+        assert promoted["ModelLifeCycle"]["Stage"] == "Production"
+        assert promoted["ModelLifeCycle"]["StageStatus"] == "Approved"
+        assert promoted["ModelApprovalStatus"] == "Approved"
+
+        # The same for a worse candidate, registered by a pipeline and approved: rolled back, rejected.
+        flaky = flaky_artifact(tmp_path / "flaky.joblib", artifacts["logistic"], 0.5)
+        worse = _package(world, flaky)
+        _approve(world, worse)
+        daemon.jobs.packages.LAST_POLL.clear()
+        daemon.package_job(world.database.url, str(folder))
+        second = _started(world)[1]
+        assert second["version"] == 2 and second["model"] == "churn:4"
+        assert world.tick_until(second["rollout"], ("rolled_back",), timeout=90).state == "rolled_back"
+        daemon.package_job(world.database.url, str(folder))
+        rejected = sm.describe_model_package(ModelPackageName=worse)
+        event = _outcome_event(world, second["rollout"])
+        assert rejected["CustomerMetadataProperties"]["variantctl-evidence"] == f"{event.seq}:{event.hash}"
+        assert rejected["CustomerMetadataProperties"]["variantctl-outcome"] == "rolled_back"
+        assert rejected["ModelLifeCycle"]["Stage"] == "Staging"
+        assert rejected["ModelLifeCycle"]["StageStatus"] == "Rejected"
+        assert rejected["ModelApprovalStatus"] == "Rejected"  # rejectOnRollback: true
+        # lineage: the model names its package, and the write-back is shown done
+        shown = CliRunner().invoke(cli, ["--db", world.db, "models", "show", "churn:4", "-o", "json"])
+        record = json.loads(shown.stdout)
+        assert record["model_package"].startswith("churn-models/2 (arn:aws:sagemaker:")
+        assert "written" in record["package_writebacks"][0]
+        del registry
+    assert audit.verify(world.database).ok
+
+
+def test_approvals_while_a_rollout_runs_wait_and_the_newest_wins(
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str
+) -> None:
+    folder = _folder(tmp_path)
+    with make_world(tmp_path, artifacts, url=db_url) as world, world.traffic(), jobs(world):
+        arns = [_package(world, artifacts["logistic"]) for _ in range(4)]
+        _approve(world, arns[0])
+        daemon.package_job(world.database.url, str(folder))
+        [first] = _started(world)
+        for arn in arns[1:]:
+            _approve(world, arn)
+        daemon.jobs.packages.LAST_POLL.clear()
+        daemon.package_job(world.database.url, str(folder))
+        assert len(_started(world)) == 1, "the endpoint is busy: they wait their turn"
+        world.tick_until(first["rollout"], ("promoted",))
+        daemon.jobs.packages.LAST_POLL.clear()
+        daemon.package_job(world.database.url, str(folder))
+        assert [s["version"] for s in _started(world)] == [1, 4]
+        with world.database.read() as session:
+            claims = rows.claims(session, "approvals")
+            skipped = {c.package_version: c.reason for c in claims.values() if c.state == "skipped"}
+        assert set(skipped) == {2, 3}
+        assert all("version 4 was approved too and is newer" in why for why in skipped.values())
+        # once skipped, a version stays skipped: polls and repeated events change nothing
+        for _ in range(3):
+            daemon.jobs.packages.LAST_POLL.clear()
+            daemon.package_job(world.database.url, str(folder))
+        assert len(_started(world)) == 2
+
+
+def test_events_from_the_queue_start_the_rollout_without_waiting_for_a_poll(
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str
+) -> None:
+    with make_world(tmp_path, artifacts, url=db_url) as world, jobs(world):
+        sqs = world.host.client("sqs")
+        url = sqs.create_queue(QueueName="approvals")["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody="not an event")  # counted, deleted, never fatal
+        folder = _folder(tmp_path, queue=f", queueUrl: '{url}', pollSeconds: 3600")
+        daemon.package_job(world.database.url, str(folder))  # the first look polls (nothing yet)
+        arn = _package(world, artifacts["logistic"])
+        _approve(world, arn)
+        daemon.package_job(world.database.url, str(folder))  # the poll is an hour away: the event acts
+        [started] = _started(world)
+        assert started["package"] == arn
+        assert sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages") is None
+        assert daemon.jobs.packages.MALFORMED[url] == 1
+
+
+def test_a_failed_write_back_is_kept_shown_and_retried(
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str
+) -> None:
+    folder = _folder(tmp_path)
+    with make_world(tmp_path, artifacts, url=db_url) as world, world.traffic(), jobs(world) as registry:
+        arn = _package(world, artifacts["logistic"], status="Approved")
+        daemon.package_job(world.database.url, str(folder))
+        [started] = _started(world)
+        world.tick_until(started["rollout"], ("promoted",))
+
+        def refused(_arn: str, _request: dict[str, Any]) -> None:
+            raise RuntimeError(
+                "AccessDeniedException: not authorized to perform sagemaker:UpdateModelPackage"
+            )
+
+        real = registry.update
+        registry.update = refused  # type: ignore[method-assign]
+        daemon.package_job(world.database.url, str(folder))
+        with world.database.read() as session:
+            row = rows.writeback(session, started["rollout"])
+            assert row is not None and row.state == "pending" and row.attempts == 1
+            assert "AccessDenied" in (row.last_error or "")
+        shown = CliRunner().invoke(cli, ["--db", world.db, "models", "show", started["model"], "-o", "json"])
+        assert "pending, 1 failed" in json.loads(shown.stdout)["package_writebacks"][0]
+        registry.update = real  # type: ignore[method-assign]
+        with world.database.write() as session:  # its retry is due (5 s later; not waited here)
+            due = rows.writeback(session, started["rollout"])
+            assert due is not None
+            due.next_attempt_at = datetime.now(UTC)
+        daemon.package_job(world.database.url, str(folder))
+        described = world.host.client("sagemaker").describe_model_package(ModelPackageName=arn)
+        assert described["CustomerMetadataProperties"]["variantctl-outcome"] == "promoted"
+        [updated] = audit.history(world.database, audit.HistoryFilter(action="package.updated"))
+        assert json.loads(updated.payload)["attempts"] == 2
