@@ -24,6 +24,9 @@ class PackageTrigger(Spec):
     # Without it, ListModelPackages is polled every `pollSeconds`; with it, polling is the backstop.
     queue_url: str | None = Field(None, alias="queueUrl", min_length=1, max_length=2048)
     poll_seconds: float = Field(30.0, alias="pollSeconds", ge=1, le=86_400)
+    # How long a message read but not yet acted on stays hidden (SQS's VisibilityTimeout): a daemon that
+    # dies before deleting it leaves it to come back after this long.
+    visibility_seconds: int = Field(60, alias="visibilitySeconds", ge=1, le=43_200)
     on_promote: LifeCycle = Field(
         default_factory=lambda: LifeCycle(stage="Production", status="Approved"), alias="onPromote"
     )

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from manager.crashpoints import crash_point
 from manager.daemon import runtime as rt
 from manager.daemon.policies import read_policies
 from manager.errors import UserError
@@ -33,6 +34,8 @@ def package_job(url: str, policies_dir: str) -> None:
     files = read_policies(Path(policies_dir)) if policies_dir else []
     watching = [f for f in files if f.policy.trigger.type == "modelPackageApproved"]
     events, receipts = _read_queues(registry, watching)
+    if events:
+        crash_point("packages.read")  # tests: killed between reading events and acting on them
     for found in watching:
         settings = found.policy.trigger.model_package_approved
         key = (url, found.policy.name)
@@ -61,9 +64,14 @@ def _read_queues(registry: Any, watching: list[Any]) -> tuple[set[str], list[tup
     """The groups the queues' events name, and every message read (queue, receipt, group)."""
     groups: set[str] = set()
     receipts: list[tuple[str, str, str]] = []
-    for queue_url in sorted({f.policy.trigger.model_package_approved.queue_url for f in watching} - {None}):
+    queues: dict[str, int] = {}
+    for found in watching:
+        settings = found.policy.trigger.model_package_approved
+        if settings.queue_url:
+            queues[settings.queue_url] = max(queues.get(settings.queue_url, 0), settings.visibility_seconds)
+    for queue_url, visibility in sorted(queues.items()):
         try:
-            events = registry.receive(queue_url)
+            events = registry.receive(queue_url, visibility=visibility)
         except Exception as exc:
             log.warning("packages: cannot read the queue %s: %s (polling goes on)", queue_url, exc)
             continue
