@@ -179,6 +179,11 @@ def test_each_change_reaches_the_queue_once_per_change_and_comes_back_until_dele
     assert [e["detail"]["ModelApprovalStatus"] for e in events] == ["PendingManualApproval", "Approved"]
     assert events[1]["resources"] == [arn] and events[1]["detail"]["ModelPackageVersion"] == 1
     assert sqs.receive_message(QueueUrl=url).get("Messages") is None  # in flight: invisible
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert (counts["ApproximateNumberOfMessages"], counts["ApproximateNumberOfMessagesNotVisible"]) == (
+        "0",
+        "2",
+    )
     held.clock.advance(31)
     again = sqs.receive_message(
         QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["ApproximateReceiveCount"]

@@ -1,5 +1,5 @@
 """The least of Amazon SQS that reading SageMaker's events needs (JSON 1.0, `AmazonSQS.*`):
-CreateQueue, GetQueueUrl, SendMessage, ReceiveMessage (long polling, visibility timeout,
+CreateQueue, GetQueueUrl, GetQueueAttributes (the message counts), SendMessage, ReceiveMessage (long polling, visibility timeout,
 ApproximateReceiveCount), ChangeMessageVisibility, DeleteMessage.
 
 On AWS an EventBridge rule with the pattern {"source": ["aws.sagemaker"], "detail-type": ["SageMaker
@@ -94,6 +94,20 @@ class Queues:
         name = str(req.get("QueueName") or "")
         self._queue(name)
         return {"QueueUrl": f"{base_url}/{ACCOUNT}/{name}"}
+
+    def op_GetQueueAttributes(self, req: dict[str, Any], base_url: str) -> dict[str, Any]:
+        queue = self._queue(req.get("QueueUrl"))
+        now = self._clock()
+        visible = sum(1 for m in queue["messages"] if m["visible_at"] <= now)
+        attributes = {
+            "ApproximateNumberOfMessages": str(visible),
+            "ApproximateNumberOfMessagesNotVisible": str(len(queue["messages"]) - visible),
+            "VisibilityTimeout": str(queue["visibility"]),
+        }
+        wanted = set(req.get("AttributeNames") or [])
+        if "All" not in wanted:
+            attributes = {k: v for k, v in attributes.items() if k in wanted}
+        return {"Attributes": attributes} if attributes else {}
 
     def op_SendMessage(self, req: dict[str, Any], base_url: str) -> dict[str, Any]:
         queue = self._queue(req.get("QueueUrl"))
