@@ -163,7 +163,25 @@ def test_a_cron_retrain_registers_a_package_and_its_approval_rolls_it_out_and_ba
         assert record["model_package"].startswith("churn-models/2 (arn:aws:sagemaker:")
         assert "written" in record["package_writebacks"][0]
         del registry
+        _lineage_everywhere(world, summary["ModelPackageArn"], started["rollout"])
     assert audit.verify(world.database).ok
+
+
+def _lineage_everywhere(world: World, arn: str, rollout: int) -> None:
+    """`endpoints show --at`, `rollout report` and `audit export` name the package and its version."""
+    runner = CliRunner()
+    now = datetime.now(UTC).isoformat()
+    shown = runner.invoke(cli, ["--db", world.db, "endpoints", "show", ENDPOINT, "--at", now])
+    assert shown.exit_code == 0, shown.output
+    assert f"model package churn-models/1 ({arn})" in shown.output
+    report = runner.invoke(
+        cli, ["--db", world.db, "rollout", "report", str(rollout), "--format", "json", "-o", "-"]
+    )
+    package = json.loads(report.stdout)["model_package"]
+    assert package == {"arn": arn, "version": "churn-models/1", "writeback": "done"}
+    exported = runner.invoke(cli, ["--db", world.db, "audit", "export"])
+    actions = {json.loads(line)["action"] for line in exported.stdout.splitlines() if arn in line}
+    assert {"model.package", "package.rollout", "package.updated"} <= actions
 
 
 def test_approvals_while_a_rollout_runs_wait_and_the_newest_wins(

@@ -39,6 +39,21 @@ MAX_POINTS = 400  # per metric: a long rollout is thinned evenly (the last look 
 FINISHING = ("rollout.promote", "rollout.rollback")
 
 
+def _package(session: Session, view: Any) -> dict[str, Any] | None:
+    """The candidate's SageMaker model package, and whether the outcome was written back to it."""
+    from manager.registry import models
+    from manager.registry.packages import writeback
+
+    arn = models.get(session, view.candidate).model_package_arn
+    if not arn:
+        return None
+    sent = writeback(session, view.rollout)
+    state = "not yet (the rollout runs)" if sent is None else sent.state
+    if sent is not None and sent.state == "pending" and sent.attempts:
+        state += f" ({sent.attempts} failed attempts; last: {sent.last_error})"
+    return {"arn": arn, "version": arn.split(":model-package/", 1)[-1], "writeback": state}
+
+
 def build(session: Session, rollout_id: int) -> dict[str, Any]:
     view = rollouts.view(session, rollout_id)
     policy = policies.parse(view.policy_yaml, f"rollout {rollout_id}'s policy")
@@ -54,6 +69,7 @@ def build(session: Session, rollout_id: int) -> dict[str, Any]:
     )
     decision = next((e for e in reversed(own) if e.action in FINISHING), None)
     return {
+        "model_package": _package(session, view),
         "rollout": {**view.record(), "started_by": view.started_by},
         "policy": {
             "name": policy.name,
@@ -363,7 +379,7 @@ def sections(report: dict[str, Any]) -> str:
 against {html.escape(r["baseline"])} (variant {html.escape(r["baseline_variant"])});
 started by {html.escape(str(r.get("started_by")))} at
 {html.escape(cell(r["created_at"]))}; finished {html.escape(cell(r["finished_at"]))}.</p>
-<p class="why">{html.escape(r.get("reason") or "")}</p>
+{_package_html(report.get("model_package"))}<p class="why">{html.escape(r.get("reason") or "")}</p>
 <h2>Decision</h2>{decided}
 <h2>Steps</h2>{table(report["steps"], ["step", "state", "what", "until", "weight", "reached_at", "left_at"])}
 <h2>Weights over time</h2><div class="chart" id="weights"></div>
@@ -413,3 +429,12 @@ def render_html(report: dict[str, Any]) -> str:
 <script>window.drawReport(JSON.parse(document.getElementById("report-data").textContent));</script>
 </body></html>
 """
+
+
+def _package_html(package: dict[str, Any] | None) -> str:
+    if not package:
+        return ""
+    return (
+        f"<p>Model package {html.escape(package['version'])} (<code>{html.escape(package['arn'])}</code>); "
+        f"outcome written back: {html.escape(package['writeback'])}.</p>"
+    )

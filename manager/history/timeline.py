@@ -69,6 +69,9 @@ class _Endpoint:
     rollout: RolloutAt | None = None
     legacy: bool = False
 
+# The events that say where a model version came from: registered, trained, registered as a package.
+LINEAGE_ACTIONS = ("model.register", "model.train", "model.package")
+
 
 class Replay:
     """Folds events oldest first; `state(name, at)` is each endpoint as of the last event fed.
@@ -100,7 +103,7 @@ class Replay:
             self._endpoint(row, action, source, legacy)
 
     def _model(self, row: Any, action: str, source: Source) -> None:
-        if action not in ("model.register", "model.train"):
+        if action not in LINEAGE_ACTIONS:
             return
         payload = json.loads(row.payload)
         lineage = self.lineage.setdefault(row.subject_id, {})
@@ -114,6 +117,10 @@ class Replay:
             )
             if payload.get("training_run") is not None:
                 lineage["training_run"] = payload["training_run"]
+            if payload.get("model_package_arn"):
+                lineage["model_package"] = payload["model_package_arn"]
+        elif action == "model.package":
+            lineage["model_package"] = payload.get("package")
         else:
             lineage["training_run"] = payload.get("training_run")
             lineage.setdefault("dataset_fingerprint", payload.get("fingerprint"))
@@ -338,7 +345,7 @@ def state_at(session: Session, name: str, at: datetime, first_exact: int | None 
     models = {m for config in replay.configs.values() for m in (v["model"] for v in config["variants"])}
     if models:  # lineage is about the models alone: fed after the rest, it changes nothing else
         lineage = _events(session, c.subject_type == "model_version", c.subject_id.in_(sorted(models)))
-        replay.feed_all(r for r in lineage if r.at <= at and r.action in ("model.register", "model.train"))
+        replay.feed_all(r for r in lineage if r.at <= at and r.action in LINEAGE_ACTIONS)
     return replay.state(name, at)
 
 
