@@ -26,6 +26,7 @@ AWS_MODULES = (
     "manager/metrics/cloudwatch.py",
     "manager/groundtruth/stores.py",
     "trainers/sagemaker_job.py",
+    "manager/platforms/packages.py",
 )
 # IAM names a few operations differently from the API.
 IAM_ACTION = {("s3", "ListObjectsV2"): "s3:ListBucket", ("s3", "ListObjects"): "s3:ListBucket"}
@@ -34,6 +35,7 @@ IAM_PREFIX = {
     "cloudwatch": "cloudwatch",
     "s3": "s3",
     "application-autoscaling": "application-autoscaling",
+    "sqs": "sqs",
 }
 
 
@@ -75,7 +77,13 @@ OPERATOR_ONLY = {("sagemaker", "DeleteEndpoint")}
 
 def test_policy_allows_every_operation_the_product_can_call() -> None:
     called = operations_in_source() - OPERATOR_ONLY
-    assert {service for service, _ in called} == {"sagemaker", "cloudwatch", "s3", "application-autoscaling"}
+    assert {service for service, _ in called} == {
+        "sagemaker",
+        "cloudwatch",
+        "s3",
+        "application-autoscaling",
+        "sqs",
+    }
     assert ("sagemaker", "UpdateEndpoint") in called and ("cloudwatch", "GetMetricData") in called
     actions = allowed_actions()
     missing = sorted(
