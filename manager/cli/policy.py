@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -77,11 +78,32 @@ def validate(app: AppContext, path: Path, endpoint: str | None, output: str) -> 
         f"longest possible duration: {policies.longest_duration(policy)}; at most {d.max_samples} samples "
         f"per arm; inconclusive -> {d.on_inconclusive}; promotion by {d.promotion.mode}"
     )
+    click.echo(f"trigger: {_trigger_text(policy.trigger)}")
     if endpoint is not None:
         from manager.cli.plan import show
 
         if not show(app, policy, endpoint, output):
             sys.exit(1)
+
+
+def _trigger_text(trigger: Any) -> str:
+    """What starts this policy's rollouts, in one line."""
+    text = str(trigger.type)
+    package = trigger.model_package_approved
+    if package is not None:
+        source = f"events from {package.queue_url}, polled every {package.poll_seconds:g}s as a backstop"
+        if not package.queue_url:
+            source = f"ListModelPackages polled every {package.poll_seconds:g}s"
+        text = (
+            f"each newly approved version of model package group {package.group} ({source}); "
+            f"the outcome written back ({package.on_promote.stage}/{package.on_promote.status} after a "
+            f"promotion, {package.on_rollback.stage}/{package.on_rollback.status} after a rollback"
+            f"{', and Rejected' if package.reject_on_rollback else ''})"
+        )
+    if trigger.cron is not None:
+        what = "registering a model package" if package is not None else "then rolling it out"
+        text += f"; retrains on cron {trigger.cron!r}, {what}"
+    return text
 
 
 def _gate_when(kind: str) -> str:

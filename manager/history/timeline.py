@@ -69,6 +69,7 @@ class _Endpoint:
     rollout: RolloutAt | None = None
     legacy: bool = False
 
+
 # The events that say where a model version came from: registered, trained, registered as a package.
 LINEAGE_ACTIONS = ("model.register", "model.train", "model.package")
 

@@ -86,7 +86,17 @@ class ModelRegistry:
         return sorted(found, key=lambda p: p.version, reverse=True)
 
     def describe(self, arn: str) -> Package:
-        return package(self.sagemaker.describe_model_package(ModelPackageName=arn))
+        from botocore.exceptions import ClientError
+
+        from manager.platforms.base import PlatformError
+
+        try:
+            return package(self.sagemaker.describe_model_package(ModelPackageName=arn))
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise PlatformError(
+                f"DescribeModelPackage failed: {error.get('Code')}: {error.get('Message')}"
+            ) from None
 
     def update(self, arn: str, request: dict[str, Any]) -> None:
         self.sagemaker.update_model_package(ModelPackageArn=arn, **request)
