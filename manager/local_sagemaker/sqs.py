@@ -1,6 +1,6 @@
 """The least of Amazon SQS that reading SageMaker's events needs (JSON 1.0, `AmazonSQS.*`):
-CreateQueue, GetQueueUrl, GetQueueAttributes (the message counts), SendMessage, ReceiveMessage (long polling, visibility timeout,
-ApproximateReceiveCount), ChangeMessageVisibility, DeleteMessage.
+CreateQueue, GetQueueUrl, GetQueueAttributes (the message counts), SendMessage, ReceiveMessage (long
+polling, visibility timeout, ApproximateReceiveCount), ChangeMessageVisibility, DeleteMessage.
 
 On AWS an EventBridge rule with the pattern {"source": ["aws.sagemaker"], "detail-type": ["SageMaker
 Model Package State Change"]} and an SQS target puts each event, as JSON, into the queue's message
