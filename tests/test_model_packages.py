@@ -266,3 +266,51 @@ def test_a_failed_write_back_is_kept_shown_and_retried(
         assert described["CustomerMetadataProperties"]["variantctl-outcome"] == "promoted"
         [updated] = audit.history(world.database, audit.HistoryFilter(action="package.updated"))
         assert json.loads(updated.payload)["attempts"] == 2
+
+
+def test_an_endpoint_serving_a_package_is_adopted_with_its_lineage(
+    tmp_path: Path, artifacts: dict[str, Path], aws_env: Any, run: Any
+) -> None:
+    """A model created from a package (as SageMaker's MLOps templates deploy) is adopted as a version
+    carrying the package's ARN; `models import` of the same package finds that version."""
+    assert run("db", "upgrade").exit_code == 0
+    sm = aws_env.client("sagemaker")
+    sm.create_model_package_group(ModelPackageGroupName="pipeline-models")
+    spec = {"Containers": [{"Image": "local/sklearn:1.9", "ModelDataUrl": artifacts["logistic"].as_uri()}]}
+    arn = sm.create_model_package(
+        ModelPackageGroupName="pipeline-models", InferenceSpecification=spec, ModelApprovalStatus="Approved"
+    )["ModelPackageArn"]
+    sm.create_model(
+        ModelName="from-package",
+        Containers=[{"ModelPackageName": arn}],
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
+    )
+    variant = {"VariantName": "main", "ModelName": "from-package", "InitialInstanceCount": 1}
+    sm.create_endpoint_config(
+        EndpointConfigName="pkg-config", ProductionVariants=[{**variant, "InstanceType": "ml.m5.large"}]
+    )
+    sm.create_endpoint(EndpointName="pkg-prod", EndpointConfigName="pkg-config")
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="pkg-prod", WaiterConfig={"Delay": 1})
+    adopted = run("endpoints", "adopt", "pkg-prod")
+    assert adopted.exit_code == 0, adopted.output
+    shown = json.loads(run("models", "show", "from-package", "-o", "json").stdout)
+    assert shown["model_package"] == f"pipeline-models/1 ({arn})"
+    imported = run("models", "import", "--model-package-arn", arn, "--name", "other")
+    assert imported.exit_code == 0 and "already imported as from-package:1" in imported.output
+    missing = run("models", "import", "--model-package-arn", arn[:-1] + "9")
+    assert missing.exit_code != 0 and "does not exist" in missing.output and "Traceback" not in missing.output
+
+
+def test_a_bad_package_option_is_one_line_and_trains_nothing(run: Any, tmp_path: Path) -> None:
+    assert run("db", "upgrade").exit_code == 0
+    config = Path(__file__).resolve().parent.parent / "examples" / "training" / "breast-cancer.yaml"
+    common = ("train", "--data", "sklearn:breast_cancer", "--config", str(config))
+    bad_group = run(*common, "--model-package-group", "bad group!")
+    assert bad_group.exit_code == 2 and "--model-package-group 'bad group!'" in bad_group.output
+    alone = run(*common, "--package-approval", "auto")
+    assert alone.exit_code == 2 and "needs --model-package-group" in alone.output
+    assert json.loads(run("models", "list", "-o", "json").stdout) == []
+    bad_policy = tmp_path / "p.yaml"
+    bad_policy.write_text(POLICY.replace("QUEUE", "").replace("group: churn-models", "group: 'churn models'"))
+    refused = run("policy", "validate", str(bad_policy))
+    assert refused.exit_code != 0 and "group" in refused.output and "Traceback" not in refused.output
