@@ -212,6 +212,19 @@ def test_approvals_while_a_rollout_runs_wait_and_the_newest_wins(
             daemon.jobs.packages.LAST_POLL.clear()
             daemon.package_job(world.database.url, str(folder))
         assert len(_started(world)) == 2
+        # A renamed policy has taken nothing yet: the newest approved version already serves, so it is
+        # recorded as skipped, not rolled out again.
+        world.tick_until(_started(world)[1]["rollout"], ("promoted",))
+        renamed = folder / "approvals.yaml"
+        renamed.write_text(renamed.read_text().replace("name: approvals", "name: approvals-renamed"))
+        daemon.jobs.packages.LAST_POLL.clear()
+        daemon.package_job(world.database.url, str(folder))
+        assert len(_started(world)) == 2
+        with world.database.read() as session:
+            [again] = [
+                c for c in rows.claims(session, "approvals-renamed").values() if c.package_version == 4
+            ]
+        assert again.state == "skipped" and "already serves" in again.reason
 
 
 def test_events_from_the_queue_start_the_rollout_without_waiting_for_a_poll(

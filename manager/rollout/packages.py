@@ -74,6 +74,11 @@ def take(
     if chosen is None:
         return Taken(skipped=tuple(skipped))
     version = import_package(session, chosen, policy.target.candidate.model, actor, describe)
+    if version.status == "serving" and _serves(session, version, policy.target.endpoint):
+        why = f"{version.ref} already serves on {policy.target.endpoint}: nothing to roll out"
+        claims.claim(session, policy.name, chosen, "skipped", why, now)
+        _record(session, actor, policy, "package.skipped", f"{chosen.ref}: {why}", chosen)
+        return Taken(skipped=(*skipped, chosen.ref))
     pinned = policy.model_copy(
         update={"target": policy.target.model_copy(update={"candidate": _pinned(policy, version)})}
     )
@@ -82,6 +87,16 @@ def take(
     claims.claim(session, policy.name, chosen, "started", why, now, rollout.id)
     _record(session, actor, policy, "package.rollout", why, chosen, rollout=rollout.id, model=version.ref)
     return Taken(rollout=rollout, package=chosen, skipped=tuple(skipped))
+
+
+def _serves(session: Session, version: ModelVersion, endpoint: str) -> bool:
+    from sqlalchemy import select
+
+    from manager.registry.tables import Endpoint
+
+    row = session.scalar(select(Endpoint).where(Endpoint.name == endpoint))
+    config = row.current_config if row is not None else None
+    return config is not None and any(v.model_version_id == version.id for v in config.variants)
 
 
 def _pinned(policy: policies.RolloutPolicy, version: ModelVersion) -> Any:
