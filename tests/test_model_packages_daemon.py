@@ -113,9 +113,7 @@ def test_each_approved_version_rolls_out_once_whatever_the_events_and_the_daemon
             database, SageMakerPlatform(host.client("sagemaker")), ENDPOINT, "churn:1", "t", poll=0.05
         )
         sm, sqs = host.client("sagemaker"), host.client("sqs")
-        queue = sqs.create_queue(QueueName="approvals")["QueueUrl"]
         tap = sqs.create_queue(QueueName="tap")["QueueUrl"]  # the test's own copy of every event
-        (tmp_path / "policies" / "approvals.yaml").write_text(POLICY.replace("QUEUE", queue))
         sm.create_model_package_group(ModelPackageGroupName="churn-models")
         spec = {
             "Containers": [{"Image": "local/sklearn:1.9", "ModelDataUrl": artifacts["logistic"].as_uri()}]
@@ -126,24 +124,27 @@ def test_each_approved_version_rolls_out_once_whatever_the_events_and_the_daemon
             ]
             for _ in range(4)
         ]
-        _echo(sqs, tap, queue, 2)  # the creations' events, three times each
+        # The daemons' queue, made now: the first event it gets is version 1's approval.
+        queue = sqs.create_queue(QueueName="approvals")["QueueUrl"]
+        (tmp_path / "policies" / "approvals.yaml").write_text(POLICY.replace("QUEUE", queue))
 
         def approve(index: int) -> None:
             sm.update_model_package(ModelPackageArn=arns[index], ModelApprovalStatus="Approved")
 
+        # daemon-a alone, so that it leads when version 1 is approved: it reads the event and dies
+        # before acting on it (on a loaded machine a lease may change hands, so it is not left to chance)
         doomed = _daemon(host, url, tmp_path, "daemon-a", VARIANTCTL_CRASH_AT="packages.read")
         daemons = [doomed]
         try:
             wait_for("daemon-a leads", lambda: settled(url, 1), 60, tmp_path)
-            daemons += [_daemon(host, url, tmp_path, name) for name in ("daemon-b", "daemon-c")]
-            wait_for("three daemons", lambda: settled(url, 3), 60, tmp_path)
-            assert status(url)["leader"] == "daemon-a"
             with traffic(host):
                 approve(0)
-                died_at(doomed, "packages.read")  # it read version 1's approval, then died
+                died_at(doomed, "packages.read")
+                daemons += [_daemon(host, url, tmp_path, name) for name in ("daemon-b", "daemon-c")]
                 wait_for(
                     "a new leader", lambda: status(url)["leader"] not in (None, "daemon-a"), 60, tmp_path
                 )
+                early = _echo(sqs, tap, queue, 2)  # the creations' and version 1's events, twice more each
 
                 def started() -> list[int]:
                     with database.read() as session:
@@ -155,14 +156,19 @@ def test_each_approved_version_rolls_out_once_whatever_the_events_and_the_daemon
 
                 wait_for("version 1's rollout", lambda: started() == [1], 60, tmp_path)
                 approve(1)
-                first = _echo(sqs, tap, queue, 2)
+                _echo(sqs, tap, queue, 2)
                 approve(2)
                 approve(3)
                 later = _echo(sqs, tap, queue, 2)
                 # version 1's approval once more, after the later versions' events
-                late = next(e for e in first if e["detail"]["ModelPackageVersion"] == 1)
+                late = next(
+                    e
+                    for e in early
+                    if e["detail"]["ModelPackageVersion"] == 1
+                    and e["detail"]["ModelApprovalStatus"] == "Approved"
+                )
                 sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(late))
-                assert {e["detail"]["ModelPackageVersion"] for e in later} == {3, 4}
+                assert {3, 4} <= {e["detail"]["ModelPackageVersion"] for e in later}
                 wait_for(
                     "version 4 serves",
                     lambda: _serving(database) == {"churn:" + str(_ref(database, arns[3]))},
