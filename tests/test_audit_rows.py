@@ -98,9 +98,31 @@ def test_a_registry_from_before_the_config_events_is_covered_after_upgrade(
 ) -> None:
     database = Database(f"sqlite:///{tmp_path / 'old.db'}")
     migrate.upgrade(database, "0008")
-    with database.write() as session:  # what an earlier release wrote: rows, and no config events
-        version = models.register(session, models.NewVersion("m", str(artifact), "sklearn"), "alice")
-        version_id = version.id
+    # What an earlier release wrote: rows, and no config events. Its model_versions table is the old
+    # one (no columns added since), so the row goes in as SQL, with the event register() writes.
+    uri = models.normalize_artifact_uri(str(artifact))
+    with database.writer.begin() as conn:
+        version_id = conn.execute(
+            text(
+                "INSERT INTO model_versions (name, version, framework, artifact_uri, metrics, status, "
+                "created_at) VALUES ('m', 1, 'sklearn', :uri, '{}', 'candidate', '2026-01-01') RETURNING id"
+            ),
+            {"uri": uri},
+        ).scalar_one()
+    with database.write() as session:
+        payload = {
+            "artifact_uri": uri,
+            "framework": "sklearn",
+            "framework_version": None,
+            "image_uri": None,
+            "metrics": {},
+            "dataset_fingerprint": None,
+            "training_run": None,
+            "status": "candidate",
+        }
+        audit.append(
+            session, "alice", audit.Event("model.register", "model_version", "m:1", None, payload, None, "m")
+        )
     with database.writer.begin() as conn:
         conn.execute(
             text(

@@ -111,9 +111,8 @@ def register(session: Session, spec: NewVersion, actor: str) -> ModelVersion:
         training_run_id=spec.training_run_id,
         description=spec.description,
         status=spec.status,
+        model_package_arn=spec.model_package_arn,
     )
-    if spec.model_package_arn:  # set only when there is one (an INSERT then names the column only then)
-        row.model_package_arn = spec.model_package_arn
     session.add(row)
     session.flush()
     record_event(
