@@ -1,7 +1,9 @@
 """From a model package's approval to its rollout's start, under a real daemon on the local SageMaker:
 --approvals times, approve a version with UpdateModelPackage (as a person would), then time until the
 registry holds the rollout it started (its `package.rollout` claim, read every 50 ms); abort that
-rollout and wait for the endpoint to be free before the next. Two modes in the same run: polling
+rollout and wait for the endpoint to be free before the next. Each approval comes after a seeded random
+pause (up to the poll interval, or the package job's tick with the queue), so approvals fall at any
+point of the daemon's cycle, as people's do, rather than locked to it. Two modes in the same run: polling
 ListModelPackages only (the baseline, every --poll-seconds) and the event queue (SQS, polling an hour
 apart). Median, p95 and max of each, and the ratio of the medians.
 
@@ -14,6 +16,7 @@ The daemon's model package job runs every min(max(tick, 0.5), 2) seconds: at --t
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import subprocess
 import sys
@@ -67,7 +70,7 @@ def _wait(check: Any, timeout: float, what: str) -> None:
 
 
 def run_mode(
-    folder: Path, artifact: Path, approvals: int, poll: float, tick: float, queue: bool
+    folder: Path, artifact: Path, approvals: int, poll: float, tick: float, queue: bool, seed: int
 ) -> list[float]:
     db = folder / "registry.db"
     database = Database(f"sqlite:///{db}")
@@ -111,14 +114,23 @@ def run_mode(
             stderr=open(folder / "daemon.log", "wb"),  # noqa: SIM115
         )
         try:
-            return _approve_each(database, sm, spec, approvals, db)
+            pause = min(max(tick, 0.5), 2.0) if queue else poll
+            return _approve_each(database, sm, spec, approvals, db, random.Random(seed), pause)
         finally:
             daemon.terminate()
             daemon.wait(timeout=60)
             database.dispose()
 
 
-def _approve_each(database: Database, sm: Any, spec: dict[str, Any], approvals: int, db: Path) -> list[float]:
+def _approve_each(
+    database: Database,
+    sm: Any,
+    spec: dict[str, Any],
+    approvals: int,
+    db: Path,
+    rng: random.Random,
+    pause: float,
+) -> list[float]:
     seconds = []
     for i in range(approvals):
         arn = sm.create_model_package(ModelPackageGroupName="bench-models", InferenceSpecification=spec)[
@@ -130,6 +142,7 @@ def _approve_each(database: Database, sm: Any, spec: dict[str, Any], approvals: 
                 claim = claims.claims(session, "approvals").get(arn)
                 return claim.rollout_id if claim is not None else None
 
+        time.sleep(rng.uniform(0, pause))
         approved_at = time.monotonic()
         sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
         _wait(lambda: started() is not None, 600, f"approval {i + 1}'s rollout")
@@ -163,13 +176,15 @@ def main() -> None:
     parser.add_argument("--approvals", type=int, default=50)
     parser.add_argument("--poll-seconds", type=float, default=30.0)
     parser.add_argument("--tick", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         artifact = _artifact(Path(tmp))
         (Path(tmp) / "poll").mkdir()
         (Path(tmp) / "queue").mkdir()
-        polled = run_mode(Path(tmp) / "poll", artifact, args.approvals, args.poll_seconds, args.tick, False)
-        queued = run_mode(Path(tmp) / "queue", artifact, args.approvals, args.poll_seconds, args.tick, True)
+        common = (artifact, args.approvals, args.poll_seconds, args.tick)
+        polled = run_mode(Path(tmp) / "poll", *common, False, args.seed)
+        queued = run_mode(Path(tmp) / "queue", *common, True, args.seed)
     print(f"approval -> rollout start, {args.approvals} approvals each, daemon --tick {args.tick:g}")
     print(_summary(f"polling every {args.poll_seconds:g} s", polled) + "   (baseline)")
     print(_summary("event queue (SQS)", queued))
