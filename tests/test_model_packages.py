@@ -269,6 +269,8 @@ def test_a_failed_write_back_is_kept_shown_and_retried(
             assert "AccessDenied" in (row.last_error or "")
         shown = CliRunner().invoke(cli, ["--db", world.db, "models", "show", started["model"], "-o", "json"])
         assert "pending, 1 failed" in json.loads(shown.stdout)["package_writebacks"][0]
+        status = CliRunner().invoke(cli, ["--db", world.db, "rollout", "status", str(started["rollout"])])
+        assert "pending (1 failed attempts; last: RuntimeError: AccessDenied" in status.output
         registry.update = real  # type: ignore[method-assign]
         with world.database.write() as session:  # its retry is due (5 s later; not waited here)
             due = rows.writeback(session, started["rollout"])

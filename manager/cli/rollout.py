@@ -175,6 +175,9 @@ def status(app: AppContext, rollout_id: int, wait: bool, timeout: float, every: 
         for key in ("steps", "ingest"):
             record.pop(key)
         paired = record.pop("paired")
+        package = record.pop("model_package", None)
+        if package:
+            record["model_package"] = f"{package['version']}; outcome written back: {package['writeback']}"
         emit_record(record, output, title=f"rollout {rollout_id}")
         if paired:
             emit_record(_paired_cells(paired), output, title="paired (replay)")
@@ -219,6 +222,9 @@ def _watch_view(record: dict[str, Any]) -> Any:
         head.add_row("why", str(record["reason"]))
     if record.get("last_error"):
         head.add_row("error", f"{record['last_error']} ({record['failures']} failed ticks)")
+    package = record.get("model_package")
+    if package:
+        head.add_row("package", f"{package['version']}; outcome written back: {package['writeback']}")
     ingest = record.get("ingest")
     if ingest is not None:
         head.add_row(

@@ -29,6 +29,7 @@ from manager.clock import format_instant
 from manager.history import audit
 from manager.metrics.samples import ErrorWindow, PhaseData
 from manager.registry import observations, rollouts
+from manager.registry.packages import package_summary
 from manager.registry.tables import Observation, RolloutPhase
 from manager.registry.vocabulary import is_final
 from manager.rollout.judge import judge
@@ -37,21 +38,6 @@ from manager.web import asset
 
 MAX_POINTS = 400  # per metric: a long rollout is thinned evenly (the last look always kept)
 FINISHING = ("rollout.promote", "rollout.rollback")
-
-
-def _package(session: Session, view: Any) -> dict[str, Any] | None:
-    """The candidate's SageMaker model package, and whether the outcome was written back to it."""
-    from manager.registry import models
-    from manager.registry.packages import writeback
-
-    arn = models.get(session, view.candidate).model_package_arn
-    if not arn:
-        return None
-    sent = writeback(session, view.rollout)
-    state = "not yet (the rollout runs)" if sent is None else sent.state
-    if sent is not None and sent.state == "pending" and sent.attempts:
-        state += f" ({sent.attempts} failed attempts; last: {sent.last_error})"
-    return {"arn": arn, "version": arn.split(":model-package/", 1)[-1], "writeback": state}
 
 
 def build(session: Session, rollout_id: int) -> dict[str, Any]:
@@ -69,7 +55,7 @@ def build(session: Session, rollout_id: int) -> dict[str, Any]:
     )
     decision = next((e for e in reversed(own) if e.action in FINISHING), None)
     return {
-        "model_package": _package(session, view),
+        "model_package": package_summary(session, view.rollout, view.candidate),
         "rollout": {**view.record(), "started_by": view.started_by},
         "policy": {
             "name": policy.name,

@@ -93,3 +93,17 @@ def failed_attempt(row: PackageWriteback, error: str, now: datetime) -> None:
     row.attempts += 1
     row.last_error = error[:2000]
     row.next_attempt_at = now + min(RETRY_MOST, RETRY_FIRST * 2 ** min(row.attempts - 1, 10))
+
+
+def package_summary(session: Session, rollout_id: int, candidate: str) -> dict[str, Any] | None:
+    """The candidate's SageMaker model package, and whether the rollout's outcome was written back."""
+    from manager.registry import models
+
+    arn = models.get(session, candidate).model_package_arn
+    if not arn:
+        return None
+    sent = writeback(session, rollout_id)
+    state = "not yet (the rollout runs)" if sent is None else sent.state
+    if sent is not None and sent.state == "pending" and sent.attempts:
+        state += f" ({sent.attempts} failed attempts; last: {sent.last_error})"
+    return {"arn": arn, "version": arn.split(":model-package/", 1)[-1], "writeback": state}

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from manager import policy as policies
 from manager.registry import endpoints, observations, pairs, rollouts
+from manager.registry.packages import package_summary
 from manager.registry.vocabulary import is_final
 from manager.rollout.judge import judge, paired_evidence, paired_verdict
 
@@ -26,6 +27,7 @@ class RolloutStatus:
     steps: tuple[dict[str, Any], ...] = ()  # each with `state`: done, current or next
     ingest: dict[str, Any] | None = None  # ground-truth ingestion for the endpoint
     paired: dict[str, Any] | None = None  # a replay's progress and label-free evidence
+    package: dict[str, Any] | None = None  # the candidate's model package and the outcome's write-back
 
     def record(self) -> dict[str, Any]:
         return {
@@ -36,6 +38,7 @@ class RolloutStatus:
             "metrics": self.metrics,
             "ingest": self.ingest,
             "paired": self.paired,
+            "model_package": self.package,
         }
 
 
@@ -83,4 +86,5 @@ def status(session: Session, rollout_id: int) -> RolloutStatus:
         steps,
         endpoints.ingest_status(session, view.endpoint) if quality else None,
         paired_evidence(paired, policy) if paired is not None else None,
+        package_summary(session, rollout_id, view.candidate),
     )
