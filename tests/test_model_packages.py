@@ -46,7 +46,8 @@ trigger:
 @contextmanager
 def jobs(world: World) -> Iterator[ModelRegistry]:
     """The runtime the daemon's jobs use, on this world's local SageMaker."""
-    registry = ModelRegistry(world.host.client("sagemaker"), world.host.client("sqs"))
+    host = world.host
+    registry = ModelRegistry(host.client("sagemaker"), host.client("sqs"), host.client("s3"))
     daemon.RUNTIMES[world.database.url] = daemon.runtime.Runtime(
         world.database, world.reconciler(), None, model_registry=registry
     )
@@ -329,3 +330,39 @@ def test_a_bad_package_option_is_one_line_and_trains_nothing(run: Any, tmp_path:
     bad_policy.write_text(POLICY.replace("QUEUE", "").replace("group: churn-models", "group: 'churn models'"))
     refused = run("policy", "validate", str(bad_policy))
     assert refused.exit_code != 0 and "group" in refused.output and "Traceback" not in refused.output
+
+
+def test_a_version_on_s3_is_registered_with_its_model_quality_statistics(
+    host: Any, database: Any, artifacts: dict[str, Path]
+) -> None:
+    from trainers.packages import register_package
+
+    s3 = host.client("s3")
+    s3.create_bucket(Bucket="models")
+    s3.upload_file(str(artifacts["logistic"]), "models", "churn/run-1/model.joblib")
+    with database.write() as session:
+        spec = models.NewVersion(
+            "churn",
+            "s3://models/churn/run-1/model.joblib",
+            "sklearn",
+            metrics={"test": {"roc_auc": 0.93, "accuracy": 0.875}},
+            status="approved",
+        )
+        models.register(session, spec, "t")
+    registry = ModelRegistry(host.client("sagemaker"), host.client("sqs"), s3)
+    arn, status = register_package(database, registry, "churn:1", "churn-models", "auto", "gate passed", "t")
+    assert status == "Approved"
+    described = host.client("sagemaker").describe_model_package(ModelPackageName=arn)
+    statistics = described["ModelMetrics"]["ModelQuality"]["Statistics"]
+    assert statistics == {
+        "ContentType": "application/json",
+        "S3Uri": "s3://models/churn/run-1/evaluation.json",
+    }
+    body = json.loads(s3.get_object(Bucket="models", Key="churn/run-1/evaluation.json")["Body"].read())
+    assert body == {
+        "binary_classification_metrics": {"accuracy": {"value": 0.875}, "roc_auc": {"value": 0.93}}
+    }
+    assert described["CustomerMetadataProperties"]["metric-roc_auc"] == "0.93"
+    assert described["CustomerMetadataProperties"]["variantctl-model"] == "churn:1"
+    with database.read() as session:
+        assert models.get(session, "churn:1").model_package_arn == arn

@@ -54,7 +54,10 @@ def register_package(
         version = models.get(session, ref)
         status = approval_status(version.status, approval)
         request = package_request(version, status, gate)
+        version_metrics, artifact = dict(version.metrics or {}), version.artifact_uri
     registry.ensure_group(group, f"model versions of {version.name}, registered by variantctl")
+    if quality := _evaluation(registry, version_metrics, artifact):
+        request["ModelMetrics"] = quality
     arn = registry.register(group, request)
     with database.write() as session:
         row = models.get(session, ref)
@@ -68,3 +71,22 @@ def register_package(
             {"package": arn, "group": group, "approval": status},
         )
     return arn, status
+
+
+def _evaluation(registry: Any, metrics: dict[str, Any], artifact: str) -> dict[str, Any] | None:
+    """A version on S3 gets its test metrics as model quality statistics beside its artifact
+    (`evaluation.json`, in Model Monitor's `<problem>_metrics: {name: {value}}` shape, as SageMaker's
+    own pipelines write it), and the package's ModelMetrics points there. A local artifact has no S3
+    location: its metrics are in CustomerMetadataProperties only."""
+    import json
+
+    if not artifact.startswith("s3://") or getattr(registry, "s3", None) is None:
+        return None
+    test = {k: v for k, v in (metrics.get("test") or {}).items() if isinstance(v, int | float)}
+    problem = "binary_classification_metrics" if "roc_auc" in test else "regression_metrics"
+    if "roc_auc" not in test and "accuracy" in test:
+        problem = "multiclass_classification_metrics"
+    uri = artifact.rsplit("/", 1)[0] + "/evaluation.json"
+    body = {problem: {name: {"value": value} for name, value in sorted(test.items())}}
+    registry.put_evaluation(uri, json.dumps(body, indent=2).encode())
+    return {"ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": uri}}}

@@ -84,5 +84,5 @@ def build_runtime(url: str, owner: str) -> Runtime:
         replayer=Replayer(database, platform, s3_client=s3, owner=owner),
         webhook_retry=tuning.webhook_retry,
         webhook_keep=tuning.webhook_keep,
-        model_registry=ModelRegistry(aws.client("sagemaker"), aws.client("sqs")),
+        model_registry=ModelRegistry(aws.client("sagemaker"), aws.client("sqs"), s3),
     )

@@ -12,13 +12,14 @@ from manager.platforms.sagemaker import SageMakerPlatform
 def model_registry(
     region: str | None = None, endpoint_url: str | None = None, profile: str | None = None
 ) -> Any:
-    """The SageMaker Model Registry and SQS (its event queue) on one session's clients."""
+    """The SageMaker Model Registry, SQS (its event queue) and S3 (evaluations) on one session's clients."""
     from manager.platforms.packages import ModelRegistry
 
     made = aws.session(region, profile)
     return ModelRegistry(
         aws.client("sagemaker", aws.RETRIES, endpoint_url, made),
         aws.client("sqs", aws.RETRIES, endpoint_url, made),
+        aws.client("s3", aws.RETRIES, endpoint_url, made),
     )
 
 

@@ -56,14 +56,15 @@ class Event:
 
 
 class ModelRegistry:
-    def __init__(self, sagemaker: Any, sqs: Any = None) -> None:
+    def __init__(self, sagemaker: Any, sqs: Any = None, s3: Any = None) -> None:
         self.sagemaker = sagemaker
         self._sqs = sqs
+        self.s3 = s3  # where a trained version's evaluation goes, beside its artifact
 
     @classmethod
     def beside(cls, sagemaker: Any) -> ModelRegistry:
         """On the same host, region and credentials as a platform's sagemaker client."""
-        return cls(sagemaker, aws.beside(sagemaker, "sqs"))
+        return cls(sagemaker, aws.beside(sagemaker, "sqs"), aws.beside(sagemaker, "s3"))
 
     def approved(self, group: str) -> list[Package]:
         """Every approved version of `group`, newest first (all pages)."""
@@ -110,6 +111,11 @@ class ModelRegistry:
             self.sagemaker.create_model_package_group(
                 ModelPackageGroupName=group, ModelPackageGroupDescription=description
             )
+
+    def put_evaluation(self, uri: str, body: bytes) -> None:
+        """The model quality statistics a package's ModelMetrics points at (`s3://bucket/key`)."""
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        self.s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
 
     def register(self, group: str, request: dict[str, Any]) -> str:
         arn: str = self.sagemaker.create_model_package(ModelPackageGroupName=group, **request)[
