@@ -366,3 +366,19 @@ def test_a_version_on_s3_is_registered_with_its_model_quality_statistics(
     assert described["CustomerMetadataProperties"]["variantctl-model"] == "churn:1"
     with database.read() as session:
         assert models.get(session, "churn:1").model_package_arn == arn
+
+
+def test_an_unreadable_queue_is_said_once_and_polling_goes_on(
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with make_world(tmp_path, artifacts, url=db_url) as world, jobs(world):
+        missing = world.host.url + "/123456789012/nowhere"
+        folder = _folder(tmp_path, queue=f", queueUrl: '{missing}'")
+        _approve(world, _package(world, artifacts["logistic"]))
+        with caplog.at_level("WARNING", logger="variantctl.daemon"):
+            for _ in range(3):
+                daemon.package_job(world.database.url, str(folder))
+        assert len(_started(world)) == 1, "the first look polls, whatever the queue"
+        said = [r.getMessage() for r in caplog.records if "cannot read the queue" in r.getMessage()]
+        assert len(said) == 1 and "NonExistentQueue" in said[0]
+        daemon.jobs.packages.QUEUE_ERRORS.clear()

@@ -24,6 +24,7 @@ from manager.errors import UserError
 log = logging.getLogger("variantctl.daemon")
 LAST_POLL: dict[tuple[str, str], float] = {}  # (registry URL, policy) -> monotonic time of its last poll
 MALFORMED: Counter[str] = Counter()  # queue URL -> messages that were not Model Package events
+QUEUE_ERRORS: dict[str, str] = {}  # queue URL -> the error reading it last met (logged once, not each tick)
 
 
 def package_job(url: str, policies_dir: str) -> None:
@@ -73,8 +74,13 @@ def _read_queues(registry: Any, watching: list[Any]) -> tuple[set[str], list[tup
         try:
             events = registry.receive(queue_url, visibility=visibility)
         except Exception as exc:
-            log.warning("packages: cannot read the queue %s: %s (polling goes on)", queue_url, exc)
+            error = f"{type(exc).__name__}: {exc}"
+            if QUEUE_ERRORS.get(queue_url) != error:
+                QUEUE_ERRORS[queue_url] = error
+                log.warning("packages: cannot read the queue %s: %s (polling goes on)", queue_url, error)
             continue
+        if QUEUE_ERRORS.pop(queue_url, None) is not None:
+            log.info("packages: the queue %s is readable again", queue_url)
         for event in events:
             if event.group is None:
                 MALFORMED[queue_url] += 1
