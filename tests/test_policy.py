@@ -23,6 +23,7 @@ metrics:
      role: primary}
   - {name: 5xx, source: cloudwatch, measure: errors_5xx, kind: errors, higherIsBetter: false}
 """
+MAE = "  - {{name: mae, source: quality, measure: abs_error, kind: {kind}, higherIsBetter: {higher}}}\n"
 GUARDRAIL = "  - {name: 5xx, source: cloudwatch, measure: errors_5xx, kind: errors, higherIsBetter: false}\n"
 
 
@@ -46,7 +47,7 @@ def test_the_base_policy_is_valid() -> None:
         (lambda t: t.replace("measure: accuracy", "measure: acuracy"), "not 'acuracy'"),
         (
             lambda t: t.replace("measure: errors_5xx, kind: errors", "measure: errors_5xx, kind: mean"),
-            "kind `errors` goes with",
+            "measure errors_5xx is a count of 5xx answers (fewer is better): it takes `kind: errors`",
         ),
         (lambda t: t.replace("  groundTruth: s3://b/labels\n", ""), "quality metrics need"),
         (lambda t: t.replace("  captureDestination: s3://b/capture\n", ""), "quality metrics need"),
@@ -102,6 +103,15 @@ def test_the_base_policy_is_valid() -> None:
             lambda t: t + "webhooks:\n  - {name: a, url: 'https://x/1'}\n  - {name: a, url: 'https://x/2'}\n",
             "webhook names must differ",
         ),
+        (  # issue 31, item 1: a regression's error pointing up would promote the worse model
+            lambda t: t.replace("metrics:\n", "metrics:\n" + MAE.format(kind="mean", higher="true")),
+            "measure abs_error is a regression's absolute error per request (lower is better): it takes "
+            "`kind: mean`, `higherIsBetter: false`, not `kind: mean`, `higherIsBetter: true`",
+        ),
+        (
+            lambda t: t.replace("metrics:\n", "metrics:\n" + MAE.format(kind="proportion", higher="true")),
+            "it takes `kind: mean`, `higherIsBetter: false`, not `kind: proportion`",
+        ),
     ],
     ids=[
         "no-metrics",
@@ -125,6 +135,8 @@ def test_the_base_policy_is_valid() -> None:
         "webhook-not-http",
         "gate-in-slack-format",
         "duplicate-webhook",
+        "regression-error-pointing-up",
+        "regression-error-as-proportion",
     ],
 )
 def test_a_policy_that_cannot_mean_anything_is_refused(edit: object, message: str) -> None:

@@ -20,6 +20,7 @@ from manager.policy.specs import (
     ERROR_MEASURES,
     MAX_COUNT,
     MAX_DURATION,
+    MEASURES,
     QUALITY_MEASURES,
     REGRESSION_MEASURES,
     Count,
@@ -146,9 +147,14 @@ class Metric(Spec):
         known = QUALITY_MEASURES if self.source == "quality" else CLOUDWATCH_MEASURES
         if self.measure not in known:
             raise ValueError(f"{self.source} measures are {', '.join(known)}, not {self.measure!r}")
-        if (self.kind == "errors") != (self.measure in ERROR_MEASURES):
+        kind, higher, what = MEASURES[self.measure]
+        if self.kind != kind or (higher is not None and self.higher_is_better != higher):
+            wanted = f"`kind: {kind}`" + (
+                f", `higherIsBetter: {str(higher).lower()}`" if higher is not None else ""
+            )
             raise ValueError(
-                f"kind `errors` goes with the error counts ({', '.join(ERROR_MEASURES)}) and only them"
+                f"measure {self.measure} is {what}: it takes {wanted}, not `kind: {self.kind}`, "
+                f"`higherIsBetter: {str(self.higher_is_better).lower()}`"
             )
         return self
 
