@@ -242,3 +242,18 @@ def test_lookup_by_name_takes_the_newest_version(database: Database, artifact: P
             models.get(session, "churn:3")
         with pytest.raises(UserError, match="NAME:VERSION"):
             models.get(session, "churn:latest")
+
+
+def test_a_misspelt_model_is_named_as_missing_not_as_lacking_a_candidate(
+    database: Database, artifact: Path
+) -> None:
+    """Issue 31, item 7: `churn` exists and `chrun` does not; the error says which, with a guess."""
+    from manager.registry.rollouts import resolve_candidate
+
+    with database.write() as session:
+        models.register(session, models.NewVersion("churn", str(artifact), "sklearn"), "t")
+    with database.read() as session:
+        with pytest.raises(NotFound, match=r"no model 'chrun' in the registry; did you mean 'churn'\?"):
+            resolve_candidate(session, "chrun", None)
+        with pytest.raises(NotFound, match="model churn has no approved candidate to roll out"):
+            resolve_candidate(session, "churn", None)

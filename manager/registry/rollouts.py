@@ -3,6 +3,7 @@ view every surface shows (the CLI's tables, `rollout status`, the demo)."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,6 +55,11 @@ def resolve_candidate(session: Session, model: str, version: int | None) -> Mode
         return models.get(session, f"{model}:{version}")
     approved = models.list_versions(session, model, "approved")
     if not approved:
+        if not models.list_versions(session, model):
+            known = sorted({v.name for v in models.list_versions(session)})
+            close = difflib.get_close_matches(model, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise NotFound(f"no model {model!r} in the registry{hint}")
         raise NotFound(f"model {model} has no approved candidate to roll out")
     return approved[0]
 
