@@ -257,3 +257,15 @@ def test_a_misspelt_model_is_named_as_missing_not_as_lacking_a_candidate(
             resolve_candidate(session, "chrun", None)
         with pytest.raises(NotFound, match="model churn has no approved candidate to roll out"):
             resolve_candidate(session, "churn", None)
+
+
+def test_metrics_are_shown_to_people_in_four_digits_per_split() -> None:
+    """Issue 31, item 7: `models show` printed the metrics as a Python dict with 16 digits."""
+    from manager.views.rows import metrics_text
+
+    shown = metrics_text(
+        {"validation": {"accuracy": 0.9473684210526315}, "test": {"roc_auc": 0.9940476190476191}}
+    )
+    assert shown == "validation: accuracy 0.9474; test: roc_auc 0.994"
+    assert metrics_text({"auc": 0.91, "rows": 120}) == "auc 0.91, rows 120"
+    assert metrics_text({}) == "-"

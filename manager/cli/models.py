@@ -12,7 +12,7 @@ from manager.cli.context import AppContext, pass_app
 from manager.cli.render import emit, emit_record, output_option
 from manager.errors import UserError
 from manager.registry.vocabulary import MODEL_STATUSES
-from manager.views.rows import headline, model_row
+from manager.views.rows import headline, metrics_text, model_row
 
 if TYPE_CHECKING:
     pass
@@ -146,6 +146,10 @@ def show(app: AppContext, ref: str, output: str) -> None:
         record = model_row(version)
         if version.model_package_arn:
             record["package_writebacks"] = writebacks_of(session, version)
+    if output == "table":  # people read 4 significant digits per split; json and csv keep every digit
+        record["metrics"] = metrics_text(record["metrics"])
+        if "package_writebacks" in record:
+            record["package_writebacks"] = "; ".join(record["package_writebacks"]) or "none yet"
     emit_record(record, output, title=record["model"])
 
 

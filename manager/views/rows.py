@@ -97,6 +97,20 @@ def writebacks_of(session: Any, version: ModelVersion) -> list[str]:
     return out
 
 
+def metrics_text(metrics: dict[str, Any]) -> str:
+    """Every split's metrics on one line each, to 4 significant digits: `test: accuracy 0.9474, ...`."""
+
+    def cells(values: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+
+    splits = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+    flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    lines = [f"{split}: {cells(values)}" for split, values in splits.items()]
+    if flat:
+        lines.append(cells(flat))
+    return "; ".join(lines) or "-"
+
+
 def headline(metrics: dict[str, Any]) -> str:
     """The test metrics when training recorded splits, else the flat metrics, to 3 decimals."""
     chosen = metrics.get("test") or metrics.get("validation") or metrics
