@@ -250,3 +250,55 @@ def test_a_poisoned_rollout_never_stops_a_healthy_one(
         status = CliRunner().invoke(cli, ["--db", world.db, "rollout", "list", "-o", "json"])
         [listed] = json.loads(status.stdout)
         assert listed["rollout"] == poisoned and listed["state"] == "paused" and "YAML" in listed["reason"]
+
+
+def test_a_pending_rollout_whose_policy_no_longer_parses_ends_paused_and_is_said_once(
+    tmp_path: Path, artifacts: dict[str, Path], db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 31, item 12: it stayed `pending` for ever, and ingestion logged the same error each run.
+    Now it is paused after MAX_FAILURES ticks with its error; ingestion says it once; and a resume
+    after the repair goes back to deploying (pending), never straight to running."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from manager.registry.tables import Rollout
+    from manager.rollout.reconcile import Reconciler
+    from manager.rollout.records import MAX_FAILURES
+
+    from .rollout_support import CANARY, policy_text
+
+    with make_world(tmp_path, artifacts, url=db_url) as world:
+        text = policy_text(CANARY)
+        rollout_id = world.start(text)
+        with world.database.write() as session:
+            good = session.get(Rollout, rollout_id)
+            assert good is not None and good.state == "pending"
+            kept = (good.policy_yaml, good.policy_hash)
+            session.execute(update(Rollout).where(Rollout.id == rollout_id).values(policy_yaml="steps: ["))
+        reconciler = Reconciler(
+            world.database, world.platform, world.reconciler().metrics, owner="test", retry_base=timedelta(0)
+        )
+        for _ in range(MAX_FAILURES):
+            reconciler.tick()
+        row = world.rollout(rollout_id)
+        assert row.state == "paused" and "not valid YAML" in (row.last_error or "")
+        daemon.RUNTIMES[world.database.url] = daemon.runtime.Runtime(world.database, reconciler, None)
+        try:
+            with caplog.at_level("ERROR", logger="variantctl.daemon"):
+                for _ in range(3):
+                    daemon.ingest_job(world.database.url)
+        finally:
+            del daemon.RUNTIMES[world.database.url]
+            daemon.jobs.ingest.REPORTED.clear()
+        said = [r for r in caplog.records if f"ingest for rollout {rollout_id} failed" in r.getMessage()]
+        assert len(said) == 1
+        with world.database.write() as session:  # repaired, then resumed by an operator
+            session.execute(
+                update(Rollout)
+                .where(Rollout.id == rollout_id)
+                .values(policy_yaml=kept[0], policy_hash=kept[1], intent="resume", intent_actor="op")
+            )
+        reconciler.tick()
+        assert world.rollout(rollout_id).state == "pending", "not deployed yet: deploying comes first"
+        assert world.tick_until(rollout_id, ("running", "promoted")).state in ("running", "promoted")

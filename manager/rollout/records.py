@@ -22,7 +22,7 @@ from manager.rollout.verdicts import Decision
 INTENT_EFFECT = {"abort": "rollback", "promote": "promote", "pause": "pause", "resume": "resume"}
 # The decisions that move the endpoint to a new config (built from what it serves now).
 CONFIG_ACTIONS = frozenset({"shadow", "unshadow", "promote", "rollback"})
-MAX_FAILURES = 8  # consecutive failed ticks before a running rollout is paused
+MAX_FAILURES = 8  # consecutive failed ticks before a pending or running rollout is paused
 BACKOFF_CAP = timedelta(minutes=10)
 
 
@@ -30,9 +30,9 @@ def failed(
     session: Session, rollout: Rollout, error: str, actor: str, now: datetime, base: timedelta
 ) -> None:
     """One more tick that could not evaluate `rollout`: wait longer before the next (`base`, twice that,
-    ... up to 10 min). At MAX_FAILURES in a row a running rollout is paused, never promoted or rolled
-    back, with the error in its status and the history; one finishing a promotion or rollback keeps
-    retrying."""
+    ... up to 10 min). At MAX_FAILURES in a row a pending or running rollout is paused, never promoted
+    or rolled back, with the error in its status and the history (a pending one whose stored policy no
+    longer parses would otherwise wait for ever); one finishing a promotion or rollback keeps retrying."""
     rollout.failures += 1
     rollout.last_error = error[:2000]
     rollout.retry_at = now + min(base * 2 ** (rollout.failures - 1), BACKOFF_CAP)
@@ -40,7 +40,7 @@ def failed(
         return
     payload = {"failures": rollout.failures, "error": rollout.last_error, "state": rollout.state}
     reason = f"{rollout.failures} ticks in a row failed: {rollout.last_error}"
-    if rollout.state == "running":  # again after a resume, if it still fails
+    if rollout.state in ("pending", "running"):  # again after a resume, if it still fails
         rollout.state, rollout.intent, rollout.reason = "paused", None, reason
         record_event(session, rollout, actor, "rollout.paused_on_errors", reason, payload, now)
     elif rollout.failures == MAX_FAILURES:
@@ -86,7 +86,9 @@ def decision(
     elif decided.action == "pause":
         rollout.state, rollout.intent, rollout.reason = "paused", None, decided.reason
     elif decided.action == "resume":
-        rollout.state, rollout.intent, rollout.reason = "running", None, None
+        # A rollout paused before its deployment goes back to deploying, never straight to running.
+        deployed = session.get(RolloutPhase, (rollout.id, 0)) is not None
+        rollout.state, rollout.intent, rollout.reason = ("running" if deployed else "pending"), None, None
         rollout.step = decided.next_step if decided.next_step is not None else rollout.step
         rollout.step_started_at = now
         if decided.restart_phase:

@@ -13,6 +13,9 @@ from manager.errors import UserError
 log = logging.getLogger("variantctl.daemon")
 
 
+REPORTED: dict[int, str] = {}  # rollout -> the ingestion error last logged for it (logged once)
+
+
 def ingest_job(url: str) -> None:
     from manager.registry.rollouts import active_policies
 
@@ -24,6 +27,10 @@ def ingest_job(url: str) -> None:
         try:
             ingested = _ingest(runtime.ingestor, rollout_id, text, fields)
         except Exception as exc:
+            said = f"{type(exc).__name__}: {exc}"
+            if REPORTED.get(rollout_id) == said:
+                continue  # said once already: the same failure every run is not news
+            REPORTED[rollout_id] = said
             expected = isinstance(exc, UserError | OSError) or type(exc).__module__.startswith("botocore")
             log.error(
                 "ingest for rollout %s failed: %s: %s",
@@ -34,6 +41,8 @@ def ingest_job(url: str) -> None:
                 extra={"fields": {**fields, "error_type": type(exc).__name__, "error": str(exc)}},
             )
             continue
+        if REPORTED.pop(rollout_id, None) is not None:
+            log.info("ingest for rollout %s works again", rollout_id, extra={"fields": fields})
         if ingested is not None:
             _log_report(fields, *ingested)
 
