@@ -404,6 +404,24 @@ def test_a_file_replaced_in_place_is_read_again(
     assert _observed(database) == {"baseline": (3, 2.0)}
 
 
+def test_a_file_overwritten_with_longer_content_is_read_again_not_as_an_append(
+    database: Database, files: Files, spec: QualitySpec, now: datetime
+) -> None:
+    """Issue 31, item 11: a labelling job rewrites an hour's file with corrections, longer than before.
+    It was read as an append from the old offset, and 5 of 10 labels were lost, silently."""
+    _rollout(database, now - timedelta(hours=1))
+    at = now - timedelta(minutes=30)
+    files.capture("baseline", "c.jsonl", [capture_line(f"p{i}", at, "0.9") for i in range(10)])
+    path = files.labels("a.jsonl", [label_line(f"p{i}", "1") for i in range(5)])
+    _age(path, hours=2)  # written a while ago: the rewrite below moves its modification time on
+    ingestor = _ingestor(database)
+    assert ingestor.run(spec).joined == 5
+    files.labels("a.jsonl", [label_line(f"p{i}", "0") for i in range(5, 10)] + [label_line("p0", "1")])
+    report = ingestor.run(spec)
+    assert (report.joined, report.replaced_files) == (5, 1), "p5-p9 read; p0 again is dropped by id"
+    assert _observed(database) == {"baseline": (10, 5.0)}
+
+
 def test_a_last_line_without_its_newline_is_read_once_the_file_is_quiet(
     database: Database, files: Files, spec: QualitySpec, now: datetime
 ) -> None:

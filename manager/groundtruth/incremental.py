@@ -5,15 +5,17 @@ as what it read never reads or counts anything twice.
 The cursor keeps a byte offset for every file written within the look-back (two days by default),
 so nothing written in that time is skipped: a file that appears late with a name sorting before
 files already read, records appended to a file read to its end, a file replaced in place (it shrank,
-or changed at the same size: read again from its start; the caller drops what it has seen by
-inference id). Files read to their end and unchanged for longer than the look-back are forgotten
-behind a horizon key, so the cursor and each listing stay bounded. A line longer than `max_bytes` is
-skipped and counted, never blocking the rest of its file; a last line without its newline is read
-once the file has been unchanged for `settle`.
+changed at the same size, or changed and no longer holds, where the read stopped, the bytes read
+there: read again from its start; the caller drops what it has seen by inference id). Files read to
+their end and unchanged for longer than the look-back are forgotten behind a horizon key, so the
+cursor and each listing stay bounded. A line longer than `max_bytes` is skipped and counted, never
+blocking the rest of its file; a last line without its newline is read once the file has been
+unchanged for `settle`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,15 +23,18 @@ from typing import Any
 
 from manager.groundtruth.stores import ObjectInfo, ObjectStore
 
+TAIL = 64  # bytes before the offset kept as a fingerprint of what was read
+
 
 @dataclass
 class Seen:
     offset: int  # bytes read (complete lines, or skipped)
     size: int  # the size when last listed
     modified: str  # ISO time when last listed
+    tail: str = ""  # sha256 of the TAIL bytes before `offset`, as read ("" when not known)
 
     def as_json(self) -> list[Any]:
-        return [self.offset, self.size, self.modified]
+        return [self.offset, self.size, self.modified, self.tail]
 
 
 @dataclass
@@ -79,7 +84,7 @@ def read_new(
     for info in store.list(prefix, cursor.horizon):
         listed.add(info.key)
         seen = cursor.files.get(info.key)
-        offset, replaced = _start(seen, info)
+        offset, replaced = _start(seen, info, store)
         try:
             for chunk in _read(store, info, offset, cursor, now, settle, max_lines, max_bytes):
                 chunk.replaced = replaced
@@ -97,22 +102,32 @@ def read_new(
             cursor.files.pop(info.key, None)
         else:
             advancing = False
-            cursor.files[info.key] = Seen(offset, info.size, info.modified.isoformat())
+            tail = state.tail if state is not None and state.offset == offset else ""
+            cursor.files[info.key] = Seen(offset, info.size, info.modified.isoformat(), tail)
     for key in [k for k in cursor.files if k not in listed]:
         del cursor.files[key]  # deleted from the store (or behind the horizon now)
 
 
-def _start(seen: Seen | None, info: ObjectInfo) -> tuple[int, bool]:
-    """Where to read `info` from, and whether it was replaced since it was last read."""
+def _start(seen: Seen | None, info: ObjectInfo, store: ObjectStore) -> tuple[int, bool]:
+    """Where to read `info` from, and whether it was replaced since it was last read: it shrank, it
+    changed at the same size, or it changed and the bytes before where the read stopped are no longer
+    those read (a file overwritten with other, longer content is not an append)."""
     if seen is None:
         return 0, False
     shrank = info.size < seen.offset
-    rewritten = (
-        seen.size >= 0 and info.size == seen.size and seen.modified not in ("", info.modified.isoformat())
-    )
+    changed = seen.modified not in ("", info.modified.isoformat())
+    rewritten = seen.size >= 0 and info.size == seen.size and changed
     if shrank or (rewritten and seen.offset > 0):
         return 0, True
+    if changed and seen.tail and seen.offset > 0:
+        start = max(0, seen.offset - TAIL)
+        if _digest(store.read(info.key, start, seen.offset - start)) != seen.tail:
+            return 0, True
     return seen.offset, False
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _read(
@@ -127,8 +142,8 @@ def _read(
 ) -> Iterator[Chunk]:
     modified = info.modified.isoformat()
 
-    def advance(to: int) -> None:
-        cursor.files[info.key] = Seen(to, info.size, modified)
+    def advance(to: int, tail: bytes | None = None) -> None:
+        cursor.files[info.key] = Seen(to, info.size, modified, _digest(tail) if tail is not None else "")
 
     quiet = info.modified < now - settle  # no writer has touched it for a while
     while offset < info.size:
@@ -149,10 +164,14 @@ def _read(
                 break  # half a line: the writer is still writing it
             end = len(data)  # the last line of a finished file, without its newline
         lines = data[:end].splitlines(keepends=True)
+        read_from = offset
         for i in range(0, len(lines), max_lines):
             part = lines[i : i + max_lines]
             offset += sum(len(line) for line in part)
-            advance(offset)
+            consumed = offset - read_from
+            advance(
+                offset, data[max(0, consumed - TAIL) : consumed] if consumed >= min(TAIL, offset) else None
+            )
             yield Chunk(info.key, part, cursor)
 
 

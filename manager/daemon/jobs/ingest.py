@@ -75,6 +75,7 @@ def _log_report(fields: dict[str, Any], endpoint: str, report: Any) -> None:
         or report.file_errors
         or report.shadow_answers
         or report.expired_shadow_answers
+        or report.replaced_files
     ):
         return
     counts = {
@@ -90,6 +91,7 @@ def _log_report(fields: dict[str, Any], endpoint: str, report: Any) -> None:
         "expired_shadow_answers": report.expired_shadow_answers,
         "expired": report.expired_predictions + report.expired_labels,
         "unreadable_files": len(report.file_errors),
+        "files_rewritten_and_read_again": report.replaced_files,
     }
     log.log(
         logging.WARNING if report.file_errors else logging.INFO,
