@@ -137,6 +137,7 @@ def test_an_old_newest_digest_fails_max_age(signed: Path, db_path: Path, key: An
     path.unlink()  # the newest deleted: only its age can tell
     result = _check(db_path, signed, key[1], "--max-age", "0s")
     assert result.exit_code == 1 and "older than" in result.output
+    assert result.output.startswith("STALE: the newest digest") and "TAMPERED" not in result.output
 
 
 def test_an_empty_digest_place_is_not_a_pass(

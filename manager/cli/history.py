@@ -193,6 +193,11 @@ def verify(
             _tampered(f"{exc} (in {store.where})")
         problems, good = signed.check_digests(loaded, public, age)
         problems = [p.replace("there are no digests", f"{store.where} holds no digests") for p in problems]
+        if problems and all(p.startswith(signed.STALE) for p in problems):
+            # Only old: nothing found altered, but newer digests may have been deleted. Failing, and
+            # named for what it is (issue 31: it said TAMPERED).
+            click.echo(f"STALE: {problems[0]}", err=True)
+            sys.exit(1)
         if problems:
             _tampered(problems[0] + "".join(f"\n  also: {p}" for p in problems[1:]))
     wanted = {d.last_seq for d in good}

@@ -352,12 +352,15 @@ def check_digests(
         newest = parse_instant(good[-1].body["at"])
         if (now or utcnow()) - newest > max_age:
             problems.append(
-                f"the newest digest, {good[-1].describe()}, is older than {max_age}: "
-                "newer ones may have been deleted"
+                f"{STALE}, {good[-1].describe()}, is older than {max_age}: newer ones may have been deleted "
+                "(or the daemon has not written one since)"
             )
     if not digests:
         problems.append("there are no digests to check against (were they deleted?)")
     return problems, good
+
+
+STALE = "the newest digest"  # how a too-old newest digest's problem begins (`audit verify` says STALE)
 
 
 def check_history(good: list[Digest], hashes: dict[int, str], first: int, last: int) -> list[str]:
