@@ -182,3 +182,13 @@ def test_a_file_that_is_not_a_policy_gets_one_line(tmp_path: Path, content: byte
     with pytest.raises(ConfigError) as caught:
         policy.load(path)
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_misspelt_key_gets_the_nearest_setting() -> None:
+    """Issue 31, item 7: `setWieght: Extra inputs are not permitted` said nothing of `setWeight`."""
+    with pytest.raises(ConfigError) as caught:
+        policy.parse(BASE.replace("stepWeights: [10, 50]", "steps: [{setWieght: {percent: 10}}]"))
+    assert "setWieght: not a setting here; did you mean 'setWeight'?" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        policy.parse(BASE + "zzzqqq: 1\n")
+    assert "zzzqqq: not a setting here" in str(caught.value) and "did you mean" not in str(caught.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -149,5 +151,36 @@ def parse(text: str, model: type[T], name: str = "<config>") -> T:
         for error in exc.errors():
             loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
             field = ".".join(str(p) for p in loc) or "(top level)"
-            problems.append(f"{name}:{_line_of(loc, lines)}: {field}: {error['msg']}")
+            message = error["msg"]
+            if error["type"] == "extra_forbidden" and loc:
+                message = _unknown_key(str(loc[-1]), model)
+            problems.append(f"{name}:{_line_of(loc, lines)}: {field}: {message}")
         raise ConfigError("\n".join(problems)) from None
+
+
+def _unknown_key(key: str, model: type[BaseModel]) -> str:
+    """A key no setting has, with the nearest one the file's schema knows (a typo: `setWieght`)."""
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(_known_keys(model)), n=1, cutoff=0.75)
+    return f"not a setting here{f'; did you mean {close[0]!r}?' if close else ''}"
+
+
+@functools.lru_cache(maxsize=32)
+def _known_keys(model: type[BaseModel]) -> frozenset[str]:
+    """Every key (alias or name) of `model` and of every model its fields hold, however nested."""
+    found: set[str] = set()
+    todo: list[Any] = [model]
+    seen: set[Any] = set()
+    while todo:
+        kind = todo.pop()
+        if kind in seen:
+            continue
+        seen.add(kind)
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            for field_name, info in kind.model_fields.items():
+                found.add(info.alias or field_name)
+                todo.append(info.annotation)
+        else:
+            todo.extend(typing.get_args(kind))
+    return frozenset(found)
