@@ -134,6 +134,23 @@ CASES: dict[str, Case] = {
         "not numeric",
     ),
     "unknown-model": (lambda d: ["models", "show", "nope:3"], "no model"),
+    # issue 31, item 10: these reached the database or a parser and ended in `internal error`
+    "limit-beyond-64-bits": (lambda d: ["history", "--limit", str(10**20)], "too large"),
+    "version-beyond-64-bits": (lambda d: ["models", "show", f"churn:{10**20}"], "too large"),
+    "metrics-nested-100000-deep": (
+        lambda d: [
+            "models",
+            "register",
+            "deep",
+            "--artifact",
+            write(d, "m.joblib", "x"),
+            "--framework",
+            "sklearn",
+            "--metrics-file",
+            write(d, "deep.json", "[" * 100_000 + "]" * 100_000),
+        ],
+        "nested too deeply",
+    ),
     "at-garbage": (lambda d: ["endpoints", "show", "churn-prod", "--at", "yesterday-ish"], "invalid time"),
     "at-unknown-endpoint": (lambda d: ["endpoints", "show", "nope", "--at", "now"], "knows no endpoint"),
     "history-show-missing": (lambda d: ["history", "show", "99999"], "no event 99999"),
@@ -238,3 +255,12 @@ def test_db_upgrade_never_adopts_another_applications_file(tmp_path: Path) -> No
     result = CliRunner().invoke(cli, ["--db", str(other), "db", "upgrade"])
     assert result.exit_code == 2 and "another application's tables (customers)" in result.stderr
     assert checksum(other) == before
+
+
+def test_a_db_url_with_an_unknown_driver_is_one_line() -> None:
+    """Issue 31, item 10: it ended in `internal error: NoSuchModuleError`."""
+    result = CliRunner().invoke(cli, ["--db", "foo://host/db", "models", "list"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.strip() == (
+        "error: --db: no database driver 'foo'; give a file path, sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+    )

@@ -106,6 +106,25 @@ class Root(click.Group):
             ctx.exit(code)
 
 
+def _bad_input(exc: BaseException) -> str | None:
+    """The one line for an input no check caught before it reached the database or a parser
+    (issue 31, item 10): a number beyond 64 bits, a date past the year 9999, a document nested
+    100,000 deep, a `--db` URL naming no installed driver."""
+    if isinstance(exc, OverflowError) and "SQLite INTEGER" in str(exc):
+        return "a number in the input is too large: the registry holds integers up to 9223372036854775807"
+    if isinstance(exc, OverflowError) and "date" in str(exc):
+        return f"a time in the input is out of range (before year 1 or after 9999): {exc}"
+    if isinstance(exc, RecursionError):
+        return "an input file is nested too deeply to be read (a JSON or YAML document of its kind never is)"
+    if type(exc).__name__ == "NoSuchModuleError" and type(exc).__module__.startswith("sqlalchemy"):
+        driver = str(exc).rsplit(":", 1)[-1]
+        return (
+            f"--db: no database driver {driver!r}; give a file path, sqlite:///PATH or "
+            "postgresql+psycopg://USER@HOST/DB"
+        )
+    return None
+
+
 def classify(exc: BaseException) -> tuple[int, str]:
     """The exit code and the one line a user sees for an exception."""
     from sqlalchemy.exc import DatabaseError, IntegrityError
@@ -147,6 +166,9 @@ def classify(exc: BaseException) -> tuple[int, str]:
         return EXIT_USAGE, f"AWS: {exc} (see README: Pointing it at AWS)"
     if isinstance(exc, OSError):
         return EXIT_USAGE, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
+    bad_input = _bad_input(exc)
+    if bad_input is not None:
+        return EXIT_USAGE, bad_input
     return EXIT_FAILURE, f"internal error: {type(exc).__name__}: {exc} (set VARIANTCTL_DEBUG=1 for details)"
 
 
