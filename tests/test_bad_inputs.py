@@ -134,6 +134,21 @@ CASES: dict[str, Case] = {
         "not numeric",
     ),
     "unknown-model": (lambda d: ["models", "show", "nope:3"], "no model"),
+    "train-bad-parameter": (
+        lambda d: [
+            "train",
+            "--data",
+            "sklearn:breast_cancer",
+            "--config",
+            write(
+                d,
+                "t.yaml",
+                "model: tiny\nestimator: logistic_regression\nparams: {C: -1}\n"
+                f"objective: {{metric: roc_auc}}\noutput: {d / 'artifacts'}\n",
+            ),
+        ],
+        "the training config's params (or search ranges): The 'C' parameter of LogisticRegression",
+    ),
     # issue 31, item 10: these reached the database or a parser and ended in `internal error`
     "limit-beyond-64-bits": (lambda d: ["history", "--limit", str(10**20)], "too large"),
     "version-beyond-64-bits": (lambda d: ["models", "show", f"churn:{10**20}"], "too large"),

@@ -116,6 +116,8 @@ def _bad_input(exc: BaseException) -> str | None:
         return f"a time in the input is out of range (before year 1 or after 9999): {exc}"
     if isinstance(exc, RecursionError):
         return "an input file is nested too deeply to be read (a JSON or YAML document of its kind never is)"
+    if type(exc).__name__ == "InvalidParameterError" and type(exc).__module__.startswith("sklearn"):
+        return f"the training config's params (or search ranges): {str(exc).splitlines()[0]}"
     if type(exc).__name__ == "NoSuchModuleError" and type(exc).__module__.startswith("sqlalchemy"):
         driver = str(exc).rsplit(":", 1)[-1]
         return (
