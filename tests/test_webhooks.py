@@ -63,7 +63,10 @@ def test_event_kinds_map_history_actions() -> None:
 
 
 def test_events_are_signed_retried_and_arrive_once_after_dedup(
-    tmp_path: Path, artifacts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    artifacts: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A receiver that fails each delivery twice gets every event; deduplicated by idempotency key,
     each exactly once; every body's signature verifies; the Slack target gets Slack's JSON."""
@@ -105,6 +108,10 @@ def test_events_are_signed_retried_and_arrive_once_after_dedup(
         kinds = [d.kind for d in ops]
         assert kinds[0] == "started" and "step_changed" in kinds and kinds[-1] == "promoted", kinds
         assert all(d.attempts == 3 for d in ops)  # two failures, then delivered
+        # issue 31, item 8: each failed delivery is said once, at warning, naming its hook
+        said = [r for r in caplog.records if "not delivered" in r.getMessage()]
+        assert len(said) == len(ops) and all(r.levelname == "WARNING" for r in said)
+        assert all(r.getMessage().startswith("webhook ops: event ") for r in said)
         got = [r for r in flaky.requests if r.path == "/events"]
         assert len(got) == 3 * len(ops)
         assert all(r.signed_by(SECRET) for r in got)

@@ -211,6 +211,15 @@ def deliver_due(database: Database, retry: timedelta, limit: int = BATCH) -> Sen
                     f"HTTP {answer.status}: {answer.text}" if answer.status else answer.text
                 )
                 values["next_attempt_at"] = now + min(retry * 2 ** (attempts - 1), BACKOFF_CAP)
+                if attempts == 1:  # said once per delivery, with the hook; the retries are counted
+                    log.warning(
+                        "webhook %s: event %s (%s) not delivered: %s; retried with backoff",
+                        row.hook,
+                        row.event_seq,
+                        row.kind,
+                        values["last_error"],
+                        extra={"fields": {"webhook": row.hook, "seq": row.event_seq}},
+                    )
                 if attempts >= ATTEMPTS:
                     values["state"], values["next_attempt_at"] = "failed", now + LATE_EVERY
                     if attempts == ATTEMPTS:
