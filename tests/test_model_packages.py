@@ -158,6 +158,7 @@ def test_a_cron_retrain_registers_a_package_and_its_approval_rolls_it_out_and_ba
         assert rejected["ModelLifeCycle"]["Stage"] == "Staging"
         assert rejected["ModelLifeCycle"]["StageStatus"] == "Rejected"
         assert rejected["ModelApprovalStatus"] == "Rejected"  # rejectOnRollback: true
+        _finished_status_is_true(world, started["rollout"], second["rollout"])
         # lineage: the model names its package, and the write-back is shown done
         shown = CliRunner().invoke(cli, ["--db", world.db, "models", "show", "churn:4", "-o", "json"])
         record = json.loads(shown.stdout)
@@ -166,6 +167,27 @@ def test_a_cron_retrain_registers_a_package_and_its_approval_rolls_it_out_and_ba
         del registry
         _lineage_everywhere(world, summary["ModelPackageArn"], started["rollout"])
     assert audit.verify(world.database).ok
+
+
+def _finished_status_is_true(world: World, promoted: int, rolled_back: int) -> None:
+    """Issue 31, item 5: a finished rollout's status said `next: analyse at 50%`, marked steps it never
+    reached as done, and listed a promoted rollout at the weight of its last step."""
+    runner = CliRunner()
+
+    def status(rollout: int) -> dict[str, Any]:
+        shown = runner.invoke(cli, ["--db", world.db, "rollout", "status", str(rollout), "-o", "json"])
+        return dict(json.loads(shown.stdout))
+
+    won, lost = status(promoted), status(rolled_back)
+    assert (won["weight"], lost["weight"]) == (100.0, 0.0)
+    assert won["next"] == "nothing: the rollout is promoted"
+    assert [s["state"] for s in won["steps"]] == ["done", "done"]
+    assert lost["next"] == "nothing: the rollout is rolled_back"
+    assert [s["state"] for s in lost["steps"]] == ["done", "ended here (rolled_back)"]
+    listed = json.loads(
+        runner.invoke(cli, ["--db", world.db, "rollout", "list", "--all", "-o", "json"]).stdout
+    )
+    assert {r["rollout"]: r["weight"] for r in listed} == {promoted: 100.0, rolled_back: 0.0}
 
 
 def _lineage_everywhere(world: World, arn: str, rollout: int) -> None:

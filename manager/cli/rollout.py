@@ -249,7 +249,11 @@ def _watch_view(record: dict[str, Any]) -> Any:
         "next": "[dim]next[/dim]",
     }
     for step in record["steps"]:
-        steps.add_row(marks[step["state"]], step["what"])
+        state = step["state"]
+        mark = marks.get(state) or (
+            f"[red]{state}[/red]" if state.startswith("ended") else f"[dim]{state}[/dim]"
+        )
+        steps.add_row(mark, step["what"])
     metrics = Table(title="metrics (current phase)")
     for column in ("metric", "status", "samples", "baseline", "candidate", "interval"):
         metrics.add_column(column)

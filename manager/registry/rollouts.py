@@ -313,7 +313,7 @@ class RolloutView:
             state=row.state,
             step=row.step,
             phase=row.phase,
-            weight=row.weight,
+            weight=FINAL_WEIGHT.get(row.state, row.weight),
             intent=row.intent,
             reason=row.reason,
             created_at=row.created_at,
@@ -330,6 +330,11 @@ class RolloutView:
     def record(self) -> dict[str, Any]:
         """For output: every field but the policy's text (its hash names it)."""
         return {k: v for k, v in vars(self).items() if k != "policy_yaml"}
+
+
+# The candidate's weight once a rollout has ended: it serves all traffic, or none (issue 31: a promoted
+# rollout was listed at the weight of its last step, "50").
+FINAL_WEIGHT = {"promoted": 100.0, "rolled_back": 0.0, "aborted": 0.0}
 
 
 def view(session: Session, rollout_id: int) -> RolloutView:

@@ -69,18 +69,12 @@ def status(session: Session, rollout_id: int) -> RolloutStatus:
             "role": metric.role,
             **verdict.evidence,
         }
-    finished = is_final(view.state) or view.state in ("promoting", "rolling_back")
-    steps = tuple(
-        {
-            **row,
-            "state": "done" if finished or i < view.step else "current" if i == view.step else "next",
-        }
-        for i, row in enumerate(plan)
-    )
+    steps = tuple({**row, "state": _step_state(view, i)} for i, row in enumerate(plan))
     quality = any(m.source == "quality" for m in policy.metrics)
+    upcoming = plan[view.step]["what"] if view.step < len(plan) else "promote"
     return RolloutStatus(
         view,
-        plan[view.step]["what"] if view.step < len(plan) else "promote",
+        f"nothing: the rollout is {view.state}" if is_final(view.state) else upcoming,
         metrics,
         policy.name,
         steps,
@@ -88,3 +82,14 @@ def status(session: Session, rollout_id: int) -> RolloutStatus:
         paired_evidence(paired, policy) if paired is not None else None,
         package_summary(session, rollout_id, view.candidate),
     )
+
+
+def _step_state(view: rollouts.RolloutView, i: int) -> str:
+    """done, current or next while it runs; once it ends, the steps it never reached say so (a rollout
+    rolled back at step 1 has not done steps 2 to 5: issue 31)."""
+    promoted = view.state in ("promoted", "promoting")
+    if promoted or i < view.step:
+        return "done"
+    if is_final(view.state) or view.state == "rolling_back":
+        return f"ended here ({view.state})" if i == view.step else "not reached"
+    return "current" if i == view.step else "next"
