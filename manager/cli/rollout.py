@@ -242,18 +242,7 @@ def _watch_view(record: dict[str, Any]) -> Any:
     if paired:
         for key, value in _paired_cells(paired).items():
             head.add_row(key, str(value))
-    steps = Table(title="steps", show_header=False, box=None)
-    marks = {
-        "done": "[green]done[/green]",
-        "current": "[bold yellow]now[/bold yellow]",
-        "next": "[dim]next[/dim]",
-    }
-    for step in record["steps"]:
-        state = step["state"]
-        mark = marks.get(state) or (
-            f"[red]{state}[/red]" if state.startswith("ended") else f"[dim]{state}[/dim]"
-        )
-        steps.add_row(mark, step["what"])
+    steps = _steps_table(record["steps"])
     metrics = Table(title="metrics (current phase)")
     for column in ("metric", "status", "samples", "baseline", "candidate", "interval"):
         metrics.add_column(column)
@@ -436,3 +425,23 @@ def promote(app: AppContext, rollout_id: int, full: bool, reason: str) -> None:
         f"warning: rollout {rollout_id} will be promoted WITHOUT its analysis; recorded in the history",
         err=True,
     )
+
+
+def _steps_table(rows: list[dict[str, Any]]) -> Any:
+    """The plan's steps, each marked done, now or next; once a rollout ends, where it ended and what
+    it never reached."""
+    from rich.table import Table
+
+    steps = Table(title="steps", show_header=False, box=None)
+    marks = {
+        "done": "[green]done[/green]",
+        "current": "[bold yellow]now[/bold yellow]",
+        "next": "[dim]next[/dim]",
+    }
+    for step in rows:
+        state = step["state"]
+        mark = marks.get(state) or (
+            f"[red]{state}[/red]" if state.startswith("ended") else f"[dim]{state}[/dim]"
+        )
+        steps.add_row(mark, step["what"])
+    return steps
