@@ -47,12 +47,6 @@ def _source(source: Any) -> str | None:
     )
 
 
-def package_lineage(arn: str) -> str:
-    from manager.views.rows import package_lineage as spelt
-
-    return spelt(arn) or arn
-
-
 def _variants_text(state: Any) -> dict[str, str]:
     out = {}
     for v in state.variants:
@@ -65,6 +59,8 @@ def _variants_text(state: Any) -> dict[str, str]:
         if lineage.get("dataset_fingerprint"):
             origin += f", data {str(lineage['dataset_fingerprint'])[:12]}"
         if lineage.get("model_package"):
+            from manager.views.rows import package_lineage
+
             origin += f", model package {package_lineage(lineage['model_package'])}"
         share = "shadow" if v.shadow else f"{v.share:.4g}%"
         out[v.variant] = f"{v.model} {share} ({origin})"

@@ -24,6 +24,7 @@ from manager.history import audit
 from manager.registry import models, rollouts
 from manager.registry import packages as claims
 from manager.registry.tables import AuditEvent, ModelVersion, Rollout
+from manager.registry.vocabulary import ModelStatus
 
 METADATA_SYMBOLS = set("_.:/=+-@ ")
 PREFIX = "variantctl-"
@@ -131,6 +132,11 @@ def import_package(
         return found
     if not package.artifact and describe is not None:
         package = describe(package.arn)
+    return _register(session, package, model, "approved", actor)
+
+
+def _register(session: Session, package: Any, model: str, status: ModelStatus, actor: str) -> ModelVersion:
+    """A new version of `model` with the package's container, and its ARN as lineage."""
     if not package.artifact:
         raise UserError(f"model package {package.ref} has no ModelDataUrl in its first container")
     spec = models.NewVersion(
@@ -139,7 +145,7 @@ def import_package(
         framework=_framework(package),
         image_uri=package.image,
         description=f"imported from SageMaker model package {package.ref}",
-        status="approved",
+        status=status,
         model_package_arn=package.arn,
     )
     return models.register(session, spec, actor)
@@ -211,16 +217,5 @@ def import_existing(session: Session, package: Any, model: str, actor: str) -> t
     found = claims.by_arn(session, package.arn)
     if found is not None:
         return found, False
-    if not package.artifact:
-        raise UserError(f"model package {package.ref} has no ModelDataUrl in its first container")
-    status = {"Approved": "approved", "Rejected": "rejected"}.get(package.approval, "candidate")
-    spec = models.NewVersion(
-        name=model,
-        artifact_uri=package.artifact,
-        framework=_framework(package),
-        image_uri=package.image,
-        description=f"imported from SageMaker model package {package.ref}",
-        status=status,  # type: ignore[arg-type]
-        model_package_arn=package.arn,
-    )
-    return models.register(session, spec, actor), True
+    status: ModelStatus = {"Approved": "approved", "Rejected": "rejected"}.get(package.approval, "candidate")  # type: ignore[assignment]
+    return _register(session, package, model, status, actor), True
