@@ -37,6 +37,7 @@ class TrainingResult:
     finished_at: datetime
     image_uri: str | None = None
     search: dict[str, Any] = field(default_factory=dict)  # strategy, jobs, best score, job names
+    dataset_location: str = ""  # where `variantctl traffic` can read the rows again
 
     @property
     def seconds(self) -> float:
@@ -77,6 +78,7 @@ class TrainingResult:
             finished_at=finished_at,
             image_uri=image_uri,
             search=search,
+            dataset_location=data.location,
         )
 
 
@@ -97,6 +99,7 @@ def register(
         hyperparameters=result.hyperparameters,
         inputs={
             "dataset": result.dataset_source,
+            "location": result.dataset_location or result.dataset_source,
             "fingerprint": result.dataset_fingerprint,
             "rows": result.dataset_rows,
             "shift": result.shift,

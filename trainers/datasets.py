@@ -34,6 +34,11 @@ class Dataset:
     shift: str | None = None
 
     @property
+    def location(self) -> str:
+        """Where the rows can be read again: the bundled name, or the CSV's absolute path."""
+        return self.source if self.source.startswith("sklearn:") else str(Path(self.source).resolve())
+
+    @property
     def rows(self) -> int:
         return int(self.x.shape[0])
 

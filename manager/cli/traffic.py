@@ -19,10 +19,9 @@ from manager.cli.context import AppContext, pass_app
 @click.option("--duration", default="60s", show_default=True, help="how long: 90s, 10m, 1h")
 @click.option(
     "--data",
-    default="sklearn:breast_cancer",
-    show_default=True,
     metavar="CSV|sklearn:NAME",
-    help="rows to send (the target first, no header); the target is the label",
+    help="rows to send (the target first, no header); the target is the label "
+    "[default: the data the endpoint's serving model was trained on]",
 )
 @click.option(
     "--labels",
@@ -47,7 +46,7 @@ def traffic(
     endpoint: str,
     rate: float,
     duration: str,
-    data: str,
+    data: str | None,
     labels: str | None,
     label_delay: str,
     label_noise: float,
@@ -68,7 +67,7 @@ def traffic(
 
     seconds = parse_duration(duration).total_seconds()
     delay = parse_duration(label_delay).total_seconds()
-    dataset = load(data)
+    dataset = load(data or _training_data(app, endpoint))
     writer = LabelWriter(labels) if labels else None
     runtime = aws.client("sagemaker-runtime")
     sender = Traffic(runtime, endpoint, dataset.x, dataset.y, writer, rate, delay, label_noise, threads, seed)
@@ -78,7 +77,10 @@ def traffic(
             seconds,
             lambda t: spinner.update(f"{endpoint}: {t.sent} sent, {t.failed} failed, {t.labelled} labelled"),
         )
-    errors = ", ".join(f"{code} x{n}" for code, n in sorted(sender.errors.items()))
+    errors = ", ".join(
+        f"{code} x{n}: {sender.first_errors[code]}" if code in sender.first_errors else f"{code} x{n}"
+        for code, n in sorted(sender.errors.items())
+    )
     click.echo(
         f"{endpoint}: {sender.sent} requests answered, {sender.failed} failed"
         + (f" ({errors})" if errors else "")
@@ -86,3 +88,34 @@ def traffic(
     )
     if sender.sent == 0 and sender.failed:
         sys.exit(1)
+
+
+def _training_data(app: AppContext, endpoint: str) -> str:
+    """Where the rows the endpoint's serving model was trained on can be read again, or one line
+    saying what to pass: a model's own training rows are rows it accepts."""
+    from pathlib import Path
+
+    from manager.errors import UserError
+    from manager.registry import endpoints
+
+    with app.database().read() as session:
+        row = endpoints.get(session, endpoint)
+        config = row.current_config
+        variants = sorted(config.variants, key=lambda v: -v.initial_weight) if config is not None else []
+        seen: list[str] = []
+        for variant in variants:
+            version = variant.model_version
+            run = version.training_run if version is not None else None
+            if version is None:
+                continue
+            label = f"{version.name}:{version.version}"
+            inputs = run.inputs if run is not None else {}
+            location = inputs.get("location") or inputs.get("dataset")
+            if not location:
+                seen.append(f"{label} was registered, not trained here")
+            elif location.startswith("sklearn:") or Path(location).is_file():
+                return str(location)
+            else:
+                seen.append(f"{label} was trained on {location}, which is not here")
+    why = "; ".join(seen) or f"{endpoint} serves no model this registry knows"
+    raise UserError(f"cannot tell which rows {endpoint} accepts ({why}): pass --data CSV|sklearn:NAME")

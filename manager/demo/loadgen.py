@@ -93,6 +93,7 @@ class Traffic:
     failed: int = 0
     labelled: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    first_errors: dict[str, str] = field(default_factory=dict)  # code: the first message, e.g. ModelError's
     stop: threading.Event = field(default_factory=threading.Event)
     _waiting: list[tuple[float, str, float]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -160,6 +161,7 @@ class Traffic:
                 with self._lock:
                     self.failed += 1
                     self.errors[code] = self.errors.get(code, 0) + 1
+                    self.first_errors.setdefault(code, _message(exc))
 
     def flush_labels(self) -> None:
         """Write every label still waiting, now (their delay is cut short)."""
@@ -180,3 +182,14 @@ class Traffic:
             self.writer.write([(inference_id, label) for _, inference_id, label in due], datetime.now(UTC))
             with self._lock:
                 self.labelled += len(due)
+
+
+def _message(exc: Exception) -> str:
+    """A failed request's reason in one line: a ModelError carries the model's own message."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        text = str(exc.response.get("OriginalMessage") or exc.response["Error"].get("Message") or exc)
+    else:
+        text = str(exc)
+    return " ".join(text.split())[:200]
