@@ -18,7 +18,8 @@ def _own_csv(path: Path, features: int = 5, rows: int = 120) -> Path:
     rng = np.random.default_rng(7)
     x = rng.normal(size=(rows, features))
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
-    path.write_text("\n".join(",".join([str(t), *(f"{v:.5f}" for v in row)]) for t, row in zip(y, x)) + "\n")
+    lines = (",".join([str(t), *(f"{v:.5f}" for v in row)]) for t, row in zip(y, x, strict=True))
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -51,7 +52,8 @@ def own_endpoint(aws_env: LocalSageMaker, tmp_path: Path, monkeypatch: pytest.Mo
 def test_traffic_sends_the_models_own_training_rows(own_endpoint: Cli, tmp_path: Path) -> None:
     labels = tmp_path / "labels"
     result = own_endpoint(
-        "traffic", "mine-prod", "--rate", "0", "--duration", "1s", "--labels", str(labels), "--label-delay", "0s"
+        *("traffic", "mine-prod", "--rate", "0", "--duration", "1s"),
+        *("--labels", str(labels), "--label-delay", "0s"),
     )
     assert result.exit_code == 0, result.output
     answered = int(result.stdout.split(": ", 1)[1].split(" requests answered")[0])
@@ -72,7 +74,8 @@ def test_a_registered_model_without_training_data_says_what_to_pass(
 ) -> None:
     cli = Cli(tmp_path / "registry.db")
     assert cli("db", "upgrade").exit_code == 0
-    registered = cli("models", "register", "ext", "--artifact", str(artifacts["logistic"]), "--framework", "sklearn")
+    artifact = str(artifacts["logistic"])
+    registered = cli("models", "register", "ext", "--artifact", artifact, "--framework=sklearn")
     assert registered.exit_code == 0, registered.output
     assert cli("models", "approve", "ext:1", "--reason", "reviewed").exit_code == 0
     assert cli("endpoints", "create", "ext-prod", "--model", "ext:1").exit_code == 0

@@ -288,6 +288,8 @@ def create(
     from manager.platforms import factory
     from manager.rollout import endpoints
 
+    with app.database().read() as session:
+        model_ref = endpoints.deployable(session, model_ref).ref  # `sugar` said as `sugar:2`
     platform = factory.platform()
     options: dict[str, Any] = {
         "variant": variant,
@@ -298,7 +300,7 @@ def create(
     if not wait:
         config = endpoints.create(app.database(), platform, name, model_ref, app.actor, **options)
         click.echo(
-            f"endpoint {name} is being created with config {config}; "
+            f"endpoint {name} is being created with config {config} to serve {model_ref}; "
             f"`variantctl endpoints status {name} --wait` records when it serves"
         )
         return

@@ -187,7 +187,8 @@ def _decide(app: AppContext, ref: str, to: str, reason: str) -> None:
 
     with app.database().write() as session:
         version = models.get(session, ref)
-        if to not in MODEL_TRANSITIONS.get(version.status, ()):  # type: ignore[call-overload]
+        # a serving version stops serving through a rollout or `endpoints forget`, not by a word here
+        if version.status == "serving" or to not in MODEL_TRANSITIONS.get(version.status, ()):  # type: ignore[call-overload]
             raise UserError(f"{version.ref} is {version.status}; it cannot be {to} now")
         if version.status == to:
             raise UserError(f"{version.ref} is already {to}")

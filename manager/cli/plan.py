@@ -78,7 +78,9 @@ def planned(app: AppContext, policy: object, endpoint: str | None) -> tuple[str,
         if row is None:
             raise NotFound(f"no endpoint {name!r} in the registry; create or adopt it first")
         serving = rollouts.serving_baseline(row, target.baseline_variant)
-        candidate = rollouts.resolve_candidate(session, target.candidate.model, target.candidate.version)
+        candidate = rollouts.resolve_candidate(
+            session, target.candidate.model, target.candidate.version, serving.model_version
+        )
         subject = plan.Subject(
             serving.variant_name,
             serving.model_version,

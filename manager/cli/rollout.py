@@ -30,17 +30,24 @@ def start(app: AppContext, path: Path, output: str) -> None:
     """Start a rollout under a policy."""
     from manager import policy as policies
     from manager.clock import utcnow
-    from manager.registry.rollouts import RolloutView
+    from manager.registry.rollouts import RolloutView, going_back
     from manager.rollout import launch
 
     policy, text = policies.load(path)
     with app.database().write() as session:
-        record = RolloutView.of(launch.start(session, policy, text, app.actor, utcnow())).record()
+        row = launch.start(session, policy, text, app.actor, utcnow())
+        record = RolloutView.of(row).record()
+        backwards = going_back(row.baseline, row.candidate)
     if output == "table":
         click.echo(
             f"rollout {record['rollout']} started: {record['candidate']} beside {record['baseline']} on "
             f"{record['endpoint']}; `variantctl daemon` carries it out"
         )
+        if backwards:
+            click.echo(
+                f"note: {record['candidate']} is older than {record['baseline']}, which it would replace",
+                err=True,
+            )
     else:
         emit_record(record, output)
 

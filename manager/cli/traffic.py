@@ -105,10 +105,7 @@ def _training_data(app: AppContext, endpoint: str) -> str:
         seen: list[str] = []
         for variant in variants:
             version = variant.model_version
-            run = version.training_run if version is not None else None
-            if version is None:
-                continue
-            label = f"{version.name}:{version.version}"
+            label, run = version.ref, version.training_run
             inputs = run.inputs if run is not None else {}
             location = inputs.get("location") or inputs.get("dataset")
             if not location:

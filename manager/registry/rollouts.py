@@ -49,11 +49,24 @@ def candidate_variant_name(baseline_variant: str, candidate: ModelVersion, named
     return derived if derived != baseline_variant else f"{derived[:57]}-next"
 
 
-def resolve_candidate(session: Session, model: str, version: int | None) -> ModelVersion:
-    """`model:version`, or the newest approved version of `model` when no version is given."""
+def resolve_candidate(
+    session: Session, model: str, version: int | None, serving: ModelVersion | None = None
+) -> ModelVersion:
+    """`model:version`, or the newest approved version of `model` when no version is given. Given the
+    version `serving` now, the newest approved never goes backwards: an older one is refused, saying
+    how to go back to it on purpose."""
     if version is not None:
         return models.get(session, f"{model}:{version}")
     approved = models.list_versions(session, model, "approved")
+    if serving is not None and serving.name == model and approved:
+        newer = [v for v in approved if v.version > serving.version]
+        if not newer:
+            raise UserError(
+                f"no approved version of {model} is newer than {serving.ref}, which serves now; the newest "
+                f"approved is {approved[0].ref}: name it (candidate: {{model: {model}, version: "
+                f"{approved[0].version}}}) to go back to it on purpose"
+            )
+        return newer[0]
     if not approved:
         if not models.list_versions(session, model):
             known = sorted({v.name for v in models.list_versions(session)})
@@ -62,6 +75,11 @@ def resolve_candidate(session: Session, model: str, version: int | None) -> Mode
             raise NotFound(f"no model {model!r} in the registry{hint}")
         raise NotFound(f"model {model} has no approved candidate to roll out")
     return approved[0]
+
+
+def going_back(baseline: ModelVersion, candidate: ModelVersion) -> bool:
+    """Whether `candidate` is an older version of the model `baseline` is a version of."""
+    return candidate.name == baseline.name and candidate.version < baseline.version
 
 
 def active_on(session: Session, endpoint: str) -> Rollout | None:
@@ -122,7 +140,7 @@ def start(session: Session, request: StartRequest, actor: str, now: datetime) ->
         )
     serving = serving_baseline(endpoint, request.baseline_variant)
     baseline = serving.model_version
-    candidate = resolve_candidate(session, request.candidate_model, request.candidate_version)
+    candidate = resolve_candidate(session, request.candidate_model, request.candidate_version, baseline)
     if candidate.id == baseline.id:
         raise UserError(f"{candidate.ref} is already serving on {endpoint.name}")
     if candidate.status == "rejected":
@@ -155,6 +173,8 @@ def start(session: Session, request: StartRequest, actor: str, now: datetime) ->
         {
             "baseline": baseline.ref,
             "candidate": candidate.ref,
+            # an older version of the serving model, named on purpose: said, never silent
+            "older_than_baseline": going_back(baseline, candidate),
             "variants": {"baseline": rollout.baseline_variant, "candidate": rollout.candidate_variant},
             "policy": request.policy_name,
             "policy_hash": rollout.policy_hash,

@@ -43,7 +43,7 @@ MODEL_TRANSITIONS: dict[ModelStatus, tuple[ModelStatus, ...]] = {
     "candidate": ("approved", "rejected", "serving"),
     "approved": ("approved", "rejected", "serving"),
     "rejected": ("approved", "rejected", "serving"),
-    "serving": ("serving", "retired"),
+    "serving": ("serving", "retired", "approved"),  # approved: its endpoint was forgotten (not by hand)
     "retired": ("serving", "retired", "rejected"),
 }
 

@@ -46,7 +46,8 @@ def create(
     records the config and the request, not that it serves: `settle` does, once the platform says
     InService (or records the failure)."""
     with database.read() as session:
-        version = models.get(session, model_ref)
+        version = deployable(session, model_ref)
+        model_ref = version.ref  # the version chosen now, written below whatever is registered meanwhile
         existing = session.scalar(select(Endpoint).where(Endpoint.name == name))
         if existing is not None and existing.current_config is not None:
             raise UserError(f"endpoint {name} is already managed (config {existing.current_config.name})")
@@ -91,6 +92,18 @@ def create(
             ),
         )
     return spec.name
+
+
+def deployable(session: Session, model_ref: str) -> ModelVersion:
+    """`name:version` as named, or for a bare name its newest version that is approved or serving: never
+    a candidate the gate has not passed, nor a rejected one (issue 31)."""
+    if models.parse_ref(model_ref)[1] is not None:
+        return models.get(session, model_ref)
+    models.get(session, model_ref)  # "no model ..." when the name is unknown
+    usable = [v for v in models.list_versions(session, model_ref) if v.status in ("approved", "serving")]
+    if not usable:
+        raise UserError(f"model {model_ref} has no approved version; name the one to serve ({model_ref}:N)")
+    return usable[0]
 
 
 def settle(database: Database, state: EndpointState, actor: str) -> str | None:
@@ -172,15 +185,32 @@ def forget(database: Database, platform: EndpointPlatform | None, name: str, act
         active = active_on(session, name)
         if active is not None:
             raise UserError(f"endpoint {name} has rollout {active.id} ({active.state}); abort it first")
+        config = endpoint.current_config
+        served = [v.model_version for v in config.variants] if config is not None else []
         attest.unserve(session, endpoint, actor)
         payload = {"deleted_on_platform": platform is not None}
         audit.append(session, actor, audit.Event("endpoint.forget", "endpoint", name, reason, payload, name))
+        _unserved(session, served, name, actor)
         referenced = session.scalar(select(Rollout.id).where(Rollout.endpoint_id == endpoint.id).limit(1))
         if referenced is None:
             session.delete(endpoint)
     if platform is not None:
         platform.delete_endpoint(name)
     return name
+
+
+def _unserved(session: Session, versions: list[ModelVersion], endpoint: str, actor: str) -> None:
+    """The versions a forgotten endpoint served that serve no other managed endpoint are `approved`
+    again: ready to be served or rolled out, as before (issue 31: they stayed `serving` for ever)."""
+    still = {
+        v.model_version_id
+        for e in session.scalars(select(Endpoint).where(Endpoint.current_config_id.is_not(None)))
+        for v in (e.current_config.variants if e.current_config else [])
+    }
+    for version in {v.id: v for v in versions}.values():
+        if version.status == "serving" and version.id not in still:
+            why = f"{endpoint} was forgotten; it serves no managed endpoint"
+            models.transition(session, version, "approved", actor, reason=why, endpoint=endpoint)
 
 
 def adopt(
