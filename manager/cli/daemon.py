@@ -144,6 +144,8 @@ def status(app: AppContext, output: str) -> None:
                 "alive": now - d.seen_at <= timedelta(minutes=1),
                 "leads": lease is not None and lease.holder == d.instance and lease.expires_at > now,
                 "seen_at": d.seen_at,
+                "ticked_at": d.ticked_at,  # its last reconcile tick (None: it has not ticked yet)
+                "tick_seconds": d.tick_seconds,
                 "started_at": d.started_at,
             }
             for d in daemons
@@ -172,7 +174,8 @@ def status(app: AppContext, output: str) -> None:
     emit_record(
         {k: record[k] for k in ("leader", "epoch", "lease_expires_at")}, output, title="scheduler leader"
     )
-    emit(rows, ("daemon", "host", "pid", "alive", "leads", "seen_at"), output, title="daemons")
+    columns = ("daemon", "host", "pid", "alive", "leads", "seen_at", "ticked_at")
+    emit(rows, columns, output, title="daemons")
     emit(
         record["endpoint_leases"],
         ("endpoint", "holder", "expires_at", "held"),

@@ -11,6 +11,7 @@ import click
 
 from manager.cli.context import AppContext, pass_app
 from manager.cli.render import atomic_output, emit, emit_record, metric_cells, output_option
+from manager.cli.rollout_views import paired_cells, watch_view
 from manager.views.rows import ROLLOUT_COLUMNS
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ def start(app: AppContext, path: Path, output: str) -> None:
             f"rollout {record['rollout']} started: {record['candidate']} beside {record['baseline']} on "
             f"{record['endpoint']}; `variantctl daemon` carries it out"
         )
+        _acts(app, record["endpoint"])
         if backwards:
             click.echo(
                 f"note: {record['candidate']} is older than {record['baseline']}, which it would replace",
@@ -168,6 +170,8 @@ def status(app: AppContext, rollout_id: int, wait: bool, timeout: float, every: 
     from manager.registry.vocabulary import is_final
 
     record = _status(app, rollout_id)
+    if wait and record.get("daemon") and not record["daemon"]["alive"]:
+        click.echo(f"warning: {record['daemon']['said']}; waiting all the same", err=True)
     deadline = time.monotonic() + timeout
     while wait and not is_final(record["state"]):
         if time.monotonic() >= deadline:
@@ -182,12 +186,15 @@ def status(app: AppContext, rollout_id: int, wait: bool, timeout: float, every: 
         for key in ("steps", "ingest"):
             record.pop(key)
         paired = record.pop("paired")
+        daemon = record.pop("daemon", None)
+        if daemon is not None:
+            record["daemon"] = daemon["said"] if daemon["alive"] else f"DOWN: {daemon['said']}"
         package = record.pop("model_package", None)
         if package:
             record["model_package"] = f"{package['version']}; outcome written back: {package['writeback']}"
         emit_record(record, output, title=f"rollout {rollout_id}")
         if paired:
-            emit_record(_paired_cells(paired), output, title="paired (replay)")
+            emit_record(paired_cells(paired), output, title="paired (replay)")
         emit(
             [{"metric": k, **metric_cells(v)} for k, v in metrics.items()],
             ("metric", "status", "baseline", "candidate", "interval"),
@@ -197,110 +204,6 @@ def status(app: AppContext, rollout_id: int, wait: bool, timeout: float, every: 
     else:
         sys.stdout.write(json.dumps(record, default=str, indent=2) + "\n")
     _finish(record)
-
-
-def _watch_view(record: dict[str, Any]) -> Any:
-    """The header, the step list, each metric against its minimum, why it waits, ingest health."""
-    from rich.console import Group
-    from rich.table import Table
-
-    from manager.clock import utcnow
-
-    now = utcnow()
-    created = record["created_at"]
-    ended = record.get("finished_at") or now
-    head = Table(show_header=False, box=None, pad_edge=False)
-    head.add_column(style="bold")
-    head.add_column()
-    head.add_row(
-        f"rollout {record['rollout']}",
-        f"{record['candidate']} beside {record['baseline']} on {record['endpoint']}"
-        f", policy {record['policy']}",
-    )
-    head.add_row("state", f"{record['state']}, candidate at {record['weight']:g}%")
-    head.add_row(
-        "started",
-        f"{created:%Y-%m-%d %H:%M:%S} UTC, {_ago(ended - created)} ago"
-        if not record.get("finished_at")
-        else f"{created:%Y-%m-%d %H:%M:%S} UTC, ran {_ago(ended - created)}",
-    )
-    head.add_row("updated", f"{now:%H:%M:%S} UTC")
-    if record.get("reason"):
-        head.add_row("why", str(record["reason"]))
-    if record.get("last_error"):
-        head.add_row("error", f"{record['last_error']} ({record['failures']} failed ticks)")
-    package = record.get("model_package")
-    if package:
-        head.add_row("package", f"{package['version']}; outcome written back: {package['writeback']}")
-    ingest = record.get("ingest")
-    if ingest is not None:
-        head.add_row(
-            "ingest",
-            f"{ingest['records_read']} records, {ingest['malformed_skipped']} malformed, "
-            f"{ingest['predictions_waiting_for_labels']} waiting for labels"
-            + (
-                f", last read {_ago(now - ingest['last_read_at'])} ago"
-                if ingest.get("last_read_at")
-                else ", not read yet"
-            )
-            + (f"; read errors: {'; '.join(ingest['read_errors'])}" if ingest["read_errors"] else ""),
-        )
-    paired = record.get("paired")
-    if paired:
-        for key, value in _paired_cells(paired).items():
-            head.add_row(key, str(value))
-    steps = _steps_table(record["steps"])
-    metrics = Table(title="metrics (current phase)")
-    for column in ("metric", "status", "samples", "baseline", "candidate", "interval"):
-        metrics.add_column(column)
-    for name, v in record["metrics"].items():
-        cells = metric_cells(v)
-        samples = v.get("pairs") or min(
-            float(v.get("baseline_n", v.get("baseline_requests", 0)) or 0),
-            float(v.get("candidate_n", v.get("candidate_requests", 0)) or 0),
-        )
-        label = f"{name} (dry run)" if v.get("dry_run") else f"{name} ({v.get('role', '')})"
-        metrics.add_row(
-            label,
-            cells["status"],
-            f"{samples:,.0f} / {v['min_samples']:,}",
-            cells["baseline"],
-            cells["candidate"],
-            cells["interval"],
-        )
-    return Group(head, steps, metrics)
-
-
-def _paired_cells(paired: dict[str, Any]) -> dict[str, Any]:
-    """A replay's progress and what its pairs show without labels, as short lines."""
-    out: dict[str, Any] = {}
-    if "planned" in paired:
-        out["replay"] = (
-            f"{paired['done']} of {paired['planned']} sent, {paired['queued']} queued,"
-            f" {paired['failed']} failed, {paired.get('candidate_errors', 0)} answered with an error"
-        )
-        skipped = paired.get("skipped") or {}
-        if skipped:
-            out["left out"] = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in skipped.items())
-        if paired.get("refused"):
-            out["refused"] = paired["refused"]
-    if "agreement_rate" in paired:
-        out["agreement"] = f"{paired['agreement_rate']:.1%} of {paired['compared']} predictions"
-    shift = paired.get("prediction_shift")
-    if shift:
-        out["score shift"] = f"{shift['mean']:+.4f} [{shift['low']:+.4f}, {shift['high']:+.4f}]"
-    if "candidate_latency_ms" in paired:
-        out["candidate latency"] = f"{paired['candidate_latency_ms']:.1f} ms (replayed, mean)"
-    return out
-
-
-def _ago(delta: Any) -> str:
-    seconds = int(delta.total_seconds())
-    return (
-        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-        if seconds >= 3600
-        else f"{seconds // 60}m{seconds % 60:02d}s"
-    )
 
 
 @rollout_group.command("watch")
@@ -319,11 +222,11 @@ def watch(app: AppContext, rollout_id: int, every: float) -> None:
     from manager.registry.vocabulary import is_final
 
     record = _status(app, rollout_id)
-    with Live(_watch_view(record), refresh_per_second=4) as live:
+    with Live(watch_view(record), refresh_per_second=4) as live:
         while not is_final(record["state"]):
             time.sleep(every)
             record = _status(app, rollout_id)
-            live.update(_watch_view(record))
+            live.update(watch_view(record))
     click.echo(f"rollout {rollout_id}: {record['state']}: {record.get('reason') or ''}")
     _finish(record)
 
@@ -332,8 +235,21 @@ def _intent(app: AppContext, rollout_id: int, intent: OperatorIntent, reason: st
     from manager.views import intents
 
     with app.database().write() as session:
-        intents.request(session, rollout_id, intent, reason, app.actor)
-    click.echo(f"rollout {rollout_id}: {intent} requested; the daemon acts within one tick")
+        endpoint = intents.request(session, rollout_id, intent, reason, app.actor).endpoint.name
+    click.echo(f"rollout {rollout_id}: {intent} requested; {_acts(app, endpoint)}")
+
+
+def _acts(app: AppContext, endpoint: str) -> str:
+    """Who acts on what was just written: the daemon within a tick, or, when no daemon has ticked the
+    endpoint lately, a warning on stderr and "nobody yet" (issue 31: the promise was made regardless)."""
+    from manager.registry import liveness
+
+    with app.database().read() as session:
+        said = liveness.check(session, endpoint).warning()
+    if said is None:
+        return "the daemon acts within one tick"
+    click.echo(said, err=True)
+    return "no daemon is running to act on it yet"
 
 
 def _intent_command(intent: OperatorIntent) -> None:
@@ -375,8 +291,9 @@ def abort(app: AppContext, rollout_id: int, reason: str | None, reject_candidate
             models.transition(
                 session, rollout.candidate, "rejected", app.actor, reason=why, action="model.rejected"
             )
+        endpoint = rollout.endpoint.name
     kept = "rejected" if reject_candidate else "kept approved (`rollout retry` tries it again)"
-    click.echo(f"rollout {rollout_id}: abort requested; the daemon acts within one tick; candidate {kept}")
+    click.echo(f"rollout {rollout_id}: abort requested; {_acts(app, endpoint)}; candidate {kept}")
 
 
 @rollout_group.command("retry")
@@ -416,6 +333,7 @@ def retry(app: AppContext, rollout_id: int, output: str) -> None:
         click.echo(
             f"rollout {record['rollout']} started: a retry of rollout {rollout_id} ({record['candidate']})"
         )
+        _acts(app, record["endpoint"])
     else:
         emit_record(record, output)
 
@@ -432,23 +350,3 @@ def promote(app: AppContext, rollout_id: int, full: bool, reason: str) -> None:
         f"warning: rollout {rollout_id} will be promoted WITHOUT its analysis; recorded in the history",
         err=True,
     )
-
-
-def _steps_table(rows: list[dict[str, Any]]) -> Any:
-    """The plan's steps, each marked done, now or next; once a rollout ends, where it ended and what
-    it never reached."""
-    from rich.table import Table
-
-    steps = Table(title="steps", show_header=False, box=None)
-    marks = {
-        "done": "[green]done[/green]",
-        "current": "[bold yellow]now[/bold yellow]",
-        "next": "[dim]next[/dim]",
-    }
-    for step in rows:
-        state = step["state"]
-        mark = marks.get(state) or (
-            f"[red]{state}[/red]" if state.startswith("ended") else f"[dim]{state}[/dim]"
-        )
-        steps.add_row(mark, step["what"])
-    return steps

@@ -26,6 +26,8 @@ class Runtime:
     webhook_retry: timedelta = timedelta(seconds=2)  # the first wait before a failed delivery is retried
     webhook_keep: timedelta = timedelta(days=30)  # how long a delivered delivery is kept
     model_registry: Any = None  # the SageMaker Model Registry and its event queue (platforms.packages)
+    tick: float = 0.0  # seconds between reconcile ticks (0: a `--once` run, which is no daemon)
+    started_at: datetime | None = None
 
 
 RUNTIMES: dict[str, Runtime] = {}  # by registry URL: the jobs' only argument is the URL

@@ -17,6 +17,7 @@ from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from manager.clock import utcnow
 from manager.daemon.jobs.digests import DigestSchedule
 from manager.daemon.jobs.ingest import ingest_job
 from manager.daemon.jobs.reconcile import reconcile_job
@@ -121,6 +122,8 @@ def run(
         # restarts after a crash takes its own leases back at once; daemons elsewhere still wait.
         owner = f"{socket.gethostname()}:{lock_path}"
         RUNTIMES[url] = build_runtime(url, owner)
+        if not once:
+            RUNTIMES[url].tick, RUNTIMES[url].started_at = tick, utcnow()
         if once:
             ingest_job(url)
             reconcile_job(url)
@@ -164,7 +167,7 @@ def run_shared(
     from manager.registry import leader
 
     runtime = RUNTIMES[url] = build_runtime(url, instance)
-    runtime.shared = True
+    runtime.shared, runtime.tick, runtime.started_at = True, tick, utcnow()
     with runtime.database.read() as session:
         other = leader.in_use(session, instance, timedelta(seconds=lease_ttl))
     if other is not None:

@@ -165,6 +165,9 @@ class DaemonInstance(Base):
     started_at: Mapped[datetime]
     seen_at: Mapped[datetime] = mapped_column(index=True)
     leader_epoch: Mapped[int | None]  # the epoch it leads under, if it leads
+    ticked_at: Mapped[datetime | None]  # its last reconcile tick began (every daemon, SQLite's too)
+    # how often it ticks: two of these (10 s at least) without a tick, and it is down
+    tick_seconds: Mapped[float | None] = mapped_column(Float)
 
 
 class ScheduledRun(Base):

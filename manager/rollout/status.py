@@ -3,14 +3,15 @@ metric's verdict on the current phase, judged exactly as `decide` judges it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from manager import policy as policies
-from manager.registry import endpoints, observations, pairs, rollouts
+from manager.registry import endpoints, liveness, observations, pairs, rollouts
 from manager.registry.packages import package_summary
+from manager.registry.tables import Rollout
 from manager.registry.vocabulary import is_final
 from manager.rollout.judge import judge, paired_evidence, paired_verdict
 
@@ -28,11 +29,18 @@ class RolloutStatus:
     ingest: dict[str, Any] | None = None  # ground-truth ingestion for the endpoint
     paired: dict[str, Any] | None = None  # a replay's progress and label-free evidence
     package: dict[str, Any] | None = None  # the candidate's model package and the outcome's write-back
+    daemon: dict[str, Any] | None = None  # while it runs: is a daemon ticking its endpoint (liveness)
+    desired_weight: float = 0.0  # the candidate's share its current step asks for (`weight`: in force)
 
     def record(self) -> dict[str, Any]:
+        total = len(self.steps)
         return {
             **self.view.record(),
             "policy": self.policy,
+            # Argo's counter: the step it is on, 1-based, of how many (all of them once it is promoted)
+            "step_of": f"{min(self.view.step + 1, total)}/{total}",
+            "desired_weight": self.desired_weight,
+            "daemon": self.daemon,
             "next": self.next,
             "steps": list(self.steps),
             "metrics": self.metrics,
@@ -81,7 +89,28 @@ def status(session: Session, rollout_id: int) -> RolloutStatus:
         endpoints.ingest_status(session, view.endpoint) if quality else None,
         paired_evidence(paired, policy) if paired is not None else None,
         package_summary(session, rollout_id, view.candidate),
+        None if is_final(view.state) else asdict(liveness.check(session, view.endpoint)),
+        _desired(session, view, policy),
     )
+
+
+def _desired(session: Session, view: rollouts.RolloutView, policy: policies.RolloutPolicy) -> float:
+    """The weight the rollout is moving to (a change under way), or its current step's, or its end's."""
+    if view.state in rollouts.FINAL_WEIGHT:
+        return rollouts.FINAL_WEIGHT[view.state]
+    row = session.get(Rollout, view.rollout)
+    pending = row.pending if row is not None else None
+    if pending and pending.get("op") == "set_weight" and pending.get("weight") is not None:
+        return float(pending["weight"])
+    if view.state in ("rolling_back",):
+        return 0.0
+    if view.state == "promoting":
+        return 100.0
+    weight = 0.0
+    for step in policy.plan[: view.step + 1]:
+        if step.set_weight is not None:
+            weight = step.set_weight.percent
+    return weight
 
 
 def _step_state(view: rollouts.RolloutView, i: int) -> str:

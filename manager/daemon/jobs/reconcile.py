@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from manager.daemon.runtime import RUNTIMES
+from manager.daemon.runtime import RUNTIMES, Runtime
 
 log = logging.getLogger("variantctl.daemon")
 
@@ -12,8 +12,11 @@ log = logging.getLogger("variantctl.daemon")
 def reconcile_job(url: str) -> None:
     from manager import telemetry
 
+    runtime = RUNTIMES[url]
+    if runtime.tick > 0:
+        _heartbeat(runtime)
     with telemetry.TICK_SECONDS.time():
-        outcomes = RUNTIMES[url].reconciler.tick()
+        outcomes = runtime.reconciler.tick()
     for outcome in outcomes:
         telemetry.TICK_RESULTS.labels(outcome.did).inc()
         if outcome.did not in ("wait", "skip"):
@@ -31,3 +34,16 @@ def reconcile_job(url: str) -> None:
                 outcome.detail,
                 extra={"fields": fields},
             )
+
+
+def _heartbeat(runtime: Runtime) -> None:
+    """This tick runs (what `rollout pause`, `watch` and the dashboard read to say a daemon is up); a
+    registry that cannot take it now is the tick's own problem, met just below."""
+    from manager.clock import utcnow
+    from manager.registry import liveness
+
+    try:
+        with runtime.database.write() as session:
+            liveness.ticked(session, runtime.instance, runtime.tick, runtime.started_at or utcnow())
+    except Exception as exc:
+        log.debug("heartbeat not written: %s", exc)
