@@ -137,3 +137,22 @@ def test_json_keeps_text_as_written_and_numbers_as_numbers(tmp_path: Path) -> No
     [row] = json.loads(shown.stdout)
     assert row["version"] == 1 and row["metrics"] == {"auc": 0.9}
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$", row["created_at"]), row["created_at"]
+
+
+def test_a_reader_that_stops_early_is_not_an_error(registry: Path) -> None:
+    """Issue 31, item 7: `variantctl history | head` ended in `error: [Errno 32] Broken pipe`. Here the
+    pipe's reading end is closed before the CLI writes at all: every write meets a closed pipe."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "manager", "--db", str(registry), "history"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert "error" not in done.stderr.lower() and "Traceback" not in done.stderr, done.stderr
+    assert done.returncode in (0, 1)  # click's own exit for a closed pipe; nothing said

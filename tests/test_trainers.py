@@ -292,3 +292,25 @@ def test_models_compare_gives_an_interval(cli_db: tuple[Database, list[str]], co
     auc = rows["roc_auc"]
     assert auc["ci_low"] <= auc["B - A"] <= auc["ci_high"]
     assert auc["B - A"] == pytest.approx(auc["churn:2"] - auc["churn:1"], abs=1e-3)
+
+
+def test_a_csv_with_its_target_last_is_told_where_the_target_goes(
+    cli_db: tuple[Database, list[str]], config_file: Path, tmp_path: Path
+) -> None:
+    """Issue 31, item 7: the label in the last column made the data read as regression, and the user
+    was told only that roc_auc does not apply to regression models."""
+    database, args = cli_db
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(80, 4))
+    label = (x[:, 0] > 0).astype(int)
+    path = tmp_path / "label-last.csv"
+    path.write_text(
+        "".join(
+            ",".join([*(f"{v:.4f}" for v in row), str(t)]) + "\n" for row, t in zip(x, label, strict=True)
+        )
+    )
+    code, _, stderr = _train(args, "--data", str(path), "--config", str(config_file))
+    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert "metric 'roc_auc' does not apply to regression models" in stderr
+    assert "the last column holds 2 whole values, like a class label: the target goes first" in stderr
+    assert _model_count(database) == 0

@@ -28,11 +28,39 @@ def metrics_for(task: Task) -> tuple[str, ...]:
     return REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
 
 
-def check_metric(task: Task, metric: str) -> None:
+def check_metric(task: Task, metric: str, x: np.ndarray | None = None) -> None:
+    """Refused when `metric` does not fit the task the target implies; given the features `x`, the
+    message says where the target may really be (issue 31: a CSV with its label last read as regression,
+    and the user was told only that roc_auc does not apply)."""
     if metric not in metrics_for(task):
         raise UserError(
             f"metric {metric!r} does not apply to {task} models; use one of {', '.join(metrics_for(task))}"
+            + (_target_hint(task, x) if x is not None else "")
         )
+
+
+def _target_hint(task: Task, x: np.ndarray) -> str:
+    """Where a classification target may be when the first column reads as regression (or the reverse)."""
+    if task != "regression":
+        return (
+            " (the first column, read as the target, holds only a few whole values, so the data reads as "
+            f"{task}; the target goes first, with no header, as SageMaker's CSV takes it)"
+        )
+    labelled = [
+        i
+        for i in range(x.shape[1])
+        if 2 <= np.unique(x[:, i]).size <= 20 and np.all(np.equal(np.mod(x[:, i], 1), 0))
+    ]
+    said = " (the first column, read as the target, holds continuous values, so the data reads as regression"
+    if not labelled:
+        return said + ")"
+    last = labelled[-1]
+    where = "the last column" if last == x.shape[1] - 1 else f"column {last + 2}"
+    values = np.unique(x[:, last]).size
+    return (
+        f"{said}; {where} holds {values} whole values, like a class label: the target goes first, "
+        "with no header, as SageMaker's CSV takes it)"
+    )
 
 
 def predict(model: Any, x: np.ndarray, task: Task) -> np.ndarray:

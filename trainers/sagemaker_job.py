@@ -244,7 +244,7 @@ class SageMakerTrainer:
         job = config.sagemaker
         if job is None:
             raise UserError("the SageMaker trainer needs a `sagemaker:` section in train.yaml")
-        check_metric(data.task, config.objective.metric)
+        check_metric(data.task, config.objective.metric, data.x)
         started = utcnow()
         splits = split(data, config.split.validation, config.split.test, config.split.seed)
         run = readable_name(config.model, data, started)[:32].rstrip("-")

@@ -128,7 +128,7 @@ class SklearnTrainer:
     name = "sklearn"
 
     def train(self, config: TrainConfig, data: Dataset, progress: Progress | None = None) -> TrainingResult:
-        check_metric(data.task, config.objective.metric)
+        check_metric(data.task, config.objective.metric, data.x)
         started = utcnow()
         base = build(config.estimator, data.task, config.params, seed=config.split.seed)
         splits = split(data, config.split.validation, config.split.test, config.split.seed)

@@ -93,8 +93,8 @@ class Root(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.UsageError, click.Abort):
-            raise
+        except (click.exceptions.Exit, click.UsageError, click.Abort, BrokenPipeError):
+            raise  # a closed pipe (`| head`): click's own handling exits quietly, not "error: [Errno 32]"
         except click.ClickException as exc:
             click.echo(f"error: {exc.format_message()}", err=True)
             ctx.exit(EXIT_USAGE)
