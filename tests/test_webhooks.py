@@ -310,3 +310,43 @@ def test_a_pre_rollout_gate_past_its_deadline_proceeds_when_the_policy_says_so(
         [deadline] = audit.history(world.database, audit.HistoryFilter(action="gate.deadline"))
         assert "proceeding" in (deadline.reason or "")
         assert failing.requests  # it was asked, and answered 500 each time
+
+
+def test_one_step_changed_per_weight_a_named_operator_and_a_link(
+    tmp_path: Path, artifacts: dict[str, Path]
+) -> None:
+    """Issue 31, item 8: step_changed came 2-3 times per weight change; `paused` did not say who paused;
+    no payload linked to the dashboard."""
+    from manager.registry import rollouts
+
+    with receiver() as hook, make_world(tmp_path, artifacts) as world:
+        rollout_id = world.start(hooked(f"  - {{name: ops, url: '{hook.url}/events'}}\n"))
+        world.tick_until(rollout_id, ("running",))
+        with world.database.write() as session:
+            rollouts.set_intent(session, rollout_id, "pause", "checking the pager", "alice")
+        world.tick_until(rollout_id, ("paused",))
+        with world.database.write() as session:
+            rollouts.set_intent(session, rollout_id, "resume", None, "alice")
+        world.tick_until(rollout_id, ("promoted",))
+        base = "https://variantctl.example.com"
+
+        def sent() -> list[dict[str, object]]:
+            return [r.json for r in hook.requests]
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(b["kind"] == "promoted" for b in sent()):
+            worker.run(world.database, FAST, link=base)
+            time.sleep(0.05)
+        bodies = sent()
+        steps = [b for b in bodies if b["kind"] == "step_changed"]
+        # deployed beside the baseline at 0%, then CANARY's 20% and 50%: one event per change, in order
+        # (before: the advance of each step was sent as well)
+        weights = [b["rollout"]["weight"] for b in steps]  # type: ignore[index]
+        assert weights == [0.0, 20.0, 50.0], [b["event"] for b in steps]
+        [paused] = [b for b in bodies if b["kind"] == "paused"]
+        assert f"rollout {rollout_id} on {ENDPOINT} (churn:2 beside churn:1): paused by alice" in str(
+            paused["text"]
+        )
+        assert {b["link"] for b in bodies} == {f"{base}/rollouts/{rollout_id}"}
+        slack = events.slack(paused)
+        assert f"<{base}/rollouts/{rollout_id}|open>" in json.dumps(slack)

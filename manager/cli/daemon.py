@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,12 @@ from manager.cli.render import emit, emit_record, output_option
     "--token-file",
     type=click.Path(path_type=Path, dir_okay=False),
     help="with --http: operators' `NAME TOKEN` lines, who may act from the dashboard",
+)
+@click.option(
+    "--dashboard-url",
+    metavar="URL",
+    help="the dashboard as people reach it, for the link in each webhook event "
+    "[env: VARIANTCTL_DASHBOARD_URL; default with --http: its address]",
 )
 @click.option("--once", is_flag=True, help="one ingestion and one tick, then exit")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -76,6 +83,7 @@ def daemon(
     lease_ttl: float,
     http_address: str | None,
     token_file: Path | None,
+    dashboard_url: str | None,
 ) -> None:
     """Reconcile rollouts, ingest ground truth, run scheduled retrains and sign the history until SIGTERM.
 
@@ -99,6 +107,11 @@ def daemon(
     app.database()  # refuse a missing or old registry
     if instance_id is not None and not 0 < len(instance_id) <= 128:
         raise click.BadParameter("give 1-128 characters", param_hint="--instance-id")
+    if dashboard_url is not None:
+        os.environ["VARIANTCTL_DASHBOARD_URL"] = dashboard_url  # read, and checked, with the other knobs
+    from manager.config import DaemonTuning
+
+    DaemonTuning.from_env()  # a bad knob (or URL) is refused before anything starts
     if token_file is not None and http_address is None:
         raise click.BadParameter("serves no dashboard without --http", param_hint="--token-file")
     if http_address is not None:
@@ -114,7 +127,18 @@ def daemon(
         serve.start_in_thread(app.settings.db_url, host, port, operators)
         serve.reload_on_sighup(operators)
         click.echo(f"dashboard and /metrics on http://{host}:{port}/", err=True)
+        _link_default(dashboard_url, host, port)
     runner.run(app.settings.db_url, tick, ingest_every, policies_dir, once, schedule, instance_id, lease_ttl)
+
+
+def _link_default(given: str | None, host: str, port: int) -> None:
+    """Webhook links point at the dashboard this daemon serves, unless an address is given."""
+    import socket
+
+    if given is None and not os.environ.get("VARIANTCTL_DASHBOARD_URL"):
+        shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+        shown = f"[{shown}]" if ":" in shown else shown
+        os.environ["VARIANTCTL_DASHBOARD_URL"] = f"http://{shown}:{port}"
 
 
 @daemon.command("status")

@@ -108,7 +108,9 @@ class DaemonTuning:
       ticks): with several daemons, how soon a dead one's endpoints pass to the others;
     - webhook_retry: the wait before a failed webhook delivery's first retry (it doubles each time, up
       to 10 minutes; after `WEBHOOK_ATTEMPTS` attempts the delivery is marked failed, kept and listed);
-    - webhook_keep: how long a delivered webhook delivery is kept (failed ones are kept until sent).
+    - webhook_keep: how long a delivered webhook delivery is kept (failed ones are kept until sent);
+    - dashboard_url: the dashboard's address as people reach it (VARIANTCTL_DASHBOARD_URL, or
+      `daemon --dashboard-url`), for the link each webhook event carries; none when unset.
     """
 
     metrics_lag: timedelta = timedelta(seconds=180)
@@ -118,6 +120,7 @@ class DaemonTuning:
     endpoint_lease: timedelta = timedelta(seconds=60)
     webhook_retry: timedelta = timedelta(seconds=2)
     webhook_keep: timedelta = timedelta(days=30)
+    dashboard_url: str | None = None
 
     @classmethod
     def from_env(cls) -> DaemonTuning:
@@ -129,7 +132,17 @@ class DaemonTuning:
             endpoint_lease=timedelta(seconds=_seconds("VARIANTCTL_ENDPOINT_LEASE_SECONDS", 60)),
             webhook_retry=timedelta(seconds=_seconds("VARIANTCTL_WEBHOOK_RETRY_SECONDS", 2)),
             webhook_keep=timedelta(seconds=_seconds("VARIANTCTL_WEBHOOK_KEEP_SECONDS", 30 * 86400)),
+            dashboard_url=_url("VARIANTCTL_DASHBOARD_URL"),
         )
+
+
+def _url(variable: str) -> str | None:
+    raw = (os.environ.get(variable) or "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(("http://", "https://")) or any(c.isspace() for c in raw):
+        raise UserError(f"{variable}={raw!r}: give an http:// or https:// address")
+    return raw.rstrip("/")
 
 
 def _seconds(variable: str, default: float) -> float:

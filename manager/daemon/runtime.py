@@ -26,6 +26,7 @@ class Runtime:
     webhook_retry: timedelta = timedelta(seconds=2)  # the first wait before a failed delivery is retried
     webhook_keep: timedelta = timedelta(days=30)  # how long a delivered delivery is kept
     model_registry: Any = None  # the SageMaker Model Registry and its event queue (platforms.packages)
+    dashboard_url: str | None = None  # where a webhook event's link points (DaemonTuning)
     tick: float = 0.0  # seconds between reconcile ticks (0: a `--once` run, which is no daemon)
     started_at: datetime | None = None
 
@@ -86,5 +87,6 @@ def build_runtime(url: str, owner: str) -> Runtime:
         replayer=Replayer(database, platform, s3_client=s3, owner=owner),
         webhook_retry=tuning.webhook_retry,
         webhook_keep=tuning.webhook_keep,
+        dashboard_url=tuning.dashboard_url,
         model_registry=ModelRegistry(aws.client("sagemaker"), aws.client("sqs"), s3),
     )

@@ -86,8 +86,9 @@ def remove_target(session: Session, name: str, actor: str, now: datetime) -> Non
     audit.append(session, actor, audit.Event("webhook.removed", "webhook", name, None, {}), at=now)
 
 
-def fan_out(database: Database, limit: int = BATCH) -> int:
-    """One batch of history events past the cursor into deliveries; how many events were read."""
+def fan_out(database: Database, limit: int = BATCH, link: str | None = None) -> int:
+    """One batch of history events past the cursor into deliveries; how many events were read. `link`:
+    the dashboard's address, for each event's link to its rollout's page."""
     with database.write() as session:
         cursor = session.get(WebhookCursor, CURSOR, with_for_update=True)
         if cursor is None:
@@ -114,7 +115,7 @@ def fan_out(database: Database, limit: int = BATCH) -> int:
                 if hook.spec.events and kind not in hook.spec.events:
                     continue
                 key = f"{hook.source}:{hook.spec.name}:{row.seq}"
-                message = events.body(row, kind, key, None if rollout is None else rollout[0])
+                message = events.body(row, kind, key, None if rollout is None else rollout[0], link)
                 if hook.spec.format == "slack":
                     message = events.slack(message)
                 values.append(_delivery(hook, key, row, kind, message, now))

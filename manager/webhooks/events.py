@@ -14,8 +14,10 @@ from manager.rollout.verdicts import SRM_REASON
 # A history action -> the event kind webhooks subscribe to (policy.WebhookEvent).
 KINDS = {
     "rollout.start": "started",
+    # step_changed: once per change of the candidate's share in force (deployed at its first weight, then
+    # each new phase) or of its shadow copy; `rollout.advance` (a step done) and `rollout.set_weight` (a
+    # change asked for) are not sent too (issue 31: 9 events for 3 weight changes).
     "rollout.deployed": "step_changed",
-    "rollout.advance": "step_changed",
     "rollout.phase": "step_changed",
     "rollout.shadowing": "step_changed",
     "rollout.shadow_ended": "step_changed",
@@ -70,9 +72,12 @@ def who(rollout: Any, policy: str) -> dict[str, Any]:
     }
 
 
-def body(event: Any, kind: str, key: str, rollout: dict[str, Any] | None) -> dict[str, Any]:
+def body(
+    event: Any, kind: str, key: str, rollout: dict[str, Any] | None, link: str | None = None
+) -> dict[str, Any]:
     """The JSON body of one event: what happened, to which rollout and endpoint, the decision and the
-    evidence the history holds for it, and the event's place in the chain (seq, hash)."""
+    evidence the history holds for it, the event's place in the chain (seq, hash), and with `link`
+    (the dashboard's address) the rollout's page."""
     payload = json.loads(event.payload)
     snapshot = payload.pop("rollout", None)
     out: dict[str, Any] = {
@@ -90,6 +95,7 @@ def body(event: Any, kind: str, key: str, rollout: dict[str, Any] | None) -> dic
         "rollout": None if rollout is None else {**rollout, **(snapshot or {})},
         "endpoint": None if rollout is None else rollout["endpoint"],
         "decision": {"action": event.action, "reason": event.reason, "evidence": payload},
+        "link": f"{link}/rollouts/{rollout['id']}" if link and rollout is not None else None,
     }
     out["text"] = line(out)
     return out
@@ -102,7 +108,9 @@ def line(body: dict[str, Any]) -> str:
     where = f"rollout {r.get('id')} on {r.get('endpoint')}" if r else body["event"]["subject"]
     models = f" ({r['candidate']} beside {r['baseline']})" if r.get("candidate") else ""
     reason = body["event"]["reason"]
-    return f"{where}{models}: {what}" + (f": {reason}" if reason else "")
+    asked = (body["decision"].get("evidence") or {}).get("requested_by") or {}
+    by = f" by {asked['actor']}" if asked.get("actor") else ""
+    return f"{where}{models}: {what}{by}" + (f": {reason}" if reason else "")
 
 
 def slack_escape(text: str) -> str:
@@ -115,6 +123,9 @@ def slack(body: dict[str, Any]) -> dict[str, Any]:
     """Slack's incoming-webhook JSON: the line, and the event's seq, time and actor beneath it."""
     text = slack_escape(f"{ICONS.get(body['kind'], '')} {body['text']}".strip())
     e = {k: slack_escape(str(v)) for k, v in body["event"].items() if k in ("seq", "at", "actor", "action")}
+    # Slack's link syntax, <url|text>: the address is ours (a validated setting) with its |, < and >
+    # escaped all the same
+    opened = f" · <{slack_escape(body['link']).replace('|', '%7C')}|open>" if body.get("link") else ""
     return {
         "text": text,
         "blocks": [
@@ -122,7 +133,10 @@ def slack(body: dict[str, Any]) -> dict[str, Any]:
             {
                 "type": "context",
                 "elements": [
-                    {"type": "mrkdwn", "text": f"seq {e['seq']} · {e['at']} · {e['actor']} · `{e['action']}`"}
+                    {
+                        "type": "mrkdwn",
+                        "text": f"seq {e['seq']} · {e['at']} · {e['actor']} · `{e['action']}`{opened}",
+                    }
                 ],
             },
         ],

@@ -24,13 +24,19 @@ class Round:
     pruned: int = 0
 
 
-def run(database: Database, retry: timedelta, rounds: int = 10, keep: timedelta | None = None) -> Round:
+def run(
+    database: Database,
+    retry: timedelta,
+    rounds: int = 10,
+    keep: timedelta | None = None,
+    link: str | None = None,
+) -> Round:
     """Catch up with the history (up to `rounds` batches), then send and ask, and forget deliveries
     delivered longer than `keep` ago. Each part's failure is logged and leaves the others to run."""
     read = 0
     try:
         for _ in range(rounds):
-            n = deliveries.fan_out(database)
+            n = deliveries.fan_out(database, link=link)
             read += n
             if n < deliveries.BATCH:
                 break

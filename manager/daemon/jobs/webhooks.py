@@ -13,7 +13,9 @@ def webhook_job(url: str) -> None:
     from manager.webhooks import worker
 
     runtime = RUNTIMES[url]
-    done = worker.run(runtime.database, runtime.webhook_retry, keep=runtime.webhook_keep)
+    done = worker.run(
+        runtime.database, runtime.webhook_retry, keep=runtime.webhook_keep, link=runtime.dashboard_url
+    )
     if done.delivered or done.failed or done.gates or done.pruned:
         log.info(
             "webhooks: %d delivered, %d failed attempts, %d gate calls, %d old deliveries pruned",
