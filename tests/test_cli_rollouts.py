@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -221,3 +222,35 @@ def test_a_cron_retrain_trains_gates_and_starts_a_rollout(tmp_path: Path, artifa
         started = by_action["rollout.start"]
         assert started.actor == "scheduler:retrain:test-policy"
         assert json.loads(started.payload)["candidate"] == "churn:3"
+
+
+def test_endpoints_show_the_weights_a_rollout_has_in_force(
+    tmp_path: Path, artifacts: dict[str, Path]
+) -> None:
+    """Issue 31, item 5: the endpoints page listed the candidate at its config's 0% while the rollout
+    page showed it at 10%: a rollout moves weights in place, without a new config."""
+    from manager.registry import endpoints as registry_endpoints
+    from manager.registry import rollouts
+    from manager.views.rows import endpoint_row
+    from manager.web import pages
+
+    with make_world(tmp_path, artifacts) as world:
+        rollout_id = world.start(policy_text(CANARY))
+        reconciler, deadline = world.reconciler(), time.monotonic() + 60
+        while world.rollout(rollout_id).weight < 20:  # deployed at 0%, then CANARY's 20%
+            assert time.monotonic() < deadline, world.rollout(rollout_id).state
+            reconciler.tick()
+        shown = CliRunner().invoke(cli, ["--db", world.db, "endpoints", "show", ENDPOINT, "-o", "json"])
+        assert shown.exit_code == 0, shown.output
+        variants = {v["variant"]: v for v in json.loads(shown.stdout)["variant_details"]}
+        assert (variants["baseline"]["share"], variants["candidate"]["share"]) == (80.0, 20.0)
+        listed = CliRunner().invoke(cli, ["--db", world.db, "endpoints", "list", "-o", "json"])
+        [listed_row] = json.loads(listed.stdout)
+        assert listed_row["variants"]["candidate"] == "churn:2 w=20 (20%)"
+        with world.database.read() as session:
+            views = {v.endpoint: v for v in rollouts.views(session)}
+            page_rows = [
+                endpoint_row(r, views.get(r.name)) for r in registry_endpoints.list_endpoints(session)
+            ]
+        page = pages.endpoints(page_rows, {k: v.record() for k, v in views.items()})
+        assert "candidate: churn:2 (20%, weight 20)" in page and "candidate at 20%" in page

@@ -142,8 +142,11 @@ def list_endpoints(app: AppContext, output: str, at_text: str | None) -> None:
         else:
             emit([s.record() for s in states], AT_RECORD_COLUMNS, output, empty="no endpoints then")
         return
+    from manager.registry import rollouts
+
     with app.database().read() as session:
-        rows = [endpoint_row(r) for r in endpoints.list_endpoints(session)]
+        active = {v.endpoint: v for v in rollouts.views(session)}
+        rows = [endpoint_row(r, active.get(r.name)) for r in endpoints.list_endpoints(session)]
     emit(rows, LIST_COLUMNS, output, title="endpoints", empty="no endpoints yet")
 
 
@@ -168,8 +171,13 @@ def show(app: AppContext, name: str, output: str, at_text: str | None) -> None:
         emit_record(_at_record(state) if output == "table" else state.record(), output, title=name)
         return
 
+    from manager.registry import rollouts
+
     with app.database().read() as session:
-        record = endpoint_row(endpoints.get(session, name))
+        running = rollouts.active_on(session, name)
+        record = endpoint_row(
+            endpoints.get(session, name), rollouts.RolloutView.of(running) if running else None
+        )
         ingest = endpoints.ingest_status(session, name)
     if output == "table":
         record.pop("variant_details")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from manager.registry.rollouts import RolloutView
     from manager.registry.tables import AuditEvent, Endpoint, ModelVersion
 
 ROLLOUT_COLUMNS = (
@@ -21,26 +22,44 @@ ROLLOUT_COLUMNS = (
 )  # the columns of `rollout list` and the dashboard's rollouts page
 
 
-def endpoint_row(row: Endpoint) -> dict[str, Any]:
+def endpoint_row(row: Endpoint, rollout: RolloutView | None = None) -> dict[str, Any]:
+    """An endpoint as every surface lists it. With the `rollout` under way on it, the two variants it
+    moves carry the weights in force (a rollout shifts them with UpdateEndpointWeightsAndCapacities,
+    not a new config: issue 31, the candidate was listed at its config's 0% while it took 10%)."""
     config = row.current_config
+    in_force: dict[str, float] = {}
+    if rollout is not None and rollout.endpoint == row.name:
+        in_force = {
+            rollout.baseline_variant: 100.0 - rollout.weight,
+            rollout.candidate_variant: rollout.weight,
+        }
     variants = [
         {
             "variant": v.variant_name,
             "model": v.model_version.ref,
-            "weight": v.initial_weight,
+            "weight": in_force.get(v.variant_name, v.initial_weight),
             "instance_type": v.instance_type,
             "instance_count": v.instance_count,
             "shadow": v.is_shadow,
         }
         for v in (config.variants if config else [])
     ]
+    # a variant's share is its weight over the sum of all production variants' (weights are relative)
+    weights = [float(v["weight"] or 0) for v in variants]
+    total = sum(w for w, v in zip(weights, variants, strict=True) if not v["shadow"])
+    for w, v in zip(weights, variants, strict=True):
+        v["share"] = None if v["shadow"] else (100.0 * w / total if total > 0 else 0.0)
     return {
         "endpoint": row.name,
         "platform": row.platform,
         "region": row.region,
         "status": row.last_status,
         "config": config.name if config else None,
-        "variants": {v["variant"]: f"{v['model']} w={v['weight']:g}" for v in variants},
+        "variants": {
+            v["variant"]: f"{v['model']} w={v['weight']:g}"
+            + (f" ({v['share']:.4g}%)" if v["share"] is not None else " (shadow)")
+            for v in variants
+        },
         "variant_details": variants,
         "observed_at": row.last_observed_at,
         "created_at": row.created_at,

@@ -201,8 +201,9 @@ class Dashboard:
         from manager.views.rows import endpoint_row
 
         with self.database.read() as session:
-            rows = [endpoint_row(r) for r in endpoints.list_endpoints(session)]
-            active = {v.endpoint: v.record() for v in rollouts.views(session)}
+            views = {v.endpoint: v for v in rollouts.views(session)}
+            rows = [endpoint_row(r, views.get(r.name)) for r in endpoints.list_endpoints(session)]
+            active = {name: v.record() for name, v in views.items()}
         return self._page(request, "endpoints", pages.endpoints(rows, active))
 
     def rollouts(self, request: Request) -> Response:

@@ -69,7 +69,9 @@ def endpoints(rows: list[dict[str, Any]], active: dict[str, dict[str, Any]]) -> 
     for row in rows:
         running = active.get(row["endpoint"])
         row["variants"] = "; ".join(
-            f"{v['variant']}: {v['model']} (weight {v['weight']:g}{', shadow' if v['shadow'] else ''})"
+            f"{v['variant']}: {v['model']} ("
+            + ("shadow" if v["shadow"] else f"{v['share']:.4g}%, weight {v['weight']:g}")
+            + ")"
             for v in row["variant_details"]
         )
         row["rollout"] = None if running is None else running["rollout"]
