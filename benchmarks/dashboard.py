@@ -22,7 +22,7 @@ from pathlib import Path
 from reconcile_scale import populate
 
 from manager.db import Database
-from manager.history import report
+from manager.history import report, report_html
 from manager.registry import migrate
 from manager.registry.tables import Rollout
 from manager.web import pages, serve
@@ -35,7 +35,7 @@ def render(database: Database, rollout_id: int) -> tuple[float, float, int, int]
         data = report.build(session, rollout_id)
     built = time.perf_counter()
     page = pages.layout("r", pages.rollout_page(data, None, None, True, 2.0), None, True)
-    live = report.live_json(data)
+    live = report_html.live_json(data)
     done = time.perf_counter()
     return built - started, done - built, len(page.encode()), len(live.encode())
 

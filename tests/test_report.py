@@ -81,7 +81,8 @@ def page(demo_promoted: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def test_the_page_draws_every_chart_with_every_point(page: tuple[Any, Path], report: dict[str, Any]) -> None:
     driver, folder = page
     charts = {c["id"]: c for c in driver.execute_script("return window.reportCharts")}
-    assert charts["weights"]["points"] == 2 * len(report["phases"])
+    # each phase's start and end, and where it ended: the promoted candidate at 100% (issue 31)
+    assert charts["weights"]["points"] == 2 * len(report["phases"]) + 1
     for i, metric in enumerate(report["metrics"]):
         if metric["points"]:
             assert charts[f"stat-{i}"]["points"] == len(metric["points"]), metric["metric"]

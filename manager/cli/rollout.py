@@ -120,10 +120,11 @@ def report(app: AppContext, rollout_id: int, fmt: str, target: Path | None) -> N
     decision and its numbers, operator actions, and the history events with their hashes. The HTML
     page is self-contained: it opens without network access."""
     from manager.history import report as reports
+    from manager.history import report_html
 
     with app.database().read() as session:
         record = reports.build(session, rollout_id)
-    text = reports.render_html(record) if fmt == "html" else reports.to_json(record) + "\n"
+    text = report_html.render_html(record) if fmt == "html" else reports.to_json(record) + "\n"
     target = target or Path(f"rollout-{rollout_id}.{fmt}")
     with atomic_output(target) as out:
         out.write(text)

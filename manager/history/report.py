@@ -14,7 +14,6 @@ Content-Security-Policy forbids any request).
 
 from __future__ import annotations
 
-import html
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -34,7 +33,6 @@ from manager.registry.tables import Observation, RolloutPhase
 from manager.registry.vocabulary import is_final
 from manager.rollout.judge import judge
 from manager.stats.evalues import HarmEvidence
-from manager.web import asset
 
 MAX_POINTS = 400  # per metric: a long rollout is thinned evenly (the last look always kept)
 FINISHING = ("rollout.promote", "rollout.rollback")
@@ -294,133 +292,17 @@ def _decision_looks(own: list[Any], policy: policies.RolloutPolicy) -> list[tupl
     return out
 
 
-# The page.
-
-
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return format_instant(value)
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, float) and value != value:
         return None
     return value
 
 
 def to_json(report: dict[str, Any]) -> str:
-    return json.dumps(_plain(report), indent=2, ensure_ascii=False, allow_nan=False)
-
-
-def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def cell(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, datetime):
-        return format_instant(value)
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, dict):
-        return json.dumps(_plain(value), sort_keys=True)
-    return str(value)
-
-
-def sections(report: dict[str, Any]) -> str:
-    """The report's sections as HTML, charts left as empty elements that `charts.js` fills from the
-    report's data (the same for `rollout report`'s page and the dashboard's live rollout page)."""
-    r = report["rollout"]
-    title = f"rollout {r['rollout']} on {r['endpoint']}: {r['state']}"
-    decision = report["decision"]
-    decided = (
-        "<p>No promotion or rollback was decided.</p>"
-        if decision is None
-        else (
-            f"<p class='decision'><b>{html.escape(decision['action'])}</b> "
-            f"by {html.escape(decision['actor'])} "
-            f"at {html.escape(cell(decision['at']))}: {html.escape(decision['reason'] or '')} "
-            f"(seq {decision['seq']}, hash <code>{decision['hash']}</code>)</p>"
-            f"<details><summary>The exact numbers behind it</summary><pre>"
-            f"{html.escape(json.dumps(_plain(decision['payload']), indent=2, sort_keys=True))}"
-            "</pre></details>"
-        )
-    )
-    metric_blocks = "".join(
-        f"<section class='metric' id='metric-{i}'><h3>{html.escape(m['metric'])} "
-        f"<small>({html.escape(m['role'])}, {html.escape(m['kind'])}, {html.escape(m['test'])}"
-        f"{', dry run' if m['dry_run'] else ''})</small></h3>"
-        f"<div class='chart' id='stat-{i}'></div><div class='chart' id='samples-{i}'></div>"
-        f"{'' if m['points'] else '<p>No observations.</p>'}</section>"
-        for i, m in enumerate(report["metrics"])
-    )
-    return f"""<h1>{html.escape(title)}</h1>
-<p>{html.escape(r["candidate"])} (variant {html.escape(r["candidate_variant"])})
-against {html.escape(r["baseline"])} (variant {html.escape(r["baseline_variant"])});
-started by {html.escape(str(r.get("started_by")))} at
-{html.escape(cell(r["created_at"]))}; finished {html.escape(cell(r["finished_at"]))}.</p>
-{_package_html(report.get("model_package"))}<p class="why">{html.escape(r.get("reason") or "")}</p>
-<h2>Decision</h2>{decided}
-<h2>Steps</h2>{table(report["steps"], ["step", "state", "what", "until", "weight", "reached_at", "left_at"])}
-<h2>Weights over time</h2><div class="chart" id="weights"></div>
-{table(report["phases"], ["phase", "started_at", "ended_at", "weights"])}
-<h2>Metrics over time</h2>
-<p>Each metric judged at the end of every observation window on what had been observed by then, as the
-daemon judges it: the confidence sequence on the candidate's improvement against the margin, or the
-error e-value against its threshold, and the samples per arm.</p>{metric_blocks}
-<h2>Operator actions</h2>{table(report["operator_actions"], ["seq", "at", "actor", "action", "reason"])}
-<h2>Policy</h2><p>{html.escape(report["policy"]["name"])}, sha256 <code>{report["policy"]["hash"]}</code>:
-{html.escape("; ".join(report["policy"]["check"]))}</p><pre>{html.escape(report["policy"]["text"])}</pre>
-<h2>History</h2><p>{html.escape(report["chain"]["how_to_check"])}.</p>
-{table(report["events"], ["seq", "at", "actor", "action", "subject", "reason", "hash"])}"""
-
-
-def live_json(report: dict[str, Any]) -> str:
-    """What a live page fetches: the sections' HTML and the data its charts are drawn from."""
-    return '{"html": ' + json.dumps(sections(report)) + ', "report": ' + data_json(report) + "}"
-
-
-def data_json(report: dict[str, Any]) -> str:
-    """The report as JSON that is safe inside a <script> element: `<`, `>` and `&` as JSON escapes
-    (`\\u003c`, ...), so no text in it (`</script>`, `<!--<script>`) can end or change the element."""
-    text = json.dumps(_plain(report), ensure_ascii=False, allow_nan=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-# The page's own layout; the sections' styles are static/report.css, the dashboard's too.
-PAGE_STYLE = "body{font:14px system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}"
-
-
-def render_html(report: dict[str, Any]) -> str:
-    """One self-contained page: uPlot and the data inlined, and no request allowed (CSP)."""
-    r = report["rollout"]
-    title = f"rollout {r['rollout']} on {r['endpoint']}: {r['state']}"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy"
- content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:">
-<title>{html.escape(title)}</title>
-<style>{asset("vendor", "uPlot.min.css")}{PAGE_STYLE}
-{asset("static", "report.css")}</style></head><body>
-{sections(report)}
-<script id="report-data" type="application/json">{data_json(report)}</script>
-<script>{asset("vendor", "uPlot.iife.min.js")}</script>
-<script>{asset("static", "charts.js")}</script>
-<script>window.drawReport(JSON.parse(document.getElementById("report-data").textContent));</script>
-</body></html>
-"""
-
-
-def _package_html(package: dict[str, Any] | None) -> str:
-    if not package:
-        return ""
-    return (
-        f"<p>Model package {html.escape(package['version'])} (<code>{html.escape(package['arn'])}</code>); "
-        f"outcome written back: {html.escape(package['writeback'])}.</p>"
-    )
+    return json.dumps(plain(report), indent=2, ensure_ascii=False, allow_nan=False)

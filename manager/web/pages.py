@@ -8,7 +8,7 @@ import html
 from typing import Any
 from urllib.parse import urlencode
 
-from manager.history import report
+from manager.history import report_html as report
 from manager.views import intents
 
 
