@@ -15,6 +15,7 @@ Content-Security-Policy forbids any request).
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -293,13 +294,16 @@ def _decision_looks(own: list[Any], policy: policies.RolloutPolicy) -> list[tupl
 
 
 def plain(value: Any) -> Any:
+    """JSON's values: times as ISO 8601, and a float that is NaN or infinite (an unbounded interval,
+    an e-value past 1e308) as null, which JSON can hold and a chart leaves out (the dashboard's rollout
+    page failed on one: issue 31)."""
     if isinstance(value, datetime):
         return format_instant(value)
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 

@@ -100,9 +100,13 @@ def live_json(report: dict[str, Any]) -> str:
 
 
 def data_json(report: dict[str, Any]) -> str:
-    """The report as JSON that is safe inside a <script> element: `<`, `>` and `&` as JSON escapes
-    (`\\u003c`, ...), so no text in it (`</script>`, `<!--<script>`) can end or change the element."""
-    text = json.dumps(plain(report), ensure_ascii=False, allow_nan=False)
+    """The report as JSON that is safe inside a <script> element (`safe_json`)."""
+    return safe_json(json.dumps(plain(report), ensure_ascii=False, allow_nan=False))
+
+
+def safe_json(text: str) -> str:
+    """JSON made safe inside a <script> element: `<`, `>` and `&` as JSON escapes (`\\u003c`, ...), so
+    no text in it (`</script>`, `<!--<script>`) can end or change the element."""
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 

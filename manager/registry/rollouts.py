@@ -6,10 +6,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from manager.errors import NotFound, UserError
@@ -348,8 +348,27 @@ class RolloutView:
         )
 
     def record(self) -> dict[str, Any]:
-        """For output: every field but the policy's text (its hash names it)."""
-        return {k: v for k, v in vars(self).items() if k != "policy_yaml"}
+        """For output: every field but the policy's text (its hash names it), with its age (since it
+        started) and duration (how long it ran, or has run so far), as Argo's list shows them."""
+        from manager.clock import utcnow
+
+        now = utcnow()
+        out = {k: v for k, v in vars(self).items() if k != "policy_yaml"}
+        out["age"] = span(now - self.created_at)
+        out["duration"] = span((self.finished_at or now) - self.created_at)
+        return out
+
+
+def span(delta: timedelta) -> str:
+    """A duration as people read it in a list: 45s, 12m03s, 3h05m, 2d04h."""
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
 # The candidate's weight once a rollout has ended: it serves all traffic, or none (issue 31: a promoted
@@ -370,3 +389,13 @@ def views(session: Session, everything: bool = False) -> list[RolloutView]:
     if not everything:
         stmt = stmt.where(Rollout.state.in_(ACTIVE_ROLLOUT_STATES))
     return [RolloutView.of(r) for r in session.scalars(stmt)]
+
+
+def last_finished(session: Session, endpoint: str | None = None) -> dict[str, RolloutView]:
+    """Each endpoint's newest finished rollout (or `endpoint`'s alone), by endpoint name."""
+    newest = select(func.max(Rollout.id)).where(Rollout.state.not_in(ACTIVE_ROLLOUT_STATES))
+    if endpoint is not None:
+        newest = newest.join(Endpoint, Endpoint.id == Rollout.endpoint_id).where(Endpoint.name == endpoint)
+    ids = newest.group_by(Rollout.endpoint_id)
+    rows = session.scalars(select(Rollout).where(Rollout.id.in_(ids)))
+    return {r.endpoint.name: RolloutView.of(r) for r in rows}

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from manager.registry.rollouts import INTENTS as REGISTRY_RULES
+
 OperatorIntent = Literal["pause", "resume", "approve", "abort", "promote"]
 INTENTS: tuple[OperatorIntent, ...] = ("pause", "resume", "approve", "abort", "promote")
 INTENT_HELP: dict[OperatorIntent, str] = {
@@ -14,6 +16,11 @@ INTENT_HELP: dict[OperatorIntent, str] = {
     "approve": "release the manual gate the rollout waits at",
     "abort": "roll back now: the endpoint ends on the baseline alone",
     "promote": "promote WITHOUT the analysis (recorded loudly)",
+}
+# The states each applies to (the registry's rules, `rollouts.INTENTS`; approve: paused at a manual
+# gate): the dashboard's buttons are disabled in the others, as Argo's are.
+APPLIES: dict[str, tuple[str, ...]] = {str(k): v for k, v in REGISTRY_RULES.items()} | {
+    "approve": ("paused",)
 }
 
 

@@ -17,9 +17,12 @@ ROLLOUT_COLUMNS = (
     "step",
     "phase",
     "weight",
+    "age",
+    "duration",
     "intent",
     "reason",
-)  # the columns of `rollout list` and the dashboard's rollouts page
+)  # the columns of `rollout list` and the dashboard's rollouts page (age: since it started; duration:
+# how long it ran, or has run)
 
 
 def endpoint_row(row: Endpoint, rollout: RolloutView | None = None) -> dict[str, Any]:

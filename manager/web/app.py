@@ -64,6 +64,7 @@ def create_app(
 
     routes = [
         Route("/", dashboard.endpoints),
+        Route("/endpoints/{name}", dashboard.endpoint),
         Route("/rollouts", dashboard.rollouts),
         Route("/rollouts/{rollout_id:int}", dashboard.rollout),
         Route("/rollouts/{rollout_id:int}/live", dashboard.live),

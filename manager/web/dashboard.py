@@ -16,6 +16,7 @@ from manager.web.signin import Signin
 HISTORY_LIMIT = 200
 MAX_ID = 2**63 - 1  # the largest id (or limit) a database column holds
 REPORTS_KEPT = 32  # rollout reports kept built, the most recently viewed
+LIVE = ("dashboard.js",)  # a list page's script: it keeps the list up to date
 
 
 class Dashboard(Signin):
@@ -27,14 +28,29 @@ class Dashboard(Signin):
             views = {v.endpoint: v for v in rollouts.views(session)}
             rows = [endpoint_row(r, views.get(r.name)) for r in endpoints.list_endpoints(session)]
             active = {name: v.record() for name, v in views.items()}
-        return self._page(request, "endpoints", pages.endpoints(rows, active))
+            last = {name: v.record() for name, v in rollouts.last_finished(session).items()}
+        return self._page(request, "endpoints", pages.endpoints(rows, active, last), LIVE)
+
+    def endpoint(self, request: Request) -> Response:
+        """One endpoint: SageMaker and CloudWatch are asked in this handler's thread (Starlette runs a
+        plain handler in its thread pool), so a slow answer holds this page alone."""
+        import json
+
+        from manager.history.report_html import safe_json
+        from manager.views import endpoint_page
+
+        name = request.path_params["name"]
+        page = endpoint_page.build(self.database, name, request.query_params.get("window", "1h"))
+        data = safe_json(json.dumps(page.series))
+        scripts = ("uPlot.iife.min.js", "charts.js", "dashboard.js")
+        return self._page(request, f"endpoint {name}", pages.endpoint(page, data), scripts)
 
     def rollouts(self, request: Request) -> Response:
         from manager.registry import rollouts
 
         with self.database.read() as session:
             rows = [v.record() for v in rollouts.views(session, everything=True)]
-        return self._page(request, "rollouts", pages.rollouts(rows))
+        return self._page(request, "rollouts", pages.rollouts(rows), LIVE)
 
     def _report(self, rollout_id: int) -> dict[str, Any]:
         """The rollout's report, rebuilt only when something it shows changed (its row, its
@@ -88,7 +104,7 @@ class Dashboard(Signin):
             rows = [model_row(r) for r in models.list_versions(session, None, None)]
         for row in rows:
             row["metrics"] = headline(row["metrics"])
-        return self._page(request, "models", pages.models(rows))
+        return self._page(request, "models", pages.models(rows), LIVE)
 
     def _filter(self, request: Request, limit: int | None) -> tuple[Any, dict[str, str]]:
         from manager.clock import instant_range

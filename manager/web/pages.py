@@ -65,9 +65,25 @@ def linked_table(rows: list[dict[str, Any]], columns: list[str], links: dict[str
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def endpoints(rows: list[dict[str, Any]], active: dict[str, dict[str, Any]]) -> str:
+def live(body: str) -> str:
+    """A list that `dashboard.js` keeps up to date: it fetches the page again every few seconds and
+    swaps this element's content (Argo's list pages are live; ours were not: issue 31)."""
+    return f"<div id='list' data-live='1'>{body}</div>"
+
+
+def endpoints(
+    rows: list[dict[str, Any]], active: dict[str, dict[str, Any]], last: dict[str, dict[str, Any]]
+) -> str:
+    """`last`: each endpoint's newest finished rollout, so the page keeps a trace of past rollouts."""
     for row in rows:
         running = active.get(row["endpoint"])
+        ended = last.get(row["endpoint"])
+        row["last_rollout"] = (
+            None
+            if ended is None
+            else f"{ended['rollout']}: {ended['state']} ({ended['candidate']}), {ended['age']} ago"
+        )
+        row["last_rollout_id"] = None if ended is None else ended["rollout"]
         row["variants"] = "; ".join(
             f"{v['variant']}: {v['model']} ("
             + ("shadow" if v["shadow"] else f"{v['share']:.4g}%, weight {v['weight']:g}")
@@ -78,10 +94,16 @@ def endpoints(rows: list[dict[str, Any]], active: dict[str, dict[str, Any]]) -> 
         row["rollout_state"] = (
             None if running is None else f"{running['state']}, candidate at {running['weight']:g}%"
         )
-    columns = ["endpoint", "status", "config", "variants", "rollout", "rollout_state", "observed_at"]
+    columns = ["endpoint", "status", "variants", "rollout", "rollout_state", "last_rollout", "observed_at"]
     empty = "<p>No endpoints yet (`variantctl endpoints create`).</p>"
-    return "<h1>Endpoints</h1><p>As SageMaker last reported each, and the rollout on it.</p>" + (
-        linked_table(rows, columns, {"rollout": "/rollouts/{rollout}"}) if rows else empty
+    links = {
+        "endpoint": "/endpoints/{endpoint}",
+        "rollout": "/rollouts/{rollout}",
+        "last_rollout": "/rollouts/{last_rollout_id}",
+    }
+    return (
+        "<h1>Endpoints</h1><p>As SageMaker last reported each, the rollout on it and the last one.</p>"
+        + live(linked_table(rows, columns, links) if rows else empty)
     )
 
 
@@ -89,8 +111,9 @@ def rollouts(rows: list[dict[str, Any]]) -> str:
     from manager.views.rows import ROLLOUT_COLUMNS as COLUMNS
 
     columns = [*COLUMNS, "created_at"]
-    return "<h1>Rollouts</h1>" + (
-        linked_table(rows, columns, {"rollout": "/rollouts/{rollout}"}) if rows else "<p>No rollouts yet.</p>"
+    links = {"rollout": "/rollouts/{rollout}", "endpoint": "/endpoints/{endpoint}"}
+    return "<h1>Rollouts</h1>" + live(
+        linked_table(rows, columns, links) if rows else "<p>No rollouts yet.</p>"
     )
 
 
@@ -106,9 +129,13 @@ def models(rows: list[dict[str, Any]]) -> str:
         "artifact_uri",
         "created_at",
     ]
+    from manager.views.rows import metrics_text
+
+    shown = [{**r, "metrics": metrics_text(r.get("metrics") or {})} for r in rows]
     return (
         "<h1>Models</h1><p>Each version with what it replaces, the training run that made it and its data's"
-        " fingerprint.</p>" + (linked_table(rows, columns, {}) if rows else "<p>No models registered.</p>")
+        " fingerprint.</p>"
+        + live(linked_table(shown, columns, {}) if rows else "<p>No models registered.</p>")
     )
 
 
@@ -136,8 +163,12 @@ def rollout_page(
     r = data["rollout"]
     actions = ""
     if operator and csrf:
+        state = r["state"]
         buttons = "".join(
-            f"<button name='intent' value='{i}' title='{html.escape(intents.INTENT_HELP[i])}'>{i}</button>"
+            f"<button name='intent' value='{i}' title='{html.escape(intents.INTENT_HELP[i])}'"
+            f" data-states='{' '.join(intents.APPLIES[i])}'"
+            + ("" if state in intents.APPLIES[i] else " disabled")
+            + f">{i}</button>"
             for i in intents.INTENTS
         )
         actions = (
@@ -164,3 +195,75 @@ def login(error: str = "") -> str:
         "<label>operator token <input type='password' name='token' autocomplete='off' required></label>"
         " <button>sign in</button></form><p>The token is your line of the dashboard's --token-file.</p>"
     )
+
+
+def endpoint(page: Any, data_json: str) -> str:
+    """An endpoint's page (`views.endpoint_page`): variants, hosting, scaling, traffic, rollouts."""
+    from manager.views.endpoint_page import WINDOWS
+
+    row = page.row
+    name = html.escape(row["endpoint"])
+    windows = " · ".join(
+        f"<b>{w}</b>" if w == page.window else link(f"/endpoints/{row['endpoint']}?window={w}", w)
+        for w in WINDOWS
+    )
+    problems = "".join(f"<p class='error'>{html.escape(p)}</p>" for p in page.problems)
+    variants = []
+    for v in row["variant_details"]:
+        live_v = page.live.get(v["variant"], {})
+        scaling = page.scaling.get(v["variant"])
+        variants.append(
+            {
+                "variant": v["variant"],
+                "model": v["model"],
+                "share": None if v["share"] is None else f"{v['share']:.4g}%",
+                "share_on_sagemaker": None
+                if live_v.get("share") is None
+                else f"{100 * live_v['share']:.4g}%",
+                "instance_type": v["instance_type"],
+                "instances": (
+                    f"{live_v['current_instances']} (desired {live_v['desired_instances']})"
+                    if live_v
+                    else v["instance_count"]
+                ),
+                "autoscaling": _scaling_text(scaling),
+            }
+        )
+    columns = ["variant", "model", "share", "share_on_sagemaker", "instance_type", "instances", "autoscaling"]
+    charts = "".join(
+        f"<div class='chart' id='ep-{m}'></div>" for m in ("invocations", "errors", "model_latency_ms")
+    )
+    rollouts_table = (
+        linked_table(
+            page.rollouts,
+            ["rollout", "candidate", "baseline", "state", "age", "duration", "reason"],
+            {"rollout": "/rollouts/{rollout}"},
+        )
+        if page.rollouts
+        else "<p class='none'>None: no rollout has run on this endpoint.</p>"
+    )
+    body = (
+        f"<p>{html.escape(str(row.get('live_status') or row['status']))}, config "
+        f"{html.escape(str(row['config']))}; reported {html.escape(report.cell(row['observed_at']))}.</p>"
+        f"{problems}<h2>Variants</h2>{linked_table(variants, columns, {})}"
+        f"<h2>Traffic per variant, last {html.escape(page.window)}</h2><p>window: {windows}; "
+        f"one point per {page.period} s, from CloudWatch (AWS/SageMaker), which is 2-5 minutes late.</p>"
+        f"{charts}<h2>Rollouts</h2>{rollouts_table}"
+        f"<script id='endpoint-data' type='application/json'>{data_json}</script>"
+    )
+    return f"<h1>Endpoint {name}</h1>" + live(body)
+
+
+def _scaling_text(scaling: dict[str, Any] | None) -> str:
+    if not scaling:
+        return "not registered (a fixed instance count)"
+    policies = "; ".join(
+        f"{p['kind']} {p['name']}"
+        + (
+            f" (target {p['config'].get('TargetValue')})"
+            if isinstance(p.get("config"), dict) and "TargetValue" in p["config"]
+            else ""
+        )
+        for p in scaling.get("policies", [])
+    )
+    return f"{scaling['min']}-{scaling['max']} instances" + (f"; {policies}" if policies else "; no policy")
