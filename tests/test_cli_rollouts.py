@@ -84,8 +84,6 @@ def test_rollout_commands_write_intents_the_reconciler_follows(
         )
         no_gate = run.invoke(cli, [*args, "rollout", "approve", str(rollout_id), "--reason", "ok"])
         assert no_gate.exit_code == 2 and "is not waiting at a manual gate (it is paused)" in no_gate.stderr
-        refused = run.invoke(cli, [*args, "rollout", "promote", str(rollout_id), "--reason", "x"])
-        assert refused.exit_code == 2  # --full is required
         forced = run.invoke(
             cli, [*args, "rollout", "promote", str(rollout_id), "--full", "--reason", "incident 7"]
         )
@@ -254,3 +252,44 @@ def test_endpoints_show_the_weights_a_rollout_has_in_force(
             ]
         page = pages.endpoints(page_rows, {k: v.record() for k, v in views.items()})
         assert "candidate: churn:2 (20%, weight 20)" in page and "candidate at 20%" in page
+
+
+def test_promote_without_full_ends_one_step_as_argo_does(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    """Issue 31: `rollout promote ID` ends the current step and goes on with the next (Argo's promote);
+    at the last step it promotes, recorded as forced; both name the operator."""
+    with make_world(tmp_path, artifacts) as world:
+        rollout_id = world.start(policy_text(CANARY, min_samples=1_000_000))  # no analysis ever ends
+        reconciler, deadline = world.reconciler(), time.monotonic() + 60
+        while world.rollout(rollout_id).step < 1:  # at step 1: analyse at 20%
+            assert time.monotonic() < deadline
+            reconciler.tick()
+        args = ["--db", world.db, "--actor", "alice", "rollout", "promote", str(rollout_id)]
+        skipped = CliRunner().invoke(cli, [*args, "--reason", "the canary looks fine"])
+        assert skipped.exit_code == 0, skipped.output
+        assert f"rollout {rollout_id}: skip requested" in skipped.stdout and "WITHOUT" not in skipped.stderr
+        while world.rollout(rollout_id).step < 3:  # step 2 sets 50%, step 3 analyses at 50%
+            assert time.monotonic() < deadline
+            reconciler.tick()
+        row = world.rollout(rollout_id)
+        assert (row.state, row.weight, row.intent) == ("running", 50.0, None)
+        status = json.loads(
+            CliRunner()
+            .invoke(cli, ["--db", world.db, "rollout", "status", str(rollout_id), "-o", "json"])
+            .stdout
+        )
+        assert status["step_of"] == "4/4"
+        [advanced] = [
+            e
+            for e in audit.history(world.database, audit.HistoryFilter(action="rollout.advance"))
+            if "skipped" in (e.reason or "")
+        ]
+        assert advanced.reason == "step 1 skipped by the operator: the canary looks fine"
+        assert json.loads(advanced.payload)["requested_by"]["actor"] == "alice"
+
+        last = CliRunner().invoke(cli, [*args, "--reason", "ship it"])  # at the last step: promote
+        assert last.exit_code == 0, last.output
+        world.tick_until(rollout_id, ("promoted",), reconciler)
+        [promote] = audit.history(world.database, audit.HistoryFilter(action="rollout.promote"))
+        payload = json.loads(promote.payload)
+        assert payload["forced"] is True and payload["requested_by"]["actor"] == "alice"
+        assert promote.reason == "promoted by the operator, skipping the last step (3): ship it"

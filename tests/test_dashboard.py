@@ -92,6 +92,7 @@ def other_site(target: str) -> Iterator[str]:
 def test_the_dashboard_follows_a_rollout_and_an_operator_pauses_it_from_the_page(
     tmp_path: Path, artifacts: dict[str, Path]
 ) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -118,7 +119,8 @@ def test_the_dashboard_follows_a_rollout_and_an_operator_pauses_it_from_the_page
             first = metrics(base)
             until(lambda: world.rollout(rollout_id).weight == 20.0, what="the candidate at 20%")
             driver = browser()
-            wait = WebDriverWait(driver, 60)
+            # the live page swaps its sections while the test reads them: a stale element is read again
+            wait = WebDriverWait(driver, 60, ignored_exceptions=(StaleElementReferenceException,))
             driver.get(f"{base}/rollouts/{rollout_id}")
             wait.until(lambda d: d.execute_script("return window.dashboardUpdates >= 1"))
 

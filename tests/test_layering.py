@@ -38,9 +38,11 @@ PURE_MANAGER = (
     "manager.registry.vocabulary",
     "manager.rollout.verdicts",
     "manager.rollout.judge",
+    "manager.rollout.operator_rules",
 )
 DECISION_CORE = (
     "manager.rollout.decide",
+    "manager.rollout.operator_rules",
     "manager.rollout.judge",
     "manager.rollout.verdicts",
     "manager.stats",

@@ -341,11 +341,15 @@ def retry(app: AppContext, rollout_id: int, output: str) -> None:
 
 @rollout_group.command("promote")
 @click.argument("rollout_id", type=int)
-@click.option("--full", is_flag=True, required=True, help="confirm: skip the analysis and promote")
-@click.option("--reason", required=True, help="why the analysis is skipped (recorded in the history)")
+@click.option("--full", is_flag=True, help="skip every step left, the analysis too, and promote now")
+@click.option("--reason", required=True, help="why (recorded in the history)")
 @pass_app
 def promote(app: AppContext, rollout_id: int, full: bool, reason: str) -> None:
-    """Promote without the analysis. Recorded loudly."""
+    """End the current step now and go on with the next, as Argo Rollouts' promote does (at the last
+    step: promote). --full promotes at once, without the analysis. Both are recorded with your name."""
+    if not full:
+        _intent(app, rollout_id, "skip", reason)
+        return
     _intent(app, rollout_id, "promote", reason)
     click.echo(
         f"warning: rollout {rollout_id} will be promoted WITHOUT its analysis; recorded in the history",

@@ -29,6 +29,7 @@ class Runtime:
     dashboard_url: str | None = None  # where a webhook event's link points (DaemonTuning)
     tick: float = 0.0  # seconds between reconcile ticks (0: a `--once` run, which is no daemon)
     started_at: datetime | None = None
+    heartbeat_at: float = 0.0  # when this daemon last wrote its tick (monotonic): at most every 2 s
 
 
 RUNTIMES: dict[str, Runtime] = {}  # by registry URL: the jobs' only argument is the URL

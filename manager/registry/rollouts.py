@@ -191,6 +191,7 @@ INTENTS: dict[RolloutIntent, tuple[str, ...]] = {
     "resume": ("paused",),
     "abort": ("pending", "running", "paused", "promoting"),
     "promote": ("running", "paused"),
+    "skip": ("running", "paused"),  # the current step ends now (Argo's one-step promote)
 }
 
 

@@ -18,7 +18,7 @@ RolloutStateName = Literal[
     "failed",
 ]
 FinalState = Literal["promoted", "rolled_back", "aborted", "failed"]
-RolloutIntent = Literal["pause", "resume", "abort", "promote"]
+RolloutIntent = Literal["pause", "resume", "abort", "promote", "skip"]
 
 MODEL_STATUSES: tuple[ModelStatus, ...] = get_args(ModelStatus)
 RUN_OUTCOMES = ("running", "succeeded", "failed")

@@ -28,6 +28,7 @@ from manager.clock import parse_duration
 from manager.metrics.samples import Observations, Paired, PhaseData
 from manager.policy import Metric, RolloutPolicy, Step
 from manager.registry.vocabulary import is_final
+from manager.rollout import operator_rules
 from manager.rollout.judge import judge, pair_count, paired_evidence, paired_verdict, replay_errors
 from manager.rollout.verdicts import SRM_REASON, Decision, Evidence, MetricVerdict, RolloutState
 from manager.stats import srm
@@ -49,7 +50,7 @@ def decide(
     a caller that looks often (`simulate`), the same number as from the phases' windows."""
     plan = policy.plan
     step = plan[state.step] if state.step < len(plan) else None
-    early = _final(state) or _intents(state) or _paused(state, step, now) or _busy(state, policy, now)
+    early = _final(state) or operator_rules.decide(state, plan, step, now) or _busy(state, policy, now)
     if early is not None:
         return early
     harm_only = not (step is not None and step.analysis is not None and step.analysis.final)
@@ -77,47 +78,6 @@ def _final(state: RolloutState) -> Decision | None:
     """Rule 1: a decision already made is final."""
     if is_final(state.state):
         return Decision("wait", f"the rollout is {state.state}; that decision is final")
-    return None
-
-
-def _intents(state: RolloutState) -> Decision | None:
-    """Rule 2, first half: abort and forced promotion act at once, whatever the state."""
-    if state.intent == "abort":
-        return Decision(
-            "rollback",
-            f"aborted by the operator: {state.intent_reason or 'no reason given'}",
-            {"intent": "abort"},
-        )
-    if state.intent == "promote":
-        return Decision(
-            "promote",
-            f"promoted by the operator, skipping the analysis: {state.intent_reason or 'no reason given'}",
-            {"intent": "promote"},
-            forced=True,
-        )
-    return None
-
-
-def _paused(state: RolloutState, step: Step | None, now: datetime) -> Decision | None:
-    """Rules 2 and 3: a paused rollout waits for resume (or its timed pause); pause when asked."""
-    if state.state == "paused":
-        # Resuming from a pause step moves past it; resuming an operator's pause continues the same step.
-        after = state.step + 1 if step is not None and step.pause is not None else state.step
-        if state.intent == "resume":
-            if state.ratio_paused:  # the phase's split was wrong: its statistics start over
-                return Decision(
-                    "resume",
-                    "resumed by the operator; the phase starts afresh after the sample ratio mismatch",
-                    restart_phase=True,
-                    next_step=after,
-                )
-            return Decision("resume", "resumed by the operator", next_step=after)
-        timed = step.pause.duration if step is not None and step.pause is not None else None
-        if timed and now - state.step_started_at >= parse_duration(timed):
-            return Decision("resume", f"timed pause of {timed} is over", next_step=after)
-        return Decision("wait", "paused")
-    if state.intent == "pause":
-        return Decision("pause", f"paused by the operator: {state.intent_reason or 'no reason given'}")
     return None
 
 

@@ -70,6 +70,9 @@ def decision(
     asked = None
     if rollout.intent is not None and INTENT_EFFECT.get(rollout.intent) == decided.action:
         asked = {"intent": rollout.intent, "actor": rollout.intent_actor, "reason": rollout.intent_reason}
+    if rollout.intent == "skip":  # a one-step promote is spent by the decision it causes, whichever
+        asked = {"intent": "skip", "actor": rollout.intent_actor, "reason": rollout.intent_reason}
+        rollout.intent = None
     pending: PendingChange | None = None
     if decided.action == "set_weight":
         assert decided.weight is not None

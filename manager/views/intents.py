@@ -8,13 +8,14 @@ from typing import Any, Literal
 
 from manager.registry.rollouts import INTENTS as REGISTRY_RULES
 
-OperatorIntent = Literal["pause", "resume", "approve", "abort", "promote"]
-INTENTS: tuple[OperatorIntent, ...] = ("pause", "resume", "approve", "abort", "promote")
+OperatorIntent = Literal["pause", "resume", "approve", "abort", "skip", "promote"]
+INTENTS: tuple[OperatorIntent, ...] = ("pause", "resume", "approve", "abort", "skip", "promote")
 INTENT_HELP: dict[OperatorIntent, str] = {
     "pause": "hold the rollout where it is",
     "resume": "continue a paused rollout",
     "approve": "release the manual gate the rollout waits at",
     "abort": "roll back now: the endpoint ends on the baseline alone",
+    "skip": "end the current step now and go on with the next (at the last step: promote)",
     "promote": "promote WITHOUT the analysis (recorded loudly)",
 }
 # The states each applies to (the registry's rules, `rollouts.INTENTS`; approve: paused at a manual

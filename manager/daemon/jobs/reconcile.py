@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from manager.daemon.runtime import RUNTIMES, Runtime
 
 log = logging.getLogger("variantctl.daemon")
+# A tick's heartbeat is written at most this often (seconds): a daemon counts as down after two ticks
+# or 10 s without one (`registry.liveness`), and a fast tick need not take the write lock each time.
+HEARTBEAT_EVERY = 2.0
 
 
 def reconcile_job(url: str) -> None:
     from manager import telemetry
 
     runtime = RUNTIMES[url]
-    if runtime.tick > 0:
+    if runtime.tick > 0 and time.monotonic() - runtime.heartbeat_at >= HEARTBEAT_EVERY:
         _heartbeat(runtime)
     with telemetry.TICK_SECONDS.time():
         outcomes = runtime.reconciler.tick()
@@ -45,5 +49,6 @@ def _heartbeat(runtime: Runtime) -> None:
     try:
         with runtime.database.write() as session:
             liveness.ticked(session, runtime.instance, runtime.tick, runtime.started_at or utcnow())
+        runtime.heartbeat_at = time.monotonic()
     except Exception as exc:
         log.debug("heartbeat not written: %s", exc)
