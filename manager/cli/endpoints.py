@@ -363,3 +363,8 @@ def adopt(app: AppContext, name: str, framework: str) -> None:
 
     refs = endpoints.adopt(app.database(), factory.platform(), name, app.actor, framework)
     click.echo(f"endpoint {name} is managed now, serving {', '.join(refs)}")
+
+
+from manager.cli import endpoint_ops  # noqa: E402 - its commands join this group
+
+endpoint_ops.register(endpoints_group)

@@ -25,6 +25,7 @@ from manager.registry.vocabulary import FINAL_ROLLOUT_STATES, is_final
 
 CONFIG_EVENT = "endpoint.config"
 SERVES_EVENT = "endpoint.serves"
+WEIGHTS_EVENT = "endpoint.weights"  # an operator's weights (`endpoints set-weights`)
 MODEL_FIELDS = ("artifact_uri", "framework", "framework_version", "image_uri", "dataset_fingerprint")
 FINAL_EVENTS = {f"rollout.{state}": state for state in FINAL_ROLLOUT_STATES}
 
@@ -66,7 +67,7 @@ def serve(
     """`endpoint` serves `config` from now: the row and its event, if it changed."""
     if endpoint.current_config_id == config.id:
         return
-    endpoint.current_config_id = config.id
+    endpoint.current_config_id, endpoint.weights = config.id, None  # a new config: its own weights
     payload = {
         "config": config.name,
         "variants": {v.variant_name: v.model_version.ref for v in config.variants},
@@ -86,7 +87,7 @@ def unserve(session: Session, endpoint: Endpoint, actor: str, at: datetime | Non
     """`endpoint` serves nothing the registry manages any more (it was forgotten)."""
     if endpoint.current_config_id is None:
         return
-    endpoint.current_config_id = None
+    endpoint.current_config_id, endpoint.weights = None, None
     event = chain.Event(
         SERVES_EVENT,
         "endpoint",
@@ -105,6 +106,7 @@ class Expected:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     serving: dict[str, str] = field(default_factory=dict)
+    weights: dict[str, dict[str, float]] = field(default_factory=dict)  # an operator's, per endpoint
     finals: dict[int, str] = field(default_factory=dict)
     rollouts: set[int] = field(default_factory=set)
 
@@ -121,6 +123,9 @@ class Expected:
             self.configs[row.subject_id] = json.loads(row.payload)
         elif action == SERVES_EVENT:
             self.serving[row.subject_id] = json.loads(row.payload)["config"]
+            self.weights.pop(row.subject_id, None)
+        elif action == WEIGHTS_EVENT:
+            self.weights[row.subject_id] = json.loads(row.payload)["weights"]
         elif row.subject_type == "rollout" and action == "rollout.start":
             self.rollouts.add(int(row.subject_id))
         elif row.subject_type == "rollout" and action in FINAL_EVENTS:
@@ -166,6 +171,12 @@ class Expected:
             if current != said:
                 out.append(
                     f"endpoint {endpoint.name} serves {current!r} in the registry, {said!r} in the history"
+                )
+            weights = self.weights.get(endpoint.name)
+            if (endpoint.weights or None) != weights:
+                out.append(
+                    f"endpoint {endpoint.name}'s operator weights are {endpoint.weights!r} in the registry, "
+                    f"{weights!r} in the history"
                 )
         return out
 

@@ -36,6 +36,7 @@ MARKER_EVENT = "history.timeline"
 LIFECYCLE = ("endpoint.create", "endpoint.adopt", "endpoint.failed", "endpoint.forget")
 SERVES = "endpoint.serves"
 CONFIG = "endpoint.config"
+WEIGHTS = "endpoint.weights"  # an operator's weights, until the next `endpoint.serves`
 # Before 0009 a config change was recorded only on these events (their payload's "config").
 LEGACY_SERVES = (
     "endpoint.create",
@@ -68,6 +69,8 @@ class _Endpoint:
     config_by: Source | None = None
     rollout: RolloutAt | None = None
     legacy: bool = False
+    weights: dict[str, float] | None = None  # an operator's (`endpoints set-weights`)
+    weights_by: Source | None = None
 
 
 # The events that say where a model version came from: registered, trained, registered as a package.
@@ -129,9 +132,12 @@ class Replay:
 
     def _endpoint(self, row: Any, action: str, source: Source, legacy: bool) -> None:
         endpoint = self.endpoints.setdefault(row.subject_id, _Endpoint(row.subject_id))
+        if action == WEIGHTS:
+            endpoint.weights, endpoint.weights_by = json.loads(row.payload)["weights"], source
+            return
         if action == SERVES:
             endpoint.config = json.loads(row.payload).get("config")
-            endpoint.config_by = source
+            endpoint.config_by, endpoint.weights, endpoint.weights_by = source, None, None
             if endpoint.config is not None:
                 endpoint.status, endpoint.status_by = "serving", source
             return
@@ -222,7 +228,7 @@ class Replay:
         config = self.configs.get(endpoint.config) if endpoint.config else None
         if config is not None:
             out.capture = config.get("capture")
-            out.variants = self._variants(config, out.rollout, endpoint.config_by)
+            out.variants = self._variants(config, out.rollout, endpoint.config_by, endpoint)
         elif endpoint.config is not None:
             out.exact, out.note = False, f"the history does not describe config {endpoint.config}"
         if endpoint.legacy or (out.rollout is not None and out.rollout.derived):
@@ -235,11 +241,14 @@ class Replay:
         return out
 
     def _variants(
-        self, config: dict[str, Any], rollout: RolloutAt | None, config_by: Source | None
+        self, config: dict[str, Any], rollout: RolloutAt | None, config_by: Source | None, endpoint: _Endpoint
     ) -> list[VariantAt]:
         weights = {v["variant"]: float(v["weight"]) for v in config["variants"]}
         sources: dict[str, Source | None] = dict.fromkeys(weights, config_by)
         production = {v["variant"] for v in config["variants"] if not v["shadow"]}
+        for name, weight in (endpoint.weights or {}).items():
+            if name in production:
+                weights[name], sources[name] = float(weight), endpoint.weights_by
         if (
             rollout is not None
             and rollout.phase is not None
@@ -319,7 +328,8 @@ def state_at(session: Session, name: str, at: datetime, first_exact: int | None 
         default=None,
     )
     started = latest(c.endpoint == name, c.action == "rollout.start", c.subject_type == "rollout")
-    picked = [r for r in (serves, lifecycle, started) if r is not None]
+    weighted = latest(c.endpoint == name, c.action == WEIGHTS, c.subject_type == "endpoint")
+    picked = [r for r in (serves, lifecycle, started, weighted) if r is not None]
     if not picked:
         return None
     if min(r.seq for r in picked) < first_exact:
@@ -391,6 +401,7 @@ def registry_state(session: Session, name: str) -> EndpointAt | None:
     if config is not None:
         out.config = config.name
         weights = {v.variant_name: float(v.initial_weight) for v in config.variants}
+        weights.update({k: float(w) for k, w in (endpoint.weights or {}).items() if k in weights})
         phase = session.get(RolloutPhase, (active.id, active.phase)) if active is not None else None
         production = {v.variant_name for v in config.variants if not v.is_shadow}
         # The weights the rollout's current phase set, where both its variants serve.

@@ -173,6 +173,8 @@ class Endpoint(Base):
     last_status: Mapped[str | None] = mapped_column(String(32))
     last_observed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # An operator's weights (`endpoints set-weights`), by variant, in force until the config changes.
+    weights: Mapped[dict[str, Any] | None]
 
     current_config: Mapped[EndpointConfig | None] = relationship()
 

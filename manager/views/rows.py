@@ -30,7 +30,7 @@ def endpoint_row(row: Endpoint, rollout: RolloutView | None = None) -> dict[str,
     moves carry the weights in force (a rollout shifts them with UpdateEndpointWeightsAndCapacities,
     not a new config: issue 31, the candidate was listed at its config's 0% while it took 10%)."""
     config = row.current_config
-    in_force: dict[str, float] = {}
+    in_force: dict[str, float] = {k: float(w) for k, w in (row.weights or {}).items()}  # an operator's
     if rollout is not None and rollout.endpoint == row.name:
         in_force = {
             rollout.baseline_variant: 100.0 - rollout.weight,
