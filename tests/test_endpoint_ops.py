@@ -114,3 +114,39 @@ def test_a_rollout_owns_the_weights_and_history_tells_what_served(
         assert "churn:1" in table and "serving" in table
         missing = CliRunner().invoke(cli, [*args, "history", "nowhere"])
         assert missing.exit_code == 2 and "the history knows no endpoint 'nowhere'" in missing.stderr
+
+
+def test_undo_goes_back_as_a_recorded_rollout(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    """Issue 31: `rollout undo` (Argo's undo) is a rollout back to the version the last promotion
+    replaced, under the endpoint's last policy: recorded, with its steps, never a silent swap."""
+    with make_world(tmp_path, artifacts) as world:
+        run = ["--db", world.db, "--actor", "bob", "rollout", "undo", ENDPOINT]
+        nothing = CliRunner().invoke(cli, [*run, "--reason", "x"])
+        assert nothing.exit_code == 2
+        assert "nothing to undo: no rollout put churn:1 on churn-prod; name the version" in nothing.stderr
+        no_policy = CliRunner().invoke(cli, [*run, "--to-version", "2", "--reason", "x"])
+        assert (
+            no_policy.exit_code == 2 and "give the policy to undo under (--policy FILE)" in no_policy.stderr
+        )
+
+        first = world.start(policy_text(CANARY))
+        world.tick_until(first, ("promoted",))
+        undone = CliRunner().invoke(cli, [*run, "--reason", "the numbers were wrong"])
+        assert undone.exit_code == 0, undone.output
+        second = first + 1
+        assert f"rollout {second} started: undo to churn:1 beside churn:2 on {ENDPOINT}" in undone.stdout
+        [event] = json.loads(
+            CliRunner()
+            .invoke(cli, ["--db", world.db, "history", "--action", "rollout.undo", "-o", "json"])
+            .stdout
+        )
+        assert event["actor"] == "bob" and event["reason"] == (
+            f"undo: back to churn:1 (what rollout {first} replaced) from churn:2: the numbers were wrong"
+        )
+        world.tick_until(second, ("promoted",))  # through the policy's steps, as any rollout
+        shown = json.loads(
+            CliRunner().invoke(cli, ["--db", world.db, "endpoints", "show", ENDPOINT, "-o", "json"]).stdout
+        )
+        assert [v["model"] for v in shown["variant_details"]] == ["churn:1"]
+        again = CliRunner().invoke(cli, [*run, "--to-version", "1", "--reason", "x"])
+        assert again.exit_code == 2 and "churn:1 is already serving on churn-prod" in again.stderr

@@ -25,6 +25,7 @@ from manager.cli.models import models_group
 from manager.cli.plan import plan_command
 from manager.cli.policy import policy_group
 from manager.cli.rollout import rollout_group
+from manager.cli.rollout_undo import undo as undo_command
 from manager.cli.schema import db_group
 from manager.cli.simulate import simulate
 from manager.cli.traffic import traffic
@@ -202,6 +203,7 @@ cli.add_command(local_group)
 cli.add_command(train)
 cli.add_command(policy_group)
 rollout_group.add_command(plan_command)
+rollout_group.add_command(undo_command)
 cli.add_command(rollout_group)
 cli.add_command(daemon)
 cli.add_command(dashboard)

@@ -317,19 +317,10 @@ def retry(app: AppContext, rollout_id: int, output: str) -> None:
             raise NotFound(f"no rollout {rollout_id}")
         if not is_final(old.state):
             raise UserError(f"rollout {rollout_id} is {old.state}; retry a rollout that has ended")
-        policy = policies.parse(old.policy_yaml, f"rollout {rollout_id}'s policy")
-        pinned = policy.model_copy(
-            update={
-                "target": policy.target.model_copy(
-                    update={
-                        "candidate": policies.Candidate.model_validate(
-                            {"model": old.candidate.name, "version": old.candidate.version}
-                        )
-                    }
-                )
-            }
+        policy = launch.pinned(
+            policies.parse(old.policy_yaml, f"rollout {rollout_id}'s policy"), old.candidate
         )
-        record = RolloutView.of(launch.start(session, pinned, old.policy_yaml, app.actor, utcnow())).record()
+        record = RolloutView.of(launch.start(session, policy, old.policy_yaml, app.actor, utcnow())).record()
     if output == "table":
         click.echo(
             f"rollout {record['rollout']} started: a retry of rollout {rollout_id} ({record['candidate']})"

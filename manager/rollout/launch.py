@@ -31,6 +31,12 @@ def start(session: Session, policy: policies.RolloutPolicy, text: str, actor: st
     return rollouts.start(session, request(policy, text), actor, now)
 
 
+def pinned(policy: policies.RolloutPolicy, version: ModelVersion) -> policies.RolloutPolicy:
+    """`policy` with its candidate pinned to `version` (a retry, an undo)."""
+    chosen = policies.Candidate.model_validate({"model": version.name, "version": version.version})
+    return policy.model_copy(update={"target": policy.target.model_copy(update={"candidate": chosen})})
+
+
 def candidate(session: Session, policy: policies.RolloutPolicy) -> ModelVersion:
     """The version `policy` would roll out now."""
     spec = policy.target.candidate
