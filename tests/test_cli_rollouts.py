@@ -250,7 +250,7 @@ def test_endpoints_show_the_weights_a_rollout_has_in_force(
             page_rows = [
                 endpoint_row(r, views.get(r.name)) for r in registry_endpoints.list_endpoints(session)
             ]
-        page = pages.endpoints(page_rows, {k: v.record() for k, v in views.items()})
+        page = pages.endpoints(page_rows, {k: v.record() for k, v in views.items()}, {})
         assert "candidate: churn:2 (20%, weight 20)" in page and "candidate at 20%" in page
 
 
