@@ -26,6 +26,7 @@ from manager.registry.tables import (
 )
 from manager.registry.vocabulary import ROLLOUT_STATES
 from manager.registry.work_tables import DELIVERY_STATES
+from manager.web.metrics_rollouts import RolloutCollector
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class Exposition:
     def __init__(self, database: Database) -> None:
         self.gauges = CollectorRegistry(auto_describe=False)
         self.gauges.register(RegistryCollector(database))
+        self.gauges.register(RolloutCollector(database))
 
     def __call__(self) -> tuple[bytes, str]:
         return generate_latest(telemetry.REGISTRY) + generate_latest(self.gauges), CONTENT_TYPE_LATEST
