@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class MetricsUnavailable(Exception):
@@ -39,4 +39,10 @@ class MetricSource(Protocol):
         self, endpoint: str, variants: Sequence[str], since: datetime, now: datetime
     ) -> list[VariantWindow]:
         """Complete windows in [since, now - lag), oldest first."""
+        ...
+
+    def custom_windows(
+        self, endpoint: str, variants: Sequence[str], metrics: Sequence[Any], since: datetime, now: datetime
+    ) -> list[VariantWindow]:
+        """The policy's own metrics (those with a `query`), per variant: complete windows, oldest first."""
         ...

@@ -75,29 +75,35 @@ class CloudWatchSource:
             raise ValueError(f"{len(variants)} variants need {len(queries)} queries; GetMetricData takes 500")
         return queries
 
+    def _stat(
+        self, query_id: str, namespace: str, metric: str, dims: dict[str, str], stat: str
+    ) -> dict[str, Any]:
+        return {
+            "Id": query_id,
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": namespace,
+                    "MetricName": metric,
+                    "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()],
+                },
+                "Period": self.period,
+                "Stat": stat,
+            },
+            "ReturnData": True,
+        }
+
     def _fetch(
         self, endpoint: str, queries: list[_Query], start: datetime, end: datetime
     ) -> dict[str, dict[datetime, float]]:
+        dims = {q.id: {"EndpointName": endpoint, "VariantName": q.variant} for q in queries}
+        stats = [self._stat(q.id, NAMESPACE, q.metric, dims[q.id], q.stat) for q in queries]
+        return self._get(endpoint, stats, start, end)
+
+    def _get(
+        self, endpoint: str, stats: list[dict[str, Any]], start: datetime, end: datetime
+    ) -> dict[str, dict[datetime, float]]:
         request = {
-            "MetricDataQueries": [
-                {
-                    "Id": q.id,
-                    "MetricStat": {
-                        "Metric": {
-                            "Namespace": NAMESPACE,
-                            "MetricName": q.metric,
-                            "Dimensions": [
-                                {"Name": "EndpointName", "Value": endpoint},
-                                {"Name": "VariantName", "Value": q.variant},
-                            ],
-                        },
-                        "Period": self.period,
-                        "Stat": q.stat,
-                    },
-                    "ReturnData": True,
-                }
-                for q in queries
-            ],
+            "MetricDataQueries": stats,
             "StartTime": start,
             "EndTime": end,
             "ScanBy": "TimestampAscending",
@@ -156,5 +162,48 @@ class CloudWatchSource:
                         VariantWindow(
                             variant, name, stamp, stamp + step, 1, mean_ms, mean_ms * mean_ms, quantiles
                         )
+                    )
+        return sorted(out, key=lambda w: (w.start, w.variant, w.metric))
+
+    def custom_windows(
+        self, endpoint: str, variants: Sequence[str], metrics: Sequence[Any], since: datetime, now: datetime
+    ) -> list[VariantWindow]:
+        """Each metric with a `query` (a policy's own CloudWatch metric), per variant and window: a mean
+        is one observation per window (its value, as the model latency's minute means are); errors are
+        the value counted out of the variant's invocations in the window."""
+        start, end = align(since, self.period), align(now - self.lag, self.period)
+        if end <= start or not variants or not metrics:
+            return []
+        stats, wanted = [], []
+        for v_index, variant in enumerate(variants):
+            for m_index, metric in enumerate(metrics):
+                query = metric.query
+                query_id = f"c{m_index}_v{v_index}"
+                stats.append(
+                    self._stat(
+                        query_id, query.namespace, query.metric, query.resolved(endpoint, variant), query.stat
+                    )
+                )
+                wanted.append((query_id, variant, metric))
+            if any(m.kind == "errors" for m in metrics):
+                dims = {"EndpointName": endpoint, "VariantName": variant}
+                stats.append(self._stat(f"i_v{v_index}", NAMESPACE, "Invocations", dims, "Sum"))
+        if len(stats) > MAX_QUERIES:
+            raise ValueError(f"{len(stats)} custom queries; GetMetricData takes 500")
+        series = self._get(endpoint, stats, start, end)
+        step = timedelta(seconds=self.period)
+        out: list[VariantWindow] = []
+        for query_id, variant, metric in wanted:
+            invocations = series.get(f"i_v{variants.index(variant)}", {})
+            for stamp, value in sorted(series.get(query_id, {}).items()):
+                if metric.kind == "errors":
+                    n = round(invocations.get(stamp, 0.0))
+                    if n > 0:
+                        out.append(
+                            VariantWindow(variant, metric.measure, stamp, stamp + step, n, value, value)
+                        )
+                else:
+                    out.append(
+                        VariantWindow(variant, metric.measure, stamp, stamp + step, 1, value, value * value)
                     )
         return sorted(out, key=lambda w: (w.start, w.variant, w.metric))

@@ -15,6 +15,7 @@ from manager.clock import parse_duration
 from manager.config import yamlfile as yamlconfig
 from manager.policy import windows
 from manager.policy.packages import LifeCycle, PackageTrigger
+from manager.policy.query import Query
 from manager.policy.specs import (
     CLOUDWATCH_MEASURES,
     ERROR_MEASURES,
@@ -127,12 +128,29 @@ class Test(Spec):
     max_increase: float | None = Field(None, alias="maxIncrease", ge=0)  # relative: candidate/baseline - 1
 
 
+def _custom_measure(self: Metric) -> Metric:
+    """A metric with a `query`: CloudWatch's, a mean (each window's value one observation, as the model
+    latency is) or errors (the value counts errors out of the variant's invocations); its measure is
+    `cw:<name>` (what its observations are stored under)."""
+    if self.source != "cloudwatch":
+        raise ValueError("a `query` reads CloudWatch: give `source: cloudwatch`")
+    if self.kind == "proportion":
+        raise ValueError("a CloudWatch query is judged as `kind: mean` or `kind: errors`, not a proportion")
+    measure = f"cw:{self.name}"
+    if self.measure and self.measure != measure:
+        raise ValueError(f"with a `query` the measure is {measure} (or leave it out), not {self.measure!r}")
+    if len(measure) > 64:
+        raise ValueError("a metric with a `query` has a name of at most 61 characters")
+    object.__setattr__(self, "measure", measure)
+    return self
+
+
 class Metric(Spec):
     name: str
     source: Literal["quality", "cloudwatch"]
-    measure: (
-        str  # quality: accuracy | abs_error | squared_error; cloudwatch: errors_5xx | model_latency_ms | ...
-    )
+    # quality: accuracy | abs_error | squared_error; cloudwatch: errors_5xx | model_latency_ms | ...;
+    # with a `query`, `cw:<name>` (filled in)
+    measure: str = ""
     kind: Literal["proportion", "mean", "errors"]
     higher_is_better: bool = Field(alias="higherIsBetter")
     role: Literal["primary", "guardrail"] = "guardrail"
@@ -141,9 +159,14 @@ class Metric(Spec):
     on_no_data: Literal["pass", "inconclusive", "fail"] = Field("inconclusive", alias="onNoData")
     min_samples: int = Field(100, alias="minSamples", ge=0, le=MAX_COUNT)
     dry_run: bool = Field(False, alias="dryRun")
+    query: Query | None = None  # a CloudWatch metric of your own, read per variant
 
     @model_validator(mode="after")
     def _known_measure(self) -> Metric:
+        if self.query is not None:
+            return _custom_measure(self)
+        if not self.measure:
+            raise ValueError("give a `measure`, or a CloudWatch `query` of your own")
         known = QUALITY_MEASURES if self.source == "quality" else CLOUDWATCH_MEASURES
         if self.measure not in known:
             raise ValueError(f"{self.source} measures are {', '.join(known)}, not {self.measure!r}")

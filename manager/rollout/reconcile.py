@@ -248,6 +248,9 @@ class Reconciler(ConfigChanges):
         since = snap.metrics_cursor or (snap.phases[0][1] if snap.phases else now)
         target = policy.target
         windows = self.metrics.windows(target.endpoint, list(snap.variants), since, now)
+        custom = [m for m in policy.metrics if m.query is not None]
+        if custom:  # the policy's own CloudWatch metrics, read in the same window
+            windows += self.metrics.custom_windows(target.endpoint, list(snap.variants), custom, since, now)
         if not windows:
             return False
         rows = [
