@@ -39,11 +39,15 @@ def webhooks_group() -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["json", "slack"]),
+    type=click.Choice(["json", "slack", "teams", "pagerduty", "email"]),
     default="json",
     show_default=True,
-    help="slack: Slack's incoming-webhook JSON",
+    help="slack: Slack's incoming-webhook JSON; teams: an Adaptive Card; pagerduty: Events API v2 (the "
+    "routing key from --secret-env/--secret-file); email: --url smtp://host:port with --to and --from",
 )
+@click.option("--template", help="the line each event says, e.g. '$kind: $endpoint ($candidate) $link'")
+@click.option("--to", "to", multiple=True, help="an email hook's recipient (repeat)")
+@click.option("--from", "sender", help="an email hook's sender address")
 @click.option(
     "--event",
     "kinds",
@@ -66,6 +70,9 @@ def add(
     url: str | None,
     url_from: str | None,
     fmt: str,
+    template: str | None,
+    to: tuple[str, ...],
+    sender: str | None,
     kinds: tuple[str, ...],
     secret_env: str | None,
     secret_file: str | None,
@@ -86,6 +93,9 @@ def add(
         "format": fmt,
         "events": list(kinds),
         "timeout": timeout,
+        "template": template,
+        "to": list(to) or None,
+        "from": sender,
     }
     fields.update({"secretEnv": secret_env, "secretFile": secret_file})
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -31,6 +31,23 @@ WebhookEvent = Literal[
 WEBHOOK_EVENTS: tuple[str, ...] = get_args(WebhookEvent)
 GateType = Literal["confirm-rollout", "pre-rollout", "confirm-promotion"]
 HOOK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+EMAIL = r"^[^@\s<>,;]{1,64}@[A-Za-z0-9.-]{1,253}$"
+# What a hook's `template` may say ($name): each event's fields (manager.webhooks.events.fields).
+TEMPLATE_FIELDS = (
+    "kind",
+    "rollout",
+    "endpoint",
+    "candidate",
+    "baseline",
+    "state",
+    "weight",
+    "reason",
+    "actor",
+    "action",
+    "seq",
+    "link",
+    "text",
+)
 
 
 class Webhook(Spec):
@@ -47,7 +64,12 @@ class Webhook(Spec):
     url_from: str | None = Field(
         None, alias="urlFrom", pattern=r"^(env:[A-Za-z_][A-Za-z0-9_]{0,127}|file:[^\x00]{1,4096})$"
     )
-    format: Literal["json", "slack"] = "json"
+    # json (ours, signed), slack, teams (an Adaptive Card), pagerduty (Events API v2, the routing key
+    # from secretEnv/secretFile) or email (url smtp://[user@]host:port or smtps://, `to`, `from`)
+    format: Literal["json", "slack", "teams", "pagerduty", "email"] = "json"
+    template: str | None = Field(None, max_length=2000)  # the line each event says: string.Template
+    to: list[Annotated[str, Field(pattern=EMAIL)]] = Field(default_factory=list, max_length=20)
+    sender: str | None = Field(None, alias="from", pattern=EMAIL)
     events: list[WebhookEvent] = Field(default_factory=list, max_length=len(WEBHOOK_EVENTS))
     secret_env: str | None = Field(None, alias="secretEnv", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
     secret_file: str | None = Field(None, alias="secretFile", max_length=4096)
@@ -72,8 +94,23 @@ class Webhook(Spec):
         if value is None:
             return None
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > 2048:
-            raise ValueError(f"{value!r} is not an http(s) URL")
+        if parts.scheme not in ("http", "https", "smtp", "smtps") or not parts.hostname or len(value) > 2048:
+            raise ValueError(f"{value!r} is not an http(s) URL (nor smtp:// or smtps:// for email)")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        from string import Template
+
+        if value is None:
+            return None
+        template = Template(value)
+        if not template.is_valid():
+            raise ValueError("not a template: write $name or ${name}, and $$ for a dollar sign")
+        unknown = sorted(set(template.get_identifiers()) - set(TEMPLATE_FIELDS))
+        if unknown:
+            raise ValueError(f"${unknown[0]} is not a field; the fields are {', '.join(TEMPLATE_FIELDS)}")
         return value
 
     @model_validator(mode="after")
@@ -82,11 +119,28 @@ class Webhook(Spec):
             raise ValueError("give `url`, or `urlFrom` (env:NAME or file:PATH) for a URL that is a secret")
         if self.secret_env and self.secret_file:
             raise ValueError("give `secretEnv` or `secretFile`, not both")
-        if self.type != "event" and (self.format != "json" or self.events):
-            raise ValueError(f"a {self.type} gate is called with JSON; `format` and `events` are for events")
+        if self.type != "event" and (self.format != "json" or self.events or self.template):
+            raise ValueError(
+                f"a {self.type} gate is called with JSON; `format`, `events` and `template` are for events"
+            )
+        self._fits_format()
         if parse_duration(self.timeout) > timedelta(minutes=5):
             raise ValueError("`timeout` is at most 5m: a call never holds the daemon longer")
         return self
+
+    def _fits_format(self) -> None:
+        from urllib.parse import urlsplit
+
+        mail = urlsplit(self.url).scheme in ("smtp", "smtps") if self.url else None
+        if self.format == "email":
+            if mail is False:
+                raise ValueError("an email hook's url is smtp://[user@]host:port or smtps://...")
+            if not self.to or not self.sender:
+                raise ValueError("an email hook needs `to` (1-20 addresses) and `from`")
+        elif mail or self.to or self.sender:
+            raise ValueError("smtp:// URLs, `to` and `from` are for `format: email`")
+        if self.format == "pagerduty" and not (self.secret_env or self.secret_file):
+            raise ValueError("a pagerduty hook needs its routing key: `secretEnv` or `secretFile`")
 
     @property
     def gate(self) -> bool:

@@ -213,7 +213,7 @@ class WebhookDelivery(Base):
     hook: Mapped[str] = mapped_column(String(NAME_LENGTH))
     source: Mapped[str] = mapped_column(String(16))  # "policy" or "registry"
     url: Mapped[str] = mapped_column(String(2048))
-    format: Mapped[str] = mapped_column(String(8))
+    format: Mapped[str] = mapped_column(String(16))
     secret_env: Mapped[str | None] = mapped_column(String(128))
     secret_file: Mapped[str | None] = mapped_column(String(4096))
     timeout: Mapped[float] = mapped_column(Float)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from manager.registry.rollouts import INTENTS as REGISTRY_RULES
-
 OperatorIntent = Literal["pause", "resume", "approve", "abort", "skip", "promote"]
 INTENTS: tuple[OperatorIntent, ...] = ("pause", "resume", "approve", "abort", "skip", "promote")
 INTENT_HELP: dict[OperatorIntent, str] = {
@@ -18,11 +16,14 @@ INTENT_HELP: dict[OperatorIntent, str] = {
     "skip": "end the current step now and go on with the next (at the last step: promote)",
     "promote": "promote WITHOUT the analysis (recorded loudly)",
 }
-# The states each applies to (the registry's rules, `rollouts.INTENTS`; approve: paused at a manual
-# gate): the dashboard's buttons are disabled in the others, as Argo's are.
-APPLIES: dict[str, tuple[str, ...]] = {str(k): v for k, v in REGISTRY_RULES.items()} | {
-    "approve": ("paused",)
-}
+
+
+def applies(intent: str) -> tuple[str, ...]:
+    """The states `intent` applies to (the registry's rules; `approve`: paused at a manual gate): the
+    dashboard's buttons are disabled in the others, as Argo's are."""
+    from manager.registry.rollouts import INTENTS as REGISTRY_RULES  # not at import: `--help` stays light
+
+    return ("paused",) if intent == "approve" else REGISTRY_RULES[intent]  # type: ignore[index]
 
 
 def request(session: Any, rollout_id: int, intent: OperatorIntent, reason: str | None, actor: str) -> Any:

@@ -166,8 +166,8 @@ def rollout_page(
         state = r["state"]
         buttons = "".join(
             f"<button name='intent' value='{i}' title='{html.escape(intents.INTENT_HELP[i])}'"
-            f" data-states='{' '.join(intents.APPLIES[i])}'"
-            + ("" if state in intents.APPLIES[i] else " disabled")
+            f" data-states='{' '.join(intents.applies(i))}'"
+            + ("" if state in intents.applies(i) else " disabled")
             + f">{i}</button>"
             for i in intents.INTENTS
         )

@@ -116,8 +116,7 @@ def fan_out(database: Database, limit: int = BATCH, link: str | None = None) -> 
                     continue
                 key = f"{hook.source}:{hook.spec.name}:{row.seq}"
                 message = events.body(row, kind, key, None if rollout is None else rollout[0], link)
-                if hook.spec.format == "slack":
-                    message = events.slack(message)
+                message = events.render(message, hook.spec)
                 values.append(_delivery(hook, key, row, kind, message, now))
         for start in range(0, len(values), BATCH):
             table = WebhookDelivery.__table__
@@ -239,6 +238,10 @@ def deliver_due(database: Database, retry: timedelta, limit: int = BATCH) -> Sen
 
 
 def _send(row: WebhookDelivery) -> send.Answer:
+    if row.format == "email":
+        return send.mail(row.url, json.loads(row.body), row.timeout, row.secret_env, row.secret_file)
+    if row.format == "pagerduty":  # the routing key is the hook's secret, added now and never stored
+        return send.pagerduty(row.url, json.loads(row.body), row.timeout, row.secret_env, row.secret_file)
     headers = {
         "Idempotency-Key": row.key,
         "X-Variantctl-Delivery": row.key,

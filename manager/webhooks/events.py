@@ -141,3 +141,117 @@ def slack(body: dict[str, Any]) -> dict[str, Any]:
             },
         ],
     }
+
+
+def fields(body: dict[str, Any]) -> dict[str, str]:
+    """What a hook's `template` may say of an event (policy.webhooks.TEMPLATE_FIELDS), as text."""
+    r = body.get("rollout") or {}
+    e = body["event"]
+    said = {
+        "kind": body["kind"],
+        "rollout": r.get("id"),
+        "endpoint": body.get("endpoint"),
+        "candidate": r.get("candidate"),
+        "baseline": r.get("baseline"),
+        "state": r.get("state"),
+        "weight": r.get("weight"),
+        "reason": e.get("reason"),
+        "actor": e.get("actor"),
+        "action": e.get("action"),
+        "seq": e.get("seq"),
+        "link": body.get("link"),
+        "text": body.get("text"),
+    }
+    return {k: "" if v is None else (f"{v:g}" if isinstance(v, float) else str(v)) for k, v in said.items()}
+
+
+def render(body: dict[str, Any], spec: Any) -> dict[str, Any]:
+    """The body a hook gets: its `template`'s line as the text, then in its `format`."""
+    from string import Template
+
+    if spec.template:
+        body = {**body, "text": Template(spec.template).safe_substitute(fields(body))}
+    if spec.format == "slack":
+        return slack(body)
+    if spec.format == "teams":
+        return teams(body)
+    if spec.format == "pagerduty":
+        return pagerduty(body)
+    if spec.format == "email":
+        return email(body, spec.to, spec.sender)
+    return body
+
+
+def teams(body: dict[str, Any]) -> dict[str, Any]:
+    """A Microsoft Teams message (a Workflows or incoming webhook): one Adaptive Card with the line,
+    the event's facts and, with a dashboard, a link to the rollout's page. Teams renders a TextBlock's
+    text as Markdown: the line is sent as plain text with Markdown's characters escaped."""
+    e = body["event"]
+    facts = [
+        {"title": k, "value": str(e[k])} for k in ("seq", "at", "actor", "action") if e.get(k) is not None
+    ]
+    card: dict[str, Any] = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": [
+            {"type": "TextBlock", "text": _markdown_escaped(body["text"]), "wrap": True, "weight": "Bolder"},
+            {"type": "FactSet", "facts": facts},
+        ],
+    }
+    if body.get("link"):
+        card["actions"] = [{"type": "Action.OpenUrl", "title": "Open the rollout", "url": body["link"]}]
+    content = {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
+    return {"type": "message", "attachments": [content]}
+
+
+def _markdown_escaped(text: str) -> str:
+    return "".join(f"\\{c}" if c in "\\`*_{}[]()#+-.!<>|~" else c for c in str(text))
+
+
+SEVERITY = {
+    "failed": "error",
+    "rolled_back": "error",
+    "sample_ratio_mismatch": "warning",
+    "aborted": "warning",
+}
+
+
+def pagerduty(body: dict[str, Any]) -> dict[str, Any]:
+    """A PagerDuty Events API v2 event (the routing key is added when it is sent, never stored): one
+    alert per rollout (`dedup_key`), triggered by each event and resolved when the rollout promotes."""
+    r = body.get("rollout") or {}
+    e = body["event"]
+    out: dict[str, Any] = {
+        "event_action": "resolve" if body["kind"] == "promoted" else "trigger",
+        "dedup_key": f"variantctl-rollout-{r.get('id')}" if r else f"variantctl-{e['subject']}",
+        "payload": {
+            "summary": str(body["text"])[:1024],
+            "source": str(body.get("endpoint") or e["subject"]),
+            "severity": SEVERITY.get(body["kind"], "info"),
+            "timestamp": e["at"],
+            "component": str(r.get("candidate") or ""),
+            "group": str(body.get("endpoint") or ""),
+            "class": body["kind"],
+            "custom_details": {"event": e, "decision": body.get("decision"), "rollout": r},
+        },
+        "client": "variantctl",
+    }
+    if body.get("link"):
+        out["client_url"] = body["link"]
+        out["links"] = [{"href": body["link"], "text": "the rollout's page"}]
+    return out
+
+
+def email(body: dict[str, Any], to: list[str], sender: str) -> dict[str, Any]:
+    """A plain-text email: the line as its subject, the event's facts and its link below."""
+    e = body["event"]
+    lines = [
+        body["text"],
+        "",
+        *(f"{k}: {e[k]}" for k in ("seq", "at", "actor", "action", "reason", "hash") if e.get(k) is not None),
+    ]
+    if body.get("link"):
+        lines += ["", f"the rollout's page: {body['link']}"]
+    subject = " ".join(str(body["text"]).split())[:200]
+    return {"to": list(to), "from": sender, "subject": f"[variantctl] {subject}", "text": "\n".join(lines)}

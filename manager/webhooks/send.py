@@ -161,3 +161,58 @@ def reason(raw: bytes, content_type: str) -> str:
     shown = content_type.split(";")[0].strip() or "no content type"
     more = "+" if len(raw) >= ANSWER_READ else ""
     return f"({len(raw)}{more} bytes of {shown}, not kept)"
+
+
+def pagerduty(url: str, body: dict[str, object], timeout: float, env: str | None, file: str | None) -> Answer:
+    """POST a PagerDuty Events API v2 event with its routing key, read now from the hook's secret."""
+    try:
+        key = secret(env, file)
+    except SecretMissing as exc:
+        return Answer(0, f"not sent: {exc}"[:ANSWER_KEPT])
+    sent = json.dumps({**body, "routing_key": (key or b"").decode()}, sort_keys=True).encode()
+    return post(url, sent, {}, timeout)
+
+
+def mail(url: str, message: dict[str, object], timeout: float, env: str | None, file: str | None) -> Answer:
+    """Send an email hook's message over SMTP (`smtps://` with TLS from the start, `smtp://` with
+    STARTTLS when the server offers it), to the address the destination policy checked; the password,
+    if any, is the hook's secret and the user is the URL's."""
+    import smtplib
+    from email.message import EmailMessage
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    secure = parts.scheme == "smtps"
+    try:
+        password = secret(env, file)
+        where = destinations.check(
+            f"{'https' if secure else 'http'}://{parts.hostname}:{parts.port or (465 if secure else 25)}/"
+        )
+    except (SecretMissing, destinations.Refused) as exc:
+        return Answer(0, f"not sent: {exc}"[:ANSWER_KEPT])
+    mail_message = EmailMessage()
+    mail_message["Subject"] = str(message["subject"])
+    mail_message["From"] = str(message["from"])
+    mail_message["To"] = ", ".join(str(t) for t in message["to"])  # type: ignore[attr-defined]
+    mail_message.set_content(str(message["text"]))
+    try:
+        # by name where TLS is used (the certificate is for the name, not the checked address)
+        if secure:
+            context = ssl.create_default_context()
+            server: smtplib.SMTP = smtplib.SMTP_SSL(where.host, where.port, timeout=timeout, context=context)
+        else:
+            server = smtplib.SMTP(where.address, where.port, timeout=timeout)
+        with server:
+            server.ehlo()
+            if not secure and server.has_extn("starttls"):
+                server._host = where.host  # type: ignore[attr-defined]  # what STARTTLS verifies
+                server.starttls(context=ssl.create_default_context())
+                server.ehlo()
+            if parts.username and password is not None:
+                server.login(parts.username, password.decode())
+            refused = server.send_message(mail_message)
+    except (OSError, smtplib.SMTPException) as exc:
+        return Answer(0, f"no answer: {exc}"[:ANSWER_KEPT])
+    if refused:
+        return Answer(0, f"refused for {', '.join(sorted(refused))}"[:ANSWER_KEPT])
+    return Answer(250, "accepted")
