@@ -123,3 +123,49 @@ def test_templates_teams_pagerduty_and_email_are_delivered(
 def test_a_hook_that_cannot_mean_anything_is_refused(hook: str, message: str) -> None:
     with pytest.raises(Exception, match=message.replace("$", r"\$").replace("(", r"\(")):
         policies.parse(policy_text(CANARY) + f"webhooks:\n  - {hook}\n")
+
+
+def test_a_rollback_hook_rolls_back_and_a_post_rollout_hook_is_told_once(
+    tmp_path: Path, artifacts: dict[str, Path]
+) -> None:
+    """Flagger's `rollback` hook (asked while the rollout runs; a 2xx rolls it back) and `post-rollout`
+    hook (told once the rollout has ended)."""
+    from manager.history import audit
+
+    def answer(request: Any, calls: int) -> int:
+        return (
+            200
+            if request.path == "/rollback" and calls >= 3
+            else (404 if request.path == "/rollback" else 200)
+        )
+
+    with receiver(answer) as http, make_world(tmp_path, artifacts) as world:
+        hooks = (
+            f"  - {{name: load-test-alarm, type: rollback, url: '{http.url}/rollback', every: 100ms}}\n"
+            f"  - {{name: cleanup, type: post-rollout, url: '{http.url}/post'}}\n"
+        )
+        rollout_id = world.start(policy_text(CANARY, min_samples=1_000_000) + "webhooks:\n" + hooks)
+        reconciler, deadline = world.reconciler(), time.monotonic() + 90
+        while world.rollout(rollout_id).state not in ("rolled_back", "promoted"):
+            assert time.monotonic() < deadline, world.rollout(rollout_id).state
+            reconciler.tick()
+            worker.run(world.database, timedelta(milliseconds=50))
+            time.sleep(0.05)
+        row = world.rollout(rollout_id)
+        assert row.state == "rolled_back"
+        assert row.reason == "the rollback hook 'load-test-alarm' answered HTTP 200: rolling back"
+        answered = sorted(
+            audit.history(world.database, audit.HistoryFilter(action="gate.answered")), key=lambda e: e.seq
+        )
+        assert [a.reason for a in answered] == [  # the first "no", then the "yes": repeats are counted
+            "the rollback hook 'load-test-alarm' answered HTTP 404: go on (asked again in 100ms)",
+            "the rollback hook 'load-test-alarm' answered HTTP 200: roll back",
+        ]
+        deadline = time.monotonic() + 30
+        while not [r for r in http.requests if r.path == "/post"]:
+            assert time.monotonic() < deadline, "the post-rollout hook was never told"
+            worker.run(world.database, timedelta(milliseconds=50))
+            time.sleep(0.05)
+        worker.run(world.database, timedelta(milliseconds=50))
+        [told] = [r.json for r in http.requests if r.path == "/post"]
+        assert told["kind"] == "rolled_back" and told["rollout"]["id"] == rollout_id

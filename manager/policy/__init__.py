@@ -29,11 +29,12 @@ from manager.policy.specs import (
     Spec,
 )
 from manager.policy.target import Candidate, Capacity, Target
-from manager.policy.webhooks import HOOK_NAME, WEBHOOK_EVENTS, GateType, Webhook, WebhookEvent
+from manager.policy.webhooks import FINAL_KINDS, HOOK_NAME, WEBHOOK_EVENTS, GateType, Webhook, WebhookEvent
 
 __all__ = [
     "CLOUDWATCH_MEASURES",
     "ERROR_MEASURES",
+    "FINAL_KINDS",
     "HOOK_NAME",
     "MAX_COUNT",
     "MAX_DURATION",

@@ -30,6 +30,7 @@ WebhookEvent = Literal[
 ]
 WEBHOOK_EVENTS: tuple[str, ...] = get_args(WebhookEvent)
 GateType = Literal["confirm-rollout", "pre-rollout", "confirm-promotion"]
+FINAL_KINDS = ("promoted", "rolled_back", "aborted", "failed")  # what a post-rollout hook is told of
 HOOK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 EMAIL = r"^[^@\s<>,;]{1,64}@[A-Za-z0-9.-]{1,253}$"
 # What a hook's `template` may say ($name): each event's fields (manager.webhooks.events.fields).
@@ -57,7 +58,12 @@ class Webhook(Spec):
     2xx; after `deadline` the rollout applies `onDeadline` (abort: it ends on the baseline)."""
 
     name: str
-    type: Literal["event", "confirm-rollout", "pre-rollout", "confirm-promotion"] = "event"
+    # Flagger's hooks beside the gates: `rollback` is asked every `every` while the rollout runs, and
+    # a 2xx answer rolls it back; `post-rollout` is told once the rollout has ended (promoted, rolled
+    # back, aborted or failed), delivered and retried as an event; its failure changes nothing.
+    type: Literal[
+        "event", "confirm-rollout", "pre-rollout", "confirm-promotion", "rollback", "post-rollout"
+    ] = "event"
     url: str | None = None
     # Where the URL is read from when it is a credential (a Slack or Teams URL): `env:NAME` (the
     # daemon's environment) or `file:PATH`, read when it is sent; never stored or shown.
@@ -119,7 +125,9 @@ class Webhook(Spec):
             raise ValueError("give `url`, or `urlFrom` (env:NAME or file:PATH) for a URL that is a secret")
         if self.secret_env and self.secret_file:
             raise ValueError("give `secretEnv` or `secretFile`, not both")
-        if self.type != "event" and (self.format != "json" or self.events or self.template):
+        if self.type not in ("event", "post-rollout") and (
+            self.format != "json" or self.events or self.template
+        ):
             raise ValueError(
                 f"a {self.type} gate is called with JSON; `format`, `events` and `template` are for events"
             )
@@ -144,7 +152,8 @@ class Webhook(Spec):
 
     @property
     def gate(self) -> bool:
-        return self.type != "event"
+        """Asked (and answered) rather than told: the gates and the rollback hook."""
+        return self.type not in ("event", "post-rollout")
 
     @property
     def target(self) -> str:

@@ -13,7 +13,7 @@ an analysis promotes. A way back to the baseline is never held, nor an operator'
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import select
@@ -130,3 +130,48 @@ def _answer(row: GateCheck) -> str:
         if row.last_status
         else "no answer"
     )
+
+
+ASKED_FOR = timedelta(days=366)  # a rollback hook has no deadline: it is asked while the rollout runs
+
+
+def rollback_asked(
+    session: Session, rollout: Rollout, policy: policies.RolloutPolicy, actor: str, now: datetime
+) -> Decision | None:
+    """Flagger's rollback hooks: each is asked (by the webhook job) every `every` from when the rollout
+    runs; the first 2xx answer rolls it back. Opens the checks the first time; the rollback, if asked."""
+    hooks = [w for w in policy.webhooks if w.type == "rollback"]
+    if not hooks or rollout.state not in ("running", "paused"):
+        return None
+    rows = {
+        r.gate: r
+        for r in session.scalars(
+            select(GateCheck).where(
+                GateCheck.rollout_id == rollout.id, GateCheck.gate.in_([w.name for w in hooks])
+            )
+        )
+    }
+    for hook in hooks:
+        row = rows.get(hook.name)
+        if row is None:
+            session.add(
+                GateCheck(
+                    rollout_id=rollout.id,
+                    gate=hook.name,
+                    kind=hook.type,
+                    opened_at=now,
+                    deadline_at=now + ASKED_FOR,
+                    next_call_at=now,
+                    calls=0,
+                )
+            )
+            said = {"gate": hook.name, "type": hook.type, "url": hook.shown, "every": hook.every}
+            why = f"asking the rollback hook {hook.name!r} every {hook.every} while the rollout runs"
+            record_event(session, rollout, actor, "gate.opened", why, said, now)
+        elif row.passed_at is not None:
+            return Decision(
+                "rollback",
+                f"the rollback hook {hook.name!r} answered HTTP {row.last_status}: rolling back",
+                {"gate": [hook.name]},
+            )
+    return None

@@ -197,6 +197,12 @@ class Reconciler(ConfigChanges):
             paired=paired,
             requests=data.get("invocations", []),
         )
+        if not decision.final and any(w.type == "rollback" for w in policy.webhooks):
+            with self._write(look) as session:  # Flagger's rollback hooks: a 2xx rolls it back now
+                asked = gates.rollback_asked(
+                    session, records.row(session, look.rollout_id), policy, self.actor, now
+                )
+            decision = asked or decision
         return self._apply(look, decision)
 
     def _settlers(self) -> dict[str, Callable[[Look, PendingChange], TickResult | None]]:

@@ -114,6 +114,8 @@ def fan_out(database: Database, limit: int = BATCH, link: str | None = None) -> 
             for hook in own + registry_hooks:
                 if hook.spec.events and kind not in hook.spec.events:
                     continue
+                if hook.spec.type == "post-rollout" and kind not in policies.FINAL_KINDS:
+                    continue
                 key = f"{hook.source}:{hook.spec.name}:{row.seq}"
                 message = events.body(row, kind, key, None if rollout is None else rollout[0], link)
                 message = events.render(message, hook.spec)

@@ -105,15 +105,23 @@ def _record(
     answer: send.Answer,
     now: datetime,
 ) -> None:
+    changed = row.calls == 0 or answer.status != row.last_status
     row.calls += 1
     row.last_called_at, row.last_status, row.last_answer = now, answer.status, answer.text
     row.next_call_at = now + parse_duration(hook.every)
     if answer.ok:
         row.passed_at = now
+    if hook.type == "rollback" and not answer.ok and not changed:
+        return  # asked for as long as the rollout runs: a repeated "no" is counted, not recorded
     said = f"HTTP {answer.status}" if answer.status else answer.text
-    reason = f"the {hook.type} gate {hook.name!r} answered {said}: " + (
-        "passed" if answer.ok else f"holding (asked again in {hook.every})"
-    )
+    if hook.type == "rollback":
+        reason = f"the rollback hook {hook.name!r} answered {said}: " + (
+            "roll back" if answer.ok else f"go on (asked again in {hook.every})"
+        )
+    else:
+        reason = f"the {hook.type} gate {hook.name!r} answered {said}: " + (
+            "passed" if answer.ok else f"holding (asked again in {hook.every})"
+        )
     payload: dict[str, Any] = {
         "gate": hook.name,
         "type": hook.type,
