@@ -73,6 +73,15 @@ def test_commands_say_when_no_daemon_works_the_rollout(tmp_path: Path, artifacts
         assert record["daemon"]["alive"] is False
         assert "DOWN: no daemon has run on this registry" in _render(world, rollout_id)
         assert record["state"] == "pending" and record["intent"] == "abort"  # written; nobody acted
+        # the dashboard's rollout page says it too, with Argo's step counter
+        from manager.history import report, report_html
+        from manager.web.dashboard import Dashboard
+
+        with world.database.read() as session:
+            built = report.build(session, rollout_id)
+        page = report_html.sections(Dashboard(world.database, None, 2.0, "c", False)._with_daemon(built))
+        assert "step 1/4, candidate at 0%" in page
+        assert "<p class='error' id='daemon-down'>DOWN: no daemon has run on this registry" in page
 
 
 def test_a_real_daemon_is_named_and_a_dead_one_is_reported(

@@ -72,7 +72,9 @@ def sections(report: dict[str, Any]) -> str:
 against {html.escape(r["baseline"])} (variant {html.escape(r["baseline_variant"])});
 started by {html.escape(str(r.get("started_by")))} at
 {html.escape(cell(r["created_at"]))}; finished {html.escape(cell(r["finished_at"]))}.</p>
-{_package_html(report.get("model_package"))}<p class="why">{html.escape(r.get("reason") or "")}</p>
+{_progress_html(report)}{_package_html(report.get("model_package"))}<p class="why">{
+        html.escape(r.get("reason") or "")
+    }</p>
 <h2>Decision</h2>{decided}
 <h2>Steps</h2>{table(report["steps"], ["step", "state", "what", "until", "weight", "reached_at", "left_at"])}
 <h2>Weights over time</h2><div class="chart" id="weights"></div>
@@ -165,3 +167,18 @@ def _why_empty(metric: dict[str, Any]) -> str:
         f"{html.escape(' or '.join(statuses))} (fewer than {metric['min_samples']} samples per arm, "
         "or no data reported for the window).</p>"
     )
+
+
+def _progress_html(report: dict[str, Any]) -> str:
+    """Argo's step counter, the weight in force, and (on the dashboard) whether a daemon works it."""
+    r, steps = report["rollout"], report["steps"]
+    at = f"step {min(r['step'] + 1, len(steps))}/{len(steps)}, candidate at {r['weight']:g}%"
+    daemon = report.get("daemon")
+    said = ""
+    if daemon is not None:
+        said = (
+            f"; daemon: {html.escape(daemon['said'])}"
+            if daemon["alive"]
+            else f"</p><p class='error' id='daemon-down'>DOWN: {html.escape(daemon['said'])}"
+        )
+    return f"<p class='progress'>{html.escape(at)}{said}</p>"

@@ -71,9 +71,22 @@ class Dashboard(Signin):
             self._reports.popitem(last=False)
         return data
 
+    def _with_daemon(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The report with whether a daemon works the rollout now (asked at each request, not cached)."""
+        from dataclasses import asdict
+
+        from manager.registry import liveness
+        from manager.registry.vocabulary import is_final
+
+        rollout = data["rollout"]
+        if is_final(rollout["state"]):
+            return data
+        with self.database.read() as session:
+            return {**data, "daemon": asdict(liveness.check(session, rollout["endpoint"]))}
+
     def rollout(self, request: Request) -> Response:
         rollout_id = request.path_params["rollout_id"]
-        data = self._report(rollout_id)
+        data = self._with_daemon(self._report(rollout_id))
         operator = self._operator(request)
         csrf = self._csrf(request)
         # Only a notice this dashboard words itself: a link cannot make the page say anything else.
@@ -86,7 +99,7 @@ class Dashboard(Signin):
     def live(self, request: Request) -> Response:
         from manager.history import report_html
 
-        data = self._report(request.path_params["rollout_id"])
+        data = self._with_daemon(self._report(request.path_params["rollout_id"]))
         return Response(report_html.live_json(data), media_type="application/json")
 
     def report_json(self, request: Request) -> Response:
