@@ -99,7 +99,9 @@ def test_a_rollout_owns_the_weights_and_history_tells_what_served(
         args = ["--db", world.db, "endpoints"]
         refused = CliRunner().invoke(cli, [*args, "set-weights", ENDPOINT, "baseline=1", "--reason", "x"])
         assert refused.exit_code == 2
-        assert refused.stderr.startswith(f"error: rollout {rollout_id} (pending) owns {ENDPOINT}'s weights")
+        assert refused.stderr.startswith(
+            f"error: endpoint {ENDPOINT} has rollout {rollout_id} (pending); it owns the weights"
+        )
         world.tick_until(rollout_id, ("promoted",))
         shown = CliRunner().invoke(cli, [*args, "history", ENDPOINT, "-o", "json"])
         assert shown.exit_code == 0, shown.output

@@ -77,6 +77,18 @@ def resolve_candidate(
     return approved[0]
 
 
+def without_rollout(session: Session, name: str, then: str) -> Endpoint:
+    """The endpoint `name`, refused when the registry has none or a rollout owns it (`then`: what
+    to do about that rollout)."""
+    row = session.scalar(select(Endpoint).where(Endpoint.name == name))
+    if row is None:
+        raise NotFound(f"no endpoint {name!r} in the registry")
+    active = active_on(session, name)
+    if active is not None:
+        raise UserError(f"endpoint {name} has rollout {active.id} ({active.state}); {then}")
+    return row
+
+
 def going_back(baseline: ModelVersion, candidate: ModelVersion) -> bool:
     """Whether `candidate` is an older version of the model `baseline` is a version of."""
     return candidate.name == baseline.name and candidate.version < baseline.version

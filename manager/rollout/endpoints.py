@@ -25,7 +25,7 @@ from manager.platforms.base import (
 )
 from manager.platforms.traffic import wait_for, wait_gone
 from manager.registry import models
-from manager.registry.rollouts import active_on
+from manager.registry.rollouts import without_rollout
 from manager.registry.tables import AuditEvent, Endpoint, EndpointConfig, ModelVersion, Rollout
 from manager.rollout import configs
 
@@ -179,12 +179,7 @@ def forget(database: Database, platform: EndpointPlatform | None, name: str, act
     """Stop managing `name`: the registry no longer says it serves anything, and the row goes when no
     rollout refers to it. With a platform, the endpoint is deleted there too (a failed one, usually)."""
     with database.write() as session:
-        endpoint = session.scalar(select(Endpoint).where(Endpoint.name == name))
-        if endpoint is None:
-            raise NotFound(f"no endpoint {name!r} in the registry")
-        active = active_on(session, name)
-        if active is not None:
-            raise UserError(f"endpoint {name} has rollout {active.id} ({active.state}); abort it first")
+        endpoint = without_rollout(session, name, "abort it first")
         config = endpoint.current_config
         served = [v.model_version for v in config.variants] if config is not None else []
         attest.unserve(session, endpoint, actor)

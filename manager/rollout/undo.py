@@ -11,23 +11,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from manager import policy as policies
-from manager.errors import NotFound, UserError
+from manager.errors import UserError
 from manager.registry import models
-from manager.registry.rollouts import active_on, record_event, serving_baseline
+from manager.registry.rollouts import record_event, serving_baseline, without_rollout
 from manager.registry.tables import Endpoint, ModelVersion, Rollout
 from manager.rollout import launch
 
 
 def target(session: Session, endpoint: str, to_version: int | None) -> tuple[ModelVersion, ModelVersion, str]:
     """(the version serving now, the version to go back to, how it was chosen)."""
-    row = session.scalar(select(Endpoint).where(Endpoint.name == endpoint))
-    if row is None:
-        raise NotFound(f"no endpoint {endpoint!r} in the registry")
-    active = active_on(session, endpoint)
-    if active is not None:
-        raise UserError(
-            f"endpoint {endpoint} has rollout {active.id} ({active.state}); abort it to go back now"
-        )
+    row = without_rollout(session, endpoint, "abort it to go back now")
     current = serving_baseline(row, None).model_version
     if to_version is not None:
         chosen = models.get(session, f"{current.name}:{to_version}")

@@ -12,12 +12,12 @@ from typing import Any
 from sqlalchemy import select
 
 from manager.db import Database
-from manager.errors import NotFound, UserError
+from manager.errors import UserError
 from manager.history import audit
 from manager.history.attest import WEIGHTS_EVENT
 from manager.platforms.base import EndpointPlatform, EndpointState
 from manager.platforms.traffic import wait_for
-from manager.registry.rollouts import active_on
+from manager.registry.rollouts import active_on, without_rollout
 from manager.registry.tables import Endpoint
 
 
@@ -44,15 +44,8 @@ def planned(database: Database, name: str, wanted: Mapping[str, float]) -> dict[
     """The weights every production variant will have, checked against the registry: refused while
     a rollout owns the endpoint, for a variant it does not serve, or when all would be 0."""
     with database.read() as session:
-        endpoint = session.scalar(select(Endpoint).where(Endpoint.name == name))
-        if endpoint is None:
-            raise NotFound(f"no endpoint {name!r} in the registry")
-        active = active_on(session, name)
-        if active is not None:
-            raise UserError(
-                f"rollout {active.id} ({active.state}) owns {name}'s weights; "
-                f"`rollout promote`, `rollout abort` or wait for it to end"
-            )
+        then = "it owns the weights: `rollout promote`, `rollout abort` or wait for it to end"
+        endpoint = without_rollout(session, name, then)
         config = endpoint.current_config
         if config is None:
             raise UserError(f"endpoint {name} serves no config the registry knows")
