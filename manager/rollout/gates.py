@@ -62,14 +62,7 @@ def hold(
     hooks = [w for w in policy.webhooks if w.type in kinds]
     if not hooks:
         return PASS
-    rows = {
-        r.gate: r
-        for r in session.scalars(
-            select(GateCheck).where(
-                GateCheck.rollout_id == rollout.id, GateCheck.gate.in_([w.name for w in hooks])
-            )
-        )
-    }
+    rows = _checks(session, rollout, hooks)
     waiting: list[tuple[policies.Webhook, GateCheck]] = []
     for hook in hooks:
         row = rows.get(hook.name)
@@ -122,6 +115,13 @@ def hold(
     )
 
 
+def _checks(session: Session, rollout: Rollout, hooks: list[policies.Webhook]) -> dict[str, GateCheck]:
+    """The rollout's gate checks of these hooks, by hook name."""
+    names = [w.name for w in hooks]
+    query = select(GateCheck).where(GateCheck.rollout_id == rollout.id, GateCheck.gate.in_(names))
+    return {r.gate: r for r in session.scalars(query)}
+
+
 def _answer(row: GateCheck) -> str:
     return (
         "none yet"
@@ -143,14 +143,7 @@ def rollback_asked(
     hooks = [w for w in policy.webhooks if w.type == "rollback"]
     if not hooks or rollout.state not in ("running", "paused"):
         return None
-    rows = {
-        r.gate: r
-        for r in session.scalars(
-            select(GateCheck).where(
-                GateCheck.rollout_id == rollout.id, GateCheck.gate.in_([w.name for w in hooks])
-            )
-        )
-    }
+    rows = _checks(session, rollout, hooks)
     for hook in hooks:
         row = rows.get(hook.name)
         if row is None:
