@@ -51,6 +51,6 @@ def test_each_active_rollout_has_its_gauges(tmp_path: Path, artifacts: dict[str,
             rollouts.set_intent(session, rollout_id, "abort", "done", "t")
         world.tick_until(rollout_id, ("aborted",), reconciler)
         after = _samples(exposition()[0])
-        assert not [
-            k for k in after if k[0].startswith("variantctl_rollout_") and k[0] != "variantctl_rollouts"
-        ]
+        gone = [k for k in after if k[0].startswith("variantctl_rollout_") and k[0] != "variantctl_rollouts"]
+        assert gone == [("variantctl_rollout_gauges_left_out", ())]  # only the count of those left out
+        assert after[("variantctl_rollout_gauges_left_out", ())] == 0
