@@ -97,7 +97,7 @@ def test_the_base_policy_is_valid() -> None:
                 t
                 + "webhooks:\n  - {name: gate, type: confirm-promotion, url: 'https://ci/x', format: slack}\n"
             ),
-            "`format` and `events` are for events",
+            "`format`, `events` and `template` are for events",
         ),
         (
             lambda t: t + "webhooks:\n  - {name: a, url: 'https://x/1'}\n  - {name: a, url: 'https://x/2'}\n",
