@@ -22,7 +22,8 @@ from manager.local_sagemaker import LocalSageMaker
 from manager.platforms.sagemaker import SageMakerPlatform
 from manager.registry import migrate, models
 from manager.registry import packages as claims
-from manager.registry.tables import Endpoint
+from manager.registry.tables import Endpoint, Rollout
+from manager.registry.vocabulary import ACTIVE_ROLLOUT_STATES
 from manager.rollout import endpoints
 
 from .conftest import throwaway_pg_database
@@ -175,6 +176,9 @@ def test_each_approved_version_rolls_out_once_whatever_the_events_and_the_daemon
                     180,
                     tmp_path,
                 )
+                # the promotion's write-back (UpdateModelPackage) makes one more event: wait until it is
+                # sent, so that the queue is drained of it too, not read just before it arrives
+                wait_for("the write-backs sent", lambda: _unsent(database) == 0, 60, tmp_path)
                 wait_for("the queue drained", lambda: _left(sqs, queue) == 0, 60, tmp_path)
         finally:
             codes = stop(daemons[1:])
@@ -199,6 +203,13 @@ def _left(sqs: Any, queue: str) -> int:
     """Messages in the queue, visible or in flight (read by a daemon, not yet deleted)."""
     got = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
     return int(got["ApproximateNumberOfMessages"]) + int(got["ApproximateNumberOfMessagesNotVisible"])
+
+
+def _unsent(database: Database) -> int:
+    """Rollouts not yet ended, and write-backs not yet sent."""
+    with database.read() as session:
+        running = session.query(Rollout).filter(Rollout.state.in_(ACTIVE_ROLLOUT_STATES)).count()
+        return running + len(claims.pending_writebacks(session))
 
 
 def _ref(database: Database, arn: str) -> int:
