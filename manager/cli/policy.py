@@ -26,6 +26,7 @@ def policy_group() -> None:
 def validate(app: AppContext, path: Path, endpoint: str | None, output: str) -> None:
     """Check a policy; print the plan it implies (and, with --endpoint, the calls it would make)."""
     from manager import policy as policies
+    from manager.policy.family import family_error
 
     policy, _ = policies.load(path)
     rows = policies.describe_plan(policy)
@@ -79,6 +80,8 @@ def validate(app: AppContext, path: Path, endpoint: str | None, output: str) -> 
         f"per arm; inconclusive -> {d.on_inconclusive}; promotion by {d.promotion.mode}"
     )
     click.echo(f"trigger: {_trigger_text(policy.trigger)}")
+    for line in family_error(policy).lines():
+        click.echo(line)
     if endpoint is not None:
         from manager.cli.plan import show
 

@@ -170,6 +170,16 @@ def _record(
         "p_ended_by_policy_limits": summary.ended_at_limit,
         "simulated_metrics": [m.name for m in policy.metrics],
     }
+    from manager.policy.family import family_error
+
+    family = family_error(policy)
+    record["family_alpha"] = family.family_alpha
+    record["family_false_rollback_bound"] = family.false_rollback
+    record["family_false_promotion_bound"] = family.false_promotion
+    # On an A/A, a promotion is false only when the primary's margin is 0 (with a margin, the A/A
+    # candidate is rightly shown no worse than it)
+    zero_margin = policy.primary is not None and policy.primary.test.margin == 0
+    record["p_false_promotion"] = summary.promote if summary.truth == "same" and zero_margin else None
     warnings = []
     if target.dry_run:
         warnings.append(f"{target.name} is a dry run: recorded, never acted on; the other metrics decide")
@@ -202,5 +212,21 @@ def _shown(
         f"{unit} to a decision": f"median {summary.median_per_arm:,.0f}, p90 {summary.p90_per_arm:,.0f}",
         "minutes to a decision": f"median {summary.median_minutes:,.1f}, p90 {summary.p90_minutes:,.1f}",
         "harm exposure": f"{summary.exposure:,.0f} requests served by the worse model (mean)",
+        "family-wise error": _family_line(summary, record),
     }
     return shown
+
+
+def _family_line(summary: Any, record: dict[str, Any]) -> str:
+    """The policy's bounds on wrong decisions of an A/A, beside what this run measured when it is one."""
+    bounds = (
+        f"at most {record['family_false_rollback_bound']:.3g} false rollback, "
+        f"{record['family_false_promotion_bound']:.3g} false promotion"
+        + (f" (familyAlpha {record['family_alpha']:g})" if record["family_alpha"] is not None else "")
+    )
+    if summary.truth != "same":
+        return bounds
+    measured = f"; measured {summary.rollback:.4f} false rollback"
+    if record["p_false_promotion"] is not None:
+        measured += f", {record['p_false_promotion']:.4f} false promotion"
+    return bounds + measured

@@ -4,16 +4,15 @@ about the verdict. YAML, validated by pydantic; every error comes back with its 
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from manager.clock import parse_duration
 from manager.config import yamlfile as yamlconfig
-from manager.policy import windows
+from manager.policy import family, windows
 from manager.policy.packages import LifeCycle, PackageTrigger
 from manager.policy.query import Query
 from manager.policy.specs import (
@@ -226,6 +225,8 @@ class Decisions(Spec):
     max_duration: Duration = Field("6h", alias="maxDuration")
     min_duration: Duration = Field("0s", alias="minDuration")
     planned_samples: int = Field(5_000, alias="plannedSamples", ge=10, le=MAX_COUNT)
+    # The chance that any acting metric wrongly decides on an A/A, split over them (policy/family.py).
+    family_alpha: float | None = Field(None, alias="familyAlpha", gt=0, lt=0.5)
     superiority: bool = False
     # Live phases check the split: requests per variant against the weights, labels per variant
     # against requests (a sequential test at p < 0.001). What a mismatch does:
@@ -326,6 +327,7 @@ class RolloutPolicy(Spec):
         ):
             raise ValueError("quality metrics need target.captureDestination and target.groundTruth")
         self._replay_steps()
+        family.split(self)
         return self
 
     def _replay_steps(self) -> None:
@@ -406,60 +408,6 @@ def redacted_text(text: str) -> str:
     return redact_urls(text)
 
 
-def longest_duration(policy: RolloutPolicy) -> timedelta:
-    """The longest the rollout can run: every timed step, or the max duration, whichever is longer."""
-    timed = sum(
-        (
-            parse_duration(s.bake.duration)
-            if s.bake
-            else parse_duration(s.shadow.duration)
-            if s.shadow
-            else parse_duration(s.pause.duration)
-            if s.pause and s.pause.duration
-            else timedelta(0)
-            for s in policy.plan
-        ),
-        timedelta(0),
-    )
-    return max(timed, parse_duration(policy.decisions.max_duration))
-
-
-def describe_plan(policy: RolloutPolicy) -> list[dict[str, Any]]:
-    """One row per step: what happens, the weight in force, and what ends the step."""
-    rows, weight = [], 0.0
-    for index, step in enumerate(policy.plan):
-        if step.set_weight:
-            weight = step.set_weight.percent
-            what, ends = f"set candidate weight to {weight:g}%", "the endpoint reports the weights"
-        elif step.analysis:
-            checks = "harm tests only" if not step.analysis.final else "all metrics"
-            what = (
-                f"analyse at {weight:g}% ({checks})" if weight else f"analyse the replayed pairs ({checks})"
-            )
-            limits = f"{policy.decisions.max_samples} samples per arm or {policy.decisions.max_duration}"
-            ends = (
-                f"a decision, or {limits}" if step.analysis.final else "guardrails' minimum samples, no harm"
-            )
-            if not weight:
-                ends = (
-                    "a decision on the pairs, or the replay's end"
-                    if step.analysis.final
-                    else "the pairs' minimum samples (or the replay's end), no harm"
-                )
-        elif step.bake:
-            what, ends = f"bake at {weight:g}%", step.bake.duration
-        elif step.pause:
-            what = f"pause at {weight:g}%"
-            ends = step.pause.duration or "`variantctl rollout resume`"
-        elif step.replay:
-            r = step.replay
-            what = (
-                f"replay up to {r.requests} captured requests of the last {r.window} to the candidate"
-                f" at {r.max_requests_per_second:g}/s"
-            )
-            ends = "the plan is made; the replay runs through the analyses at weight 0"
-        else:
-            assert step.shadow is not None
-            what, ends = f"shadow {step.shadow.percent:g}% of requests", step.shadow.duration
-        rows.append({"step": index, "what": what, "until": ends})
-    return rows
+# re-exported: callers say policies.describe_plan
+from manager.policy.plans import describe_plan as describe_plan  # noqa: E402
+from manager.policy.plans import longest_duration as longest_duration  # noqa: E402
