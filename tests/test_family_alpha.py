@@ -31,7 +31,8 @@ def test_the_family_alpha_is_split_over_the_acting_metrics_only() -> None:
     with_dry_run = FAMILY.replace("minSamples: 20000}", "minSamples: 20000, dryRun: true}", 1)
     policy = policies.parse(with_dry_run)
     alphas = {m.name: m.alpha for m in policy.metrics}
-    assert alphas == pytest.approx({"accuracy": 0.025, "latency": 0.05, "5xx": 0.025})  # a dry run keeps its own
+    # a dry run keeps its own
+    assert alphas == pytest.approx({"accuracy": 0.025, "latency": 0.05, "5xx": 0.025})
     family = family_error(policy)
     assert family.false_rollback == pytest.approx(0.05) and family.false_promotion == pytest.approx(0.025)
 
