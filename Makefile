@@ -61,6 +61,7 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/history_query.py
+	$(BIN)/python benchmarks/simulate_speed.py
 	$(BIN)/python benchmarks/auditor.py
 	$(BIN)/python benchmarks/local_sagemaker_throughput.py
 	$(BIN)/python benchmarks/local_sagemaker_jobs.py

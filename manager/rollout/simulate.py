@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
 
-from manager.metrics.samples import Arm, ErrorWindow, Paired, PairedSums, PhaseData, ReplayProgress
+from manager.metrics.samples import Paired, PairedSums, ReplayProgress
 from manager.policy import Metric, RolloutPolicy
 from manager.rollout.decide import decide
+from manager.rollout.simulate_looks import Ahead, screen
+from manager.rollout.simulate_streams import Batch, Harms, SimPhase, Source, deliver
 from manager.rollout.verdicts import RolloutState
-from manager.stats.evalues import HarmEvidence
 
 Truth = Literal["same", "better", "worse"]
 Conclusion = Literal["promote", "rollback", "undecided"]
@@ -81,54 +82,6 @@ class RunResult:
     failed: tuple[str, ...] = ()  # the metrics whose verdict was `fail` when it rolled back
 
 
-@dataclass(frozen=True)
-class _Batch:
-    at: float
-    phase: int
-    draws: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]]  # metric: (b, c)
-
-
-@dataclass
-class _Phase:
-    number: int
-    weight: float
-    arms: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # metric: {"b"|"c": n, sum, sq}
-    windows: dict[str, list[ErrorWindow]] = field(default_factory=dict)
-
-    def add(
-        self, metric: str, b: tuple[float, float, float], c: tuple[float, float, float], errors: bool
-    ) -> None:
-        arms = self.arms.setdefault(metric, {"b": [0.0, 0.0, 0.0], "c": [0.0, 0.0, 0.0]})
-        for key, arm in (("b", b), ("c", c)):
-            for i in range(3):
-                arms[key][i] += arm[i]
-        if errors:
-            self.windows.setdefault(metric, []).append(ErrorWindow(b[0], b[1], c[0], c[1]))
-
-    def data(self, metric: str) -> PhaseData:
-        arms = self.arms.get(metric, {"b": [0.0, 0.0, 0.0], "c": [0.0, 0.0, 0.0]})
-        return PhaseData(self.number, Arm(*arms["b"]), Arm(*arms["c"]), tuple(self.windows.get(metric, [])))
-
-
-class _Harms:
-    """Each error metric's e-value, fed only the windows that arrived since the last look: a run looks
-    up to 10,000 times, and re-summing every window at each look made long runs quadratic."""
-
-    def __init__(self, metrics: list[str]) -> None:
-        self.evidence = {name: HarmEvidence() for name in metrics}
-        self.seen: dict[tuple[str, int], int] = {}  # (metric, phase): windows fed so far
-
-    def fed(self, phases: list[_Phase]) -> dict[str, HarmEvidence]:
-        for name, evidence in self.evidence.items():
-            for p in phases:
-                windows = p.windows.get(name, [])
-                done = self.seen.get((name, p.number), 0)
-                if len(windows) > done:
-                    evidence.add_many(windows[done:])
-                    self.seen[name, p.number] = len(windows)
-        return self.evidence
-
-
 # What a metric the scenario does not name looks like: the same for both versions (an A/A stream).
 QUIET = {"proportion": 0.85, "errors": 0.005, "mean": 20.0}
 
@@ -156,98 +109,115 @@ def streams_for(policy: RolloutPolicy, scenario: Scenario) -> dict[str, Scenario
     return out
 
 
-def _draw(
-    rng: np.random.Generator, scenario: Scenario, n: int, candidate: bool
-) -> tuple[float, float, float]:
-    if n <= 0:
-        return 0.0, 0.0, 0.0
-    if scenario.kind == "mean":
-        median = scenario.candidate if candidate else scenario.baseline
-        # The scenario's effect is on the mean: the lognormal mean is median * exp(sigma^2 / 2).
-        values = rng.lognormal(math.log(median), scenario.sigma, n)
-        return float(n), float(values.sum()), float(np.dot(values, values))
-    p = scenario.candidate if candidate else scenario.baseline
-    hits = float(rng.binomial(n, min(max(p, 0.0), 1.0)))
-    return float(n), hits, hits
-
-
-def run_once(policy: RolloutPolicy, scenario: Scenario, streams: Streams, seed: int) -> RunResult:
+def run_once(
+    policy: RolloutPolicy, scenario: Scenario, streams: Streams, seed: int, screened: bool = True
+) -> RunResult:
+    """One run through `decide`. `screened`: ask `decide` only at the looks `simulate_looks.screen`
+    says could change its answer (the same decisions as asking at every look, at a flat cost)."""
     rng = np.random.default_rng(seed)
     flows = streams_for(policy, scenario)
-    plan = policy.plan
-    step, phase_no, weight = 0, 0, 0.0
-    phases: list[_Phase] = []
-    pending: deque[_Batch] = deque()
-    minutes = served_b = served_c = 0.0
-    started = START
-    step_started = phase_started = START
-    lags = {m.name: streams.label_delay_minutes if m.source == "quality" else 0.0 for m in policy.metrics}
-    batch = 2 * streams.check_every
-    harms = _Harms([m.name for m in policy.metrics if m.kind == "errors"])
-    for _ in range(10_000):
-        now = started + timedelta(minutes=minutes)
-        observations = {m.name: [p.data(m.name) for p in phases] for m in policy.metrics}
-        state = RolloutState("running", step, phase_no, weight, started, step_started, phase_started)
-        decision = decide(state, policy, observations, now, harms=harms.fed(phases))
+    run = _Run(policy, flows, streams, Source(rng, flows))
+    looks = 0
+    while looks < 10_000:
+        now = START + timedelta(minutes=run.minutes)
+        state = RolloutState(
+            "running", run.step, run.phase_no, run.weight, START, run.step_started, run.phase_started
+        )
+        observations = {m.name: [p.data(m.name) for p in run.phases] for m in policy.metrics}
+        decision = decide(state, policy, observations, now, harms=run.harms.fed(run.phases))
+        looks += 1
         if decision.action in ("promote", "rollback"):
             limit = decision.reason.startswith("inconclusive")
             verdicts = decision.evidence.get("metrics", {})
             failed = tuple(
                 name for name, v in verdicts.items() if v.get("status") == "fail" and not v.get("dry_run")
             )
-            return _result(decision.action, served_b, served_c, minutes, scenario, limit, failed)
+            return run.result(decision.action, scenario, limit, failed)
         if decision.action == "set_weight":
-            weight = float(decision.weight or 0.0)
-            phase_no += 1
-            phases.append(_Phase(phase_no, weight))
-            phase_started = now
+            run.weight = float(decision.weight or 0.0)
+            run.phase_no += 1
+            run.phases.append(SimPhase(run.phase_no, run.weight))
+            run.phase_started = now
             continue
         if decision.action == "pause" and decision.reason.startswith("inconclusive"):
-            return _result("undecided", served_b, served_c, minutes, scenario, True)
+            return run.result("undecided", scenario, True)
         if decision.action in ("advance", "resume", "unshadow", "pause", "shadow"):
-            step = decision.next_step if decision.next_step is not None else step + 1
-            step_started = now
-            if step > len(plan) + 1:
+            run.step = decision.next_step if decision.next_step is not None else run.step + 1
+            run.step_started = now
+            if run.step > len(policy.plan) + 1:
                 break
             continue
         # wait: more traffic, then look again
-        if streams.max_per_arm and served_b + served_c >= 2 * streams.max_per_arm:  # 0: the policy's limits
+        room = run.room()
+        if room <= 0:
             break
-        n_c = round(batch * weight / 100)
-        n_b = batch - n_c
-        minutes += batch / streams.traffic_per_minute
-        draws = {
-            name: (_draw(rng, flow, n_b, False), _draw(rng, flow, n_c, True)) for name, flow in flows.items()
+        looks += run.serve(state, min(room, 10_000 - looks + 1), screened) - 1
+        if run.step >= len(policy.plan) and not run.phases:
+            break
+    return run.result("undecided", scenario)
+
+
+class _Run:
+    """A run's state between looks: where in the plan, the phases, and the traffic served so far."""
+
+    def __init__(self, policy: RolloutPolicy, flows: dict[str, Scenario], streams: Streams, source: Source):
+        self.policy, self.streams, self.source = policy, streams, source
+        self.step, self.phase_no, self.weight = 0, 0, 0.0
+        self.phases: list[SimPhase] = []
+        self.pending: deque[Batch] = deque()
+        self.minutes = self.served_b = self.served_c = 0.0
+        self.step_started = self.phase_started = START
+        self.lags = {
+            m.name: streams.label_delay_minutes if m.source == "quality" else 0.0 for m in policy.metrics
         }
-        served_b, served_c = served_b + n_b, served_c + n_c
-        pending.append(_Batch(minutes, phase_no, draws))
-        for batch_ in list(pending):
-            target = next((p for p in phases if p.number == batch_.phase), None)
-            if target is None:
-                continue
-            for name, (b, c) in list(batch_.draws.items()):
-                if batch_.at <= minutes - lags[name]:  # labels arrive `lag` minutes late
-                    target.add(name, b, c, flows[name].kind == "errors")
-                    del batch_.draws[name]
-        while pending and not pending[0].draws:
-            pending.popleft()
-        if step >= len(plan) and not phases:
-            break
-    return _result("undecided", served_b, served_c, minutes, scenario)
+        self.errors = {m.name for m in policy.metrics if m.kind == "errors"}
+        self.harms = Harms(sorted(self.errors))
+        self.batch = 2 * streams.check_every
 
+    def room(self) -> int:
+        """Batches that may still be served before the simulation's cap (0: the policy's limits only)."""
+        cap = self.streams.max_per_arm
+        if not cap:
+            return 10_000
+        left = 2 * cap - (self.served_b + self.served_c)
+        return 0 if left <= 0 else math.ceil(left / self.batch)
 
-def _result(
-    outcome: Conclusion,
-    served_b: float,
-    served_c: float,
-    minutes: float,
-    scenario: Scenario,
-    at_limit: bool = False,
-    failed: tuple[str, ...] = (),
-) -> RunResult:
-    truth = scenario.truth
-    exposure = served_c if truth == "worse" else served_b if truth == "better" else 0.0
-    return RunResult(outcome, (served_b + served_c) / 2, minutes, exposure, at_limit, failed)
+    def serve(self, state: RolloutState, most: int, screened: bool) -> int:
+        """Serve the batches up to the next look that needs `decide` (one, unscreened); how many."""
+        n_c = round(self.batch * self.weight / 100)
+        n_b = self.batch - n_c
+        rows = self.source.ahead(n_b, n_c)
+        count = 1
+        if screened:
+            ahead = Ahead(
+                self.phases,
+                self.pending,
+                self.harms.fed(self.phases),
+                rows,
+                (n_b, n_c),
+                self.minutes,
+                self.batch / self.streams.traffic_per_minute,
+                self.lags,
+                START,
+            )
+            count = screen(self.policy, state, ahead, most)
+        for i in range(count):
+            self.minutes += self.batch / self.streams.traffic_per_minute
+            self.served_b, self.served_c = self.served_b + n_b, self.served_c + n_c
+            taken = {name: (b[i], c[i]) for name, (b, c) in rows.items()}
+            self.pending.append(Batch(self.minutes, self.phase_no, taken))
+        self.source.take(count)
+        deliver(self.pending, self.phases, self.minutes, self.lags, self.errors)
+        return count
+
+    def result(
+        self, outcome: Conclusion, scenario: Scenario, at_limit: bool = False, failed: tuple[str, ...] = ()
+    ) -> RunResult:
+        truth = scenario.truth
+        exposure = self.served_c if truth == "worse" else self.served_b if truth == "better" else 0.0
+        return RunResult(
+            outcome, (self.served_b + self.served_c) / 2, self.minutes, exposure, at_limit, failed
+        )
 
 
 def check_paired(policy: RolloutPolicy, scenario: Scenario) -> None:

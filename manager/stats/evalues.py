@@ -70,6 +70,23 @@ class HarmEvidence:
             shares, np.bincount(inverse, weights=ce[keep]), np.bincount(inverse, weights=m[keep])
         )
 
+    def log_values_ahead(self, share: float, candidate_errors: np.ndarray, errors: np.ndarray) -> np.ndarray:
+        """The log e-value at many looks ahead at once, as if windows at one candidate `share` had added
+        these cumulative candidate errors and errors (all arms) by each look: the log likelihood
+        ratio is linear in the two counts, so a look costs one row of the grid."""
+        pi = np.array([share])
+        per_candidate_error = _log_lr(pi, np.ones(1), np.ones(1))
+        per_other_error = _log_lr(pi, np.zeros(1), np.ones(1))
+        grid = (
+            self.log_lr[None, :]
+            + candidate_errors[:, None] * per_candidate_error[None, :]
+            + (errors - candidate_errors)[:, None] * per_other_error[None, :]
+        )
+        peak = grid.max(axis=1)
+        values = peak + np.log(np.exp(grid - peak[:, None]) @ _WEIGHTS)
+        informative = self.informative | (errors > 0)
+        return np.asarray(np.where(informative, values, 0.0))
+
     @property
     def log_value(self) -> float:
         """log of the e-value (0 with no informative window)."""

@@ -16,6 +16,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
+
+import numpy as np
 
 from manager.metrics.samples import Arm
 
@@ -50,19 +53,52 @@ def difference_sequence(
     d = candidate.mean - baseline.mean
     if baseline.n < 2 or candidate.n < 2:
         return Interval(d, -math.inf, math.inf, math.inf)
-    var_b, var_c = baseline.variance(proportion), candidate.variance(proportion)
-    # A floor for the plug-in variance: with 0 or 1 successes a proportion looks certain when it is not.
-    if proportion:
-        var_b = max(var_b, 0.25 / (baseline.n + 1))
-        var_c = max(var_c, 0.25 / (candidate.n + 1))
-    v = var_b / baseline.n + var_c / candidate.n
+    v = _variance(baseline, proportion) / baseline.n + _variance(candidate, proportion) / candidate.n
     if v <= 0:
         return Interval(d, d, d, 0.0)
-    # Information at the planned sample, from the counts: V* / V = n_eff / N*.
-    n_eff = 2.0 / (1.0 / baseline.n + 1.0 / candidate.n)
-    tau_sq = optimal_ratio(alpha) * v * n_eff / planned_n
-    half = math.sqrt(2 * v * (v + tau_sq) / tau_sq * (math.log(1 / alpha) + 0.5 * math.log((v + tau_sq) / v)))
+    half = float(half_width(v, baseline.n, candidate.n, alpha, planned_n))
     return Interval(d, d - half, d + half, v)
+
+
+def _variance(arm: Arm, proportion: bool) -> float:
+    # A floor for the plug-in variance: with 0 or 1 successes a proportion looks certain when it is not.
+    var = arm.variance(proportion)
+    return max(var, 0.25 / (arm.n + 1)) if proportion else var
+
+
+def half_width(v: Any, n_b: Any, n_c: Any, alpha: float, planned_n: float) -> Any:
+    """The sequence's half-width for an estimate of variance v from n_b and n_c observations: numbers
+    or numpy arrays of them (the simulator screens many looks at once with the same formula)."""
+    # Information at the planned sample, from the counts: V* / V = n_eff / N*.
+    n_eff = 2.0 / (1.0 / n_b + 1.0 / n_c)
+    tau_sq = optimal_ratio(alpha) * v * n_eff / planned_n
+    return np.sqrt(2 * v * (v + tau_sq) / tau_sq * (math.log(1 / alpha) + 0.5 * np.log((v + tau_sq) / v)))
+
+
+def difference_bounds(
+    baseline: np.ndarray, candidate: np.ndarray, alpha: float, planned_n: float, proportion: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`difference_sequence` at many looks at once: each arm an array of rows (n, total, total_sq);
+    (estimate, low, high) per row, with the same special cases (fewer than 2 a side: unbounded)."""
+    n_b, n_c = baseline[:, 0], candidate[:, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_b = np.where(n_b > 0, baseline[:, 1] / n_b, 0.0)
+        mean_c = np.where(n_c > 0, candidate[:, 1] / n_c, 0.0)
+        var_b, var_c = _variances(baseline, mean_b, proportion), _variances(candidate, mean_c, proportion)
+        v = var_b / n_b + var_c / n_c
+        half = half_width(v, n_b, n_c, alpha, planned_n)
+    d = mean_c - mean_b
+    few = (n_b < 2) | (n_c < 2)
+    half = np.where(v <= 0, 0.0, half)
+    return d, np.where(few, -np.inf, d - half), np.where(few, np.inf, d + half)
+
+
+def _variances(rows: np.ndarray, mean: np.ndarray, proportion: bool) -> np.ndarray:
+    n = rows[:, 0]
+    if proportion:
+        p = np.clip(mean, 0.0, 1.0)
+        return np.maximum(np.where(n < 2, 0.0, p * (1 - p)), 0.25 / (n + 1))
+    return np.where(n < 2, 0.0, np.maximum(0.0, (rows[:, 2] - rows[:, 1] * rows[:, 1] / n) / (n - 1)))
 
 
 def naive_interval(baseline: Arm, candidate: Arm, alpha: float, proportion: bool) -> Interval:

@@ -1,0 +1,143 @@
+"""The simulator's synthetic streams: each metric's draws for both arms, a block of batches at a time
+(`Source`), the phases they land in (`SimPhase`), the batches whose labels are on their way
+(`Batch`), and each error metric's e-value kept window by window (`Harms`).
+
+Draws come in blocks so that `simulate_looks.screen` can look ahead at the batches to come; the
+look-by-look path takes the same blocks, so a seed gives the same streams either way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from manager.metrics.samples import Arm, ErrorWindow, PhaseData
+from manager.stats.evalues import HarmEvidence
+
+if TYPE_CHECKING:
+    from manager.rollout.simulate import Scenario
+
+FIRST_BLOCK, LAST_BLOCK = 16, 1024  # batches per block: doubling, so short runs draw little ahead
+
+
+def draws(rng: np.random.Generator, scenario: Scenario, n: int, size: int, candidate: bool) -> np.ndarray:
+    """`size` batches of `n` observations of one arm: rows of (n, sum, sum of squares)."""
+    rows = np.zeros((size, 3))
+    if n <= 0:
+        return rows
+    rows[:, 0] = n
+    if scenario.kind == "mean":
+        median = scenario.candidate if candidate else scenario.baseline
+        # The scenario's effect is on the mean: the lognormal mean is median * exp(sigma^2 / 2).
+        values = rng.lognormal(math.log(median), scenario.sigma, (size, n))
+        rows[:, 1], rows[:, 2] = values.sum(axis=1), np.einsum("ij,ij->i", values, values)
+        return rows
+    p = scenario.candidate if candidate else scenario.baseline
+    rows[:, 1] = rows[:, 2] = rng.binomial(n, min(max(p, 0.0), 1.0), size)
+    return rows
+
+
+class Source:
+    """Every flow's draws for both arms at one split (n_b, n_c per batch), a block at a time: a new
+    split starts a new block."""
+
+    def __init__(self, rng: np.random.Generator, flows: dict[str, Scenario]) -> None:
+        self.rng, self.flows = rng, flows
+        self.split: tuple[int, int] | None = None
+        self.size = FIRST_BLOCK
+        self.blocks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.used = 0
+
+    def ahead(self, n_b: int, n_c: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The batches not yet taken: (baseline rows, candidate rows) per metric, at least one."""
+        if self.split != (n_b, n_c):
+            self.split, self.size = (n_b, n_c), FIRST_BLOCK
+            self._fill()
+        elif self.used >= self.size:
+            self.size = min(LAST_BLOCK, 2 * self.size)
+            self._fill()
+        return {name: (b[self.used :], c[self.used :]) for name, (b, c) in self.blocks.items()}
+
+    def _fill(self) -> None:
+        assert self.split is not None
+        n_b, n_c = self.split
+        self.blocks = {
+            name: (draws(self.rng, flow, n_b, self.size, False), draws(self.rng, flow, n_c, self.size, True))
+            for name, flow in self.flows.items()
+        }
+        self.used = 0
+
+    def take(self, count: int) -> None:
+        self.used += count
+
+
+@dataclass
+class Batch:
+    at: float  # minutes since the start, when it was served
+    phase: int
+    rows: dict[str, tuple[np.ndarray, np.ndarray]]  # metric: (baseline row, candidate row), until delivered
+
+
+@dataclass
+class SimPhase:
+    number: int
+    weight: float
+    arms: dict[str, np.ndarray] = field(default_factory=dict)  # metric: [[b n, sum, sq], [c n, sum, sq]]
+    windows: dict[str, list[ErrorWindow]] = field(default_factory=dict)
+
+    def add(self, metric: str, b: np.ndarray, c: np.ndarray, errors: bool) -> None:
+        arms = self.arms.setdefault(metric, np.zeros((2, 3)))
+        arms[0] += b
+        arms[1] += c
+        if errors:
+            self.windows.setdefault(metric, []).append(
+                ErrorWindow(float(b[0]), float(b[1]), float(c[0]), float(c[1]))
+            )
+
+    def data(self, metric: str) -> PhaseData:
+        arms = self.arms.get(metric)
+        if arms is None:
+            return PhaseData(self.number, Arm(0.0, 0.0, 0.0), Arm(0.0, 0.0, 0.0))
+        b, c = arms.tolist()
+        return PhaseData(self.number, Arm(*b), Arm(*c), tuple(self.windows.get(metric, [])))
+
+
+def deliver(
+    pending: deque[Batch], phases: list[SimPhase], minutes: float, lags: dict[str, float], errors: set[str]
+) -> None:
+    """Each batch's observations land in their phase once their labels have arrived (`lag` minutes
+    after it was served; error metrics keep each batch as a window); batches fully delivered leave the
+    queue."""
+    by_number = {p.number: p for p in phases}
+    for batch in pending:
+        target = by_number.get(batch.phase)
+        if target is None:
+            continue
+        for name in [n for n in batch.rows if batch.at <= minutes - lags[n]]:
+            b, c = batch.rows.pop(name)
+            target.add(name, b, c, name in errors)
+    while pending and not pending[0].rows:
+        pending.popleft()
+
+
+class Harms:
+    """Each error metric's e-value, fed only the windows that arrived since the last look: a run looks
+    up to 10,000 times, and re-summing every window at each look made long runs quadratic."""
+
+    def __init__(self, metrics: list[str]) -> None:
+        self.evidence = {name: HarmEvidence() for name in metrics}
+        self.seen: dict[tuple[str, int], int] = {}  # (metric, phase): windows fed so far
+
+    def fed(self, phases: list[SimPhase]) -> dict[str, HarmEvidence]:
+        for name, evidence in self.evidence.items():
+            for p in phases:
+                windows = p.windows.get(name, [])
+                done = self.seen.get((name, p.number), 0)
+                if len(windows) > done:
+                    evidence.add_many(windows[done:])
+                    self.seen[name, p.number] = len(windows)
+        return self.evidence
