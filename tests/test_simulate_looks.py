@@ -13,7 +13,7 @@ import pytest
 from manager import policy as policies
 from manager.metrics.samples import Arm, ErrorWindow
 from manager.rollout import simulate
-from manager.rollout.simulate import SCENARIOS, Streams, run_once
+from manager.rollout.simulate import SCENARIOS, Scenario, Streams, run_once
 from manager.stats.evalues import HarmEvidence
 from manager.stats.sequences import difference_bounds, difference_sequence
 
@@ -33,6 +33,9 @@ VARIANTS = {
         "stepWeights: [50]", "stepWeights: [10, 30, 50]"
     ),
 }
+ADJUSTED = (
+    Path(__file__).resolve().parent.parent / "examples" / "policies" / "benchmark-adjusted.yaml"
+).read_text()
 STREAMS = {
     "prompt": Streams(max_per_arm=0),
     "late labels": Streams(label_delay_minutes=2, check_every=50, max_per_arm=0, traffic_per_minute=300),
@@ -61,6 +64,17 @@ def test_screened_runs_end_exactly_as_runs_that_decide_at_every_look(
                 every = run_once(policy, SCENARIOS[name], streams, seed, screened=False)
                 assert screened == every, (variant, name, streams, seed)
     assert max(skipped) > 10  # the screen did skip looks, by the ten at least
+
+
+def test_screened_runs_with_a_covariate_end_exactly_as_runs_that_decide_at_every_look() -> None:
+    for text in (ADJUSTED, ADJUSTED.replace(", adjust: prePeriodModel", "")):
+        policy = policies.parse(text)
+        for effect in (0.0, -0.02, 0.03):
+            scenario = Scenario("covariate", "proportion", 0.85, effect, rho=0.6)
+            for streams in STREAMS.values():
+                for seed in range(2):
+                    screened = run_once(policy, scenario, streams, seed, screened=True)
+                    assert screened == run_once(policy, scenario, streams, seed, screened=False)
 
 
 def test_the_vectorised_sequence_is_the_daemons_look_for_look() -> None:

@@ -11,11 +11,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Arm:
-    """What one variant's observations sum to: count, sum and sum of squares."""
+    """What one variant's observations sum to: count, sum and sum of squares; and, for a metric
+    adjusted by a covariate x (a pre-period model's prediction for each request, `adjust:
+    prePeriodModel`), the sums of x, x squared and x times the value (0 without one)."""
 
     n: float
     total: float
     total_sq: float
+    x_total: float = 0.0
+    x_sq: float = 0.0
+    xy: float = 0.0
 
     @property
     def mean(self) -> float:

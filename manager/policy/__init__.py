@@ -160,9 +160,17 @@ class Metric(Spec):
     min_samples: int = Field(100, alias="minSamples", ge=0, le=MAX_COUNT)
     dry_run: bool = Field(False, alias="dryRun")
     query: Query | None = None  # a CloudWatch metric of your own, read per variant
+    # Adjust by a covariate: a model fitted on the baseline's labelled history from before the start
+    # predicts each request's outcome from its input (stats/adjusted.py)
+    adjust: Literal["none", "prePeriodModel"] = "none"
 
     @model_validator(mode="after")
     def _known_measure(self) -> Metric:
+        if self.adjust != "none" and (self.source != "quality" or self.test.type != "sequential"):
+            raise ValueError(
+                "`adjust: prePeriodModel` sharpens a sequential test of a quality metric (accuracy,"
+                " abs_error, squared_error): the covariate predicts each labelled request's outcome"
+            )
         if self.query is not None:
             return _custom_measure(self)
         if not self.measure:

@@ -12,6 +12,7 @@ from typing import Any
 from manager.metrics.samples import Paired, PairedSums, PhaseData
 from manager.policy import Metric, RolloutPolicy
 from manager.rollout.verdicts import MetricVerdict, Status
+from manager.stats.adjusted import adjusted_sequence
 from manager.stats.evalues import HarmEvidence, harm_log_evalue
 from manager.stats.logspace import saturating_exp
 from manager.stats.paired import (
@@ -111,14 +112,32 @@ def _judge_interval(
     samples_met: bool,
     evidence: dict[str, Any],
 ) -> Status:
-    """The anytime-valid confidence sequence on the difference, against the margin."""
-    interval = difference_sequence(
+    """The anytime-valid confidence sequence on the difference, against the margin; adjusted by the
+    pre-period model's covariate when the metric asks for it and the requests carry one."""
+    args = (
         current.baseline,
         current.candidate,
         metric.alpha,
         policy.decisions.planned_samples,
         metric.kind == "proportion",
     )
+    if metric.adjust == "none":
+        interval = difference_sequence(*args)
+    else:
+        interval, adjustment = adjusted_sequence(*args)
+        evidence["adjusted"] = adjustment is not None
+        if adjustment is not None:
+            plain = difference_sequence(*args)
+            low, high = _improvement(metric, plain.low, plain.high)
+            evidence.update(
+                {
+                    "variance_explained": adjustment.explained,
+                    "theta": adjustment.theta,
+                    "unadjusted_estimate": plain.estimate,
+                    "unadjusted_improvement_low": low,
+                    "unadjusted_improvement_high": high,
+                }
+            )
     return _against_margin(metric, interval, policy, harm_only, samples_met, evidence)
 
 

@@ -39,6 +39,10 @@ class Scenario:
     higher_is_better: bool = True
     # Paired (replay) runs: the share of requests on which exactly one of the two models is right.
     disagreement: float | None = None
+    # A covariate for each request (what a pre-period model predicts), correlated rho with the outcome
+    # (for means, with its log): drawn for the scenario's metric when given (so that an adjusted and
+    # an unadjusted policy see the same streams), and for every metric that adjusts by it.
+    rho: float | None = None
 
     @property
     def candidate(self) -> float:
@@ -116,7 +120,10 @@ def run_once(
     says could change its answer (the same decisions as asking at every look, at a flat cost)."""
     rng = np.random.default_rng(seed)
     flows = streams_for(policy, scenario)
-    run = _Run(policy, flows, streams, Source(rng, flows))
+    covariates = {m.name for m in policy.metrics if m.adjust != "none"}
+    if scenario.rho is not None:
+        covariates.add(metric_for(policy, scenario).name)
+    run = _Run(policy, flows, streams, Source(rng, flows, covariates))
     looks = 0
     while looks < 10_000:
         now = START + timedelta(minutes=run.minutes)

@@ -20,8 +20,9 @@ import numpy as np
 
 from manager.clock import parse_duration
 from manager.policy import Metric, RolloutPolicy
-from manager.rollout.simulate_streams import Batch, SimPhase
+from manager.rollout.simulate_streams import WIDTH, Batch, SimPhase
 from manager.rollout.verdicts import RolloutState
+from manager.stats.adjusted import adjusted_bounds
 from manager.stats.evalues import HarmEvidence
 from manager.stats.sequences import difference_bounds
 
@@ -91,10 +92,10 @@ def _visible(
     waiting = [b for b in ahead.pending if name in b.rows]
     new_b, new_c = (r[:count] for r in ahead.rows[name])
     served = np.concatenate([[b.at for b in waiting], at[1:]])
-    rows_b = np.vstack([np.zeros((1, 3))] + [b.rows[name][0][None, :] for b in waiting] + [new_b])
-    rows_c = np.vstack([np.zeros((1, 3))] + [b.rows[name][1][None, :] for b in waiting] + [new_c])
+    rows_b = np.vstack([np.zeros((1, WIDTH))] + [b.rows[name][0][None, :] for b in waiting] + [new_b])
+    rows_c = np.vstack([np.zeros((1, WIDTH))] + [b.rows[name][1][None, :] for b in waiting] + [new_c])
     arrived = np.searchsorted(served, at - ahead.lags[name], side="right")
-    held = current.arms.get(name, np.zeros((2, 3)))
+    held = current.arms.get(name, np.zeros((2, WIDTH)))
     return held[0] + np.cumsum(rows_b, axis=0)[arrived], held[1] + np.cumsum(rows_c, axis=0)[arrived]
 
 
@@ -110,9 +111,14 @@ def _interval_facts(
     n_b, n_c = b[:, 0], c[:, 0]
     no_data = (n_b == 0) | (n_c == 0)
     met = np.where(no_data, metric.min_samples == 0, np.minimum(n_b, n_c) >= metric.min_samples)
-    _, low, high = difference_bounds(
-        b, c, metric.alpha, policy.decisions.planned_samples, metric.kind == "proportion"
-    )
+    args = (b, c, metric.alpha, policy.decisions.planned_samples, metric.kind == "proportion")
+    _, low, high = difference_bounds(*args)
+    if metric.adjust != "none":  # the adjusted bounds where the judge adjusts, the plain ones elsewhere
+        _, adjusted_low, adjusted_high, _, theta = adjusted_bounds(*args)
+        low, high = (
+            np.where(np.isnan(theta), low, adjusted_low),
+            np.where(np.isnan(theta), high, adjusted_high),
+        )
     better_low, better_high = (low, high) if metric.higher_is_better else (-high, -low)
     margin = metric.test.margin
     floor = 0.0 if policy.decisions.superiority else -margin
@@ -127,7 +133,7 @@ def _harm_facts(
     """`judge._judge_errors`'s facts per look: no data, samples met (every phase's candidate
     requests), and the e-value at its threshold."""
     before = sum(float(p.arms[metric.name][1][0]) for p in ahead.phases if metric.name in p.arms)
-    held = current.arms.get(metric.name, np.zeros((2, 3)))
+    held = current.arms.get(metric.name, np.zeros((2, WIDTH)))
     new_b, new_c = b - held[0], c - held[1]  # what arrives in this phase from now on
     requests = before + new_c[:, 0]
     no_data = requests == 0

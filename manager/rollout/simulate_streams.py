@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,12 +25,26 @@ if TYPE_CHECKING:
 FIRST_BLOCK, LAST_BLOCK = 16, 1024  # batches per block: doubling, so short runs draw little ahead
 
 
-def draws(rng: np.random.Generator, scenario: Scenario, n: int, size: int, candidate: bool) -> np.ndarray:
-    """`size` batches of `n` observations of one arm: rows of (n, sum, sum of squares)."""
-    rows = np.zeros((size, 3))
+WIDTH = 6  # per batch and arm: n, sum, sum of squares, and the covariate's sum, sum of squares, cross sum
+
+
+def draws(
+    rng: np.random.Generator, scenario: Scenario, n: int, size: int, candidate: bool, covariate: bool
+) -> np.ndarray:
+    """`size` batches of `n` observations of one arm: rows of (n, sum, sum of squares) and, with a
+    `covariate`, the sums of x, x squared and x times the value (x drawn request by request, before
+    and whatever the arm, correlated `scenario.rho` with the outcome)."""
+    rows = np.zeros((size, WIDTH))
     if n <= 0:
         return rows
     rows[:, 0] = n
+    if covariate:
+        x = rng.standard_normal((size, n))
+        values = _outcomes(rng, scenario, x, candidate)
+        rows[:, 1], rows[:, 2] = values.sum(axis=1), np.einsum("ij,ij->i", values, values)
+        rows[:, 3], rows[:, 4] = x.sum(axis=1), np.einsum("ij,ij->i", x, x)
+        rows[:, 5] = np.einsum("ij,ij->i", x, values)
+        return rows
     if scenario.kind == "mean":
         median = scenario.candidate if candidate else scenario.baseline
         # The scenario's effect is on the mean: the lognormal mean is median * exp(sigma^2 / 2).
@@ -41,12 +56,41 @@ def draws(rng: np.random.Generator, scenario: Scenario, n: int, size: int, candi
     return rows
 
 
+def _outcomes(rng: np.random.Generator, scenario: Scenario, x: np.ndarray, candidate: bool) -> np.ndarray:
+    """Each request's outcome given its covariate: a probit (a hit when rho_l x + noise clears the
+    arm's threshold) for rates, a lognormal whose log is correlated rho with x for means."""
+    noise = rng.standard_normal(x.shape)
+    if scenario.kind == "mean":
+        median = scenario.candidate if candidate else scenario.baseline
+        rho = scenario.rho or 0.0
+        return np.exp(math.log(median) + scenario.sigma * (rho * x + math.sqrt(1 - rho * rho) * noise))
+    p = min(max(scenario.candidate if candidate else scenario.baseline, 1e-9), 1 - 1e-9)
+    latent = latent_rho(scenario)
+    return (latent * x + math.sqrt(1 - latent * latent) * noise > NormalDist().inv_cdf(1 - p)).astype(float)
+
+
+def latent_rho(scenario: Scenario) -> float:
+    """The probit's correlation that gives the baseline's 0/1 outcome a correlation `rho` with x
+    (point-biserial: rho = rho_l phi(t) / sqrt(p (1 - p))); ValueError when no probit reaches it."""
+    if not scenario.rho or scenario.kind == "mean":
+        return scenario.rho or 0.0
+    p = min(max(scenario.baseline, 1e-9), 1 - 1e-9)
+    normal = NormalDist()
+    most = normal.pdf(normal.inv_cdf(1 - p)) / math.sqrt(p * (1 - p))
+    if abs(scenario.rho) > most:
+        raise ValueError(
+            f"a covariate correlated {scenario.rho:g} with a 0/1 outcome at rate {scenario.baseline:g}"
+            f" cannot be simulated: at most {most:.2f}"
+        )
+    return scenario.rho / most
+
+
 class Source:
     """Every flow's draws for both arms at one split (n_b, n_c per batch), a block at a time: a new
     split starts a new block."""
 
-    def __init__(self, rng: np.random.Generator, flows: dict[str, Scenario]) -> None:
-        self.rng, self.flows = rng, flows
+    def __init__(self, rng: np.random.Generator, flows: dict[str, Scenario], covariates: set[str]) -> None:
+        self.rng, self.flows, self.covariates = rng, flows, covariates
         self.split: tuple[int, int] | None = None
         self.size = FIRST_BLOCK
         self.blocks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -66,7 +110,10 @@ class Source:
         assert self.split is not None
         n_b, n_c = self.split
         self.blocks = {
-            name: (draws(self.rng, flow, n_b, self.size, False), draws(self.rng, flow, n_c, self.size, True))
+            name: (
+                draws(self.rng, flow, n_b, self.size, False, name in self.covariates),
+                draws(self.rng, flow, n_c, self.size, True, name in self.covariates),
+            )
             for name, flow in self.flows.items()
         }
         self.used = 0
@@ -86,11 +133,11 @@ class Batch:
 class SimPhase:
     number: int
     weight: float
-    arms: dict[str, np.ndarray] = field(default_factory=dict)  # metric: [[b n, sum, sq], [c n, sum, sq]]
+    arms: dict[str, np.ndarray] = field(default_factory=dict)  # metric: [baseline row, candidate row]
     windows: dict[str, list[ErrorWindow]] = field(default_factory=dict)
 
     def add(self, metric: str, b: np.ndarray, c: np.ndarray, errors: bool) -> None:
-        arms = self.arms.setdefault(metric, np.zeros((2, 3)))
+        arms = self.arms.setdefault(metric, np.zeros((2, WIDTH)))
         arms[0] += b
         arms[1] += c
         if errors:
