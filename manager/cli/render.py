@@ -176,6 +176,11 @@ def metric_cells(v: dict[str, Any]) -> dict[str, str]:
         if "improvement_low" in v
         else ""
     )
+    if "variance_explained" in v:  # adjusted by the pre-period model's covariate
+        interval += (
+            f" adjusted: the covariate explains {v['variance_explained']:.0%} of the variance"
+            f" (unadjusted [{v['unadjusted_improvement_low']:+.4f}, {v['unadjusted_improvement_high']:+.4f}])"
+        )
     if "pairs" in v:  # judged on pairs: both models on the same requests
         if "baseline_only" in v:
             interval += (

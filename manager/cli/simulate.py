@@ -67,6 +67,12 @@ SCENARIO_NAMES = (
     help="simulate the paired design (the policy's replay step): the share of requests on which"
     " exactly one model is right",
 )
+@click.option(
+    "--rho",
+    type=click.FloatRange(-0.99, 0.99),
+    help="a covariate for each request correlated this much with the outcome (what a pre-period model"
+    " predicts); with a metric that has `adjust: prePeriodModel`, labels are shown with and without it",
+)
 @click.option("--runs", type=click.IntRange(min=10), default=2000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--processes", type=click.IntRange(min=1), default=2, show_default=True)
@@ -84,6 +90,7 @@ def simulate(
     check_every: int,
     max_per_arm: int,
     disagreement: float | None,
+    rho: float | None,
     runs: int,
     seed: int,
     processes: int,
@@ -94,7 +101,15 @@ def simulate(
 
     from manager import policy as policies
     from manager.errors import UserError
-    from manager.rollout.simulate import SCENARIOS, Scenario, Streams, check_paired, metric_for
+    from manager.rollout.simulate import (
+        SCENARIOS,
+        Scenario,
+        Streams,
+        check_covariate,
+        check_paired,
+        metric_for,
+        unadjusted_text,
+    )
     from manager.rollout.simulate import simulate as monte_carlo
 
     policy, text = policies.load(path)
@@ -104,28 +119,36 @@ def simulate(
         chosen = Scenario("custom", kind, baseline, effect, sigma, higher_is_better)  # type: ignore[arg-type]
     else:
         raise UserError("give --scenario, or --kind and --baseline (with --effect)")
-    if disagreement is not None:
-        from dataclasses import replace
+    from dataclasses import replace
 
-        chosen = replace(chosen, disagreement=disagreement)
+    chosen = replace(chosen, disagreement=disagreement, rho=rho)
     try:
         target = metric_for(policy, chosen)
         check_paired(policy, chosen)
+        check_covariate(policy, chosen)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     streams = Streams(traffic, label_delay, check_every, max_per_arm)
+    texts = {"": text}
+    if target.adjust != "none":
+        texts["unadjusted"] = unadjusted_text(policy, target.name)
+    summaries = {}
     with Progress(transient=True, disable=output != "table") as bar:
-        task = bar.add_task(f"{chosen.name}: {runs} runs", total=runs)
-        summary = monte_carlo(
-            text,
-            chosen,
-            streams,
-            runs,
-            seed,
-            processes,
-            progress=lambda done: bar.update(task, completed=done),
-        )
+        for what, policy_text in texts.items():
+            task = bar.add_task(f"{chosen.name}{' ' + what if what else ''}: {runs} runs", total=runs)
+            summaries[what] = monte_carlo(
+                policy_text,
+                chosen,
+                streams,
+                runs,
+                seed,
+                processes,
+                progress=lambda done, task=task: bar.update(task, completed=done),
+            )
+    summary = summaries[""]
     record = _record(summary, target, policy, disagreement, max_per_arm)
+    if "unadjusted" in summaries:
+        record["unadjusted"] = _adjustment_record(summaries["unadjusted"], summary, rho)
     if output != "table":
         emit_record(record, output)
         return
@@ -214,7 +237,25 @@ def _shown(
         "harm exposure": f"{summary.exposure:,.0f} requests served by the worse model (mean)",
         "family-wise error": _family_line(summary, record),
     }
+    if "unadjusted" in record:
+        other = record["unadjusted"]
+        shown[f"{unit} without adjust"] = (
+            f"median {other['median_samples_per_arm']:,.0f}, p90 {other['p90_samples_per_arm']:,.0f}"
+            f" (P(correct) {other['p_correct']:.4f}): adjusting by a covariate correlated {other['rho']:g}"
+            f" takes {other['median_ratio']:.0%} of the unadjusted median"
+        )
     return shown
+
+
+def _adjustment_record(plain: Any, adjusted: Any, rho: float | None) -> dict[str, Any]:
+    return {
+        "rho": rho,
+        "median_samples_per_arm": plain.median_per_arm,
+        "p90_samples_per_arm": plain.p90_per_arm,
+        "p_correct": plain.correct,
+        "p_correct_adjusted": adjusted.correct,
+        "median_ratio": adjusted.median_per_arm / plain.median_per_arm if plain.median_per_arm else 1.0,
+    }
 
 
 def _family_line(summary: Any, record: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from manager.metrics.samples import Paired, PairedSums, ReplayProgress
 from manager.policy import Metric, RolloutPolicy
 from manager.rollout.decide import decide
 from manager.rollout.simulate_looks import Ahead, screen
-from manager.rollout.simulate_streams import Batch, Harms, SimPhase, Source, deliver
+from manager.rollout.simulate_streams import Batch, Harms, SimPhase, Source, deliver, latent_rho
 from manager.rollout.verdicts import RolloutState
 
 Truth = Literal["same", "better", "worse"]
@@ -245,6 +245,28 @@ def check_paired(policy: RolloutPolicy, scenario: Scenario) -> None:
             f"policy {policy.name} has no replay step judged on labels (a `replay` step and"
             " `labelsIndependentOfServing: true`): --disagreement simulates that paired design"
         )
+
+
+def check_covariate(policy: RolloutPolicy, scenario: Scenario) -> None:
+    """A metric adjusted by a covariate needs the covariate's correlation, and one a 0/1 outcome can
+    have; ValueError says what to give."""
+    target = metric_for(policy, scenario)
+    if target.adjust != "none" and scenario.rho is None:
+        raise ValueError(
+            f"metric {target.name} is adjusted by a pre-period model: give --rho, the correlation of its"
+            " predictions with the outcome (a rollout's evidence shows the variance it explains: rho squared)"
+        )
+    if scenario.rho is not None and scenario.kind == "proportion":
+        latent_rho(scenario)
+
+
+def unadjusted_text(policy: RolloutPolicy, metric: str) -> str:
+    """The policy's text with `metric` unadjusted: the baseline its adjustment is measured against."""
+    import yaml
+
+    metrics = [m.model_copy(update={"adjust": "none"}) if m.name == metric else m for m in policy.metrics]
+    plain = policy.model_copy(update={"metrics": metrics})
+    return str(yaml.safe_dump(plain.model_dump(by_alias=True, exclude_none=True)))
 
 
 def run_paired_once(policy: RolloutPolicy, scenario: Scenario, streams: Streams, seed: int) -> RunResult:
