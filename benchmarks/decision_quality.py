@@ -13,7 +13,8 @@ Paired (examples/policies/benchmark-paired.yaml: a replay at weight 0, accuracy 
 against the unpaired design's total at Wald's bound (both arms, alpha 0.05 and the paired run's
 beta), and the harm exposure (0 by construction). Then the sample-ratio-mismatch test: false alarms
 on a fair 50/50 split over 200,000 requests checked every 100, and how soon a 51.3/48.7 split (one arm
-losing 5% of its requests) is caught.
+losing 5% of its requests) is caught. Then benchmarks/decision_adjusted.py's rows: the family-wise
+error with and without `familyAlpha`, and the regression-adjusted design against the unadjusted one.
 
     python benchmarks/decision_quality.py [--runs 10000] [--quick]
 """
@@ -25,6 +26,7 @@ import math
 import time
 from pathlib import Path
 
+import decision_adjusted
 import numpy as np
 
 from manager import policy as policies
@@ -177,6 +179,8 @@ def main() -> None:
     )
     paired(runs, args.seed)
     sample_ratio(runs, args.seed)
+    decision_adjusted.family(runs, args.seed)
+    decision_adjusted.adjusted(runs, args.seed)
     print(f"({time.perf_counter() - started:.0f} s)")
 
 
