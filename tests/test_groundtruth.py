@@ -17,12 +17,8 @@ from moto import mock_aws
 from sqlalchemy import func, select
 
 from manager.db import Database
-from manager.groundtruth.ingest import (
-    GroundTruthIngestor,
-    QualitySpec,
-    outcomes,
-    parse_capture,
-)
+from manager.groundtruth.ingest import GroundTruthIngestor, QualitySpec, outcomes
+from manager.groundtruth.records import parse_capture
 from manager.groundtruth.stores import LocalStore, ObjectStore, open_store
 from manager.registry.endpoints import ingest_status
 from manager.registry.tables import (

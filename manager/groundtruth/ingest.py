@@ -24,15 +24,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from manager.clock import utcnow
 from manager.db import Database
 from manager.groundtruth import shadows
 from manager.groundtruth.incremental import Cursor, read_new
-from manager.groundtruth.records import REPLAY_PREFIX, Kind, Malformed, outcomes, parse_capture, parse_label
+from manager.groundtruth.prehistory import features_of
+from manager.groundtruth.records import (
+    REPLAY_PREFIX,
+    Kind,
+    Malformed,
+    outcomes,
+    parse_capture_request,
+    parse_label,
+)
 from manager.groundtruth.stores import ObjectStore, open_store
-from manager.registry import captures, observations
+from manager.metrics.covariate import Covariate
+from manager.registry import captures, covariates, observations
 from manager.registry.captures import CAPTURED, SHADOWS, RegistryPhases
 from manager.registry.observations import ObservedWindow
 from manager.registry.tables import IngestCursor
@@ -100,6 +110,7 @@ class GroundTruthIngestor:
         self.lookback = lookback
         self.phases = phases
         self.stores = stores
+        self.models: dict[int, Covariate] = {}  # the fitted pre-period covariates, by rollout
 
     def run(self, spec: QualitySpec) -> IngestReport:
         now = self.clock()
@@ -109,6 +120,7 @@ class GroundTruthIngestor:
         self._expire(spec, endpoint_prefix, now, report)
         with self.database.read() as session:
             resolve = self.phases(session, spec.endpoint)
+            self.models = covariates.for_endpoint(session, spec.endpoint, self.models)
         try:
             variants = capture_store.children(endpoint_prefix)
         except Exception as exc:
@@ -220,7 +232,7 @@ class GroundTruthIngestor:
         now: datetime,
         report: IngestReport,
     ) -> int:
-        rows, shadowed_rows, malformed = _read_captures(spec, variant, lines, resolve, report)
+        rows, shadowed_rows, malformed = _read_captures(spec, variant, lines, resolve, report, self.models)
         inserted = captures.insert_new(session, CAPTURED, list(rows.values()))
         report.duplicates += len(rows) - len(inserted)
         report.predictions += len(inserted)
@@ -270,7 +282,7 @@ class GroundTruthIngestor:
     ) -> int:
         """Pair labels with their captured predictions and add the outcomes to `observations`. A label
         for an inference already joined is a duplicate; one whose prediction is not read yet waits."""
-        deltas: Deltas = defaultdict(lambda: [0, 0.0, 0.0])
+        deltas: Deltas = defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0.0, 0.0])
         answered: dict[str, list[list[float]]] = {}  # production's outputs, for a shadow's answer
         matched, seen, malformed = _outcomes(session, spec, labels, deltas, answered, report)
         report.joined += len(matched)
@@ -278,7 +290,7 @@ class GroundTruthIngestor:
         observations.record(
             session,
             [
-                ObservedWindow(r, p, v, m, w, w + timedelta(minutes=1), int(d[0]), d[1], d[2])
+                ObservedWindow(r, p, v, m, w, w + timedelta(minutes=1), int(d[0]), *d[1:])
                 for (r, p, v, m, w), d in deltas.items()
             ],
             merge="add",
@@ -307,18 +319,25 @@ class GroundTruthIngestor:
 
 
 def _read_captures(
-    spec: QualitySpec, variant: str, lines: list[bytes], resolve: RegistryPhases, report: IngestReport
+    spec: QualitySpec,
+    variant: str,
+    lines: list[bytes],
+    resolve: RegistryPhases,
+    report: IngestReport,
+    models: dict[int, Covariate],
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], int]:
     """(production's predictions, a shadow's answers, malformed lines) of captured lines, by inference
-    id; replays, requests outside any rollout phase and duplicates counted and left out."""
+    id; replays, requests outside any rollout phase and duplicates counted and left out. A prediction
+    of a rollout with a pre-period covariate gets its x, from its input (`_covariates`)."""
     rows: dict[str, dict[str, Any]] = {}
     shadowed: dict[str, dict[str, Any]] = {}
+    inputs: dict[str, list[float] | None] = {}
     malformed = 0
     for line in lines:
         if not line.strip():
             continue
         try:
-            inference_id, at, outputs = parse_capture(line)
+            inference_id, at, request, outputs = parse_capture_request(line)
         except Malformed:
             malformed += 1
             continue
@@ -344,9 +363,33 @@ def _read_captures(
             row.update(compared=False, paired=False)
         else:
             row.update(variant=variant, phase=phase[1], inference_at=at)
+            if phase[0] in models:
+                inputs[inference_id] = features_of(request)
         into[inference_id] = row
     report.malformed += malformed
+    _covariates(rows, inputs, models)
     return rows, shadowed, malformed
+
+
+def _covariates(
+    rows: dict[str, dict[str, Any]], inputs: dict[str, list[float] | None], models: dict[int, Covariate]
+) -> None:
+    """Each prediction's x: its rollout's model on its input, in one call per rollout; a request whose
+    input is not one row of the model's width gets the history's mean outcome (a constant, so x still
+    does not depend on the arm)."""
+    by_rollout: dict[int, list[str]] = defaultdict(list)
+    for inference_id in inputs:
+        by_rollout[rows[inference_id]["rollout_id"]].append(inference_id)
+    for rollout_id, ids in by_rollout.items():
+        model = models[rollout_id]
+        width = getattr(model.estimator, "n_features_in_", None)
+        usable = [i for i in ids if inputs[i] is not None and len(inputs[i] or ()) == width]
+        for inference_id in ids:
+            rows[inference_id]["covariate"] = model.fallback
+        if usable:
+            predicted = model.predict(np.array([inputs[i] for i in usable]))
+            for inference_id, x in zip(usable, predicted, strict=True):
+                rows[inference_id]["covariate"] = float(x)
 
 
 def _outcomes(
@@ -363,7 +406,7 @@ def _outcomes(
     seen: set[str] = set()
     malformed = 0
     minutes: dict[str | datetime, datetime] = {}  # one parse per distinct minute
-    for inference_id, joined, variant, rollout_id, phase, at, outputs in captures.captured_for(
+    for inference_id, joined, variant, rollout_id, phase, at, outputs, x in captures.captured_for(
         session, spec.endpoint, list(labels)
     ):
         seen.add(inference_id)
@@ -387,4 +430,8 @@ def _outcomes(
             delta[0] += 1
             delta[1] += value
             delta[2] += value * value
+            if x is not None:
+                delta[3] += x
+                delta[4] += x * x
+                delta[5] += x * value
     return matched, seen, malformed

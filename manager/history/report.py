@@ -167,7 +167,7 @@ class _Accumulator:
     candidate: str
     errors: frozenset[str]  # the measures judged by error counts
     sums: dict[tuple[str, int, str], list[float]] = field(
-        default_factory=lambda: defaultdict(lambda: [0.0, 0.0, 0.0])
+        default_factory=lambda: defaultdict(lambda: [0.0] * 6)
     )
     arms: dict[tuple[str, int, datetime], dict[str, tuple[float, float]]] = field(default_factory=dict)
     fresh: dict[str, list[ErrorWindow]] = field(default_factory=lambda: defaultdict(list))
@@ -175,9 +175,8 @@ class _Accumulator:
 
     def add(self, row: Any) -> None:
         s = self.sums[(row.metric, row.phase, row.variant_name)]
-        s[0] += row.n
-        s[1] += row.total
-        s[2] += row.total_sq
+        for i, value in enumerate((row.n, row.total, row.total_sq, row.x_total, row.x_sq, row.xy)):
+            s[i] += value
         if row.metric not in self.errors:
             return
         arms = self.arms.setdefault((row.metric, row.phase, row.window_start), {})
@@ -191,7 +190,7 @@ class _Accumulator:
         return harm
 
     def phases(self, measure: str) -> list[PhaseData]:
-        none = (0.0, 0.0, 0.0)
+        none = (0.0,) * 6
         return [
             observations.assemble(
                 phase,
@@ -227,6 +226,9 @@ def _series(
                 Observation.n,
                 Observation.total,
                 Observation.total_sq,
+                Observation.x_total,
+                Observation.x_sq,
+                Observation.xy,
             )
             .where(Observation.rollout_id == rollout_id)
             .order_by(Observation.window_end, Observation.id)

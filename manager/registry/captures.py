@@ -115,7 +115,8 @@ def take_waiting_labels(session: Session, endpoint: str, ids: list[str]) -> dict
 
 
 def captured_for(session: Session, endpoint: str, ids: list[str]) -> Iterator[Any]:
-    """(inference id, joined, variant, rollout, phase, time as stored, outputs) of these predictions.
+    """(inference id, joined, variant, rollout, phase, time as stored, outputs, covariate) of these
+    predictions.
     The time as text: only its minute is needed, and parsing each row's datetime costs more than the
     rest of the join (`minute_key`)."""
     columns = (
@@ -126,6 +127,7 @@ def captured_for(session: Session, endpoint: str, ids: list[str]) -> Iterator[An
         CAPTURED.c.phase,
         type_coerce(CAPTURED.c.inference_at, String),
         CAPTURED.c.outputs,
+        CAPTURED.c.covariate,
     )
     return matching(session.connection(), CAPTURED, endpoint, ids, *columns)
 

@@ -40,6 +40,9 @@ class ObservedWindow:
     n: int
     total: float
     total_sq: float
+    x_total: float = 0.0  # a covariate's sums (`adjust: prePeriodModel`), 0 without one
+    x_sq: float = 0.0
+    xy: float = 0.0
 
 
 def record(session: Session, windows: Sequence[ObservedWindow], merge: Merge) -> int:
@@ -57,6 +60,9 @@ def record(session: Session, windows: Sequence[ObservedWindow], merge: Merge) ->
                 "n": table.c.n + statement.excluded.n,
                 "total": table.c.total + statement.excluded.total,
                 "total_sq": table.c.total_sq + statement.excluded.total_sq,
+                "x_total": table.c.x_total + statement.excluded.x_total,
+                "x_sq": table.c.x_sq + statement.excluded.x_sq,
+                "xy": table.c.xy + statement.excluded.xy,
             },
         )
     session.connection().execute(statement, [asdict(w) for w in windows])
@@ -86,8 +92,8 @@ def phase_data_many(session: Session, wanted: dict[int, Wanted]) -> dict[int, di
         spec = wanted[rid]
         if metric not in spec.measures or any(p.phase == phase for p in out[rid].get(metric, [])):
             continue
-        b = sums.get((rid, metric, phase, spec.baseline), (0.0, 0.0, 0.0))
-        c = sums.get((rid, metric, phase, spec.candidate), (0.0, 0.0, 0.0))
+        b = sums.get((rid, metric, phase, spec.baseline), (0.0,) * 6)
+        c = sums.get((rid, metric, phase, spec.candidate), (0.0,) * 6)
         data = assemble(phase, b, c, windows.get((rid, metric, phase), []), spec.baseline, spec.candidate)
         out[rid].setdefault(metric, []).append(data)
     return out
@@ -124,24 +130,24 @@ def phase_data(
     return phase_data_many(session, {rollout_id: wanted})[rollout_id]
 
 
-def _sums(session: Session, ids: list[int]) -> dict[tuple[int, str, int, str], tuple[float, float, float]]:
-    """(rollout, metric, phase, variant) -> (n, sum, sum of squares), summed in SQL."""
+def _sums(session: Session, ids: list[int]) -> dict[tuple[int, str, int, str], tuple[float, ...]]:
+    """(rollout, metric, phase, variant) -> (n, sum, sum of squares, and the covariate's sum, sum of
+    squares and cross sum), summed in SQL."""
+    o = Observation
     rows = session.execute(
         select(
-            Observation.rollout_id,
-            Observation.metric,
-            Observation.phase,
-            Observation.variant_name,
-            func.sum(Observation.n),
-            func.sum(Observation.total),
-            func.sum(Observation.total_sq),
+            o.rollout_id,
+            o.metric,
+            o.phase,
+            o.variant_name,
+            *(func.sum(c) for c in (o.n, o.total, o.total_sq, o.x_total, o.x_sq, o.xy)),
         )
-        .where(Observation.rollout_id.in_(ids))
-        .group_by(Observation.rollout_id, Observation.metric, Observation.phase, Observation.variant_name)
+        .where(o.rollout_id.in_(ids))
+        .group_by(o.rollout_id, o.metric, o.phase, o.variant_name)
     )
     return {
-        (rid, metric, phase, variant): (float(n or 0), float(total or 0), float(total_sq or 0))
-        for rid, metric, phase, variant, n, total, total_sq in rows
+        (rid, metric, phase, variant): tuple(float(v or 0) for v in sums)
+        for rid, metric, phase, variant, *sums in rows
     }
 
 

@@ -260,6 +260,10 @@ class Observation(Base):
     n: Mapped[int] = mapped_column(default=0)
     total: Mapped[float] = mapped_column(Float, default=0.0)
     total_sq: Mapped[float] = mapped_column(Float, default=0.0)
+    # a covariate's sums (`adjust: prePeriodModel`): of x, x squared, x times the value
+    x_total: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    x_sq: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    xy: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 class AuditEvent(Base):

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    LargeBinary,
     String,
     Text,
 )
@@ -56,6 +57,28 @@ class CapturedInference(Base):
     outputs: Mapped[str | None] = mapped_column(Text)
     joined: Mapped[bool] = mapped_column(Boolean, default=False)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+    covariate: Mapped[float | None] = mapped_column(Float)  # the pre-period model's x, when adjusted
+
+
+class CovariateModel(Base):
+    """The pre-period model of a rollout with `adjust: prePeriodModel` (metrics/covariate.py), fitted
+    once when its ingestion starts, or why there is none (the test is then the unadjusted one). The
+    model is pickled; it is loaded only when its sha256 is the fingerprint the history recorded."""
+
+    __tablename__ = "covariate_models"
+    __table_args__ = (CheckConstraint("state IN ('fitted', 'none')", name="state"),)
+
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[bytes | None] = mapped_column(LargeBinary)
+    rows: Mapped[int] = mapped_column(default=0, server_default="0")
+    first_served: Mapped[datetime | None]
+    last_served: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    fallback: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    fitted_at: Mapped[datetime]
 
 
 class PendingLabel(Base):

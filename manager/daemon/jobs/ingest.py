@@ -64,7 +64,34 @@ def _ingest(ingestor: Any, rollout_id: int, text: str, fields: dict[str, Any]) -
     spec = QualitySpec(
         target.endpoint, target.capture_destination, target.ground_truth, kind=policy.quality_kind
     )
+    adjusted = [m for m in policy.metrics if m.adjust != "none"]
+    if adjusted:
+        _covariate(ingestor, rollout_id, spec, adjusted[0].measure, fields)
     return target.endpoint, ingestor.run(spec)
+
+
+def _covariate(ingestor: Any, rollout_id: int, spec: Any, measure: str, fields: dict[str, Any]) -> None:
+    """Before a rollout's first ingestion: its pre-period covariate, fitted on the baseline's history
+    before the start (or recorded as impossible, and the test is the unadjusted one). Once."""
+    from manager.groundtruth import prehistory
+    from manager.registry import covariates
+    from manager.registry.tables import Rollout
+
+    with ingestor.database.read() as session:
+        if covariates.decided(session, [rollout_id]):
+            return
+        rollout = session.get(Rollout, rollout_id)
+        if rollout is None:
+            return
+        variant, started = rollout.baseline_variant, rollout.created_at
+    fitted, reason = prehistory.fit(
+        lambda uri: ingestor.stores(uri, ingestor.s3_client), spec, variant, measure, started
+    )
+    with ingestor.database.write() as session:
+        rollout = session.get(Rollout, rollout_id)
+        if rollout is not None:
+            covariates.save(session, rollout, fitted, reason, ingestor.clock())
+    log.info("rollout %s: pre-period covariate: %s", rollout_id, reason, extra={"fields": fields})
 
 
 def _log_report(fields: dict[str, Any], endpoint: str, report: Any) -> None:
