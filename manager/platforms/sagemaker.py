@@ -97,7 +97,9 @@ class SageMakerPlatform:
 
     def ensure_model(self, spec: ModelSpec) -> None:
         validate_model(spec)
-        existing = self._create_or_describe("model", model_request(spec), ModelName=spec.name)
+        existing = self._create_or_describe(
+            ("create_model", "describe_model"), model_request(spec), ModelName=spec.name
+        )
         if existing is None:
             return
         container = existing.get("PrimaryContainer") or (existing.get("Containers") or [{}])[0]
@@ -135,7 +137,9 @@ class SageMakerPlatform:
     def ensure_endpoint_config(self, spec: ConfigSpec) -> None:
         validate_config(spec)
         request = config_request(spec)
-        existing = self._create_or_describe("endpoint_config", request, EndpointConfigName=spec.name)
+        existing = self._create_or_describe(
+            ("create_endpoint_config", "describe_endpoint_config"), request, EndpointConfigName=spec.name
+        )
         if existing is None:
             return
         same = (
@@ -149,20 +153,23 @@ class SageMakerPlatform:
         if not same:
             raise SpecConflict(f"endpoint config {spec.name} exists with other variants or data capture")
 
-    def _create_or_describe(self, kind: str, request: dict[str, Any], **key: str) -> dict[str, Any] | None:
-        """Create the resource (`kind`: model, endpoint_config) unless it exists: None once created;
-        else what exists, for the caller to compare with what it wants (one made meanwhile, by a
-        racing call, included)."""
-        existing = self._describe_or_none(f"describe_{kind}", **key)
+    def _create_or_describe(
+        self, operations: tuple[str, str], request: dict[str, Any], **key: str
+    ) -> dict[str, Any] | None:
+        """Create the resource unless it exists (`operations`: its create and describe calls, named
+        in full so that the IAM policy's source scan sees them): None once created; else what exists,
+        for the caller to compare with what it wants (one made meanwhile, by a racing call, included)."""
+        create, describe = operations
+        existing = self._describe_or_none(describe, **key)
         if existing is not None:
             return existing
         try:
-            self._call(f"create_{kind}", **request)
+            self._call(create, **request)
             return None
         except PlatformError as exc:
             if "already existing" not in str(exc):
                 raise
-        return self._call(f"describe_{kind}", **key)
+        return self._call(describe, **key)
 
     def delete_config(self, name: str) -> bool:
         """Delete an endpoint config unless an endpoint serves it or is moving to it."""

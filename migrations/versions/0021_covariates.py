@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from manager.registry.types import UTCDateTime
+
 revision: str = "0021"
 down_revision: str | None = "0020"
 branch_labels: str | Sequence[str] | None = None
@@ -28,11 +30,11 @@ def upgrade() -> None:
         sa.Column("fingerprint", sa.String(64), nullable=True),
         sa.Column("model", sa.LargeBinary(), nullable=True),
         sa.Column("rows", sa.Integer(), nullable=False, server_default="0"),
-        sa.Column("first_served", sa.DateTime(), nullable=True),
-        sa.Column("last_served", sa.DateTime(), nullable=True),
+        sa.Column("first_served", UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_served", UTCDateTime(timezone=True), nullable=True),
         sa.Column("outcome", sa.String(32), nullable=True),
         sa.Column("fallback", sa.Float(), nullable=False, server_default="0"),
-        sa.Column("fitted_at", sa.DateTime(), nullable=False),
+        sa.Column("fitted_at", UTCDateTime(timezone=True), nullable=False),
         sa.CheckConstraint("state IN ('fitted', 'none')", name="state"),
     )
     with op.batch_alter_table("captured_inferences") as batch:
