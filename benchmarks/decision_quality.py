@@ -181,6 +181,7 @@ def main() -> None:
     sample_ratio(runs, args.seed)
     decision_adjusted.family(runs, args.seed)
     decision_adjusted.adjusted(runs, args.seed)
+    decision_adjusted.latency(runs, args.seed)
     print(f"({time.perf_counter() - started:.0f} s)")
 
 

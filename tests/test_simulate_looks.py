@@ -77,6 +77,18 @@ def test_screened_runs_with_a_covariate_end_exactly_as_runs_that_decide_at_every
                     assert screened == run_once(policy, scenario, streams, seed, screened=False)
 
 
+def test_screened_runs_of_a_quantile_guardrail_end_exactly_as_runs_that_decide_at_every_look() -> None:
+    text = (
+        Path(__file__).resolve().parent.parent / "examples" / "policies" / "benchmark-latency.yaml"
+    ).read_text()
+    policy = policies.parse(text)
+    for name in ("aa-p90", "p90+10%", "mean+10%-p90-same"):
+        for streams in (Streams(check_every=50, max_per_arm=3000), STREAMS["late labels"]):
+            for seed in range(2):
+                screened = run_once(policy, SCENARIOS[name], streams, seed, screened=True)
+                assert screened == run_once(policy, SCENARIOS[name], streams, seed, screened=False)
+
+
 def test_the_vectorised_sequence_is_the_daemons_look_for_look() -> None:
     rng = np.random.default_rng(3)
     for proportion in (True, False):

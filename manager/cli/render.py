@@ -167,7 +167,8 @@ def metric_cells(v: dict[str, Any]) -> dict[str, str]:
             "status": v["status"],
             "baseline": f"{v['baseline_errors']:g}/{v['baseline_requests']:g}",
             "candidate": f"{v['candidate_errors']:g}/{v['candidate_requests']:g}",
-            "interval": f"e-value {_evalue(v)} (reject at {v['threshold']:g})",
+            "interval": f"e-value {_evalue(v)} (reject at {v['threshold']:g})"
+            + (f"; {v['counts']}" if "counts" in v else ""),
         }
     if "baseline_mean" not in v:
         return {"status": v["status"], "baseline": "-", "candidate": "-", "interval": "-"}

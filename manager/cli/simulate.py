@@ -20,6 +20,9 @@ SCENARIO_NAMES = (
     "accuracy-5pp",
     "latency+5%",
     "5xx-0.5%-to-1.5%",
+    "aa-p90",
+    "p90+10%",
+    "mean+10%-p90-same",
 )
 
 
@@ -31,7 +34,9 @@ SCENARIO_NAMES = (
     help="a named scenario (or describe one with --kind/--baseline/--effect)",
 )
 @click.option(
-    "--kind", type=click.Choice(["proportion", "mean", "errors"]), help="the stream: rates, values or errors"
+    "--kind",
+    type=click.Choice(["proportion", "mean", "errors", "quantile"]),
+    help="the stream: rates, values, errors, or latencies against a quantile guardrail",
 )
 @click.option("--baseline", type=float, help="the baseline's rate, or its median for lognormal values")
 @click.option(

@@ -238,9 +238,7 @@ def _series(
     if len(ends) > MAX_POINTS:
         step = len(ends) / MAX_POINTS
         ends = sorted({ends[int(i * step)] for i in range(MAX_POINTS)} | {ends[-1]})
-    acc = _Accumulator(
-        baseline, candidate, frozenset(m.measure for m in policy.metrics if m.kind == "errors")
-    )
+    acc = _Accumulator(baseline, candidate, frozenset(m.measure for m in policy.metrics if m.counted))
     series: dict[str, list[dict[str, Any]]] = {m.name: [] for m in policy.metrics}
     index = 0
     for end in ends:  # the looks, in time order: each sums the windows that ended by then
@@ -252,7 +250,7 @@ def _series(
             if not data:
                 continue
             phase = max(p.phase for p in data)
-            harm = acc.harm(metric.measure) if metric.kind == "errors" else None
+            harm = acc.harm(metric.measure) if metric.counted else None
             verdict = judge(metric, data, phase, policy, harm_only=False, harm=harm)
             point = {"at": end, "source": "window", "status": verdict.status, **verdict.evidence}
             if point.get("estimate") is not None:  # in the bounds' orientation: positive is better
@@ -270,7 +268,7 @@ def _series(
             "role": m.role,
             "dry_run": m.dry_run,
             "min_samples": m.min_samples,
-            "test": m.test.type if m.kind != "errors" else "e-value",
+            "test": m.test.type if not m.counted else "e-value",
             "points": series[m.name],
         }
         for m in policy.metrics

@@ -37,6 +37,9 @@ SAMPLE_CAP = 10_000
 MAX_DATAPOINTS = 100_800
 _PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d{1,10})?|100)$")
 _BASIC = ("SampleCount", "Sum", "Average", "Minimum", "Maximum")
+# Percentile rank: the percentage of values in (low, high], either bound left out (CloudWatch's
+# "Statistics definitions": the lower bound is not inclusive, the upper one is).
+_RANK = re.compile(r"^PR\((\d+(?:\.\d{1,10})?)?:(\d+(?:\.\d{1,10})?)?\)$")
 
 Key = tuple[str, str, str]  # endpoint, variant, metric
 
@@ -98,6 +101,16 @@ class Bucket:
             return self.low
         if name == "Maximum":
             return self.high
+        rank = _RANK.match(name)
+        if rank:
+            low, high = (float(b) if b else None for b in rank.groups())
+            values = np.asarray(self.sample)
+            inside = np.ones(values.size, dtype=bool)
+            if low is not None:
+                inside &= values > low
+            if high is not None:
+                inside &= values <= high
+            return 100.0 * float(inside.mean()) if values.size else 0.0
         return float(np.percentile(self.sample, float(name[1:])))
 
 
@@ -185,11 +198,12 @@ class MetricStore:
 
 
 def check_stat(stat: str) -> str:
-    if stat in _BASIC or _PERCENTILE.match(stat):
+    rank = _RANK.match(stat)
+    if stat in _BASIC or _PERCENTILE.match(stat) or (rank and any(rank.groups())):
         return stat
     raise rejected(
         f"The value {stat} for parameter Stat is not supported by the local SageMaker; "
-        f"use {', '.join(_BASIC)} or pNN"
+        f"use {', '.join(_BASIC)}, pNN or PR(low:high)"
     )
 
 

@@ -46,3 +46,20 @@ class MetricSource(Protocol):
     ) -> list[VariantWindow]:
         """The policy's own metrics (those with a `query`), per variant: complete windows, oldest first."""
         ...
+
+    def quantile_windows(
+        self,
+        endpoint: str,
+        variants: Sequence[str],
+        thresholds: Sequence[tuple[Any, float]],
+        since: datetime,
+        now: datetime,
+    ) -> list[VariantWindow]:
+        """Per variant and window of each quantile guardrail: requests, and those over its threshold."""
+        ...
+
+    def baseline_quantile(
+        self, endpoint: str, variant: str, latency: str, quantile: float, until: datetime
+    ) -> float | None:
+        """A variant's latency percentile (ms) over the hour before `until`, or None without data."""
+        ...

@@ -207,3 +207,68 @@ class CloudWatchSource:
                         VariantWindow(variant, metric.measure, stamp, stamp + step, 1, value, value * value)
                     )
         return sorted(out, key=lambda w: (w.start, w.variant, w.metric))
+
+    def quantile_windows(
+        self,
+        endpoint: str,
+        variants: Sequence[str],
+        thresholds: Sequence[tuple[Any, float]],
+        since: datetime,
+        now: datetime,
+    ) -> list[VariantWindow]:
+        """For each (quantile metric, threshold in ms): per variant and window, the requests and how
+        many took longer than the threshold, from CloudWatch's SampleCount and percentile rank
+        `PR(:threshold)` (the percentage of values at most the threshold) of the metric's latency."""
+        start, end = align(since, self.period), align(now - self.lag, self.period)
+        if end <= start or not variants or not thresholds:
+            return []
+        stats, wanted = [], []
+        for v_index, variant in enumerate(variants):
+            dims = {"EndpointName": endpoint, "VariantName": variant}
+            for m_index, (metric, threshold_ms) in enumerate(thresholds):
+                latency = next(k for k, v in LATENCIES.items() if v == metric.latency)
+                stat = f"PR(:{threshold_ms * MICROSECONDS_PER_MS:.3f})"
+                stats.append(self._stat(f"q{m_index}_v{v_index}_r", NAMESPACE, latency, dims, stat))
+                stats.append(self._stat(f"q{m_index}_v{v_index}_n", NAMESPACE, latency, dims, "SampleCount"))
+                wanted.append((f"q{m_index}_v{v_index}", variant, metric))
+        if len(stats) > MAX_QUERIES:
+            raise ValueError(f"{len(stats)} quantile queries; GetMetricData takes 500")
+        series = self._get(endpoint, stats, start, end)
+        step = timedelta(seconds=self.period)
+        out: list[VariantWindow] = []
+        for query_id, variant, metric in wanted:
+            counts = series.get(f"{query_id}_n", {})
+            for stamp, at_most in sorted(series.get(f"{query_id}_r", {}).items()):
+                n = round(counts.get(stamp, 0.0))
+                if n > 0:
+                    over = float(round(n * (1 - at_most / 100)))
+                    out.append(VariantWindow(variant, metric.measure, stamp, stamp + step, n, over, over))
+        return sorted(out, key=lambda w: (w.start, w.variant, w.metric))
+
+    def baseline_quantile(
+        self, endpoint: str, variant: str, latency: str, quantile: float, until: datetime
+    ) -> float | None:
+        """The variant's latency percentile (ms) over the hour before `until`, or None without data:
+        the per-minute percentiles' median, each minute weighted by its requests (a percentile over
+        the hour would need the hour's own bucket, which CloudWatch aligns as it will). Any threshold
+        fixed before the rollout's data keeps the test valid; this one makes it about that percentile."""
+        metric = next(k for k, v in LATENCIES.items() if v == latency)
+        start, end = align(until - timedelta(hours=1), self.period), align(until, self.period)
+        dims = {"EndpointName": endpoint, "VariantName": variant}
+        stats = [
+            self._stat("p", NAMESPACE, metric, dims, f"p{quantile:g}"),
+            self._stat("n", NAMESPACE, metric, dims, "SampleCount"),
+        ]
+        series = self._get(endpoint, stats, start, end) if end > start else {}
+        minutes = sorted(
+            (value, series.get("n", {}).get(stamp, 0.0)) for stamp, value in series.get("p", {}).items()
+        )
+        total = sum(n for _, n in minutes)
+        if total <= 0:
+            return None
+        seen = 0.0
+        for value, n in minutes:
+            seen += n
+            if seen >= total / 2:
+                return value / MICROSECONDS_PER_MS
+        return minutes[-1][0] / MICROSECONDS_PER_MS

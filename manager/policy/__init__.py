@@ -145,13 +145,39 @@ def _custom_measure(self: Metric) -> Metric:
     return self
 
 
+def _quantile_measure(self: Metric) -> Metric:
+    """A latency quantile guardrail (`kind: quantile`): CloudWatch's ModelLatency or OverheadLatency,
+    judged by how often each variant's requests exceed a threshold fixed at the start (`thresholdMs`,
+    or the baseline's `quantile` over the hour before it, times 1 + the margin); its observations are
+    stored under `q:<name>`, the latency it reads in `latency`."""
+    latency = self.latency or self.measure
+    if self.source != "cloudwatch" or latency not in ("model_latency_ms", "overhead_latency_ms"):
+        raise ValueError(
+            "a `kind: quantile` guardrail reads CloudWatch's latency: `source: cloudwatch` and"
+            " `measure: model_latency_ms` (or overhead_latency_ms)"
+        )
+    if self.quantile is None or self.higher_is_better or self.role != "guardrail":
+        raise ValueError(
+            "a `kind: quantile` metric is a guardrail on a latency (`role: guardrail`, `higherIsBetter:"
+            " false`) with its `quantile`, e.g. 90 for p90"
+        )
+    if self.test.type != "sequential" or self.adjust != "none" or self.query is not None:
+        raise ValueError("a `kind: quantile` metric takes a sequential test with a `margin`, and no query")
+    measure = f"q:{self.name}"
+    if self.measure not in (latency, measure) or len(measure) > 64:
+        raise ValueError(f"a quantile metric's measure is its latency ({latency}); the name at most 62 long")
+    object.__setattr__(self, "latency", latency)
+    object.__setattr__(self, "measure", measure)
+    return self
+
+
 class Metric(Spec):
     name: str
     source: Literal["quality", "cloudwatch"]
     # quality: accuracy | abs_error | squared_error; cloudwatch: errors_5xx | model_latency_ms | ...;
     # with a `query`, `cw:<name>` (filled in)
     measure: str = ""
-    kind: Literal["proportion", "mean", "errors"]
+    kind: Literal["proportion", "mean", "errors", "quantile"]
     higher_is_better: bool = Field(alias="higherIsBetter")
     role: Literal["primary", "guardrail"] = "guardrail"
     test: Test = Field(default_factory=Test)
@@ -163,6 +189,16 @@ class Metric(Spec):
     # Adjust by a covariate: a model fitted on the baseline's labelled history from before the start
     # predicts each request's outcome from its input (stats/adjusted.py)
     adjust: Literal["none", "prePeriodModel"] = "none"
+    # kind quantile: which percentile (90 for p90), and the threshold, or the baseline's percentile
+    # over the hour before the start times 1 + margin; `latency` is filled in (the measure read)
+    quantile: float | None = Field(None, gt=0, lt=100)
+    threshold_ms: float | None = Field(None, alias="thresholdMs", gt=0)
+    latency: str | None = None
+
+    @property
+    def counted(self) -> bool:
+        """Judged on counts per window (errors, or requests over a latency threshold) by an e-value."""
+        return self.kind in ("errors", "quantile")
 
     @model_validator(mode="after")
     def _known_measure(self) -> Metric:
@@ -171,6 +207,10 @@ class Metric(Spec):
                 "`adjust: prePeriodModel` sharpens a sequential test of a quality metric (accuracy,"
                 " abs_error, squared_error): the covariate predicts each labelled request's outcome"
             )
+        if self.kind == "quantile":
+            return _quantile_measure(self)
+        if self.quantile is not None or self.threshold_ms is not None:
+            raise ValueError("`quantile` and `thresholdMs` belong to a `kind: quantile` metric")
         if self.query is not None:
             return _custom_measure(self)
         if not self.measure:

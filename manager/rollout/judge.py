@@ -44,7 +44,7 @@ def judge(
     every window so far, when the caller keeps one (`rollout report` does, look after look);
     otherwise it is computed from the phases' windows."""
     evidence: dict[str, Any] = {"metric": metric.name, "role": metric.role, "phase": phase}
-    if metric.kind == "errors":
+    if metric.counted:
         return _judge_errors(metric, phases, evidence, harm)
     current = next((p for p in phases if p.phase == phase), None)
     if current is None or current.candidate.n == 0 or current.baseline.n == 0:
@@ -72,6 +72,8 @@ def _judge_errors(
     else:
         log_e, windows = harm.log_value, harm.windows
     n_c = sum(p.candidate.n for p in phases)
+    if metric.kind == "quantile":  # the "errors" are requests over the latency threshold
+        evidence.update({"counts": f"requests over the threshold of p{metric.quantile:g}"})
     evidence.update(
         {
             "log_e_value": log_e,

@@ -41,7 +41,7 @@ from manager.platforms.base import (
     PlatformError,
 )
 from manager.registry import endpoints, leases, observations, pairs
-from manager.rollout import configs, gates, records, snapshot
+from manager.rollout import configs, gates, records, snapshot, thresholds
 from manager.rollout.changes import ConfigChanges, _blue_green
 from manager.rollout.decide import decide
 from manager.rollout.fencing import Fenced
@@ -147,7 +147,7 @@ class Reconciler(ConfigChanges):
         ratio = () if policy.decisions.on_sample_ratio_mismatch == "ignore" else ("invocations",)
         return observations.Wanted(
             tuple(m.measure for m in policy.metrics) + ratio,
-            tuple(m.measure for m in policy.metrics if m.kind == "errors"),
+            tuple(m.measure for m in policy.metrics if m.counted),
             *snap.variants,
         )
 
@@ -257,6 +257,11 @@ class Reconciler(ConfigChanges):
         custom = [m for m in policy.metrics if m.query is not None]
         if custom:  # the policy's own CloudWatch metrics, read in the same window
             windows += self.metrics.custom_windows(target.endpoint, list(snap.variants), custom, since, now)
+        quantiles = thresholds.fixed(self.database, self.metrics, snap, policy)
+        if quantiles:  # requests over each quantile guardrail's threshold
+            windows += self.metrics.quantile_windows(
+                target.endpoint, list(snap.variants), quantiles, since, now
+            )
         if not windows:
             return False
         rows = [

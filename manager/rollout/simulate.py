@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
@@ -32,9 +33,12 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    kind: Literal["proportion", "mean", "errors"]
-    baseline: float  # a rate for proportions and errors; the median for lognormal means
-    effect: float = 0.0  # added to the rate; for means, the relative change of the mean
+    kind: Literal["proportion", "mean", "errors", "quantile"]
+    baseline: float  # a rate for proportions and errors; the median for lognormal means and latencies
+    # added to the rate; for means, the relative change of the mean; for latencies, of every request's
+    # latency (`shape: scale`: each quantile moves so much), or of the mean by a longer tail above the
+    # metric's quantile, which stays where it was (`shape: tail`)
+    effect: float = 0.0
     sigma: float = 0.5  # lognormal shape, for means
     higher_is_better: bool = True
     # Paired (replay) runs: the share of requests on which exactly one of the two models is right.
@@ -43,15 +47,18 @@ class Scenario:
     # (for means, with its log): drawn for the scenario's metric when given (so that an adjusted and
     # an unadjusted policy see the same streams), and for every metric that adjusts by it.
     rho: float | None = None
+    shape: Literal["scale", "tail"] = "scale"
+    cutoff: float | None = None  # latencies: the threshold a quantile metric counts requests over
 
     @property
     def candidate(self) -> float:
-        return self.baseline * (1 + self.effect) if self.kind == "mean" else self.baseline + self.effect
+        relative = self.kind in ("mean", "quantile")
+        return self.baseline * (1 + self.effect) if relative else self.baseline + self.effect
 
     @property
     def truth(self) -> Truth:
-        if self.effect == 0:
-            return "same"
+        if self.effect == 0 or (self.kind == "quantile" and self.shape == "tail"):
+            return "same"  # a longer tail above the quantile leaves the quantile where it was
         up = self.effect > 0
         return "better" if up == self.higher_is_better else "worse"
 
@@ -65,6 +72,11 @@ SCENARIOS = {
     "accuracy-5pp": Scenario("accuracy-5pp", "proportion", 0.85, -0.05),
     "latency+5%": Scenario("latency+5%", "mean", 20.0, 0.05, higher_is_better=False),
     "5xx-0.5%-to-1.5%": Scenario("5xx-0.5%-to-1.5%", "errors", 0.005, 0.01, higher_is_better=False),
+    "aa-p90": Scenario("aa-p90", "quantile", 20.0, higher_is_better=False),
+    "p90+10%": Scenario("p90+10%", "quantile", 20.0, 0.10, higher_is_better=False),
+    "mean+10%-p90-same": Scenario(
+        "mean+10%-p90-same", "quantile", 20.0, 0.10, higher_is_better=False, shape="tail"
+    ),
 }
 
 
@@ -87,7 +99,7 @@ class RunResult:
 
 
 # What a metric the scenario does not name looks like: the same for both versions (an A/A stream).
-QUIET = {"proportion": 0.85, "errors": 0.005, "mean": 20.0}
+QUIET = {"proportion": 0.85, "errors": 0.005, "mean": 20.0, "quantile": 20.0}
 
 
 def metric_for(policy: RolloutPolicy, scenario: Scenario) -> Metric:
@@ -107,9 +119,14 @@ def streams_for(policy: RolloutPolicy, scenario: Scenario) -> dict[str, Scenario
     out = {}
     for m in policy.metrics:
         if m.name == target.name:
-            out[m.name] = scenario
+            flow = scenario
         else:
-            out[m.name] = Scenario(m.name, m.kind, QUIET[m.kind], higher_is_better=m.higher_is_better)
+            flow = Scenario(m.name, m.kind, QUIET[m.kind], higher_is_better=m.higher_is_better)
+        if m.kind == "quantile":  # the threshold: the baseline's true quantile times 1 + the margin
+            assert m.quantile is not None
+            quantile = flow.baseline * math.exp(flow.sigma * NormalDist().inv_cdf(m.quantile / 100))
+            flow = replace(flow, cutoff=quantile * (1 + m.test.margin))
+        out[m.name] = flow
     return out
 
 
@@ -177,7 +194,7 @@ class _Run:
         self.lags = {
             m.name: streams.label_delay_minutes if m.source == "quality" else 0.0 for m in policy.metrics
         }
-        self.errors = {m.name for m in policy.metrics if m.kind == "errors"}
+        self.errors = {m.name for m in policy.metrics if m.counted}
         self.harms = Harms(sorted(self.errors))
         self.batch = 2 * streams.check_every
 

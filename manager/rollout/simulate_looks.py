@@ -68,7 +68,7 @@ def screen(policy: RolloutPolicy, state: RolloutState, ahead: Ahead, most: int) 
     facts, near, samples = [], [], []
     for metric in policy.metrics:
         b, c = _visible(ahead, current, metric.name, at, count)
-        if metric.kind == "errors":
+        if metric.counted:
             found, close = _harm_facts(metric, ahead, current, b, c)
         else:
             found, close, candidate_n = _interval_facts(metric, policy, b, c)

@@ -45,15 +45,43 @@ def draws(
         rows[:, 3], rows[:, 4] = x.sum(axis=1), np.einsum("ij,ij->i", x, x)
         rows[:, 5] = np.einsum("ij,ij->i", x, values)
         return rows
+    if scenario.kind == "quantile":
+        over = (latencies(rng, scenario, (size, n), candidate) > scenario.cutoff).sum(axis=1)
+        rows[:, 1] = rows[:, 2] = over  # requests over the threshold, counted as errors are
+        return rows
     if scenario.kind == "mean":
         median = scenario.candidate if candidate else scenario.baseline
         # The scenario's effect is on the mean: the lognormal mean is median * exp(sigma^2 / 2).
-        values = rng.lognormal(math.log(median), scenario.sigma, (size, n))
+        values = (
+            latencies(rng, scenario, (size, n), candidate)  # a longer tail above `cutoff`
+            if scenario.shape == "tail"
+            else rng.lognormal(math.log(median), scenario.sigma, (size, n))
+        )
         rows[:, 1], rows[:, 2] = values.sum(axis=1), np.einsum("ij,ij->i", values, values)
         return rows
     p = scenario.candidate if candidate else scenario.baseline
     rows[:, 1] = rows[:, 2] = rng.binomial(n, min(max(p, 0.0), 1.0), size)
     return rows
+
+
+def latencies(
+    rng: np.random.Generator, scenario: Scenario, shape: tuple[int, int], candidate: bool
+) -> np.ndarray:
+    """Lognormal latencies (median `baseline`); the candidate's scaled by 1 + effect (`shape: scale`), or
+    with the tail above the metric's threshold stretched so that the mean rises by `effect` while
+    the share over the threshold stays the same (`shape: tail`)."""
+    values = rng.lognormal(math.log(scenario.baseline), scenario.sigma, shape)
+    if not candidate or scenario.effect == 0:
+        return values
+    if scenario.shape == "scale":
+        return values * (1 + scenario.effect)
+    cut = scenario.cutoff or scenario.baseline
+    mu, sigma, normal = math.log(scenario.baseline), scenario.sigma, NormalDist()
+    mean = math.exp(mu + sigma * sigma / 2)
+    z = (math.log(cut) - mu) / sigma
+    above = mean * (1 - normal.cdf(z - sigma)) - cut * (1 - normal.cdf(z))  # E[(L - cut)+]
+    stretch = 1 + scenario.effect * mean / above
+    return np.where(values > cut, cut + stretch * (values - cut), values)
 
 
 def _outcomes(rng: np.random.Generator, scenario: Scenario, x: np.ndarray, candidate: bool) -> np.ndarray:
