@@ -29,12 +29,20 @@ pytestmark = pytest.mark.backends  # the reconciler on SQLite and on PostgreSQL
         ("promote", "promoted", "non-inferiority shown"),
         ("regression", "rolled_back", "accuracy: the candidate is worse"),
         ("error-spike", "rolled_back", "guardrail 5xx shows harm"),
+        ("slow-candidate", "rolled_back", "guardrail p90-latency shows harm"),
     ],
 )
 def test_demo_scenarios(tmp_path: Path, scenario: str, outcome: str, reason: str) -> None:
     result = demo.run(tmp_path, scenario, timeout=110, say=lambda _: None)
     assert result["outcome"] == outcome and reason in result["reason"]
     assert result["evidence"]["metrics"], "the decision carries its evidence"
+    if scenario == "slow-candidate":  # the report's quantile evidence: requests over the threshold
+        p90 = result["evidence"]["metrics"]["p90-latency"]
+        assert p90["status"] == "fail" and p90["counts"] == "requests over the threshold of p90"
+        assert (
+            p90["candidate_errors"] / p90["candidate_requests"]
+            > p90["baseline_errors"] / p90["baseline_requests"]
+        )
 
 
 @pytest.mark.slow

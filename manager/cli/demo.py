@@ -14,7 +14,7 @@ from manager.cli.render import metric_cells
 @click.command("demo")
 @click.option(
     "--scenario",
-    type=click.Choice(["promote", "regression", "error-spike", "replay"]),
+    type=click.Choice(["promote", "regression", "error-spike", "replay", "slow-candidate"]),
     default="promote",
     show_default=True,
 )

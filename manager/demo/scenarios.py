@@ -6,9 +6,12 @@ baseline serves with data capture on; a rollout of the candidate runs under `dem
 sagemaker-runtime client and ground truth arrives a little later; the same reconciler and
 ingestion the daemon runs decide.
 Scenarios: `promote` (a candidate as good), `regression` (a worse candidate), `error-spike`
-(a candidate that fails some requests with a 5xx), and `replay`: the promote scenario's candidate
+(a candidate that fails some requests with a 5xx), `replay`: the promote scenario's candidate
 judged at weight 0 on the last 1,500 labelled requests the baseline served, replayed to it
-(`demo_replay_policy.yaml`); the candidate serves nobody until it is promoted.
+(`demo_replay_policy.yaml`); the candidate serves nobody until it is promoted; and `slow-candidate`:
+a candidate as good but 15% slower (the local SageMaker's latency knob: the baseline's container
+takes 20 ms a request, the candidate's 23 ms), rolled back by the p90 guardrail of
+`demo_slow_policy.yaml`, whose threshold is the baseline's p90 over the traffic before the start.
 
 With `trainer="sagemaker"` both versions are XGBoost models trained by local SageMaker jobs: the
 baseline by a training job, the candidate by a tuning job (4 training jobs, 2 at a time) and gated
@@ -35,9 +38,10 @@ if TYPE_CHECKING:
     from manager.registry.rollouts import RolloutView
     from manager.rollout.look import TickResult
 
-SCENARIOS = ("promote", "regression", "error-spike", "replay")
+SCENARIOS = ("promote", "regression", "error-spike", "replay", "slow-candidate")
 TRAINERS = ("sklearn", "sagemaker")
 FAULT = {"LOCAL_SAGEMAKER_FAULT_5XX_RATE": "0.05"}  # the error-spike candidate's, with XGBoost
+SLOW = ("20", "23")  # ms the slow-candidate scenario's baseline and candidate take per request
 XGBOOST_CONFIG = """
 model: churn
 objective: {metric: roc_auc}
@@ -59,7 +63,14 @@ gate: {metric: roc_auc, margin: 0.05}
 APPROVED = "the demo rolls both versions out without an offline gate"
 POLICY = Path(__file__).resolve().parent / "demo_policy.yaml"  # package data: works from a wheel
 REPLAY_POLICY = Path(__file__).resolve().parent / "demo_replay_policy.yaml"
-SHIFTS = {"promote": "noise:0.05", "regression": "noise:4", "error-spike": None, "replay": "noise:0.05"}
+SLOW_POLICY = Path(__file__).resolve().parent / "demo_slow_policy.yaml"
+SHIFTS = {
+    "promote": "noise:0.05",
+    "regression": "noise:4",
+    "error-spike": None,
+    "replay": "noise:0.05",
+    "slow-candidate": "noise:0.05",
+}
 HISTORY = 1500  # labelled requests the baseline serves before a replay rollout starts
 ENDPOINT = "churn-demo"
 
@@ -160,9 +171,7 @@ def run(
             else:
                 say(f"[1/6] training a baseline and a {scenario} candidate on breast_cancer")
                 refs, held_out = _register(database, workdir, scenario)
-            faulty = (
-                _sagemaker_model(refs[1]) if trainer == "sagemaker" and scenario == "error-spike" else None
-            )
+            knobs = _knobs(scenario, trainer, refs)
             say(f"[2/6] local SageMaker on {host.url}; deploying {refs[0]} with data capture on")
             traffic = Traffic(
                 host.client("sagemaker-runtime"),
@@ -172,9 +181,9 @@ def run(
                 LabelWriter(str(workdir / "ground-truth")),
             )
             replay = scenario == "replay"
-            history = (lambda: _history(traffic, say)) if replay else None
-            rollout_id = _deploy_and_start(host, database, workdir, refs, faulty, history)
-            policy = REPLAY_POLICY if replay else POLICY
+            policy = {"replay": REPLAY_POLICY, "slow-candidate": SLOW_POLICY}.get(scenario, POLICY)
+            history = (lambda: _history(traffic, say)) if policy != POLICY else None
+            rollout_id = _deploy_and_start(host, database, workdir, refs, knobs, history, policy)
             say(f"[3/6] rollout {rollout_id}: {refs[1]} beside {refs[0]} under {policy.name}")
             say(
                 "[4/6] traffic through boto3 to the baseline alone; the captured, labelled requests"
@@ -182,7 +191,7 @@ def run(
                 if replay
                 else "[4/6] traffic through boto3, labels a second later, a reconcile tick every second"
             )
-            _drive(host, database, workdir, rollout_id, traffic, on_tick, timeout, faulty, replay)
+            _drive(host, database, workdir, rollout_id, traffic, on_tick, timeout, knobs, replay)
         return {
             **_result(database, rollout_id, refs),
             "requests": traffic.sent,
@@ -253,8 +262,20 @@ def _sagemaker_model(ref: str) -> str:
     return model_name(name, version)
 
 
-def _platform(host: Any, faulty: str | None) -> Any:
-    """SageMaker through boto3; the SageMaker model named `faulty` fails 5% of its requests."""
+def _knobs(scenario: str, trainer: str, refs: tuple[str, str]) -> dict[str, dict[str, str]]:
+    """The local SageMaker's knobs each scenario turns, by SageMaker model: the XGBoost error-spike
+    candidate fails 5% of its requests; the slow candidate takes 15% longer than the baseline."""
+    from manager.local_sagemaker.runtime import EXTRA_LATENCY_MS
+
+    if scenario == "error-spike" and trainer == "sagemaker":
+        return {_sagemaker_model(refs[1]): FAULT}
+    if scenario == "slow-candidate":
+        return {_sagemaker_model(ref): {EXTRA_LATENCY_MS: ms} for ref, ms in zip(refs, SLOW, strict=True)}
+    return {}
+
+
+def _platform(host: Any, knobs: dict[str, dict[str, str]]) -> Any:
+    """SageMaker through boto3; each SageMaker model in `knobs` made with those variables set."""
     from dataclasses import replace
 
     from manager.platforms.base import ModelSpec
@@ -262,15 +283,16 @@ def _platform(host: Any, faulty: str | None) -> Any:
 
     class Platform(SageMakerPlatform):
         def ensure_model(self, spec: ModelSpec) -> None:
-            if spec.name == faulty:
-                spec = replace(spec, environment={**spec.environment, **FAULT})
+            if spec.name in knobs:
+                spec = replace(spec, environment={**spec.environment, **knobs[spec.name]})
             super().ensure_model(spec)
 
     return Platform(host.client("sagemaker"), host.client("sagemaker-runtime"))
 
 
 def _history(traffic: Traffic, say: Callable[[str], None]) -> None:
-    """The baseline serves HISTORY requests, each labelled: what a replay reads."""
+    """The baseline serves HISTORY requests, each labelled, before the rollout: what a replay reads, and
+    the latency a quantile guardrail's threshold is fixed from."""
     workers = traffic.start()
     deadline = time.monotonic() + 60
     while traffic.sent < HISTORY and time.monotonic() < deadline:
@@ -280,7 +302,7 @@ def _history(traffic: Traffic, say: Callable[[str], None]) -> None:
         w.join(timeout=10)
     traffic.flush_labels()
     traffic.stop.clear()
-    say(f"      the baseline served {traffic.sent:,} labelled requests: the history the replay reads")
+    say(f"      the baseline served {traffic.sent:,} labelled requests before the rollout")
 
 
 def _deploy_and_start(
@@ -288,8 +310,9 @@ def _deploy_and_start(
     database: Any,
     workdir: Path,
     refs: tuple[str, str],
-    faulty: str | None = None,
+    knobs: dict[str, dict[str, str]],
     history: Callable[[], None] | None = None,
+    source: Path = POLICY,
 ) -> int:
     """The endpoint serving the baseline with data capture on (then `history`: traffic before the
     rollout), then the rollout of the candidate."""
@@ -297,13 +320,12 @@ def _deploy_and_start(
     from manager.rollout import endpoints, launch
 
     capture, ground_truth = workdir / "capture", workdir / "ground-truth"
-    platform = _platform(host, faulty)
+    platform = _platform(host, knobs)
     endpoints.create_and_wait(
         database, platform, ENDPOINT, refs[0], "demo", timeout=60, poll=0.1, capture=capture.as_uri()
     )
     if history is not None:
         history()
-    source = POLICY if history is None else REPLAY_POLICY
     text = (
         source.read_text()
         .replace("CAPTURE_URI", capture.as_uri())
@@ -322,7 +344,7 @@ def _drive(
     traffic: Traffic,
     on_tick: Callable[[DemoTick], None] | None,
     timeout: float,
-    faulty: str | None = None,
+    knobs: dict[str, dict[str, str]],
     replay: bool = False,
 ) -> None:
     """Traffic flows while ingestion and the reconciler (and the replayer) run, once a second, until a
@@ -336,7 +358,7 @@ def _drive(
 
     reconciler = Reconciler(
         database,
-        _platform(host, faulty),
+        _platform(host, knobs),
         CloudWatchSource(host.client("cloudwatch"), lag=timedelta(seconds=2), period=1),
         owner="demo",
         actor="daemon",
@@ -350,7 +372,7 @@ def _drive(
         label_ttl=timedelta(hours=1),
     )
     replayer = (
-        Replayer(database, _platform(host, faulty), owner="demo", budget=timedelta(seconds=0.8))
+        Replayer(database, _platform(host, knobs), owner="demo", budget=timedelta(seconds=0.8))
         if replay
         else None
     )
