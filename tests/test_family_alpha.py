@@ -41,6 +41,9 @@ def test_without_it_the_family_error_is_the_sum_and_is_said_so() -> None:
     family = family_error(policies.parse(BENCHMARK))
     assert family.false_rollback == pytest.approx(0.15) and family.family_alpha is None
     assert "set decisions.familyAlpha" in family.lines()[0]
+    # a sample-ratio mismatch that rolls back may also roll back a good candidate, at its own alpha
+    rolls_back = BENCHMARK.replace("decisions: {", "decisions: {onSampleRatioMismatch: rollback, ")
+    assert family_error(policies.parse(rolls_back)).false_rollback == pytest.approx(0.151)
 
 
 def test_a_metric_alpha_beside_the_family_alpha_is_refused() -> None:

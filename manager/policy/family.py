@@ -56,10 +56,15 @@ class FamilyError:
 
 
 def family_error(policy: RolloutPolicy) -> FamilyError:
+    """The bounds; with `onSampleRatioMismatch: rollback`, the sample-ratio test's own alpha (which is
+    not split: it guards the comparison rather than judging the candidate) counts as well."""
+    from manager.stats.srm import ALPHA as SRM_ALPHA
+
     acting = [m for m in policy.metrics if not m.dry_run]
     primary = policy.primary
+    ratio = SRM_ALPHA if policy.decisions.on_sample_ratio_mismatch == "rollback" else 0.0
     return FamilyError(
-        min(1.0, sum(m.alpha for m in acting)),
+        min(1.0, sum(m.alpha for m in acting) + ratio),
         primary.alpha if primary is not None else 0.0,
         len(acting),
         policy.decisions.family_alpha,
