@@ -337,4 +337,4 @@ def test_the_replay_demo_shows_the_decision_the_pairs_and_the_agreement(tmp_path
     assert paired["planned"] == demo.HISTORY and 0 < paired["done"] <= paired["planned"]
     assert 0 <= paired["agreement_rate"] <= 1
     assert result["evidence"]["metrics"]["accuracy"]["design"] == "paired"
-    assert any("history the replay reads" in line for line in said)
+    assert any("labelled requests before the rollout" in line for line in said)
