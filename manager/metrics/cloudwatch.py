@@ -99,6 +99,13 @@ class CloudWatchSource:
         stats = [self._stat(q.id, NAMESPACE, q.metric, dims[q.id], q.stat) for q in queries]
         return self._get(endpoint, stats, start, end)
 
+    @staticmethod
+    def _bounded(stats: list[dict[str, Any]], what: str) -> list[dict[str, Any]]:
+        """The queries, if one GetMetricData call takes them all (500 at most)."""
+        if len(stats) > MAX_QUERIES:
+            raise ValueError(f"{len(stats)} {what} queries; GetMetricData takes {MAX_QUERIES}")
+        return stats
+
     def _get(
         self, endpoint: str, stats: list[dict[str, Any]], start: datetime, end: datetime
     ) -> dict[str, dict[datetime, float]]:
@@ -188,9 +195,7 @@ class CloudWatchSource:
             if any(m.kind == "errors" for m in metrics):
                 dims = {"EndpointName": endpoint, "VariantName": variant}
                 stats.append(self._stat(f"i_v{v_index}", NAMESPACE, "Invocations", dims, "Sum"))
-        if len(stats) > MAX_QUERIES:
-            raise ValueError(f"{len(stats)} custom queries; GetMetricData takes 500")
-        series = self._get(endpoint, stats, start, end)
+        series = self._get(endpoint, self._bounded(stats, "custom"), start, end)
         step = timedelta(seconds=self.period)
         out: list[VariantWindow] = []
         for query_id, variant, metric in wanted:
@@ -231,9 +236,7 @@ class CloudWatchSource:
                 stats.append(self._stat(f"q{m_index}_v{v_index}_r", NAMESPACE, latency, dims, stat))
                 stats.append(self._stat(f"q{m_index}_v{v_index}_n", NAMESPACE, latency, dims, "SampleCount"))
                 wanted.append((f"q{m_index}_v{v_index}", variant, metric))
-        if len(stats) > MAX_QUERIES:
-            raise ValueError(f"{len(stats)} quantile queries; GetMetricData takes 500")
-        series = self._get(endpoint, stats, start, end)
+        series = self._get(endpoint, self._bounded(stats, "quantile"), start, end)
         step = timedelta(seconds=self.period)
         out: list[VariantWindow] = []
         for query_id, variant, metric in wanted:
