@@ -52,7 +52,7 @@ def validate(app: AppContext, path: Path, endpoint: str | None, output: str) -> 
             "metric": m.name,
             "role": m.role + (" (dry run)" if m.dry_run else ""),
             "source": m.source,
-            "test": m.test.type,
+            "test": _test_text(m),
             "margin": m.test.margin,
             "alpha": m.alpha,
             "min samples": m.min_samples,
@@ -115,3 +115,15 @@ def _gate_when(kind: str) -> str:
         "pre-rollout": "holds the first live traffic",
         "confirm-promotion": "holds the promotion",
     }[kind]
+
+
+def _test_text(metric: Any) -> str:
+    """What judges the metric, in a few words."""
+    if metric.kind == "quantile":
+        threshold = (
+            f"{metric.threshold_ms:g} ms" if metric.threshold_ms else "the baseline's before the start"
+        )
+        return f"p{metric.quantile:g}: requests over {threshold} (e-value)"
+    if metric.kind == "errors":
+        return "error counts (e-value)"
+    return metric.test.type + (", adjusted by a pre-period model" if metric.adjust != "none" else "")
