@@ -120,10 +120,11 @@ def _gate_when(kind: str) -> str:
 def _test_text(metric: Any) -> str:
     """What judges the metric, in a few words."""
     if metric.kind == "quantile":
+        p = f"p{metric.quantile:g}"
         threshold = (
-            f"{metric.threshold_ms:g} ms" if metric.threshold_ms else "the baseline's before the start"
+            f"{metric.threshold_ms:g} ms" if metric.threshold_ms else f"the baseline's {p} x (1 + margin)"
         )
-        return f"p{metric.quantile:g}: requests over {threshold} (e-value)"
+        return f"{p}: requests over {threshold}, e-value"
     if metric.kind == "errors":
         return "error counts (e-value)"
     return metric.test.type + (", adjusted by a pre-period model" if metric.adjust != "none" else "")
