@@ -338,7 +338,11 @@ def test_one_step_changed_per_weight_a_named_operator_and_a_link(
             worker.run(world.database, FAST, link=base)
             time.sleep(0.05)
         bodies = sent()
-        steps = [b for b in bodies if b["kind"] == "step_changed"]
+        # deliveries go out in parallel and may arrive out of order: a receiver orders them by event.seq
+        steps = sorted(
+            (b for b in bodies if b["kind"] == "step_changed"),
+            key=lambda b: b["event"]["seq"],  # type: ignore[index]
+        )
         # deployed beside the baseline at 0%, then CANARY's 20% and 50%: one event per change, in order
         # (before: the advance of each step was sent as well)
         weights = [b["rollout"]["weight"] for b in steps]  # type: ignore[index]
