@@ -127,4 +127,4 @@ def _test_text(metric: Any) -> str:
         return f"{p}: requests over {threshold}, e-value"
     if metric.kind == "errors":
         return "error counts (e-value)"
-    return metric.test.type + (", adjusted by a pre-period model" if metric.adjust != "none" else "")
+    return str(metric.test.type) + (", adjusted by a pre-period model" if metric.adjust != "none" else "")
