@@ -129,7 +129,7 @@ def _judge_interval(
         interval, adjustment = adjusted_sequence(*args)
         evidence["adjusted"] = adjustment is not None
         if adjustment is not None:
-            plain = difference_sequence(*args)
+            plain = adjustment.unadjusted
             low, high = _improvement(metric, plain.low, plain.high)
             evidence.update(
                 {

@@ -40,6 +40,7 @@ MIN_ADJUSTED = 30  # observations per arm before the slope is estimated
 class Adjustment:
     theta: float  # the slope of the outcome on the covariate, pooled within arms
     variance_ratio: float  # the adjusted estimate's variance over the unadjusted one's
+    unadjusted: Interval  # the sequence without the covariate, for comparison
 
     @property
     def explained(self) -> float:
@@ -58,7 +59,7 @@ def adjusted_sequence(
     if not np.isfinite(theta):
         return plain, None
     ratio = float(v / plain.variance) if plain.variance > 0 else 1.0
-    return Interval(d, low, high, v), Adjustment(theta, ratio)
+    return Interval(d, low, high, v), Adjustment(theta, ratio, plain)
 
 
 def _row(arm: Arm) -> tuple[float, ...]:
