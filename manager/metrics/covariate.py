@@ -30,7 +30,8 @@ class PostStartData(ValueError):
 @dataclass(frozen=True)
 class Covariate:
     estimator: Any
-    fingerprint: str  # sha256 of the fitted model, pickled: what the record names
+    pickled: bytes  # the fitted model as stored
+    fingerprint: str  # sha256 of `pickled`: what the record names
     first_served: datetime
     last_served: datetime
     rows: int
@@ -83,9 +84,11 @@ def fit(
             f"{len(outcomes)} labelled requests of history before the start: at least {MIN_ROWS} are needed"
         )
     model = estimator(seed).fit(features, outcomes)
+    pickled = pickle.dumps(model)
     return Covariate(
         model,
-        hashlib.sha256(pickle.dumps(model)).hexdigest(),
+        pickled,
+        hashlib.sha256(pickled).hexdigest(),
         min(served_at),
         max(served_at),
         len(outcomes),

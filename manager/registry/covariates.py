@@ -37,14 +37,13 @@ def save(session: Session, rollout: Rollout, covariate: Covariate | None, reason
         session.add(CovariateModel(rollout_id=rollout.id, state="none", reason=reason[:2000], fitted_at=now))
         payload: dict[str, object] = {"adjusted": False}
     else:
-        blob = pickle.dumps(covariate.estimator)
         session.add(
             CovariateModel(
                 rollout_id=rollout.id,
                 state="fitted",
                 reason=reason,
-                fingerprint=hashlib.sha256(blob).hexdigest(),
-                model=blob,
+                fingerprint=covariate.fingerprint,
+                model=covariate.pickled,
                 rows=covariate.rows,
                 first_served=covariate.first_served,
                 last_served=covariate.last_served,
@@ -53,7 +52,7 @@ def save(session: Session, rollout: Rollout, covariate: Covariate | None, reason
                 fitted_at=now,
             )
         )
-        payload = {"adjusted": True, **covariate.record(), "fingerprint": hashlib.sha256(blob).hexdigest()}
+        payload = {"adjusted": True, **covariate.record()}
     rollouts.record_event(session, rollout, "daemon", EVENT, reason, payload, at=now)
 
 
@@ -81,6 +80,7 @@ def load(session: Session, rollout_ids: Iterable[int]) -> dict[int, Covariate]:
         assert row.first_served is not None and row.last_served is not None and row.fingerprint
         out[row.rollout_id] = Covariate(
             pickle.loads(row.model),
+            row.model,
             row.fingerprint,
             row.first_served,
             row.last_served,
