@@ -8,6 +8,7 @@ listing starts at the window's first hour and stops at the start's."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,7 +39,8 @@ def fit(
         return None, f"no captured requests of {baseline_variant} in the {window} before the start"
     label_store, label_root = stores(spec.ground_truth_uri)
     labels = _labels(label_store, label_root, started_at - window, set(requests))
-    features, values, served = [], [], []
+    # (features, outcome, served at) of each labelled request with a readable input
+    joined: list[tuple[list[float], float, datetime]] = []
     for inference_id, label in labels.items():
         at, row, outputs = requests[inference_id]
         try:
@@ -46,19 +48,13 @@ def fit(
         except Malformed:
             continue
         if measure in scored and row is not None:
-            features.append(row)
-            values.append(scored[measure])
-            served.append(at)
-    if len({len(f) for f in features}) > 1:
-        width = max({len(f) for f in features}, key=[len(f) for f in features].count)
-        kept = [i for i, f in enumerate(features) if len(f) == width]
-        features, values, served = (
-            [features[i] for i in kept],
-            [values[i] for i in kept],
-            [served[i] for i in kept],
-        )
+            joined.append((row, scored[measure], at))
+    if joined:  # the inputs of the most common width (a model takes one)
+        width = Counter(len(row) for row, _, _ in joined).most_common(1)[0][0]
+        joined = [j for j in joined if len(j[0]) == width]
+    features, values = np.array([j[0] for j in joined]), np.array([j[1] for j in joined])
     try:
-        fitted = covariate.fit(np.array(features), np.array(values), served, started_at, measure)
+        fitted = covariate.fit(features, values, [j[2] for j in joined], started_at, measure)
     except ValueError as exc:
         return None, f"{exc}; judged unadjusted"
     return fitted, (
