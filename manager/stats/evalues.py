@@ -36,10 +36,15 @@ def _log_lr(pi: np.ndarray, k: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 def log_mean_exp(log_lr: np.ndarray, weights: np.ndarray | None = None) -> float:
     """log of the (weighted) mean of exp(log_lr), without ever forming exp of a large number."""
-    peak = float(log_lr.max())
-    inner = np.exp(log_lr - peak)
-    mean = float(np.mean(inner)) if weights is None else float(np.dot(weights, inner))
-    return peak + math.log(mean)
+    return float(log_mean_exp_rows(log_lr[None, :], weights)[0])
+
+
+def log_mean_exp_rows(log_lr: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """`log_mean_exp` of each row of a 2-D array."""
+    peak = log_lr.max(axis=1)
+    inner = np.exp(log_lr - peak[:, None])
+    mean = inner.mean(axis=1) if weights is None else inner @ weights
+    return np.asarray(peak + np.log(mean))
 
 
 class HarmEvidence:
@@ -82,8 +87,7 @@ class HarmEvidence:
             + candidate_errors[:, None] * per_candidate_error[None, :]
             + (errors - candidate_errors)[:, None] * per_other_error[None, :]
         )
-        peak = grid.max(axis=1)
-        values = peak + np.log(np.exp(grid - peak[:, None]) @ _WEIGHTS)
+        values = log_mean_exp_rows(grid, _WEIGHTS)
         informative = self.informative | (errors > 0)
         return np.asarray(np.where(informative, values, 0.0))
 
