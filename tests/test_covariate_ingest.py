@@ -25,6 +25,7 @@ from manager.registry.tables import Rollout
 from manager.registry.work_tables import CovariateModel
 from manager.rollout.judge import judge
 
+from .groundtruth_support import capture_line, label_line
 from .registry_fixtures import bare_rollout
 
 pytestmark = pytest.mark.backends
@@ -32,40 +33,6 @@ pytestmark = pytest.mark.backends
 POLICY = (
     Path(__file__).resolve().parent.parent / "examples" / "policies" / "benchmark-adjusted.yaml"
 ).read_text()
-
-
-def _capture(inference_id: str, at: datetime, features: list[float]) -> str:
-    meta = {"eventId": f"evt-{inference_id}", "inferenceId": inference_id, "inferenceTime": at.isoformat()}
-    return json.dumps(
-        {
-            "captureData": {
-                "endpointInput": {
-                    "observedContentType": "text/csv",
-                    "mode": "INPUT",
-                    "encoding": "CSV",
-                    "data": ",".join(f"{v:.6f}" for v in features),
-                },
-                "endpointOutput": {
-                    "observedContentType": "text/csv",
-                    "mode": "OUTPUT",
-                    "encoding": "CSV",
-                    "data": "0.9",
-                },
-            },
-            "eventMetadata": meta,
-            "eventVersion": "0",
-        }
-    )
-
-
-def _label(inference_id: str, label: int) -> str:
-    return json.dumps(
-        {
-            "groundTruthData": {"data": str(label), "encoding": "CSV"},
-            "eventMetadata": {"eventId": inference_id},
-            "eventVersion": "0",
-        }
-    )
 
 
 class Traffic:
@@ -80,8 +47,9 @@ class Traffic:
             self.count += 1
             features = self.rng.normal(size=3).tolist()
             correct = features[0] + 0.6 * self.rng.normal() > -1.0 + worse
-            captures.append(_capture(f"r{self.count}", at, features))
-            labels.append(_label(f"r{self.count}", int(correct)))
+            request = ",".join(f"{v:.6f}" for v in features)
+            captures.append(capture_line(f"r{self.count}", at, "0.9", request=request))
+            labels.append(label_line(f"r{self.count}", str(int(correct))))
         hour = at.strftime("%Y/%m/%d/%H")
         self._append(self.root / "capture" / "ep" / variant / hour / f"{at:%M%S%f}.jsonl", captures)
         if labelled:

@@ -29,6 +29,7 @@ from manager.registry.tables import (
 )
 
 from .aws_support import record_operations
+from .groundtruth_support import capture_line, label_line
 from .registry_fixtures import bare_rollout
 
 pytestmark = pytest.mark.backends  # each test runs on SQLite and on PostgreSQL
@@ -36,45 +37,6 @@ pytestmark = pytest.mark.backends  # each test runs on SQLite and on PostgreSQL
 
 def _rollout(database: Database, started: datetime) -> int:
     return bare_rollout(database, started, weights={"baseline": 95, "candidate": 5})
-
-
-def capture_line(inference_id: str, at: datetime, output: str, use_event_id: bool = False) -> str:
-    meta = {
-        "eventId": inference_id if use_event_id else f"evt-{inference_id}",
-        "inferenceTime": at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-    }
-    if not use_event_id:
-        meta["inferenceId"] = inference_id
-    return json.dumps(
-        {
-            "captureData": {
-                "endpointInput": {
-                    "observedContentType": "text/csv",
-                    "mode": "INPUT",
-                    "data": "1,2,3",
-                    "encoding": "CSV",
-                },
-                "endpointOutput": {
-                    "observedContentType": "text/csv; charset=utf-8",
-                    "mode": "OUTPUT",
-                    "data": output,
-                    "encoding": "CSV",
-                },
-            },
-            "eventMetadata": meta,
-            "eventVersion": "0",
-        }
-    )
-
-
-def label_line(inference_id: str, label: str) -> str:
-    return json.dumps(
-        {
-            "groundTruthData": {"data": label, "encoding": "CSV"},
-            "eventMetadata": {"eventId": inference_id},
-            "eventVersion": "0",
-        }
-    )
 
 
 class Files:
