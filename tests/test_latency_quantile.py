@@ -6,6 +6,7 @@ slower at p90 is caught; one whose mean is 10% higher with its p90 unchanged is 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import replace
@@ -139,6 +140,6 @@ def test_a_slower_candidate_is_rolled_back_on_its_p90(tmp_path: Path, artifacts:
     assert row.state == "rolled_back" and "p90" in (row.reason or ""), row.reason
     fixed = audit.history(world.database, audit.HistoryFilter(action=thresholds.EVENT, limit=None))
     assert len(fixed) == 1 and "the baseline's p90" in (fixed[0].reason or "")
-    entry: dict[str, Any] = __import__("json").loads(fixed[0].payload)["thresholds"]["p90"]
+    entry: dict[str, Any] = json.loads(fixed[0].payload)["thresholds"]["p90"]
     assert entry["threshold_ms"] == pytest.approx(entry["baseline_ms"] * 1.1)
     assert entry["threshold_ms"] < 20  # the baseline is fast; the candidate takes 20 ms more
