@@ -26,6 +26,7 @@ COUNTS = {
     "Invocation5XXErrors": "errors_5xx",
 }
 LATENCIES = {"ModelLatency": "model_latency_ms", "OverheadLatency": "overhead_latency_ms"}
+LATENCY_METRIC = {measure: metric for metric, measure in LATENCIES.items()}  # measure -> CloudWatch's name
 MICROSECONDS_PER_MS = 1000.0
 MAX_QUERIES = 500
 
@@ -231,7 +232,7 @@ class CloudWatchSource:
         for v_index, variant in enumerate(variants):
             dims = {"EndpointName": endpoint, "VariantName": variant}
             for m_index, (metric, threshold_ms) in enumerate(thresholds):
-                latency = next(k for k, v in LATENCIES.items() if v == metric.latency)
+                latency = LATENCY_METRIC[metric.latency]
                 stat = f"PR(:{threshold_ms * MICROSECONDS_PER_MS:.3f})"
                 stats.append(self._stat(f"q{m_index}_v{v_index}_r", NAMESPACE, latency, dims, stat))
                 stats.append(self._stat(f"q{m_index}_v{v_index}_n", NAMESPACE, latency, dims, "SampleCount"))
@@ -255,7 +256,7 @@ class CloudWatchSource:
         the per-minute percentiles' median, each minute weighted by its requests (a percentile over
         the hour would need the hour's own bucket, which CloudWatch aligns as it will). Any threshold
         fixed before the rollout's data keeps the test valid; this one makes it about that percentile."""
-        metric = next(k for k, v in LATENCIES.items() if v == latency)
+        metric = LATENCY_METRIC[latency]
         start, end = align(until - timedelta(hours=1), self.period), align(until, self.period)
         dims = {"EndpointName": endpoint, "VariantName": variant}
         stats = [
